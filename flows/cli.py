@@ -1,0 +1,118 @@
+"""The `selftrain` command line: run a campaign, validate a config, print the schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from configs.loader import ConfigError, describe_schema, load_config
+from configs.schema import CampaignConfig
+
+DEFAULT_CONFIG = "tiny"  # becomes the packaged Gemma campaign once it lands (issue 3)
+TABLE_METRICS = [
+    ("judge/accept_rate", "accept"),
+    ("judge/pass_at_k", "pass@k"),
+    ("select/rows", "selected"),
+    ("train/loss", "loss"),
+    ("eval/accuracy", "heldout acc"),
+    ("eval/ci_low", "ci low"),
+    ("eval/ci_high", "ci high"),
+]
+
+
+def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`[CONFIG] [key=value ...]` -> (config or None, overrides)."""
+    if args and "=" not in args[0]:
+        return args[0], list(args[1:])
+    return None, list(args)
+
+
+def preflight(config: CampaignConfig) -> None:
+    """Check inputs that live outside the config (prompt files, local models) before any run is created.
+
+    Raises:
+        ValueError subclasses naming the file, line or field at fault.
+    """
+    from tasks.prompts import check_prompt_sources
+
+    check_prompt_sources(config.prompts)
+    if config.model.source == "local":
+        from tasks.policy import prepare_base
+
+        prepare_base(config)
+
+
+def _quiet_defaults() -> None:
+    # Offline machines: Prefect's telemetry otherwise logs connection errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Deprecation notices from transformers/TRL internals say nothing a selftrain user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run(config: CampaignConfig) -> dict:
+    """Run the campaign flow and print the per-round table and where to look."""
+    _quiet_defaults()
+    from transformers.utils import logging as hf_logging
+
+    from flows.campaign import campaign_flow
+
+    hf_logging.disable_progress_bar()
+    from tasks.tracking import client_for, tracking_uri
+
+    summary = campaign_flow(config)
+    client = client_for(config.tracking)
+    print("\nround  " + "  ".join(f"{label:>11}" for _, label in TABLE_METRICS) + "  promoted")
+    for row in summary["rounds"]:
+        metrics = client.get_run(row["run_id"]).data.metrics
+        if row["round"] == 0:  # round 0 lives on the parent run, whose metrics hold the last step only
+            metrics = {"eval/accuracy": row["eval/accuracy"]}
+        cells = [f"{metrics[k]:>11.3f}" if k in metrics else f"{'-':>11}" for k, _ in TABLE_METRICS]
+        print(f"{row['round']:>5}  " + "  ".join(cells) + f"  {'yes' if row['promoted'] else 'no':>8}")
+    uri = tracking_uri(config.tracking)
+    print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
+    print(f"Round data and adapters: {summary['workdir']}")
+    print(f"See it in MLflow:  mlflow ui --backend-store-uri {uri}")
+    if not os.environ.get("PREFECT_API_URL"):
+        print("See flow runs in Prefect: start `prefect server start` and run again with PREFECT_API_URL set")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `selftrain` command."""
+    parser = argparse.ArgumentParser(prog="selftrain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run a campaign: selftrain run [CONFIG] [key=value ...]")
+    run_p.add_argument("args", nargs="*", help="config file or shipped name, then dotted key=value overrides")
+    val_p = sub.add_parser("validate", help="check a config and print it resolved")
+    val_p.add_argument("args", nargs="*", help="config file or shipped name, then overrides")
+    schema_p = sub.add_parser("schema", help="print every config field with its default and meaning")
+    schema_p.add_argument("--json", action="store_true", help="print the JSON schema instead")
+    ns = parser.parse_args(argv)
+
+    if ns.command == "schema":
+        print(json.dumps(CampaignConfig.model_json_schema(), indent=2) if ns.json else describe_schema())
+        return 0
+    path, overrides = _split(ns.args)
+    try:
+        config = load_config(path or DEFAULT_CONFIG, overrides)
+        preflight(config)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"selftrain: error: {err}", file=sys.stderr)
+        return 2
+    if ns.command == "validate":
+        print(config.model_dump_json(indent=2))
+        return 0
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

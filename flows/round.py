@@ -1,0 +1,73 @@
+"""One self-training round as a Prefect flow: generate, judge, select, train, evaluate, gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel
+
+from configs.loader import flatten
+from configs.schema import CampaignConfig
+from tasks.evaluate import evaluate_task, should_promote
+from tasks.generate import generate_task
+from tasks.judge import judge_task
+from tasks.prompts import prompts_task
+from tasks.records import DatasetRef, ModelRef
+from tasks.select import select_task
+from tasks.tracking import RunContext, end_run, set_tags, start_run
+from tasks.train_sft import train_task
+
+
+class RoundResult(BaseModel):
+    """What a round hands back to the campaign: its run, its candidate and the gate's decision."""
+
+    round: int
+    run_id: str
+    candidate: ModelRef | None
+    accuracy: float | None
+    promoted: bool
+
+
+@flow(name="selftrain-round", flow_run_name="{config.name}-round-{round_index}")
+def round_flow(
+    config: CampaignConfig,
+    round_index: int,
+    policy: ModelRef,
+    incumbent_accuracy: float,
+    heldout: DatasetRef,
+    parent_run_id: str,
+    workdir: str,
+) -> RoundResult:
+    """Run round `round_index` from `policy`; promote the result if the gate allows."""
+    from prefect.runtime import flow_run
+
+    folder = Path(workdir) / f"round-{round_index:02d}"
+    run_id = start_run(
+        config.tracking,
+        f"{config.name}-round-{round_index}",
+        params={"round": str(round_index), "input_policy": policy.label, **flatten(config)},
+        tags={"selftrain.round": str(round_index), "prefect.flow_run_id": str(flow_run.id)},
+        parent_run_id=parent_run_id,
+    )
+    ctx = RunContext(tracking=config.tracking, run_id=run_id, parent_run_id=parent_run_id, step=round_index)
+    try:
+        prompts = prompts_task(config, "train", round_index, str(folder / "prompts.jsonl"), ctx)
+        generated = generate_task(config, policy, prompts, str(folder / "generated.jsonl"), ctx)
+        judged = judge_task(config, generated, str(folder / "judged.jsonl"), ctx)
+        selected = select_task(config, judged, str(folder / "selected.jsonl"), ctx)
+        candidate = train_task(config, policy, selected, str(folder / "adapter"), ctx)
+        accuracy = None
+        if candidate is not None:
+            metrics = evaluate_task(config, candidate, heldout, str(folder / "evaluated.jsonl"), ctx)
+            accuracy = metrics["accuracy"]
+        promoted = accuracy is not None and should_promote(
+            accuracy, incumbent_accuracy, config.evaluate.promotion_margin
+        )
+        ctx.log_metrics({"gate/promoted": float(promoted), "gate/incumbent_accuracy": incumbent_accuracy})
+        set_tags(config.tracking, run_id, {"selftrain.promoted": str(promoted).lower()})
+    except BaseException:
+        end_run(config.tracking, run_id, "FAILED")
+        raise
+    end_run(config.tracking, run_id)
+    return RoundResult(round=round_index, run_id=run_id, candidate=candidate, accuracy=accuracy, promoted=promoted)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up selftrain's virtual environment in .venv (idempotent: reinstalls only when the pins change).
+# Needs Python 3.11 and pip; everything else comes from PyPI, pinned in infra/constraints.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv with $("$PY" --version)"
+    "$PY" -m venv .venv
+fi
+
+stamp=.venv/.selftrain-pins
+want="$(cat pyproject.toml infra/constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "bootstrap: installing pinned dependencies (about 3 minutes the first time)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -c infra/constraints.txt -e '.[dev]'
+    echo "$want" > "$stamp"
+fi
+echo "bootstrap: ready (.venv/bin/selftrain)"

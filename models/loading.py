@@ -1,0 +1,79 @@
+"""Load a policy (base weights plus an optional LoRA adapter) ready for batched generation or training.
+
+Whatever the source, the policy comes back in float32 on the CPU, in eval mode, with a tokenizer that
+pads on the left with a pad token distinct from EOS whenever the model allows one. A pad equal to EOS
+would let SFT collators mask the EOS labels too, and the policy would never learn to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+PAD_TOKEN = "<pad>"
+
+
+def set_torch_threads(n: int) -> None:
+    """Limit torch to `n` intra-op threads (and inter-op threads while that can still change).
+
+    One thread per process is steadier than torch's default when other processes share the cores.
+    Safe to call any number of times.
+    """
+    torch.set_num_threads(n)
+    if torch.get_num_interop_threads() != n:
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:
+            # torch allows this only once, before any inter-op parallel work; afterwards it is fixed.
+            logger.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
+def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token distinct from EOS without resizing the model, where possible."""
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == eos:
+        embedding_rows = model.get_input_embeddings().weight.shape[0]
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != eos:
+            tokenizer.pad_token = tokenizer.unk_token
+        elif len(tokenizer) < embedding_rows:
+            # Spare embedding rows (vocabularies padded to a multiple of 64, say) hold a new token for free;
+            # its weights never matter because padded positions are masked out.
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        elif tokenizer.pad_token_id is None:
+            logger.warning("no token can serve as pad without resizing the model; padding with EOS")
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            logger.warning("pad token equals EOS and no other token is free; keeping it")
+    tokenizer.padding_side = "left"  # generation continues from the right end of every row
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_policy(
+    base: str, adapter: str | None = None, *, trainable: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, optionally with a LoRA adapter on top.
+
+    Args:
+        base: A local directory or a hub id. Nothing forces a download: with `HF_HUB_OFFLINE=1` a hub id
+            resolves from the local cache only.
+        adapter: A directory written by `PeftModel.save_pretrained`, or None for the bare base model.
+        trainable: Load the adapter's weights as trainable (PEFT loads them frozen by default).
+
+    Returns:
+        The model (a `PeftModel` when `adapter` is given) in float32 and eval mode, and its tokenizer
+        padding on the left.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    _ensure_pad_token(model, tokenizer)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,79 @@
+"""Generation step: the current policy samples k responses per training prompt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import CampaignConfig, GenerateConfig
+from models.loading import load_policy, set_torch_threads
+from models.sampling import HFSampler, ProgressFn, SamplingEngine
+from tasks.progress import Progress
+from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
+from tasks.tracking import RunContext
+
+
+def generate_responses(
+    engine: SamplingEngine,
+    prompts: Sequence[Record],
+    cfg: GenerateConfig,
+    *,
+    template: str,
+    seed: int,
+    progress: ProgressFn | None = None,
+) -> list[Record]:
+    """Sample `cfg.k` responses for every prompt; one output record per (prompt, sample)."""
+    inputs = [template.format(prompt=row["prompt"]) for row in prompts]
+    responses = engine.sample(
+        inputs,
+        n=cfg.k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        stop=cfg.stop,
+        seed=seed,
+        batch_size=cfg.batch_size,
+        progress=progress,
+    )
+    return [
+        {**row, "sample": index, "response": text}
+        for row, texts in zip(prompts, responses, strict=True)
+        for index, text in enumerate(texts)
+    ]
+
+
+@task(name="generate", cache_policy=NO_CACHE)
+def generate_task(
+    config: CampaignConfig, policy: ModelRef, prompts: DatasetRef, out_path: str, ctx: RunContext
+) -> DatasetRef:
+    """Load the policy, sample, write `generated.jsonl` with its lineage, log metrics and data."""
+    set_torch_threads(config.model.torch_threads)
+    model, tokenizer = load_policy(policy.base, policy.adapter)
+    engine = HFSampler(model, tokenizer)
+    seed = config.seed * 1000 + ctx.step
+    started = time.perf_counter()
+    rows = generate_responses(
+        engine,
+        read_records(prompts),
+        config.generate,
+        template=config.prompts.template,
+        seed=seed,
+        progress=Progress("generate", "samples"),
+    )
+    seconds = time.perf_counter() - started
+    ref = write_records(out_path, rows)
+    write_lineage(Path(out_path), policy=policy, prompts=prompts, seed=seed, generate=config.generate)
+    ctx.log_metrics(
+        {
+            "generate/samples": len(rows),
+            "generate/seconds": seconds,
+            "generate/tokens_per_s": engine.tokens_generated / max(seconds, 1e-9),
+            "generate/mean_chars": sum(len(r["response"]) for r in rows) / max(len(rows), 1),
+        }
+    )
+    ctx.log_dataset(ref, name=f"round-{ctx.step}-generated", context="generated")
+    return ref

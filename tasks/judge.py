@@ -1,0 +1,152 @@
+"""Judging: score each sampled response with a pluggable judge, and summarise the scores.
+
+`Judge` is the seam: the verifier below is the one built-in judge, and Meta Ranking, pointwise LLM
+judges and reward models plug in by implementing the same `score` method. Whatever the judge, rows
+with a reference answer also get `correct` from the verifier, so a learned judge can be measured
+against the truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import CampaignConfig, JudgeConfig
+from tasks.arithmetic import extract_answer
+from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
+from tasks.tracking import RunContext
+
+
+class Judge(Protocol):
+    """Scores judged rows; implemented by the verifier here and by model-backed judges in `models/`.
+
+    Attributes:
+        name: A short name used in metric keys and lineage.
+    """
+
+    name: str
+
+    def score(self, rows: Sequence[Record]) -> list[float]:
+        """One score in [0, 1] per row, in row order; higher means more likely correct.
+
+        Args:
+            rows: Records with at least `prompt`, `response` and `answer` (which may be None).
+        """
+        ...
+
+
+class VerifierJudge:
+    """Scores 1.0 when the response's final number equals the reference answer, else 0.0."""
+
+    name: str = "verifier"
+
+    def score(self, rows: Sequence[Record]) -> list[float]:
+        """1.0 for each row whose response is correct, 0.0 otherwise (also when the answer is None)."""
+        return [1.0 if is_correct(row["response"], row.get("answer")) else 0.0 for row in rows]
+
+
+def is_correct(response: str, answer: Any) -> bool:
+    """Whether a response's final answer (`extract_answer`) matches a reference answer.
+
+    Both sides are compared as integers when both parse as one ("012" matches "12"), else as stripped text.
+
+    Args:
+        response: The model's response.
+        answer: The reference answer; None never matches.
+    """
+    if answer is None:
+        return False
+    predicted = extract_answer(response)
+    if predicted is None:
+        return False
+    reference = str(answer).strip()
+    try:
+        return int(predicted) == int(reference)
+    except ValueError:
+        return predicted.strip() == reference
+
+
+def judge_records(rows: Sequence[Record], judge: Judge) -> list[Record]:
+    """Copies of `rows` with the judge's `score` and, where there is an answer, the verifier's `correct`.
+
+    Args:
+        rows: Generated records (`prompt`, `response`, `answer`, ...).
+        judge: The judge that scores them.
+
+    Returns:
+        Judged records, in input order.
+
+    Raises:
+        ValueError: if the judge returns the wrong number of scores or a score outside [0, 1].
+    """
+    scores = judge.score(rows)
+    if len(scores) != len(rows):
+        raise ValueError(f"judge {judge.name!r} returned {len(scores)} scores for {len(rows)} rows")
+    judged = []
+    for row, score in zip(rows, scores, strict=True):
+        score = float(score)
+        # A NaN would pass no threshold yet poison every mean, so reject it with the out-of-range ones.
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"judge {judge.name!r} returned score {score} outside [0, 1]")
+        out = {**row, "score": score}
+        if row.get("answer") is not None:
+            out["correct"] = is_correct(row["response"], row["answer"])
+        judged.append(out)
+    return judged
+
+
+def judge_summary(rows: Sequence[Record], threshold: float) -> dict[str, float]:
+    """Round metrics of judged rows (log under `judge/`).
+
+    Args:
+        rows: Judged records (`id`, `score`, and `correct` where the prompt has an answer).
+        threshold: The selection threshold, for the accept rate.
+
+    Returns:
+        `accept_rate` (share of rows scoring >= threshold), `mean_score`, `accuracy` (share correct
+        among rows with an answer), `pass_at_k` (share of prompts with an answer that have at least one
+        correct sample) and `prompts` (distinct prompt ids). A share with nothing to count is NaN.
+    """
+    graded = [row for row in rows if "correct" in row]
+    correct_by_prompt: dict[str, bool] = {}
+    for row in graded:
+        correct_by_prompt[row["id"]] = correct_by_prompt.get(row["id"], False) or bool(row["correct"])
+    return {
+        "accept_rate": _share([row["score"] >= threshold for row in rows]),
+        "mean_score": _mean([row["score"] for row in rows]),
+        "accuracy": _share([bool(row["correct"]) for row in graded]),
+        "pass_at_k": _share(list(correct_by_prompt.values())),
+        "prompts": float(len({row["id"] for row in rows})),
+    }
+
+
+def _share(flags: Sequence[bool]) -> float:
+    return sum(flags) / len(flags) if flags else math.nan
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def make_judge(cfg: JudgeConfig) -> Judge:
+    """The judge a config names."""
+    if cfg.kind == "verifier":
+        return VerifierJudge()
+    raise ValueError(f"judge.kind: unknown judge {cfg.kind!r}")
+
+
+@task(name="judge", cache_policy=NO_CACHE)
+def judge_task(config: CampaignConfig, generated: DatasetRef, out_path: str, ctx: RunContext) -> DatasetRef:
+    """Score the round's samples, write `judged.jsonl`, log `judge/*` metrics and the data."""
+    judge = make_judge(config.judge)
+    rows = judge_records(read_records(generated), judge)
+    ref = write_records(out_path, rows)
+    write_lineage(Path(out_path), generated=generated, judge=config.judge)
+    ctx.log_metrics({f"judge/{k}": v for k, v in judge_summary(rows, config.select.threshold).items()})
+    ctx.log_dataset(ref, name=f"round-{ctx.step}-judged", context="judged")
+    return ref

@@ -1,0 +1,84 @@
+"""Preparing the starting policy: resolve the configured model source to a loadable base directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import CampaignConfig
+from models.tiny import ensure_tiny_model
+from tasks.arithmetic import sample_problems
+from tasks.progress import Progress
+from tasks.records import ModelRef, sha256_dir
+
+TINY_WARMUP_PROBLEMS = 512
+TINY_CORPUS_PROBLEMS = 2000
+TINY_SEED = 0  # the tiny base is a fixed 'pretrained' model, shared by campaigns of any seed
+
+
+class ModelSourceError(ValueError):
+    """The configured model cannot be found or loaded; the message says what to do."""
+
+
+def cache_root() -> Path:
+    """Where built or converted models are cached: $SELFTRAIN_CACHE, else ~/.cache/selftrain."""
+    return Path(os.environ.get("SELFTRAIN_CACHE", Path.home() / ".cache" / "selftrain"))
+
+
+def fingerprint(directory: Path) -> str:
+    """A content hash of a model directory; names and sizes only for big checkpoints (hashing GBs is slow)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    if sum(p.stat().st_size for p in files) < 200 * 2**20:
+        return sha256_dir(directory)
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(f"{p.relative_to(directory)}:{p.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def tiny_inputs(config: CampaignConfig) -> tuple[list[str], list[tuple[str, str]]]:
+    """The tokenizer corpus and warm-up pairs for the tiny model, drawn from the task's train split."""
+    prompts = config.prompts
+    ranges = dict(min_operand=prompts.min_operand, max_operand=prompts.max_operand, operations=prompts.operations)
+    corpus_rows = sample_problems(TINY_CORPUS_PROBLEMS, split="train", seed=4321, **ranges)
+    corpus = [prompts.template.format(prompt=r["prompt"]) + r["solution"] for r in corpus_rows]
+    warmup_rows = sample_problems(TINY_WARMUP_PROBLEMS, split="train", seed=1234, **ranges)
+    warmup = [(prompts.template.format(prompt=r["prompt"]), r["solution"]) for r in warmup_rows]
+    return corpus, warmup
+
+
+def prepare_base(config: CampaignConfig) -> ModelRef:
+    """Resolve `config.model` to a ModelRef without an adapter (the round-0 policy).
+
+    Raises:
+        ModelSourceError: a local directory that does not exist or holds no config.json.
+    """
+    source = config.model
+    if source.source == "tiny":
+        corpus, warmup = tiny_inputs(config)
+        progress = Progress("tiny model", "steps")
+        path = ensure_tiny_model(
+            cache_root() / "models",
+            corpus,
+            warmup,
+            steps=source.tiny_warmup_steps,
+            seed=TINY_SEED,
+            progress=progress.line,
+        )
+        return ModelRef(source="tiny", base=str(path), sha256=fingerprint(path))
+    if source.source == "local":
+        path = Path(str(source.name)).expanduser().resolve()
+        if not (path / "config.json").exists():
+            raise ModelSourceError(f"model.name: {path} is not a model directory (no config.json)")
+        return ModelRef(source="local", base=str(path), sha256=fingerprint(path))
+    return ModelRef(source="hub", base=str(source.name), sha256=str(source.name))
+
+
+@task(name="prepare-policy", cache_policy=NO_CACHE)
+def prepare_base_task(config: CampaignConfig) -> ModelRef:
+    """Prefect wrapper of `prepare_base`."""
+    return prepare_base(config)

@@ -1,0 +1,68 @@
+"""Config loading: shipped YAMLs validate, overrides apply, bad values name the field and the reason."""
+
+from pathlib import Path
+
+import pytest
+
+from configs.loader import CONFIG_DIR, ConfigError, describe_schema, flatten, load_config
+
+SHIPPED = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+
+def test_there_are_shipped_configs() -> None:
+    assert "tiny.yaml" in {p.name for p in SHIPPED}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_config_validates(path: Path) -> None:
+    config = load_config(path)
+    assert config.rounds >= 1
+
+
+def test_overrides_parse_yaml_values() -> None:
+    config = load_config("tiny", ["generate.k=8", "train.learning_rate=1e-4", 'generate.stop=["Q:", "\\n"]'])
+    assert config.generate.k == 8
+    assert config.train.learning_rate == pytest.approx(1e-4)
+    assert config.generate.stop == ["Q:", "\n"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("rounds=0", "rounds: Input should be greater than or equal to 1"),
+        ("generate.k=0", "generate.k: Input should be greater than or equal to 1"),
+        ("generate.top_p=1.5", "generate.top_p: Input should be less than or equal to 1"),
+        ("generate.k=many", "generate.k: Input should be a valid integer"),
+        ("train.learnig_rate=0.1", "train.learnig_rate: unknown field (did you mean 'learning_rate'?)"),
+        ("colour=red", "colour: unknown field"),
+        ("model.source=hub", "model.name is required when model.source is 'hub'"),
+        ("prompts.min_operand=20", "prompts.min_operand must not exceed prompts.max_operand"),
+    ],
+)
+def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", [override])
+    assert expected in str(err.value)
+
+
+def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(None, ["=3"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+
+
+def test_flatten_and_schema_cover_every_field() -> None:
+    flat = flatten(load_config("tiny"))
+    assert flat["generate.k"] == "4"
+    assert flat["model.source"] == "tiny"
+    text = describe_schema()
+    for key in flat:
+        assert key.split(".")[-1] + ":" in text

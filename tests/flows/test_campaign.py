@@ -1,0 +1,117 @@
+"""A whole tiny campaign through the real CLI, Prefect and an MLflow SQLite store, read back as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
+    """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
+    root = tmp_path_factory.mktemp("tiny-campaign")
+    proc = subprocess.run(
+        [SELFTRAIN, "run", "configs/tiny.yaml", f"tracking.output_dir={root / 'runs'}"],
+        cwd=REPO,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
+    return {"root": root, "stdout": proc.stdout, "client": MlflowClient(tracking_uri=uri), "env": cli_env}
+
+
+def _runs(campaign: dict) -> tuple:
+    client = campaign["client"]
+    experiment = client.get_experiment_by_name("selftrain-tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("selftrain.kind") == "campaign"]
+    children = sorted(
+        (r for r in runs if r.data.tags.get("mlflow.parentRunId")), key=lambda r: int(r.data.params["round"])
+    )
+    return parents, children
+
+
+def test_console_shows_table_and_where_to_look(campaign: dict) -> None:
+    out = campaign["stdout"]
+    assert "heldout acc" in out and "promoted" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "generate:" in out and "samples/s" in out  # progress with counts and rates
+
+
+def test_mlflow_holds_one_parent_and_three_finished_rounds(campaign: dict) -> None:
+    parents, children = _runs(campaign)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["generate.k"] == "4"
+    assert parent.data.tags["mlflow.source.git.commit"]
+    assert parent.data.tags["prefect.flow_run_id"]
+    for index, child in enumerate(children, start=1):
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.params["round"] == str(index)
+        assert child.data.tags["prefect.flow_run_id"] != parent.data.tags["prefect.flow_run_id"]
+        for key in ("generate/samples", "judge/accept_rate", "select/rows", "train/loss", "eval/accuracy"):
+            history = campaign["client"].get_metric_history(child.info.run_id, key)
+            assert [m.step for m in history] == [index], key
+
+
+def test_rounds_log_datasets_artifacts_and_lineage(campaign: dict) -> None:
+    client = campaign["client"]
+    _, children = _runs(campaign)
+    for child in children:
+        contexts = {
+            next(t.value for t in d.tags if t.key == "mlflow.data.context") for d in child.inputs.dataset_inputs
+        }
+        assert contexts >= {"prompts", "generated", "judged", "selected", "evaluation"}
+        data = {Path(a.path).name for a in client.list_artifacts(child.info.run_id, "data")}
+        assert {"generated.jsonl", "judged.jsonl", "selected.jsonl", "generated.jsonl.lineage.json"} <= data
+        adapter = {Path(a.path).name for a in client.list_artifacts(child.info.run_id, "adapter")}
+        assert {"adapter_model.safetensors", "adapter_config.json", "lineage.json"} <= adapter
+        local = Path(client.download_artifacts(child.info.run_id, "adapter/lineage.json"))
+        lineage = json.loads(local.read_text())
+        assert lineage["data"]["sha256"] and lineage["parent"]["base"]
+
+
+def test_heldout_accuracy_improves_over_round_zero(campaign: dict) -> None:
+    parents, _ = _runs(campaign)
+    history = campaign["client"].get_metric_history(parents[0].info.run_id, "eval/accuracy")
+    by_round = {m.step: m.value for m in history}
+    print("held-out accuracy by round:", by_round)
+    assert sorted(by_round) == [0, 1, 2, 3]
+    assert by_round[3] > by_round[0]
+
+
+def test_prefect_shows_campaign_and_rounds_completed(campaign: dict) -> None:
+    # The temporary Prefect server died with the CLI; a new one on the same PREFECT_HOME reads its database.
+    script = textwrap.dedent(
+        """
+        import json
+        from prefect.client.orchestration import get_client
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs()
+            print(json.dumps([[r.name, r.state.type.value if r.state else None] for r in runs]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=campaign["env"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert runs["tiny"] == "COMPLETED"
+    for index in (1, 2, 3):
+        assert runs[f"tiny-round-{index}"] == "COMPLETED"

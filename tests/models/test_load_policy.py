@@ -1,0 +1,77 @@
+"""Loading a policy: base alone, base plus a LoRA adapter (frozen or trainable), and thread settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from models.loading import _ensure_pad_token, load_policy, set_torch_threads
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter on the tiny model whose B matrices are non-zero, so it changes the outputs."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:  # PEFT initialises B to zero: the adapter would be a no-op
+                param.normal_(std=0.5)
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    return out
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits
+
+
+def test_base_is_float32_eval_and_pads_left(tiny_dir: Path) -> None:
+    model, tokenizer = load_policy(str(tiny_dir))
+    assert not isinstance(model, PeftModel)
+    assert not model.training
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.config.pad_token_id == model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_adapter_loads_frozen_by_default(tiny_dir: Path, adapter_dir: Path) -> None:
+    base, _ = load_policy(str(tiny_dir))
+    model, _ = load_policy(str(tiny_dir), str(adapter_dir))
+    assert isinstance(model, PeftModel) and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not torch.allclose(_logits(model), _logits(base))
+
+
+def test_trainable_adapter_trains_only_lora_weights(tiny_dir: Path, adapter_dir: Path) -> None:
+    model, _ = load_policy(str(tiny_dir), str(adapter_dir), trainable=True)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_missing_pad_falls_back_without_resizing(tiny_dir: Path) -> None:
+    model, tokenizer = load_policy(str(tiny_dir))
+    rows = model.get_input_embeddings().weight.shape[0]
+    tokenizer.pad_token = None
+    _ensure_pad_token(model, tokenizer)  # no unk and no spare row: EOS is the only choice
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    assert model.get_input_embeddings().weight.shape[0] == rows
+
+    model.resize_token_embeddings(rows + 8)  # spare rows, as in vocabularies padded to a multiple
+    tokenizer.pad_token = None
+    _ensure_pad_token(model, tokenizer)
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert tokenizer.pad_token_id < model.get_input_embeddings().weight.shape[0]
+
+
+def test_set_torch_threads_is_idempotent() -> None:
+    set_torch_threads(1)
+    set_torch_threads(1)
+    assert torch.get_num_threads() == 1

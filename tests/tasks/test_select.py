@@ -1,0 +1,103 @@
+"""Unit tests for tasks.select: threshold, ranking, dedupe, caps, order, SFT examples and the summary."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tasks.records import Record
+from tasks.select import select, select_summary, to_sft_examples
+
+
+def rows_with_scores(*specs: tuple[str, int, float] | tuple[str, int, float, str]) -> list[Record]:
+    """Judged rows from (prompt id, sample, score[, response]); the response defaults to "id/sample"."""
+    out = []
+    for pid, sample, score, *response in specs:
+        text = response[0] if response else f"{pid}/{sample}"
+        out.append({"id": pid, "sample": sample, "prompt": f"q-{pid}", "response": text, "score": score})
+    return out
+
+
+def keys(selected: list[Record]) -> list[tuple[str, int]]:
+    return [(r["id"], r["sample"]) for r in selected]
+
+
+def run(rows: list[Record], **overrides: object) -> list[Record]:
+    options: dict[str, object] = {"threshold": 0.5, "best_of_k": False, "max_per_prompt": 10, "dedupe": False}
+    options.update(overrides)
+    return select(rows, **options)  # type: ignore[arg-type]
+
+
+def test_threshold_is_inclusive() -> None:
+    rows = rows_with_scores(("a", 0, 0.49), ("a", 1, 0.5), ("a", 2, 1.0))
+    assert keys(run(rows)) == [("a", 2), ("a", 1)]
+
+
+def test_prompts_keep_first_seen_order_and_rank_within() -> None:
+    rows = rows_with_scores(("b", 0, 0.6), ("a", 0, 1.0), ("b", 1, 0.9), ("a", 1, 0.8), ("c", 0, 0.1))
+    assert keys(run(rows)) == [("b", 1), ("b", 0), ("a", 0), ("a", 1)]
+
+
+def test_ties_break_by_sample_index_not_input_order() -> None:
+    rows = rows_with_scores(("a", 3, 1.0), ("a", 1, 1.0), ("a", 2, 1.0))
+    assert keys(run(rows)) == [("a", 1), ("a", 2), ("a", 3)]
+
+
+def test_best_of_k_keeps_one_per_prompt_earliest_sample_on_ties() -> None:
+    rows = rows_with_scores(("a", 2, 1.0), ("a", 0, 1.0), ("a", 1, 0.7), ("b", 0, 0.6), ("b", 1, 0.8))
+    assert keys(run(rows, best_of_k=True, max_per_prompt=3)) == [("a", 0), ("b", 1)]
+
+
+def test_cap_per_prompt() -> None:
+    rows = rows_with_scores(*[("a", i, 1.0) for i in range(4)], ("b", 0, 1.0))
+    assert keys(run(rows, max_per_prompt=2)) == [("a", 0), ("a", 1), ("b", 0)]
+
+
+def test_dedupe_compares_stripped_text_per_prompt_before_the_cap() -> None:
+    rows = rows_with_scores(
+        ("a", 0, 1.0, "The answer is 4"),
+        ("a", 1, 1.0, "  The answer is 4\n"),
+        ("a", 2, 1.0, "2 + 2 = 4. The answer is 4"),
+        ("b", 0, 1.0, "The answer is 4"),  # same text, other prompt: kept
+    )
+    assert keys(run(rows, dedupe=True, max_per_prompt=2)) == [("a", 0), ("a", 2), ("b", 0)]
+    assert keys(run(rows, dedupe=False, max_per_prompt=2)) == [("a", 0), ("a", 1), ("b", 0)]
+
+
+def test_dedupe_keeps_the_higher_scoring_copy() -> None:
+    rows = rows_with_scores(("a", 0, 0.6, "same"), ("a", 1, 0.9, "same"))
+    kept = run(rows, dedupe=True)
+    assert keys(kept) == [("a", 1)] and kept[0]["score"] == 0.9
+
+
+def test_select_returns_copies_and_is_deterministic() -> None:
+    rows = rows_with_scores(("a", 0, 1.0), ("b", 0, 1.0))
+    kept = run(rows)
+    kept[0]["response"] = "changed"
+    assert rows[0]["response"] == "a/0"
+    assert run(rows) == run(list(rows))
+
+
+def test_nothing_passes() -> None:
+    assert run(rows_with_scores(("a", 0, 0.0)), threshold=0.5) == []
+
+
+def test_max_per_prompt_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_per_prompt"):
+        run([], max_per_prompt=0)
+
+
+def test_to_sft_examples_prompt_completion() -> None:
+    rows = [{"prompt": "What is {x}?", "response": " 4. The answer is 4."}]
+    assert to_sft_examples(rows, "Question: {prompt}\nAnswer:") == [
+        {"prompt": "Question: What is {x}?\nAnswer:", "completion": " 4. The answer is 4."}
+    ]
+
+
+def test_select_summary() -> None:
+    judged = rows_with_scores(("a", 0, 1.0), ("a", 1, 1.0), ("b", 0, 0.0), ("c", 0, 1.0))
+    selected = run(judged)
+    assert select_summary(selected, judged) == {"rows": 3.0, "prompts_covered": 2.0, "share_of_judged": 0.75}
+    empty = select_summary([], [])
+    assert empty["rows"] == 0.0 and math.isnan(empty["share_of_judged"])
