@@ -125,7 +125,8 @@ class HFSampler:
     ) -> list[list[str]]:
         """Generate `n` responses per prompt; see `SamplingEngine.sample`.
 
-        The same arguments give the same responses: each batch reseeds torch from `seed` and its index.
+        The same arguments give the same responses: each batch reseeds torch's global RNG from `seed`
+        and the batch index, so a prompt's samples also depend on which prompts share its batch.
         """
         encoded = [self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"] for p in prompts]
         jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]

@@ -6,6 +6,11 @@ warm-up so that it already knows the answer format and is partly right. Nothing 
 
 A build is keyed by a hash of its inputs and `VERSION`, made in a temporary directory inside the cache
 root and renamed into place, so a crashed or concurrent build never leaves a directory that looks done.
+
+Measured here (one torch thread): 150 warm-up steps on 512 arithmetic pairs (operands 1..9) build a
+0.9M-parameter model in ~36 s that answers 21-29% of held-out problems greedily (seeds 0-2) and 45-54%
+within 4 samples at temperature 0.8: right often enough to find good samples, wrong often enough to
+leave self-training something to fix. 100 steps gave ~16% greedy, 200 steps 44-71%.
 """
 
 from __future__ import annotations
@@ -172,9 +177,8 @@ def warm_up(
     report_every = max(1, steps // 10)
     start = time.perf_counter()
     for step in range(steps):
-        if len(order) < BATCH_SIZE:  # reshuffle once per pass; a pass smaller than a batch is repeated
-            while len(order) < BATCH_SIZE:
-                order += torch.randperm(len(examples), generator=generator).tolist()
+        while len(order) < BATCH_SIZE:  # a fresh shuffle per pass over the pairs
+            order += torch.randperm(len(examples), generator=generator).tolist()
         batch, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
         loss = model(**_collate([examples[i] for i in batch], tokenizer.pad_token_id)).loss
         loss.backward()
@@ -227,8 +231,8 @@ def ensure_tiny_model(
     final = root / f"tiny-{_sha256_json(lineage)[:16]}"
     if _is_complete(final):
         return final
-    if final.exists():  # a build interrupted by something other than this code's own rename: redo it
-        shutil.rmtree(final)
+    if final.exists():  # damaged after the fact (a build only ever renames a finished dir here): redo it
+        shutil.rmtree(final, ignore_errors=True)
 
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
@@ -242,12 +246,14 @@ def ensure_tiny_model(
         tokenizer.save_pretrained(tmp)
         lineage |= {
             "parameters": sum(p.numel() for p in model.parameters()),
+            "architecture": {"hidden": HIDDEN, "layers": LAYERS, "heads": HEADS, "intermediate": INTERMEDIATE},
             "vocab_size": len(tokenizer),
             "warmup_pairs": len(warmup),
             "warmup_final_loss": None if math.isnan(final_loss) else round(final_loss, 6),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             os.rename(tmp, final)
         except OSError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models.loading import load_policy
@@ -85,9 +85,7 @@ def test_tokens_generated_counts_up_to_eos(policy: Policy, heldout_prompts: list
     assert sampler.tokens_generated == expected
 
 
-def test_peft_model_samples_too(tiny_dir: Path, heldout_prompts: list[str], tmp_path: Path) -> None:
-    from peft import LoraConfig, get_peft_model
-
+def test_peft_model_samples_too(tiny_dir: Path, heldout_prompts: list[str]) -> None:
     model, tokenizer = load_policy(str(tiny_dir))
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     out = _sample(HFSampler(peft_model.eval(), tokenizer), heldout_prompts[:3], n=2)
@@ -106,4 +104,3 @@ def test_requires_a_pad_token(policy: Policy) -> None:
     bare.pad_token = None
     with pytest.raises(ValueError, match="pad token"):
         HFSampler(model, bare)
-    assert torch.get_num_threads() == 1
