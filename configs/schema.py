@@ -30,7 +30,7 @@ class ModelConfig(_Strict):
     )
     name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); unused otherwise.")
     tiny_warmup_steps: int = Field(
-        150,
+        200,
         ge=0,
         description="source=tiny: SFT steps on seed examples when the tiny model is first built (cached).",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 from prefect import task
@@ -17,6 +18,10 @@ from tasks.records import ModelRef, sha256_dir
 
 TINY_WARMUP_PROBLEMS = 512
 TINY_CORPUS_PROBLEMS = 2000
+# The tiny base plays a pretrained model that learned the task from noisy seed data: a share of its
+# warm-up solutions are off by one. It knows the task but answers unreliably, so verified
+# self-training has something real to fix (curation acting as preference optimisation).
+TINY_NOISE_SHARE = 0.6
 TINY_SEED = 0  # the tiny base is a fixed 'pretrained' model, shared by campaigns of any seed
 
 
@@ -47,8 +52,21 @@ def tiny_inputs(config: CampaignConfig) -> tuple[list[str], list[tuple[str, str]
     corpus_rows = sample_problems(TINY_CORPUS_PROBLEMS, split="train", seed=4321, **ranges)
     corpus = [prompts.template.format(prompt=r["prompt"]) + r["solution"] for r in corpus_rows]
     warmup_rows = sample_problems(TINY_WARMUP_PROBLEMS, split="train", seed=1234, **ranges)
-    warmup = [(prompts.template.format(prompt=r["prompt"]), r["solution"]) for r in warmup_rows]
+    noise = random.Random(TINY_SEED)
+    warmup = [
+        (
+            prompts.template.format(prompt=r["prompt"]),
+            _off_by_one(r) if noise.random() < TINY_NOISE_SHARE else r["solution"],
+        )
+        for r in warmup_rows
+    ]
     return corpus, warmup
+
+
+def _off_by_one(problem: dict) -> str:
+    """The problem's worked solution with a result one too high, as a systematically biased source would write."""
+    right, wrong = problem["answer"], str(int(problem["answer"]) + 1)
+    return problem["solution"].replace(f"= {right}.", f"= {wrong}.").replace(f"is {right}.", f"is {wrong}.")
 
 
 def prepare_base(config: CampaignConfig) -> ModelRef:

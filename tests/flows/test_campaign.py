@@ -31,7 +31,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
-    return {"root": root, "stdout": proc.stdout, "client": MlflowClient(tracking_uri=uri), "env": cli_env}
+    return {"root": root, "stdout": proc.stdout, "stderr": proc.stderr, "client": MlflowClient(tracking_uri=uri), "env": cli_env}
 
 
 def _runs(campaign: dict) -> tuple:
@@ -49,7 +49,9 @@ def test_console_shows_table_and_where_to_look(campaign: dict) -> None:
     out = campaign["stdout"]
     assert "heldout acc" in out and "promoted" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out
-    assert "generate:" in out and "samples/s" in out  # progress with counts and rates
+    logs = campaign["stderr"]  # Prefect's console log handler writes to stderr
+    assert "generate:" in logs and "samples/s" in logs  # progress with counts and rates
+    assert "train: step" in logs and "steps/s" in logs
 
 
 def test_mlflow_holds_one_parent_and_three_finished_rounds(campaign: dict) -> None:
