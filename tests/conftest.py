@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
+# Before transformers, datasets or prefect are imported: nothing in the tests may touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from models.loading import set_torch_threads  # noqa: E402
+from models.tiny import ensure_tiny_model  # noqa: E402
+from tasks.arithmetic import sample_problems, vocabulary_corpus  # noqa: E402
+
+TINY_WARMUP_STEPS = 40  # enough to learn the answer format, cheap enough to build in ~10 s
+TEMPLATE = "Question: {prompt}\nAnswer:"
+
+set_torch_threads(1)  # steadier when another process competes for the two cores (shared NOTES)
+
+Pairs = list[tuple[str, str]]
+
+
+def _warmup_pairs(n: int) -> Pairs:
+    problems = sample_problems(n, split="train", seed=1234)
+    return [(TEMPLATE.format(prompt=p["prompt"]), p["solution"]) for p in problems]
+
+
+@pytest.fixture(scope="session")
+def warmup_pairs() -> Callable[[int], Pairs]:
+    """Makes `n` (templated prompt, solution) pairs from the arithmetic task's training split."""
+    return _warmup_pairs
+
+
+@pytest.fixture(scope="session")
+def tiny_build_args() -> dict:
+    """The inputs the session's tiny model is built from (to call `ensure_tiny_model` again)."""
+    return {"corpus": vocabulary_corpus(), "warmup": _warmup_pairs(256), "steps": TINY_WARMUP_STEPS, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_build_args: dict) -> Path:
+    """A warmed-up tiny model directory, built once per test session."""
+    return ensure_tiny_model(tmp_path_factory.mktemp("tiny-cache"), **tiny_build_args)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,13 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
-    return {"root": root, "stdout": proc.stdout, "stderr": proc.stderr, "client": MlflowClient(tracking_uri=uri), "env": cli_env}
+    return {
+        "root": root,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "client": MlflowClient(tracking_uri=uri),
+        "env": cli_env,
+    }
 
 
 def _runs(campaign: dict) -> tuple:

@@ -1,0 +1,87 @@
+"""The CLI on bad input: a short message naming the field, file or line, exit 2, no traceback, no runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+
+
+def _run(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> tuple[int, str]:
+    code = main(["run", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}", *args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "a rejected run must not create the MLflow store"
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.learnig_rate=0.1", "train.learnig_rate: unknown field (did you mean 'learning_rate'?)"),
+        ("generate.k=two", "generate.k: Input should be a valid integer"),
+        ("rounds=0", "rounds: Input should be greater than or equal to 1"),
+        ("generate.k=0", "generate.k: Input should be greater than or equal to 1"),
+        ("generate.top_p=1.2", "generate.top_p: Input should be less than or equal to 1"),
+    ],
+)
+def test_bad_config_values(capsys: pytest.CaptureFixture[str], tmp_path: Path, override: str, expected: str) -> None:
+    code, err = _run(capsys, tmp_path, override)
+    assert code == 2
+    assert expected in err
+
+
+def _file_prompts(tmp_path: Path, train: Path, heldout: Path) -> list[str]:
+    return ["prompts.source=file", f"prompts.train_path={train}", f"prompts.heldout_path={heldout}"]
+
+
+def test_missing_prompt_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text(json.dumps({"prompt": "What is 1 plus 1?", "answer": "2"}) + "\n")
+    code, err = _run(capsys, tmp_path, *_file_prompts(tmp_path, tmp_path / "nope.jsonl", heldout))
+    assert code == 2
+    assert "nope.jsonl" in err and "not found" in err
+
+
+def test_malformed_row_names_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"prompt": "What is 1 plus 1?"}\n{"prompt": "What is 2 plus 2?"\n')
+    code, err = _run(capsys, tmp_path, *_file_prompts(tmp_path, train, train))
+    assert code == 2
+    assert "train.jsonl, line 2" in err
+
+
+def test_missing_prompt_column(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text("question,answer\nWhat is 1 plus 1?,2\n")
+    code, err = _run(capsys, tmp_path, *_file_prompts(tmp_path, train, train))
+    assert code == 2
+    assert "train.csv" in err and "no 'prompt' column" in err
+
+
+def test_the_installed_command_exits_non_zero_without_traceback(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [SELFTRAIN, "run", "configs/tiny.yaml", "generate.k=0", f"tracking.output_dir={tmp_path}"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "selftrain: error: generate.k: Input should be greater than or equal to 1 (got 0)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "configs/tiny.yaml", "generate.k=6"]) == 0
+    assert json.loads(capsys.readouterr().out)["generate"]["k"] == 6
+    assert main(["schema"]) == 0
+    assert "learning_rate: 0.002  # float. Peak learning rate" in capsys.readouterr().out

@@ -1,0 +1,52 @@
+"""LoRA SFT on the tiny model: only adapter weights change, the loss is finite, the folder holds an adapter."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from configs.schema import TrainConfig
+from models.loading import load_policy
+from tasks.arithmetic import sample_problems
+from tasks.train_sft import train_sft
+
+TEMPLATE = "Question: {prompt}\nAnswer:"
+
+
+def _examples(n: int) -> list[dict[str, str]]:
+    return [
+        {"prompt": TEMPLATE.format(prompt=p["prompt"]), "completion": p["solution"]}
+        for p in sample_problems(n, split="train", seed=5)
+    ]
+
+
+def test_fresh_adapter_trains_only_lora_and_saves_an_adapter(tiny_dir: Path, tmp_path: Path) -> None:
+    base_before = {k: v.clone() for k, v in load_policy(str(tiny_dir))[0].state_dict().items()}
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3)
+    metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
+
+    assert math.isfinite(metrics["loss"]) and metrics["steps"] == 4 and metrics["examples"] == 32
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert not list(tmp_path.glob(".adapter.*")), "the scratch folder is removed"
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert weights and all("lora_" in name for name in weights)
+    assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
+    base_after = load_policy(str(tiny_dir))[0].state_dict()
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before), "the base is untouched"
+
+
+def test_continuing_an_adapter_changes_it_and_keeps_its_shape(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3)
+    train_sft(str(tiny_dir), None, _examples(16), cfg, tmp_path / "r1", seed=0)
+    train_sft(str(tiny_dir), str(tmp_path / "r1"), _examples(16), cfg, tmp_path / "r2", seed=1)
+    first = load_file(tmp_path / "r1" / "adapter_model.safetensors")
+    second = load_file(tmp_path / "r2" / "adapter_model.safetensors")
+    assert first.keys() == second.keys()
+    assert any(not torch.equal(first[k], second[k]) for k in first)
