@@ -9,10 +9,11 @@ from prefect import flow
 
 from configs.loader import flatten
 from configs.schema import CampaignConfig
-from flows.round import round_flow
+from flows.round import RoundResult, round_flow
 from tasks.evaluate import evaluate_task
 from tasks.policy import prepare_base_task
 from tasks.prompts import prompts_task
+from tasks.report import report_task
 from tasks.tracking import RunContext, end_run, set_tags, start_run
 
 
@@ -41,22 +42,21 @@ def campaign_flow(config: CampaignConfig) -> dict:
         heldout = prompts_task(config, "heldout", 0, str(workdir / "heldout.jsonl"), ctx)
         base_metrics = evaluate_task(config, policy, heldout, str(workdir / "round-00-evaluated.jsonl"), ctx)
         best = base_metrics["accuracy"]
-        rows = [{"round": 0, "eval/accuracy": best, "promoted": True, "run_id": parent}]
+        rows = [{"round": 0, "promoted": True, "run_id": parent, **_curve_point(base_metrics)}]
         for index in range(1, config.rounds + 1):
             result = round_flow(config, index, policy, best, heldout, parent, str(workdir))
             if result.promoted and result.candidate is not None:
                 policy, best = result.candidate, float(result.accuracy or 0.0)
-            rows.append(
-                {
-                    "round": index,
-                    "eval/accuracy": result.accuracy,
-                    "promoted": result.promoted,
-                    "run_id": result.run_id,
-                }
-            )
+            rows.append({"round": index, "promoted": result.promoted, "run_id": result.run_id, **_curve_point(result)})
+        report_task(rows, str(workdir / "accuracy.png"), config.name, ctx)
         set_tags(config.tracking, parent, {"selftrain.final_policy": policy.label})
     except BaseException:
         end_run(config.tracking, parent, "FAILED")
         raise
     end_run(config.tracking, parent)
     return {"parent_run_id": parent, "workdir": str(workdir), "final_policy": policy.label, "rounds": rows}
+
+
+def _curve_point(source: RoundResult | dict[str, float]) -> dict[str, float | None]:
+    values = source.model_dump() if isinstance(source, RoundResult) else source
+    return {key: values.get(key) for key in ("accuracy", "ci_low", "ci_high")}

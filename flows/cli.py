@@ -73,7 +73,7 @@ def run(config: CampaignConfig) -> dict:
     for row in summary["rounds"]:
         metrics = client.get_run(row["run_id"]).data.metrics
         if row["round"] == 0:  # round 0 lives on the parent run, whose metrics hold the last step only
-            metrics = {"eval/accuracy": row["eval/accuracy"]}
+            metrics = {f"eval/{k}": row[k] for k in ("accuracy", "ci_low", "ci_high")}
         cells = [f"{metrics[k]:>11.3f}" if k in metrics else f"{'-':>11}" for k, _ in TABLE_METRICS]
         print(f"{row['round']:>5}  " + "  ".join(cells) + f"  {'yes' if row['promoted'] else 'no':>8}")
     uri = tracking_uri(config.tracking)

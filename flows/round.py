@@ -26,6 +26,8 @@ class RoundResult(BaseModel):
     run_id: str
     candidate: ModelRef | None
     accuracy: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
     promoted: bool
 
 
@@ -57,10 +59,10 @@ def round_flow(
         judged = judge_task(config, generated, str(folder / "judged.jsonl"), ctx)
         selected = select_task(config, judged, str(folder / "selected.jsonl"), ctx)
         candidate = train_task(config, policy, selected, str(folder / "adapter"), ctx)
-        accuracy = None
+        metrics: dict[str, float] = {}
         if candidate is not None:
             metrics = evaluate_task(config, candidate, heldout, str(folder / "evaluated.jsonl"), ctx)
-            accuracy = metrics["accuracy"]
+        accuracy = metrics.get("accuracy")
         promoted = accuracy is not None and should_promote(
             accuracy, incumbent_accuracy, config.evaluate.promotion_margin
         )
@@ -70,4 +72,12 @@ def round_flow(
         end_run(config.tracking, run_id, "FAILED")
         raise
     end_run(config.tracking, run_id)
-    return RoundResult(round=round_index, run_id=run_id, candidate=candidate, accuracy=accuracy, promoted=promoted)
+    return RoundResult(
+        round=round_index,
+        run_id=run_id,
+        candidate=candidate,
+        accuracy=accuracy,
+        ci_low=metrics.get("ci_low"),
+        ci_high=metrics.get("ci_high"),
+        promoted=promoted,
+    )

@@ -102,6 +102,8 @@ def test_heldout_accuracy_improves_over_round_zero(campaign: dict) -> None:
     print("held-out accuracy by round:", by_round)
     assert sorted(by_round) == [0, 1, 2, 3]
     assert by_round[3] > by_round[0]
+    artifacts = {a.path for a in campaign["client"].list_artifacts(parents[0].info.run_id)}
+    assert {"accuracy.png", "config.json"} <= artifacts
 
 
 def test_prefect_shows_campaign_and_rounds_completed(campaign: dict) -> None:
