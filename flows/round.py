@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from configs.loader import flatten
@@ -42,8 +43,6 @@ def round_flow(
     workdir: str,
 ) -> RoundResult:
     """Run round `round_index` from `policy`; promote the result if the gate allows."""
-    from prefect.runtime import flow_run
-
     folder = Path(workdir) / f"round-{round_index:02d}"
     run_id = start_run(
         config.tracking,

@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import CampaignConfig
+from models.gemma import PackagedModelError, ensure_packaged_gemma
 from models.tiny import ensure_tiny_model
 from tasks.arithmetic import sample_problems
 from tasks.progress import Progress
@@ -73,7 +74,8 @@ def prepare_base(config: CampaignConfig) -> ModelRef:
     """Resolve `config.model` to a ModelRef without an adapter (the round-0 policy).
 
     Raises:
-        ModelSourceError: a local directory that does not exist or holds no config.json.
+        ModelSourceError: a local directory that does not exist or holds no config.json, or the packaged
+            Gemma's package is not installed.
     """
     source = config.model
     if source.source == "tiny":
@@ -88,6 +90,12 @@ def prepare_base(config: CampaignConfig) -> ModelRef:
             progress=progress.line,
         )
         return ModelRef(source="tiny", base=str(path), sha256=fingerprint(path))
+    if source.source == "packaged-gemma":
+        try:
+            path = ensure_packaged_gemma(cache_root() / "models", progress=Progress("gemma conversion", "").line)
+        except PackagedModelError as error:
+            raise ModelSourceError(f"model.source packaged-gemma: {error}") from error
+        return ModelRef(source="packaged-gemma", base=str(path), sha256=fingerprint(path))
     if source.source == "local":
         path = Path(str(source.name)).expanduser().resolve()
         if not (path / "config.json").exists():
