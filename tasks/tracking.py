@@ -110,7 +110,8 @@ def log_dataset(cfg: TrackingConfig, run_id: str, ref: DatasetRef, name: str, co
     with warnings.catch_warnings():  # schema hints about int columns and an ambiguous local source
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=ref.path, name=name, digest=ref.sha256[:16])
-    entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        entity = dataset._to_mlflow_entity()  # infers the schema, which warns too
+    entry = DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
     client = client_for(cfg)
     client.log_inputs(run_id, datasets=[entry])
     client.log_artifact(run_id, ref.path, artifact_path="data")
