@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from configs.loader import load_config
 from models.loading import load_policy
-from models.sampling import HFSampler, SamplingEngine, cut_at_stop
+from models.sampling import HFSampler, SamplingEngine, cut_at_stop, draw_tokens
+from tasks.prompts import few_shot_prefix
 
 Policy = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
@@ -104,3 +107,89 @@ def test_requires_a_pad_token(policy: Policy) -> None:
     bare.pad_token = None
     with pytest.raises(ValueError, match="pad token"):
         HFSampler(model, bare)
+
+
+def _few_shot_prefix() -> str:
+    """The few-shot prefix a campaign samples behind: 3 worked examples (~130 tiny-tokenizer tokens)."""
+    return few_shot_prefix(load_config("tiny", ["prompts.few_shot=3"]))
+
+
+def test_prefix_cache_reuse_gives_the_same_greedy_outputs(policy: Policy, heldout_prompts: list[str]) -> None:
+    prefix = _few_shot_prefix()
+    assert len(policy[1](prefix)["input_ids"]) > 40
+    # Prompts of varied lengths, batches smaller than the sequences, so batches carry padding.
+    greedy = dict(n=2, temperature=0.0, max_new_tokens=12, batch_size=5, prefix=prefix)
+    reused, plain = HFSampler(*policy), HFSampler(*policy, reuse_prefix_cache=False)
+    with_reuse = _sample(reused, heldout_prompts, **greedy)
+    assert with_reuse == _sample(plain, heldout_prompts, **greedy)
+    assert reused.tokens_generated == plain.tokens_generated > 0
+    # The prefix really is used: without it the greedy answers differ.
+    assert _sample(plain, heldout_prompts, **(greedy | {"prefix": ""})) != with_reuse
+
+
+def test_prefix_cache_reuse_matches_logits(policy: Policy, heldout_prompts: list[str]) -> None:
+    # The first decoding step's logits of a padded batch agree closely with and without reuse.
+    prefix = _few_shot_prefix()
+    first_logits = {}
+    for reuse in (True, False):
+        sampler = HFSampler(*policy, reuse_prefix_cache=reuse)
+        calls: list = []
+        forward = sampler._forward
+        sampler._forward = lambda *args, _f=forward, _calls=calls: _calls.append(_f(*args)) or _calls[-1]
+        _sample(sampler, heldout_prompts[:6], n=1, temperature=0.0, max_new_tokens=2, batch_size=6, prefix=prefix)
+        first_logits[reuse] = calls[1 if reuse else 0][0]  # with reuse, call 0 computes the prefix's cache
+    assert first_logits[True].shape == first_logits[False].shape == (6, policy[0].config.vocab_size)
+    assert torch.allclose(first_logits[True], first_logits[False], atol=1e-4)
+
+
+def test_greedy_matches_transformers_generate(policy: Policy, heldout_prompts: list[str]) -> None:
+    model, tokenizer = policy
+    prompts = heldout_prompts[:6]
+    ours = _sample(HFSampler(model, tokenizer), prompts, n=1, temperature=0.0, max_new_tokens=12, stop=[])
+    inputs = tokenizer.pad(
+        {"input_ids": [tokenizer(p)["input_ids"] for p in prompts]}, padding_side="left", return_tensors="pt"
+    )
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id, top_k=None, top_p=None
+        )
+    width = inputs["input_ids"].shape[1]
+    assert [r[0] for r in ours] == [tokenizer.decode(row[width:], skip_special_tokens=True) for row in output]
+
+
+def test_prefix_cache_reuse_sampling_is_seeded(policy: Policy, heldout_prompts: list[str]) -> None:
+    prefix = _few_shot_prefix()
+    sampler = HFSampler(*policy)
+    first = _sample(sampler, heldout_prompts[:8], n=2, seed=11, batch_size=5, prefix=prefix)
+    assert _sample(sampler, heldout_prompts[:8], n=2, seed=11, batch_size=5, prefix=prefix) == first
+    assert _sample(sampler, heldout_prompts[:8], n=2, seed=12, batch_size=5, prefix=prefix) != first
+    plain = HFSampler(*policy, reuse_prefix_cache=False)
+    # The same logits and the same RNG draws: sampling agrees with the no-reuse path too.
+    assert _sample(plain, heldout_prompts[:8], n=2, seed=11, batch_size=5, prefix=prefix) == first
+
+
+def test_prefix_cache_reuse_through_peft_and_an_empty_prompt(tiny_dir: Path, heldout_prompts: list[str]) -> None:
+    model, tokenizer = load_policy(str(tiny_dir))
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.eval()
+    prompts = ["", *heldout_prompts[:4]]
+    greedy = dict(n=1, temperature=0.0, max_new_tokens=10, batch_size=3, prefix=_few_shot_prefix())
+    reused = _sample(HFSampler(peft_model, tokenizer), prompts, **greedy)
+    assert reused == _sample(HFSampler(peft_model, tokenizer, reuse_prefix_cache=False), prompts, **greedy)
+
+
+def test_draw_tokens_follows_temperature_and_nucleus() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = torch.log(probs).repeat(20_000, 1)
+
+    def frequencies(temperature: float, top_p: float) -> torch.Tensor:
+        return torch.bincount(draw_tokens(logits, temperature, top_p), minlength=4) / 20_000
+
+    torch.manual_seed(0)
+    assert torch.equal(draw_tokens(logits[:3], 0.0, 0.5), torch.zeros(3, dtype=torch.long))  # greedy
+    assert torch.allclose(frequencies(1.0, 1.0), probs, atol=0.015)
+    # Temperature 0.5 squares the probabilities before renormalising.
+    assert torch.allclose(frequencies(0.5, 1.0), probs**2 / (probs**2).sum(), atol=0.015)
+    # top_p=0.75: the smallest set holding 75% of the mass is the first two tokens, renormalised.
+    nucleus = frequencies(1.0, 0.75)
+    assert nucleus[2:].sum() == 0 and abs(float(nucleus[0]) - 0.5 / 0.8) < 0.015
