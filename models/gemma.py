@@ -71,6 +71,11 @@ def _package() -> tuple[ModuleType, str]:
     return module, version
 
 
+def check_package() -> str:
+    """The installed package version; raises PackagedModelError (saying what to install) when it is missing."""
+    return _package()[1]
+
+
 def is_complete(path: Path) -> bool:
     """Whether `path` is a finished conversion: a marker of the current recipe listing every required file
     at its recorded size (a truncated or missing file, or no marker, means an interrupted conversion)."""

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig, GenerateConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, ProgressFn, SamplingEngine
 from tasks.progress import Progress
+from tasks.prompts import few_shot_prefix, uses_few_shot
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RunContext
 
@@ -25,8 +26,12 @@ def generate_responses(
     template: str,
     seed: int,
     progress: ProgressFn | None = None,
+    prefix: str = "",
 ) -> list[Record]:
-    """Sample `cfg.k` responses for every prompt; one output record per (prompt, sample)."""
+    """Sample `cfg.k` responses for every prompt; one output record per (prompt, sample).
+
+    `prefix` (the few-shot examples) goes before every templated prompt; records keep the bare prompt.
+    """
     inputs = [template.format(prompt=row["prompt"]) for row in prompts]
     responses = engine.sample(
         inputs,
@@ -38,6 +43,7 @@ def generate_responses(
         seed=seed,
         batch_size=cfg.batch_size,
         progress=progress,
+        prefix=prefix,
     )
     return [
         {**row, "sample": index, "response": text}
@@ -46,7 +52,7 @@ def generate_responses(
     ]
 
 
-@task(name="generate", cache_policy=NO_CACHE)
+@task(name="generate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
 def generate_task(
     config: CampaignConfig, policy: ModelRef, prompts: DatasetRef, out_path: str, ctx: RunContext
 ) -> DatasetRef:
@@ -55,6 +61,7 @@ def generate_task(
     model, tokenizer = load_policy(policy.base, policy.adapter)
     engine = HFSampler(model, tokenizer)
     seed = config.seed * 1000 + ctx.step
+    prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.step) else ""
     started = time.perf_counter()
     rows = generate_responses(
         engine,
@@ -63,16 +70,20 @@ def generate_task(
         template=config.prompts.template,
         seed=seed,
         progress=Progress("generate", "samples"),
+        prefix=prefix,
     )
     seconds = time.perf_counter() - started
     ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), policy=policy, prompts=prompts, seed=seed, generate=config.generate)
+    write_lineage(
+        Path(out_path), policy=policy, prompts=prompts, seed=seed, generate=config.generate, few_shot_prefix=prefix
+    )
     ctx.log_metrics(
         {
             "generate/samples": len(rows),
             "generate/seconds": seconds,
             "generate/tokens_per_s": engine.tokens_generated / max(seconds, 1e-9),
             "generate/mean_chars": sum(len(r["response"]) for r in rows) / max(len(rows), 1),
+            "generate/few_shot": float(bool(prefix)),
         }
     )
     ctx.log_dataset(ref, name=f"round-{ctx.step}-generated", context="generated")

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 import pyarrow.parquet as pq
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig, PromptsConfig
 from tasks.arithmetic import sample_problems
@@ -340,7 +340,52 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
     return draw(load_prompt_file(str(path), require_answer=heldout), n, seed=seed)
 
 
-@task(name="prompts", cache_policy=NO_CACHE)
+def few_shot_prefix(config: CampaignConfig) -> str:
+    """The few-shot prefix of a campaign: `prompts.few_shot` worked examples, each followed by a blank line.
+
+    Examples come from the training split (never the held-out one), drawn with a seed of their own so the
+    prefix stays fixed for the whole campaign. Arithmetic problems show their worked solution; file rows
+    show their `solution` column when present, else " The answer is {answer}.".
+
+    Returns:
+        The prefix text ("" when `prompts.few_shot` is 0); prompts rendered with `prompts.template` follow it.
+
+    Raises:
+        PromptFileError: if a file-backed campaign asks for examples but the training file has too few
+            rows with an answer.
+    """
+    cfg = config.prompts
+    if cfg.few_shot == 0:
+        return ""
+    if cfg.source == "arithmetic":
+        rows = arithmetic_prompts(
+            cfg.few_shot,
+            split="train",
+            seed=config.seed + 7_919_000,  # apart from every round's training draw
+            min_operand=cfg.min_operand,
+            max_operand=cfg.max_operand,
+            operations=cfg.operations,
+        )
+    else:
+        answered = [row for row in load_prompt_file(str(cfg.train_path)) if row.get("answer") is not None]
+        if len(answered) < cfg.few_shot:
+            reason = f"prompts.few_shot={cfg.few_shot} needs that many rows with an answer; found {len(answered)}"
+            raise PromptFileError(str(cfg.train_path), reason)
+        rows = draw(answered, cfg.few_shot, seed=config.seed + 7_919_000)
+    shots = []
+    for row in rows:
+        solution = row.get("solution") or f" The answer is {row['answer']}."
+        shots.append(cfg.template.format(prompt=row["prompt"]) + solution + "\n\n")
+    return "".join(shots)
+
+
+def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:
+    """Whether round `round_index` samples behind the few-shot prefix (see `generate.few_shot_rounds`)."""
+    limit = config.generate.few_shot_rounds
+    return config.prompts.few_shot > 0 and (limit is None or round_index <= limit)
+
+
+@task(name="prompts", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
 def prompts_task(config: CampaignConfig, split: str, round_index: int, out_path: str, ctx: RunContext) -> DatasetRef:
     """Write the split's prompts for this round and record them as a dataset input."""
     rows = campaign_prompts(config, split, round_index)

@@ -2,7 +2,10 @@
 
 Each round continues from the previous promoted policy: when that policy carries an adapter, the
 adapter is loaded trainable and trained further, so the saved adapter is always the whole delta
-from the base model. The loss covers completion tokens only (TRL's prompt-completion format).
+from the base model. The loss covers completion tokens only (TRL's prompt-completion format), and
+only the positions that predict a completion token go through the LM head (`completion_loss`): with
+Gemma's 262k-token vocabulary the head is most of a step's cost, and the prompt positions are most of
+each example.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from datasets import Dataset
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from prefect import task
-from prefect.cache_policies import NO_CACHE
-from transformers import PrinterCallback, TrainerCallback
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from configs.schema import CampaignConfig, TrainConfig
@@ -62,6 +67,120 @@ def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+
+
+def completion_loss(
+    model: PreTrainedModel | PeftModel,
+    inputs: dict[str, torch.Tensor],
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy over completion tokens, with logits computed only where they are needed.
+
+    Runs the transformer body (LoRA layers included: PEFT injects them into the modules) for every
+    position, then applies the LM head only to the hidden states whose next token has a label, i.e.
+    a completion token. The loss is TRL 1.16's SFT loss (`SFTTrainer.compute_loss`, fused-LM-head
+    branch): the summed negative log-likelihood divided by `num_items_in_batch` when the Trainer passes
+    it (the count of labelled next tokens over the gradient-accumulation window), else by the batch's
+    own count (at least 1). TRL's fused head on a CPU scores every position (it compacts to the
+    labelled ones only on Triton devices: `trl/trainer/utils.py`, `add_fused_lm_head`).
+
+    Args:
+        model: A causal LM or a `PeftModel` around one.
+        inputs: A collated batch: `input_ids`, `attention_mask`, `labels` (-100 where no loss is taken),
+            optionally `position_ids`.
+        num_items_in_batch: The Trainer's token count to normalise by, or None.
+
+    Returns:
+        The loss, and detached statistics over the scored tokens: `tokens`, `entropy` (mean entropy of
+        the next-token distribution) and `accuracy` (share where the label is the top token).
+    """
+    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    hidden = causal_lm.base_model(**body_inputs, use_cache=False).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    scored = targets != -100
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
+    # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
+    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    labels = targets[scored]
+    nll = F.cross_entropy(logits.float(), labels, reduction="sum")
+    count = scored.sum()
+    loss = nll / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+    with torch.no_grad():
+        log_probs = logits.float().log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        correct = logits.argmax(-1) == labels
+        n = max(int(count), 1)
+        stats = {"tokens": float(count), "entropy": float(entropy.sum()) / n, "accuracy": float(correct.sum()) / n}
+    return loss, stats
+
+
+class CompletionLogitsSFTTrainer(SFTTrainer):
+    """TRL's `SFTTrainer` with `completion_loss` as its training loss; everything else (data, collator,
+    optimiser, schedule, logging of `entropy`, `mean_token_accuracy` and `num_tokens`) is TRL's."""
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """The loss of one batch; with `return_outputs` (evaluation asking for logits) TRL's own path."""
+        if return_outputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, stats = completion_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+        # As TRL: with num_items_in_batch counted over every process, DDP's gradient averaging is undone.
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["entropy"].append(stats["entropy"])
+        self._metrics[mode]["mean_token_accuracy"].append(stats["accuracy"])
+        if mode == "train" and "attention_mask" in inputs:
+            self._total_train_tokens += int(inputs["attention_mask"].sum()) // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return loss
+
+
+def make_trainer(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[dict[str, str]],
+    cfg: TrainConfig,
+    output_dir: str,
+    *,
+    seed: int,
+    fresh_adapter: bool,
+    completion_logits_only: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> SFTTrainer:
+    """The trainer `train_sft` runs (also used by the benchmarks to time one step).
+
+    Args:
+        model: The policy, with a trainable adapter already when `fresh_adapter` is False.
+        tokenizer: Its tokenizer.
+        examples: `{"prompt", "completion"}` dicts.
+        cfg: Training settings.
+        output_dir: The trainer's scratch folder.
+        seed: Seeds data order, dropout and initialisation.
+        fresh_adapter: Wrap the model in a new LoRA adapter (`lora_config(cfg)`).
+        completion_logits_only: Use `completion_loss` (the same loss, logits only at completion tokens);
+            False keeps TRL's loss, which projects every position through the LM head.
+        callbacks: Trainer callbacks.
+    """
+    trainer_class = CompletionLogitsSFTTrainer if completion_logits_only else SFTTrainer
+    trainer = trainer_class(
+        model=model,
+        args=sft_args(cfg, output_dir, seed),
+        train_dataset=Dataset.from_list(list(examples)),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg) if fresh_adapter else None,
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # added when tqdm is off; it prints raw log dicts
+    return trainer
 
 
 class _ProgressCallback(TrainerCallback):
@@ -114,15 +233,16 @@ def train_sft(
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_args(cfg, str(scratch / "trainer"), seed),
-            train_dataset=Dataset.from_list(list(examples)),
-            processing_class=tokenizer,
-            peft_config=None if adapter else lora_config(cfg),
+        trainer = make_trainer(
+            model,
+            tokenizer,
+            examples,
+            cfg,
+            str(scratch / "trainer"),
+            seed=seed,
+            fresh_adapter=adapter is None,
             callbacks=[callback],
         )
-        trainer.remove_callback(PrinterCallback)  # added when tqdm is off; it prints raw log dicts
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -142,7 +262,7 @@ def train_sft(
     }
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
 def train_task(
     config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RunContext
 ) -> ModelRef | None:

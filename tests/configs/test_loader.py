@@ -1,5 +1,6 @@
 """Config loading: shipped YAMLs validate, overrides apply, bad values name the field and the reason."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,12 @@ def test_flatten_and_schema_cover_every_field() -> None:
     text = describe_schema()
     for key in flat:
         assert key.split(".")[-1] + ":" in text
+
+
+def test_default_campaign_is_the_packaged_gemma(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    assert main(["validate"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["model"]["source"] == "packaged-gemma"
+    assert resolved["prompts"]["heldout_size"] >= 200  # the issue asks for at least 200 held-out problems

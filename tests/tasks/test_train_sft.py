@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from trl import SFTTrainer
 
 from configs.schema import TrainConfig
 from models.loading import load_policy
 from tasks.arithmetic import sample_problems
-from tasks.train_sft import train_sft
+from tasks.train_sft import CompletionLogitsSFTTrainer, make_trainer, train_sft
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 
@@ -50,3 +51,29 @@ def test_continuing_an_adapter_changes_it_and_keeps_its_shape(tiny_dir: Path, tm
     second = load_file(tmp_path / "r2" / "adapter_model.safetensors")
     assert first.keys() == second.keys()
     assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_completion_logits_loss_and_gradients_equal_trls(tiny_dir: Path, tmp_path: Path) -> None:
+    model, tokenizer = load_policy(str(tiny_dir))
+    cfg = TrainConfig(batch_size=8, lora_dropout=0.0)
+    trainer = make_trainer(model, tokenizer, _examples(8), cfg, str(tmp_path), seed=0, fresh_adapter=True)
+    assert isinstance(trainer, CompletionLogitsSFTTrainer)
+    peft_model = trainer.model
+    peft_model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert 0 < labelled < int(batch["attention_mask"].sum()) // 2, "prompt tokens carry no loss"
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+
+    def loss_and_grads(compute, **kwargs) -> tuple[float, list[torch.Tensor]]:
+        peft_model.zero_grad()
+        loss = compute(peft_model, dict(batch), **kwargs)
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in trainable]
+
+    for kwargs in ({}, {"num_items_in_batch": torch.tensor(3 * labelled)}):
+        ours, our_grads = loss_and_grads(trainer.compute_loss, **kwargs)
+        trls, trl_grads = loss_and_grads(lambda m, b, **kw: SFTTrainer.compute_loss(trainer, m, b, **kw), **kwargs)
+        assert math.isfinite(ours) and abs(ours - trls) < 1e-5
+        assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(our_grads, trl_grads, strict=True))
+    assert trainer._metrics["train"]["mean_token_accuracy"], "TRL's token metrics are still logged"
