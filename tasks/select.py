@@ -1,18 +1,23 @@
 """Selection: keep the judged responses worth training on, and turn them into SFT examples.
 
 This is the rejection-sampling step of STaR / RFT-style self-training (Zelikman et al. 2022; Yuan et al.
-2023): responses the judge accepts become supervised targets, deduplicated and capped per prompt so a
-few easy prompts cannot dominate a round's training set.
+2023): responses the judge accepts become supervised targets, deduplicated (exactly or nearly) and capped
+per prompt so a few easy prompts cannot dominate a round's training set. Two options go beyond
+thresholds: diversity-first selection (Diversify and Conquer, Yu et al. 2024: k-means over sentence
+embeddings, one row per cluster) and a share of real (gold) examples mixed into every round, which keeps
+self-training on its own output from collapsing (Shumailov et al. 2024; Gerstgrasser et al. 2024).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
@@ -20,7 +25,13 @@ from tasks.tracking import RunContext
 
 
 def select(
-    rows: Sequence[Record], *, threshold: float, best_of_k: bool, max_per_prompt: int, dedupe: bool
+    rows: Sequence[Record],
+    *,
+    threshold: float,
+    best_of_k: bool,
+    max_per_prompt: int,
+    dedupe: bool,
+    near_duplicate: float | None = None,
 ) -> list[Record]:
     """The judged rows that survive into training, grouped by prompt.
 
@@ -35,6 +46,8 @@ def select(
         best_of_k: Keep only the best row per prompt.
         max_per_prompt: Most rows kept per prompt.
         dedupe: Drop repeated responses within a prompt.
+        near_duplicate: Also drop a response whose trigram Jaccard similarity (`text_similarity`) to a
+            kept one of the same prompt is at least this; None: exact duplicates only.
 
     Returns:
         Copies of the kept rows: prompts in first-seen order, each prompt's rows in rank order.
@@ -60,12 +73,116 @@ def select(
             text = row["response"].strip()
             if dedupe and text in seen:
                 continue
+            if near_duplicate is not None and any(text_similarity(text, other) >= near_duplicate for other in seen):
+                continue
             seen.add(text)
             kept.append(dict(row))
             if len(kept) == limit:
                 break
         selected.extend(kept)
     return selected
+
+
+def _trigrams(text: str) -> set[str]:
+    normal = " ".join(text.lower().split())
+    return {normal[i : i + 3] for i in range(max(len(normal) - 2, 1))}
+
+
+def text_similarity(a: str, b: str) -> float:
+    """Jaccard similarity of the character trigrams of two texts (case and spacing ignored), in [0, 1].
+
+    The shingle overlap behind MinHash near-duplicate detection (Broder 1997), computed exactly: the
+    sets here are a few responses per prompt.
+    """
+    left, right = _trigrams(a), _trigrams(b)
+    return len(left & right) / len(left | right) if left | right else 1.0
+
+
+def kmeans(points: np.ndarray, k: int, *, seed: int, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means with k-means++ seeding (Arthur and Vassilvitskii 2007), deterministic for a seed.
+
+    Args:
+        points: `(n, d)` array.
+        k: Clusters wanted; capped at the number of distinct points.
+        seed: Seeds the k-means++ draws.
+        iterations: Most Lloyd iterations (stops earlier when assignments settle).
+
+    Returns:
+        `(labels, centroids)`: the cluster of every point (`(n,)`) and the centroids (`(k', d)`, k' <= k).
+    """
+    data = np.asarray(points, dtype=np.float64)
+    k = min(k, len(np.unique(data, axis=0)))
+    rng = np.random.default_rng(seed)
+    centroids = [data[rng.integers(len(data))]]
+    for _ in range(1, k):
+        dist = np.min(((data[:, None, :] - np.array(centroids)[None]) ** 2).sum(-1), axis=1)
+        centroids.append(data[rng.choice(len(data), p=dist / dist.sum())])
+    centres = np.array(centroids)
+    labels = np.full(len(data), -1)
+    for _ in range(iterations):
+        new = ((data[:, None, :] - centres[None]) ** 2).sum(-1).argmin(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(k):
+            members = data[labels == c]
+            if len(members):  # an emptied cluster keeps its centre; Lloyd steps never increase the cost
+                centres[c] = members.mean(axis=0)
+    return labels, centres
+
+
+def diverse_indices(points: np.ndarray, k: int, *, seed: int) -> list[int]:
+    """One point per k-means cluster: the member nearest its centroid (ties: the lowest index).
+
+    Returns:
+        Indices into `points`, ascending; all of them when there are at most `k` points.
+    """
+    if len(points) <= k:
+        return list(range(len(points)))
+    labels, centres = kmeans(points, k, seed=seed)
+    chosen = []
+    for c in range(len(centres)):
+        members = np.flatnonzero(labels == c)
+        if len(members):
+            dist = ((np.asarray(points, dtype=np.float64)[members] - centres[c]) ** 2).sum(-1)
+            chosen.append(int(members[np.argmin(dist)]))
+    return sorted(chosen)
+
+
+def gold_rows(prompt_rows: Sequence[Record], count: int, *, seed: int) -> list[Record]:
+    """Real training examples for `count` of the round's prompts, drawn without replacement.
+
+    The target is the prompt's worked `solution` (arithmetic), else " The answer is {answer}." (the
+    few-shot format; file prompts). Prompts with neither are skipped.
+
+    Args:
+        prompt_rows: The round's prompt, generated or judged rows (repeats of an `id` count once).
+        count: Gold rows wanted (fewer when fewer prompts have a target).
+        seed: Seeds the draw.
+
+    Returns:
+        Rows `{"id", "prompt", "answer", "response", "score": 1.0, "sample": -1, "source": "gold"}`.
+    """
+    by_id: dict[str, Record] = {}
+    for row in prompt_rows:
+        if row.get("solution") or row.get("answer") is not None:
+            by_id.setdefault(row["id"], row)
+    ids = sorted(by_id)
+    random.Random(seed).shuffle(ids)
+    out = []
+    for pid in ids[: max(count, 0)]:
+        row = by_id[pid]
+        target = row.get("solution") or f" The answer is {row['answer']}."
+        out.append(
+            {"id": pid, "prompt": row["prompt"], "answer": row.get("answer"), "response": target}
+            | {"score": 1.0, "sample": -1, "source": "gold"}
+        )
+    return out
+
+
+def gold_count(selected: int, share: float) -> int:
+    """Gold rows to add to `selected` self-generated rows so that gold makes up `share` of the mix."""
+    return round(share * selected / (1.0 - share)) if share > 0 else 0
 
 
 def to_sft_examples(rows: Sequence[Record], template: str) -> list[dict[str, str]]:
@@ -92,30 +209,41 @@ def select_summary(selected: Sequence[Record], judged: Sequence[Record]) -> dict
         judged: The rows it chose from.
 
     Returns:
-        `rows` kept, `prompts_covered` (distinct prompts with a kept row) and `share_of_judged`
-        (kept / judged; NaN when nothing was judged).
+        `rows` kept, `prompts_covered` (distinct prompts with a kept row), `share_of_judged`
+        (self-generated rows kept / judged; NaN when nothing was judged) and `gold_rows` (real examples).
     """
+    gold = sum(1 for row in selected if row.get("source") == "gold")
     return {
         "rows": float(len(selected)),
         "prompts_covered": float(len({row["id"] for row in selected})),
-        "share_of_judged": len(selected) / len(judged) if judged else math.nan,
+        "share_of_judged": (len(selected) - gold) / len(judged) if judged else math.nan,
+        "gold_rows": float(gold),
     }
 
 
-@task(name="select", cache_policy=NO_CACHE)
+@task(name="select", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
 def select_task(config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: RunContext) -> DatasetRef:
-    """Keep the rows the selection rules allow, write `selected.jsonl`, log `select/*` metrics and the data."""
+    """Keep the rows the selection rules allow (then the most diverse, plus gold rows, if configured),
+    write `selected.jsonl`, log `select/*` metrics and the data."""
     judged_rows = read_records(judged)
     cfg = config.select
+    seed = config.seed * 1000 + ctx.step
     rows = select(
         judged_rows,
         threshold=cfg.threshold,
         best_of_k=cfg.best_of_k,
         max_per_prompt=cfg.max_per_prompt,
         dedupe=cfg.dedupe,
+        near_duplicate=cfg.near_duplicate,
     )
+    if cfg.diversity == "kmeans" and len(rows) > cfg.diversity_clusters:
+        from models.embeddings import embed  # loads the embedding model only when diversity is on
+
+        vectors = embed([f"{row['prompt']}\n{row['response']}" for row in rows])
+        rows = [rows[i] for i in diverse_indices(vectors, cfg.diversity_clusters, seed=seed)]
+    rows += gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
     ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), judged=judged, select=cfg)
+    write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
     ctx.log_metrics({f"select/{k}": v for k, v in select_summary(rows, judged_rows).items()})
     ctx.log_dataset(ref, name=f"round-{ctx.step}-selected", context="selected")
     return ref

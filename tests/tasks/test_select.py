@@ -98,6 +98,11 @@ def test_to_sft_examples_prompt_completion() -> None:
 def test_select_summary() -> None:
     judged = rows_with_scores(("a", 0, 1.0), ("a", 1, 1.0), ("b", 0, 0.0), ("c", 0, 1.0))
     selected = run(judged)
-    assert select_summary(selected, judged) == {"rows": 3.0, "prompts_covered": 2.0, "share_of_judged": 0.75}
+    assert select_summary(selected, judged) == {
+        "rows": 3.0,
+        "prompts_covered": 2.0,
+        "share_of_judged": 0.75,
+        "gold_rows": 0.0,
+    }
     empty = select_summary([], [])
     assert empty["rows"] == 0.0 and math.isnan(empty["share_of_judged"])

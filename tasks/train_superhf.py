@@ -1,0 +1,219 @@
+"""Fine-tuning step: SuperHF, LoRA SFT on the best-of-k responses plus a KL penalty toward the round's starting policy.
+
+SuperHF (Mukobi et al. 2023) replaces RL's policy gradient with supervised learning on the reward model's
+best-of-k samples, and keeps RLHF's KL prior to stay near the starting policy:
+
+    loss = CE(completion tokens) + kl_weight * mean over completion positions of KL(policy || reference)
+
+with the KL over the whole next-token distribution at each completion position (exact, so it is zero
+when the two models agree). The reference is the round's starting policy: with no adapter yet, the
+policy with its fresh adapter disabled; otherwise a frozen copy of the starting adapter. A small torch
+loop, not TRL's SFTTrainer, because the loss needs the reference's logits at every step. Tokenisation
+follows TRL's prompt-completion format (prompt tokens masked, EOS appended), as `tasks.train_sft` trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel, get_peft_model
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from configs.schema import CampaignConfig, TrainConfig
+from models.loading import load_policy, set_torch_threads
+from tasks.progress import emit
+from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, write_lineage
+from tasks.select import to_sft_examples
+from tasks.tracking import RunContext
+from tasks.train_sft import lora_config
+
+IGNORE = -100
+
+
+def kl_sft_loss(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SuperHF's loss on one batch: token-mean cross-entropy plus `kl_weight` x token-mean KL(policy || reference).
+
+    Args:
+        logits: Policy logits, `(batch, seq, vocab)`; position t predicts token t+1.
+        ref_logits: Reference logits of the same shape (no gradient needed).
+        labels: `(batch, seq)` token ids, `-100` where no loss is taken (prompt, padding).
+        kl_weight: Weight of the KL term.
+
+    Returns:
+        `(loss, cross_entropy, kl)`, each a scalar tensor; a batch without completion tokens gives zeros.
+    """
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    if not mask.any():
+        zero = logits.sum() * 0.0
+        return zero, zero, zero
+    logp = F.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # (tokens, vocab)
+    cross_entropy = -logp.gather(-1, targets[mask][:, None]).mean()
+    ref_logp = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
+    kl = (logp.exp() * (logp - ref_logp)).sum(-1).mean()
+    return cross_entropy + kl_weight * kl, cross_entropy, kl
+
+
+def encode_examples(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[dict[str, str]], max_length: int
+) -> list[tuple[list[int], list[int]]]:
+    """`(input_ids, labels)` per example: prompt + completion + EOS, loss on the completion and EOS only.
+
+    Sequences are cut to `max_length` from the end; an example left without completion tokens is dropped
+    (as TRL drops fully truncated examples).
+    """
+    encoded = []
+    for example in examples:
+        prompt_ids = tokenizer(example["prompt"])["input_ids"]
+        ids = tokenizer(example["prompt"] + example["completion"])["input_ids"] + [tokenizer.eos_token_id]
+        labels = [IGNORE] * len(prompt_ids) + ids[len(prompt_ids) :]
+        ids, labels = ids[:max_length], labels[:max_length]
+        if any(label != IGNORE for label in labels[1:]):
+            encoded.append((ids, labels))
+    return encoded
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: `input_ids`, `attention_mask`, `labels` (`-100` on padding)."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = [row + [pad_id] * (width - len(row)) for row, _ in batch]
+    labels = [row + [IGNORE] * (width - len(row)) for _, row in batch]
+    mask = [[1] * len(row) + [0] * (width - len(row)) for row, _ in batch]
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def reference_logits(
+    policy: PeftModel, reference: PreTrainedModel | None, inputs: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """The reference's logits: a separate frozen model, or (None) the policy with its adapters disabled."""
+    context = policy.disable_adapter() if reference is None else contextlib.nullcontext()
+    with torch.no_grad(), context:
+        model = policy if reference is None else reference
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+
+
+def _batches(
+    encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, steps: int, seed: int
+) -> Iterator[list[tuple[list[int], list[int]]]]:
+    generator = torch.Generator().manual_seed(seed)
+    done = 0
+    while True:
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            if done == steps:
+                return
+            done += 1
+            yield [encoded[i] for i in order[start : start + batch_size]]
+
+
+def train_superhf(
+    base: str,
+    adapter: str | None,
+    examples: Sequence[dict[str, str]],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Train a LoRA adapter with the SuperHF loss and save it to `out_dir`.
+
+    Args:
+        base: Base model directory or hub id.
+        adapter: The starting policy's adapter directory (continued, and frozen as the reference), or None.
+        examples: `{"prompt", "completion"}` dicts.
+        cfg: Training settings (`kl_weight`, LoRA and optimiser fields).
+        out_dir: Where the adapter is written (replaced whole, never left half-written).
+        seed: Seeds LoRA initialisation, dropout and data order.
+        progress: Receives one-line progress reports.
+
+    Returns:
+        Metrics: `loss`, `cross_entropy`, `kl` (means over steps), `final_loss`, `steps`, `examples`, `seconds`.
+    """
+    report = progress or (lambda _line: None)
+    torch.manual_seed(seed)
+    model, tokenizer = load_policy(base, adapter, trainable=True)
+    reference = None
+    if adapter is None:
+        model = get_peft_model(model, lora_config(cfg))
+    else:
+        reference, _ = load_policy(base, adapter)  # frozen, eval mode
+    encoded = encode_examples(tokenizer, examples, cfg.max_length)
+    steps = math.ceil(cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)) if encoded else 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: max(0.0, 1.0 - step / max(steps, 1)))
+    totals = {"loss": 0.0, "cross_entropy": 0.0, "kl": 0.0}
+    final = float("nan")
+    model.train()
+    started = last = time.perf_counter()
+    for step, batch in enumerate(_batches(encoded, cfg.batch_size, steps, seed), start=1):
+        inputs = collate(batch, tokenizer.pad_token_id)
+        ref = reference_logits(model, reference, inputs)
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        loss, cross_entropy, kl = kl_sft_loss(logits, ref, inputs["labels"], cfg.kl_weight)
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)  # the HF Trainer default, as in train_sft
+        optimiser.step()
+        schedule.step()
+        for key, value in zip(totals, (loss, cross_entropy, kl), strict=True):
+            totals[key] += float(value.detach())
+        final = float(loss.detach())
+        now = time.perf_counter()
+        if now - last >= 5.0 or step == steps:
+            last = now
+            rate = step / max(now - started, 1e-9)
+            report(
+                f"train(superhf): step {step}/{steps}, loss {final:.4f}, kl {float(kl.detach()):.4f}, {rate:.2f} step/s"
+            )
+    seconds = time.perf_counter() - started
+    model.eval()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(str(scratch / "adapter"))
+        if out.exists():
+            shutil.rmtree(out)
+        (scratch / "adapter").rename(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    means = {key: value / steps if steps else float("nan") for key, value in totals.items()}
+    return {**means, "final_loss": final, "steps": float(steps), "examples": float(len(encoded)), "seconds": seconds}
+
+
+@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+def superhf_train_task(
+    config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RunContext
+) -> ModelRef | None:
+    """SuperHF on the selected (best-of-k) rows; return the new policy, or None when too few rows survived."""
+    examples = to_sft_examples(read_records(selected), config.prompts.template)
+    if len(examples) < config.train.min_examples:
+        emit(f"train(superhf): skipped, {len(examples)} examples < train.min_examples={config.train.min_examples}")
+        ctx.log_metrics({"train/skipped": 1.0, "train/examples": float(len(examples))})
+        return None
+    set_torch_threads(config.model.torch_threads)
+    seed = config.seed * 1000 + ctx.step
+    metrics = train_superhf(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
+    write_lineage(Path(out_dir), parent=policy, data=selected, train=config.train, seed=seed)
+    ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
+    ctx.log_artifact(out_dir, "adapter")
+    return ModelRef(
+        source=policy.source,
+        base=policy.base,
+        adapter=str(Path(out_dir).resolve()),
+        sha256=sha256_dir(out_dir),
+    )

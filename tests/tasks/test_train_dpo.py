@@ -1,0 +1,107 @@
+"""DPO: preference pairs from judged samples (unit), and LoRA DPO on the tiny model (only LoRA changes, margin up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from configs.schema import TrainConfig
+from models.loading import load_policy
+from tasks.arithmetic import sample_problems
+from tasks.train_dpo import completion_logps, gold_pairs, preference_pairs, to_dpo_examples, train_dpo
+
+TEMPLATE = "Question: {prompt}\nAnswer:"
+
+
+def judged(pid: str, *samples: tuple[str, float, bool]) -> list[dict]:
+    return [
+        {"id": pid, "prompt": f"q-{pid}", "sample": i, "response": text, "score": score, "correct": ok}
+        for i, (text, score, ok) in enumerate(samples)
+    ]
+
+
+def test_score_rule_pairs_best_with_worst_and_skips_ties() -> None:
+    rows = (
+        judged("a", ("a0", 0.2, False), ("a1", 0.9, True), ("a2", 0.9, True), ("a3", 0.2, False))
+        + judged("b", ("b0", 1.0, True), ("b1", 1.0, True))
+        + judged("c", ("same", 1.0, True), (" same ", 0.0, False))
+    )
+    pairs = preference_pairs(rows, "score")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a1", "a3")]  # earliest best, latest worst
+    assert pairs[0]["chosen_score"] == 0.9 and pairs[0]["rejected_score"] == 0.2
+
+
+def test_correct_rule_pairs_right_with_wrong() -> None:
+    rows = judged("a", ("a0", 0.1, False), ("a1", 0.0, True), ("a2", 0.7, False)) + judged("b", ("b0", 1.0, True))
+    pairs = preference_pairs(rows, "correct")
+    assert [(p["id"], p["chosen"], p["rejected"]) for p in pairs] == [("a", "a1", "a0")]
+    with pytest.raises(ValueError, match="unknown pair rule"):
+        preference_pairs(rows, "length")
+
+
+def test_gold_pairs_prefer_the_real_answer_over_the_worst_sample() -> None:
+    rows = judged("a", ("a0", 1.0, True), ("a1", 0.0, False)) + judged("b", ("b0", 1.0, True))
+    gold = [
+        {"id": "a", "prompt": "q-a", "response": "gold-a", "score": 1.0, "source": "gold"},
+        {"id": "b", "prompt": "q-b", "response": "gold-b", "score": 1.0, "source": "gold"},
+    ]
+    assert [(p["chosen"], p["rejected"]) for p in gold_pairs(gold, rows)] == [("gold-a", "a1")]
+    assert preference_pairs(rows + gold, "score")[0]["chosen"] == "a0"  # gold rows never enter sample pairs
+
+
+def pair_examples(n: int) -> list[dict[str, str]]:
+    """Right worked solutions preferred over the off-by-one answers the tiny model is biased toward."""
+    problems = sample_problems(n, split="train", seed=7)
+    pairs = [
+        {"prompt": p["prompt"], "chosen": p["solution"], "rejected": f" The answer is {int(p['answer']) + 1}."}
+        for p in problems
+    ]
+    return to_dpo_examples(pairs, TEMPLATE)
+
+
+def margins(base: Path, policy: str | None, reference: str | None, examples: list[dict[str, str]]) -> torch.Tensor:
+    """Per pair: (log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))."""
+    model, tok = load_policy(str(base), policy)
+    ref, _ = load_policy(str(base), reference)
+    prompts = [e["prompt"] for e in examples]
+    out = []
+    for key in ("chosen", "rejected"):
+        texts = [e[key] for e in examples]
+        out.append(completion_logps(model, tok, prompts, texts) - completion_logps(ref, tok, prompts, texts))
+    return out[0] - out[1]
+
+
+def test_dpo_changes_only_lora_weights_and_raises_the_margin(tiny_dir: Path, tmp_path: Path) -> None:
+    examples = pair_examples(24)
+    cfg = TrainConfig(learning_rate=3e-3, epochs=2, batch_size=8, dpo_beta=0.1)
+    base_state = {k: v.clone() for k, v in load_policy(str(tiny_dir))[0].state_dict().items()}
+
+    metrics = train_dpo(str(tiny_dir), None, examples, cfg, tmp_path / "round1", seed=0)
+    assert metrics["steps"] == 6 and torch.isfinite(torch.tensor(metrics["loss"]))
+    saved = load_file(tmp_path / "round1" / "adapter_model.safetensors")
+    assert saved and all("lora_" in key for key in saved)
+    model, _ = load_policy(str(tiny_dir), str(tmp_path / "round1"))
+    merged_names = {k.replace("base_model.model.", "").replace(".base_layer", "") for k in model.state_dict()}
+    assert set(base_state) <= merged_names
+    for name, tensor in model.state_dict().items():
+        if "lora_" not in name:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(tensor, base_state[key]), name
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)  # B starts at zero
+
+    # The round-1 reference is the base: its margins start at exactly 0 and training must raise them.
+    after = margins(tiny_dir, str(tmp_path / "round1"), None, examples)
+    assert after.mean() > 0.5 and (after > 0).float().mean() > 0.8
+
+    # Round 2 continues the adapter against a frozen copy of it (iterative DPO); only the policy is saved.
+    train_dpo(str(tiny_dir), str(tmp_path / "round1"), examples, cfg, tmp_path / "round2", seed=1)
+    assert sorted(p.name for p in (tmp_path / "round2").iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    again = margins(tiny_dir, str(tmp_path / "round2"), str(tmp_path / "round1"), examples)
+    assert again.mean() > 0.5
