@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig, JudgeConfig
 from tasks.arithmetic import extract_answer
-from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
+from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RunContext
 
 
@@ -134,19 +134,115 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def make_judge(cfg: JudgeConfig) -> Judge:
-    """The judge a config names."""
+    """The judge a config names, when it needs no model (the verifier).
+
+    LLM judges (pointwise, meta-ranking) need a loaded model and a reference bank: `judge_task` builds them
+    with `tasks.judge_llm.make_llm_judge`.
+
+    Raises:
+        ValueError: for a judge kind that needs a model.
+    """
     if cfg.kind == "verifier":
         return VerifierJudge()
-    raise ValueError(f"judge.kind: unknown judge {cfg.kind!r}")
+    raise ValueError(f"judge.kind: {cfg.kind!r} needs a judge model; build it with tasks.judge_llm.make_llm_judge")
 
 
-@task(name="judge", cache_policy=NO_CACHE)
-def judge_task(config: CampaignConfig, generated: DatasetRef, out_path: str, ctx: RunContext) -> DatasetRef:
-    """Score the round's samples, write `judged.jsonl`, log `judge/*` metrics and the data."""
-    judge = make_judge(config.judge)
-    rows = judge_records(read_records(generated), judge)
-    ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), generated=generated, judge=config.judge)
-    ctx.log_metrics({f"judge/{k}": v for k, v in judge_summary(rows, config.select.threshold).items()})
+def judge_model(config: CampaignConfig, policy: ModelRef | None) -> ModelRef:
+    """The judge model of an LLM judge: `judge.model` if set, else the policy's base (no adapter)."""
+    from tasks.policy import prepare_base
+
+    if config.judge.model is not None:
+        return prepare_base(config.model_copy(update={"model": config.judge.model}))
+    if policy is not None:
+        return ModelRef(source=policy.source, base=policy.base, sha256=policy.sha256)
+    return prepare_base(config)
+
+
+@task(name="judge", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+def judge_task(
+    config: CampaignConfig,
+    generated: DatasetRef,
+    out_path: str,
+    ctx: RunContext,
+    policy: ModelRef | None = None,
+    workdir: str | None = None,
+) -> DatasetRef:
+    """Score the round's samples, write `judged.jsonl`, log `judge/*` metrics and the data.
+
+    LLM judges load the judge model (`judge_model`), build the reference bank from earlier rounds under
+    `workdir` (or a file), calibrate their threshold and write `judge-bank.jsonl` and (Meta Ranking)
+    `judge-references.jsonl` (which references judged which sample) beside the judged rows. With
+    `judge.cascade`, prompts whose best response scores below `select.threshold` get the stronger model's
+    answer as an extra row.
+    """
+    cfg = config.judge
+    rows = read_records(generated)
+    seed = config.seed * 1000 + ctx.step
+    threshold = config.select.threshold
+    metrics: dict[str, float] = {}
+    facts: dict[str, Any] = {}
+    if cfg.kind == "verifier":
+        judged = judge_records(rows, make_judge(cfg))
+    else:
+        from models.lm_judge import OptionScorer
+        from models.loading import load_policy, set_torch_threads
+        from tasks.judge_llm import build_bank, judge_with_llm
+        from tasks.meta_ranking import OPTIONS
+        from tasks.prompts import few_shot_prefix
+
+        set_torch_threads(config.model.torch_threads)
+        judge_ref = judge_model(config, policy)
+        model, tokenizer = load_policy(judge_ref.base)
+        scorer = OptionScorer(model, tokenizer, OPTIONS, batch_size=cfg.batch_size)
+        bank, facts = build_bank(cfg, rows, workdir, ctx.step, seed)
+        judged, metrics, logs = judge_with_llm(
+            rows,
+            cfg,
+            scorer,
+            bank,
+            template=config.prompts.template,
+            select_threshold=threshold,
+            seed=seed,
+            preamble=few_shot_prefix(config) if cfg.examples else "",
+        )
+        facts["judge_model"] = judge_ref
+        for name, records in logs.items():
+            write_records(Path(out_path).with_name(name), records)
+            ctx.log_artifact(Path(out_path).with_name(name), "data")
+        del model, scorer
+    if cfg.cascade is not None:
+        judged, routed = _cascade(config, judged, seed)
+        metrics["routed_share"] = routed / max(len({row["id"] for row in judged}), 1)
+        metrics["routed"] = float(routed)
+    ref = write_records(out_path, judged)
+    write_lineage(Path(out_path), generated=generated, judge=cfg, **facts)
+    summary = judge_summary(judged, threshold)
+    ctx.log_metrics({f"judge/{k}": v for k, v in {**summary, **metrics}.items()})
     ctx.log_dataset(ref, name=f"round-{ctx.step}-judged", context="judged")
     return ref
+
+
+def _cascade(config: CampaignConfig, judged: list[Record], seed: int) -> tuple[list[Record], int]:
+    """Judged rows plus the stronger model's answers to the routed prompts, and how many were routed."""
+    from models.loading import load_policy
+    from models.sampling import HFSampler
+    from tasks.cascade import cascade_rows, routed_prompts
+    from tasks.policy import prepare_base
+
+    cascade = config.judge.cascade
+    assert cascade is not None
+    routed = routed_prompts(judged, config.select.threshold)
+    if not routed:
+        return judged, 0
+    strong = prepare_base(config.model_copy(update={"model": cascade.model}))
+    model, tokenizer = load_policy(strong.base)
+    extra = cascade_rows(
+        judged,
+        routed,
+        HFSampler(model, tokenizer),
+        template=config.prompts.template,
+        max_new_tokens=cascade.max_new_tokens,
+        stop=config.generate.stop,
+        seed=seed,
+    )
+    return judged + extra, len(routed)

@@ -1,0 +1,151 @@
+"""`selftrain judge-eval CONFIG`: which judge catches bad responses, and at what cost, on a labelled set.
+
+The labelled set is a user file (JSONL with `prompt`, `response`, `correct`) or, by default, samples of the
+campaign's base policy on training prompts labelled by the verifier. Every LLM judge (pointwise, Meta
+Ranking, Meta Ranking with swapped comparisons) runs on the configured judge model; the report is a
+terminal table, an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG of ROC curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from configs.loader import ConfigError, flatten, load_config
+from configs.schema import CampaignConfig
+
+JUDGES = ("pointwise", "meta-ranking", "meta-ranking-swap")
+SHARES = (0.25, 0.25)  # of the prompts: reference bank, dev (calibration); the rest is the test split
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `selftrain judge-eval`."""
+    parser.add_argument("args", nargs="*", help="config file or shipped name, then dotted key=value overrides")
+    parser.add_argument("--labelled", help="JSONL with prompt, response, correct (default: sample and verify)")
+    parser.add_argument("--judges", default=",".join(JUDGES), help=f"comma-separated, of {', '.join(JUDGES)}")
+    parser.add_argument("--out", help="folder for the labelled set, results and the ROC PNG")
+
+
+def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
+    """Samples of the base policy on round-1 training prompts (few-shot prefix if configured), verified."""
+    from models.loading import load_policy
+    from models.sampling import HFSampler
+    from tasks.generate import generate_responses
+    from tasks.judge import is_correct
+    from tasks.progress import Progress
+    from tasks.prompts import campaign_prompts, few_shot_prefix, uses_few_shot
+
+    model, tokenizer = load_policy(policy_base)
+    rows = generate_responses(
+        HFSampler(model, tokenizer),
+        campaign_prompts(config, "train", 1),
+        config.generate,
+        template=config.prompts.template,
+        seed=config.seed * 1000 + 1,
+        progress=Progress("sample", "samples"),
+        prefix=few_shot_prefix(config) if uses_few_shot(config, 1) else "",
+    )
+    return [{**row, "correct": is_correct(row["response"], row.get("answer"))} for row in rows]
+
+
+def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: Path) -> dict:
+    """Split, score with every judge, print the table, write results and the PNG, log an MLflow run."""
+    from models.lm_judge import OptionScorer
+    from models.loading import load_policy
+    from tasks.judge import judge_model
+    from tasks.judge_report import evaluate_judge, format_table, plot_roc, split_by_prompt
+    from tasks.meta_ranking import OPTIONS, MetaRankingJudge, PointwiseJudge
+    from tasks.prompts import few_shot_prefix
+    from tasks.reference_bank import draw_panel
+    from tasks.tracking import end_run, log_artifact, log_metrics, start_run
+
+    cfg = config.judge
+    bank, dev, test = split_by_prompt(rows, SHARES, config.seed)
+    judge_ref = judge_model(config, None)
+    model, tokenizer = load_policy(judge_ref.base)
+    scorer = OptionScorer(model, tokenizer, OPTIONS, batch_size=cfg.batch_size)
+    panel = draw_panel(bank, cfg.panel, config.seed)
+    template = config.prompts.template
+    preamble = few_shot_prefix(config) if cfg.examples else ""
+    results = {}
+    for name in judges:
+        if name == "pointwise":
+            judge = PointwiseJudge(scorer, template=template, preamble=preamble)
+        else:
+            judge = MetaRankingJudge(
+                scorer,
+                panel,
+                template=template,
+                references=cfg.references,
+                swap=name.endswith("swap"),
+                seed=config.seed,
+                weights=(cfg.weight_correct, cfg.weight_wrong),
+                preamble=preamble,
+            )
+        started = time.perf_counter()
+        results[name] = evaluate_judge(judge, dev, test, target=cfg.calibrate, precision=cfg.target_precision)
+        print(f"judge-eval: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        partial = {n: {k: v for k, v in r.items() if k != "scores"} for n, r in results.items()}
+        (out / "partial.json").write_text(json.dumps(partial, indent=2))  # long runs: keep what is done
+    labels = [bool(r["correct"]) for r in test]
+    wrong_share = 1 - sum(labels) / max(len(labels), 1)
+    table = format_table(results, len(test), wrong_share)
+    print(table)
+    png = plot_roc(results, labels, out / "roc.png", f"{config.name}: judges on {judge_ref.source}")
+    summary = {
+        "judge_model": judge_ref.model_dump(),
+        "split": {"bank": len(bank), "panel": len(panel), "dev": len(dev), "test": len(test)},
+        "test_wrong_share": wrong_share,
+        "results": {name: {k: v for k, v in r.items() if k != "scores"} for name, r in results.items()},
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    run_id = start_run(
+        config.tracking,
+        f"{config.name}-judge-eval",
+        params={**flatten(config), "judges": ",".join(judges), "test_rows": str(len(test))},
+        tags={"selftrain.kind": "judge-eval"},
+    )
+    metrics = {f"judge_eval/{name}/{k}": float(v) for name, r in summary["results"].items() for k, v in r.items()}
+    log_metrics(config.tracking, [run_id], metrics, step=0)
+    for path in (png, out / "results.json", out / "labelled.jsonl"):
+        log_artifact(config.tracking, run_id, path)
+    end_run(config.tracking, run_id)
+    print(f"\n{table.splitlines()[0]}; ROC curves: {png}; MLflow run {run_id}")
+    return summary
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Run `selftrain judge-eval`."""
+    from flows.cli import _quiet_defaults, _split
+    from models.loading import set_torch_threads
+    from tasks.policy import prepare_base
+
+    path, overrides = _split(ns.args)
+    judges = [j.strip() for j in ns.judges.split(",") if j.strip()]
+    try:
+        config = load_config(path or "judge-eval", overrides)
+        unknown = [j for j in judges if j not in JUDGES]
+        if unknown:
+            raise ConfigError(f"--judges: unknown judge {unknown[0]!r} (choose from {', '.join(JUDGES)})")
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"selftrain: error: {err}", file=sys.stderr)
+        return 2
+    _quiet_defaults()
+    set_torch_threads(config.model.torch_threads)
+    out = Path(
+        ns.out or Path(config.tracking.output_dir) / f"{config.name}-judge-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    if ns.labelled:
+        from tasks.reference_bank import load_bank_file
+
+        rows = load_bank_file(ns.labelled)
+    else:
+        rows = labelled_set(config, prepare_base(config).base)
+    with open(out / "labelled.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    evaluate(config, rows, judges, out)
+    return 0

@@ -1,0 +1,122 @@
+"""Judge thresholds and judge quality: calibrate a keep-threshold on labelled scores, measure error detection.
+
+A judge scores responses in [0, 1]; selection keeps those scoring at least a threshold. Here the
+threshold is fitted on a labelled dev split, either for the best F1 of keeping correct responses or for
+the largest keep-set whose precision (share of kept responses that are correct, the purity of the
+training data) reaches a target. The report side measures a judge as an error detector: a response is
+flagged when it scores below the threshold, and the flagged wrong responses are the true positives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+
+def candidate_thresholds(scores: Sequence[float]) -> list[float]:
+    """Thresholds that split `scores` every possible way: the lowest score, then midpoints between
+    neighbouring distinct scores, ascending (the highest keeps only the top score)."""
+    distinct = sorted(set(float(s) for s in scores))
+    if not distinct:
+        return []
+    return [distinct[0]] + [(low + high) / 2 for low, high in zip(distinct, distinct[1:], strict=False)]
+
+
+def keep_stats(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 of keeping correct responses: kept = score >= threshold, positive = correct.
+
+    A ratio with nothing to count is 0.0 (F1 too).
+    """
+    kept_correct = sum(1 for s, y in zip(scores, labels, strict=True) if s >= threshold and y)
+    kept = sum(1 for s in scores if s >= threshold)
+    correct = sum(1 for y in labels if y)
+    return _prf(kept_correct, kept, correct)
+
+
+def calibrate_threshold(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    *,
+    target: Literal["f1", "precision"] = "f1",
+    precision: float = 0.9,
+) -> float:
+    """The keep-threshold that best serves `target` on a labelled dev split.
+
+    Args:
+        scores: Judge scores of the dev responses.
+        labels: Whether each dev response is correct.
+        target: "f1": the threshold with the best F1 of keeping correct responses (ties: the lowest
+            threshold, keeping more data); "precision": the lowest threshold whose kept responses are at
+            least `precision` correct (the most data at that purity); when none reaches it, the threshold
+            with the highest precision (ties: the lowest).
+        precision: The precision goal of target "precision".
+
+    Returns:
+        The threshold (keep responses scoring >= it).
+
+    Raises:
+        ValueError: with no scores, or scores and labels of different lengths.
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    candidates = candidate_thresholds(scores)
+    if not candidates:
+        raise ValueError("cannot calibrate a threshold on no scores")
+    stats = [(t, *keep_stats(scores, labels, t)) for t in candidates]
+    if target == "f1":
+        return max(stats, key=lambda row: (row[3], -row[0]))[0]
+    reaching = [row for row in stats if row[1] >= precision]
+    if reaching:
+        return min(row[0] for row in reaching)
+    return max(stats, key=lambda row: (row[1], -row[0]))[0]
+
+
+def error_detection(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 of flagging wrong responses (flagged = score < threshold; positive = wrong).
+
+    Returns:
+        `precision`, `recall`, `f1` (0.0 where there is nothing to count), `flagged_share`.
+    """
+    flagged_wrong = sum(1 for s, y in zip(scores, labels, strict=True) if s < threshold and not y)
+    flagged = sum(1 for s in scores if s < threshold)
+    wrong = sum(1 for y in labels if not y)
+    p, r, f = _prf(flagged_wrong, flagged, wrong)
+    return {"precision": p, "recall": r, "f1": f, "flagged_share": flagged / len(scores) if scores else math.nan}
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance a correct response outscores a wrong one (ties count half).
+
+    The same number is the AUROC of error detection by low score. NaN unless both classes occur.
+    """
+    right = [s for s, y in zip(scores, labels, strict=True) if y]
+    wrong = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not right or not wrong:
+        return math.nan
+    wins = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong)
+    return wins / (len(right) * len(wrong))
+
+
+def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> tuple[list[float], list[float]]:
+    """The ROC curve of error detection (flag when score < t, t sweeping up): (false, true positive rates).
+
+    Starts at (0, 0) and ends at (1, 1); empty lists unless both classes occur.
+    """
+    wrong = sum(1 for y in labels if not y)
+    right = len(labels) - wrong
+    if not wrong or not right:
+        return [], []
+    fpr, tpr = [0.0], [0.0]
+    for t in sorted(set(scores)) + [math.inf]:
+        flagged = [(s, y) for s, y in zip(scores, labels, strict=True) if s < t]
+        fpr.append(sum(1 for _, y in flagged if y) / right)
+        tpr.append(sum(1 for _, y in flagged if not y) / wrong)
+    return fpr, tpr
+
+
+def _prf(hits: int, predicted: int, actual: int) -> tuple[float, float, float]:
+    precision = hits / predicted if predicted else 0.0
+    recall = hits / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1

@@ -1,0 +1,68 @@
+"""Model cascading: prompts whose best policy response the judge distrusts are answered by a stronger model.
+
+Meta Ranking's paper routes queries whose weak-model answer scores as unreliable to a strong model. In
+self-training the strong model's (greedy) answer then joins the round's data, so the policy learns the
+prompts it could not answer reliably itself; the share of prompts routed is the cost to watch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from models.sampling import SamplingEngine
+from tasks.judge import is_correct
+from tasks.records import Record
+
+CASCADE_SCORE = 1.0  # the stronger model's answer is trusted: that is what routing to it means
+
+
+def routed_prompts(rows: Sequence[Record], threshold: float) -> list[str]:
+    """Ids of prompts (first-seen order) whose best-scoring response scores below `threshold`."""
+    best: dict[str, float] = {}
+    for row in rows:
+        best[row["id"]] = max(best.get(row["id"], -1.0), float(row["score"]))
+    return [prompt_id for prompt_id, score in best.items() if score < threshold]
+
+
+def cascade_rows(
+    rows: Sequence[Record],
+    routed: Sequence[str],
+    engine: SamplingEngine,
+    *,
+    template: str,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    seed: int,
+) -> list[Record]:
+    """One greedy answer from the stronger `engine` per routed prompt, as judged rows.
+
+    Each new row copies its prompt's fields (`id`, `prompt`, `answer`, ...), takes the next free
+    `sample` index, `score` 1.0, `source` "cascade", and `correct` from the verifier when an answer exists.
+    """
+    first: dict[str, Record] = {}
+    last_sample: dict[str, int] = {}
+    for row in rows:
+        first.setdefault(row["id"], row)
+        last_sample[row["id"]] = max(last_sample.get(row["id"], -1), int(row.get("sample", 0)))
+    wanted = [first[prompt_id] for prompt_id in routed]
+    if not wanted:
+        return []
+    answers = engine.sample(
+        [template.format(prompt=row["prompt"]) for row in wanted],
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        seed=seed,
+        batch_size=16,
+    )
+    out = []
+    for row, texts in zip(wanted, answers, strict=True):
+        base = {k: v for k, v in row.items() if k not in ("score", "raw_score", "correct", "sample", "response")}
+        new = {**base, "sample": last_sample[row["id"]] + 1, "response": texts[0], "score": CASCADE_SCORE}
+        new["source"] = "cascade"
+        if row.get("answer") is not None:
+            new["correct"] = is_correct(texts[0], row["answer"])
+        out.append(new)
+    return out

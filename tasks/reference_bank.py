@@ -1,0 +1,121 @@
+"""The labelled reference bank of Meta Ranking: where references come from and which ones judge each target.
+
+A reference is a (prompt, response) pair whose correctness is known: `{"prompt", "response", "correct"}`.
+The bank is filled from verifier-labelled samples of earlier rounds (every `round-NN/judged.jsonl` row
+with a reference answer carries `correct`) or from a user's JSONL file. Each target gets a fixed number
+of references, balanced between correct and wrong ones, drawn with a seeded generator and never from the
+target's own prompt (Meta Ranking compares across queries).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from tasks.records import Record, read_records
+
+
+class BankError(ValueError):
+    """A reference bank file that cannot be used; the message names the file, line and problem."""
+
+
+def load_bank_file(path: str | Path) -> list[Record]:
+    """References from a JSONL file with `prompt`, `response` (strings) and `correct` (boolean) per line.
+
+    Raises:
+        BankError: a missing file, a line that is not a JSON object, or a missing or mistyped field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BankError(f"{path}: reference bank file not found")
+    bank = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BankError(f"{path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise BankError(f"{path}:{number}: expected a JSON object")
+        for field, kind in (("prompt", str), ("response", str), ("correct", bool)):
+            if not isinstance(row.get(field), kind):
+                raise BankError(f"{path}:{number}: field {field!r} must be a {kind.__name__}")
+        bank.append({"prompt": row["prompt"], "response": row["response"], "correct": row["correct"]})
+    return bank
+
+
+def bank_from_rounds(workdir: str | Path, before_round: int, limit: int) -> list[Record]:
+    """Verifier-labelled samples of rounds before `before_round`, newest round first, at most `limit`.
+
+    Rows without `correct` (prompts with no reference answer) are skipped, and a (prompt, response)
+    pair seen before is not added twice.
+    """
+    bank: list[Record] = []
+    seen: set[tuple[str, str]] = set()
+    for index in range(before_round - 1, 0, -1):
+        path = Path(workdir) / f"round-{index:02d}" / "judged.jsonl"
+        if not path.exists():
+            continue
+        for row in read_records(path):
+            key = (row["prompt"], row["response"])
+            if "correct" not in row or key in seen:
+                continue
+            seen.add(key)
+            bank.append({"prompt": row["prompt"], "response": row["response"], "correct": bool(row["correct"])})
+            if len(bank) == limit:
+                return bank
+    return bank
+
+
+def draw_references(bank: Sequence[Record], n: int, rng: random.Random, exclude_prompt: str | None = None) -> list[int]:
+    """Indices of `n` references for one target: half correct and half wrong, the odd one by coin toss.
+
+    When a label has too few usable references, the other label fills the gap; when the bank has
+    fewer than `n` usable references in all, all of them are returned.
+
+    Args:
+        bank: The references.
+        n: How many to draw.
+        rng: The seeded generator (consumed).
+        exclude_prompt: Skip references with this prompt (the target's own query).
+    """
+    usable = [i for i, ref in enumerate(bank) if ref["prompt"] != exclude_prompt]
+    right = [i for i in usable if bank[i]["correct"]]
+    wrong = [i for i in usable if not bank[i]["correct"]]
+    want_right = n // 2 + (n % 2 if rng.random() < 0.5 else 0)
+    take_right = min(len(right), max(want_right, n - len(wrong)))
+    take_wrong = min(len(wrong), n - take_right)
+    return sorted(rng.sample(right, take_right) + rng.sample(wrong, take_wrong))
+
+
+def assign_references(targets: Sequence[Record], bank: Sequence[Record], n: int, seed: int) -> list[list[int]]:
+    """Per target (in order), the bank indices of its `n` references; the same seed gives the same draw."""
+    rng = random.Random(seed)
+    return [draw_references(bank, n, rng, exclude_prompt=row["prompt"]) for row in targets]
+
+
+def draw_panel(bank: Sequence[Record], size: int, seed: int) -> list[Record]:
+    """The round's panel: `size` references drawn from the bank, balanced by label (all when size is 0).
+
+    Targets draw their references from the panel, so each panel reference is compared with many targets
+    and its KV cache is computed once for all of them.
+    """
+    if size == 0 or size >= len(bank):
+        return list(bank)
+    return [bank[i] for i in draw_references(bank, size, random.Random(seed))]
+
+
+def split_dev(bank: Sequence[Record], dev_size: int, seed: int) -> tuple[list[Record], list[Record]]:
+    """Split the bank into (references, dev) with `dev_size` dev rows drawn by `seed` (none if too small).
+
+    The dev rows are scored with the remaining references to calibrate the threshold, so no reference
+    ever judges itself. At least half the bank stays as references.
+    """
+    size = min(dev_size, len(bank) // 2)
+    order = list(range(len(bank)))
+    random.Random(seed).shuffle(order)
+    dev = set(order[:size])
+    return [r for i, r in enumerate(bank) if i not in dev], [r for i, r in enumerate(bank) if i in dev]

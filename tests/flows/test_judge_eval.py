@@ -1,0 +1,69 @@
+"""`selftrain judge-eval` on the tiny model and a small labelled file: table, results, ROC PNG, MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows import judge_eval
+from tasks.arithmetic import sample_problems
+
+
+def _labelled(path: Path) -> Path:
+    rows = []
+    for p in sample_problems(16, split="train", seed=5):
+        wrong = p["solution"].replace(f"is {p['answer']}.", f"is {int(p['answer']) + 1}.")
+        rows += [
+            {"prompt": p["prompt"], "response": p["solution"], "correct": True},
+            {"prompt": p["prompt"], "response": wrong, "correct": False},
+        ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _ns(args: list[str], **options: str | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    judge_eval.configure(parser)
+    extra = [item for key, value in options.items() if value for item in (f"--{key}", value)]
+    return parser.parse_args(args + extra)
+
+
+@pytest.mark.slow
+def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "report"
+    args = [
+        "judge-eval",
+        "model.source=local",
+        f"model.name={tiny_dir}",
+        f"tracking.output_dir={tmp_path / 'runs'}",
+        "judge.batch_size=16",
+    ]
+    code = judge_eval.main(_ns(args, labelled=str(_labelled(tmp_path / "labelled.jsonl")), out=str(out)))
+    assert code == 0
+    table = capsys.readouterr().out
+    for name in judge_eval.JUDGES:
+        assert name in table
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["split"] == {"bank": 8, "panel": 8, "dev": 8, "test": 16}
+    for figures in summary["results"].values():
+        assert 0.0 <= figures["auroc"] <= 1.0 and figures["forward_passes_per_sample"] > 0
+    assert (
+        summary["results"]["meta-ranking-swap"]["forward_passes_per_sample"]
+        > (summary["results"]["meta-ranking"]["forward_passes_per_sample"])
+    )
+    assert (out / "roc.png").stat().st_size > 1000
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("selftrain-judge-eval")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["selftrain.kind"] == "judge-eval"
+    assert "judge_eval/pointwise/auroc" in run.data.metrics and "judge_eval/meta-ranking/f1" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"roc.png", "results.json", "labelled.jsonl"}
+
+
+def test_judge_eval_rejects_an_unknown_judge(capsys: pytest.CaptureFixture) -> None:
+    assert judge_eval.main(_ns(["judge-eval"], judges="pointwise,oracle")) == 2
+    assert "--judges: unknown judge 'oracle'" in capsys.readouterr().err

@@ -1,0 +1,56 @@
+"""The tiny campaign filtering with Meta Ranking, end to end through the real CLI, Prefect and MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+
+pytestmark = pytest.mark.slow
+
+
+def test_meta_ranking_campaign_runs_and_logs_its_judge(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [
+            SELFTRAIN,
+            "run",
+            "configs/tiny-meta-ranking.yaml",
+            "rounds=1",
+            "prompts.train_size=32",
+            "prompts.heldout_size=64",
+            f"tracking.output_dir={tmp_path / 'runs'}",
+        ],
+        cwd=REPO,
+        # A loaded shared machine can take longer than Prefect's default 20 s to start the temporary server.
+        env={**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("selftrain-tiny-meta-ranking")
+    rounds = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(rounds) == 1 and rounds[0].info.status == "FINISHED"
+    metrics = rounds[0].data.metrics
+    # Round 1 has no earlier rounds: its bank is bootstrapped from the round's own verified samples.
+    assert metrics["judge/bank_size"] == 64 and metrics["judge/dev_rows"] == 32 and metrics["judge/panel_size"] == 10
+    assert 0.0 <= metrics["judge/threshold"] <= 1.0
+    assert metrics["judge/forward_passes"] > 0 and 0.0 <= metrics["judge/auroc"] <= 1.0
+    data = {Path(a.path).name for a in client.list_artifacts(rounds[0].info.run_id, "data")}
+    assert {"judged.jsonl", "judge-bank.jsonl", "judge-references.jsonl"} <= data
+    folder = next((tmp_path / "runs").glob("tiny-meta-ranking-*/round-01"))
+    judged = [json.loads(line) for line in (folder / "judged.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (folder / "judge-references.jsonl").read_text().splitlines()]
+    assert len(log) == len(judged) == 32 * 4
+    assert all(len(entry["references"]) == 5 and len(entry["p_same"]) == 5 for entry in log)
+    assert all(0.0 <= row["score"] <= 1.0 and "raw_score" in row for row in judged)
+    lineage = json.loads((folder / "judged.jsonl.lineage.json").read_text())
+    assert lineage["bank_source"] == "rounds" and lineage["bootstrapped"] == 64
