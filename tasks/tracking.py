@@ -1,5 +1,8 @@
 """Recording a campaign in MLflow with explicit run ids: one parent run, one child run per round.
 
+Runs are found again by their tags (`open_run`), so a resumed campaign reopens its runs instead of
+duplicating them; runs a dead process left RUNNING are closed as FAILED (`fail_running`).
+
 Nothing here uses MLflow's fluent "active run": the active run is per thread, and Prefect may run a
 task on another thread, so every call names its run id (see shared NOTES). Metrics are batched
 (`log_batch` costs ~0.15 ms per value against ~6 ms per `log_metric` call on SQLite).
@@ -7,6 +10,7 @@ task on another thread, so every call names its run id (see shared NOTES). Metri
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -17,11 +21,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
-from configs.schema import TrackingConfig
-from tasks.records import DatasetRef, read_records
+from configs.schema import CampaignConfig, TrackingConfig
+from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -49,7 +54,12 @@ def ensure_experiment(cfg: TrackingConfig) -> str:
     location = None
     if tracking_uri(cfg).startswith("sqlite:"):
         location = (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
-    return client.create_experiment(cfg.experiment, artifact_location=location)
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=location)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another campaign created it a moment ago
+            raise
+        return client.get_experiment_by_name(cfg.experiment).experiment_id
 
 
 def git_commit() -> str | None:
@@ -83,10 +93,87 @@ def start_run(
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(ensure_experiment(cfg), run_name=name, tags=all_tags)
+    log_params(cfg, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(cfg: TrackingConfig, run_id: str, params: Mapping[str, str]) -> None:
+    """Log params in batches; re-logging a param with the same value is a no-op in MLflow (a new value fails)."""
+    client = client_for(cfg)
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run.info.run_id, params=items[start : start + 100], synchronous=True)
-    return run.info.run_id
+        client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
+
+
+def find_runs(cfg: TrackingConfig, tags: Mapping[str, str], statuses: tuple[str, ...] = ()) -> list[Run]:
+    """Runs of the experiment carrying all `tags` (and one of `statuses`, if given), newest first."""
+    client = client_for(cfg)
+    found = client.get_experiment_by_name(cfg.experiment)
+    if found is None:
+        return []
+    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    if len(statuses) == 1:
+        clauses.append(f"attributes.status = '{statuses[0]}'")
+    runs = client.search_runs(
+        [found.experiment_id], " and ".join(clauses), max_results=1000, order_by=["attributes.start_time DESC"]
+    )
+    return [run for run in runs if not statuses or run.info.status in statuses]  # the filter has no IN for status
+
+
+def open_run(
+    cfg: TrackingConfig,
+    name: str,
+    *,
+    params: Mapping[str, str],
+    tags: Mapping[str, str | None],
+    parent_run_id: str | None = None,
+    match: Mapping[str, str],
+) -> str:
+    """The run carrying the `match` tags (under `parent_run_id`), reopened; else a new run (see `start_run`).
+
+    A resumed campaign calls this with the same tags as the crashed one, so no run is duplicated. The
+    params are logged again: identical values are accepted, a changed value fails loudly.
+    """
+    wanted = dict(match) | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
+    existing = find_runs(cfg, wanted)
+    if not existing:
+        return start_run(cfg, name, params=params, tags={**tags, **match}, parent_run_id=parent_run_id)
+    run_id = existing[0].info.run_id
+    reopen_run(cfg, run_id)
+    set_tags(cfg, run_id, {k: v for k, v in tags.items() if v is not None})
+    log_params(cfg, run_id, params)
+    return run_id
+
+
+def reopen_run(cfg: TrackingConfig, run_id: str) -> None:
+    """Mark a run RUNNING again and count the resumption in the tag `selftrain.resumed`."""
+    client = client_for(cfg)
+    count = int(client.get_run(run_id).data.tags.get("selftrain.resumed", "0"))
+    client.update_run(run_id, status="RUNNING")
+    set_tags(cfg, run_id, {"selftrain.resumed": str(count + 1)})
+
+
+def fail_running(cfg: TrackingConfig, parent_run_id: str, reason: str, *, include_parent: bool = True) -> list[Run]:
+    """Close as FAILED the parent run (unless `include_parent` is False) and its children that are still
+    RUNNING; return those runs as they were.
+
+    Called only for a campaign whose process is known to be dead (its folder lock is free) or ending:
+    MLflow cannot tell a crashed writer from a live one, so without this its runs would stay RUNNING forever.
+    """
+    client = client_for(cfg)
+    runs = ([client.get_run(parent_run_id)] if include_parent else []) + find_runs(cfg, {PARENT_TAG: parent_run_id})
+    stale = [run for run in runs if run.info.status == "RUNNING"]
+    for run in stale:
+        set_tags(cfg, run.info.run_id, {"selftrain.failure": reason})
+        end_run(cfg, run.info.run_id, "FAILED")
+    return stale
+
+
+def download_json(cfg: TrackingConfig, run_id: str, artifact_path: str, dst: str | Path) -> dict:
+    """Download a JSON artifact of a run into `dst` and parse it."""
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    local = client_for(cfg).download_artifacts(run_id, artifact_path, str(dst))
+    return json.loads(Path(local).read_text(encoding="utf-8"))
 
 
 def log_metrics(cfg: TrackingConfig, run_ids: list[str], metrics: Mapping[str, float], step: int) -> None:
@@ -129,6 +216,54 @@ def log_artifact(cfg: TrackingConfig, run_id: str, path: str | Path, artifact_pa
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose numerics decide a round's results (recorded for `selftrain reproduce`)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "trl", "accelerate"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def round_input(
+    config: CampaignConfig,
+    round_index: int,
+    policy: ModelRef,
+    policy_source: str | None,
+    incumbent_accuracy: float,
+    heldout: DatasetRef,
+    parent_run_id: str,
+) -> dict[str, object]:
+    """Everything `selftrain reproduce` needs to re-run a round without its local folder: the resolved
+    config, the input policy and the MLflow URI of its adapter (None: the base model), the incumbent's
+    accuracy, the held-out set and where its file was logged, the seeds and the library versions."""
+    from tasks.policy import fingerprint  # loads the model stack; only rounds need it
+
+    return {
+        "round": round_index,
+        "config": config,
+        "policy": policy,
+        "policy_source": policy_source,
+        "incumbent_accuracy": incumbent_accuracy,
+        "heldout": heldout,
+        "heldout_source": f"runs:/{parent_run_id}/data/{Path(heldout.path).name}",
+        "base_fingerprint": fingerprint(Path(policy.base)) if Path(policy.base).is_dir() else None,
+        "seeds": {"campaign": config.seed, "round": config.seed * 1000 + round_index},
+        "versions": library_versions(),
+    }
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
     """Close a run as FINISHED, FAILED or KILLED."""
     client_for(cfg).set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
@@ -156,3 +291,8 @@ class RunContext(BaseModel):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or directory to the round run."""
         log_artifact(self.tracking, self.run_id, path, artifact_path)
+
+    def log_json(self, path: str | Path, data: Mapping[str, object]) -> None:
+        """Write `data` (pydantic models allowed) as JSON to `path` and upload it to the run's artifact root."""
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+        log_artifact(self.tracking, self.run_id, path)

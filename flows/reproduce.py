@@ -1,0 +1,193 @@
+"""`selftrain reproduce RUN_ID`: re-run a past round from what MLflow recorded, and compare every metric.
+
+Everything comes from the MLflow store, not from the round's folder (which may be gone): the round's
+`round_input.json` (resolved config, input policy, incumbent accuracy, seeds, library versions), the
+held-out file logged on its campaign run, and the input policy's adapter logged by the round that
+trained it (none when the round started from the base model, which is rebuilt or re-resolved from
+the config and checked against the recorded fingerprint). The round runs again into a new folder under
+a `reproduce` MLflow run tagged `selftrain.reproduces=<RUN_ID>`. On the CPU with the recorded seeds
+every metric but the wall-clock timings must match exactly; a data file or the adapter weights that
+differ are reported, with the non-determinism sources that differ (library versions, thread count,
+base model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from configs.schema import CampaignConfig, TrackingConfig
+from flows.resume import RESULTS_DIR
+from flows.round import round_flow
+from tasks.monitors import evaluated_path
+from tasks.policy import fingerprint, prepare_base
+from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
+from tasks.tracking import RunContext, end_run, library_versions, start_run
+
+TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
+DATA_FILES = ("prompts.jsonl", "generated.jsonl", "judged.jsonl", "selected.jsonl", "evaluated.jsonl")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `selftrain reproduce`."""
+    parser.add_argument("run_id", help="MLflow run id of a round (a child run of a campaign)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store holding the run (default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)",
+    )
+    parser.add_argument("--output-dir", default="runs", help="folder for the re-run's data and adapter")
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Reproduce the round, print the comparison; exit status 1 when a non-timing metric differs."""
+    from flows.cli import _quiet_defaults, local_prefect_settings
+
+    _quiet_defaults()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()  # imported with this module, before the environment could say so
+    uri = ns.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs').resolve()}/mlflow.db"
+    with local_prefect_settings():
+        report = reproduce(ns.run_id, uri, ns.output_dir)
+    print(format_report(report))
+    return 0 if report["match"] else 1
+
+
+def _download(client: MlflowClient, uri: str, dest: Path) -> Path:
+    """Download a `runs:/<run_id>/<path>` artifact (file or folder) into `dest`."""
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dest)))
+
+
+def fetch_inputs(client: MlflowClient, run_id: str, dest: Path) -> tuple[dict, DatasetRef, Path | None]:
+    """The round's recorded inputs, its held-out file and its input adapter (None: the base), checked
+    against the recorded content hashes."""
+    recorded = json.loads(_download(client, f"runs:/{run_id}/round_input.json", dest).read_text(encoding="utf-8"))
+    heldout_path = _download(client, recorded["heldout_source"], dest / "heldout")
+    heldout = DatasetRef(path=str(heldout_path), sha256=sha256_file(heldout_path), rows=len(read_records(heldout_path)))
+    if heldout.sha256 != recorded["heldout"]["sha256"]:
+        raise ValueError(f"the logged held-out file {recorded['heldout_source']} does not match the recorded hash")
+    adapter = None
+    if recorded["policy_source"]:
+        adapter = _download(client, recorded["policy_source"], dest / "policy")
+        if sha256_dir(adapter) != recorded["policy"]["sha256"]:
+            raise ValueError(f"the logged adapter {recorded['policy_source']} does not match the recorded hash")
+    return recorded, heldout, adapter
+
+
+def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
+    """Re-run round `run_id` into a new folder and compare its metrics, data and adapter with the original."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    original = client.get_run(run_id)
+    workdir = Path(output_dir).resolve() / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    recorded, heldout, adapter = fetch_inputs(client, run_id, workdir / "inputs")
+    saved = CampaignConfig.model_validate(recorded["config"])
+    tracking = TrackingConfig(output_dir=output_dir, tracking_uri=tracking_uri, experiment=saved.tracking.experiment)
+    config = saved.model_copy(update={"tracking": tracking})
+    base = prepare_base(config)
+    policy = base if adapter is None else ModelRef(source=base.source, base=base.base, adapter=str(adapter))
+    if adapter is not None:
+        policy = policy.model_copy(update={"sha256": sha256_dir(adapter)})
+    incumbent = [a.path for a in client.list_artifacts(run_id, "inputs") if not a.is_dir]
+    if incumbent:  # the incumbent's held-out answers, where the flip monitor looks for them
+        target = evaluated_path(policy, workdir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_download(client, f"runs:/{run_id}/{incumbent[0]}", workdir / "inputs"), target)
+    parent = start_run(
+        tracking,
+        f"reproduce-{original.info.run_name}",
+        params={"reproduces": run_id},
+        tags={"selftrain.kind": "reproduce", "selftrain.reproduces": run_id, "selftrain.dir": str(workdir)},
+    )
+    RunContext(tracking=tracking, run_id=parent).log_dataset(heldout, name="heldout-prompts", context="heldout")
+    try:
+        result = round_flow.with_options(result_storage=workdir / RESULTS_DIR)(
+            config,
+            int(recorded["round"]),
+            policy,
+            float(recorded["incumbent_accuracy"]),
+            heldout,
+            parent,
+            str(workdir),
+            recorded["policy_source"],
+        )
+        report = compare(client, original.info.run_id, result.run_id, workdir / f"round-{int(recorded['round']):02d}")
+        report["sources"] = nondeterminism(recorded, config, base)
+        report.update(original=run_id, reproduced=result.run_id, workdir=str(workdir))
+        ctx = RunContext(tracking=tracking, run_id=parent)
+        ctx.log_json(workdir / "comparison.json", report)
+        ctx.log_metrics({"reproduce/mismatches": float(len(report["mismatches"]))})
+        client.set_tag(parent, "selftrain.reproduce.match", str(report["match"]).lower())
+    except BaseException:
+        end_run(tracking, parent, "FAILED")
+        raise
+    end_run(tracking, parent)
+    return report
+
+
+def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) -> dict:
+    """Every metric of both runs side by side, plus the data files and adapter weights by content hash."""
+    old, new = client.get_run(original).data.metrics, client.get_run(reproduced).data.metrics
+    rows, mismatches = [], []
+    for key in sorted(set(old) | set(new)):
+        timing = key.endswith(TIMING_SUFFIXES)
+        same = old.get(key) == new.get(key)
+        rows.append({"metric": key, "original": old.get(key), "reproduced": new.get(key), "timing": timing})
+        if not same and not timing:
+            mismatches.append(key)
+    files = {}
+    downloads = folder.parent / "inputs" / "original"
+    for name in DATA_FILES + ("adapter/adapter_model.safetensors",):
+        local = folder / name
+        try:
+            logged = _download(client, f"runs:/{original}/{'data/' + name if '/' not in name else name}", downloads)
+        except Exception:  # noqa: BLE001 (an artifact the round did not log, e.g. no adapter when training was skipped)
+            continue
+        files[name] = local.exists() and sha256_file(local) == sha256_file(logged)
+        if not files[name]:
+            mismatches.append(name)
+    return {"metrics": rows, "files": files, "mismatches": mismatches, "match": not mismatches}
+
+
+def nondeterminism(recorded: dict, config: CampaignConfig, base: ModelRef) -> list[str]:
+    """The sources of difference this machine shows against the original round (empty: none known)."""
+    sources = []
+    now = library_versions()
+    for name, version in recorded.get("versions", {}).items():
+        if now.get(name) != version:
+            sources.append(f"{name} {version} then, {now.get(name)} now")
+    if recorded["config"]["model"]["torch_threads"] != config.model.torch_threads:
+        sources.append("a different torch thread count changes the order of float reductions")
+    old_base = recorded.get("base_fingerprint")
+    if old_base and Path(base.base).is_dir() and fingerprint(Path(base.base)) != old_base:
+        sources.append(f"the base model {base.base} differs from the one the round used")
+    return sources
+
+
+def format_report(report: dict) -> str:
+    """The comparison as a console table."""
+    lines = [f"{'metric':<28} {'original':>14} {'reproduced':>14}  match"]
+    for row in report["metrics"]:
+        mark = "timing" if row["timing"] else ("yes" if row["original"] == row["reproduced"] else "NO")
+        cells = [f"{v:>14.6g}" if isinstance(v, float) else f"{'-':>14}" for v in (row["original"], row["reproduced"])]
+        lines.append(f"{row['metric']:<28} {cells[0]} {cells[1]}  {mark}")
+    for name, same in report["files"].items():
+        lines.append(f"{name:<58}  {'identical' if same else 'DIFFERS'}")
+    lines.append("timing metrics measure wall-clock time and are not expected to match")
+    if report["match"]:
+        lines.append(f"reproduced exactly: run {report['reproduced']} matches {report['original']}")
+    else:
+        lines.append("differs: " + ", ".join(report["mismatches"]))
+        lines.append("known sources on this machine: " + ("; ".join(report["sources"]) or "none found"))
+    return "\n".join(lines)

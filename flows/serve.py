@@ -1,0 +1,116 @@
+"""`selftrain serve`: serve the campaign flow as a Prefect deployment whose parameter form is the typed config.
+
+The deployment's one parameter is `config: CampaignConfig`, so the Prefect UI renders every field of the
+schema with its `Field(description=...)` text, and a run started from the UI or with
+`prefect deployment run --params` is validated into a `CampaignConfig` before anything runs. The loaded
+CONFIG (with overrides) becomes the default parameters. Flow runs execute in subprocesses of this process
+(Prefect's runner), which inherit the quiet defaults set here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from configs.loader import ConfigError, load_config
+from configs.schema import CampaignConfig
+
+START_STACK_HINT = (
+    "start one with `bash infra/start-stack.sh start` (PostgreSQL + Prefect + MLflow, see README "
+    "'Running on servers') or `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api"
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare `selftrain serve [CONFIG] [key=value ...] [--cron EXPR] [--name NAME] [--limit N]`."""
+    parser.add_argument("args", nargs="*", help="config file or shipped name, then dotted key=value overrides")
+    parser.add_argument("--cron", help="run on this cron schedule, e.g. '0 2 * * *' (nightly); default: no schedule")
+    parser.add_argument("--name", help="deployment name (default: the campaign's name)")
+    parser.add_argument("--limit", type=int, help="most flow runs executing at once (default: no limit)")
+
+
+def default_parameters(config: CampaignConfig) -> dict:
+    """The deployment's default parameters: the config as JSON, its output folder made absolute.
+
+    Served runs execute in this process's working directory, but the UI shows the defaults to people
+    who do not know which directory that is; an absolute path says where round data will go.
+    """
+    data = config.model_dump(mode="json")
+    data["tracking"]["output_dir"] = str(Path(config.tracking.output_dir).resolve())
+    return {"config": data}
+
+
+def server_problem(api_url: str | None) -> str | None:
+    """Why `serve` cannot use the Prefect API at `api_url`, or None when its health check answers."""
+    if not api_url:
+        return f"serve needs a Prefect server, and PREFECT_API_URL is not set: {START_STACK_HINT}"
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=10) as response:
+            if response.status == 200:
+                return None
+            return f"the Prefect API at {api_url} answered HTTP {response.status}; {START_STACK_HINT}"
+    except (urllib.error.URLError, OSError) as err:
+        return f"no Prefect server answers at PREFECT_API_URL={api_url} ({err}); {START_STACK_HINT}"
+
+
+def quiet_served_runs() -> None:
+    """Make served flow runs print what `selftrain run` prints: progress lines, no bars, no FutureWarnings.
+
+    Prefect's runner starts each flow run in a spawned subprocess, which inherits the environment but
+    not this process's `warnings` filters or library settings, so everything is set as variables.
+    """
+    from flows.cli import _quiet_defaults
+
+    _quiet_defaults()
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+
+
+def serve(config: CampaignConfig, name: str | None = None, cron: str | None = None, limit: int | None = None) -> None:
+    """Register the campaign deployment with the Prefect server and execute its runs until interrupted.
+
+    The deployment names its flow by module path (`flows.campaign:campaign_flow`), so each run starts a
+    fresh `python -m prefect.engine` that imports the flow. `flow.serve` would instead hand the flow
+    object to a spawned process through cloudpickle, which copies a decorated function by value with
+    only the globals its body uses; the string annotations of `from __future__ import annotations`
+    (`config: CampaignConfig`) then cannot be resolved and parameter validation fails.
+    """
+    from prefect import serve as prefect_serve
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.campaign import campaign_flow
+
+    quiet_served_runs()
+    deployment = campaign_flow.to_deployment(
+        name=name or config.name,
+        cron=cron,
+        parameters=default_parameters(config),
+        description=f"selftrain campaign (defaults from the config {config.name!r}); every field is documented.",
+        tags=["selftrain", config.name],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    prefect_serve(deployment, limit=limit)
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Run `selftrain serve`: validate the config, check the server, then serve (blocks until Ctrl-C)."""
+    from flows.cli import DEFAULT_CONFIG, _split, preflight
+
+    path, overrides = _split(ns.args)
+    try:
+        config = load_config(path or DEFAULT_CONFIG, overrides)
+        preflight(config)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"selftrain: error: {err}", file=sys.stderr)
+        return 2
+    from prefect.settings import PREFECT_API_URL  # the variable or the active Prefect profile
+
+    problem = server_problem(PREFECT_API_URL.value())
+    if problem:
+        print(f"selftrain: error: {problem}", file=sys.stderr)
+        return 2
+    serve(config, name=ns.name, cron=ns.cron, limit=ns.limit)
+    return 0

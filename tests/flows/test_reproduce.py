@@ -1,0 +1,103 @@
+"""A finished tiny campaign: reproduce a round from MLflow alone, its registry versions, and continue mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks.registry import registered_name
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+SMALL = ["configs/tiny.yaml", "rounds=2", "prompts.train_size=64", "prompts.heldout_size=64"]
+
+pytestmark = pytest.mark.slow
+
+
+def _selftrain(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SELFTRAIN, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
+    """One finished two-round tiny campaign, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("reproduce")
+    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
+    _selftrain(["run", *SMALL, f"tracking.output_dir={root / 'runs'}"], env)
+    uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("selftrain-tiny").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`selftrain.kind` = 'campaign'")
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    rounds = {int(r.data.tags["selftrain.round"]): r for r in children}
+    return {"root": root, "env": env, "uri": uri, "client": client, "parent": parent, "rounds": rounds}
+
+
+def test_reproduce_round_two_matches_exactly(campaign: dict) -> None:
+    original = campaign["rounds"][2]
+    proc = _selftrain(
+        [
+            "reproduce",
+            original.info.run_id,
+            "--tracking-uri",
+            campaign["uri"],
+            "--output-dir",
+            str(campaign["root"] / "r"),
+        ],
+        campaign["env"],
+    )
+    print(proc.stdout)
+    assert "reproduced exactly" in proc.stdout
+    client = campaign["client"]
+    (run,) = client.search_runs(
+        [original.info.experiment_id], f"tags.`selftrain.reproduces` = '{original.info.run_id}'"
+    )
+    (child,) = client.search_runs([original.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    old, new = original.data.metrics, child.data.metrics
+    exact = {k for k in old if not k.endswith(("seconds", "per_s"))}
+    assert {"train/loss", "eval/accuracy", "judge/accept_rate", "select/rows"} <= exact
+    assert {k: new[k] for k in exact} == {k: old[k] for k in exact}
+    report = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "comparison.json", str(campaign["root"]))).read_text()
+    )
+    assert report["match"] and all(report["files"].values())
+    assert "adapter/adapter_model.safetensors" in report["files"] and "selected.jsonl" in report["files"]
+    recorded = json.loads(Path(client.download_artifacts(original.info.run_id, "round_input.json")).read_text())
+    if campaign["rounds"][1].data.tags["selftrain.promoted"] == "true":  # round 2 started from round 1's adapter
+        assert recorded["policy_source"] == f"runs:/{campaign['rounds'][1].info.run_id}/adapter"
+
+
+def test_promoted_rounds_are_registered_with_the_champion_alias(campaign: dict) -> None:
+    client, name = campaign["client"], registered_name("tiny")
+    promoted = [i for i, r in sorted(campaign["rounds"].items()) if r.data.tags["selftrain.promoted"] == "true"]
+    versions = client.search_model_versions(f"name='{name}'")
+    by_run = {v.run_id: v for v in versions}
+    assert sorted(by_run) == sorted(campaign["rounds"][i].info.run_id for i in promoted)
+    if promoted:
+        best = client.get_model_version_by_alias(name, "champion")
+        assert best.run_id == campaign["rounds"][promoted[-1]].info.run_id
+        files = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy")}
+        assert {"adapter_model.safetensors", "adapter_config.json", "base.json"} <= files
+
+
+def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
+    client, name = campaign["client"], registered_name("tiny")
+    best = client.get_model_version_by_alias(name, "champion")
+    out = campaign["root"] / "runs"
+    proc = _selftrain(["run", *SMALL, "rounds=1", "start_from=champion", f"tracking.output_dir={out}"], campaign["env"])
+    assert f"starting from {name} version {best.version}" in proc.stderr
+    experiment = campaign["parent"].info.experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`selftrain.start_policy` != ''")
+    assert parent.data.tags["selftrain.start_policy"] == f"{name}/{best.version}"
+    round0 = client.get_metric_history(parent.info.run_id, "eval/accuracy")[0]
+    assert round0.step == 0 and round0.value == float(best.tags["accuracy"])  # the champion, re-measured: same score
+    (child,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    recorded = json.loads(Path(client.download_artifacts(child.info.run_id, "round_input.json")).read_text())
+    assert recorded["policy_source"] == f"runs:/{best.run_id}/adapter" and recorded["round"] == 1

@@ -1,0 +1,104 @@
+"""Resume: a campaign killed while training picks up where it stopped; identity and dead-run clean-up."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from configs.loader import load_config
+from flows.resume import campaign_key, open_campaign, try_lock
+from tasks.tracking import PARENT_TAG, client_for, find_runs, start_run
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+SMALL = ["configs/tiny.yaml", "rounds=2", "prompts.train_size=64", "prompts.heldout_size=64"]
+
+
+def test_campaign_key_ignores_where_and_how_fast_but_not_what() -> None:
+    base = load_config("tiny", [])
+    assert campaign_key(base) == campaign_key(load_config("tiny", ["tracking.output_dir=/elsewhere"]))
+    assert campaign_key(base) == campaign_key(load_config("tiny", ["model.torch_threads=2"]))
+    assert campaign_key(base) != campaign_key(load_config("tiny", ["seed=1"]))
+    assert campaign_key(base) != campaign_key(load_config("tiny", ["start_from=champion"]))
+
+
+def test_dead_campaign_is_marked_failed_and_resumed_live_one_is_not(tmp_path: Path) -> None:
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-unit"])
+    cfg = config.tracking
+    dead = open_campaign(config)  # a campaign whose process "dies": its lock is released, its runs stay RUNNING
+    child = start_run(cfg, "tiny-round-1", params={}, tags={"selftrain.round": "1"}, parent_run_id=dead.parent_run_id)
+    dead.release()
+    alive = open_campaign(config, fresh=True)  # a live campaign holds its lock: never touched
+    other = open_campaign(config.model_copy(update={"seed": 5}))  # another config: sweeps the dead one only
+    client = client_for(cfg)
+    assert client.get_run(dead.parent_run_id).info.status == "FAILED"
+    assert client.get_run(child).info.status == "FAILED"
+    assert "died" in client.get_run(child).data.tags["selftrain.failure"]
+    assert client.get_run(alive.parent_run_id).info.status == "RUNNING"
+    assert other.parent_run_id not in (dead.parent_run_id, alive.parent_run_id) and not other.resumed
+    resumed = open_campaign(config)  # same config: the dead (not the live) campaign is reopened
+    assert resumed.resumed and resumed.parent_run_id == dead.parent_run_id and resumed.workdir == dead.workdir
+    assert client.get_run(dead.parent_run_id).info.status == "RUNNING"
+    assert try_lock(resumed.workdir) is None  # held by this process now
+    for campaign in (alive, other, resumed):
+        campaign.release()
+    assert len({alive.workdir, other.workdir, dead.workdir}) == 3
+
+
+@pytest.mark.slow
+def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
+    runs = tmp_path / "runs"
+    command = [SELFTRAIN, "run", *SMALL, f"tracking.output_dir={runs}"]
+    with open(tmp_path / "first.log", "w") as log:
+        # Own session: SIGKILL to the group also kills the temporary Prefect server the CLI started.
+        first = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 600
+        while not (scratch := list(runs.glob("*/round-02/.adapter.*"))):  # round 2's trainer is running
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "round 2 never started training"
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    workdir = scratch[0].parents[1]
+    done = sorted(workdir.glob("round-01/*.jsonl")) + sorted(workdir.glob("round-02/*.jsonl"))
+    mtimes = {path: path.stat().st_mtime_ns for path in [workdir / "heldout.jsonl", *done]}
+    assert not (workdir / "round-02" / "adapter").exists()
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    logs = second.stderr
+    assert f"resuming campaign {workdir.name}" in logs
+    assert "round 1: finished before the resume" in logs
+    assert "Prefect flow run 'tiny' of the dead process marked Crashed" in logs
+    assert "Prefect flow run 'tiny-round-2' of the dead process marked Crashed" in logs
+    cached = set(re.findall(r"Task run '(\w+)-\w+' - Finished in state Cached", logs))
+    assert cached == {"prompts", "evaluate", "generate", "judge", "select"}, cached  # round 0 + round 2 up to train
+    assert "train: step" in logs and (workdir / "round-02" / "adapter").is_dir()  # the killed step ran again
+    assert {path: path.stat().st_mtime_ns for path in mtimes} == mtimes  # finished steps' files untouched
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("selftrain-tiny")
+    every = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in every if r.info.status != "FINISHED"] == []
+    parents = [r for r in every if r.data.tags.get("selftrain.kind") == "campaign"]
+    assert len(parents) == 1 and parents[0].data.tags["selftrain.resumed"] == "1"
+    assert "died" in parents[0].data.tags["selftrain.failure"]  # marked FAILED before it was reopened
+    children = find_runs(
+        load_config("tiny", [f"tracking.output_dir={runs}"]).tracking, {PARENT_TAG: parents[0].info.run_id}
+    )
+    assert sorted(r.data.tags["selftrain.round"] for r in children) == ["1", "2"]
+    by_round = {r.data.tags["selftrain.round"]: r for r in children}
+    assert "selftrain.resumed" not in by_round["1"].data.tags and by_round["2"].data.tags["selftrain.resumed"] == "1"
+    assert [m.step for m in client.get_metric_history(by_round["2"].info.run_id, "train/loss")] == [2]
+    assert [m.step for m in client.get_metric_history(by_round["2"].info.run_id, "generate/samples")] == [2]

@@ -1,0 +1,194 @@
+"""The real server stack for integration tests: PostgreSQL, Prefect server, MLflow server and a served deployment.
+
+Started once per test session through `infra/start-stack.sh` (the script users run) in a temporary state
+folder on free loopback ports, and `selftrain serve` as a subprocess. A missing server program is a test
+failure, not a skip: CI installs PostgreSQL (`.ci/run`), so its absence means the set-up is broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+DEPLOYMENT = "selftrain-campaign/it"
+# Smaller than configs/tiny.yaml's defaults where it does not change what is tested; rounds stay 3 so that
+# a run asking for 1 round visibly used its own parameters.
+SERVE_OVERRIDES = ["prompts.heldout_size=64", "train.epochs=1"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """PostgreSQL + Prefect server + MLflow server from `infra/start-stack.sh`; yields URLs, DB URIs, state dir."""
+    state = tmp_path_factory.mktemp("stack")
+    env = {
+        **os.environ,
+        "PG_PORT": str(free_port()),
+        "PREFECT_PORT": str(free_port()),
+        "MLFLOW_PORT": str(free_port()),
+        "VENV": str(Path(sys.executable).parents[1]),
+    }
+    script = ["bash", str(REPO / "infra" / "start-stack.sh")]
+    started = time.perf_counter()
+    proc = subprocess.run([*script, "start", str(state)], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        if proc.returncode != 0:
+            pytest.fail(f"infra/start-stack.sh start failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        values = _read_env(state / "env.sh")
+        yield {
+            "state": state,
+            "prefect_api": values["PREFECT_API_URL"],
+            "prefect_ui": values["PREFECT_API_URL"].removesuffix("/api"),
+            "mlflow": values["MLFLOW_TRACKING_URI"],
+            "mlflow_db": values["SELFTRAIN_MLFLOW_DB"],
+            "seconds_to_start": time.perf_counter() - started,
+        }
+    finally:
+        subprocess.run([*script, "stop", str(state)], env=env, capture_output=True, timeout=120)
+        pgdata = Path((state / "pgdata.path").read_text().strip()) if (state / "pgdata.path").exists() else None
+        if pgdata is not None and pgdata.parent.name.startswith("selftrain-pg."):
+            shutil.rmtree(pgdata.parent, ignore_errors=True)  # the root-only-temp fallback outside `state`
+
+
+@contextlib.contextmanager
+def prefect_api(url: str) -> Iterator[None]:
+    """Point this process's Prefect client at `url` for the duration (other tests keep their settings)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+@pytest.fixture(scope="session")
+def served(stack: dict, tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> Iterator[dict]:
+    """`selftrain serve configs/tiny.yaml --name it` running against the stack; yields the deployment and paths."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    root = tmp_path_factory.mktemp("served")
+    log = root / "serve.log"
+    env = {
+        **cli_env,
+        "PREFECT_API_URL": stack["prefect_api"],
+        "MLFLOW_TRACKING_URI": stack["mlflow"],
+        "PREFECT_HOME": str(root / "prefect-home"),
+    }
+    command = [SELFTRAIN, "serve", "configs/tiny.yaml", f"tracking.output_dir={root / 'runs'}", *SERVE_OVERRIDES]
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*command, "--name", "it"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deployment = None
+        deadline = time.monotonic() + 180
+        with prefect_api(stack["prefect_api"]), get_client(sync_client=True) as client:
+            while deployment is None:
+                if proc.poll() is not None:
+                    pytest.fail(f"selftrain serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no deployment {DEPLOYMENT} after 180 s:\n{log.read_text()[-3000:]}")
+                try:
+                    deployment = client.read_deployment_by_name(DEPLOYMENT)
+                except ObjectNotFound:
+                    time.sleep(1)
+        served_after = time.perf_counter() - started
+        print(f"\nstack up in {stack['seconds_to_start']:.0f} s; deployment served after {served_after:.0f} s")
+        yield {"deployment": deployment, "output_dir": root / "runs", "log": log, "stack": stack}
+    finally:
+        # Every run the tests started has finished by now: end the serve process and its flow-run processes
+        # at once (a graceful Ctrl-C would spend ~10 s pausing the deployment's schedule, which has none).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for_flow_runs(api_url: str, ids: list[uuid.UUID], timeout: float = 420) -> list:
+    """Poll the Prefect API until every flow run is in a final state; return them (fails on timeout)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with prefect_api(api_url), get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(run_id) for run_id in ids]
+            if all(run.state is not None and run.state.is_final() for run in runs):
+                return runs
+            if time.monotonic() > deadline:
+                pytest.fail(f"flow runs not finished after {timeout} s: {[(r.name, r.state_name) for r in runs]}")
+            time.sleep(2)
+
+
+# Two campaigns asking for non-default values (the served defaults: rounds 3, k 4, learning rate 0.003).
+CHANGES = {
+    "a": {"rounds": 1, "generate.k": 2, "train.learning_rate": 0.002},
+    "b": {"rounds": 1, "generate.k": 3, "train.learning_rate": 0.004},
+}
+
+
+def with_changes(config: dict, changes: dict) -> dict:
+    """A copy of the deployment's default `config` with dotted-key changes applied."""
+    out = copy.deepcopy(config)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return out
+
+
+@pytest.fixture(scope="session")
+def campaigns_started(served: dict) -> dict:
+    """Start two campaign runs of the deployment through the Prefect API, as the UI does, without waiting.
+
+    The UI test asks for this fixture too, so its own run overlaps these two: three campaigns on the same
+    servers at once, and about a minute and a half less wall time than one after another.
+    """
+    from prefect.deployments import run_deployment
+
+    defaults = served["deployment"].parameters["config"]
+    sent = {key: with_changes(defaults, changes) for key, changes in CHANGES.items()}
+    with prefect_api(served["stack"]["prefect_api"]):
+        runs = {key: run_deployment(DEPLOYMENT, parameters={"config": cfg}, timeout=0) for key, cfg in sent.items()}
+    return {"sent": sent, "changes": CHANGES, "runs": runs}
+
+
+@pytest.fixture(scope="session")
+def flow_runs_finished() -> object:
+    """The `wait_for_flow_runs(api_url, ids, timeout)` helper, as a fixture (test modules share no imports)."""
+    return wait_for_flow_runs
+
+
+@pytest.fixture(scope="session")
+def api_settings() -> object:
+    """The `prefect_api(url)` context manager, as a fixture."""
+    return prefect_api
