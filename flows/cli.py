@@ -14,10 +14,15 @@ from collections.abc import Iterator, Sequence
 from configs.loader import ConfigError, describe_schema, load_config
 from configs.schema import CampaignConfig
 
-DEFAULT_CONFIG = "tiny"  # becomes the packaged Gemma campaign once it lands (issue 3)
+DEFAULT_CONFIG = "default"  # configs/default.yaml: the packaged Gemma 3 270M campaign
 # Subcommands that live in their own flow modules: name -> (module, one-line help). Each module defines
 # `configure(parser: argparse.ArgumentParser) -> None` and `main(ns: argparse.Namespace) -> int`.
-EXTRA_COMMANDS: dict[str, tuple[str, str]] = {}
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("flows.serve", "serve the campaign as a Prefect deployment: selftrain serve [CONFIG] [--cron EXPR]"),
+    "reproduce": ("flows.reproduce", "re-run a past round from MLflow and compare metrics: selftrain reproduce RUN_ID"),
+    "ablation": ("flows.ablation", "compare recipes on the same prompts and seeds: selftrain ablation [CONFIG...]"),
+    "judge-eval": ("flows.judge_eval", "compare judges on a labelled set: selftrain judge-eval [CONFIG] [k=v ...]"),
+}
 TABLE_METRICS = [
     ("judge/accept_rate", "accept"),
     ("judge/pass_at_k", "pass@k"),
@@ -42,9 +47,17 @@ def preflight(config: CampaignConfig) -> None:
     Raises:
         ValueError subclasses naming the file, line or field at fault.
     """
-    from tasks.prompts import check_prompt_sources
+    from tasks.prompts import check_prompt_sources, few_shot_prefix
 
     check_prompt_sources(config.prompts)
+    few_shot_prefix(config)  # a file-backed campaign may lack answered rows for its examples
+    if config.model.source == "packaged-gemma":
+        from models.gemma import PackagedModelError, check_package
+
+        try:
+            check_package()
+        except PackagedModelError as error:
+            raise ValueError(f"model.source packaged-gemma: {error}") from error
     if config.model.source == "local":
         from tasks.policy import prepare_base
 
@@ -54,6 +67,8 @@ def preflight(config: CampaignConfig) -> None:
 def _quiet_defaults() -> None:
     # Offline machines: Prefect's telemetry otherwise logs connection errors.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server's 20 s start-up limit is too short on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -80,18 +95,20 @@ def local_prefect_settings() -> Iterator[None]:
         yield
 
 
-def run(config: CampaignConfig) -> dict:
-    """Run the campaign flow and print the per-round table and where to look."""
+def run(config: CampaignConfig, fresh: bool = False) -> dict:
+    """Run (or resume, unless `fresh`) the campaign flow and print the per-round table and where to look."""
     _quiet_defaults()
+    import datasets
     from transformers.utils import logging as hf_logging
 
     from flows.campaign import campaign_flow
 
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()  # TRL's dataset preparation; the env var is read at import, too late here
     from tasks.tracking import client_for, tracking_uri
 
     with local_prefect_settings():
-        summary = campaign_flow(config)
+        summary = campaign_flow(config, fresh=fresh)
     client = client_for(config.tracking)
     print("\nround  " + "  ".join(f"{label:>11}" for _, label in TABLE_METRICS) + "  promoted")
     for row in summary["rounds"]:
@@ -111,10 +128,12 @@ def run(config: CampaignConfig) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `selftrain` command."""
+    _quiet_defaults()  # before anything imports Prefect, which reads its settings from the environment once
     parser = argparse.ArgumentParser(prog="selftrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a campaign: selftrain run [CONFIG] [key=value ...]")
     run_p.add_argument("args", nargs="*", help="config file or shipped name, then dotted key=value overrides")
+    run_p.add_argument("--fresh", action="store_true", help="start a new campaign, never resume an unfinished one")
     val_p = sub.add_parser("validate", help="check a config and print it resolved")
     val_p.add_argument("args", nargs="*", help="config file or shipped name, then overrides")
     schema_p = sub.add_parser("schema", help="print every config field with its default and meaning")
@@ -139,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "validate":
         print(config.model_dump_json(indent=2))
         return 0
-    run(config)
+    run(config, fresh=ns.fresh)
     return 0
 
 

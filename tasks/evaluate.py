@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, SamplingEngine
 from tasks.judge import VerifierJudge
 from tasks.progress import Progress
+from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RunContext
 
@@ -37,8 +38,9 @@ def evaluate_greedy(
     max_new_tokens: int,
     stop: Sequence[str],
     batch_size: int,
+    prefix: str = "",
 ) -> tuple[list[Record], dict[str, float]]:
-    """Answer every held-out prompt greedily and score it with the verifier.
+    """Answer every held-out prompt greedily (behind `prefix`, if any) and score it with the verifier.
 
     Returns:
         The scored records and `accuracy`, `ci_low`, `ci_high`, `items`.
@@ -54,6 +56,7 @@ def evaluate_greedy(
         seed=0,
         batch_size=batch_size,
         progress=Progress("evaluate", "prompts"),
+        prefix=prefix,
     )
     rows = [{**row, "response": out[0]} for row, out in zip(heldout, outputs, strict=True)]
     scores = VerifierJudge().score(rows)
@@ -63,18 +66,28 @@ def evaluate_greedy(
     return rows, {"accuracy": correct / max(len(rows), 1), "ci_low": low, "ci_high": high, "items": len(rows)}
 
 
-def should_promote(candidate: float, incumbent: float, margin: float) -> bool:
-    """Keep a round's policy unless held-out accuracy fell by more than `margin` from the incumbent's."""
+def should_promote(
+    candidate: float,
+    incumbent: float,
+    margin: float,
+    flip_rate: float | None = None,
+    max_flip_rate: float | None = None,
+) -> bool:
+    """Keep a round's policy unless held-out accuracy fell by more than `margin` from the incumbent's, or
+    (when both are given) its negative-flip rate against the incumbent exceeds `max_flip_rate` (MUSCLE)."""
+    if max_flip_rate is not None and flip_rate is not None and flip_rate > max_flip_rate + 1e-12:
+        return False
     return candidate >= incumbent - margin - 1e-12
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
 def evaluate_task(
     config: CampaignConfig, policy: ModelRef, heldout: DatasetRef, out_path: str, ctx: RunContext
 ) -> dict[str, float]:
     """Score a policy on the held-out prompts; write `evaluated.jsonl`, log `eval/*` metrics."""
     set_torch_threads(config.model.torch_threads)
     model, tokenizer = load_policy(policy.base, policy.adapter)
+    prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
     started = time.perf_counter()
     rows, metrics = evaluate_greedy(
         HFSampler(model, tokenizer),
@@ -83,10 +96,11 @@ def evaluate_task(
         max_new_tokens=config.evaluate.max_new_tokens,
         stop=config.generate.stop,
         batch_size=config.generate.batch_size,
+        prefix=prefix,
     )
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), policy=policy, heldout=heldout)
+    write_lineage(Path(out_path), policy=policy, heldout=heldout, few_shot_prefix=prefix)
     ctx.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     ctx.log_dataset(ref, name=f"round-{ctx.step}-evaluated", context="evaluation")
     return metrics

@@ -1,0 +1,61 @@
+"""The model registry on the embedded SQLite store: versions per promoted run, the champion alias, download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from configs.schema import TrackingConfig
+from tasks.records import ModelRef, sha256_dir
+from tasks.registry import CHAMPION, champion, download_policy, register_policy
+from tasks.tracking import client_for, end_run, start_run
+
+NAME = "selftrain-unit"
+
+
+def _round(cfg: TrackingConfig, tmp: Path, tag: str) -> tuple[str, ModelRef]:
+    adapter = tmp / tag / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(tag.encode() * 10)
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    run_id = start_run(cfg, tag, params={}, tags={})
+    client_for(cfg).log_artifacts(run_id, str(adapter), "adapter")
+    end_run(cfg, run_id)
+    return run_id, ModelRef(source="tiny", base="/models/tiny", adapter=str(adapter), sha256=sha256_dir(adapter))
+
+
+def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -> None:
+    cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
+    base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
+    runs = {tag: _round(cfg, tmp_path, tag) for tag in ("r1", "r2", "r3", "r4")}
+
+    def reg(tag: str, accuracy: float, heldout: str = "h1") -> tuple[str, bool]:
+        run_id, policy = runs[tag]
+        return register_policy(cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout, margin=0.02)
+
+    assert reg("r1", 0.50) == ("1", True)  # first version: champion
+    assert reg("r2", 0.45) == ("2", False)  # worse than 0.50 - 0.02 on the same held-out set
+    assert reg("r2", 0.45) == ("2", False)  # a resumed campaign registers again: same version
+    assert reg("r3", 0.49) == ("3", True)  # within the margin
+    assert reg("r4", 0.10, heldout="h2") == ("4", True)  # another held-out set: not comparable, newest wins
+    client = client_for(cfg)
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 4
+    best = champion(cfg, NAME)
+    assert best is not None and str(best.version) == "4" and CHAMPION in client.get_registered_model(NAME).aliases
+    assert best.tags["base_sha256"] == base.sha256 and best.source == f"runs:/{runs['r4'][0]}/policy"
+
+
+def test_download_gives_the_adapter_and_base_reference(tmp_path: Path) -> None:
+    cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
+    base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
+    run_id, policy = _round(cfg, tmp_path, "r1")
+    register_policy(cfg, NAME, run_id, policy, base, accuracy=0.5, heldout_sha256="h", margin=0.0)
+    assert champion(cfg, "selftrain-none") is None
+    version = champion(cfg, NAME)
+    assert version is not None
+    local, source = download_policy(cfg, version, tmp_path / "start")
+    assert local.base == base.base and local.source == "tiny" and local.sha256 == policy.sha256
+    assert sorted(p.name for p in Path(str(local.adapter)).iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert source == f"runs:/{run_id}/adapter"
