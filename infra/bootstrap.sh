@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
 # Set up selftrain's virtual environment in .venv (idempotent: reinstalls only when the pins change).
 # Needs Python 3.11 and pip; everything else comes from PyPI, pinned in infra/constraints.txt.
+# `--test` also installs the Debian packages the integration tests start or drive (tests/integration):
+# PostgreSQL for the server stack (infra/start-stack.sh) and Chromium for the Prefect UI test, only when
+# missing (about a minute; needs root or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--test" ]; then
+    need=()
+    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    if [ "${#need[@]}" -gt 0 ]; then
+        SUDO=""
+        [ "$(id -u)" = 0 ] || SUDO="sudo"
+        echo "bootstrap: apt-get install ${need[*]}"
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+    fi
+fi
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3

@@ -46,7 +46,7 @@ def test_custom_run_from_the_ui_completes_with_the_typed_values(
     served: dict, campaigns_started: dict, tmp_path, api_settings
 ) -> None:
     """`campaigns_started` only makes two API-started campaigns run alongside this one (see conftest)."""
-    assert Path(CHROMIUM).exists(), "no Chromium: apt-get install -y chromium (.ci/run does)"
+    assert Path(CHROMIUM).exists(), "no Chromium: run `bash infra/bootstrap.sh --test` (installs Debian's chromium)"
     ui = served["stack"]["prefect_ui"]
     name = f"ui-{secrets.token_hex(3)}"  # the run name, and the campaign name (the flow names runs after it)
     with sync_playwright() as p:
