@@ -2,7 +2,8 @@
 
 Started once per test session through `infra/start-stack.sh` (the script users run) in a temporary state
 folder on free loopback ports, and `selftrain serve` as a subprocess. A missing server program is a test
-failure, not a skip: `bash infra/bootstrap.sh --test` (the README's test set-up, which `.ci/run` runs) installs PostgreSQL, so its absence means the set-up is broken.
+failure, not a skip: `bash infra/bootstrap.sh --test` (the README's test set-up, which `.ci/run` runs)
+installs PostgreSQL, so its absence means the set-up is broken.
 """
 
 from __future__ import annotations
