@@ -129,13 +129,16 @@ class CascadeConfig(_Strict):
 class JudgeConfig(_Strict):
     """How responses are scored: by the verifier, or by an LLM judge reading two option tokens (no generation)."""
 
-    kind: Literal["verifier", "pointwise", "meta-ranking"] = Field(
+    kind: Literal["verifier", "pointwise", "meta-ranking", "reward-model", "all-of"] = Field(
         "verifier",
         description=(
             "verifier: 1 if the final number equals the reference answer, else 0; "
             "pointwise: a causal LM's P(yes) to 'Is this answer correct?'; "
             "meta-ranking: a causal LM compares the response with `references` labelled reference responses to "
-            "other prompts and a weighted vote gives its reliability (Liu et al. 2024)."
+            "other prompts and a weighted vote gives its reliability (Liu et al. 2024); "
+            "reward-model: sigmoid of a sequence-classification reward model's logit (`reward_model`, or one "
+            "trained each round with TRL's RewardTrainer on preference pairs from the bank); "
+            "all-of: the verifier and the reward model combined (`all_of_mode`)."
         ),
     )
     model: ModelConfig | None = Field(
@@ -197,6 +200,34 @@ class JudgeConfig(_Strict):
         None,
         description="Send prompts whose best response scores below the threshold to a stronger model, whose "
         "greedy answer joins the round's data; empty: no cascading.",
+    )
+
+    reward_model: str | None = Field(
+        None,
+        description="reward-model/all-of: a directory or hub id of a sequence-classification model with one "
+        "output; empty: train one each round from the bank (bank, bank_path, bank_size, bootstrap: earlier "
+        "rounds' verifier-labelled samples, chosen = correct, rejected = wrong, same prompt), starting from "
+        "the judge model (judge.model, else the campaign's base model) with a fresh score head.",
+    )
+    reward_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="all-of: the reward model's score a response must reach (and=mode)."
+    )
+    all_of_mode: Literal["and", "min"] = Field(
+        "and",
+        description="all-of: and: 1 when the verifier scores 1 and the reward model reaches reward_threshold, "
+        "else 0; min: the smaller of the two scores.",
+    )
+    reward_pairs_per_prompt: int = Field(
+        4, ge=1, description="reward-model training: most preference pairs drawn per prompt (seeded)."
+    )
+    reward_epochs: float = Field(1.0, gt=0.0, description="reward-model training: passes over the pairs.")
+    reward_learning_rate: float = Field(1e-4, gt=0.0, description="reward-model training: AdamW learning rate.")
+    reward_batch_size: int = Field(8, ge=1, description="reward-model training: pairs per step; also scoring batch.")
+    reward_lora_r: int = Field(
+        0, ge=0, description="reward-model training: LoRA rank (merged into the saved model); 0: full fine-tuning."
+    )
+    reward_max_length: int = Field(
+        512, ge=8, description="reward-model: longest prompt+response in tokens (longer training pairs are dropped)."
     )
 
     @model_validator(mode="after")

@@ -2,8 +2,10 @@
 
 The labelled set is a user file (JSONL with `prompt`, `response`, `correct`) or, by default, samples of the
 campaign's base policy on training prompts labelled by the verifier. Every LLM judge (pointwise, Meta
-Ranking, Meta Ranking with swapped comparisons) runs on the configured judge model; the report is a
-terminal table, an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG of ROC curves.
+Ranking, Meta Ranking with swapped comparisons) runs on the configured judge model; on request
+(`--judges ...,reward-model`) a reward model too: `judge.reward_model`, or one trained with TRL's
+RewardTrainer on preference pairs of the bank split, from the judge model. The report is a terminal table,
+an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG of ROC curves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from configs.loader import ConfigError, flatten, load_config
 from configs.schema import CampaignConfig
 
 JUDGES = ("pointwise", "meta-ranking", "meta-ranking-swap")
+OPTIONAL_JUDGES = ("reward-model",)  # accepted by --judges, not run by default (training one takes a while)
 SHARES = (0.25, 0.25)  # of the prompts: reference bank, dev (calibration); the rest is the test split
 
 
@@ -25,7 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of `selftrain judge-eval`."""
     parser.add_argument("args", nargs="*", help="config file or shipped name, then dotted key=value overrides")
     parser.add_argument("--labelled", help="JSONL with prompt, response, correct (default: sample and verify)")
-    parser.add_argument("--judges", default=",".join(JUDGES), help=f"comma-separated, of {', '.join(JUDGES)}")
+    choices = ", ".join(JUDGES + OPTIONAL_JUDGES)
+    parser.add_argument("--judges", default=",".join(JUDGES), help=f"comma-separated, of {choices}")
     parser.add_argument("--out", help="folder for the labelled set, results and the ROC PNG")
 
 
@@ -74,6 +78,15 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
     for name in judges:
         if name == "pointwise":
             judge = PointwiseJudge(scorer, template=template, preamble=preamble)
+        elif name == "reward-model":
+            from tasks.progress import emit
+            from tasks.reward_model import labelled_reward_judge
+
+            judge, trained = labelled_reward_judge(
+                cfg, bank, judge_ref.base, out / "reward-model", template=template, seed=config.seed, progress=emit
+            )
+            if trained:
+                print(f"judge-eval: reward model trained on {trained['pairs']:.0f} pairs", file=sys.stderr)
         else:
             judge = MetaRankingJudge(
                 scorer,
@@ -127,9 +140,10 @@ def main(ns: argparse.Namespace) -> int:
     judges = [j.strip() for j in ns.judges.split(",") if j.strip()]
     try:
         config = load_config(path or "judge-eval", overrides)
-        unknown = [j for j in judges if j not in JUDGES]
+        unknown = [j for j in judges if j not in JUDGES + OPTIONAL_JUDGES]
         if unknown:
-            raise ConfigError(f"--judges: unknown judge {unknown[0]!r} (choose from {', '.join(JUDGES)})")
+            choices = ", ".join(JUDGES + OPTIONAL_JUDGES)
+            raise ConfigError(f"--judges: unknown judge {unknown[0]!r} (choose from {choices})")
     except (ConfigError, FileNotFoundError) as err:
         print(f"selftrain: error: {err}", file=sys.stderr)
         return 2

@@ -144,6 +144,8 @@ def make_judge(cfg: JudgeConfig) -> Judge:
     """
     if cfg.kind == "verifier":
         return VerifierJudge()
+    if cfg.kind in ("reward-model", "all-of"):
+        raise ValueError(f"judge.kind: {cfg.kind!r} needs a reward model; build it with tasks.reward_model")
     raise ValueError(f"judge.kind: {cfg.kind!r} needs a judge model; build it with tasks.judge_llm.make_llm_judge")
 
 
@@ -171,7 +173,9 @@ def judge_task(
 
     LLM judges load the judge model (`judge_model`), build the reference bank from earlier rounds under
     `workdir` (or a file), calibrate their threshold and write `judge-bank.jsonl` and (Meta Ranking)
-    `judge-references.jsonl` (which references judged which sample) beside the judged rows. With
+    `judge-references.jsonl` (which references judged which sample) beside the judged rows. Reward-model
+    judges (reward-model, all-of) use `judge.reward_model`, or train one into `reward-model/` beside the
+    judged rows (`tasks.reward_model.round_reward_judge`). With
     `judge.cascade`, prompts whose best response scores below `select.threshold` get the stronger model's
     answer as an extra row.
     """
@@ -183,6 +187,18 @@ def judge_task(
     facts: dict[str, Any] = {}
     if cfg.kind == "verifier":
         judged = judge_records(rows, make_judge(cfg))
+    elif cfg.kind in ("reward-model", "all-of"):
+        from models.loading import set_torch_threads
+        from tasks.progress import emit
+        from tasks.reward_model import round_reward_judge
+
+        set_torch_threads(config.model.torch_threads)
+        reward_dir = Path(out_path).with_name("reward-model")
+        judge, metrics, facts = round_reward_judge(
+            config, rows, policy, workdir, reward_dir, round_index=ctx.step, seed=seed, progress=emit
+        )
+        judged = judge_records(rows, judge)
+        metrics.update(forward_passes=float(judge.forward_passes), seconds=judge.seconds)
     else:
         from models.lm_judge import OptionScorer
         from models.loading import load_policy, set_torch_threads

@@ -1,0 +1,327 @@
+"""The reward-model judge: preference pairs from judged rows, RewardTrainer training, and the judges it backs.
+
+Preference pairs come from verifier-labelled rows (`correct`): for one prompt, a response judged correct
+is `chosen` and one judged wrong is `rejected`. TRL's `RewardTrainer` fits a sequence-classification
+model (a causal-LM checkpoint with a fresh one-output score head) to rank chosen above rejected, and the
+judge's score is the sigmoid of that model's logit. `AllOfJudge` combines judges, e.g. the verifier and
+the reward model both above their thresholds.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback, set_seed
+from trl import RewardConfig, RewardTrainer
+
+from configs.schema import CampaignConfig, JudgeConfig
+from models.reward_model import RewardScorer, load_reward_model
+from tasks.judge import Judge, VerifierJudge
+from tasks.records import ModelRef, Record, write_lineage
+
+
+def preference_pairs(
+    judged_rows: Sequence[Record], *, template: str = "{prompt}", per_prompt: int = 4, seed: int = 0
+) -> list[dict[str, str]]:
+    """Preference pairs `{"prompt", "chosen", "rejected"}` from verifier-labelled rows.
+
+    Per prompt (in order of first appearance), every distinct correct response is paired with every
+    distinct wrong one; `per_prompt` of those pairs are drawn with a seeded generator. Rows without
+    `correct` and prompts with only correct or only wrong responses give no pairs.
+
+    Args:
+        judged_rows: Records with `prompt`, `response` and (where labelled) `correct`.
+        template: Formats the prompt text the reward model reads (`{prompt}` is the row's prompt).
+        per_prompt: Most pairs per prompt.
+        seed: Seed of the draw.
+    """
+    by_prompt: dict[str, tuple[list[str], list[str]]] = {}
+    for row in judged_rows:
+        if "correct" not in row:
+            continue
+        right, wrong = by_prompt.setdefault(row["prompt"], ([], []))
+        side = right if row["correct"] else wrong
+        if row["response"] not in side:
+            side.append(row["response"])
+    rng = random.Random(seed)
+    pairs = []
+    for prompt, (right, wrong) in by_prompt.items():
+        candidates = [(c, r) for c in right for r in wrong]
+        for chosen, rejected in rng.sample(candidates, min(per_prompt, len(candidates))):
+            pairs.append({"prompt": template.format(prompt=prompt), "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+def reward_args(cfg: JudgeConfig, output_dir: str, seed: int) -> RewardConfig:
+    """TRL settings for CPU training: no bf16, no gradient checkpointing (TRL defaults cost ~5x on CPU)."""
+    return RewardConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=cfg.reward_batch_size,
+        num_train_epochs=cfg.reward_epochs,
+        learning_rate=cfg.reward_learning_rate,
+        lr_scheduler_type="linear",
+        max_length=cfg.reward_max_length,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+class _LogCallback(TrainerCallback):
+    """Keeps the trainer's logged loss and pair accuracy, and reports progress through a callable."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report = report
+        self.losses: list[float] = []
+        self.accuracies: list[float] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+            if "accuracy" in logs:
+                self.accuracies.append(float(logs["accuracy"]))
+            self.report(f"reward-model: step {state.global_step}/{state.max_steps}, loss {self.losses[-1]:.4f}")
+
+
+def train_reward_model(
+    pairs: Sequence[dict[str, str]],
+    base_dir: str,
+    out_dir: str | Path,
+    cfg: JudgeConfig,
+    *,
+    seed: int = 0,
+    lineage: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Train a reward model on preference pairs with TRL's `RewardTrainer` and save it to `out_dir`.
+
+    Args:
+        pairs: `{"prompt", "chosen", "rejected"}` dicts (`preference_pairs`).
+        base_dir: A causal-LM or sequence-classification checkpoint (directory or hub id); a causal LM
+            gets a fresh score head (transformers warns that its weights are newly initialised).
+        out_dir: Where the model and tokenizer go, with `lineage.json`; replaced whole, never half-written.
+        cfg: The judge config (`reward_*` training settings).
+        seed: Seeds the score head, data order and dropout.
+        lineage: Extra facts for `lineage.json` (base, pairs, config and seed are always recorded).
+        progress: Receives one-line progress reports.
+
+    Returns:
+        Metrics: `loss` (mean over logged steps), `final_loss`, `accuracy` (last logged pair accuracy),
+        `steps`, `pairs`, `seconds`.
+
+    Raises:
+        ValueError: when there are no pairs to train on.
+    """
+    if not pairs:
+        raise ValueError("no preference pairs to train a reward model on (need a prompt with both labels)")
+    set_seed(seed)  # the score head is initialised at load time
+    model, tokenizer = load_reward_model(base_dir)
+    peft_config = None
+    if cfg.reward_lora_r > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.reward_lora_r, lora_alpha=2 * cfg.reward_lora_r, task_type="SEQ_CLS")
+    callback = _LogCallback(progress or (lambda _line: None))
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        trainer = RewardTrainer(
+            model=model,
+            args=reward_args(cfg, str(scratch / "trainer"), seed),
+            train_dataset=Dataset.from_list(list(pairs)),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[callback],
+        )
+        trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        trained = trainer.model
+        if peft_config is not None:
+            trained = trained.merge_and_unload()
+        trained.save_pretrained(str(scratch / "model"))
+        tokenizer.save_pretrained(str(scratch / "model"))
+        write_lineage(scratch / "model", base=base_dir, pairs=len(pairs), judge=cfg, seed=seed, **(lineage or {}))
+        if out.exists():
+            shutil.rmtree(out)
+        (scratch / "model").rename(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    losses = callback.losses or [float("nan")]
+    return {
+        "loss": sum(losses) / len(losses),
+        "final_loss": losses[-1],
+        "accuracy": callback.accuracies[-1] if callback.accuracies else float("nan"),
+        "steps": float(trainer.state.global_step),
+        "pairs": float(len(pairs)),
+        "seconds": seconds,
+    }
+
+
+class RewardModelJudge:
+    """Scores a row by the sigmoid of a reward model's logit for (templated prompt, response).
+
+    Attributes:
+        name: "reward-model".
+        seconds: Wall time spent scoring so far.
+    """
+
+    name: str = "reward-model"
+
+    def __init__(self, scorer: RewardScorer, *, template: str = "{prompt}") -> None:
+        self.scorer = scorer
+        self.template = template
+        self.seconds = 0.0
+
+    @property
+    def forward_passes(self) -> int:
+        """Batched forward passes made so far."""
+        return self.scorer.forward_passes
+
+    def score(self, rows: Sequence[Record]) -> list[float]:
+        """One score in [0, 1] per row, in row order."""
+        started = time.perf_counter()
+        scores = self.scorer.score(
+            [self.template.format(prompt=row["prompt"]) for row in rows], [row["response"] for row in rows]
+        )
+        self.seconds += time.perf_counter() - started
+        return scores
+
+
+class AllOfJudge:
+    """Combines judges: mode "and" scores 1.0 when every judge reaches its threshold, else 0.0; "min" the least.
+
+    Attributes:
+        name: "all-of(<names joined by +>)".
+    """
+
+    def __init__(
+        self, judges: Sequence[Judge], thresholds: Sequence[float], *, mode: Literal["and", "min"] = "and"
+    ) -> None:
+        if len(judges) != len(thresholds) or not judges:
+            raise ValueError("AllOfJudge needs one threshold per judge, and at least one judge")
+        self.judges = list(judges)
+        self.thresholds = list(thresholds)
+        self.mode = mode
+        self.name = "all-of(" + "+".join(j.name for j in self.judges) + ")"
+
+    @property
+    def forward_passes(self) -> int:
+        """Forward passes of the model-backed parts."""
+        return sum(getattr(j, "forward_passes", 0) for j in self.judges)
+
+    @property
+    def seconds(self) -> float:
+        """Scoring time of the model-backed parts."""
+        return sum(getattr(j, "seconds", 0.0) for j in self.judges)
+
+    def score(self, rows: Sequence[Record]) -> list[float]:
+        """One combined score per row, in row order."""
+        per_judge = [judge.score(rows) for judge in self.judges]
+        if self.mode == "min":
+            return [min(scores) for scores in zip(*per_judge, strict=True)]
+        return [
+            1.0 if all(s >= t for s, t in zip(scores, self.thresholds, strict=True)) else 0.0
+            for scores in zip(*per_judge, strict=True)
+        ]
+
+
+def make_reward_judge(cfg: JudgeConfig, model_path: str, *, template: str) -> RewardModelJudge | AllOfJudge:
+    """The judge `cfg.kind` names (reward-model or all-of) over the reward model at `model_path`."""
+    model, tokenizer = load_reward_model(model_path)
+    scorer = RewardScorer(model, tokenizer, batch_size=cfg.reward_batch_size, max_length=cfg.reward_max_length)
+    judge = RewardModelJudge(scorer, template=template)
+    if cfg.kind == "all-of":
+        return AllOfJudge([VerifierJudge(), judge], [1.0, cfg.reward_threshold], mode=cfg.all_of_mode)
+    return judge
+
+
+def round_reward_judge(
+    config: CampaignConfig,
+    rows: Sequence[Record],
+    policy: ModelRef | None,
+    workdir: str | None,
+    out_dir: str | Path,
+    *,
+    round_index: int,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[RewardModelJudge | AllOfJudge, dict[str, float], dict[str, Any]]:
+    """The round's reward-model judge: `judge.reward_model` as is, or one trained now into `out_dir`.
+
+    Training reads the bank (`tasks.judge_llm.build_bank`: earlier rounds' judged rows under `workdir`,
+    or `bank_path`; in round 1, or with too few, `bootstrap` of this round's own rows labelled by the
+    verifier), turns it into preference pairs and trains from the judge model (`tasks.judge.judge_model`).
+
+    Returns:
+        (judge, `judge/...` metrics without the prefix, lineage facts).
+    """
+    from tasks.judge import judge_model
+    from tasks.judge_llm import build_bank
+
+    cfg = config.judge
+    template = config.prompts.template
+    if cfg.reward_model is not None:
+        return make_reward_judge(cfg, cfg.reward_model, template=template), {}, {"reward_model": cfg.reward_model}
+    bank, facts = build_bank(cfg, rows, workdir, round_index, seed)
+    pairs = preference_pairs(bank, template=template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed)
+    base = judge_model(config, policy)
+    trained = train_reward_model(
+        pairs, base.base, out_dir, cfg, seed=seed, lineage={"bank": facts, "base_model": base}, progress=progress
+    )
+    metrics = {f"reward_{k}": v for k, v in trained.items()}
+    metrics["bank_size"] = float(len(bank))
+    facts = {**facts, "reward_model": str(Path(out_dir).resolve()), "reward_base": base}
+    return make_reward_judge(cfg, str(out_dir), template=template), metrics, facts
+
+
+def labelled_reward_judge(
+    cfg: JudgeConfig,
+    labelled: Sequence[Record],
+    base_dir: str,
+    out_dir: str | Path,
+    *,
+    template: str,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[RewardModelJudge, dict[str, float]]:
+    """A reward-model judge for `selftrain judge-eval`: `judge.reward_model`, or one trained on `labelled` rows.
+
+    Args:
+        cfg: The judge config (`reward_*` settings; the kind is ignored).
+        labelled: Rows with `prompt`, `response`, `correct` (the evaluation's bank split) to train on.
+        base_dir: The checkpoint to train from (the judge model).
+        out_dir: Where a trained model is saved.
+        template: The policy's prompt template.
+        seed: Seed of the pair draw and training.
+        progress: Receives one-line progress reports.
+
+    Returns:
+        (judge, training metrics; empty when `judge.reward_model` is used as is).
+    """
+    metrics: dict[str, float] = {}
+    path = cfg.reward_model
+    if path is None:
+        pairs = preference_pairs(labelled, template=template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed)
+        metrics = train_reward_model(pairs, base_dir, out_dir, cfg, seed=seed, progress=progress)
+        path = str(out_dir)
+    judge = make_reward_judge(cfg.model_copy(update={"kind": "reward-model"}), path, template=template)
+    assert isinstance(judge, RewardModelJudge)
+    return judge, metrics
