@@ -147,7 +147,11 @@ def time_body(obj: Task | Flow, frame: str, label: str) -> None:
 
 def time_call(module: types.ModuleType, attr: str, label: str) -> None:
     """Replace `module.attr` (a task or flow the flow body calls) by a timer of the whole call."""
-    target = getattr(module, attr)
+    setattr(module, attr, _timed_call(getattr(module, attr), label))
+
+
+def _timed_call(target: Any, label: str) -> Any:
+    """A timer of calls to `target`; `.with_options(...)` (the flows use it for cached steps) stays timed."""
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         key = f"{_scope()}/{label}"
@@ -157,7 +161,8 @@ def time_call(module: types.ModuleType, attr: str, label: str) -> None:
         finally:
             LEDGER.call[key] += time.perf_counter() - start
 
-    setattr(module, attr, timed)
+    timed.with_options = lambda **options: _timed_call(target.with_options(**options), label)  # type: ignore[attr-defined]
+    return timed
 
 
 def time_mlflow(owner: Any, attr: str) -> None:
