@@ -64,6 +64,22 @@ def preflight(config: CampaignConfig) -> None:
         prepare_base(config)
 
 
+def load_checked(args: Sequence[str]) -> CampaignConfig | None:
+    """The config `[CONFIG] [key=value ...]` names (the default campaign without CONFIG), checked by `preflight`.
+
+    Returns:
+        The config, or None after printing the error (field, file or line, and reason) to stderr.
+    """
+    path, overrides = _split(args)
+    try:
+        config = load_config(path or DEFAULT_CONFIG, overrides)
+        preflight(config)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"selftrain: error: {err}", file=sys.stderr)
+        return None
+    return config
+
+
 def _quiet_defaults() -> None:
     # Offline machines: Prefect's telemetry otherwise logs connection errors.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -148,12 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "schema":
         print(json.dumps(CampaignConfig.model_json_schema(), indent=2) if ns.json else describe_schema())
         return 0
-    path, overrides = _split(ns.args)
-    try:
-        config = load_config(path or DEFAULT_CONFIG, overrides)
-        preflight(config)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"selftrain: error: {err}", file=sys.stderr)
+    config = load_checked(ns.args)
+    if config is None:
         return 2
     if ns.command == "validate":
         print(config.model_dump_json(indent=2))

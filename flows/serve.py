@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from configs.loader import ConfigError, load_config
 from configs.schema import CampaignConfig
 
 START_STACK_HINT = (
@@ -97,14 +96,10 @@ def serve(config: CampaignConfig, name: str | None = None, cron: str | None = No
 
 def main(ns: argparse.Namespace) -> int:
     """Run `selftrain serve`: validate the config, check the server, then serve (blocks until Ctrl-C)."""
-    from flows.cli import DEFAULT_CONFIG, _split, preflight
+    from flows.cli import load_checked
 
-    path, overrides = _split(ns.args)
-    try:
-        config = load_config(path or DEFAULT_CONFIG, overrides)
-        preflight(config)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"selftrain: error: {err}", file=sys.stderr)
+    config = load_checked(ns.args)
+    if config is None:
         return 2
     from prefect.settings import PREFECT_API_URL  # the variable or the active Prefect profile
 

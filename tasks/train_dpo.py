@@ -35,9 +35,9 @@ from trl import DPOConfig, DPOTrainer
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
 from tasks.progress import emit
-from tasks.records import DatasetRef, ModelRef, Record, read_records, sha256_dir, write_lineage
+from tasks.records import DatasetRef, ModelRef, Record, read_records
 from tasks.tracking import RunContext
-from tasks.train_sft import lora_config
+from tasks.train_sft import lora_config, record_adapter
 
 
 def preference_pairs(rows: Sequence[Record], rule: str) -> list[Record]:
@@ -290,12 +290,4 @@ def dpo_train_task(
     seed = config.seed * 1000 + ctx.step
     examples = to_dpo_examples(pairs, config.prompts.template)
     metrics = train_dpo(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
-    write_lineage(Path(out_dir), parent=policy, data=judged, selected=selected, train=config.train, seed=seed)
-    ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
-    ctx.log_artifact(out_dir, "adapter")
-    return ModelRef(
-        source=policy.source,
-        base=policy.base,
-        adapter=str(Path(out_dir).resolve()),
-        sha256=sha256_dir(out_dir),
-    )
+    return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=judged, selected=selected)

@@ -275,7 +275,22 @@ def train_task(
     set_torch_threads(config.model.torch_threads)
     seed = config.seed * 1000 + ctx.step
     metrics = train_sft(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
-    write_lineage(Path(out_dir), parent=policy, data=selected, train=config.train, seed=seed)
+    return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)
+
+
+def record_adapter(
+    config: CampaignConfig,
+    policy: ModelRef,
+    out_dir: str,
+    ctx: RunContext,
+    metrics: dict[str, float],
+    *,
+    seed: int,
+    **data: DatasetRef,
+) -> ModelRef:
+    """After any trainer saved an adapter in `out_dir`: write its lineage (parent policy, `data` refs, train
+    config, seed), log `train/*` metrics and the adapter, and return the new policy's reference."""
+    write_lineage(Path(out_dir), parent=policy, **data, train=config.train, seed=seed)
     ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
     ctx.log_artifact(out_dir, "adapter")
     return ModelRef(

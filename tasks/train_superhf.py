@@ -32,10 +32,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
 from tasks.progress import emit
-from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, write_lineage
+from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import to_sft_examples
 from tasks.tracking import RunContext
-from tasks.train_sft import lora_config
+from tasks.train_sft import lora_config, record_adapter
 
 IGNORE = -100
 
@@ -208,12 +208,4 @@ def superhf_train_task(
     set_torch_threads(config.model.torch_threads)
     seed = config.seed * 1000 + ctx.step
     metrics = train_superhf(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
-    write_lineage(Path(out_dir), parent=policy, data=selected, train=config.train, seed=seed)
-    ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
-    ctx.log_artifact(out_dir, "adapter")
-    return ModelRef(
-        source=policy.source,
-        base=policy.base,
-        adapter=str(Path(out_dir).resolve()),
-        sha256=sha256_dir(out_dir),
-    )
+    return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)
