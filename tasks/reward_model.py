@@ -25,6 +25,7 @@ from configs.schema import CampaignConfig, JudgeConfig
 from models.reward_model import RewardScorer, load_reward_model
 from tasks.judge import Judge, VerifierJudge
 from tasks.records import ModelRef, Record, write_lineage
+from tasks.train_sft import cpu_trainer_settings
 
 
 def preference_pairs(
@@ -66,19 +67,8 @@ def reward_args(cfg: JudgeConfig, output_dir: str, seed: int) -> RewardConfig:
         per_device_train_batch_size=cfg.reward_batch_size,
         num_train_epochs=cfg.reward_epochs,
         learning_rate=cfg.reward_learning_rate,
-        lr_scheduler_type="linear",
         max_length=cfg.reward_max_length,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **cpu_trainer_settings(seed),
     )
 
 

@@ -37,7 +37,7 @@ from models.loading import load_policy, set_torch_threads
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, Record, read_records
 from tasks.tracking import RunContext
-from tasks.train_sft import lora_config, record_adapter
+from tasks.train_sft import cpu_trainer_settings, lora_config, record_adapter
 
 
 def preference_pairs(rows: Sequence[Record], rule: str) -> list[Record]:
@@ -119,28 +119,17 @@ def to_dpo_examples(pairs: Sequence[Record], template: str) -> list[dict[str, st
 
 
 def dpo_args(cfg: TrainConfig, output_dir: str, seed: int) -> DPOConfig:
-    """TRL settings; bf16 and gradient checkpointing are TRL defaults that cost ~5x on CPU (shared NOTES)."""
+    """TRL settings for DPO with LoRA (plus the SFT term on the chosen answer when `dpo_sft_weight` > 0)."""
     return DPOConfig(
         output_dir=output_dir,
         per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear",
         beta=cfg.dpo_beta,
         loss_type=["sigmoid", "sft"] if cfg.dpo_sft_weight > 0 else ["sigmoid"],
         loss_weights=[1.0, cfg.dpo_sft_weight] if cfg.dpo_sft_weight > 0 else None,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        seed=seed,
-        data_seed=seed,
         max_length=cfg.max_length,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **cpu_trainer_settings(seed),
     )
 
 

@@ -45,27 +45,38 @@ def lora_config(cfg: TrainConfig) -> LoraConfig:
     )
 
 
+def cpu_trainer_settings(seed: int) -> dict[str, Any]:
+    """Trainer settings every selftrain trainer (SFT, DPO, reward model) shares.
+
+    bf16 and gradient checkpointing are TRL defaults that cost ~5x on this CPU (shared NOTES); no DataLoader
+    workers, since flows must not fork; no checkpoints, tqdm or external loggers: selftrain saves and logs itself.
+    """
+    return {
+        "lr_scheduler_type": "linear",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "bf16": False,
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "seed": seed,
+        "data_seed": seed,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+
+
 def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
-    """TRL settings; bf16 and gradient checkpointing are TRL defaults that cost ~5x on CPU (shared NOTES)."""
+    """TRL settings for LoRA SFT with the loss on completion tokens."""
     return SFTConfig(
         output_dir=output_dir,
         per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        seed=seed,
-        data_seed=seed,
         max_length=cfg.max_length,
         completion_only_loss=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **cpu_trainer_settings(seed),
     )
 
 
