@@ -57,7 +57,7 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
 
 def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: Path) -> dict:
     """Split, score with every judge, print the table, write results and the PNG, log an MLflow run."""
-    from models.lm_judge import OptionScorer
+    from models.option_scorer import OptionScorer
     from models.loading import load_policy
     from tasks.judge import judge_model
     from tasks.judge_report import evaluate_judge, format_table, plot_roc, split_by_prompt

@@ -200,7 +200,7 @@ def judge_task(
         judged = judge_records(rows, judge)
         metrics.update(forward_passes=float(judge.forward_passes), seconds=judge.seconds)
     else:
-        from models.lm_judge import OptionScorer
+        from models.option_scorer import OptionScorer
         from models.loading import load_policy, set_torch_threads
         from tasks.judge_llm import build_bank, judge_with_llm
         from tasks.meta_ranking import OPTIONS

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from configs.schema import JudgeConfig
-from models.lm_judge import OptionScorer
+from models.option_scorer import OptionScorer
 from tasks.calibrate import auroc, calibrate_threshold, error_detection, keep_stats
 from tasks.judge import is_correct, judge_records
 from tasks.meta_ranking import MetaRankingJudge, PointwiseJudge

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from models.lm_judge import OptionScorer, PrefixGroup, ProgressFn
+from models.option_scorer import OptionScorer, PrefixGroup, ProgressFn
 from tasks.records import Record
 from tasks.reference_bank import assign_references
 

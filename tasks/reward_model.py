@@ -22,7 +22,7 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 from trl import RewardConfig, RewardTrainer
 
 from configs.schema import CampaignConfig, JudgeConfig
-from models.reward_model import RewardScorer, load_reward_model
+from models.reward_scorer import RewardScorer, load_reward_model
 from tasks.judge import Judge, VerifierJudge
 from tasks.records import ModelRef, Record, write_lineage
 from tasks.train_sft import cpu_trainer_settings

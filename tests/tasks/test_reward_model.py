@@ -11,7 +11,7 @@ from transformers import set_seed
 
 from configs.loader import ConfigError, load_config
 from configs.schema import JudgeConfig
-from models.reward_model import RewardScorer, load_reward_model, reward_text
+from models.reward_scorer import RewardScorer, load_reward_model, reward_text
 from tasks.records import Record
 from tasks.reward_model import (
     AllOfJudge,

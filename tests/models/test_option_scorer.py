@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.lm_judge import OptionScorer, PrefixGroup
+from models.option_scorer import OptionScorer, PrefixGroup
 from models.loading import load_policy
 from tasks.arithmetic import sample_problems
 from tasks.meta_ranking import OPTIONS, MetaRankingJudge, PointwiseJudge
