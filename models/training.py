@@ -1,4 +1,4 @@
-"""Settings every selftrain trainer shares: the LoRA adapter, the CPU trainer options, and atomic adapter saving.
+"""What every selftrain trainer shares: the LoRA adapter settings, the CPU trainer options, train-then-replace."""
 
 The SFT, DPO, SuperHF and reward-model trainers import these instead of borrowing from one another, as
 torchtune's recipes import their shared components.
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,43 @@ def cpu_trainer_settings(seed: int) -> dict[str, Any]:
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Where a trainer works: `work` for the trainer's own files, `result` for what replaces the output folder."""
+
+    work: Path
+    result: Path
+
+
+@contextmanager
+def train_then_replace(out_dir: str | Path) -> Iterator[Scratch]:
+    """A scratch folder beside `out_dir`; when the block ends without error, its `result` replaces `out_dir` whole.
+
+    The scratch folder sits in the same parent (so the final move is a rename on one file system) under a hidden
+    name, and is removed however the block ends: a crash or an interrupt leaves `out_dir` as it was, never
+    half-written.
+
+    Args:
+        out_dir: The folder the finished result becomes (its parents are created).
+
+    Yields:
+        The scratch paths; the block must write the finished result into `Scratch.result`.
+
+    Raises:
+        FileNotFoundError: when the block ended without writing `Scratch.result`.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        paths = Scratch(work=scratch / "work", result=scratch / "result")
+        yield paths
+        if not paths.result.exists():
+            raise FileNotFoundError(f"{out}: the trainer wrote no result into its scratch folder {paths.result}")
+        if out.exists():
+            shutil.rmtree(out)
+        paths.result.rename(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
