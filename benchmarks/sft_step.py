@@ -57,10 +57,12 @@ from configs.loader import load_config
 from configs.schema import TrainConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
+from models.losses import completion_loss
+from models.training import lora_config
 from tasks.arithmetic import sample_problems
 from tasks.policy import cache_root, prepare_base
 from tasks.tracking import git_commit
-from tasks.train_sft import completion_loss, lora_config, make_trainer
+from tasks.train_sft import make_trainer
 
 RESULTS = ROOT / "benchmarks" / "results" / "sft_step.json"
 TEMPLATE = "Question: {prompt}\nAnswer:"

@@ -1,7 +1,7 @@
 """Load a sequence-classification reward model and score (prompt, response) texts with it in [0, 1].
 
 Any Hugging Face `AutoModelForSequenceClassification` checkpoint with one output (`num_labels=1`) works: a
-reward model trained by `tasks.reward_model.train_reward_model`, or one from the hub. A causal-LM
+reward model trained by `tasks.train_reward.train_reward_model`, or one from the hub. A causal-LM
 checkpoint loads too, with a freshly initialised score head (transformers warns; the scores are then
 noise until the head is trained). The text scored is `prompt + response + EOS`, exactly what TRL's
 `RewardTrainer` trains on, and the score is the sigmoid of the logit at the last non-pad token.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from models.loading import PAD_TOKEN
+from models.loading import ensure_pad_token
 
 
 def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -29,27 +29,9 @@ def load_reward_model(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     """
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    _ensure_pad_token(model, tokenizer)
+    ensure_pad_token(model, tokenizer, padding_side="right")  # the score is read at the last non-pad token
     model.eval()
     return model, tokenizer
-
-
-def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """As `models.loading` does for policies: a pad token distinct from EOS without resizing, where possible.
-
-    The model reads the logit at the last non-pad token, so a pad equal to EOS would skip the EOS every
-    scored text ends with; it is used only when no other token can pad.
-    """
-    eos = tokenizer.eos_token_id
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == eos:
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != eos:
-            tokenizer.pad_token = tokenizer.unk_token
-        elif len(tokenizer) < model.get_input_embeddings().weight.shape[0]:
-            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})  # a spare embedding row; never attended to
-        elif tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
 
 
 def reward_text(prompt: str, response: str, eos_token: str | None) -> str:

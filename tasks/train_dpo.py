@@ -11,33 +11,25 @@ the two trainers share habits (TRL's rule: duplication is fine, inconsistency is
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
-from transformers import (
-    AutoModelForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PrinterCallback,
-    TrainerCallback,
-)
+from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
+from models.training import cpu_trainer_settings, lora_config, train_then_replace
+from tasks.adapter_record import record_adapter
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, Record, read_records
 from tasks.tracking import RunContext
-from tasks.train_sft import cpu_trainer_settings, lora_config, record_adapter
 
 
 def preference_pairs(rows: Sequence[Record], rule: str) -> list[Record]:
@@ -188,16 +180,13 @@ def train_dpo(
     ref_model = None
     if adapter is not None and cfg.dpo_reference == "base":
         # TRL would copy the pretrained adapter as the reference; the fixed base needs its own frozen model.
-        ref_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+        ref_model, _ = load_policy(base)  # float32, eval mode, no adapter
     callback = _LogCallback(progress or (lambda _line: None))
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with train_then_replace(out_dir) as scratch:
         trainer = DPOTrainer(
             model=model,
             ref_model=ref_model,
-            args=dpo_args(cfg, str(scratch / "trainer"), seed),
+            args=dpo_args(cfg, str(scratch.work), seed),
             train_dataset=Dataset.from_list(list(examples)),
             processing_class=tokenizer,
             peft_config=None if adapter else lora_config(cfg),
@@ -208,12 +197,7 @@ def train_dpo(
         trainer.train()
         seconds = time.perf_counter() - started
         # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not part of the policy.
-        trainer.model.save_pretrained(str(scratch / "adapter"), selected_adapters=["default"])
-        if out.exists():
-            shutil.rmtree(out)
-        (scratch / "adapter").rename(out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        trainer.model.save_pretrained(str(scratch.result), selected_adapters=["default"])
     logs = callback.logs or [{"loss": float("nan")}]
 
     def mean(key: str) -> float:
@@ -229,32 +213,6 @@ def train_dpo(
         "pairs": float(len(examples)),
         "seconds": seconds,
     }
-
-
-@torch.no_grad()
-def completion_logps(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-) -> torch.Tensor:
-    """Summed log-probability of each completion (plus EOS, as DPO trains it) after its prompt.
-
-    One unpadded forward per example: meant for tests and diagnostics on a few pairs, not for speed.
-
-    Returns:
-        A float tensor of shape `(len(prompts),)`.
-    """
-    out = []
-    for prompt, completion in zip(prompts, completions, strict=True):
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        completion_ids = tokenizer(prompt + completion)["input_ids"][len(prompt_ids) :] + [tokenizer.eos_token_id]
-        ids = torch.tensor([prompt_ids + completion_ids])
-        logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-        targets = ids[0, 1:]
-        token_logps = logps.gather(-1, targets[:, None])[:, 0]
-        out.append(token_logps[len(prompt_ids) - 1 :].sum())
-    return torch.stack(out)
 
 
 @task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)

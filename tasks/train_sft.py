@@ -10,17 +10,14 @@ each example.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
+from peft import PeftModel
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
@@ -28,43 +25,13 @@ from trl import SFTConfig, SFTTrainer
 
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
+from models.losses import completion_loss
+from models.training import cpu_trainer_settings, lora_config, train_then_replace
+from tasks.adapter_record import record_adapter
 from tasks.progress import emit
-from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, write_lineage
+from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import to_sft_examples
 from tasks.tracking import RunContext
-
-
-def lora_config(cfg: TrainConfig) -> LoraConfig:
-    """The PEFT LoRA settings for a fresh adapter."""
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
-def cpu_trainer_settings(seed: int) -> dict[str, Any]:
-    """Trainer settings every selftrain trainer (SFT, DPO, reward model) shares.
-
-    bf16 and gradient checkpointing are TRL defaults that cost ~5x on this CPU (shared NOTES); no DataLoader
-    workers, since flows must not fork; no checkpoints, tqdm or external loggers: selftrain saves and logs itself.
-    """
-    return {
-        "lr_scheduler_type": "linear",
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": True,
-        "bf16": False,
-        "fp16": False,
-        "gradient_checkpointing": False,
-        "seed": seed,
-        "data_seed": seed,
-        "dataloader_num_workers": 0,
-        "disable_tqdm": True,
-    }
 
 
 def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
@@ -78,54 +45,6 @@ def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
         completion_only_loss=True,
         **cpu_trainer_settings(seed),
     )
-
-
-def completion_loss(
-    model: PreTrainedModel | PeftModel,
-    inputs: dict[str, torch.Tensor],
-    num_items_in_batch: torch.Tensor | int | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Next-token cross-entropy over completion tokens, with logits computed only where they are needed.
-
-    Runs the transformer body (LoRA layers included: PEFT injects them into the modules) for every
-    position, then applies the LM head only to the hidden states whose next token has a label, i.e.
-    a completion token. The loss is TRL 1.16's SFT loss (`SFTTrainer.compute_loss`, fused-LM-head
-    branch): the summed negative log-likelihood divided by `num_items_in_batch` when the Trainer passes
-    it (the count of labelled next tokens over the gradient-accumulation window), else by the batch's
-    own count (at least 1). TRL's fused head on a CPU scores every position (it compacts to the
-    labelled ones only on Triton devices: `trl/trainer/utils.py`, `add_fused_lm_head`).
-
-    Args:
-        model: A causal LM or a `PeftModel` around one.
-        inputs: A collated batch: `input_ids`, `attention_mask`, `labels` (-100 where no loss is taken),
-            optionally `position_ids`.
-        num_items_in_batch: The Trainer's token count to normalise by, or None.
-
-    Returns:
-        The loss, and detached statistics over the scored tokens: `tokens`, `entropy` (mean entropy of
-        the next-token distribution) and `accuracy` (share where the label is the top token).
-    """
-    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
-    body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-    hidden = causal_lm.base_model(**body_inputs, use_cache=False).last_hidden_state
-    targets = inputs["labels"][:, 1:]
-    scored = targets != -100
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
-    # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
-    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    labels = targets[scored]
-    nll = F.cross_entropy(logits.float(), labels, reduction="sum")
-    count = scored.sum()
-    loss = nll / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-    with torch.no_grad():
-        log_probs = logits.float().log_softmax(-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-        correct = logits.argmax(-1) == labels
-        n = max(int(count), 1)
-        stats = {"tokens": float(count), "entropy": float(entropy.sum()) / n, "accuracy": float(correct.sum()) / n}
-    return loss, stats
 
 
 class CompletionLogitsSFTTrainer(SFTTrainer):
@@ -240,16 +159,13 @@ def train_sft(
     """
     model, tokenizer = load_policy(base, adapter, trainable=True)
     callback = _ProgressCallback(progress or (lambda _line: None))
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with train_then_replace(out_dir) as scratch:
         trainer = make_trainer(
             model,
             tokenizer,
             examples,
             cfg,
-            str(scratch / "trainer"),
+            str(scratch.work),
             seed=seed,
             fresh_adapter=adapter is None,
             callbacks=[callback],
@@ -257,12 +173,7 @@ def train_sft(
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-        trainer.model.save_pretrained(str(scratch / "adapter"))
-        if out.exists():
-            shutil.rmtree(out)
-        (scratch / "adapter").rename(out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        trainer.model.save_pretrained(str(scratch.result))
     losses = callback.losses or [float("nan")]
     return {
         "loss": sum(losses) / len(losses),
@@ -274,7 +185,7 @@ def train_sft(
 
 
 @task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
-def train_task(
+def sft_train_task(
     config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RunContext
 ) -> ModelRef | None:
     """Train on the selected rows; return the new policy, or None when too few rows survived."""
@@ -287,26 +198,3 @@ def train_task(
     seed = config.seed * 1000 + ctx.step
     metrics = train_sft(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)
-
-
-def record_adapter(
-    config: CampaignConfig,
-    policy: ModelRef,
-    out_dir: str,
-    ctx: RunContext,
-    metrics: dict[str, float],
-    *,
-    seed: int,
-    **data: DatasetRef,
-) -> ModelRef:
-    """After any trainer saved an adapter in `out_dir`: write its lineage (parent policy, `data` refs, train
-    config, seed), log `train/*` metrics and the adapter, and return the new policy's reference."""
-    write_lineage(Path(out_dir), parent=policy, **data, train=config.train, seed=seed)
-    ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
-    ctx.log_artifact(out_dir, "adapter")
-    return ModelRef(
-        source=policy.source,
-        base=policy.base,
-        adapter=str(Path(out_dir).resolve()),
-        sha256=sha256_dir(out_dir),
-    )

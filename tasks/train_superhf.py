@@ -6,24 +6,22 @@ best-of-k samples, and keeps RLHF's KL prior to stay near the starting policy:
     loss = CE(completion tokens) + kl_weight * mean over completion positions of KL(policy || reference)
 
 with the KL over the whole next-token distribution at each completion position (exact, so it is zero
-when the two models agree). The reference is the round's starting policy: with no adapter yet, the
-policy with its fresh adapter disabled; otherwise a frozen copy of the starting adapter. A small torch
-loop, not TRL's SFTTrainer, because the loss needs the reference's logits at every step. Tokenisation
-follows TRL's prompt-completion format (prompt tokens masked, EOS appended), as `tasks.train_sft` trains.
+when the two models agree; the loss is `models.losses.kl_sft_loss`). The reference is the round's
+starting policy: with no adapter yet, the policy with its fresh adapter disabled; otherwise a frozen
+copy of the starting adapter. A small torch loop, not TRL's SFTTrainer, because the loss needs the
+reference's logits at every step. Tokenisation follows TRL's prompt-completion format (prompt tokens
+masked, EOS appended), as `tasks.train_sft` trains.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
@@ -31,39 +29,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
+from models.losses import IGNORE, kl_sft_loss
+from models.training import lora_config, train_then_replace
+from tasks.adapter_record import record_adapter
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import to_sft_examples
 from tasks.tracking import RunContext
-from tasks.train_sft import lora_config, record_adapter
-
-IGNORE = -100
-
-
-def kl_sft_loss(
-    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, kl_weight: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SuperHF's loss on one batch: token-mean cross-entropy plus `kl_weight` x token-mean KL(policy || reference).
-
-    Args:
-        logits: Policy logits, `(batch, seq, vocab)`; position t predicts token t+1.
-        ref_logits: Reference logits of the same shape (no gradient needed).
-        labels: `(batch, seq)` token ids, `-100` where no loss is taken (prompt, padding).
-        kl_weight: Weight of the KL term.
-
-    Returns:
-        `(loss, cross_entropy, kl)`, each a scalar tensor; a batch without completion tokens gives zeros.
-    """
-    targets = labels[:, 1:]
-    mask = targets != IGNORE
-    if not mask.any():
-        zero = logits.sum() * 0.0
-        return zero, zero, zero
-    logp = F.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # (tokens, vocab)
-    cross_entropy = -logp.gather(-1, targets[mask][:, None]).mean()
-    ref_logp = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
-    kl = (logp.exp() * (logp - ref_logp)).sum(-1).mean()
-    return cross_entropy + kl_weight * kl, cross_entropy, kl
 
 
 def encode_examples(
@@ -181,16 +153,8 @@ def train_superhf(
             )
     seconds = time.perf_counter() - started
     model.eval()
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(str(scratch / "adapter"))
-        if out.exists():
-            shutil.rmtree(out)
-        (scratch / "adapter").rename(out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with train_then_replace(out_dir) as scratch:
+        model.save_pretrained(str(scratch.result))
     means = {key: value / steps if steps else float("nan") for key, value in totals.items()}
     return {**means, "final_loss": final, "steps": float(steps), "examples": float(len(encoded)), "seconds": seconds}
 

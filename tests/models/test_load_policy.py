@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from models.loading import _ensure_pad_token, load_policy, set_torch_threads
+from models.loading import ensure_pad_token, load_policy, set_torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,13 @@ def test_missing_pad_falls_back_without_resizing(tiny_dir: Path) -> None:
     model, tokenizer = load_policy(str(tiny_dir))
     rows = model.get_input_embeddings().weight.shape[0]
     tokenizer.pad_token = None
-    _ensure_pad_token(model, tokenizer)  # no unk and no spare row: EOS is the only choice
+    ensure_pad_token(model, tokenizer)  # no unk and no spare row: EOS is the only choice
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     assert model.get_input_embeddings().weight.shape[0] == rows
 
     model.resize_token_embeddings(rows + 8)  # spare rows, as in vocabularies padded to a multiple
     tokenizer.pad_token = None
-    _ensure_pad_token(model, tokenizer)
+    ensure_pad_token(model, tokenizer)
     assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
     assert tokenizer.pad_token_id < model.get_input_embeddings().weight.shape[0]
 

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from configs.schema import TrainConfig
 from models.loading import load_policy
+from models.losses import completion_logps
 from tasks.arithmetic import sample_problems
-from tasks.train_dpo import completion_logps, gold_pairs, preference_pairs, to_dpo_examples, train_dpo
+from tasks.train_dpo import gold_pairs, preference_pairs, to_dpo_examples, train_dpo
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 

@@ -1,4 +1,4 @@
-"""SuperHF: the KL-regularised SFT loss (unit, and on the tiny model) and a short LoRA run."""
+"""SuperHF: its loss on the tiny model, its encoding, a short LoRA run (loss unit tests: tests/models/test_losses.py)."""
 
 from __future__ import annotations
 
@@ -6,37 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from peft import get_peft_model
 from safetensors.torch import load_file
 
 from configs.schema import TrainConfig
 from models.loading import load_policy
+from models.losses import kl_sft_loss
+from models.training import lora_config
 from tasks.arithmetic import sample_problems
-from tasks.train_sft import lora_config
-from tasks.train_superhf import collate, encode_examples, kl_sft_loss, reference_logits, train_superhf
+from tasks.train_superhf import collate, encode_examples, reference_logits, train_superhf
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
-
-
-def test_kl_term_vanishes_when_policy_and_reference_agree() -> None:
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 11)
-    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, 2, -100, -100]])
-    loss, ce, kl = kl_sft_loss(logits, logits.clone(), labels, kl_weight=0.7)
-    plain = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
-    assert kl.item() == pytest.approx(0.0, abs=1e-6)
-    assert loss.item() == pytest.approx(plain.item(), rel=1e-6) and ce.item() == pytest.approx(plain.item(), rel=1e-6)
-
-
-def test_kl_term_is_positive_and_weighted_when_they_differ() -> None:
-    torch.manual_seed(1)
-    logits, ref = torch.randn(1, 4, 7), torch.randn(1, 4, 7)
-    labels = torch.tensor([[-100, 2, 3, 4]])
-    loss, ce, kl = kl_sft_loss(logits, ref, labels, kl_weight=0.5)
-    assert kl.item() > 0 and loss.item() == pytest.approx(ce.item() + 0.5 * kl.item(), rel=1e-6)
-    zero, _, _ = kl_sft_loss(logits, ref, torch.full((1, 4), -100), kl_weight=0.5)
-    assert zero.item() == 0.0
 
 
 def examples(n: int) -> list[dict[str, str]]:

@@ -1,0 +1,130 @@
+"""The training losses selftrain's trainers use, each following the paper or upstream code it names.
+
+- `completion_loss`: supervised fine-tuning on completion tokens only (TRL 1.16's SFT loss), with the LM head
+  applied only where a loss is taken.
+- `kl_sft_loss`: SuperHF's KL-regularised SFT loss (Mukobi et al. 2023, "SuperHF: Supervised Iterative Learning
+  from Human Feedback").
+- `completion_logps`: the summed log-probability of a completion after its prompt, the quantity DPO's implicit
+  reward compares (Rafailov et al. 2023, "Direct Preference Optimization").
+
+Labels follow the Hugging Face convention: position t of the logits predicts token t+1, and `IGNORE` (-100) marks
+tokens that carry no loss (prompt, padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+def completion_loss(
+    model: PreTrainedModel | PeftModel,
+    inputs: dict[str, torch.Tensor],
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy over completion tokens, with logits computed only where they are needed.
+
+    Runs the transformer body (LoRA layers included: PEFT injects them into the modules) for every
+    position, then applies the LM head only to the hidden states whose next token has a label, i.e.
+    a completion token. The loss is TRL 1.16's SFT loss (`SFTTrainer.compute_loss`, fused-LM-head
+    branch): the summed negative log-likelihood divided by `num_items_in_batch` when the Trainer passes
+    it (the count of labelled next tokens over the gradient-accumulation window), else by the batch's
+    own count (at least 1). TRL's fused head on a CPU scores every position (it compacts to the
+    labelled ones only on Triton devices: `trl/trainer/utils.py`, `add_fused_lm_head`).
+
+    Args:
+        model: A causal LM or a `PeftModel` around one.
+        inputs: A collated batch: `input_ids`, `attention_mask`, `labels` (-100 where no loss is taken),
+            optionally `position_ids`.
+        num_items_in_batch: The Trainer's token count to normalise by, or None.
+
+    Returns:
+        The loss, and detached statistics over the scored tokens: `tokens`, `entropy` (mean entropy of
+        the next-token distribution) and `accuracy` (share where the label is the top token).
+    """
+    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    hidden = causal_lm.base_model(**body_inputs, use_cache=False).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    scored = targets != IGNORE
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
+    # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
+    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    labels = targets[scored]
+    nll = F.cross_entropy(logits.float(), labels, reduction="sum")
+    count = scored.sum()
+    loss = nll / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+    with torch.no_grad():
+        log_probs = logits.float().log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        correct = logits.argmax(-1) == labels
+        n = max(int(count), 1)
+        stats = {"tokens": float(count), "entropy": float(entropy.sum()) / n, "accuracy": float(correct.sum()) / n}
+    return loss, stats
+
+
+def kl_sft_loss(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SuperHF's loss on one batch: token-mean cross-entropy plus `kl_weight` x token-mean KL(policy || reference).
+
+    SuperHF (Mukobi et al. 2023) replaces RL's policy gradient with supervised learning on best-of-k samples
+    and keeps RLHF's KL prior toward the starting policy. The KL here is exact, over the whole next-token
+    distribution at each completion position, so it is zero when the two models agree.
+
+    Args:
+        logits: Policy logits, `(batch, seq, vocab)`; position t predicts token t+1.
+        ref_logits: Reference logits of the same shape (no gradient needed).
+        labels: `(batch, seq)` token ids, `-100` where no loss is taken (prompt, padding).
+        kl_weight: Weight of the KL term.
+
+    Returns:
+        `(loss, cross_entropy, kl)`, each a scalar tensor; a batch without completion tokens gives zeros.
+    """
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    if not mask.any():
+        zero = logits.sum() * 0.0
+        return zero, zero, zero
+    logp = F.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # (tokens, vocab)
+    cross_entropy = -logp.gather(-1, targets[mask][:, None]).mean()
+    ref_logp = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
+    kl = (logp.exp() * (logp - ref_logp)).sum(-1).mean()
+    return cross_entropy + kl_weight * kl, cross_entropy, kl
+
+
+@torch.no_grad()
+def completion_logps(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+) -> torch.Tensor:
+    """Summed log-probability of each completion (plus EOS, as DPO trains it) after its prompt.
+
+    DPO's implicit reward of a completion is beta x (this under the policy - this under the reference)
+    (Rafailov et al. 2023, eq. 5); TRL's `DPOTrainer` tokenises prompt and completion the same way and
+    appends EOS. One unpadded forward per example: meant for tests and diagnostics on a few pairs, not
+    for speed.
+
+    Returns:
+        A float tensor of shape `(len(prompts),)`.
+    """
+    out = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        completion_ids = tokenizer(prompt + completion)["input_ids"][len(prompt_ids) :] + [tokenizer.eos_token_id]
+        ids = torch.tensor([prompt_ids + completion_ids])
+        logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        token_logps = logps.gather(-1, targets[:, None])[:, 0]
+        out.append(token_logps[len(prompt_ids) - 1 :].sum())
+    return torch.stack(out)

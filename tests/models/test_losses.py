@@ -1,0 +1,139 @@
+"""The training losses on tiny tensors and tiny models, against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft import get_peft_model
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from configs.schema import TrainConfig
+from models.losses import IGNORE, completion_logps, completion_loss, kl_sft_loss
+from models.training import lora_config
+
+LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
+
+
+def tiny_llama(vocab: int, *, zero_head: bool) -> LlamaForCausalLM:
+    """A one-layer Llama; with a zero LM head every logit is 0, so every next token has probability 1/vocab."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    if zero_head:
+        with torch.no_grad():
+            model.lm_head.weight.zero_()
+    return model
+
+
+# kl_sft_loss (SuperHF, Mukobi et al. 2023)
+
+
+def test_kl_sft_loss_by_hand_on_a_two_token_vocabulary() -> None:
+    # Policy uniform (p = 1/2, 1/2) at every position; reference logits (ln 3, 0), i.e. q = (3/4, 1/4).
+    # Scored positions 0 and 2 (labels at 1 and 3): CE = ln 2 each; KL(p || q) = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3).
+    # Position 1 predicts a masked label: its (very different) logits must not count.
+    logits = torch.zeros(1, 4, 2)
+    logits[0, 1] = torch.tensor([50.0, -50.0])
+    ref = torch.tensor([LN3, 0.0]).expand(1, 4, 2).clone()
+    labels = torch.tensor([[IGNORE, 0, IGNORE, 1]])
+    loss, ce, kl = kl_sft_loss(logits, ref, labels, kl_weight=2.0)
+    assert ce.item() == pytest.approx(LN2, rel=1e-6)
+    assert kl.item() == pytest.approx(0.5 * math.log(4 / 3), rel=1e-6)
+    assert loss.item() == pytest.approx(LN2 + math.log(4 / 3), rel=1e-6)  # = ln(8/3)
+
+
+def test_kl_sft_loss_cross_entropy_is_the_token_mean() -> None:
+    # Policy logits (ln 3, 0): -log p(0) = ln(4/3), -log p(1) = ln 4; the mean over the two scored tokens.
+    logits = torch.tensor([LN3, 0.0]).expand(1, 3, 2).clone()
+    loss, ce, kl = kl_sft_loss(logits, logits.clone(), torch.tensor([[IGNORE, 0, 1]]), kl_weight=5.0)
+    assert ce.item() == pytest.approx((math.log(4 / 3) + LN4) / 2, rel=1e-6)
+    assert kl.item() == pytest.approx(0.0, abs=1e-7) and loss.item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_kl_term_vanishes_when_policy_and_reference_agree() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, 2, -100, -100]])
+    loss, ce, kl = kl_sft_loss(logits, logits.clone(), labels, kl_weight=0.7)
+    plain = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert kl.item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6) and ce.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_kl_term_is_positive_and_weighted_when_they_differ() -> None:
+    torch.manual_seed(1)
+    logits, ref = torch.randn(1, 4, 7), torch.randn(1, 4, 7)
+    labels = torch.tensor([[-100, 2, 3, 4]])
+    loss, ce, kl = kl_sft_loss(logits, ref, labels, kl_weight=0.5)
+    assert kl.item() > 0 and loss.item() == pytest.approx(ce.item() + 0.5 * kl.item(), rel=1e-6)
+    zero, _, _ = kl_sft_loss(logits, ref, torch.full((1, 4), -100), kl_weight=0.5)
+    assert zero.item() == 0.0
+
+
+# completion_loss (TRL 1.16's completion-only SFT loss, logits only where labelled)
+
+
+def batch(labels: list[list[int]]) -> dict[str, torch.Tensor]:
+    ids = torch.tensor([[(3 * i + j) % 8 for j in range(len(row))] for i, row in enumerate(labels)])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor(labels)}
+
+
+def test_completion_loss_by_hand_with_uniform_logits() -> None:
+    # A zero head gives every token probability 1/8: each scored token costs ln 8, the entropy is ln 8, and
+    # argmax picks token 0, so the accuracy is the share of labels equal to 0 (2 of the 5 scored: 0, 0).
+    model = tiny_llama(8, zero_head=True)
+    inputs = batch([[IGNORE, IGNORE, 0, 5, 0], [IGNORE, 2, 7, IGNORE, IGNORE]])
+    loss, stats = completion_loss(model, inputs)
+    assert loss.item() == pytest.approx(math.log(8), rel=1e-6)
+    assert stats == pytest.approx({"tokens": 5.0, "entropy": math.log(8), "accuracy": 2 / 5}, rel=1e-6)
+    # The Trainer's count over a gradient-accumulation window replaces the batch's own count.
+    halved, _ = completion_loss(model, inputs, num_items_in_batch=10)
+    assert halved.item() == pytest.approx(5 * math.log(8) / 10, rel=1e-6)
+
+
+def test_completion_loss_without_labelled_tokens_is_zero() -> None:
+    loss, stats = completion_loss(tiny_llama(8, zero_head=True), batch([[IGNORE] * 4]))
+    assert loss.item() == 0.0 and stats["tokens"] == 0.0
+
+
+def test_completion_loss_equals_cross_entropy_over_all_logits() -> None:
+    model = tiny_llama(8, zero_head=False)
+    inputs = batch([[IGNORE, 1, 2, 3, IGNORE], [IGNORE, IGNORE, IGNORE, 6, 4]])
+    full = model(input_ids=inputs["input_ids"]).logits
+    expected = F.cross_entropy(full[:, :-1].reshape(-1, 8), inputs["labels"][:, 1:].reshape(-1), ignore_index=IGNORE)
+    loss, _ = completion_loss(model, inputs)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Through a fresh LoRA (B = 0) the loss is the base model's, reached via the adapter's wrapped modules.
+    peft_model = get_peft_model(model, lora_config(TrainConfig(target_modules=["q_proj", "v_proj"])))
+    wrapped, _ = completion_loss(peft_model, inputs)
+    assert wrapped.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# completion_logps (DPO's log-probabilities, Rafailov et al. 2023)
+
+
+def test_completion_logps_by_hand_with_uniform_logits(tiny_dir: Path) -> None:
+    # Every token costs -ln V, so a completion scores -(its tokens + EOS) ln V; the prompt is not counted.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    vocab = len(tokenizer)
+    model = tiny_llama(vocab, zero_head=True)
+    prompts, completions = ["Question: 2 + 3\nAnswer:", "Q: 1"], [" The answer is 5.", " 1"]
+    got = completion_logps(model, tokenizer, prompts, completions)
+    counts = [
+        len(tokenizer(p + c)["input_ids"]) - len(tokenizer(p)["input_ids"]) + 1
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+    assert counts[0] > counts[1] >= 2
+    assert got.tolist() == pytest.approx([-n * math.log(vocab) for n in counts], rel=1e-5)
