@@ -44,8 +44,19 @@ def set_torch_threads(n: int) -> None:
             logger.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
-def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Give the tokenizer a pad token distinct from EOS without resizing the model, where possible."""
+def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, padding_side: str = "left") -> None:
+    """Give the tokenizer a pad token distinct from EOS without resizing the model, where possible; the model's
+    config (and generation config, if any) pads with the same id.
+
+    Policies pad on the left (generation continues from the right end of every row); a reward model reads
+    the logit at the last non-pad token, so it pads on the right, and a pad equal to EOS would skip the EOS
+    every scored text ends with.
+
+    Args:
+        model: The model the tokenizer feeds (its embedding rows bound the token ids).
+        tokenizer: Changed in place.
+        padding_side: "left" for policies, "right" for sequence scorers.
+    """
     eos = tokenizer.eos_token_id
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == eos:
         embedding_rows = model.get_input_embeddings().weight.shape[0]
@@ -60,9 +71,10 @@ def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             tokenizer.pad_token = tokenizer.eos_token
         else:
             logger.warning("pad token equals EOS and no other token is free; keeping it")
-    tokenizer.padding_side = "left"  # generation continues from the right end of every row
+    tokenizer.padding_side = padding_side
     model.config.pad_token_id = tokenizer.pad_token_id
-    if model.generation_config is not None:
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id  # the same config unless composite
+    if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
@@ -83,7 +95,7 @@ def load_policy(
     """
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    _ensure_pad_token(model, tokenizer)
+    ensure_pad_token(model, tokenizer)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     model.eval()
