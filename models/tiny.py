@@ -6,6 +6,8 @@ warm-up so that it already knows the answer format and is partly right. Nothing 
 
 A build is keyed by a hash of its inputs and `VERSION`, made in a temporary directory inside the cache
 root and renamed into place, so a crashed or concurrent build never leaves a directory that looks done.
+It carries a content record (`models.integrity`): a build whose files were damaged since (truncated,
+overwritten) or that has no record is rebuilt, from the same seed, to the same bytes.
 
 Measured here (one torch thread): 150 warm-up steps on 512 arithmetic pairs (operands 1..9) build a
 0.9M-parameter model in ~36 s that answers 21-29% of held-out problems greedily (seeds 0-2) and 45-54%
@@ -29,6 +31,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from models.integrity import DamagedModelError, check_record, write_record
 from models.loading import REQUIRED_FILES
 
 # Bump when the architecture, tokenizer recipe or warm-up loop changes: it invalidates every cached build.
@@ -222,7 +225,12 @@ def ensure_tiny_model(
     }
     final = root / f"tiny-{_sha256_json(lineage)[:16]}"
     if _is_complete(final):
-        return final
+        try:
+            check_record(final)
+            return final
+        except DamagedModelError as error:
+            if progress:
+                progress(f"damaged tiny model, rebuilding it: {error}")
     if final.exists():  # damaged after the fact (a build only ever renames a finished dir here): redo it
         shutil.rmtree(final, ignore_errors=True)
 
@@ -245,6 +253,7 @@ def ensure_tiny_model(
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
+        write_record(tmp)  # after every content file; the rename below keeps their mtimes
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             os.rename(tmp, final)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -12,10 +11,11 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.schema import CampaignConfig
 from models.gemma import PackagedModelError, ensure_packaged_gemma
+from models.integrity import HUB_PATTERNS, check_record, directory_sha256, has_record, hub_snapshot
 from models.tiny import ensure_tiny_model
 from tasks.arithmetic import sample_problems
 from tasks.progress import Progress
-from tasks.records import ModelRef, sha256_dir
+from tasks.records import ModelRef
 
 TINY_WARMUP_PROBLEMS = 512
 TINY_CORPUS_PROBLEMS = 2000
@@ -35,15 +35,33 @@ def cache_root() -> Path:
     return Path(os.environ.get("SELFTRAIN_CACHE", Path.home() / ".cache" / "selftrain"))
 
 
-def fingerprint(directory: Path) -> str:
-    """A content hash of a model directory; names and sizes only for big checkpoints (hashing GBs is slow)."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
-    if sum(p.stat().st_size for p in files) < 200 * 2**20:
-        return sha256_dir(directory)
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(f"{p.relative_to(directory)}:{p.stat().st_size}".encode())
-    return digest.hexdigest()
+def fingerprint(base: str | Path, *, download: bool = False) -> str:
+    """The content hash of a base model: the sha256 of its weight, tokenizer and config bytes.
+
+    Each file is hashed once and then trusted while its size and mtime stay the same (see
+    `models.integrity`): a cached check of the 1.1 GB Gemma costs milliseconds, its first hash seconds.
+
+    Args:
+        base: A model directory, or a hub id (hashed through its local snapshot of `HUB_PATTERNS` files).
+        download: For a hub id, fetch missing snapshot files first; else the local cache must hold them.
+
+    Raises:
+        DamagedModelError: a directory selftrain built, or a hub blob, no longer holds its recorded bytes.
+        ModelSourceError: a hub id whose snapshot is neither cached nor reachable.
+    """
+    path = Path(base)
+    if path.is_dir():
+        if has_record(path):  # built by selftrain: checked against the hashes recorded at build time
+            return check_record(path, fix=f"run selftrain again to rebuild it, or clear it with `rm -rf {path}`")
+        return directory_sha256(path, cache_root() / "fingerprints.json")
+    try:
+        snapshot = hub_snapshot(str(base), download=download)
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(
+            f"model.name {base}: no local snapshot and the hub cannot serve one ({error})"
+        ) from error
+    fix = f"clear it with `hf cache rm model/{base}` and run again"
+    return directory_sha256(snapshot, cache_root() / "fingerprints.json", patterns=HUB_PATTERNS, fix=fix)
 
 
 def tiny_inputs(config: CampaignConfig) -> tuple[list[str], list[tuple[str, str]]]:
@@ -101,7 +119,7 @@ def prepare_base(config: CampaignConfig) -> ModelRef:
         if not (path / "config.json").exists():
             raise ModelSourceError(f"model.name: {path} is not a model directory (no config.json)")
         return ModelRef(source="local", base=str(path), sha256=fingerprint(path))
-    return ModelRef(source="hub", base=str(source.name), sha256=str(source.name))
+    return ModelRef(source="hub", base=str(source.name), sha256=fingerprint(str(source.name), download=True))
 
 
 @task(name="prepare-policy", cache_policy=NO_CACHE)
