@@ -106,3 +106,23 @@ def test_dpo_changes_only_lora_weights_and_raises_the_margin(tiny_dir: Path, tmp
     ]
     again = margins(tiny_dir, str(tmp_path / "round2"), str(tmp_path / "round1"), examples)
     assert again.mean() > 0.5
+
+
+def test_a_base_reference_scores_the_continued_adapter_against_the_base(tiny_dir: Path, tmp_path: Path) -> None:
+    # With an (almost) zero learning rate the policy stays at round 1's adapter. Against a frozen copy of itself
+    # (dpo_reference=policy) DPO's margins are then 0; against the base (loaded through models.loading) they are
+    # beta x round 1's margins over the base, which training made positive.
+    examples = pair_examples(16)
+    train_dpo(str(tiny_dir), None, examples, TrainConfig(learning_rate=3e-3, batch_size=8), tmp_path / "r1", seed=0)
+    frozen = TrainConfig(learning_rate=1e-12, epochs=1, batch_size=8, dpo_beta=0.1, lora_dropout=0.0)
+    own = train_dpo(str(tiny_dir), str(tmp_path / "r1"), examples, frozen, tmp_path / "own", seed=1)
+    base_cfg = frozen.model_copy(update={"dpo_reference": "base"})
+    base = train_dpo(str(tiny_dir), str(tmp_path / "r1"), examples, base_cfg, tmp_path / "base", seed=1)
+    expected = 0.1 * margins(tiny_dir, str(tmp_path / "r1"), None, examples).mean().item()
+    assert abs(own["margin"]) < 1e-4
+    assert expected > 0.01 and base["margin"] == pytest.approx(expected, rel=0.05)
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
