@@ -1,4 +1,4 @@
-"""SuperHF: its loss on the tiny model, its encoding, a short LoRA run (loss unit tests: tests/models/test_losses.py)."""
+"""SuperHF: its loss on the tiny model, its encoding, a short LoRA run (loss unit tests: tests/models/test_losses)."""
 
 from __future__ import annotations
 
