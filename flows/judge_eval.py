@@ -38,7 +38,7 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
     from models.loading import load_policy
     from models.sampling import HFSampler
     from tasks.generate import generate_responses
-    from tasks.judge import is_correct
+    from tasks.judging.verifier import is_correct
     from tasks.progress import Progress
     from tasks.prompts import campaign_prompts, few_shot_prefix, uses_few_shot
 
@@ -57,47 +57,39 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
 
 def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: Path) -> dict:
     """Split, score with every judge, print the table, write results and the PNG, log an MLflow run."""
-    from models.option_scorer import OptionScorer
-    from models.loading import load_policy
-    from tasks.judge import judge_model
-    from tasks.judge_report import evaluate_judge, format_table, plot_roc, split_by_prompt
-    from tasks.meta_ranking import OPTIONS, MetaRankingJudge, PointwiseJudge
+    from tasks.judging.build import build_judge, load_option_scorer
+    from tasks.judging.reference_bank import draw_panel
+    from tasks.judging.report import evaluate_judge, format_table, plot_roc, split_by_prompt
+    from tasks.progress import emit
     from tasks.prompts import few_shot_prefix
-    from tasks.reference_bank import draw_panel
     from tasks.tracking import end_run, log_artifact, log_metrics, start_run
+    from tasks.train_reward import labelled_reward_model
 
     cfg = config.judge
     bank, dev, test = split_by_prompt(rows, SHARES, config.seed)
-    judge_ref = judge_model(config, None)
-    model, tokenizer = load_policy(judge_ref.base)
-    scorer = OptionScorer(model, tokenizer, OPTIONS, batch_size=cfg.batch_size)
+    scorer, judge_ref = load_option_scorer(config, None)
     panel = draw_panel(bank, cfg.panel, config.seed)
     template = config.prompts.template
     preamble = few_shot_prefix(config) if cfg.examples else ""
     results = {}
     for name in judges:
-        if name == "pointwise":
-            judge = PointwiseJudge(scorer, template=template, preamble=preamble)
-        elif name == "reward-model":
-            from tasks.progress import emit
-            from tasks.reward_model import labelled_reward_judge
-
-            judge, trained = labelled_reward_judge(
+        reward_model = None
+        if name == "reward-model":
+            reward_model, trained = labelled_reward_model(
                 cfg, bank, judge_ref.base, out / "reward-model", template=template, seed=config.seed, progress=emit
             )
             if trained:
                 print(f"judge-eval: reward model trained on {trained['pairs']:.0f} pairs", file=sys.stderr)
-        else:
-            judge = MetaRankingJudge(
-                scorer,
-                panel,
-                template=template,
-                references=cfg.references,
-                swap=name.endswith("swap"),
-                seed=config.seed,
-                weights=(cfg.weight_correct, cfg.weight_wrong),
-                preamble=preamble,
-            )
+        kind = cfg.model_copy(update={"kind": name.removesuffix("-swap"), "swap": name.endswith("swap")})
+        judge = build_judge(
+            kind,
+            template=template,
+            seed=config.seed,
+            scorer=scorer,
+            references=panel,
+            reward_model=reward_model,
+            preamble=preamble,
+        )
         started = time.perf_counter()
         results[name] = evaluate_judge(judge, dev, test, target=cfg.calibrate, precision=cfg.target_precision)
         print(f"judge-eval: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -154,7 +146,7 @@ def main(ns: argparse.Namespace) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     if ns.labelled:
-        from tasks.reference_bank import load_bank_file
+        from tasks.judging.reference_bank import load_bank_file
 
         rows = load_bank_file(ns.labelled)
     else:

@@ -13,7 +13,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from configs.schema import CampaignConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, SamplingEngine
-from tasks.judge import VerifierJudge
+from tasks.judging.verifier import VerifierJudge
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records

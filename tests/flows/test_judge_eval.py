@@ -67,3 +67,28 @@ def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: 
 def test_judge_eval_rejects_an_unknown_judge(capsys: pytest.CaptureFixture) -> None:
     assert judge_eval.main(_ns(["judge-eval"], judges="pointwise,oracle")) == 2
     assert "--judges: unknown judge 'oracle'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # MLflow run and CLI path, ~10 s
+def test_judge_eval_accepts_the_reward_model(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = []
+    for a, b in [(i % 7 + 1, i % 5 + 2) for i in range(16)]:
+        prompt = f"What is {a} + {b}? ({a}{b})"
+        rows += [
+            {"prompt": prompt, "response": f" The answer is {a + b}.", "correct": True},
+            {"prompt": prompt, "response": f" The answer is {a + b + 1}.", "correct": False},
+        ]
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parser = argparse.ArgumentParser()
+    judge_eval.configure(parser)
+    out = tmp_path / "report"
+    args = ["judge-eval", "model.source=local", f"model.name={tiny_dir}", f"tracking.output_dir={tmp_path / 'runs'}"]
+    ns = parser.parse_args([*args, "--judges", "reward-model", "--labelled", str(labelled), "--out", str(out)])
+    assert judge_eval.main(ns) == 0
+    assert "reward-model" in capsys.readouterr().out
+    figures = json.loads((out / "results.json").read_text())["results"]["reward-model"]
+    assert 0.0 <= figures["auroc"] <= 1.0 and figures["forward_passes_per_sample"] > 0
+    assert (out / "reward-model" / "lineage.json").exists()
+    bad = parser.parse_args([*args, "--judges", "reward", "--labelled", str(labelled), "--out", str(out)])
+    assert judge_eval.main(bad) == 2

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.option_scorer import OptionScorer, PrefixGroup
 from models.loading import load_policy
+from models.option_scorer import OptionScorer, PrefixGroup
 from tasks.arithmetic import sample_problems
-from tasks.meta_ranking import OPTIONS, MetaRankingJudge, PointwiseJudge
+from tasks.judging.lm import OPTIONS, PointwiseJudge
+from tasks.judging.meta_ranking import MetaRankingJudge
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 

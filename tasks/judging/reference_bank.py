@@ -13,7 +13,10 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from configs.schema import JudgeConfig
+from tasks.judging.verifier import is_correct
 from tasks.records import Record, read_records
 
 
@@ -68,6 +71,35 @@ def bank_from_rounds(workdir: str | Path, before_round: int, limit: int) -> list
             if len(bank) == limit:
                 return bank
     return bank
+
+
+def build_bank(
+    cfg: JudgeConfig, rows: Sequence[Record], workdir: str | Path | None, round_index: int, seed: int
+) -> tuple[list[Record], dict[str, Any]]:
+    """The round's reference bank and where it came from.
+
+    bank=file reads `bank_path`; bank=rounds reads earlier rounds' judged rows and, when they hold fewer
+    than `bootstrap` references, adds `bootstrap` of this round's rows that have an answer, labelled by
+    the verifier.
+
+    Returns:
+        (bank, facts) where facts say how many references came from where.
+    """
+    if cfg.bank == "file":
+        bank = load_bank_file(str(cfg.bank_path))[: cfg.bank_size]
+        return bank, {"bank_source": "file", "bank_path": cfg.bank_path, "from_file": len(bank)}
+    earlier = bank_from_rounds(workdir, round_index, cfg.bank_size) if workdir is not None else []
+    facts: dict[str, Any] = {"bank_source": "rounds", "from_rounds": len(earlier), "bootstrapped": 0}
+    if len(earlier) < cfg.bootstrap:
+        answered = [row for row in rows if row.get("answer") is not None]
+        chosen = random.Random(seed).sample(answered, min(cfg.bootstrap, len(answered)))
+        extra = [
+            {"prompt": r["prompt"], "response": r["response"], "correct": is_correct(r["response"], r["answer"])}
+            for r in chosen
+        ]
+        facts["bootstrapped"] = len(extra)
+        earlier = earlier + extra[: max(0, cfg.bank_size - len(earlier))]
+    return earlier, facts
 
 
 def draw_references(bank: Sequence[Record], n: int, rng: random.Random, exclude_prompt: str | None = None) -> list[int]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.calibrate import auroc, calibrate_threshold, error_detection, roc_points
+from tasks.judging.base import CostedJudge
+from tasks.judging.calibration import auroc, calibrate_threshold, error_detection, roc_points
 from tasks.records import Record
-
-JudgeFactory = Callable[[list[Record]], Any]  # bank -> an object with score(rows), forward_passes, seconds
 
 
 def split_by_prompt(rows: Sequence[Record], shares: tuple[float, float], seed: int) -> tuple[list, list, list]:
@@ -37,7 +36,7 @@ def split_by_prompt(rows: Sequence[Record], shares: tuple[float, float], seed: i
 
 
 def evaluate_judge(
-    judge: Any, dev: Sequence[Record], test: Sequence[Record], *, target: str = "f1", precision: float = 0.9
+    judge: CostedJudge, dev: Sequence[Record], test: Sequence[Record], *, target: str = "f1", precision: float = 0.9
 ) -> dict[str, Any]:
     """Calibrate `judge` on `dev`, measure it on `test`.
 

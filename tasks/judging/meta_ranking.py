@@ -1,4 +1,4 @@
-"""LLM judges without generation: Meta Ranking (reference comparisons and a weighted vote) and pointwise.
+"""The Meta Ranking judge: compare a target with labelled reference pairs, combine by a weighted vote.
 
 Meta Ranking (Liu et al. 2024, "Enabling Weak LLMs to Judge Response Reliability via Meta Ranking")
 judges a target (query, response) by comparing it with a few reference pairs of known correctness,
@@ -15,7 +15,8 @@ target first and the reference second (then the target's prefix is the one share
 references), and the two probabilities are averaged to cancel position bias. Balanced references cancel
 the base LM's habit of copying the label it has just read.
 
-The pointwise judge is the baseline: P(" yes") to "Is this answer correct?" after the pair alone.
+The pointwise judge (`tasks.judging.lm`) is the baseline: P(" yes") to "Is this answer correct?" after
+the pair alone.
 """
 
 from __future__ import annotations
@@ -24,21 +25,16 @@ import time
 from collections.abc import Sequence
 
 from models.option_scorer import OptionScorer, PrefixGroup, ProgressFn
+from tasks.judging.lm import render_pair
+from tasks.judging.reference_bank import assign_references
 from tasks.records import Record
-from tasks.reference_bank import assign_references
 
 HEADER = "Each answer below is marked correct or wrong.\n\n"
-OPTIONS = (" yes", " no")
 
 
 def label_word(correct: bool) -> str:
     """The word a prompt uses for a label."""
     return "correct" if correct else "wrong"
-
-
-def render_pair(row: Record, template: str) -> str:
-    """A (query, response) pair as the policy saw and wrote it: the templated prompt, then the response."""
-    return template.format(prompt=row["prompt"]) + row["response"].rstrip()
 
 
 def comparison_prompts(
@@ -116,7 +112,7 @@ class MetaRankingJudge:
         """Set up the judge.
 
         Args:
-            scorer: Option-token scorer over the judge LM, built with `OPTIONS`.
+            scorer: Option-token scorer over the judge LM, built with `tasks.judging.lm.OPTIONS`.
             bank: Labelled references (`prompt`, `response`, `correct`).
             template: The prompt template the policy answered (`{prompt}` in it).
             references: References per target.
@@ -187,36 +183,3 @@ class MetaRankingJudge:
             }
             for row, refs, probs in zip(rows, self.assignments, self.comparisons, strict=True)
         ]
-
-
-class PointwiseJudge:
-    """The baseline: P(" yes") to "Is this answer correct?" after the pair, one forward pass per batch.
-
-    A `preamble` (worked examples) opens every prompt; its KV cache is computed once for all rows.
-    """
-
-    name = "pointwise"
-
-    def __init__(
-        self,
-        scorer: OptionScorer,
-        *,
-        template: str,
-        preamble: str = "",
-        reuse_cache: bool = True,
-        progress: ProgressFn | None = None,
-    ) -> None:
-        """Wrap an option scorer built with `OPTIONS`; `template` is the policy's prompt template."""
-        self.scorer, self.template, self.progress = scorer, template, progress
-        self.preamble, self.reuse_cache = preamble, reuse_cache
-        self.forward_passes, self.seconds = 0, 0.0
-
-    def score(self, rows: Sequence[Record]) -> list[float]:
-        """P(yes) per row (`prompt`, `response`)."""
-        started, passes = time.perf_counter(), self.scorer.forward_passes
-        tails = [f"{render_pair(row, self.template)}\nIs this answer correct? Reply yes or no:" for row in rows]
-        reuse = self.reuse_cache and bool(self.preamble)  # an empty prefix has nothing worth caching
-        scores = self.scorer.score([PrefixGroup(self.preamble, tails)], reuse_cache=reuse, progress=self.progress)[0]
-        self.forward_passes = self.scorer.forward_passes - passes
-        self.seconds = time.perf_counter() - started
-        return scores

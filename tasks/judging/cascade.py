@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.sampling import SamplingEngine
-from tasks.judge import is_correct
+from configs.schema import CampaignConfig
+from models.loading import load_policy
+from models.sampling import HFSampler, SamplingEngine
+from tasks.judging.verifier import is_correct
+from tasks.policy import prepare_base
 from tasks.records import Record
 
 CASCADE_SCORE = 1.0  # the stronger model's answer is trusted: that is what routing to it means
@@ -66,3 +69,26 @@ def cascade_rows(
             new["correct"] = is_correct(texts[0], row["answer"])
         out.append(new)
     return out
+
+
+def add_cascade(config: CampaignConfig, judged: list[Record], seed: int) -> tuple[list[Record], int]:
+    """Judged rows plus the stronger model's (`judge.cascade.model`) answers to the routed prompts, and how many
+    prompts were routed; the stronger model is loaded only when a prompt is routed."""
+    cascade = config.judge.cascade
+    if cascade is None:
+        raise ValueError("judge.cascade: not set, so there is no stronger model to route prompts to")
+    routed = routed_prompts(judged, config.select.threshold)
+    if not routed:
+        return judged, 0
+    strong = prepare_base(config.model_copy(update={"model": cascade.model}))
+    model, tokenizer = load_policy(strong.base)
+    extra = cascade_rows(
+        judged,
+        routed,
+        HFSampler(model, tokenizer),
+        template=config.prompts.template,
+        max_new_tokens=cascade.max_new_tokens,
+        stop=config.generate.stop,
+        seed=seed,
+    )
+    return judged + extra, len(routed)

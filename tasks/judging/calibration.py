@@ -3,7 +3,8 @@
 A judge scores responses in [0, 1]; selection keeps those scoring at least a threshold. Here the
 threshold is fitted on a labelled dev split, either for the best F1 of keeping correct responses or for
 the largest keep-set whose precision (share of kept responses that are correct, the purity of the
-training data) reaches a target. The report side measures a judge as an error detector: a response is
+training data) reaches a target, and `rescale` maps raw scores so that the calibrated threshold lands on
+the one selection applies. The report side measures a judge as an error detector: a response is
 flagged when it scores below the threshold, and the flagged wrong responses are the true positives.
 """
 
@@ -113,6 +114,21 @@ def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> tuple[list[fl
         fpr.append(sum(1 for _, y in flagged if y) / right)
         tpr.append(sum(1 for _, y in flagged if not y) / wrong)
     return fpr, tpr
+
+
+def rescale(raw: float, threshold: float, target: float) -> float:
+    """Map a raw score so that `threshold` lands on `target`, monotonically, keeping [0, 1] in [0, 1].
+
+    An LM judge's raw reliability has its own scale, so selection (which keeps rows whose score reaches
+    `select.threshold`) reads the mapped score: piecewise linear, 0 -> 0, `threshold` -> `target`, 1 -> 1.
+    `rescale(raw) >= target` holds exactly when `raw >= threshold`.
+    """
+    if raw >= threshold:
+        if threshold >= 1.0:
+            return max(target, min(1.0, raw))
+        return min(1.0, target + (raw - threshold) * (1.0 - target) / (1.0 - threshold))
+    below = raw * target / threshold if threshold > 0 else 0.0
+    return min(below, math.nextafter(target, -math.inf))
 
 
 def _prf(hits: int, predicted: int, actual: int) -> tuple[float, float, float]:

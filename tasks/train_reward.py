@@ -1,37 +1,38 @@
-"""The reward-model judge: preference pairs from judged rows, RewardTrainer training, and the judges it backs.
+"""Reward-model training: correct-vs-wrong pairs from labelled rows, fitted with TRL's RewardTrainer.
 
-Preference pairs come from verifier-labelled rows (`correct`): for one prompt, a response judged correct
-is `chosen` and one judged wrong is `rejected`. TRL's `RewardTrainer` fits a sequence-classification
-model (a causal-LM checkpoint with a fresh one-output score head) to rank chosen above rejected, and the
-judge's score is the sigmoid of that model's logit. `AllOfJudge` combines judges, e.g. the verifier and
-the reward model both above their thresholds.
+Pairs come from verifier-labelled rows (`correct`): for one prompt, a response judged correct is `chosen`
+and one judged wrong is `rejected`. TRL's `RewardTrainer` fits a sequence-classification model (a
+causal-LM checkpoint with a fresh one-output score head) to rank chosen above rejected. The reward-model
+judge (`tasks.judging.reward_judge`) then scores a row by the sigmoid of that model's logit.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback, set_seed
 from trl import RewardConfig, RewardTrainer
 
 from configs.schema import CampaignConfig, JudgeConfig
-from models.reward_scorer import RewardScorer, load_reward_model
-from tasks.judge import Judge, VerifierJudge
+from models.reward_scorer import load_reward_model
+from models.training import cpu_trainer_settings, train_then_replace
+from tasks.judging.build import judge_model
+from tasks.judging.reference_bank import build_bank
 from tasks.records import ModelRef, Record, write_lineage
-from tasks.train_sft import cpu_trainer_settings
 
 
-def preference_pairs(
+def correct_wrong_pairs(
     judged_rows: Sequence[Record], *, template: str = "{prompt}", per_prompt: int = 4, seed: int = 0
 ) -> list[dict[str, str]]:
-    """Preference pairs `{"prompt", "chosen", "rejected"}` from verifier-labelled rows.
+    """Reward-model training pairs `{"prompt", "chosen", "rejected"}`: a correct and a wrong response to one prompt.
+
+    Not the DPO trainer's pairs (`tasks.train_dpo.preference_pairs`, chosen and rejected by rule): here
+    the labels come from the verifier.
 
     Per prompt (in order of first appearance), every distinct correct response is paired with every
     distinct wrong one; `per_prompt` of those pairs are drawn with a seeded generator. Rows without
@@ -101,7 +102,7 @@ def train_reward_model(
     """Train a reward model on preference pairs with TRL's `RewardTrainer` and save it to `out_dir`.
 
     Args:
-        pairs: `{"prompt", "chosen", "rejected"}` dicts (`preference_pairs`).
+        pairs: `{"prompt", "chosen", "rejected"}` dicts (`correct_wrong_pairs`).
         base_dir: A causal-LM or sequence-classification checkpoint (directory or hub id); a causal LM
             gets a fresh score head (transformers warns that its weights are newly initialised).
         out_dir: Where the model and tokenizer go, with `lineage.json`; replaced whole, never half-written.
@@ -127,13 +128,10 @@ def train_reward_model(
 
         peft_config = LoraConfig(r=cfg.reward_lora_r, lora_alpha=2 * cfg.reward_lora_r, task_type="SEQ_CLS")
     callback = _LogCallback(progress or (lambda _line: None))
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with train_then_replace(out_dir) as scratch:
         trainer = RewardTrainer(
             model=model,
-            args=reward_args(cfg, str(scratch / "trainer"), seed),
+            args=reward_args(cfg, str(scratch.work / "trainer"), seed),
             train_dataset=Dataset.from_list(list(pairs)),
             processing_class=tokenizer,
             peft_config=peft_config,
@@ -146,14 +144,9 @@ def train_reward_model(
         trained = trainer.model
         if peft_config is not None:
             trained = trained.merge_and_unload()
-        trained.save_pretrained(str(scratch / "model"))
-        tokenizer.save_pretrained(str(scratch / "model"))
-        write_lineage(scratch / "model", base=base_dir, pairs=len(pairs), judge=cfg, seed=seed, **(lineage or {}))
-        if out.exists():
-            shutil.rmtree(out)
-        (scratch / "model").rename(out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        trained.save_pretrained(str(scratch.result))
+        tokenizer.save_pretrained(str(scratch.result))
+        write_lineage(scratch.result, base=base_dir, pairs=len(pairs), judge=cfg, seed=seed, **(lineage or {}))
     losses = callback.losses or [float("nan")]
     return {
         "loss": sum(losses) / len(losses),
@@ -165,85 +158,7 @@ def train_reward_model(
     }
 
 
-class RewardModelJudge:
-    """Scores a row by the sigmoid of a reward model's logit for (templated prompt, response).
-
-    Attributes:
-        name: "reward-model".
-        seconds: Wall time spent scoring so far.
-    """
-
-    name: str = "reward-model"
-
-    def __init__(self, scorer: RewardScorer, *, template: str = "{prompt}") -> None:
-        self.scorer = scorer
-        self.template = template
-        self.seconds = 0.0
-
-    @property
-    def forward_passes(self) -> int:
-        """Batched forward passes made so far."""
-        return self.scorer.forward_passes
-
-    def score(self, rows: Sequence[Record]) -> list[float]:
-        """One score in [0, 1] per row, in row order."""
-        started = time.perf_counter()
-        scores = self.scorer.score(
-            [self.template.format(prompt=row["prompt"]) for row in rows], [row["response"] for row in rows]
-        )
-        self.seconds += time.perf_counter() - started
-        return scores
-
-
-class AllOfJudge:
-    """Combines judges: mode "and" scores 1.0 when every judge reaches its threshold, else 0.0; "min" the least.
-
-    Attributes:
-        name: "all-of(<names joined by +>)".
-    """
-
-    def __init__(
-        self, judges: Sequence[Judge], thresholds: Sequence[float], *, mode: Literal["and", "min"] = "and"
-    ) -> None:
-        if len(judges) != len(thresholds) or not judges:
-            raise ValueError("AllOfJudge needs one threshold per judge, and at least one judge")
-        self.judges = list(judges)
-        self.thresholds = list(thresholds)
-        self.mode = mode
-        self.name = "all-of(" + "+".join(j.name for j in self.judges) + ")"
-
-    @property
-    def forward_passes(self) -> int:
-        """Forward passes of the model-backed parts."""
-        return sum(getattr(j, "forward_passes", 0) for j in self.judges)
-
-    @property
-    def seconds(self) -> float:
-        """Scoring time of the model-backed parts."""
-        return sum(getattr(j, "seconds", 0.0) for j in self.judges)
-
-    def score(self, rows: Sequence[Record]) -> list[float]:
-        """One combined score per row, in row order."""
-        per_judge = [judge.score(rows) for judge in self.judges]
-        if self.mode == "min":
-            return [min(scores) for scores in zip(*per_judge, strict=True)]
-        return [
-            1.0 if all(s >= t for s, t in zip(scores, self.thresholds, strict=True)) else 0.0
-            for scores in zip(*per_judge, strict=True)
-        ]
-
-
-def make_reward_judge(cfg: JudgeConfig, model_path: str, *, template: str) -> RewardModelJudge | AllOfJudge:
-    """The judge `cfg.kind` names (reward-model or all-of) over the reward model at `model_path`."""
-    model, tokenizer = load_reward_model(model_path)
-    scorer = RewardScorer(model, tokenizer, batch_size=cfg.reward_batch_size, max_length=cfg.reward_max_length)
-    judge = RewardModelJudge(scorer, template=template)
-    if cfg.kind == "all-of":
-        return AllOfJudge([VerifierJudge(), judge], [1.0, cfg.reward_threshold], mode=cfg.all_of_mode)
-    return judge
-
-
-def round_reward_judge(
+def round_reward_model(
     config: CampaignConfig,
     rows: Sequence[Record],
     policy: ModelRef | None,
@@ -253,25 +168,24 @@ def round_reward_judge(
     round_index: int,
     seed: int,
     progress: Callable[[str], None] | None = None,
-) -> tuple[RewardModelJudge | AllOfJudge, dict[str, float], dict[str, Any]]:
-    """The round's reward-model judge: `judge.reward_model` as is, or one trained now into `out_dir`.
+) -> tuple[str, dict[str, float], dict[str, Any]]:
+    """The round's reward model: `judge.reward_model` as is, or one trained now into `out_dir`.
 
-    Training reads the bank (`tasks.judge_llm.build_bank`: earlier rounds' judged rows under `workdir`,
-    or `bank_path`; in round 1, or with too few, `bootstrap` of this round's own rows labelled by the
-    verifier), turns it into preference pairs and trains from the judge model (`tasks.judge.judge_model`).
+    Training reads the bank (`tasks.judging.reference_bank.build_bank`: earlier rounds' judged rows under
+    `workdir`, or `bank_path`; in round 1, or with too few, `bootstrap` of this round's own rows labelled
+    by the verifier), turns it into correct-vs-wrong pairs and trains from the judge model
+    (`tasks.judging.build.judge_model`).
 
     Returns:
-        (judge, `judge/...` metrics without the prefix, lineage facts).
+        (the reward model's folder, `judge/...` metrics without the prefix, lineage facts).
     """
-    from tasks.judge import judge_model
-    from tasks.judge_llm import build_bank
-
     cfg = config.judge
-    template = config.prompts.template
     if cfg.reward_model is not None:
-        return make_reward_judge(cfg, cfg.reward_model, template=template), {}, {"reward_model": cfg.reward_model}
+        return cfg.reward_model, {}, {"reward_model": cfg.reward_model}
     bank, facts = build_bank(cfg, rows, workdir, round_index, seed)
-    pairs = preference_pairs(bank, template=template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed)
+    pairs = correct_wrong_pairs(
+        bank, template=config.prompts.template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed
+    )
     base = judge_model(config, policy)
     trained = train_reward_model(
         pairs, base.base, out_dir, cfg, seed=seed, lineage={"bank": facts, "base_model": base}, progress=progress
@@ -279,10 +193,10 @@ def round_reward_judge(
     metrics = {f"reward_{k}": v for k, v in trained.items()}
     metrics["bank_size"] = float(len(bank))
     facts = {**facts, "reward_model": str(Path(out_dir).resolve()), "reward_base": base}
-    return make_reward_judge(cfg, str(out_dir), template=template), metrics, facts
+    return str(out_dir), metrics, facts
 
 
-def labelled_reward_judge(
+def labelled_reward_model(
     cfg: JudgeConfig,
     labelled: Sequence[Record],
     base_dir: str,
@@ -291,8 +205,8 @@ def labelled_reward_judge(
     template: str,
     seed: int,
     progress: Callable[[str], None] | None = None,
-) -> tuple[RewardModelJudge, dict[str, float]]:
-    """A reward-model judge for `selftrain judge-eval`: `judge.reward_model`, or one trained on `labelled` rows.
+) -> tuple[str, dict[str, float]]:
+    """The reward model of `selftrain judge-eval`: `judge.reward_model`, or one trained on `labelled` rows.
 
     Args:
         cfg: The judge config (`reward_*` settings; the kind is ignored).
@@ -304,14 +218,10 @@ def labelled_reward_judge(
         progress: Receives one-line progress reports.
 
     Returns:
-        (judge, training metrics; empty when `judge.reward_model` is used as is).
+        (the reward model's folder, training metrics; empty when `judge.reward_model` is used as is).
     """
-    metrics: dict[str, float] = {}
-    path = cfg.reward_model
-    if path is None:
-        pairs = preference_pairs(labelled, template=template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed)
-        metrics = train_reward_model(pairs, base_dir, out_dir, cfg, seed=seed, progress=progress)
-        path = str(out_dir)
-    judge = make_reward_judge(cfg.model_copy(update={"kind": "reward-model"}), path, template=template)
-    assert isinstance(judge, RewardModelJudge)
-    return judge, metrics
+    if cfg.reward_model is not None:
+        return cfg.reward_model, {}
+    pairs = correct_wrong_pairs(labelled, template=template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed)
+    metrics = train_reward_model(pairs, base_dir, out_dir, cfg, seed=seed, progress=progress)
+    return str(out_dir), metrics

@@ -1,0 +1,106 @@
+"""Unit tests of tasks.judging.reference_bank: balanced seeded draws, the panel and dev split, banks from
+earlier rounds or a file, and the round's bank with its bootstrap."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from configs.schema import JudgeConfig
+from tasks.judging.reference_bank import (
+    BankError,
+    assign_references,
+    bank_from_rounds,
+    build_bank,
+    draw_panel,
+    draw_references,
+    load_bank_file,
+    split_dev,
+)
+
+
+def _bank(correct: int, wrong: int) -> list[dict]:
+    return [{"prompt": f"q{i}", "response": "r", "correct": i < correct} for i in range(correct + wrong)]
+
+
+def test_references_are_balanced_seeded_and_never_the_targets_prompt() -> None:
+    bank = _bank(6, 6)
+    picked = draw_references(bank, 4, random.Random(0))
+    assert sum(bank[i]["correct"] for i in picked) == 2
+    odd = draw_references(bank, 5, random.Random(1))
+    assert sum(bank[i]["correct"] for i in odd) in (2, 3) and len(odd) == 5
+    assert 0 not in draw_references(bank, 11, random.Random(0), exclude_prompt="q0")
+    targets = [{"prompt": "q3"}, {"prompt": "x"}]
+    assert assign_references(targets, bank, 4, seed=7) == assign_references(targets, bank, 4, seed=7)
+
+
+def test_references_fill_a_short_label_from_the_other() -> None:
+    bank = _bank(1, 6)
+    picked = draw_references(bank, 4, random.Random(0))
+    assert sum(bank[i]["correct"] for i in picked) == 1 and len(picked) == 4
+    assert len(draw_references(_bank(1, 1), 5, random.Random(0))) == 2
+
+
+def test_panel_and_dev_split() -> None:
+    bank = _bank(10, 10)
+    panel = draw_panel(bank, 6, seed=0)
+    assert len(panel) == 6 and sum(r["correct"] for r in panel) == 3
+    assert draw_panel(bank, 0, seed=0) == bank
+    references, dev = split_dev(bank, 8, seed=0)
+    assert len(dev) == 8 and len(references) == 12
+    assert not {r["prompt"] for r in dev} & {r["prompt"] for r in references}
+    assert len(split_dev(bank, 100, seed=0)[1]) == 10  # at most half
+
+
+def test_bank_from_rounds_newest_first_labelled_unique(tmp_path: Path) -> None:
+    for index, rows in ((1, [("a", "1", True), ("b", "2", False)]), (2, [("c", "3", True), ("a", "1", True)])):
+        folder = tmp_path / f"round-{index:02d}"
+        folder.mkdir()
+        lines = [{"prompt": p, "response": r, "correct": c} for p, r, c in rows] + [{"prompt": "n", "response": "x"}]
+        (folder / "judged.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    bank = bank_from_rounds(tmp_path, before_round=3, limit=10)
+    assert [r["prompt"] for r in bank] == ["c", "a", "b"]
+    assert [r["prompt"] for r in bank_from_rounds(tmp_path, before_round=3, limit=2)] == ["c", "a"]
+    assert bank_from_rounds(tmp_path, before_round=1, limit=10) == []
+
+
+def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bank.jsonl"
+    path.write_text('{"prompt": "a", "response": "b", "correct": true}\n{"prompt": "a", "response": "b"}\n')
+    with pytest.raises(BankError, match=r"bank.jsonl:2: field 'correct'"):
+        load_bank_file(path)
+    with pytest.raises(BankError, match="not found"):
+        load_bank_file(tmp_path / "missing.jsonl")
+
+
+def test_round_bank_reads_earlier_rounds_and_bootstraps_the_shortfall(tmp_path: Path) -> None:
+    folder = tmp_path / "round-01"
+    folder.mkdir()
+    earlier = [{"prompt": f"e{i}", "response": "r", "correct": i % 2 == 0} for i in range(3)]
+    (folder / "judged.jsonl").write_text("".join(json.dumps(x) + "\n" for x in earlier))
+    rows = [{"prompt": f"q{i}", "response": f" The answer is {i}", "answer": str(i % 2)} for i in range(6)]
+    rows.append({"prompt": "no answer", "response": "1"})  # never bootstrapped: nothing to verify it with
+    cfg = JudgeConfig(kind="meta-ranking", bootstrap=4, bank_size=5)
+    bank, facts = build_bank(cfg, rows, tmp_path, round_index=2, seed=0)
+    assert facts == {"bank_source": "rounds", "from_rounds": 3, "bootstrapped": 4}
+    assert [r["prompt"] for r in bank[:3]] == ["e0", "e1", "e2"] and len(bank) == 5  # bank_size caps the extra
+    for ref in bank[3:]:  # labelled by the verifier: q0 and q1 answer their own answer, the rest do not
+        assert ref["correct"] == (ref["prompt"] in ("q0", "q1"))
+    assert build_bank(cfg, rows, tmp_path, round_index=2, seed=0) == (bank, facts)  # seeded
+    enough = JudgeConfig(kind="meta-ranking", bootstrap=3, bank_size=5)
+    assert build_bank(enough, rows, tmp_path, round_index=2, seed=0)[1]["bootstrapped"] == 0
+    alone, facts = build_bank(cfg, rows, None, round_index=1, seed=0)  # round 1: only its own rows
+    assert facts["from_rounds"] == 0 and facts["bootstrapped"] == 4 and len(alone) == 4
+    assert all(row["prompt"] != "no answer" for row in alone)
+
+
+def test_round_bank_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "bank.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "response": "r", "correct": True}) + "\n" for i in range(4)))
+    cfg = JudgeConfig(kind="meta-ranking", bank="file", bank_path=str(path), bank_size=3)
+    bank, facts = build_bank(cfg, [], None, round_index=1, seed=0)
+    assert [r["prompt"] for r in bank] == ["p0", "p1", "p2"]
+    assert facts == {"bank_source": "file", "bank_path": str(path), "from_file": 3}
