@@ -100,11 +100,12 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
     table = format_table(results, len(test), wrong_share)
     print(table)
     png = plot_roc(results, labels, out / "roc.png", f"{config.name}: judges on {judge_ref.source}")
+    figures = {name: {k: v for k, v in r.items() if k != "scores"} for name, r in results.items()}
     summary = {
         "judge_model": judge_ref.model_dump(),
         "split": {"bank": len(bank), "panel": len(panel), "dev": len(dev), "test": len(test)},
         "test_wrong_share": wrong_share,
-        "results": {name: {k: v for k, v in r.items() if k != "scores"} for name, r in results.items()},
+        "results": figures,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     run_id = start_run(
@@ -113,7 +114,7 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
         params={**flatten(config), "judges": ",".join(judges), "test_rows": str(len(test))},
         tags={"selftrain.kind": "judge-eval"},
     )
-    metrics = {f"judge_eval/{name}/{k}": float(v) for name, r in summary["results"].items() for k, v in r.items()}
+    metrics = {f"judge_eval/{name}/{k}": float(v) for name, r in figures.items() for k, v in r.items()}
     log_metrics(config.tracking, [run_id], metrics, step=0)
     for path in (png, out / "results.json", out / "labelled.jsonl"):
         log_artifact(config.tracking, run_id, path)

@@ -141,7 +141,7 @@ def train_reward_model(
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-        trained = trainer.model
+        trained: Any = trainer.model  # a PeftModel with LoRA (merged below), else the PreTrainedModel
         if peft_config is not None:
             trained = trained.merge_and_unload()
         trained.save_pretrained(str(scratch.result))

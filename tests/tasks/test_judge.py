@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from tasks.judge import judge_summary
+from configs.schema import JudgeConfig
+from models.loading import load_policy
+from models.option_scorer import OptionScorer
+from tasks.judge import judge_summary, judge_with_llm
+from tasks.judging.calibration import rescale
+from tasks.judging.lm import OPTIONS
 
 
 def test_judge_summary() -> None:
@@ -33,3 +39,45 @@ def test_judge_summary_without_answers_or_rows() -> None:
     assert math.isnan(summary["accuracy"]) and math.isnan(summary["pass_at_k"])
     empty = judge_summary([], threshold=0.5)
     assert empty["prompts"] == 0.0 and math.isnan(empty["accept_rate"]) and math.isnan(empty["mean_score"])
+
+
+def test_an_lm_judge_is_calibrated_on_dev_rows_and_mapped_onto_the_selection_threshold(tiny_dir: Path) -> None:
+    scorer = OptionScorer(*load_policy(str(tiny_dir)), OPTIONS, batch_size=8)
+    bank = [
+        {"prompt": f"What is {i} plus 1?", "response": f" The answer is {i + 1 + i % 2}.", "correct": i % 2 == 0}
+        for i in range(12)
+    ]
+    rows = [
+        {
+            "id": f"p{i}",
+            "sample": 0,
+            "prompt": f"What is {i} plus 2?",
+            "response": f" The answer is {i + 2 + i % 3}.",
+            "answer": str(i + 2),
+        }
+        for i in range(6)
+    ] + [{"id": "free", "sample": 0, "prompt": "Say hi.", "response": " hi", "answer": None}]
+    cfg = JudgeConfig(kind="meta-ranking", references=2, panel=4, dev_size=4)
+    result = judge_with_llm(rows, cfg, scorer, bank, template="Q: {prompt}\nA:", select_threshold=0.5, seed=1)
+    m = result.metrics
+    assert (m["bank_size"], m["dev_rows"], m["panel_size"], m["bank_correct_share"]) == (12.0, 4.0, 4.0, 0.5)
+    assert [r["id"] for r in result.rows] == [r["id"] for r in rows]
+    for row in result.rows:  # every score is the raw one mapped by the calibrated threshold
+        assert row["score"] == rescale(row["raw_score"], m["threshold"], 0.5)
+        assert (row["score"] >= 0.5) == (row["raw_score"] >= m["threshold"])
+    assert [r.get("correct") for r in result.rows] == [True, False, False, True, False, False, None]
+    assert 0.0 <= m["auroc"] <= 1.0 and 0.0 <= m["dev_auroc"] <= 1.0 and m["forward_passes"] > 0
+    logged = result.logs["judge-bank.jsonl"]
+    assert [r["role"] for r in logged] == ["panel"] * 4 + ["dev"] * 4
+    assert len(result.logs["judge-references.jsonl"]) == 7
+    no_dev = judge_with_llm(
+        rows,
+        cfg.model_copy(update={"dev_size": 0, "kind": "pointwise"}),
+        scorer,
+        bank,
+        template="Q: {prompt}\nA:",
+        select_threshold=0.5,
+        seed=1,
+    )
+    assert no_dev.metrics["threshold"] == 0.5 and "judge-references.jsonl" not in no_dev.logs  # pointwise: no panel log
+    assert all(r["score"] == rescale(r["raw_score"], 0.5, 0.5) for r in no_dev.rows)
