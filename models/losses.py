@@ -14,6 +14,7 @@ tokens that carry no loss (prompt, padding).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +49,13 @@ def completion_loss(
         The loss, and detached statistics over the scored tokens: `tokens`, `entropy` (mean entropy of
         the next-token distribution) and `accuracy` (share where the label is the top token).
     """
-    causal_lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    causal_lm = cast(PreTrainedModel, model.get_base_model() if isinstance(model, PeftModel) else model)
+    body, head = cast(torch.nn.Module, causal_lm.base_model), cast(torch.nn.Module, causal_lm.get_output_embeddings())
     body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-    hidden = causal_lm.base_model(**body_inputs, use_cache=False).last_hidden_state
+    hidden = body(**body_inputs, use_cache=False).last_hidden_state
     targets = inputs["labels"][:, 1:]
     scored = targets != IGNORE
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
+    logits = head(hidden[:, :-1][scored])
     # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
     cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
     if cap:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar
+from peft import PeftModel
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from transformers import PrinterCallback, TrainerCallback
@@ -197,7 +198,7 @@ def train_dpo(
         trainer.train()
         seconds = time.perf_counter() - started
         # Only the trained adapter: TRL's frozen "ref" copy (when continuing an adapter) is not part of the policy.
-        trainer.model.save_pretrained(str(scratch.result), selected_adapters=["default"])
+        cast(PeftModel, trainer.model).save_pretrained(str(scratch.result), selected_adapters=["default"])
     logs = callback.logs or [{"loss": float("nan")}]
 
     def mean(key: str) -> float:

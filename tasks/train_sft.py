@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from datasets import Dataset
@@ -65,7 +65,7 @@ class CompletionLogitsSFTTrainer(SFTTrainer):
         # As TRL: with num_items_in_batch counted over every process, DDP's gradient averaging is undone.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if cast(torch.nn.Module, self.model).training else "eval"
         self._metrics[mode]["entropy"].append(stats["entropy"])
         self._metrics[mode]["mean_token_accuracy"].append(stats["accuracy"])
         if mode == "train" and "attention_mask" in inputs:
@@ -173,7 +173,7 @@ def train_sft(
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-        trainer.model.save_pretrained(str(scratch.result))
+        cast(PeftModel, trainer.model).save_pretrained(str(scratch.result))
     losses = callback.losses or [float("nan")]
     return {
         "loss": sum(losses) / len(losses),

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from peft import PeftModel, get_peft_model
@@ -116,11 +117,12 @@ def train_superhf(
     """
     report = progress or (lambda _line: None)
     torch.manual_seed(seed)
-    model, tokenizer = load_policy(base, adapter, trainable=True)
+    loaded, tokenizer = load_policy(base, adapter, trainable=True)
     reference = None
     if adapter is None:
-        model = get_peft_model(model, lora_config(cfg))
+        model = cast(PeftModel, get_peft_model(loaded, lora_config(cfg)))
     else:
+        model = cast(PeftModel, loaded)  # load_policy wraps the base when given an adapter
         reference, _ = load_policy(base, adapter)  # frozen, eval mode
     encoded = encode_examples(tokenizer, examples, cfg.max_length)
     steps = math.ceil(cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)) if encoded else 0
