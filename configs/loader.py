@@ -1,15 +1,16 @@
 """Loading a campaign config: YAML file + `key=value` overrides -> a validated `CampaignConfig`.
 
-Every failure becomes a `ConfigError` whose lines name the field (dotted path) and the reason, so
-the CLI can print it without a traceback.
+Every failure becomes a `ConfigError` whose lines name the field (dotted path), or the file with its
+line and column, and the reason, so the CLI can print it without a traceback.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -17,10 +18,71 @@ from pydantic import BaseModel, ValidationError
 from configs.schema import CampaignConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
+_DOTTED_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names each bad field and why."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    PyYAML keeps the last value silently; a config with `k: 4` and, further down, `k: 64` would then
+    run with a value the reader of the file may not see.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise ConfigError(f"{self.name}, line {line}: duplicate key {key!r} (first at line {seen[key]})")
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def config_key_exists(key: str) -> bool:
+    """Whether `key` is a dotted field path of the schema (`generate.k`, `judge.model.name`)."""
+    parts = key.split(".")
+    section = _section(parts[:-1])
+    return section is not None and parts[-1] in section.model_fields
+
+
+def _section(parts: Sequence[str]) -> type[BaseModel] | None:
+    """The section model at a dotted path of sections (the whole config for []), or None."""
+    model: type[BaseModel] = CampaignConfig
+    for part in parts:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        sections = [a for a in (annotation, *get_args(annotation)) if _is_section(a)]
+        if not sections:
+            return None
+        model = sections[0]
+    return model
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def split_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`[CONFIG] [key=value ...]` -> (config path or None, overrides).
+
+    The first argument is an override only when the part before its first `=` is a field of the schema,
+    so a config path that contains `=` (`configs/lr=1e-4.yaml`) is still a path.
+    """
+    if args and not is_override(args[0]):
+        return args[0], list(args[1:])
+    return None, list(args)
+
+
+def is_override(arg: str) -> bool:
+    """Whether a command-line argument is a `dotted.key=value` override of a known field."""
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and config_key_exists(key.strip())
 
 
 def resolve_config_path(name: str) -> Path:
@@ -31,7 +93,49 @@ def resolve_config_path(name: str) -> Path:
     for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
         if candidate.exists():
             return candidate
+    key, sep, _ = name.partition("=")
+    if sep and _DOTTED_KEY.match(key.strip()):
+        # Looks like an override of a field that does not exist: say that rather than "file not found".
+        hint = _suggestion(key.strip().split("."))
+        raise ConfigError(f"{name}: neither a config file nor an override of a known field{hint}")
     raise ConfigError(f"{name}: config file not found")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds ({} for an empty file).
+
+    Raises:
+        ConfigError: naming the file (and the line and column, or the key) when it cannot be read as a
+            YAML mapping: a directory, unreadable, not UTF-8, a syntax error, a duplicate key, a list.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        loaded = loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_message(path, err)) from None
+    finally:
+        loader.dispose()
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields")
+    return loaded or {}
+
+
+def _yaml_message(path: Path, err: yaml.YAMLError) -> str:
+    """`file, line L, column C: problem (context)` from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or _first_line(err)
+    context = getattr(err, "context", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> CampaignConfig:
@@ -46,14 +150,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     """
     data: dict[str, Any] = {}
     if path is not None:
-        resolved = resolve_config_path(str(path))
-        try:
-            loaded = yaml.safe_load(resolved.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{resolved}: not valid YAML ({_first_line(err)})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{resolved}: the top level must be a mapping of fields")
-        data = loaded or {}
+        data = read_config_file(resolve_config_path(str(path)))
     for item in overrides:
         _apply_override(data, item)
     try:
@@ -90,20 +187,19 @@ def format_validation_error(err: ValidationError) -> str:
             lines.append(f"{where}: unknown field{_suggestion(loc)}")
             continue
         message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "value_error" and (not loc or message.startswith(f"{where}.")):
+            lines.append(message)  # a check across fields names its fields itself
+            continue
         got = problem.get("input")
         shown = "" if isinstance(got, dict) or problem["type"] == "value_error" else f" (got {got!r})"
         lines.append(f"{where}: {message}{shown}")
     return "\n".join(lines)
 
 
-def _suggestion(loc: list[str]) -> str:
-    model: type[BaseModel] = CampaignConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
-        model = annotation
+def _suggestion(loc: Sequence[str]) -> str:
+    model = _section(loc[:-1])
+    if model is None:
+        return ""
     close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -2,19 +2,76 @@
 
 The same descriptions appear in `selftrain schema`, in the Prefect UI form of a deployment and in
 validation errors, so they are written for users, not for the code.
+
+Sizes have two limits: a hard one (`ge`/`le`, never crossed) and a documented *sane bound* (`soft_max`
+in the JSON schema, "at most N" in the description) that only `limits.allow_large: true` lets a value
+exceed, because a typo such as `generate.k=100000` would otherwise start a campaign of many hours.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+import string
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+SAFE_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ - , not starting with '.'"
 
 
 class _Strict(BaseModel):
-    """Base of every config section: unknown keys are errors and values never change after loading."""
+    """Base of every config section: unknown keys, NaN, infinity and booleans given as numbers are errors,
+    and values never change after loading."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode takes True as 1, so `rounds=yes` would run one round without a word.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = {annotation, *get_args(annotation)}
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        return value
+
+
+def bounded(default: Any, soft_max: int, description: str, **constraints: Any) -> Any:
+    """A `Field` with a sane upper bound that only `limits.allow_large` lets a value (or text length) pass."""
+    return Field(
+        default,
+        description=f"{description} At most {soft_max:,} unless limits.allow_large is true.",
+        json_schema_extra={"soft_max": soft_max},
+        **constraints,
+    )
+
+
+def check_template(template: str) -> str:
+    """Raise ValueError unless `template` uses `{prompt}` and no other placeholder (str.format rules)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:  # a lone "{" or "}"
+        raise ValueError(f"not a valid format string ({err}); write a literal brace as '{{{{' or '}}}}'") from None
+    unknown = [f for f in fields if f != "prompt"]
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}}: only {{prompt}} is filled in (write a literal brace as '{{{{')"
+        )
+    if not fields:
+        hint = " ('{{prompt}}' is an escaped, literal brace)" if "{{prompt}}" in template else ""
+        raise ValueError(f"must contain the placeholder {{prompt}}, or the model never sees the question{hint}")
+    return template
+
+
+def check_safe_name(value: str) -> str:
+    """Raise ValueError unless `value` can name a folder and an MLflow experiment or run as it is."""
+    if not value:
+        raise ValueError(f"must not be empty ({SAFE_NAME_RULE})")
+    if not SAFE_NAME.match(value):
+        raise ValueError(f"{value!r} is not a safe name for folders and MLflow ({SAFE_NAME_RULE})")
+    return value
 
 
 class ModelConfig(_Strict):
@@ -58,21 +115,24 @@ class PromptsConfig(_Strict):
     )
     train_path: str | None = Field(
         None,
-        description="source=file: JSONL, CSV or Parquet with a `prompt` column and an optional `answer` column.",
+        description="source=file: JSONL, CSV or Parquet with a `prompt` column and an optional `answer` column. "
+        "A prompt longer than 16,000 characters needs limits.allow_large.",
     )
     heldout_path: str | None = Field(
         None, description="source=file: held-out file in the same format; needs an `answer` column."
     )
-    train_size: int = Field(64, ge=1, description="Training prompts used per round.")
-    heldout_size: int = Field(64, ge=1, description="Held-out prompts scored greedily after every round.")
+    train_size: int = bounded(64, 10_000, "Training prompts used per round.", ge=1)
+    heldout_size: int = bounded(64, 10_000, "Held-out prompts scored greedily after every round.", ge=1)
     min_operand: int = Field(1, ge=0, description="source=arithmetic: smallest operand (difficulty knob).")
     max_operand: int = Field(9, ge=1, description="source=arithmetic: largest operand (difficulty knob).")
     operations: list[Literal["add", "sub"]] = Field(
         ["add", "sub"], min_length=1, description="source=arithmetic: operations the problems use."
     )
-    template: str = Field(
+    template: str = bounded(
         "Question: {prompt}\nAnswer:",
-        description="How a prompt is shown to the model; `{prompt}` is replaced by the question.",
+        4_000,
+        "How a prompt is shown to the model; `{prompt}` is replaced by the question and is the only placeholder "
+        "(write a literal brace as `{{` or `}}`). Its length in characters is bounded.",
     )
     fresh_each_round: bool = Field(
         True, description="Draw a new set of training prompts every round (seeded by round)."
@@ -94,20 +154,23 @@ class PromptsConfig(_Strict):
             raise ValueError("prompts.min_operand must not exceed prompts.max_operand")
         if self.source == "file" and not (self.train_path and self.heldout_path):
             raise ValueError("prompts.train_path and prompts.heldout_path are required when source is 'file'")
-        if "{prompt}" not in self.template:
-            raise ValueError("prompts.template must contain '{prompt}'")
         return self
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value)
 
 
 class GenerateConfig(_Strict):
     """Sampling k responses per prompt from the current policy."""
 
-    k: int = Field(4, ge=1, description="Responses sampled per prompt.")
+    k: int = bounded(4, 64, "Responses sampled per prompt.", ge=1)
     temperature: float = Field(0.8, gt=0.0, le=5.0, description="Sampling temperature (> 0).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass, in (0, 1].")
-    max_new_tokens: int = Field(24, ge=1, description="Longest response, in tokens.")
+    max_new_tokens: int = bounded(24, 1_024, "Longest response, in tokens.", ge=1)
     stop: list[str] = Field(["\n"], description="A response ends at the first of these strings (or at EOS).")
-    batch_size: int = Field(32, ge=1, description="Sequences generated together; batches are grouped by length.")
+    batch_size: int = bounded(32, 512, "Sequences generated together; batches are grouped by length.", ge=1)
     few_shot_rounds: int | None = Field(
         None,
         ge=0,
@@ -123,7 +186,7 @@ class CascadeConfig(_Strict):
     """Model cascading: prompts the policy answers unreliably go to a stronger model."""
 
     model: ModelConfig = Field(description="The stronger model that answers routed prompts (greedy).")
-    max_new_tokens: int = Field(24, ge=1, description="Longest answer of the stronger model, in tokens.")
+    max_new_tokens: int = bounded(24, 1_024, "Longest answer of the stronger model, in tokens.", ge=1)
 
 
 class JudgeConfig(_Strict):
@@ -167,7 +230,7 @@ class JudgeConfig(_Strict):
     bank_path: str | None = Field(
         None, description="bank=file: JSONL with `prompt`, `response` and `correct` (true/false) per line."
     )
-    bank_size: int = Field(256, ge=2, description="meta-ranking: most references kept in the bank (newest first).")
+    bank_size: int = bounded(256, 10_000, "meta-ranking: most references kept in the bank (newest first).", ge=2)
     bootstrap: int = Field(
         64,
         ge=0,
@@ -195,7 +258,7 @@ class JudgeConfig(_Strict):
     )
     weight_correct: float = Field(1.0, ge=0.0, description="meta-ranking: vote weight of a correct reference.")
     weight_wrong: float = Field(1.0, ge=0.0, description="meta-ranking: vote weight of a wrong reference.")
-    batch_size: int = Field(32, ge=1, description="LLM judges: comparisons per forward pass.")
+    batch_size: int = bounded(32, 512, "LLM judges: comparisons per forward pass.", ge=1)
     cascade: CascadeConfig | None = Field(
         None,
         description="Send prompts whose best response scores below the threshold to a stronger model, whose "
@@ -220,9 +283,9 @@ class JudgeConfig(_Strict):
     reward_pairs_per_prompt: int = Field(
         4, ge=1, description="reward-model training: most preference pairs drawn per prompt (seeded)."
     )
-    reward_epochs: float = Field(1.0, gt=0.0, description="reward-model training: passes over the pairs.")
+    reward_epochs: float = bounded(1.0, 20, "reward-model training: passes over the pairs.", gt=0.0)
     reward_learning_rate: float = Field(1e-4, gt=0.0, description="reward-model training: AdamW learning rate.")
-    reward_batch_size: int = Field(8, ge=1, description="reward-model training: pairs per step; also scoring batch.")
+    reward_batch_size: int = bounded(8, 512, "reward-model training: pairs per step; also scoring batch.", ge=1)
     reward_lora_r: int = Field(
         0, ge=0, description="reward-model training: LoRA rank (merged into the saved model); 0: full fine-tuning."
     )
@@ -294,16 +357,24 @@ class TrainConfig(_Strict):
             "plus `kl_weight` x KL(policy || round's starting policy) on the completion tokens (Mukobi et al. 2023)."
         ),
     )
-    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_r: int = bounded(8, 256, "LoRA rank.", ge=1)
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: str | list[str] = Field(
         "all-linear", description="Modules that get LoRA adapters: 'all-linear' or a list of module names."
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names or not all(name.strip() for name in names):
+            raise ValueError("name at least one module ('all-linear', or a list such as [q_proj, v_proj])")
+        return value
     learning_rate: float = Field(2e-3, gt=0.0, description="Peak learning rate (AdamW, linear decay).")
-    epochs: float = Field(2.0, gt=0.0, description="Passes over the round's training data.")
-    batch_size: int = Field(16, ge=1, description="Examples (dpo: pairs) per optimiser step.")
-    max_length: int = Field(128, ge=8, description="Prompt + completion tokens kept per example.")
+    epochs: float = bounded(2.0, 20, "Passes over the round's training data.", gt=0.0)
+    batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
+    max_length: int = bounded(128, 4_096, "Prompt + completion tokens kept per example.", ge=8)
     min_examples: int = Field(
         1,
         ge=1,
@@ -348,7 +419,7 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     """Held-out scoring and the promotion gate."""
 
-    max_new_tokens: int = Field(24, ge=1, description="Longest greedy response on held-out prompts.")
+    max_new_tokens: int = bounded(24, 1_024, "Longest greedy response on held-out prompts.", ge=1)
     few_shot: bool = Field(
         False,
         description=(
@@ -395,13 +466,31 @@ class TrackingConfig(_Strict):
         None,
         description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db.",
     )
-    experiment: str = Field("selftrain", description="MLflow experiment name.")
+    experiment: str = Field("selftrain", description=f"MLflow experiment name: {SAFE_NAME_RULE}.")
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_experiment(cls, value: str) -> str:
+        return check_safe_name(value)
+
+
+class LimitsConfig(_Strict):
+    """Sane bounds: fields documented with "at most N" refuse larger values unless this says otherwise."""
+
+    allow_large: bool = Field(
+        False,
+        description=(
+            "Allow values above the documented sane bounds (generate.k at most 64, sizes at most 10,000, "
+            "tokens at most 1,024, templates at most 4,000 characters, prompts in files at most 16,000 "
+            "characters, ...). Check time and memory first: generate.k=100000 is about 10 hours a round."
+        ),
+    )
 
 
 class CampaignConfig(_Strict):
     """A self-training campaign: `rounds` rounds of generate, judge, select, train, evaluate."""
 
-    name: str = Field("campaign", min_length=1, description="Campaign name, used in run names and folders.")
+    name: str = Field("campaign", description=f"Campaign name, used in run names and folders: {SAFE_NAME_RULE}.")
     seed: int = Field(0, description="Seed for prompts, sampling and training; each round derives its own.")
     rounds: int = Field(3, ge=1, le=1000, description="Number of self-training rounds.")
     start_from: Literal["base", "champion"] = Field(
@@ -421,3 +510,43 @@ class CampaignConfig(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Per-round stability monitors.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Where results go.")
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="Sane bounds on sizes.",
+        # Left out of the dump while off, so campaign identities and logged params stay as they were.
+        exclude_if=lambda limits: not limits.allow_large,
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_safe_name(value)
+
+    @model_validator(mode="after")
+    def _within_sane_bounds(self) -> CampaignConfig:
+        if not self.limits.allow_large:
+            for where, value, soft_max in soft_bounded_values(self):
+                size = f"{len(value):,} characters long, above" if isinstance(value, str) else f"{value} is above"
+                raise ValueError(
+                    f"{where}{' is ' if isinstance(value, str) else '='}{size} its sane bound of {soft_max:,}; "
+                    "set limits.allow_large=true to allow it"
+                )
+        return self
+
+
+def soft_bounded_values(section: BaseModel, prefix: str = "") -> list[tuple[str, Any, int]]:
+    """(dotted field, value, bound) for every value above its `soft_max` (text: its length), depth first."""
+    over = []
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            over.extend(soft_bounded_values(value, f"{prefix}{name}."))
+            continue
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        soft_max = extra.get("soft_max")
+        if isinstance(soft_max, int) and value is not None:
+            size = len(value) if isinstance(value, str) else value
+            if size > soft_max:
+                over.append((f"{prefix}{name}", value, soft_max))
+    return over
+
