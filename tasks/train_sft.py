@@ -3,7 +3,7 @@
 Each round continues from the previous promoted policy: when that policy carries an adapter, the
 adapter is loaded trainable and trained further, so the saved adapter is always the whole delta
 from the base model. The loss covers completion tokens only (TRL's prompt-completion format), and
-only the positions that predict a completion token go through the LM head (`completion_loss`): with
+only the positions that predict a completion token go through the LM head (`models.losses.completion_loss`): with
 Gemma's 262k-token vocabulary the head is most of a step's cost, and the prompt positions are most of
 each example.
 """
