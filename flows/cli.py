@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
-from configs.loader import ConfigError, describe_schema, load_config
+from configs.loader import ConfigError, describe_schema, load_config, split_args
 from configs.schema import CampaignConfig
 
 DEFAULT_CONFIG = "default"  # configs/default.yaml: the packaged Gemma 3 270M campaign
@@ -35,33 +35,8 @@ TABLE_METRICS = [
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
-    """`[CONFIG] [key=value ...]` -> (config or None, overrides)."""
-    if args and "=" not in args[0]:
-        return args[0], list(args[1:])
-    return None, list(args)
-
-
-def preflight(config: CampaignConfig) -> None:
-    """Check inputs that live outside the config (prompt files, local models) before any run is created.
-
-    Raises:
-        ValueError subclasses naming the file, line or field at fault.
-    """
-    from tasks.prompts import check_prompt_sources, few_shot_prefix
-
-    check_prompt_sources(config.prompts)
-    few_shot_prefix(config)  # a file-backed campaign may lack answered rows for its examples
-    if config.model.source == "packaged-gemma":
-        from models.gemma import PackagedModelError, check_package
-
-        try:
-            check_package()
-        except PackagedModelError as error:
-            raise ValueError(f"model.source packaged-gemma: {error}") from error
-    if config.model.source == "local":
-        from tasks.policy import prepare_base
-
-        prepare_base(config)
+    """`[CONFIG] [key=value ...]` -> (config or None, overrides); see `configs.loader.split_args`."""
+    return split_args(args)
 
 
 def load_checked(args: Sequence[str]) -> CampaignConfig | None:
@@ -70,11 +45,13 @@ def load_checked(args: Sequence[str]) -> CampaignConfig | None:
     Returns:
         The config, or None after printing the error (field, file or line, and reason) to stderr.
     """
+    from flows.preflight import preflight
+
     path, overrides = _split(args)
     try:
         config = load_config(path or DEFAULT_CONFIG, overrides)
         preflight(config)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain: error: {err}", file=sys.stderr)
         return None
     return config

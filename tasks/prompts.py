@@ -310,15 +310,30 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "number" if isinstance(value, int | float) else type(value).__name__)
 
 
-def check_prompt_sources(cfg: PromptsConfig) -> None:
+def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) -> None:
     """Read the configured prompt files once, so a bad file fails before any run is recorded.
 
+    Args:
+        cfg: The prompts section.
+        max_chars: Longest prompt allowed, in characters (None: any); a 10 MB prompt would otherwise ask
+            the sampler for tens of GB.
+
     Raises:
-        PromptFileError: naming the file, the line or row, and the reason.
+        PromptFileError: naming the file, the line or row (or the prompt's id), and the reason.
     """
-    if cfg.source == "file":
-        load_prompt_file(str(cfg.train_path))
-        load_prompt_file(str(cfg.heldout_path), require_answer=True)
+    if cfg.source != "file":
+        return
+    for path, heldout in ((str(cfg.train_path), False), (str(cfg.heldout_path), True)):
+        records = load_prompt_file(path, require_answer=heldout)
+        if max_chars is None:
+            continue
+        for record in records:
+            if len(record["prompt"]) > max_chars:
+                reason = (
+                    f"prompt {record['id']!r} is {len(record['prompt']):,} characters long, above the sane bound "
+                    f"of {max_chars:,}; set limits.allow_large=true to allow it"
+                )
+                raise PromptFileError(path, reason)
 
 
 def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> list[Record]:

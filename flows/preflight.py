@@ -1,0 +1,377 @@
+"""Checks every input a validated config names before a campaign writes anything.
+
+The schema (configs/schema.py) checks what the config says; this module checks what the config points
+at: prompt files, model directories, the Hugging Face hub, the MLflow tracking URI, the output folder,
+and whether the longest prompt fits the model's context. `selftrain run`, `validate` and `serve` call
+`preflight` before any MLflow run or campaign folder exists, so a bad input costs one line on stderr
+(`selftrain: error: <field or file>: <reason>`), never a traceback after a round of work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from configs.schema import CampaignConfig, ModelConfig, TrackingConfig
+
+HUB_PROBE_SECONDS = 3.0  # an unreachable hub otherwise costs ~75 s of retries, then a traceback
+MIN_FREE_BYTES = 100 * 2**20  # adapters, round data and the MLflow store need at least this much
+MAX_PROMPT_CHARS = 16_000  # a prompt in a file longer than this needs limits.allow_large
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+_TRUE = {"1", "on", "yes", "true"}  # huggingface_hub's reading of boolean environment variables
+
+
+class PreflightError(ValueError):
+    """An input the config points at cannot be used; the message names the field or file and the reason."""
+
+
+def preflight(config: CampaignConfig) -> None:
+    """Check the inputs that live outside the config, before any run or folder is created.
+
+    Raises:
+        ValueError subclasses (PreflightError, PromptFileError, ModelSourceError) naming the field, file or
+            line at fault and the reason.
+    """
+    check_output_dir(config.tracking)
+    check_tracking_uri(config.tracking)
+    check_prompts(config)
+    for field, model in models_of(config):
+        check_model(field, model)
+    if config.judge.reward_model:
+        check_reward_model(config.judge.reward_model)
+    check_context(config)
+
+
+def models_of(config: CampaignConfig) -> list[tuple[str, ModelConfig]]:
+    """(field prefix, model config) for every model the campaign names."""
+    found = [("model", config.model)]
+    if config.judge.model is not None:
+        found.append(("judge.model", config.judge.model))
+    if config.judge.cascade is not None:
+        found.append(("judge.cascade.model", config.judge.cascade.model))
+    return found
+
+
+def check_output_dir(cfg: TrackingConfig) -> None:
+    """Raise unless `tracking.output_dir` is a writable folder or can be created as one (nothing is created)."""
+    check_folder(f"tracking.output_dir={cfg.output_dir}", Path(cfg.output_dir))
+
+
+def check_folder(where: str, folder: Path) -> None:
+    """Raise unless `folder` is a writable folder, or can be created as one, on a disk with room left."""
+    path = folder.expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise PreflightError(f"{where}: is a file, not a folder")
+    if not existing.is_dir():
+        raise PreflightError(f"{where}: cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "is not writable" if existing == path else f"cannot be created, {existing} is not writable"
+        raise PreflightError(f"{where}: {verb}")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise PreflightError(f"{where}: only {free // 2**20} MB free on its disk (a campaign needs at least 100 MB)")
+
+
+def check_tracking_uri(cfg: TrackingConfig) -> None:
+    """Raise unless MLflow has a store for the tracking URI's scheme and would open it.
+
+    The list of schemes is MLflow's own store registry, so a plug-in store registered by another package
+    is accepted too. A plain path or `file:` URI needs MLFLOW_ALLOW_FILE_STORE=true in MLflow 3.
+    """
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.utils.uri import get_uri_scheme
+
+    from tasks.tracking import tracking_uri
+
+    if not cfg.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        return  # the embedded sqlite store in output_dir, checked by check_output_dir
+    uri = tracking_uri(cfg)
+    where = f"tracking.tracking_uri={uri}" if cfg.tracking_uri else f"MLFLOW_TRACKING_URI={uri}"
+    try:
+        scheme = get_uri_scheme(uri)
+    except MlflowException as err:
+        raise PreflightError(f"{where}: {_first_line(err.message)}") from None
+    known = _tracking_store_registry._registry  # scheme -> store builder, as MLflow resolves it
+    if scheme not in known:
+        names = ", ".join(sorted(s for s in known if s))
+        raise PreflightError(f"{where}: unknown tracking URI scheme {scheme!r} (MLflow knows {names})")
+    if scheme in ("", "file") and not MLFLOW_ALLOW_FILE_STORE.get():
+        raise PreflightError(
+            f"{where}: MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true; "
+            "use sqlite:///<folder>/mlflow.db (the default when tracking_uri is empty)"
+        )
+    if scheme == "sqlite":
+        database = uri.split("://", 1)[-1].removeprefix("/")
+        if database and database != ":memory:":
+            folder = Path("/" + database if uri.startswith("sqlite:////") else database).parent
+            check_folder(f"{where} (folder {folder})", folder)
+
+
+def check_prompts(config: CampaignConfig) -> None:
+    """Read prompt files and draw the built-in problems once, so sizes and files fail before any run."""
+    from tasks.prompts import campaign_prompts, check_prompt_sources, few_shot_prefix
+
+    limit = None if config.limits.allow_large else MAX_PROMPT_CHARS
+    check_prompt_sources(config.prompts, max_chars=limit)
+    few_shot_prefix(config)  # a file-backed campaign may lack answered rows for its examples
+    if config.prompts.source != "arithmetic":
+        return
+    for split in ("heldout", "train"):
+        try:
+            campaign_prompts(config, split, 1)
+        except ValueError as err:
+            size = config.prompts.heldout_size if split == "heldout" else config.prompts.train_size
+            raise PreflightError(
+                f"prompts.{split}_size={size}: {err}; widen prompts.min_operand..prompts.max_operand, "
+                "add operations or ask for fewer prompts"
+            ) from None
+
+
+def check_model(field: str, model: ModelConfig) -> None:
+    """Raise unless the model the config names can be loaded: installed, a model directory, or on the hub."""
+    if model.source == "packaged-gemma":
+        from models.gemma import PackagedModelError, check_package
+
+        try:
+            check_package()
+        except PackagedModelError as error:
+            raise PreflightError(f"{field}.source packaged-gemma: {error}") from None
+    elif model.source == "local":
+        check_model_dir(f"{field}.name={model.name}", Path(str(model.name)).expanduser())
+    elif model.source == "hub":
+        check_hub_model(f"{field}.name", str(model.name))
+
+
+def check_reward_model(name: str) -> None:
+    """judge.reward_model: a local directory holding a model, else a hub id that can be fetched."""
+    path = Path(name).expanduser()
+    if path.exists():
+        check_model_dir(f"judge.reward_model={name}", path)
+    else:
+        check_hub_model("judge.reward_model", name)
+
+
+def check_model_dir(where: str, path: Path) -> None:
+    """Raise unless `path` holds a transformers checkpoint: a config with a model type, weights whose
+    headers read and whose sizes match, and tokenizer files. Cheap: no weights are loaded."""
+    if not path.exists():
+        raise PreflightError(f"{where}: no such directory")
+    if not path.is_dir():
+        raise PreflightError(f"{where}: is a file, not a model directory")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise PreflightError(f"{where}: not a model directory (no config.json)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise PreflightError(f"{where}: config.json is not valid JSON ({_first_line(str(err))})") from None
+    if not isinstance(config, dict) or not config.get("model_type"):
+        raise PreflightError(f"{where}: config.json names no model_type, so transformers cannot load it")
+    weights = sorted({p for pattern in WEIGHT_PATTERNS for p in path.glob(pattern)})
+    if not weights:
+        raise PreflightError(f"{where}: no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+    for weight in weights:
+        if weight.name.endswith(".index.json"):
+            _check_index(where, weight)
+        elif weight.suffix == ".safetensors":
+            problem = safetensors_problem(weight)
+            if problem:
+                raise PreflightError(f"{where}: {weight.name} {problem}")
+        elif weight.stat().st_size == 0:
+            raise PreflightError(f"{where}: {weight.name} is empty")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise PreflightError(f"{where}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    tokenizer_json = path / "tokenizer.json"
+    if tokenizer_json.is_file():
+        try:
+            json.loads(tokenizer_json.read_bytes())
+        except ValueError as err:
+            raise PreflightError(f"{where}: tokenizer.json is not valid JSON ({_first_line(str(err))})") from None
+
+
+def _check_index(where: str, index: Path) -> None:
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (ValueError, OSError, KeyError, TypeError, AttributeError):
+        raise PreflightError(f"{where}: {index.name} is not a weight index (no weight_map)") from None
+    missing = sorted(s for s in shards if not (index.parent / s).is_file())
+    if missing:
+        raise PreflightError(f"{where}: {index.name} lists {missing[0]}, which is missing")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be read (None when its header parses and its size matches it).
+
+    Reads the header only: 8 bytes of little-endian length, a JSON header, then the tensors' bytes, whose
+    end offsets must fit the file (a truncated copy fails here instead of inside torch).
+    """
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > min(size - 8, 100 * 2**20):
+                return "is not a safetensors file (bad header length)"
+            header = json.loads(handle.read(length))
+        ends = [int(t["data_offsets"][1]) for name, t in header.items() if name != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "is not a safetensors file (unreadable header)"
+    if 8 + length + max(ends, default=0) > size:
+        return f"is truncated ({size:,} bytes, its header describes {8 + length + max(ends):,})"
+    return None
+
+
+def check_hub_model(field: str, name: str) -> None:
+    """Raise unless a hub model id is well formed and can be fetched: cached when offline, else reachable.
+
+    With HF_HUB_OFFLINE set the model must be in the local Hugging Face cache. Otherwise the hub is
+    probed with a short timeout: unreachable, transformers would retry for over a minute, then fail.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise PreflightError(f"{field}={name}: not a local path, nor a valid hub id ({_first_line(str(err))})") from None
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        if not cached:
+            raise PreflightError(
+                f"{field}={name}: HF_HUB_OFFLINE is set and {name} is not in the local Hugging Face cache "
+                "(download it where the hub is reachable, or unset HF_HUB_OFFLINE)"
+            )
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    if not reachable(endpoint, HUB_PROBE_SECONDS):
+        hint = "; it is in the local cache: set HF_HUB_OFFLINE=1 to use it" if cached else ""
+        raise PreflightError(f"offline: cannot reach the Hugging Face hub ({endpoint}) for {field}={name}{hint}")
+
+
+def reachable(url: str, timeout: float) -> bool:
+    """Whether any HTTP answer (even an error status) comes back from `url` within `timeout` seconds.
+
+    Run in a thread and joined with the timeout, because the socket timeout does not cover name lookup.
+    """
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            answered.set()
+        except urllib.error.HTTPError:
+            answered.set()
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True, name="selftrain-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return answered.is_set()
+
+
+def check_context(config: CampaignConfig) -> None:
+    """Raise when the longest prompt (few-shot prefix, template) plus the new tokens exceed the model's context.
+
+    Cheap first: a prompt has at most one token per UTF-8 byte (plus a few special tokens) under the
+    byte-level and byte-fallback tokenizers these models use, so the tokenizer is loaded only when that
+    bound does not already fit. Skipped when the context is not known without loading the model.
+    """
+    positions, tokenizer_dir = _context_of(config)
+    if positions is None:
+        return
+    from tasks.prompts import campaign_prompts, few_shot_prefix
+
+    prefix = few_shot_prefix(config)
+    sampled_with_prefix = config.prompts.few_shot > 0 and config.generate.few_shot_rounds != 0
+    checks = [
+        ("train", prefix if sampled_with_prefix else "", "generate.max_new_tokens", config.generate.max_new_tokens),
+        ("heldout", prefix if config.evaluate.few_shot else "", "evaluate.max_new_tokens", config.evaluate.max_new_tokens),
+    ]
+    tokenizer = None
+    for split, shown_prefix, new_field, new_tokens in checks:
+        prompts = campaign_prompts(config, split, 1)
+        longest = max((p["prompt"] for p in prompts), key=lambda text: len(text.encode()))
+        text = shown_prefix + config.prompts.template.format(prompt=longest)
+        if len(text.encode()) + 8 + new_tokens <= positions:
+            continue
+        if tokenizer is None:
+            tokenizer = _tokenizer(config, tokenizer_dir)
+        if tokenizer is None:
+            return
+        tokens = len(tokenizer(text)["input_ids"])
+        if tokens + new_tokens > positions:
+            raise PreflightError(
+                f"prompts: the longest {split} prompt is {tokens} tokens as the model sees it "
+                f"({'few-shot prefix, ' if shown_prefix else ''}template); with {new_field}={new_tokens} it "
+                f"exceeds the model's context of {positions} positions"
+            )
+
+
+def _context_of(config: CampaignConfig) -> tuple[int | None, Path | None]:
+    """(context length, local directory holding the tokenizer) of the campaign's model, when cheap to know."""
+    model = config.model
+    if model.source == "tiny":
+        from models.tiny import MAX_POSITIONS
+
+        return MAX_POSITIONS, None
+    if model.source == "local":
+        path = Path(str(model.name)).expanduser()
+        return _positions(path / "config.json"), path
+    if model.source == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(model.name), "config.json")
+        if isinstance(cached, str):
+            return _positions(Path(cached)), Path(cached).parent
+    # packaged-gemma: 32k positions, more than the sane bounds on templates, prompts and tokens add up to.
+    return None, None
+
+
+def _positions(config_path: Path) -> int | None:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    text_config = config.get("text_config")
+    return text_config.get("max_position_embeddings") if isinstance(text_config, dict) else None
+
+
+def _tokenizer(config: CampaignConfig, directory: Path | None):  # noqa: ANN202 (a transformers tokenizer)
+    """The campaign model's tokenizer, loaded from a local directory; the tiny model is built if needed."""
+    from transformers import AutoTokenizer
+
+    if directory is None and config.model.source == "tiny":
+        from tasks.policy import prepare_base
+
+        directory = Path(prepare_base(config).base)
+    if directory is None:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError):
+        return None
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _first_line(text: str) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""

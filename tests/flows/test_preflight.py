@@ -1,0 +1,196 @@
+"""Pre-run checks: every input the config points at is checked before any run or folder exists.
+
+Each class of bad input gives one line naming the field or file and the reason, exit 2, no traceback,
+and nothing recorded: no MLflow store, no campaign folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from configs.loader import load_config
+from flows.cli import main
+from flows.preflight import PreflightError, check_model_dir, preflight, reachable, safetensors_problem
+
+
+def _rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path, *overrides: str, command: str = "run") -> str:
+    """Run `selftrain run` on the tiny config; assert exit 2, one line, no traceback, nothing written."""
+    out = tmp_path / "runs"
+    args = [command, "configs/tiny.yaml", f"tracking.output_dir={out}", *overrides]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("selftrain: error: ") and err.count("\n") == 1, err
+    assert not out.exists(), "a rejected run must not create its output folder"
+    return err.removeprefix("selftrain: error: ").strip()
+
+
+def _copy_model(tiny_dir: Path, to: Path) -> Path:
+    shutil.copytree(tiny_dir, to)
+    return to
+
+
+def test_local_model_directory_contents(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_dir: Path) -> None:
+    model = _copy_model(tiny_dir, tmp_path / "model")
+    local = ["model.source=local", f"model.name={model}"]
+    preflight(load_config("tiny", local))  # the real thing passes
+
+    (model / "config.json").write_text("{not json")
+    assert "model.name=" in _rejected(capsys, tmp_path, *local)
+    assert _rejected(capsys, tmp_path, *local).endswith("config.json is not valid JSON (Expecting property name "
+                                                         "enclosed in double quotes: line 1 column 2 (char 1))")
+    (model / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    assert _rejected(capsys, tmp_path, *local).endswith("config.json names no model_type, so transformers cannot load it")
+    shutil.copy(tiny_dir / "config.json", model / "config.json")
+
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    assert f"model.safetensors is truncated ({len(data) // 2:,} bytes" in _rejected(capsys, tmp_path, *local)
+    weights.write_bytes(b"\0" * len(data))
+    assert _rejected(capsys, tmp_path, *local).endswith("model.safetensors is not a safetensors file (unreadable header)")
+    weights.unlink()
+    assert _rejected(capsys, tmp_path, *local).endswith("no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+    weights.write_bytes(data)
+
+    (model / "tokenizer.json").unlink()
+    assert "no tokenizer files" in _rejected(capsys, tmp_path, *local)
+    assert _rejected(capsys, tmp_path, "model.source=local", f"model.name={tmp_path / 'nope'}").endswith(
+        "nope: no such directory"
+    )
+
+
+def test_safetensors_header_check_accepts_the_real_file(tiny_dir: Path) -> None:
+    assert safetensors_problem(tiny_dir / "model.safetensors") is None
+
+
+def test_judge_and_cascade_models_are_checked_too(tmp_path: Path) -> None:
+    with pytest.raises(PreflightError, match=r"^judge.model.name=.*: no such directory$"):
+        preflight(load_config("tiny", ["judge.model.source=local", f"judge.model.name={tmp_path / 'x'}"]))
+    with pytest.raises(PreflightError, match=r"^judge.reward_model=.*: is a file, not a model directory$"):
+        (tmp_path / "rm").write_text("")
+        preflight(load_config("tiny", ["judge.kind=reward-model", f"judge.reward_model={tmp_path / 'rm'}"]))
+
+
+def test_hub_model_offline_without_cache_says_so_at_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    message = _rejected(capsys, tmp_path, "model.source=hub", "model.name=nobody/no-such-model")
+    assert message.startswith("model.name=nobody/no-such-model: HF_HUB_OFFLINE is set and nobody/no-such-model is "
+                              "not in the local Hugging Face cache")
+    assert time.monotonic() - started < 60
+    assert "not a local path, nor a valid hub id" in _rejected(capsys, tmp_path, "model.source=hub", "model.name=a//b")
+
+
+def test_unreachable_hub_is_reported_within_seconds(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A closed local port stands in for an offline machine: refused at once, no network used.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    message = _rejected(capsys, tmp_path, "model.source=hub", "model.name=nobody/no-such-model")
+    assert message == (
+        "offline: cannot reach the Hugging Face hub (http://127.0.0.1:9) for model.name=nobody/no-such-model"
+    )
+
+
+def test_reachability_probe_is_bounded() -> None:
+    # A server that accepts connections and never answers: the probe gives up after its timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        assert not reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", 0.5)
+        assert time.monotonic() - started < 2
+
+
+def test_tracking_uri_scheme(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    message = _rejected(capsys, tmp_path, "tracking.tracking_uri=foo://host/x")
+    assert message.startswith("tracking.tracking_uri=foo://host/x: unknown tracking URI scheme 'foo' (MLflow knows ")
+    assert "postgresql" in message and "sqlite" in message
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert "MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true" in _rejected(
+        capsys, tmp_path, f"tracking.tracking_uri={tmp_path / 'mlruns'}"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
+    assert _rejected(capsys, tmp_path).startswith("MLFLOW_TRACKING_URI=bogus://x: unknown tracking URI scheme")
+
+
+def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "runs"
+    blocker.write_text("")
+    assert main(["run", "configs/tiny.yaml", f"tracking.output_dir={blocker}"]) == 2
+    assert capsys.readouterr().err == f"selftrain: error: tracking.output_dir={blocker}: is a file, not a folder\n"
+    assert main(["run", "configs/tiny.yaml", f"tracking.output_dir={blocker}/sub"]) == 2
+    assert capsys.readouterr().err.endswith(f"cannot be created, {blocker} is a file\n")
+    assert blocker.read_text() == ""
+    sqlite = f"tracking.tracking_uri=sqlite:///{blocker}/mlflow.db"
+    assert "is a file" in _rejected(capsys, tmp_path / "other", sqlite)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["name=../../../x"], "name: '../../../x' is not a safe name for folders and MLflow"),
+        (["tracking.experiment="], "tracking.experiment: must not be empty"),
+        (["prompts.template='Question: {{prompt}} Answer:'"], "prompts.template: must contain the placeholder"),
+        (["prompts.template='{question}'"], "prompts.template: unknown placeholder {question}"),
+        (["select.threshold=.nan"], "select.threshold: Input should be a finite number (got nan)"),
+        (["train.epochs=.inf"], "train.epochs: Input should be a finite number (got inf)"),
+        (["train.target_modules=[]"], "train.target_modules: name at least one module"),
+        (["rounds=yes"], "rounds: expected a number, got the boolean true"),
+        (["generate.k=100000"], "generate.k=100000 is above its sane bound of 64"),
+        (
+            ["prompts.min_operand=1", "prompts.max_operand=1", "prompts.operations=[add]"],
+            "prompts.heldout_size=128: could not draw 128 distinct heldout problems with operands 1..1; widen",
+        ),
+    ],
+)
+def test_run_and_validate_refuse_the_same_inputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, overrides: list[str], expected: str
+) -> None:
+    assert expected in _rejected(capsys, tmp_path, *overrides)
+    assert expected in _rejected(capsys, tmp_path, *overrides, command="validate")
+
+
+def test_a_huge_prompt_in_a_file_is_refused_unless_allowed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"id": "big", "prompt": "x " * 10_000, "answer": "1"}) + "\n")
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.heldout_path={train}"]
+    assert _rejected(capsys, tmp_path, *files) == (
+        f"{train}: prompt 'big' is 20,000 characters long, above the sane bound of 16,000; "
+        "set limits.allow_large=true to allow it"
+    )
+    # Allowed, it still has to fit the tiny model's 256 positions.
+    message = _rejected(capsys, tmp_path, *files, "limits.allow_large=true")
+    assert message.startswith("prompts: the longest train prompt is ")
+    assert message.endswith("with generate.max_new_tokens=24 it exceeds the model's context of 256 positions")
+
+
+def test_prompt_length_against_a_local_models_context(tmp_path: Path, tiny_dir: Path) -> None:
+    model = _copy_model(tiny_dir, tmp_path / "model")
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"prompt": "What is 1 plus 1? " * 10, "answer": "2"}) + "\n")
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.heldout_path={train}"]
+    config = load_config("tiny", ["model.source=local", f"model.name={model}", *files])
+    preflight(config)  # ~70 tokens + 24 fit 256 positions
+    with pytest.raises(PreflightError, match=r"evaluate.max_new_tokens=250 it exceeds the model's context of 256"):
+        preflight(config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"max_new_tokens": 250})}))
+
+
+def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:
+    check_model_dir("model.name", tiny_dir)
+
+
+def test_default_campaign_passes_preflight(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate"]) == 0
+    assert capsys.readouterr().err == ""
