@@ -371,6 +371,7 @@ class TrainConfig(_Strict):
         if not names or not all(name.strip() for name in names):
             raise ValueError("name at least one module ('all-linear', or a list such as [q_proj, v_proj])")
         return value
+
     learning_rate: float = Field(2e-3, gt=0.0, description="Peak learning rate (AdamW, linear decay).")
     epochs: float = bounded(2.0, 20, "Passes over the round's training data.", gt=0.0)
     batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
@@ -549,4 +550,3 @@ def soft_bounded_values(section: BaseModel, prefix: str = "") -> list[tuple[str,
             if size > soft_max:
                 over.append((f"{prefix}{name}", value, soft_max))
     return over
-

@@ -245,7 +245,9 @@ def check_hub_model(field: str, name: str) -> None:
     try:
         validate_repo_id(name)
     except HFValidationError as err:
-        raise PreflightError(f"{field}={name}: not a local path, nor a valid hub id ({_first_line(str(err))})") from None
+        raise PreflightError(
+            f"{field}={name}: not a local path, nor a valid hub id ({_first_line(str(err))})"
+        ) from None
     cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
     if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
         if not cached:
@@ -298,7 +300,12 @@ def check_context(config: CampaignConfig) -> None:
     sampled_with_prefix = config.prompts.few_shot > 0 and config.generate.few_shot_rounds != 0
     checks = [
         ("train", prefix if sampled_with_prefix else "", "generate.max_new_tokens", config.generate.max_new_tokens),
-        ("heldout", prefix if config.evaluate.few_shot else "", "evaluate.max_new_tokens", config.evaluate.max_new_tokens),
+        (
+            "heldout",
+            prefix if config.evaluate.few_shot else "",
+            "evaluate.max_new_tokens",
+            config.evaluate.max_new_tokens,
+        ),
     ]
     tokenizer = None
     for split, shown_prefix, new_field, new_tokens in checks:

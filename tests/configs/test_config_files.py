@@ -82,12 +82,15 @@ def test_an_unknown_key_as_first_argument_says_so(tmp_path: Path) -> None:
         ("tracking.experiment=''", "tracking.experiment: must not be empty"),
         ("name=../../../x", "name: '../../../x' is not a safe name for folders and MLflow"),
         ("name=a/b", "name: 'a/b' is not a safe name"),
-        ("name=it's", "name: \"it's\" is not a safe name"),
+        ("name=it's", 'name: "it\'s" is not a safe name'),
         ("name=a:b", "name: 'a:b' is not a safe name"),
         ("name=.hidden", "name: '.hidden' is not a safe name"),
         ("tracking.experiment=a/b", "tracking.experiment: 'a/b' is not a safe name"),
         ("prompts.template='Q: {question}'", "prompts.template: unknown placeholder {question}"),
-        ("prompts.template='Q: {{prompt}}'", "prompts.template: must contain the placeholder {prompt}, or the model never"),
+        (
+            "prompts.template='Q: {{prompt}}'",
+            "prompts.template: must contain the placeholder {prompt}, or the model never",
+        ),
         ("prompts.template='Q: {prompt'", "prompts.template: not a valid format string"),
         ("prompts.template='Q: {}'", "prompts.template: unknown placeholder {}"),
         (

@@ -43,10 +43,13 @@ def test_local_model_directory_contents(capsys: pytest.CaptureFixture[str], tmp_
 
     (model / "config.json").write_text("{not json")
     assert "model.name=" in _rejected(capsys, tmp_path, *local)
-    assert _rejected(capsys, tmp_path, *local).endswith("config.json is not valid JSON (Expecting property name "
-                                                         "enclosed in double quotes: line 1 column 2 (char 1))")
+    assert _rejected(capsys, tmp_path, *local).endswith(
+        "config.json is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
+    )
     (model / "config.json").write_text(json.dumps({"hidden_size": 8}))
-    assert _rejected(capsys, tmp_path, *local).endswith("config.json names no model_type, so transformers cannot load it")
+    assert _rejected(capsys, tmp_path, *local).endswith(
+        "config.json names no model_type, so transformers cannot load it"
+    )
     shutil.copy(tiny_dir / "config.json", model / "config.json")
 
     weights = model / "model.safetensors"
@@ -54,9 +57,13 @@ def test_local_model_directory_contents(capsys: pytest.CaptureFixture[str], tmp_
     weights.write_bytes(data[: len(data) // 2])
     assert f"model.safetensors is truncated ({len(data) // 2:,} bytes" in _rejected(capsys, tmp_path, *local)
     weights.write_bytes(b"\0" * len(data))
-    assert _rejected(capsys, tmp_path, *local).endswith("model.safetensors is not a safetensors file (unreadable header)")
+    assert _rejected(capsys, tmp_path, *local).endswith(
+        "model.safetensors is not a safetensors file (unreadable header)"
+    )
     weights.unlink()
-    assert _rejected(capsys, tmp_path, *local).endswith("no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+    assert _rejected(capsys, tmp_path, *local).endswith(
+        "no weights (model.safetensors, pytorch_model.bin or a sharded index)"
+    )
     weights.write_bytes(data)
 
     (model / "tokenizer.json").unlink()
@@ -84,8 +91,10 @@ def test_hub_model_offline_without_cache_says_so_at_once(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.monotonic()
     message = _rejected(capsys, tmp_path, "model.source=hub", "model.name=nobody/no-such-model")
-    assert message.startswith("model.name=nobody/no-such-model: HF_HUB_OFFLINE is set and nobody/no-such-model is "
-                              "not in the local Hugging Face cache")
+    assert message.startswith(
+        "model.name=nobody/no-such-model: HF_HUB_OFFLINE is set and nobody/no-such-model is "
+        "not in the local Hugging Face cache"
+    )
     assert time.monotonic() - started < 60
     assert "not a local path, nor a valid hub id" in _rejected(capsys, tmp_path, "model.source=hub", "model.name=a//b")
 
@@ -113,7 +122,9 @@ def test_reachability_probe_is_bounded() -> None:
         assert time.monotonic() - started < 2
 
 
-def test_tracking_uri_scheme(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracking_uri_scheme(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     message = _rejected(capsys, tmp_path, "tracking.tracking_uri=foo://host/x")
     assert message.startswith("tracking.tracking_uri=foo://host/x: unknown tracking URI scheme 'foo' (MLflow knows ")
     assert "postgresql" in message and "sqlite" in message
