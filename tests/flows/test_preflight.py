@@ -166,11 +166,12 @@ def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.Captur
         ),
     ],
 )
-def test_run_and_validate_refuse_the_same_inputs(
+def test_run_validate_and_serve_refuse_the_same_inputs(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, overrides: list[str], expected: str
 ) -> None:
     assert expected in _rejected(capsys, tmp_path, *overrides)
     assert expected in _rejected(capsys, tmp_path, *overrides, command="validate")
+    assert expected in _rejected(capsys, tmp_path, *overrides, command="serve")  # before looking for a server
 
 
 def test_a_huge_prompt_in_a_file_is_refused_unless_allowed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
