@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from models.integrity import write_record
 from tasks.registry import registered_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,3 +103,27 @@ def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     (child,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     recorded = json.loads(Path(client.download_artifacts(child.info.run_id, "round_input.json")).read_text())
     assert recorded["policy_source"] == f"runs:/{best.run_id}/adapter" and recorded["round"] == 1
+
+
+def test_reproduce_refuses_another_base_model(campaign: dict, tmp_path: Path) -> None:
+    # The same cache entry name with other bytes: a tiny model whose generation settings were edited (its
+    # content record rewritten, so the cache sees an intact build). Its content hash differs from the one
+    # the round recorded, so reproduce must stop before running anything.
+    original = campaign["rounds"][1]
+    client = campaign["client"]
+    recorded = json.loads(Path(client.download_artifacts(original.info.run_id, "round_input.json")).read_text())
+    base = Path(recorded["policy"]["base"])
+    other = tmp_path / "cache" / "models" / base.name
+    shutil.copytree(base, other)
+    settings = json.loads((other / "generation_config.json").read_text())
+    (other / "generation_config.json").write_text(json.dumps(settings | {"repetition_penalty": 1.3}))
+    write_record(other)
+
+    env = {**campaign["env"], "SELFTRAIN_CACHE": str(tmp_path / "cache")}
+    args = ["reproduce", original.info.run_id, "--tracking-uri", campaign["uri"], "--output-dir", str(tmp_path / "r")]
+    proc = subprocess.run([SELFTRAIN, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"selftrain: error: run {original.info.run_id}: the base model {other}" in proc.stderr
+    assert recorded["base_fingerprint"][:16] in proc.stderr and "Traceback" not in proc.stderr
+    reruns = client.search_runs([original.info.experiment_id], "tags.`selftrain.kind` = 'reproduce'")
+    assert not [r for r in reruns if r.data.tags["selftrain.dir"].startswith(str(tmp_path))]  # nothing recorded
