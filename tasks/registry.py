@@ -6,25 +6,35 @@ transformers flavour reloads a PEFT model on a local base with random base weigh
 The registered model is named `selftrain-<campaign name>`; the tracking store's registry is used, so
 the embedded SQLite store works as well as a server.
 
-The alias moves to a new version unless the current champion was scored on the same held-out set
-(same content hash) and the new one falls below it by more than the promotion margin: a campaign on
-a different held-out set cannot be compared, so its newest promoted policy wins.
+The promotion rule: a version takes the alias from the champion unless the champion was scored on the
+same held-out set (same content hash) and the new one falls below it by more than the promotion margin;
+a campaign on a different held-out set cannot be compared, so its newest promoted policy wins.
+
+Several campaigns may promote into one registered model at once, and MLflow has no compare-and-set on
+aliases. So the champion is defined as what the rule gives when the versions are taken one after
+another in version order (`serial_champion`), and every writer moves the alias until it points there
+(`settle_champion`): whatever the interleaving, the last writer's check runs after every version exists,
+so the final alias is that of a serial registration. A hand-moved alias is replaced at the next
+promotion.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
+from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from configs.schema import TrackingConfig
 from tasks.evaluate import should_promote
 from tasks.records import ModelRef, sha256_dir
-from tasks.tracking import client_for
+from tasks.tracking import client_for, retry_conflicts
 
 CHAMPION = "champion"
 POLICY_DIR = "policy"  # artifact folder of a round run holding adapter + base.json
@@ -55,7 +65,7 @@ def register_policy(
     margin: float,
 ) -> tuple[str, bool]:
     """Register a promoted round's policy (once per run, so a resumed campaign does not add a second
-    version) and move the champion alias if it is at least as good as the champion.
+    version) and settle the champion alias by the promotion rule (`settle_champion`).
 
     Returns:
         The version number and whether the alias now points at it.
@@ -63,38 +73,92 @@ def register_policy(
     if policy.adapter is None:
         raise ValueError("only a trained policy (with an adapter) is registered")
     client = client_for(cfg)
-    versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    if versions:
-        version = max(versions, key=lambda v: int(v.version))
-    else:
+    version = _run_version(client, name, run_id)
+    if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / POLICY_DIR
             shutil.copytree(policy.adapter, folder)
             base_ref = {"source": base.source, "base": base.base, "sha256": base.sha256}
             (folder / "base.json").write_text(json.dumps(base_ref, indent=2) + "\n", encoding="utf-8")
             client.log_artifacts(run_id, str(folder), POLICY_DIR)
-        try:
-            client.create_registered_model(name, description="Promoted selftrain policies (LoRA adapter + base).")
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
+        _ensure_registered_model(client, name)
         tags = {
             "accuracy": repr(accuracy),
             "heldout_sha256": heldout_sha256,
             "adapter_sha256": policy.sha256,
             "base_sha256": base.sha256,
         }
-        version = client.create_model_version(name, f"runs:/{run_id}/{POLICY_DIR}", run_id=run_id, tags=tags)
-    best = champion(cfg, name)
-    move = (
-        best is None
-        or str(best.version) == str(version.version)
-        or best.tags.get("heldout_sha256") != heldout_sha256
-        or should_promote(accuracy, float(best.tags.get("accuracy", "0")), margin)
-    )
-    if move:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-    return str(version.version), move
+
+        def create() -> ModelVersion:  # a retry first looks for the version an earlier attempt made
+            made = _run_version(client, name, run_id)
+            return made or client.create_model_version(name, f"runs:/{run_id}/{POLICY_DIR}", run_id=run_id, tags=tags)
+
+        version = retry_conflicts(create, f"model version of run {run_id} in {name}")
+    best = settle_champion(cfg, name, margin)
+    return str(version.version), best is not None and str(best.version) == str(version.version)
+
+
+def _run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    def create() -> None:
+        try:
+            client.create_registered_model(name, description="Promoted selftrain policies (LoRA adapter + base).")
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":  # another campaign created it: fine
+                raise
+
+    retry_conflicts(create, f"registered model {name}")
+
+
+def displaces(candidate: ModelVersion, incumbent: ModelVersion, margin: float) -> bool:
+    """The promotion rule between two registered versions: the candidate takes the alias unless both were
+    scored on the same held-out set and it falls below the incumbent by more than `margin`."""
+    if candidate.tags.get("heldout_sha256") != incumbent.tags.get("heldout_sha256"):
+        return True  # not comparable: the newer promotion wins
+    accuracy = float(candidate.tags.get("accuracy", "0"))
+    return should_promote(accuracy, float(incumbent.tags.get("accuracy", "0")), margin)
+
+
+def serial_champion(versions: list[ModelVersion], margin: float) -> ModelVersion | None:
+    """The champion the promotion rule gives when `versions` are registered one after another in version
+    order: the champion every writer agrees on, however their registrations interleaved."""
+    best: ModelVersion | None = None
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        if best is None or displaces(version, best, margin):
+            best = version
+    return best
+
+
+def settle_champion(cfg: TrackingConfig, name: str, margin: float, *, attempts: int = 10) -> ModelVersion | None:
+    """Point the alias at `serial_champion` of all versions, then read both again until they agree.
+
+    The read after each move is what makes this a compare-and-set: a writer that moved the alias on a
+    stale list of versions sees the newer versions at its check and moves it again, and a writer stops
+    only when the alias is the champion of every version that exists at its check.
+
+    Returns:
+        The champion version (None when the model has no versions).
+
+    Raises:
+        RuntimeError: the alias kept changing under this writer for `attempts` rounds.
+    """
+    client = client_for(cfg)
+    for _ in range(attempts):
+        best = serial_champion(list(client.search_model_versions(f"name='{name}'")), margin)
+        if best is None:
+            return None
+        current = champion(cfg, name)
+        if current is not None and str(current.version) == str(best.version):
+            return best
+        retry_conflicts(
+            lambda best=best: client.set_registered_model_alias(name, CHAMPION, best.version), f"alias of {name}"
+        )
+        time.sleep(random.uniform(0.0, 0.05))  # let a concurrent writer's move land before the check
+    raise RuntimeError(f"registered model {name}: the {CHAMPION} alias kept moving over {attempts} checks")
 
 
 def download_policy(cfg: TrackingConfig, version: ModelVersion, dest: str | Path) -> tuple[ModelRef, str]:

@@ -10,13 +10,18 @@ task on another thread, so every call names its run id (see shared NOTES). Metri
 
 from __future__ import annotations
 
+import fcntl
+import importlib
 import json
 import os
+import random
 import subprocess
+import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import pandas as pd
@@ -29,6 +34,88 @@ from configs.schema import CampaignConfig, TrackingConfig
 from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
 
 PARENT_TAG = "mlflow.parentRunId"
+T = TypeVar("T")
+# What another writer's transaction can make an insert or update fail with, in the words each backend
+# uses: SQLite, PostgreSQL (through the MLflow server as a RestException BAD_REQUEST), SQLAlchemy.
+CONFLICT_SIGNS = (
+    "unique constraint",
+    "uniqueviolation",
+    "duplicate key",
+    "integrityerror",
+    "database is locked",
+    "could not serialize access",
+    "deadlock detected",
+)
+CONFLICT_CODES = ("TEMPORARILY_UNAVAILABLE", "RESOURCE_ALREADY_EXISTS", "ABORTED")
+_stores_ready: set[str] = set()  # tracking URIs whose store this process has initialised (`initialise_store`)
+_stores_lock = threading.Lock()
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether `error` is one a concurrent writer can cause and a retry can clear (a unique-key race, a
+    busy database), as opposed to a refusal that will not change (a changed param, a bad name)."""
+    if not isinstance(error, MlflowException):
+        return False
+    if error.error_code in CONFLICT_CODES:
+        return True
+    text = str(error).lower()
+    return any(sign in text for sign in CONFLICT_SIGNS)
+
+
+def retry_conflicts(action: Callable[[], T], what: str, *, attempts: int = 6, delay: float = 0.05) -> T:
+    """Run `action`, retrying up to `attempts` times in all while it fails with a conflict (`is_conflict`).
+
+    The back-off doubles from `delay` seconds with +-50% jitter, so two writers that collided once do not
+    collide again in lock step. Any other error, or the last conflict, is raised as it is.
+
+    Args:
+        action: The write; it must be safe to repeat (idempotent, or re-checking what exists first).
+        what: What is written, for the note attached to a conflict that outlived its retries.
+        attempts: How many times to try in all.
+        delay: The first back-off in seconds.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except MlflowException as error:
+            if attempt == attempts or not is_conflict(error):
+                if attempt > 1:
+                    error.add_note(f"selftrain: {what}: still conflicting after {attempt} attempts")
+                raise
+            time.sleep(delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def initialise_store(uri: str) -> None:
+    """Create the tables of a SQLite store once, under an exclusive lock on `<db>.lock` beside the file.
+
+    MLflow migrates a new SQLite file (Alembic) when a process first touches it, without a lock of its
+    own, so two campaigns starting together in a new output folder crash each other. The first process
+    to hold the lock migrates; the others wait, then find the tables ready. Done once per process and
+    URI, before any other MLflow call; server URIs need nothing (the server owns its schema).
+    """
+    with _stores_lock:
+        if uri in _stores_ready:
+            return
+        if uri.startswith("sqlite:"):
+            from sqlalchemy.engine import make_url
+
+            database = make_url(uri).database
+            if database and database != ":memory:":
+                # The store modules take seconds to import on a loaded machine: not while holding the lock.
+                for module in (
+                    "mlflow.store.tracking.sqlalchemy_store",
+                    "mlflow.store.model_registry.sqlalchemy_store",
+                ):
+                    importlib.import_module(module)
+                db = Path(database)
+                db.parent.mkdir(parents=True, exist_ok=True)
+                with open(db.with_name(db.name + ".lock"), "a", encoding="utf-8") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel on death
+                    client = MlflowClient(tracking_uri=uri)
+                    client.search_experiments(max_results=1)  # builds the tracking store: migrates if new
+                    client.search_registered_models(max_results=1)  # and the registry store on the same file
+        _stores_ready.add(uri)
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -41,25 +128,31 @@ def tracking_uri(cfg: TrackingConfig) -> str:
 
 
 def client_for(cfg: TrackingConfig) -> MlflowClient:
-    """A client bound to the campaign's tracking URI (no global state is changed)."""
-    return MlflowClient(tracking_uri=tracking_uri(cfg))
+    """A client bound to the campaign's tracking URI (no global state is changed); a new SQLite store is
+    initialised first, once, under its lock (`initialise_store`)."""
+    uri = tracking_uri(cfg)
+    initialise_store(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(cfg: TrackingConfig) -> str:
-    """The experiment id, creating the experiment (with a local artifact folder for SQLite) if needed."""
+    """The experiment id, creating the experiment (with a local artifact folder for SQLite) if needed.
+
+    Another campaign may create it at the same moment: its "already exists" (or unique-key conflict)
+    sends this one back to read the experiment the other made.
+    """
     client = client_for(cfg)
-    found = client.get_experiment_by_name(cfg.experiment)
-    if found is not None:
-        return found.experiment_id
     location = None
     if tracking_uri(cfg).startswith("sqlite:"):
         location = (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
-    try:
+
+    def get_or_create() -> str:
+        found = client.get_experiment_by_name(cfg.experiment)
+        if found is not None:
+            return found.experiment_id
         return client.create_experiment(cfg.experiment, artifact_location=location)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another campaign created it a moment ago
-            raise
-        return client.get_experiment_by_name(cfg.experiment).experiment_id
+
+    return retry_conflicts(get_or_create, f"experiment {cfg.experiment!r}")
 
 
 def git_commit() -> str | None:
@@ -169,6 +262,18 @@ def fail_running(cfg: TrackingConfig, parent_run_id: str, reason: str, *, includ
     return stale
 
 
+def kill_running(cfg: TrackingConfig, parent_run_id: str) -> list[Run]:
+    """Close as KILLED, tagged `selftrain.failure=interrupted`, the parent run and its children that are
+    still RUNNING (a campaign stopped by Ctrl-C or SIGTERM); return those runs as they were."""
+    client = client_for(cfg)
+    runs = [client.get_run(parent_run_id), *find_runs(cfg, {PARENT_TAG: parent_run_id})]
+    stale = [run for run in runs if run.info.status == "RUNNING"]
+    for run in stale:
+        set_tags(cfg, run.info.run_id, {"selftrain.failure": "interrupted"})
+        end_run(cfg, run.info.run_id, "KILLED")
+    return stale
+
+
 def download_json(cfg: TrackingConfig, run_id: str, artifact_path: str, dst: str | Path) -> dict:
     """Download a JSON artifact of a run into `dst` and parse it."""
     Path(dst).mkdir(parents=True, exist_ok=True)
@@ -177,12 +282,20 @@ def download_json(cfg: TrackingConfig, run_id: str, artifact_path: str, dst: str
 
 
 def log_metrics(cfg: TrackingConfig, run_ids: list[str], metrics: Mapping[str, float], step: int) -> None:
-    """Log `stage/name` metrics at `step` (the round) to each run in one batch per run."""
+    """Log `stage/name` metrics at `step` (the round) to each run in one batch per run.
+
+    A key whose latest point is already at `step` is skipped: a stage re-run by a resumed campaign
+    (interrupted after it logged, before Prefect persisted its result) keeps one point per round instead
+    of adding a second one. MLflow cannot delete a point, so the first value stays; the two can differ
+    only in wall-time metrics (`generate/seconds`) or after a changed speed-only setting.
+    """
     now = int(time.time() * 1000)
-    entries = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     client = client_for(cfg)
     for run_id in run_ids:
-        client.log_batch(run_id, metrics=entries, synchronous=True)
+        logged = {m.key for m in client.get_run(run_id).data._metric_objs if m.step == step}  # latest per key
+        entries = [Metric(k, float(v), now, step) for k, v in metrics.items() if k not in logged]
+        if entries:
+            client.log_batch(run_id, metrics=entries, synchronous=True)
 
 
 def set_tags(cfg: TrackingConfig, run_id: str, tags: Mapping[str, str]) -> None:
@@ -200,7 +313,10 @@ def log_dataset(cfg: TrackingConfig, run_id: str, ref: DatasetRef, name: str, co
         entity = dataset._to_mlflow_entity()  # infers the schema, which warns too
     entry = DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
     client = client_for(cfg)
-    client.log_inputs(run_id, datasets=[entry])
+    # Campaigns of the same config log the same dataset (experiment, name, digest) and may insert it at
+    # the same moment: the loser's unique-key error is retried, and then finds the row and links to it
+    # (MLflow's log_inputs reuses an existing dataset and input, so a repeat writes nothing twice).
+    retry_conflicts(lambda: client.log_inputs(run_id, datasets=[entry]), f"dataset input {name!r}")
     client.log_artifact(run_id, ref.path, artifact_path="data")
     lineage = Path(ref.path).with_name(Path(ref.path).name + ".lineage.json")
     if lineage.exists():
@@ -252,7 +368,7 @@ def round_input(
         "incumbent_accuracy": incumbent_accuracy,
         "heldout": heldout,
         "heldout_source": f"runs:/{parent_run_id}/data/{Path(heldout.path).name}",
-        "base_fingerprint": fingerprint(Path(policy.base)) if Path(policy.base).is_dir() else None,
+        "base_fingerprint": fingerprint(policy.base),  # a directory's or a hub snapshot's bytes
         "seeds": {"campaign": config.seed, "round": config.seed * 1000 + round_index},
         "versions": library_versions(),
     }
@@ -267,6 +383,15 @@ def _json_default(value: object) -> object:
 def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
     """Close a run as FINISHED, FAILED or KILLED."""
     client_for(cfg).set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+
+
+def finish_run(cfg: TrackingConfig, run_id: str) -> None:
+    """Close a run as FINISHED, deleting the `selftrain.failure` tag an earlier, interrupted or crashed
+    attempt left on it (the count of attempts stays in `selftrain.resumed`)."""
+    client = client_for(cfg)
+    if "selftrain.failure" in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, "selftrain.failure")
+    end_run(cfg, run_id)
 
 
 class RunContext(BaseModel):
