@@ -368,7 +368,8 @@ def round_input(
         "incumbent_accuracy": incumbent_accuracy,
         "heldout": heldout,
         "heldout_source": f"runs:/{parent_run_id}/data/{Path(heldout.path).name}",
-        "base_fingerprint": fingerprint(policy.base),  # a directory's or a hub snapshot's bytes
+        # The bytes of the base directory or of the hub snapshot (`tasks.policy.fingerprint`).
+        "base_fingerprint": fingerprint(policy.base) if policy.source == "hub" or Path(policy.base).is_dir() else None,
         "seeds": {"campaign": config.seed, "round": config.seed * 1000 + round_index},
         "versions": library_versions(),
     }
