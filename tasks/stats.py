@@ -1,0 +1,110 @@
+"""Statistics for accuracy claims: Wilson intervals, the exact McNemar test, a paired bootstrap.
+
+Two policies scored on the same items are compared on the items where they disagree: `b` items the
+reference answered right and the candidate wrong, `c` the reverse. Under "neither is better" each
+discordant item is a fair coin, so the exact McNemar test is a two-sided binomial test of `b` in `b + c`
+trials at 0.5 (McNemar 1947; the exact form is the one recommended for small counts, Fagerland et al. 2013).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+
+
+def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (scipy's `proportion_ci(method="wilson")`).
+
+    Args:
+        successes: items right.
+        total: items scored; with none, the interval is the whole of [0, 1].
+        confidence: the interval's coverage.
+
+    Raises:
+        ValueError: counts out of range.
+    """
+    if total < 0 or not 0 <= successes <= max(total, 0):
+        raise ValueError(f"successes={successes}, total={total}: need 0 <= successes <= total")
+    if total == 0:
+        return 0.0, 1.0
+    ci = binomtest(successes, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """Agreement of a candidate and a reference scored on the same items (right means credit >= 0.5).
+
+    Attributes:
+        items: items paired.
+        candidate_right: items the candidate answered right.
+        reference_right: items the reference answered right.
+        b: reference right, candidate wrong (negative flips).
+        c: reference wrong, candidate right (positive flips).
+    """
+
+    items: int
+    candidate_right: int
+    reference_right: int
+    b: int
+    c: int
+
+
+def paired_counts(candidate: Sequence[float], reference: Sequence[float], threshold: float = 0.5) -> PairedCounts:
+    """Count agreement of two credit vectors over the same items, in the same order.
+
+    Raises:
+        ValueError: the vectors differ in length.
+    """
+    if len(candidate) != len(reference):
+        raise ValueError(f"paired credit needs equal lengths, got {len(candidate)} and {len(reference)}")
+    cand = [x >= threshold for x in candidate]
+    ref = [x >= threshold for x in reference]
+    return PairedCounts(
+        items=len(cand),
+        candidate_right=sum(cand),
+        reference_right=sum(ref),
+        b=sum(1 for x, y in zip(cand, ref, strict=True) if y and not x),
+        c=sum(1 for x, y in zip(cand, ref, strict=True) if x and not y),
+    )
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none).
+
+    Example: b=0, c=6 gives 2 * 0.5**6 = 0.03125.
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def paired_bootstrap(
+    candidate: Sequence[float],
+    reference: Sequence[float],
+    *,
+    resamples: int = 2_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap of the accuracy difference (candidate minus reference), resampling items in pairs.
+
+    Returns:
+        The observed difference and the interval's low and high ends.
+
+    Raises:
+        ValueError: no items, or the vectors differ in length.
+    """
+    if len(candidate) != len(reference) or not candidate:
+        raise ValueError(f"paired bootstrap needs equal, non-zero lengths, got {len(candidate)} and {len(reference)}")
+    diffs = np.asarray(candidate, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(diffs), size=(resamples, len(diffs)))
+    means = diffs[picks].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(diffs.mean()), float(low), float(high)
