@@ -1,4 +1,4 @@
-"""Evaluation step: greedy held-out accuracy with a 95% interval, and the promotion rule."""
+"""Evaluation step: greedy held-out accuracy with a 95% interval (the promotion rule is in tasks/gate.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from configs.schema import CampaignConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, SamplingEngine
+from tasks.gate import should_promote  # noqa: F401  (moved to tasks/gate.py; old importers still work)
 from tasks.judging.verifier import VerifierJudge
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix
@@ -64,20 +65,6 @@ def evaluate_greedy(
     correct = sum(1 for s in scores if s >= 0.5)
     low, high = wilson_interval(correct, len(rows))
     return rows, {"accuracy": correct / max(len(rows), 1), "ci_low": low, "ci_high": high, "items": len(rows)}
-
-
-def should_promote(
-    candidate: float,
-    incumbent: float,
-    margin: float,
-    flip_rate: float | None = None,
-    max_flip_rate: float | None = None,
-) -> bool:
-    """Keep a round's policy unless held-out accuracy fell by more than `margin` from the incumbent's, or
-    (when both are given) its negative-flip rate against the incumbent exceeds `max_flip_rate` (MUSCLE)."""
-    if max_flip_rate is not None and flip_rate is not None and flip_rate > max_flip_rate + 1e-12:
-        return False
-    return candidate >= incumbent - margin - 1e-12
 
 
 @task(name="evaluate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
