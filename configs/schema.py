@@ -434,6 +434,16 @@ class EvaluateConfig(_Strict):
         le=1.0,
         description="Promote a round's policy unless held-out accuracy falls by more than this (absolute).",
     )
+    gate_alpha: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Refuse promotion when the candidate is worse than the champion on the same validation items and the "
+            "exact McNemar test on the items they disagree on gives a p-value below this (tasks/gate.py); "
+            "empty: no significance test, only the margin from the best accuracy."
+        ),
+    )
 
 
 class MonitorConfig(_Strict):
