@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks.stats import mcnemar_exact, paired_counts
+from tasks.stats import mcnemar_exact, paired_counts, paired_credit
 
 TOLERANCE = 1e-9  # accuracies are k/n and bars are sums of floats: 0.6 - 0.02 must still admit 0.58
 
@@ -68,32 +68,6 @@ class GateDecision:
         values = asdict(self)
         del values["reason"]
         return {f"gate/{key}": float(value) for key, value in values.items()}
-
-
-def paired_credit(
-    candidate: Sequence[Mapping[str, Any]], champion: Sequence[Mapping[str, Any]], key: str = "score"
-) -> tuple[list[str], list[float], list[float]]:
-    """Pair two evaluations of the same validation items by `id` (in the champion's order).
-
-    Returns:
-        The item ids and the candidate's and the champion's credit for each.
-
-    Raises:
-        ValueError: an id repeats, or the two evaluations were not made on the same items (the message
-            counts the ids only one side has and names the first few).
-    """
-    cand = _by_id(candidate, "candidate", key)
-    champ = _by_id(champion, "champion", key)
-    only_cand = [i for i in cand if i not in champ]
-    only_champ = [i for i in champ if i not in cand]
-    if only_cand or only_champ:
-        raise ValueError(
-            "candidate and champion were scored on different validation items: "
-            f"{len(only_cand)} only in the candidate's ({_first(only_cand)}), "
-            f"{len(only_champ)} only in the champion's ({_first(only_champ)})"
-        )
-    ids = list(champ)
-    return ids, [cand[i] for i in ids], [champ[i] for i in ids]
 
 
 def decide(
@@ -196,25 +170,6 @@ def should_promote(
     if max_flip_rate is not None and flip_rate is not None and flip_rate > max_flip_rate + 1e-12:
         return False
     return candidate >= incumbent - margin - 1e-12
-
-
-def _by_id(rows: Sequence[Mapping[str, Any]], side: str, key: str) -> dict[str, float]:
-    credit: dict[str, float] = {}
-    for line, row in enumerate(rows, start=1):
-        missing = [field for field in ("id", key) if field not in row]
-        if missing:
-            raise ValueError(f"{side} evaluation, row {line}: no {missing[0]!r} field")
-        item = str(row["id"])
-        if item in credit:
-            raise ValueError(f"{side} evaluation, row {line}: id {item!r} appears twice")
-        credit[item] = float(row[key])
-    return credit
-
-
-def _first(ids: Sequence[str], shown: int = 3) -> str:
-    if not ids:
-        return "none"
-    return ", ".join(ids[:shown]) + (", ..." if len(ids) > shown else "")
 
 
 def _check_unit(name: str, value: float) -> None:

@@ -8,8 +8,9 @@ trials at 0.5 (McNemar 1947; the exact form is the one recommended for small cou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -51,6 +52,43 @@ class PairedCounts:
     reference_right: int
     b: int
     c: int
+
+
+def paired_credit(
+    candidate: Sequence[Mapping[str, Any]],
+    reference: Sequence[Mapping[str, Any]],
+    *,
+    key: str = "score",
+    names: tuple[str, str, str] = ("candidate", "champion", "validation"),
+) -> tuple[list[str], list[float], list[float]]:
+    """Pair two evaluations of the same items by `id`, in the reference's order.
+
+    Args:
+        candidate: evaluated rows (`id` and the credit field `key`).
+        reference: evaluated rows of the policy compared with.
+        key: the credit field.
+        names: how errors call the candidate, the reference and the item set.
+
+    Returns:
+        The item ids and the candidate's and the reference's credit for each.
+
+    Raises:
+        ValueError: a row lacks a field, an id repeats, or the two evaluations were not made on the same
+            items (the message counts the ids only one side has and names the first few).
+    """
+    cand_name, ref_name, items = names
+    cand = _by_id(candidate, cand_name, key)
+    ref = _by_id(reference, ref_name, key)
+    only_cand = [i for i in cand if i not in ref]
+    only_ref = [i for i in ref if i not in cand]
+    if only_cand or only_ref:
+        raise ValueError(
+            f"{cand_name} and {ref_name} were scored on different {items} items: "
+            f"{len(only_cand)} only in the {cand_name}'s ({_first(only_cand)}), "
+            f"{len(only_ref)} only in the {ref_name}'s ({_first(only_ref)})"
+        )
+    ids = list(ref)
+    return ids, [cand[i] for i in ids], [ref[i] for i in ids]
 
 
 def paired_counts(candidate: Sequence[float], reference: Sequence[float], threshold: float = 0.5) -> PairedCounts:
@@ -108,3 +146,22 @@ def paired_bootstrap(
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(diffs.mean()), float(low), float(high)
+
+
+def _by_id(rows: Sequence[Mapping[str, Any]], side: str, key: str) -> dict[str, float]:
+    credit: dict[str, float] = {}
+    for line, row in enumerate(rows, start=1):
+        missing = [field for field in ("id", key) if field not in row]
+        if missing:
+            raise ValueError(f"{side} evaluation, row {line}: no {missing[0]!r} field")
+        item = str(row["id"])
+        if item in credit:
+            raise ValueError(f"{side} evaluation, row {line}: id {item!r} appears twice")
+        credit[item] = float(row[key])
+    return credit
+
+
+def _first(ids: Sequence[str], shown: int = 3) -> str:
+    if not ids:
+        return "none"
+    return ", ".join(ids[:shown]) + (", ..." if len(ids) > shown else "")

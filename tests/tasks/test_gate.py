@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tasks.gate import GateDecision, alias_displaces, decide, paired_credit, should_promote
+from tasks.gate import GateDecision, alias_displaces, decide, should_promote
+from tasks.stats import paired_credit
 
 
 def rows(right: set[int], n: int = 100) -> list[dict[str, Any]]:
