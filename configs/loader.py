@@ -15,7 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from configs.schema import CampaignConfig
+from configs.schema import OLD_NAMES, CampaignConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
 _DOTTED_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -168,7 +168,8 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     except yaml.YAMLError:
         value = raw
     node = data
-    parts = key.strip().split(".")
+    # An override by an old name replaces the value the file gives under the new one.
+    parts = OLD_NAMES.get(key.strip(), key.strip()).split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):

@@ -18,6 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 SAFE_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ - , not starting with '.'"
+# Deprecated dotted names and their new ones (validation and test used to be one "held-out" set).
+OLD_NAMES = {"prompts.heldout_size": "prompts.validation_size", "prompts.heldout_path": "prompts.validation_path"}
+# "The answer is N." at the very end, said only once in the response (the lookahead refuses a second
+# "answer is"); "the" may start lower-case after "so". One group: the answer. Read by tasks/judging/verifier.py.
+DEFAULT_ANSWER_PATTERN = r"(?s)^(?!.*answer is.*answer is)(?:.*\s)?[Tt]he answer is (-?\d+)\.\s*$"
 
 
 class _Strict(BaseModel):
@@ -65,6 +70,17 @@ def check_template(template: str) -> str:
     return template
 
 
+def check_answer_pattern(pattern: str) -> str:
+    """Raise ValueError unless `pattern` is a regular expression with exactly one group (the answer)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"not a valid regular expression ({error})") from None
+    if compiled.groups != 1:
+        raise ValueError(f"must have exactly one group (the answer), found {compiled.groups}")
+    return pattern
+
+
 def check_safe_name(value: str) -> str:
     """Raise ValueError unless `value` can name a folder and an MLflow experiment or run as it is."""
     if not value:
@@ -107,22 +123,53 @@ class ModelConfig(_Strict):
 
 
 class PromptsConfig(_Strict):
-    """The prompts the policy answers: the built-in arithmetic task or a user file."""
+    """The prompts the policy answers: the built-in arithmetic task or user files, in splits with fixed roles.
+
+    train: what rounds sample and train on; validation: decides everything (promotion, judge thresholds);
+    test: decides nothing, it is where the campaign's claim is made; ood (built-in task only): test-style
+    problems in phrasings never used for training, with operands beyond the training range.
+    """
 
     source: Literal["arithmetic", "file"] = Field(
         "arithmetic",
-        description="arithmetic: built-in word problems with verifiable answers; file: `train_path`/`heldout_path`.",
+        description="arithmetic: built-in word problems with verifiable answers; file: `train_path`, "
+        "`validation_path`, `test_path`.",
     )
     train_path: str | None = Field(
         None,
         description="source=file: JSONL, CSV or Parquet with a `prompt` column and an optional `answer` column. "
         "A prompt longer than 16,000 characters needs limits.allow_large.",
     )
-    heldout_path: str | None = Field(
-        None, description="source=file: held-out file in the same format; needs an `answer` column."
+    validation_path: str | None = Field(
+        None,
+        description="source=file: validation file in the same format; needs an `answer` on every row. Empty: "
+        "validation is carved from the training file (a fifth of its rows, by a stable hash of the row id), "
+        "and those rows are never trained on. (Old name: heldout_path.)",
+    )
+    test_path: str | None = Field(
+        None,
+        description="source=file: test file in the same format; needs an `answer` on every row. Empty: no test set.",
+    )
+    max_overlap: int = Field(
+        0,
+        ge=0,
+        description="source=file: most prompts a validation or test file may share with the training prompts "
+        "(compared after trimming whitespace); more is refused before anything runs.",
     )
     train_size: int = bounded(64, 10_000, "Training prompts used per round.", ge=1)
-    heldout_size: int = bounded(64, 10_000, "Held-out prompts scored greedily after every round.", ge=1)
+    validation_size: int = bounded(
+        64, 10_000, "Validation prompts, scored greedily after every round; promotion is decided on them.", ge=1
+    )
+    test_size: int = bounded(
+        64, 10_000, "Test prompts, scored for the starting policy and every promoted one (the reported claim).", ge=1
+    )
+    ood_size: int = bounded(
+        32,
+        10_000,
+        "source=arithmetic: out-of-distribution test prompts (reserved phrasings, operands max_operand+1 .. "
+        "2*max_operand), scored with the test set; 0: none.",
+        ge=0,
+    )
     min_operand: int = Field(1, ge=0, description="source=arithmetic: smallest operand (difficulty knob).")
     max_operand: int = Field(9, ge=1, description="source=arithmetic: largest operand (difficulty knob).")
     operations: list[Literal["add", "sub"]] = Field(
@@ -148,12 +195,30 @@ class PromptsConfig(_Strict):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        # Deprecated names from before validation and test had separate roles: heldout_* is validation_*.
+        if isinstance(data, dict):
+            for old_key, new_key in OLD_NAMES.items():
+                old, new = old_key.removeprefix("prompts."), new_key.removeprefix("prompts.")
+                if old in data:
+                    if new in data:
+                        raise ValueError(f"prompts.{old} is the old name of prompts.{new}: give only {new}")
+                    data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
+        return data
+
+    @property
+    def heldout_size(self) -> int:
+        """Deprecated: the validation size (the flows still read it; remove once they are rewired)."""
+        return self.validation_size
+
     @model_validator(mode="after")
     def _consistent(self) -> PromptsConfig:
         if self.min_operand > self.max_operand:
             raise ValueError("prompts.min_operand must not exceed prompts.max_operand")
-        if self.source == "file" and not (self.train_path and self.heldout_path):
-            raise ValueError("prompts.train_path and prompts.heldout_path are required when source is 'file'")
+        if self.source == "file" and not self.train_path:
+            raise ValueError("prompts.train_path is required when source is 'file'")
         return self
 
     @field_validator("template")
@@ -256,6 +321,13 @@ class JudgeConfig(_Strict):
         description="LLM judges: open every judge prompt with the campaign's few-shot worked examples "
         "(prompts.few_shot, known-correct answers); their KV cache is computed once and shared.",
     )
+    answer_pattern: str = Field(
+        DEFAULT_ANSWER_PATTERN,
+        description="The form a final answer must take for credit, as a regular expression with exactly one group "
+        "(the answer), searched in the response; used by the verifier judge, evaluation and `selftrain score`. "
+        "The default asks the response to end with 'The answer is N.' (trailing whitespace allowed) and to say "
+        "'answer is' only once.",
+    )
     weight_correct: float = Field(1.0, ge=0.0, description="meta-ranking: vote weight of a correct reference.")
     weight_wrong: float = Field(1.0, ge=0.0, description="meta-ranking: vote weight of a wrong reference.")
     batch_size: int = bounded(32, 512, "LLM judges: comparisons per forward pass.", ge=1)
@@ -292,6 +364,11 @@ class JudgeConfig(_Strict):
     reward_max_length: int = Field(
         512, ge=8, description="reward-model: longest prompt+response in tokens (longer training pairs are dropped)."
     )
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _answer_pattern(cls, value: str) -> str:
+        return check_answer_pattern(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> JudgeConfig:
@@ -417,6 +494,18 @@ class TrainConfig(_Strict):
     )
 
 
+class ExtraSetConfig(_Strict):
+    """A labelled evaluation set scored beside the campaign (a real benchmark, say)."""
+
+    name: str = Field(description=f"Name used in metric keys (`extra/<name>/accuracy`): {SAFE_NAME_RULE}.")
+    path: str = Field(description="JSONL, CSV or Parquet with `prompt` and `answer` on every row.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return check_safe_name(value)
+
+
 class EvaluateConfig(_Strict):
     """Held-out scoring and the promotion gate."""
 
@@ -444,6 +533,20 @@ class EvaluateConfig(_Strict):
             "empty: no significance test, only the margin from the best accuracy."
         ),
     )
+    extra_sets: list[ExtraSetConfig] = Field(
+        [],
+        description="Extra labelled sets (name and path each) scored for the starting and the final policy, with "
+        "95% intervals: how to track a real benchmark beside the campaign.",
+    )
+
+    @field_validator("extra_sets")
+    @classmethod
+    def _distinct_names(cls, value: list[ExtraSetConfig]) -> list[ExtraSetConfig]:
+        names = [extra.name for extra in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"two extra sets are named {repeated[0]!r}; names must differ")
+        return value
 
 
 class MonitorConfig(_Strict):

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -121,21 +122,22 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
 
 def check_prompts(config: CampaignConfig) -> None:
     """Read prompt files and draw the built-in problems once, so sizes and files fail before any run."""
-    from tasks.prompts import campaign_prompts, check_prompt_sources, few_shot_prefix
+    from tasks.prompts import campaign_prompts, check_prompt_sources, few_shot_prefix, load_extra_sets, split_size
 
     limit = None if config.limits.allow_large else MAX_PROMPT_CHARS
-    check_prompt_sources(config.prompts, max_chars=limit)
+    for note in check_prompt_sources(config.prompts, max_chars=limit):
+        print(f"selftrain: note: {note}", file=sys.stderr)
+    load_extra_sets(config)  # an extra evaluation set that does not load fails here, in one line
     few_shot_prefix(config)  # a file-backed campaign may lack answered rows for its examples
     if config.prompts.source != "arithmetic":
         return
-    for split in ("heldout", "train"):
+    for split in ("validation", "test", "ood", "train"):
         try:
             campaign_prompts(config, split, 1)
         except ValueError as err:
-            size = config.prompts.heldout_size if split == "heldout" else config.prompts.train_size
             raise PreflightError(
-                f"prompts.{split}_size={size}: {err}; widen prompts.min_operand..prompts.max_operand, "
-                "add operations or ask for fewer prompts"
+                f"prompts.{split}_size={split_size(config, split)}: {err}; widen prompts.min_operand.."
+                "prompts.max_operand, add operations or ask for fewer prompts"
             ) from None
 
 
@@ -300,16 +302,21 @@ def check_context(config: CampaignConfig) -> None:
     sampled_with_prefix = config.prompts.few_shot > 0 and config.generate.few_shot_rounds != 0
     checks = [
         ("train", prefix if sampled_with_prefix else "", "generate.max_new_tokens", config.generate.max_new_tokens),
-        (
-            "heldout",
-            prefix if config.evaluate.few_shot else "",
-            "evaluate.max_new_tokens",
-            config.evaluate.max_new_tokens,
+        *(
+            (
+                split,
+                prefix if config.evaluate.few_shot else "",
+                "evaluate.max_new_tokens",
+                config.evaluate.max_new_tokens,
+            )
+            for split in ("validation", "test", "ood")
         ),
     ]
     tokenizer = None
     for split, shown_prefix, new_field, new_tokens in checks:
         prompts = campaign_prompts(config, split, 1)
+        if not prompts:
+            continue
         longest = max((p["prompt"] for p in prompts), key=lambda text: len(text.encode()))
         text = shown_prefix + config.prompts.template.format(prompt=longest)
         if len(text.encode()) + 8 + new_tokens <= positions:

@@ -8,6 +8,7 @@ the file, the line or row and the reason, instead of as a KeyError three tasks l
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import random
@@ -70,7 +71,8 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
 
     Args:
         path: The prompt file; its extension picks the format.
-        require_answer: Treat a row without an answer as an error (held-out files are scored against answers).
+        require_answer: Treat a row without an answer as an error (validation, test and extra sets are scored
+            against answers).
 
     Returns:
         Records `{"id", "prompt", "answer"}` in file order.
@@ -99,6 +101,8 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
         rows = _read_parquet(path)
     if not rows:
         raise PromptFileError(path, "no rows")
+    if require_answer and not any(isinstance(raw, dict) and "answer" in raw for _, raw in rows):
+        raise PromptFileError(path, "no 'answer' column (this file is scored against answers)")
 
     records: list[Record] = []
     first_seen: dict[str, int] = {}
@@ -123,7 +127,7 @@ def arithmetic_prompts(
 
     Args:
         n: How many distinct problems.
-        split: "train" or "heldout"; the two never share a problem.
+        split: "train", "validation", "test" or "ood"; no two share a problem.
         seed: Seed of the draw.
         min_operand: Smallest operand.
         max_operand: Largest operand.
@@ -310,38 +314,156 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "number" if isinstance(value, int | float) else type(value).__name__)
 
 
-def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) -> None:
+SPLITS = ("train", "validation", "test", "ood")
+# Deprecated: the flows still ask for "heldout", which now means validation. Remove once they are rewired.
+SPLIT_ALIASES = {"heldout": "validation"}
+CARVED_SHARE = 0.2  # share of an answered training file's rows carved out as validation when no file is given
+OVERLAP_IDS_SHOWN = 5
+
+
+def carved_for_validation(row: Record) -> bool:
+    """Whether a training-file row belongs to the carved validation split: it has an answer and a stable hash
+    of its id falls in the first `CARVED_SHARE` (so the split never changes with seed, size or round)."""
+    if row.get("answer") is None:
+        return False
+    bucket = int.from_bytes(hashlib.sha256(f"validation:{row['id']}".encode()).digest()[:4], "big") / 2**32
+    return bucket < CARVED_SHARE
+
+
+def file_split(cfg: PromptsConfig, split: str) -> list[Record]:
+    """Every record of one split of a file-backed campaign, in file order.
+
+    train: the training file less the carved validation rows (when there is no validation file);
+    validation: `validation_path`, else the carved rows; test: `test_path`, else none; ood: none.
+
+    Raises:
+        PromptFileError: a bad file, or a validation/test file row without an answer.
+    """
+    split = SPLIT_ALIASES.get(split, split)
+    if split == "train":
+        rows = load_prompt_file(str(cfg.train_path))
+        return rows if cfg.validation_path else [row for row in rows if not carved_for_validation(row)]
+    if split == "validation":
+        if cfg.validation_path:
+            return load_prompt_file(str(cfg.validation_path), require_answer=True)
+        return [row for row in load_prompt_file(str(cfg.train_path)) if carved_for_validation(row)]
+    if split == "test":
+        return load_prompt_file(str(cfg.test_path), require_answer=True) if cfg.test_path else []
+    if split == "ood":
+        return []
+    raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+
+
+def has_split(config: CampaignConfig, split: str) -> bool:
+    """Whether the campaign has prompts in `split` (a file campaign without `test_path` has no test set;
+    only the built-in task has an OOD slice, and only with `prompts.ood_size` > 0)."""
+    cfg = config.prompts
+    split = SPLIT_ALIASES.get(split, split)
+    if split == "ood":
+        return cfg.source == "arithmetic" and cfg.ood_size > 0
+    if split == "test":
+        return cfg.source == "arithmetic" or cfg.test_path is not None
+    return True
+
+
+def overlap(train: Sequence[Record], other: Sequence[Record]) -> list[str]:
+    """Ids (in `other`'s order) of `other`'s rows whose prompt, trimmed, is also a training prompt."""
+    seen = {row["prompt"].strip() for row in train}
+    return [row["id"] for row in other if row["prompt"].strip() in seen]
+
+
+def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) -> list[str]:
     """Read the configured prompt files once, so a bad file fails before any run is recorded.
+
+    Also compares the validation and test prompts with the training prompts: any shared prompt is reported
+    (count and first ids), and more than `prompts.max_overlap` is refused.
 
     Args:
         cfg: The prompts section.
         max_chars: Longest prompt allowed, in characters (None: any); a 10 MB prompt would otherwise ask
             the sampler for tens of GB.
 
+    Returns:
+        Notes for the user (validation or test prompts shared with training, within max_overlap).
+
     Raises:
         PromptFileError: naming the file, the line or row (or the prompt's id), and the reason.
     """
     if cfg.source != "file":
-        return
-    for path, heldout in ((str(cfg.train_path), False), (str(cfg.heldout_path), True)):
-        records = load_prompt_file(path, require_answer=heldout)
-        if max_chars is None:
+        return []
+    train = file_split(cfg, "train")
+    paths = {"train": cfg.train_path, "validation": cfg.validation_path or cfg.train_path, "test": cfg.test_path}
+    notes = []
+    for split in ("train", "validation", "test"):
+        records = train if split == "train" else file_split(cfg, split)
+        path = str(paths[split])
+        if max_chars is not None:
+            check_lengths(path, records, max_chars)
+        if split == "train" or not records:
             continue
-        for record in records:
-            if len(record["prompt"]) > max_chars:
-                reason = (
-                    f"prompt {record['id']!r} is {len(record['prompt']):,} characters long, above the sane bound "
-                    f"of {max_chars:,}; set limits.allow_large=true to allow it"
-                )
-                raise PromptFileError(path, reason)
+        shared = overlap(train, records)
+        if shared:
+            first = ", ".join(repr(i) for i in shared[:OVERLAP_IDS_SHOWN]) + (", ..." if len(shared) > 5 else "")
+            reason = f"{len(shared)} {split} prompt(s) also in the training prompts (first ids: {first})"
+            if len(shared) > cfg.max_overlap:
+                raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={cfg.max_overlap} allowed")
+            notes.append(f"{path}: {reason}; allowed by prompts.max_overlap={cfg.max_overlap}")
+    return notes
+
+
+def check_lengths(path: str, records: Sequence[Record], max_chars: int) -> None:
+    """Raise PromptFileError for the first prompt longer than `max_chars` characters."""
+    for record in records:
+        if len(record["prompt"]) > max_chars:
+            reason = (
+                f"prompt {record['id']!r} is {len(record['prompt']):,} characters long, above the sane bound "
+                f"of {max_chars:,}; set limits.allow_large=true to allow it"
+            )
+            raise PromptFileError(path, reason)
+
+
+def load_extra_sets(config: CampaignConfig) -> dict[str, list[Record]]:
+    """The records of every `evaluate.extra_sets` entry, by name (answers required on every row).
+
+    Raises:
+        PromptFileError: naming the file, the line or row, the reason and the set's name.
+    """
+    sets = {}
+    for extra in config.evaluate.extra_sets:
+        try:
+            sets[extra.name] = load_prompt_file(extra.path, require_answer=True)
+        except PromptFileError as error:
+            reason = f"{error.reason} (evaluate.extra_sets {extra.name!r})"
+            raise PromptFileError(error.path, reason, error.line, error.unit) from None
+    return sets
+
+
+def split_size(config: CampaignConfig, split: str) -> int:
+    """How many prompts of `split` a round (train) or the campaign (validation, test, ood) uses."""
+    cfg = config.prompts
+    split = SPLIT_ALIASES.get(split, split)
+    sizes = {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size, "ood": cfg.ood_size}
+    return sizes[split]
 
 
 def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> list[Record]:
-    """The prompts of one split for one round: held-out is fixed per campaign, training is per round."""
+    """The prompts of one split for one round: validation, test and ood are fixed per campaign, training is
+    drawn per round. A split the campaign does not have (`has_split`) gives no prompts.
+
+    Args:
+        config: The campaign.
+        split: "train", "validation", "test" or "ood" ("heldout": deprecated alias of validation).
+        round_index: The round (seeds the training draw).
+    """
     cfg = config.prompts
-    heldout = split == "heldout"
-    n = cfg.heldout_size if heldout else cfg.train_size
-    seed = config.seed if heldout else config.seed * 1000 + (round_index if cfg.fresh_each_round else 1)
+    split = SPLIT_ALIASES.get(split, split)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if not has_split(config, split):
+        return []
+    fixed = split != "train"
+    n = split_size(config, split)
+    seed = config.seed if fixed else config.seed * 1000 + (round_index if cfg.fresh_each_round else 1)
     if cfg.source == "arithmetic":
         return arithmetic_prompts(
             n,
@@ -351,14 +473,13 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
             max_operand=cfg.max_operand,
             operations=cfg.operations,
         )
-    path = cfg.heldout_path if heldout else cfg.train_path
-    return draw(load_prompt_file(str(path), require_answer=heldout), n, seed=seed)
+    return draw(file_split(cfg, split), n, seed=seed)
 
 
 def few_shot_prefix(config: CampaignConfig) -> str:
     """The few-shot prefix of a campaign: `prompts.few_shot` worked examples, each followed by a blank line.
 
-    Examples come from the training split (never the held-out one), drawn with a seed of their own so the
+    Examples come from the training split (never validation or test), drawn with a seed of their own so the
     prefix stays fixed for the whole campaign. Arithmetic problems show their worked solution; file rows
     show their `solution` column when present, else " The answer is {answer}.".
 
@@ -382,7 +503,7 @@ def few_shot_prefix(config: CampaignConfig) -> str:
             operations=cfg.operations,
         )
     else:
-        answered = [row for row in load_prompt_file(str(cfg.train_path)) if row.get("answer") is not None]
+        answered = [row for row in file_split(cfg, "train") if row.get("answer") is not None]
         if len(answered) < cfg.few_shot:
             reason = f"prompts.few_shot={cfg.few_shot} needs that many rows with an answer; found {len(answered)}"
             raise PromptFileError(str(cfg.train_path), reason)
@@ -402,7 +523,10 @@ def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:
 
 @task(name="prompts", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
 def prompts_task(config: CampaignConfig, split: str, round_index: int, out_path: str, ctx: RunContext) -> DatasetRef:
-    """Write the split's prompts for this round and record them as a dataset input."""
+    """Write the split's prompts for this round and record them as a dataset input.
+
+    `split` is "train", "validation", "test" or "ood" ("heldout" still means validation, for now).
+    """
     rows = campaign_prompts(config, split, round_index)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), prompts=config.prompts, split=split, round=round_index, seed=config.seed)

@@ -97,7 +97,7 @@ def test_an_unknown_key_as_first_argument_says_so(tmp_path: Path) -> None:
             "generate.k=100000",
             "generate.k=100000 is above its sane bound of 64; set limits.allow_large=true to allow it",
         ),
-        ("prompts.heldout_size=50000", "prompts.heldout_size=50000 is above its sane bound of 10,000"),
+        ("prompts.test_size=50000", "prompts.test_size=50000 is above its sane bound of 10,000"),
         ("train.epochs=500", "train.epochs=500.0 is above its sane bound of 20"),
         ("generate.max_new_tokens=5000", "generate.max_new_tokens=5000 is above its sane bound of 1,024"),
     ],

@@ -75,4 +75,5 @@ def test_default_campaign_is_the_packaged_gemma(capsys: pytest.CaptureFixture[st
     assert main(["validate"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["model"]["source"] == "packaged-gemma"
-    assert resolved["prompts"]["heldout_size"] >= 200  # the issue asks for at least 200 held-out problems
+    assert resolved["prompts"]["validation_size"] >= 200  # the issue asks for at least 200 held-out problems
+    assert resolved["prompts"]["test_size"] >= 200 and resolved["prompts"]["ood_size"] > 0

@@ -162,7 +162,7 @@ def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.Captur
         (["generate.k=100000"], "generate.k=100000 is above its sane bound of 64"),
         (
             ["prompts.min_operand=1", "prompts.max_operand=1", "prompts.operations=[add]"],
-            "prompts.heldout_size=128: could not draw 128 distinct heldout problems with operands 1..1; widen",
+            "prompts.validation_size=128: could not draw 128 distinct validation problems with operands 1..1; widen",
         ),
     ],
 )
@@ -177,7 +177,9 @@ def test_run_validate_and_serve_refuse_the_same_inputs(
 def test_a_huge_prompt_in_a_file_is_refused_unless_allowed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps({"id": "big", "prompt": "x " * 10_000, "answer": "1"}) + "\n")
-    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.heldout_path={train}"]
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text(json.dumps({"prompt": "What is 1 plus 1?", "answer": "2"}) + "\n")
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     assert _rejected(capsys, tmp_path, *files) == (
         f"{train}: prompt 'big' is 20,000 characters long, above the sane bound of 16,000; "
         "set limits.allow_large=true to allow it"
@@ -192,7 +194,9 @@ def test_prompt_length_against_a_local_models_context(tmp_path: Path, tiny_dir: 
     model = _copy_model(tiny_dir, tmp_path / "model")
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps({"prompt": "What is 1 plus 1? " * 10, "answer": "2"}) + "\n")
-    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.heldout_path={train}"]
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text(json.dumps({"prompt": "What is 2 plus 2? " * 10, "answer": "4"}) + "\n")
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     config = load_config("tiny", ["model.source=local", f"model.name={model}", *files])
     preflight(config)  # ~70 tokens + 24 fit 256 positions
     with pytest.raises(PreflightError, match=r"evaluate.max_new_tokens=250 it exceeds the model's context of 256"):

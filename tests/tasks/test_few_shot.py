@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from configs.loader import load_config
-from tasks.arithmetic import is_heldout
+from tasks.arithmetic import parse_problem, problem_split
 from tasks.prompts import PromptFileError, few_shot_prefix, uses_few_shot
 
 
@@ -20,7 +20,8 @@ def test_prefix_shows_worked_training_examples_and_is_stable() -> None:
     for shot in shots[:3]:
         question, answer = shot.split("\nAnswer:")
         assert question.startswith("Question: ")
-        assert not is_heldout(question.removeprefix("Question: "))
+        op, a, b, _ = parse_problem(question.removeprefix("Question: "))  # type: ignore[misc]
+        assert problem_split(op, a, b) == "train"
         assert answer.endswith(".") and "The answer is" in answer
     assert few_shot_prefix(config) == prefix
     assert few_shot_prefix(load_config("tiny", ["prompts.few_shot=3", "seed=1"])) != prefix

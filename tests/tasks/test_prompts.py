@@ -10,8 +10,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.arithmetic import is_heldout
-from tasks.prompts import PromptFileError, arithmetic_prompts, draw, load_prompt_file
+from configs.loader import load_config
+from tasks.arithmetic import parse_problem, problem_split
+from tasks.prompts import (
+    PromptFileError,
+    arithmetic_prompts,
+    campaign_prompts,
+    carved_for_validation,
+    check_prompt_sources,
+    draw,
+    file_split,
+    has_split,
+    load_extra_sets,
+    load_prompt_file,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -259,16 +271,131 @@ def test_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.Mon
 # --- arithmetic and draws ----------------------------------------------------------------------
 
 
+def test_require_answer_without_an_answer_column_is_one_line(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "test.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path, require_answer=True)
+    assert str(caught.value) == f"{path}: no 'answer' column (this file is scored against answers)"
+
+
 def test_arithmetic_prompts_shape_and_split() -> None:
-    rows = arithmetic_prompts(5, split="heldout", seed=3, min_operand=1, max_operand=9, operations=["add"])
+    rows = arithmetic_prompts(5, split="validation", seed=3, min_operand=1, max_operand=9, operations=["add"])
     assert len(rows) == 5
     for row in rows:
         assert set(row) == {"id", "prompt", "answer", "solution"}
-        assert row["id"].startswith("heldout-")
-        assert is_heldout(row["prompt"])
+        assert row["id"].startswith("validation-")
+        parsed = parse_problem(row["prompt"])
+        assert parsed is not None and problem_split(*parsed[:3]) == "validation"
         assert row["solution"].endswith(f"The answer is {row['answer']}.")
-    again = arithmetic_prompts(5, split="heldout", seed=3, min_operand=1, max_operand=9, operations=["add"])
+    again = arithmetic_prompts(5, split="validation", seed=3, min_operand=1, max_operand=9, operations=["add"])
     assert again == rows
+
+
+# --- campaign splits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_builtin_campaign_splits_share_no_problem(seed: int) -> None:
+    config = load_config("tiny", [f"seed={seed}"])
+    problems = {}
+    for split in ("train", "validation", "test"):
+        rounds = [1, 2, 3] if split == "train" else [1]
+        rows = [row for index in rounds for row in campaign_prompts(config, split, index)]
+        parsed = [parse_problem(row["prompt"]) for row in rows]
+        assert all(p is not None for p in parsed)
+        problems[split] = {(op, min(a, b), max(a, b)) for op, a, b, _ in parsed}  # type: ignore[misc]
+    assert problems["train"] and problems["validation"] and problems["test"]
+    assert not problems["train"] & problems["validation"]
+    assert not problems["train"] & problems["test"]
+    assert not problems["validation"] & problems["test"]
+    # the deprecated name the flows still use means validation
+    assert campaign_prompts(config, "heldout", 1) == campaign_prompts(config, "validation", 1)
+
+
+def test_ood_slice_has_new_phrasings_and_larger_operands() -> None:
+    config = load_config("tiny")
+    ood = campaign_prompts(config, "ood", 1)
+    assert len(ood) == config.prompts.ood_size
+    train_prompts = {row["prompt"] for index in (1, 2, 3) for row in campaign_prompts(config, "train", index)}
+    for row in ood:
+        op, a, b, reserved = parse_problem(row["prompt"])  # type: ignore[misc]
+        assert reserved and row["prompt"] not in train_prompts
+        assert config.prompts.max_operand < min(a, b) and max(a, b) <= 2 * config.prompts.max_operand
+        assert int(row["answer"]) == (a + b if op == "add" else a - b)
+
+
+def test_campaign_split_sizes_follow_the_config() -> None:
+    config = load_config("tiny", ["prompts.validation_size=20", "prompts.test_size=30", "prompts.ood_size=10"])
+    sizes = {split: len(campaign_prompts(config, split, 1)) for split in ("validation", "test", "ood")}
+    assert sizes == {"validation": 20, "test": 30, "ood": 10}
+    assert campaign_prompts(config, "test", 1) == campaign_prompts(config, "test", 5)  # fixed per campaign
+
+
+def _file_config(tmp_path: Path, *extra: str) -> object:
+    return load_config("tiny", ["prompts.source=file", f"prompts.train_path={tmp_path / 'train.jsonl'}", *extra])
+
+
+def test_validation_is_carved_from_training_by_row_id_never_from_test(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"id": f"r{i}", "prompt": f"q{i}", "answer": i} for i in range(200)])
+    jsonl(tmp_path / "test.jsonl", [{"id": f"t{i}", "prompt": f"t{i}", "answer": i} for i in range(10)])
+    config = _file_config(tmp_path, f"prompts.test_path={tmp_path / 'test.jsonl'}", "prompts.validation_size=500")
+    train = file_split(config.prompts, "train")  # type: ignore[attr-defined]
+    validation = campaign_prompts(config, "validation", 1)  # type: ignore[arg-type]
+    assert 20 <= len(validation) <= 60  # about a fifth of 200 rows
+    assert {r["id"] for r in validation} == {
+        f"r{i}" for i in range(200) if carved_for_validation({"id": f"r{i}", "answer": 1})
+    }
+    assert not {r["id"] for r in validation} & {r["id"] for r in train}
+    assert len(train) + len(validation) == 200
+    assert {r["id"] for r in campaign_prompts(config, "test", 1)} == {f"t{i}" for i in range(10)}  # type: ignore[arg-type]
+    assert not has_split(config, "ood")  # type: ignore[arg-type]
+    # a row with no answer is never carved out: validation is scored against answers
+    assert not carved_for_validation({"id": "r3", "answer": None})
+
+
+def test_no_test_file_means_no_test_split(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"prompt": f"q{i}", "answer": i} for i in range(10)])
+    config = _file_config(tmp_path)
+    assert not has_split(config, "test") and campaign_prompts(config, "test", 1) == []  # type: ignore[arg-type]
+
+
+def test_overlap_with_training_is_refused_with_count_and_first_ids(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"prompt": f"q{i}"} for i in range(10)])
+    jsonl(
+        tmp_path / "val.jsonl",
+        [{"id": f"v{i}", "prompt": f" q{i} ", "answer": 1} for i in range(3)]
+        + [{"id": "new", "prompt": "z", "answer": 1}],
+    )
+    config = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'val.jsonl'}")
+    with pytest.raises(PromptFileError) as caught:
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"{tmp_path / 'val.jsonl'}: 3 validation prompt(s) also in the training prompts (first ids: 'v0', 'v1', "
+        "'v2'); at most prompts.max_overlap=0 allowed"
+    )
+    allowed = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'val.jsonl'}", "prompts.max_overlap=3")
+    notes = check_prompt_sources(allowed.prompts)  # type: ignore[attr-defined]
+    assert len(notes) == 1 and "3 validation prompt(s)" in notes[0] and "max_overlap=3" in notes[0]
+
+
+def test_test_file_without_answers_is_refused(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"prompt": f"q{i}"} for i in range(10)])
+    jsonl(tmp_path / "test.jsonl", [{"prompt": "t1"}])
+    config = _file_config(tmp_path, f"prompts.test_path={tmp_path / 'test.jsonl'}")
+    with pytest.raises(PromptFileError, match=r"test\.jsonl: no 'answer' column"):
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+
+
+def test_extra_sets_load_and_a_bad_one_names_file_line_and_set(tmp_path: Path) -> None:
+    jsonl(tmp_path / "bench.jsonl", [{"prompt": "1+1?", "answer": 2}])
+    write(tmp_path / "broken.jsonl", '{"prompt": "a", "answer": 1}\n{"prompt": "b", "answer": 2\n')
+    good = load_config("tiny", [f"evaluate.extra_sets=[{{name: bench, path: {tmp_path / 'bench.jsonl'}}}]"])
+    assert load_extra_sets(good) == {"bench": [{"id": "bench-0", "prompt": "1+1?", "answer": "2"}]}
+    bad = load_config("tiny", [f"evaluate.extra_sets=[{{name: broken, path: {tmp_path / 'broken.jsonl'}}}]"])
+    with pytest.raises(PromptFileError) as caught:
+        load_extra_sets(bad)
+    assert str(caught.value).startswith(f"{tmp_path / 'broken.jsonl'}, line 2: not valid JSON")
+    assert str(caught.value).endswith("(evaluate.extra_sets 'broken')")
 
 
 def test_draw_is_seeded_without_replacement_in_original_order() -> None:
