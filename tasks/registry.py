@@ -6,9 +6,11 @@ transformers flavour reloads a PEFT model on a local base with random base weigh
 The registered model is named `selftrain-<campaign name>`; the tracking store's registry is used, so
 the embedded SQLite store works as well as a server.
 
-The promotion rule: a version takes the alias from the champion unless the champion was scored on the
-same held-out set (same content hash) and the new one falls below it by more than the promotion margin;
-a campaign on a different held-out set cannot be compared, so its newest promoted policy wins.
+The alias rule (`tasks.gate.alias_displaces`, the gate's rule with no margin): a version takes the alias
+only from a champion scored on the same validation set (same content hash, tag `heldout_sha256`) and only
+with at least its validation accuracy. So the alias points at the best validation accuracy among versions
+comparable with the first, and never slides down a little at a time; a version scored on another
+validation set cannot be compared and does not displace (register it under another campaign name).
 
 Several campaigns may promote into one registered model at once, and MLflow has no compare-and-set on
 aliases. So the champion is defined as what the rule gives when the versions are taken one after
@@ -32,7 +34,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from configs.schema import TrackingConfig
-from tasks.evaluate import should_promote
+from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
 from tasks.tracking import client_for, retry_conflicts
 
@@ -62,10 +64,13 @@ def register_policy(
     *,
     accuracy: float,
     heldout_sha256: str,
-    margin: float,
+    margin: float | None = None,
 ) -> tuple[str, bool]:
     """Register a promoted round's policy (once per run, so a resumed campaign does not add a second
-    version) and settle the champion alias by the promotion rule (`settle_champion`).
+    version) and settle the champion alias by the alias rule (`settle_champion`).
+
+    `heldout_sha256` is the content hash of the validation set `accuracy` was measured on. `margin` is
+    unused (the alias takes no margin); it is accepted until flows/campaign.py stops passing it.
 
     Returns:
         The version number and whether the alias now points at it.
@@ -94,7 +99,7 @@ def register_policy(
             return made or client.create_model_version(name, f"runs:/{run_id}/{POLICY_DIR}", run_id=run_id, tags=tags)
 
         version = retry_conflicts(create, f"model version of run {run_id} in {name}")
-    best = settle_champion(cfg, name, margin)
+    best = settle_champion(cfg, name)
     return str(version.version), best is not None and str(best.version) == str(version.version)
 
 
@@ -114,26 +119,27 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     retry_conflicts(create, f"registered model {name}")
 
 
-def displaces(candidate: ModelVersion, incumbent: ModelVersion, margin: float) -> bool:
-    """The promotion rule between two registered versions: the candidate takes the alias unless both were
-    scored on the same held-out set and it falls below the incumbent by more than `margin`."""
-    if candidate.tags.get("heldout_sha256") != incumbent.tags.get("heldout_sha256"):
-        return True  # not comparable: the newer promotion wins
-    accuracy = float(candidate.tags.get("accuracy", "0"))
-    return should_promote(accuracy, float(incumbent.tags.get("accuracy", "0")), margin)
+def displaces(candidate: ModelVersion, incumbent: ModelVersion) -> bool:
+    """The alias rule between two registered versions (`tasks.gate.alias_displaces` on their tags)."""
+    return alias_displaces(
+        float(candidate.tags.get("accuracy", "0")),
+        candidate.tags.get("heldout_sha256"),
+        float(incumbent.tags.get("accuracy", "0")),
+        incumbent.tags.get("heldout_sha256"),
+    )
 
 
-def serial_champion(versions: list[ModelVersion], margin: float) -> ModelVersion | None:
+def serial_champion(versions: list[ModelVersion]) -> ModelVersion | None:
     """The champion the promotion rule gives when `versions` are registered one after another in version
     order: the champion every writer agrees on, however their registrations interleaved."""
     best: ModelVersion | None = None
     for version in sorted(versions, key=lambda v: int(v.version)):
-        if best is None or displaces(version, best, margin):
+        if best is None or displaces(version, best):
             best = version
     return best
 
 
-def settle_champion(cfg: TrackingConfig, name: str, margin: float, *, attempts: int = 10) -> ModelVersion | None:
+def settle_champion(cfg: TrackingConfig, name: str, *, attempts: int = 10) -> ModelVersion | None:
     """Point the alias at `serial_champion` of all versions, then read both again until they agree.
 
     The read after each move is what makes this a compare-and-set: a writer that moved the alias on a
@@ -148,7 +154,7 @@ def settle_champion(cfg: TrackingConfig, name: str, margin: float, *, attempts: 
     """
     client = client_for(cfg)
     for _ in range(attempts):
-        best = serial_champion(list(client.search_model_versions(f"name='{name}'")), margin)
+        best = serial_champion(list(client.search_model_versions(f"name='{name}'")))
         if best is None:
             return None
         current = champion(cfg, name)

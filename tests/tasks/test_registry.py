@@ -26,22 +26,23 @@ def _round(cfg: TrackingConfig, tmp: Path, tag: str) -> tuple[str, ModelRef]:
 def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -> None:
     cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
     base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
-    runs = {tag: _round(cfg, tmp_path, tag) for tag in ("r1", "r2", "r3", "r4")}
+    runs = {tag: _round(cfg, tmp_path, tag) for tag in ("r1", "r2", "r3", "r4", "r5")}
 
     def reg(tag: str, accuracy: float, heldout: str = "h1") -> tuple[str, bool]:
         run_id, policy = runs[tag]
         return register_policy(cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout, margin=0.02)
 
     assert reg("r1", 0.50) == ("1", True)  # first version: champion
-    assert reg("r2", 0.45) == ("2", False)  # worse than 0.50 - 0.02 on the same held-out set
+    assert reg("r2", 0.45) == ("2", False)  # worse than 0.50 on the same validation set
     assert reg("r2", 0.45) == ("2", False)  # a resumed campaign registers again: same version
-    assert reg("r3", 0.49) == ("3", True)  # within the margin
-    assert reg("r4", 0.10, heldout="h2") == ("4", True)  # another held-out set: not comparable, newest wins
+    assert reg("r3", 0.49) == ("3", False)  # within the campaign's margin, but the alias takes no margin
+    assert reg("r4", 0.90, heldout="h2") == ("4", False)  # another validation set: not comparable
+    assert reg("r5", 0.50) == ("5", True)  # a tie on the same set: the newer version
     client = client_for(cfg)
-    assert len(client.search_model_versions(f"name='{NAME}'")) == 4
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 5
     best = champion(cfg, NAME)
-    assert best is not None and str(best.version) == "4" and CHAMPION in client.get_registered_model(NAME).aliases
-    assert best.tags["base_sha256"] == base.sha256 and best.source == f"runs:/{runs['r4'][0]}/policy"
+    assert best is not None and str(best.version) == "5" and CHAMPION in client.get_registered_model(NAME).aliases
+    assert best.tags["base_sha256"] == base.sha256 and best.source == f"runs:/{runs['r5'][0]}/policy"
 
 
 def test_download_gives_the_adapter_and_base_reference(tmp_path: Path) -> None:
