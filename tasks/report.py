@@ -1,8 +1,18 @@
-"""Campaign report: the held-out accuracy curve by round, drawn as a PNG and logged with the campaign."""
+"""Campaign report: the accuracy plot, the end-of-campaign table and the final claim on the test set.
+
+Validation decides (it is scored every round and the gate reads it); test decides nothing and is scored for
+the starting policy and each promoted one, so the claim the campaign makes (start vs final on test) is not
+biased by the choice of rounds. The plot and the table show both, each with its 95% Wilson interval.
+
+A round row is a dict with `round`, `promoted`, the validation `accuracy`, `ci_low`, `ci_high` (None when
+the round's training was skipped) and, when the policy was scored on test, `test_accuracy`, `test_ci_low`,
+`test_ci_high` and optionally `ood_accuracy`, `ood_ci_low`, `ood_ci_high`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,40 +23,194 @@ import matplotlib.pyplot as plt  # noqa: E402
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from tasks.stats import mcnemar_exact, paired_counts, paired_credit, wilson_interval  # noqa: E402
 from tasks.tracking import RunContext  # noqa: E402
 
+Rows = Sequence[Mapping[str, Any]]
+SERIES = (  # key prefix, legend label, colour, marker, x offset (so intervals at one round do not overlap)
+    ("", "validation, promoted (decides)", "tab:blue", "o", 0.0),
+    ("test_", "test (promoted policies)", "tab:orange", "s", 0.12),
+    ("ood_", "OOD test", "tab:green", "^", 0.24),
+)
 
-def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
-    """Draw accuracy per round with its 95% interval; promoted rounds filled, rejected ones hollow.
+
+def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
+    """Draw validation accuracy per round and test (and OOD) accuracy where scored, with 95% intervals.
+
+    Validation points are filled for promoted rounds and hollow for refused ones; test and OOD points are
+    drawn only for the rounds that carry them (round 0 and the promoted ones).
 
     Args:
-        rows: one dict per round with `round`, `accuracy`, `ci_low`, `ci_high`, `promoted`
-            (rounds whose training was skipped have accuracy None and are left out).
+        rows: one dict per round (module docstring); rounds without a validation accuracy are left out.
         path: the PNG to write.
         title: the plot title (the campaign name).
     """
-    shown = [r for r in rows if r.get("accuracy") is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    xs = [r["round"] for r in shown]
-    ys = [r["accuracy"] for r in shown]
-    low = [r["accuracy"] - r["ci_low"] for r in shown]
-    high = [r["ci_high"] - r["accuracy"] for r in shown]
-    ax.errorbar(xs, ys, yerr=[low, high], color="tab:blue", capsize=4, lw=1.5, zorder=1)
-    for r in shown:
-        face = "tab:blue" if r["promoted"] else "white"
-        ax.scatter([r["round"]], [r["accuracy"]], s=46, facecolors=face, edgecolors="tab:blue", zorder=2)
-    ax.set_xticks(xs)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    rounds = sorted({int(r["round"]) for r in rows})
+    for prefix, label, colour, marker, offset in SERIES:
+        shown = [r for r in rows if r.get(f"{prefix}accuracy") is not None]
+        if not shown:
+            continue
+        xs = [r["round"] + offset for r in shown]
+        ys = [r[f"{prefix}accuracy"] for r in shown]
+        low = [y - _given(r.get(f"{prefix}ci_low"), y) for r, y in zip(shown, ys, strict=True)]
+        high = [_given(r.get(f"{prefix}ci_high"), y) - y for r, y in zip(shown, ys, strict=True)]
+        ax.errorbar(xs, ys, yerr=[low, high], color=colour, capsize=3, lw=1.2, ls="-" if not prefix else "--", zorder=1)
+        for x, y, r in zip(xs, ys, shown, strict=True):
+            face = colour if prefix or r.get("promoted", True) else "white"  # hollow: refused by the gate
+            ax.scatter([x], [y], s=44, marker=marker, facecolors=face, edgecolors=colour, zorder=2)
+        ax.scatter([], [], s=44, marker=marker, color=colour, label=label)  # one legend entry per series
+    if any(r.get("accuracy") is not None and not r.get("promoted", True) for r in rows):
+        ax.scatter(
+            [], [], s=44, marker="o", facecolors="white", edgecolors="tab:blue", label="validation, not promoted"
+        )
+    ax.set_xticks(rounds)
     ax.set_xlabel("round (0 = starting policy)")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{title}: held-out accuracy, 95% interval (hollow = not promoted)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
+    ax.set_title(f"{title}: accuracy with 95% intervals", fontsize=9)
     fig.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target)
     plt.close(fig)
     return target
+
+
+@dataclass(frozen=True)
+class FinalClaim:
+    """Start vs final policy on the test set: the campaign's claim.
+
+    Attributes:
+        items: test items both policies were scored on.
+        start_accuracy, final_accuracy: strict accuracy (credit only for the answer in the stated form).
+        start_ci, final_ci: their 95% Wilson intervals.
+        start_lenient, final_lenient: lenient accuracy (a diagnostic; None when rows carry no lenient credit).
+        gain: final minus start accuracy.
+        p_value: exact McNemar p-value, final vs start on the same test items.
+        b, c: items only the start policy got right, and only the final one.
+        ood_items, ood_start, ood_final: the out-of-distribution slice (0 items and None without one).
+    """
+
+    items: int
+    start_accuracy: float
+    final_accuracy: float
+    start_ci: tuple[float, float]
+    final_ci: tuple[float, float]
+    start_lenient: float | None
+    final_lenient: float | None
+    gain: float
+    p_value: float
+    b: int
+    c: int
+    ood_items: int = 0
+    ood_start: float | None = None
+    ood_final: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """`final/*` metrics for the campaign run."""
+        values = {
+            "final/test_gain": self.gain,
+            "final/p_value": self.p_value,
+            "final/start_test_accuracy": self.start_accuracy,
+            "final/test_accuracy": self.final_accuracy,
+        }
+        if self.start_lenient is not None and self.final_lenient is not None:
+            values |= {"final/start_test_lenient_accuracy": self.start_lenient}
+            values |= {"final/test_lenient_accuracy": self.final_lenient}
+        if self.ood_start is not None and self.ood_final is not None:
+            values |= {"final/start_ood_accuracy": self.ood_start, "final/ood_accuracy": self.ood_final}
+        return values
+
+    def sentence(self) -> str:
+        """The claim in one line (the last line of the table)."""
+        text = (
+            f"test, start -> final: {self.start_accuracy:.3f} [{self.start_ci[0]:.3f}, {self.start_ci[1]:.3f}] -> "
+            f"{self.final_accuracy:.3f} [{self.final_ci[0]:.3f}, {self.final_ci[1]:.3f}], gain {self.gain:+.3f} "
+            f"on {self.items} items (exact McNemar p={self.p_value:.2g}, b={self.b}, c={self.c})"
+        )
+        if self.start_lenient is not None and self.final_lenient is not None:
+            text += f"; lenient {self.start_lenient:.3f} -> {self.final_lenient:.3f}"
+        if self.ood_start is not None and self.ood_final is not None:
+            text += f"; OOD {self.ood_start:.3f} -> {self.ood_final:.3f} ({self.ood_items} items)"
+        return text
+
+
+def final_claim(
+    start: Rows,
+    final: Rows,
+    *,
+    start_ood: Rows | None = None,
+    final_ood: Rows | None = None,
+    lenient_key: str = "lenient_correct",
+) -> FinalClaim:
+    """Compare the starting and the final policy's evaluated test rows (`id`, `score`, optionally `lenient_key`).
+
+    Raises:
+        ValueError: the two evaluations are not on the same items, or there are none.
+    """
+    _, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", "test"))
+    if not final_credit:
+        raise ValueError("the final claim needs at least one test item scored for both policies")
+    counts = paired_counts(final_credit, start_credit)
+    n = counts.items
+    lenient = all(lenient_key in row for row in (*start, *final))
+    ood_start = ood_final = None
+    ood_items = 0
+    if start_ood and final_ood:
+        names = ("final policy", "starting policy", "OOD test")
+        _, ood_final_credit, ood_start_credit = paired_credit(final_ood, start_ood, names=names)
+        ood = paired_counts(ood_final_credit, ood_start_credit)
+        ood_items = ood.items
+        ood_start, ood_final = ood.reference_right / ood.items, ood.candidate_right / ood.items
+    return FinalClaim(
+        items=n,
+        start_accuracy=counts.reference_right / n,
+        final_accuracy=counts.candidate_right / n,
+        start_ci=wilson_interval(counts.reference_right, n),
+        final_ci=wilson_interval(counts.candidate_right, n),
+        start_lenient=sum(float(r[lenient_key]) for r in start) / n if lenient else None,
+        final_lenient=sum(float(r[lenient_key]) for r in final) / n if lenient else None,
+        gain=(counts.candidate_right - counts.reference_right) / n,
+        p_value=mcnemar_exact(counts.b, counts.c),
+        b=counts.b,
+        c=counts.c,
+        ood_items=ood_items,
+        ood_start=ood_start,
+        ood_final=ood_final,
+    )
+
+
+def render_table(rows: Rows, claim: FinalClaim | None = None) -> str:
+    """The end-of-campaign table: per round validation accuracy with its interval, whether the round was
+    promoted, and test (and OOD) accuracy with intervals where scored; then the final claim, if given."""
+    has_ood = any(r.get("ood_accuracy") is not None for r in rows)
+    header = f"{'round':>5}  {'validation [95% CI]':<22}  {'promoted':<8}  {'test [95% CI]':<22}"
+    lines = [(header + (f"  {'OOD test [95% CI]':<22}" if has_ood else "")).rstrip()]
+    for r in rows:
+        promoted = "start" if r["round"] == 0 else ("yes" if r.get("promoted") else "no")
+        validation = _cell(r, "") if r.get("accuracy") is not None else "- (not trained)"
+        line = f"{r['round']:>5}  {validation:<22}  {promoted:<8}  {_cell(r, 'test_'):<22}"
+        lines.append((line + (f"  {_cell(r, 'ood_'):<22}" if has_ood else "")).rstrip())
+    if claim is not None:
+        lines.append(claim.sentence())
+    return "\n".join(lines)
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _cell(row: Mapping[str, Any], prefix: str) -> str:
+    accuracy = row.get(f"{prefix}accuracy")
+    if accuracy is None:
+        return "-"
+    low, high = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
+    if low is None or high is None:
+        return f"{accuracy:.3f}"
+    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
 
 
 @task(name="report", cache_policy=NO_CACHE)

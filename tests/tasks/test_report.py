@@ -1,15 +1,99 @@
-"""The accuracy plot: a PNG is written for rounds with and without an accuracy."""
+"""The campaign report: the plot draws what it is given, the table and the final claim on test."""
+
+from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from tasks.report import plot_accuracy
+import pytest
+from matplotlib.image import imread
+
+from tasks.report import final_claim, plot_accuracy, render_table
+
+ROWS: list[dict[str, Any]] = [
+    {"round": 0, "promoted": True, "accuracy": 0.125, "ci_low": 0.085, "ci_high": 0.178}
+    | {"test_accuracy": 0.13, "test_ci_low": 0.089, "test_ci_high": 0.184, "ood_accuracy": 0.05}
+    | {"ood_ci_low": 0.014, "ood_ci_high": 0.165},
+    {"round": 1, "promoted": True, "accuracy": 0.44, "ci_low": 0.373, "ci_high": 0.509}
+    | {"test_accuracy": 0.42, "test_ci_low": 0.354, "test_ci_high": 0.489},
+    {"round": 2, "promoted": True, "accuracy": 0.61, "ci_low": 0.541, "ci_high": 0.675}
+    | {"test_accuracy": 0.59, "test_ci_low": 0.521, "test_ci_high": 0.656, "ood_accuracy": 0.2}
+    | {"ood_ci_low": 0.105, "ood_ci_high": 0.348},
+    {"round": 3, "promoted": False, "accuracy": 0.395, "ci_low": 0.329, "ci_high": 0.465},
+    {"round": 4, "promoted": False, "accuracy": None, "ci_low": None, "ci_high": None},
+]
 
 
-def test_plot_writes_a_png(tmp_path: Path) -> None:
-    rows = [
-        {"round": 0, "accuracy": 0.3, "ci_low": 0.2, "ci_high": 0.4, "promoted": True},
-        {"round": 1, "accuracy": None, "ci_low": None, "ci_high": None, "promoted": False},
-        {"round": 2, "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6, "promoted": False},
+def evaluated(right: set[int], n: int, lenient: set[int] | None = None) -> list[dict[str, Any]]:
+    rows = [{"id": f"t{i}", "score": float(i in right)} for i in range(n)]
+    if lenient is not None:
+        rows = [{**row, "lenient_correct": i in lenient} for i, row in enumerate(rows)]
+    return rows
+
+
+def _blue_pixels(path: Path) -> int:
+    image = imread(path)[..., :3]
+    blue = (abs(image[..., 0] - 0.12) < 0.06) & (abs(image[..., 1] - 0.47) < 0.06) & (abs(image[..., 2] - 0.71) < 0.06)
+    return int(blue.sum())
+
+
+def test_plot_draws_validation_test_and_ood_series(tmp_path: Path) -> None:
+    path = plot_accuracy(ROWS, tmp_path / "plots" / "acc.png", "demo")
+    image = imread(path)
+    assert image.shape[:2] == (480, 840)  # 7 x 4 inches at 120 dpi
+    orange = (abs(image[..., 0] - 1.0) < 0.05) & (abs(image[..., 1] - 0.5) < 0.06) & (image[..., 2] < 0.12)
+    assert orange.sum() > 200  # the test series is drawn
+    # Without the test and OOD series there is no orange at all, and the validation series is the same.
+    bare = [{k: v for k, v in row.items() if not k.startswith(("test_", "ood_"))} for row in ROWS]
+    bare_path = plot_accuracy(bare, tmp_path / "bare.png", "demo")
+    bare_image = imread(bare_path)
+    bare_orange = (abs(bare_image[..., 0] - 1.0) < 0.05) & (abs(bare_image[..., 1] - 0.5) < 0.06)
+    assert (bare_orange & (bare_image[..., 2] < 0.12)).sum() == 0
+    assert _blue_pixels(bare_path) > 200
+
+
+def test_table_shows_validation_per_round_and_test_for_promoted_ones() -> None:
+    lines = render_table(ROWS).splitlines()
+    assert lines[0].split() == ["round", "validation", "[95%", "CI]", "promoted", "test", "[95%", "CI]", "OOD"] + [
+        "test",
+        "[95%",
+        "CI]",
     ]
-    path = plot_accuracy(rows, tmp_path / "plots" / "acc.png", "demo")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lines[1].split() == ["0", "0.125", "[0.085,", "0.178]", "start", "0.130", "[0.089,", "0.184]"] + [
+        "0.050",
+        "[0.014,",
+        "0.165]",
+    ]
+    assert lines[2].split() == ["1", "0.440", "[0.373,", "0.509]", "yes", "0.420", "[0.354,", "0.489]", "-"]
+    assert lines[4].split() == ["3", "0.395", "[0.329,", "0.465]", "no", "-", "-"]
+    assert lines[5].split() == ["4", "-", "(not", "trained)", "no", "-", "-"]
+    assert len(lines) == 6  # no claim given: no final line
+
+
+def test_final_claim_pairs_start_and_final_on_test() -> None:
+    # 40 test items: the start gets items 0-4 right (0.125); the final 0-3 and 10-29 (0.6): b=1 (item 4), c=20.
+    start = evaluated(set(range(5)), 40, lenient=set(range(12)))
+    final = list(reversed(evaluated(set(range(4)) | set(range(10, 30)), 40, lenient=set(range(32)))))
+    ood_start, ood_final = evaluated({0}, 10), evaluated({0, 1, 2}, 10)
+    claim = final_claim(start, final, start_ood=ood_start, final_ood=ood_final)
+    assert (claim.items, claim.b, claim.c) == (40, 1, 20)
+    assert claim.start_accuracy == 0.125 and claim.final_accuracy == 0.6 and claim.gain == pytest.approx(0.475)
+    assert claim.p_value == pytest.approx(2 * (1 + 21) / 2**21)  # 2 * P(X <= 1), X ~ Bin(21, 1/2)
+    assert claim.start_lenient == 0.3 and claim.final_lenient == 0.8
+    assert (claim.ood_items, claim.ood_start, claim.ood_final) == (10, 0.1, 0.3)
+    assert claim.start_ci == pytest.approx((0.0546, 0.2612), abs=1e-4)  # Wilson, 5 of 40
+    assert claim.metrics()["final/test_gain"] == pytest.approx(0.475)
+    assert claim.metrics()["final/p_value"] == claim.p_value
+    table = render_table(ROWS, claim)
+    assert table.splitlines()[-1] == (
+        "test, start -> final: 0.125 [0.055, 0.261] -> 0.600 [0.446, 0.737], gain +0.475 on 40 items "
+        "(exact McNemar p=2.1e-05, b=1, c=20); lenient 0.300 -> 0.800; OOD 0.100 -> 0.300 (10 items)"
+    )
+
+
+def test_final_claim_without_lenient_or_ood_and_on_mismatched_items() -> None:
+    claim = final_claim(evaluated({0}, 4), evaluated({0, 1}, 4))
+    assert claim.start_lenient is None and claim.ood_start is None and "final/ood_accuracy" not in claim.metrics()
+    assert claim.sentence().endswith("(exact McNemar p=1, b=0, c=1)")
+    with pytest.raises(ValueError, match="final policy and starting policy were scored on different test items"):
+        final_claim(evaluated({0}, 4), evaluated({0}, 5))
