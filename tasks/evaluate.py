@@ -1,8 +1,13 @@
-"""Evaluation step: greedy held-out accuracy with a 95% interval (the promotion rule is in tasks/gate.py)."""
+"""Evaluation step: greedy accuracy on a prompt set with a 95% interval (the promotion rule is in tasks/gate.py).
+
+Accuracy is strict: credit only for one final answer in the expected form (`judge.answer_pattern`, see
+`tasks.judging.verifier`). Two diagnostics travel with it: `lenient_accuracy` (the last "answer is N", else
+the last number) and `format_rate` (share of responses in the expected form, right or wrong), so a gain
+that is only the policy learning the format shows as such.
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,25 +15,45 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from configs.schema import CampaignConfig
+from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, SamplingEngine
-from tasks.gate import should_promote  # noqa: F401  (moved to tasks/gate.py; old importers still work)
-from tasks.judging.verifier import VerifierJudge
+from tasks.gate import should_promote  # moved to tasks/gate.py; old importers still work
+from tasks.judging.verifier import verify_rows
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
+from tasks.stats import wilson_interval
 from tasks.tracking import RunContext
 
+__all__ = ["evaluate_greedy", "evaluate_task", "score_responses", "should_promote", "wilson_interval"]
 
-def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (95% by default)."""
-    if total == 0:
-        return 0.0, 1.0
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+
+def score_responses(
+    rows: Sequence[Record], answer_pattern: str = DEFAULT_ANSWER_PATTERN
+) -> tuple[list[Record], dict[str, float]]:
+    """Score responses against their answers with the strict verifier, keeping the lenient reading beside it.
+
+    Args:
+        rows: Records with `response` and `answer`.
+        answer_pattern: The expected form of a final answer (one group).
+
+    Returns:
+        The rows with `score` (1.0 strict credit, else 0.0), `correct`, `lenient_correct` and `in_form`; and
+        `accuracy` (strict), `ci_low`, `ci_high` (Wilson 95%), `lenient_accuracy`, `format_rate`, `items`.
+    """
+    scored = [{**row, "score": 1.0 if row["correct"] else 0.0} for row in verify_rows(rows, answer_pattern)]
+    total = len(scored)
+    correct = sum(1 for row in scored if row["correct"])
+    low, high = wilson_interval(correct, total)
+    return scored, {
+        "accuracy": correct / max(total, 1),
+        "ci_low": low,
+        "ci_high": high,
+        "lenient_accuracy": sum(1 for row in scored if row["lenient_correct"]) / max(total, 1),
+        "format_rate": sum(1 for row in scored if row["in_form"]) / max(total, 1),
+        "items": total,
+    }
 
 
 def evaluate_greedy(
@@ -40,11 +65,12 @@ def evaluate_greedy(
     stop: Sequence[str],
     batch_size: int,
     prefix: str = "",
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN,
 ) -> tuple[list[Record], dict[str, float]]:
-    """Answer every held-out prompt greedily (behind `prefix`, if any) and score it with the verifier.
+    """Answer every prompt greedily (behind `prefix`, if any) and score it (`score_responses`).
 
     Returns:
-        The scored records and `accuracy`, `ci_low`, `ci_high`, `items`.
+        The scored records and `accuracy`, `ci_low`, `ci_high`, `lenient_accuracy`, `format_rate`, `items`.
     """
     inputs = [template.format(prompt=row["prompt"]) for row in heldout]
     outputs = engine.sample(
@@ -60,11 +86,7 @@ def evaluate_greedy(
         prefix=prefix,
     )
     rows = [{**row, "response": out[0]} for row, out in zip(heldout, outputs, strict=True)]
-    scores = VerifierJudge().score(rows)
-    rows = [{**row, "score": score} for row, score in zip(rows, scores, strict=True)]
-    correct = sum(1 for s in scores if s >= 0.5)
-    low, high = wilson_interval(correct, len(rows))
-    return rows, {"accuracy": correct / max(len(rows), 1), "ci_low": low, "ci_high": high, "items": len(rows)}
+    return score_responses(rows, answer_pattern)
 
 
 @task(name="evaluate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
@@ -84,6 +106,7 @@ def evaluate_task(
         stop=config.generate.stop,
         batch_size=config.generate.batch_size,
         prefix=prefix,
+        answer_pattern=config.judge.answer_pattern,
     )
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)

@@ -30,8 +30,13 @@ from tasks.tracking import RunContext
 from tasks.train_reward import round_reward_model
 
 
+def is_cascade(row: Record) -> bool:
+    """Whether a judged row is the stronger model's answer (`judge.cascade`), not the policy's sample."""
+    return row.get("source") == "cascade"
+
+
 def judge_summary(rows: Sequence[Record], threshold: float) -> dict[str, float]:
-    """Round metrics of judged rows (log under `judge/`).
+    """Round metrics of the policy's judged samples (log under `judge/`); cascade rows are left out.
 
     Args:
         rows: Judged records (`id`, `score`, and `correct` where the prompt has an answer).
@@ -42,6 +47,7 @@ def judge_summary(rows: Sequence[Record], threshold: float) -> dict[str, float]:
         among rows with an answer), `pass_at_k` (share of prompts with an answer that have at least one
         correct sample) and `prompts` (distinct prompt ids). A share with nothing to count is NaN.
     """
+    rows = [row for row in rows if not is_cascade(row)]
     graded = [row for row in rows if "correct" in row]
     correct_by_prompt: dict[str, bool] = {}
     for row in graded:
@@ -53,6 +59,50 @@ def judge_summary(rows: Sequence[Record], threshold: float) -> dict[str, float]:
         "pass_at_k": _share(list(correct_by_prompt.values())),
         "prompts": float(len({row["id"] for row in rows})),
     }
+
+
+def cascade_summary(rows: Sequence[Record], routed: int) -> dict[str, float]:
+    """Metrics of the stronger model's rows (log under `cascade/`): `routed` prompts, `routed_share` of the
+    round's prompts, `rows` added and their `accuracy` (share correct among those with an answer)."""
+    prompts = len({row["id"] for row in rows})
+    added = [row for row in rows if is_cascade(row)]
+    return {
+        "routed": float(routed),
+        "routed_share": routed / max(prompts, 1),
+        "rows": float(len(added)),
+        "accuracy": _share([bool(row["correct"]) for row in added if "correct" in row]),
+    }
+
+
+def judge_quality(
+    rows: Sequence[Record], fitted: Sequence[Record], threshold: float, score_key: str = "score"
+) -> dict[str, float]:
+    """How well the judge's scores separate right from wrong, measured only on rows it was not fitted on.
+
+    Rows whose (prompt, response) was used to fit the judge (its threshold's dev rows, its references, a
+    reward model's training rows) and cascade rows never count: a judge scored on its own fitting data
+    looks better than it is.
+
+    Args:
+        rows: Judged rows (`correct` where there is an answer).
+        fitted: Rows (`prompt`, `response`) used to fit a threshold, references or a reward model.
+        threshold: The keep-threshold on `score_key`; a row below it is flagged as wrong.
+        score_key: The score to measure ("raw_score" for a calibrated LM judge).
+
+    Returns:
+        `auroc`, `error_precision`, `error_recall`, `error_f1`, `error_flagged_share` and `quality_rows` (the
+        rows counted); only `quality_rows` when no row is left.
+    """
+    seen = {(row["prompt"], row["response"]) for row in fitted}
+    counted = [
+        row for row in rows if "correct" in row and not is_cascade(row) and (row["prompt"], row["response"]) not in seen
+    ]
+    metrics = {"quality_rows": float(len(counted))}
+    if counted:
+        scores, labels = [row[score_key] for row in counted], [bool(row["correct"]) for row in counted]
+        metrics["auroc"] = auroc(scores, labels)
+        metrics.update({f"error_{k}": v for k, v in error_detection(scores, labels, threshold).items()})
+    return metrics
 
 
 def _share(flags: Sequence[bool]) -> float:
@@ -117,16 +167,14 @@ def judge_with_llm(
         precision, recall, f1 = keep_stats(dev_scores, labels, threshold)
         metrics.update(dev_keep_precision=precision, dev_keep_recall=recall, dev_keep_f1=f1)
         metrics["dev_auroc"] = auroc(dev_scores, labels)
-    judged = judge_records(rows, judge)
+    judged = judge_records(rows, judge, cfg.answer_pattern)
     passes, seconds = passes + judge.forward_passes, seconds + judge.seconds
     for row in judged:
         row["raw_score"] = row["score"]
         row["score"] = rescale(row["raw_score"], threshold, select_threshold)
-    graded = [row for row in judged if "correct" in row]
-    if graded:
-        raw, labels = [r["raw_score"] for r in graded], [bool(r["correct"]) for r in graded]
-        metrics["auroc"] = auroc(raw, labels)
-        metrics.update({f"error_{k}": v for k, v in error_detection(raw, labels, threshold).items()})
+    # The bank (dev rows that fitted the threshold, and references, which may be this round's own samples)
+    # never counts in the judge's reported quality.
+    metrics.update(judge_quality(judged, bank, threshold, score_key="raw_score"))
     metrics.update(threshold=threshold, forward_passes=float(passes), seconds=seconds)
     metrics["seconds_per_sample"] = seconds / max(len(rows), 1)
     logs = {
@@ -147,7 +195,7 @@ def judge_task(
     policy: ModelRef | None = None,
     workdir: str | None = None,
 ) -> DatasetRef:
-    """Score the round's samples, write `judged.jsonl`, log `judge/*` metrics and the data.
+    """Score the round's samples, write `judged.jsonl`, log `judge/*` (and `cascade/*`) metrics and the data.
 
     LM judges load the judge model (`tasks.judging.build.judge_model`), build the reference bank from
     earlier rounds under `workdir` (or a file), calibrate their threshold and write `judge-bank.jsonl` and
@@ -161,7 +209,7 @@ def judge_task(
     seed = config.seed * 1000 + ctx.step
     template = config.prompts.template
     if cfg.kind == "verifier":
-        result = JudgedRound(rows=judge_records(rows, build_judge(cfg, template=template)))
+        result = JudgedRound(rows=judge_records(rows, build_judge(cfg, template=template), cfg.answer_pattern))
     elif cfg.kind in ("reward-model", "all-of"):
         set_torch_threads(config.model.torch_threads)
         reward_dir = Path(out_path).with_name("reward-model")
@@ -169,8 +217,11 @@ def judge_task(
             config, rows, policy, workdir, reward_dir, round_index=ctx.step, seed=seed, progress=emit
         )
         judge = build_judge(cfg, template=template, reward_model=path)
-        judged = judge_records(rows, judge)
+        judged = judge_records(rows, judge, cfg.answer_pattern)
         metrics.update(forward_passes=float(judge.forward_passes), seconds=judge.seconds)
+        # The rows a reward model trained this round learnt from (the same bank round_reward_model built).
+        fitted = [] if cfg.reward_model is not None else build_bank(cfg, rows, workdir, ctx.step, seed)[0]
+        metrics.update(judge_quality(judged, fitted, config.select.threshold))
         result = JudgedRound(rows=judged, metrics=metrics, facts=facts)
     else:
         set_torch_threads(config.model.torch_threads)
@@ -192,14 +243,13 @@ def judge_task(
             write_records(Path(out_path).with_name(name), records)
             ctx.log_artifact(Path(out_path).with_name(name), "data")
         del scorer
-    judged, metrics = result.rows, dict(result.metrics)
+    judged, metrics = result.rows, {f"judge/{k}": v for k, v in result.metrics.items()}
     if cfg.cascade is not None:
         judged, routed = add_cascade(config, judged, seed)
-        metrics["routed_share"] = routed / max(len({row["id"] for row in judged}), 1)
-        metrics["routed"] = float(routed)
+        metrics.update({f"cascade/{k}": v for k, v in cascade_summary(judged, routed).items()})
     ref = write_records(out_path, judged)
     write_lineage(Path(out_path), generated=generated, judge=cfg, **result.facts)
     summary = judge_summary(judged, config.select.threshold)
-    ctx.log_metrics({f"judge/{k}": v for k, v in {**summary, **metrics}.items()})
+    ctx.log_metrics({**{f"judge/{k}": v for k, v in summary.items()}, **metrics})
     ctx.log_dataset(ref, name=f"round-{ctx.step}-judged", context="judged")
     return ref

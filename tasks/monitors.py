@@ -46,7 +46,11 @@ def mean_pairwise_similarity(vectors: np.ndarray) -> float:
 
 
 def generation_monitors(rows: Sequence[Record], n: int) -> dict[str, float]:
-    """Diversity, length and score statistics of judged rows (`response`, `score`)."""
+    """Diversity, length and score statistics of the policy's judged samples (`response`, `score`).
+
+    Rows the stronger model added (`source` "cascade") are left out: they are not the policy's generations.
+    """
+    rows = [row for row in rows if row.get("source") != "cascade"]
     texts = [row["response"] for row in rows]
     scores = np.array([row["score"] for row in rows], dtype=np.float64)
     return {
@@ -99,7 +103,7 @@ def monitor_task(
     ctx: RunContext,
 ) -> dict[str, float]:
     """Compute and log `monitor/*` for the round; flips only when both evaluation files exist."""
-    rows = read_records(judged)
+    rows = [row for row in read_records(judged) if row.get("source") != "cascade"]  # the policy's samples only
     metrics = generation_monitors(rows, config.monitor.distinct_n)
     if config.monitor.embedding_rows > 0 and len(rows) > 1:
         from models.embeddings import embed  # ~10 s to load once per process: only when asked for

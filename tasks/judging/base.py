@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from configs.schema import DEFAULT_ANSWER_PATTERN
 from tasks.judging.verifier import is_correct
 from tasks.records import Record
 
@@ -66,12 +67,13 @@ class JudgedRound:
     logs: dict[str, list[Record]] = field(default_factory=dict)
 
 
-def judge_records(rows: Sequence[Record], judge: Judge) -> list[Record]:
+def judge_records(rows: Sequence[Record], judge: Judge, answer_pattern: str = DEFAULT_ANSWER_PATTERN) -> list[Record]:
     """Copies of `rows` with the judge's `score` and, where there is an answer, the verifier's `correct`.
 
     Args:
         rows: Generated records (`prompt`, `response`, `answer`, ...).
         judge: The judge that scores them.
+        answer_pattern: The expected form of a final answer, for `correct` (strict, as the verifier judge).
 
     Returns:
         Judged records, in input order.
@@ -90,6 +92,6 @@ def judge_records(rows: Sequence[Record], judge: Judge) -> list[Record]:
             raise ValueError(f"judge {judge.name!r} returned score {score} outside [0, 1]")
         out = {**row, "score": score}
         if row.get("answer") is not None:
-            out["correct"] = is_correct(row["response"], row["answer"])
+            out["correct"] = is_correct(row["response"], row["answer"], answer_pattern)
         judged.append(out)
     return judged

@@ -64,7 +64,7 @@ def build_judge(
             gets no references.
     """
     if cfg.kind == "verifier":
-        return VerifierJudge()
+        return VerifierJudge(cfg.answer_pattern)
     if cfg.kind in ("reward-model", "all-of"):
         if reward_model is None:
             raise ValueError(f"judge.kind: {cfg.kind!r} needs a reward model (judge.reward_model, or a trained one)")

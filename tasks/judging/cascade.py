@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from configs.schema import CampaignConfig
+from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
 from models.loading import load_policy
 from models.sampling import HFSampler, SamplingEngine
 from tasks.judging.verifier import is_correct
@@ -36,6 +36,7 @@ def cascade_rows(
     max_new_tokens: int,
     stop: Sequence[str],
     seed: int,
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN,
 ) -> list[Record]:
     """One greedy answer from the stronger `engine` per routed prompt, as judged rows.
 
@@ -66,7 +67,7 @@ def cascade_rows(
         new = {**base, "sample": last_sample[row["id"]] + 1, "response": texts[0], "score": CASCADE_SCORE}
         new["source"] = "cascade"
         if row.get("answer") is not None:
-            new["correct"] = is_correct(texts[0], row["answer"])
+            new["correct"] = is_correct(texts[0], row["answer"], answer_pattern)
         out.append(new)
     return out
 
@@ -90,5 +91,6 @@ def add_cascade(config: CampaignConfig, judged: list[Record], seed: int) -> tupl
         max_new_tokens=cascade.max_new_tokens,
         stop=config.generate.stop,
         seed=seed,
+        answer_pattern=config.judge.answer_pattern,
     )
     return judged + extra, len(routed)

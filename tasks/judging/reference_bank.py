@@ -94,7 +94,11 @@ def build_bank(
         answered = [row for row in rows if row.get("answer") is not None]
         chosen = random.Random(seed).sample(answered, min(cfg.bootstrap, len(answered)))
         extra = [
-            {"prompt": r["prompt"], "response": r["response"], "correct": is_correct(r["response"], r["answer"])}
+            {
+                "prompt": r["prompt"],
+                "response": r["response"],
+                "correct": is_correct(r["response"], r["answer"], cfg.answer_pattern),
+            }
             for r in chosen
         ]
         facts["bootstrapped"] = len(extra)

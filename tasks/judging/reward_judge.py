@@ -92,5 +92,5 @@ def reward_judge(cfg: JudgeConfig, model_path: str, *, template: str) -> RewardM
     scorer = RewardScorer(model, tokenizer, batch_size=cfg.reward_batch_size, max_length=cfg.reward_max_length)
     judge = RewardModelJudge(scorer, template=template)
     if cfg.kind == "all-of":
-        return AllOfJudge([VerifierJudge(), judge], [1.0, cfg.reward_threshold], mode=cfg.all_of_mode)
+        return AllOfJudge([VerifierJudge(cfg.answer_pattern), judge], [1.0, cfg.reward_threshold], mode=cfg.all_of_mode)
     return judge

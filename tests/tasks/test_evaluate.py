@@ -1,8 +1,11 @@
-"""Held-out scoring helpers: the Wilson interval and the promotion rule, against hand-computed values."""
+"""Evaluation helpers against hand-computed values: the Wilson interval, strict scoring with its lenient and
+format diagnostics, greedy evaluation, and the promotion rule."""
+
+from collections.abc import Sequence
 
 import pytest
 
-from tasks.evaluate import should_promote, wilson_interval
+from tasks.evaluate import evaluate_greedy, score_responses, should_promote, wilson_interval
 
 
 def test_wilson_interval_matches_hand_computation() -> None:
@@ -19,3 +22,53 @@ def test_wilson_interval_matches_hand_computation() -> None:
 )
 def test_promotion_gate(candidate: float, incumbent: float, margin: float, expected: bool) -> None:
     assert should_promote(candidate, incumbent, margin) is expected
+
+
+def test_wilson_interval_is_scipys() -> None:
+    # 3 of 7: Wilson 95% by hand, centre (3/7 + 1.96^2/14) / (1 + 1.96^2/7) = 0.4539, half-width 0.2957
+    low, high = wilson_interval(3, 7)
+    assert low == pytest.approx(0.1582, abs=1e-4) and high == pytest.approx(0.7495, abs=1e-4)
+
+
+def test_score_responses_is_strict_and_keeps_the_lenient_rate_and_format_rate() -> None:
+    rows = [
+        {"id": "a", "response": " 2 + 3 = 5. The answer is 5.", "answer": "5"},  # right, in form
+        {"id": "b", "response": "The answer is 6.", "answer": "5"},  # wrong, in form
+        {"id": "c", "response": " 2 + 3 = 5", "answer": "5"},  # right working, not in form: lenient only
+        {"id": "d", "response": "The answer is 5 or 6.", "answer": "5"},  # two candidates: lenient only
+        {"id": "e", "response": "Ana has 2 pens and gets 5", "answer": "5"},  # an echo: lenient only
+    ]
+    scored, metrics = score_responses(rows)
+    assert [r["score"] for r in scored] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert [r["id"] for r in scored] == ["a", "b", "c", "d", "e"]
+    assert metrics["accuracy"] == pytest.approx(1 / 5)
+    assert metrics["lenient_accuracy"] == pytest.approx(4 / 5)
+    assert metrics["format_rate"] == pytest.approx(2 / 5)
+    assert metrics["items"] == 5
+    assert (metrics["ci_low"], metrics["ci_high"]) == pytest.approx(wilson_interval(1, 5))
+    _, custom = score_responses(rows, answer_pattern=r"= (\d+)")
+    assert custom["accuracy"] == pytest.approx(2 / 5) and custom["format_rate"] == pytest.approx(2 / 5)
+
+
+class CannedEngine:
+    """A sampling engine that answers each prompt with a fixed text (the `SamplingEngine` seam)."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[dict] = []
+
+    def sample(self, prompts: Sequence[str], **options: object) -> list[list[str]]:
+        self.calls.append(options)
+        return [[self.answers[p]] * int(options["n"]) for p in prompts]  # type: ignore[call-overload]
+
+
+def test_evaluate_greedy_samples_greedily_and_scores_strictly() -> None:
+    rows = [{"id": "1", "prompt": "1+1?", "answer": "2"}, {"id": "2", "prompt": "2+2?", "answer": "4"}]
+    engine = CannedEngine({"Q: 1+1?\nA:": " The answer is 2.", "Q: 2+2?\nA:": " 2 + 2"})
+    scored, metrics = evaluate_greedy(
+        engine, rows, template="Q: {prompt}\nA:", max_new_tokens=8, stop=["\n"], batch_size=4, prefix="P "
+    )
+    options = engine.calls[0]
+    assert options["temperature"] == 0.0 and options["n"] == 1 and options["prefix"] == "P "
+    assert [r["response"] for r in scored] == [" The answer is 2.", " 2 + 2"]
+    assert (metrics["accuracy"], metrics["lenient_accuracy"], metrics["format_rate"]) == (0.5, 0.5, 0.5)

@@ -10,7 +10,7 @@ import pytest
 from configs.schema import JudgeConfig
 from models.loading import load_policy
 from models.option_scorer import OptionScorer
-from tasks.judge import judge_summary, judge_with_llm
+from tasks.judge import cascade_summary, judge_quality, judge_summary, judge_with_llm
 from tasks.judging.calibration import rescale
 from tasks.judging.lm import OPTIONS
 
@@ -81,3 +81,67 @@ def test_an_lm_judge_is_calibrated_on_dev_rows_and_mapped_onto_the_selection_thr
     )
     assert no_dev.metrics["threshold"] == 0.5 and "judge-references.jsonl" not in no_dev.logs  # pointwise: no panel log
     assert all(r["score"] == rescale(r["raw_score"], 0.5, 0.5) for r in no_dev.rows)
+
+
+def test_cascade_rows_stay_out_of_the_judge_summary_and_have_their_own() -> None:
+    policy = [
+        {"id": "p1", "score": 0.2, "correct": False},
+        {"id": "p2", "score": 0.9, "correct": True},
+    ]
+    cascade = [{"id": "p1", "score": 1.0, "correct": True, "source": "cascade"}]
+    assert judge_summary(policy + cascade, threshold=0.5) == judge_summary(policy, threshold=0.5)
+    assert judge_summary(policy + cascade, threshold=0.5)["pass_at_k"] == pytest.approx(1 / 2)  # not 2/2
+    assert cascade_summary(policy + cascade, routed=1) == {
+        "routed": 1.0,
+        "routed_share": 0.5,
+        "rows": 1.0,
+        "accuracy": 1.0,
+    }
+
+
+def test_judge_quality_never_counts_rows_the_judge_was_fitted_on() -> None:
+    def row(prompt: str, response: str, score: float, correct: bool, **extra: object) -> dict:
+        return {"prompt": prompt, "response": response, "score": score, "correct": correct, **extra}
+
+    rows = [
+        row("a", "r1", 0.9, True),  # a dev row that fitted the threshold: a perfect score, left out
+        row("a", "r2", 0.1, False),  # a bootstrapped reference: left out
+        row("b", "r3", 0.8, False),  # counted: a wrong row the judge trusts
+        row("c", "r4", 0.3, True),  # counted: a right row the judge flags
+        row("d", "r5", 0.7, True),  # counted
+        row("e", "r6", 0.2, True, source="cascade"),  # the stronger model's answer: left out
+        {"prompt": "f", "response": "r7", "score": 0.4},  # no answer: nothing to measure
+    ]
+    fitted = [{"prompt": "a", "response": "r1", "correct": True}, {"prompt": "a", "response": "r2", "correct": False}]
+    quality = judge_quality(rows, fitted, threshold=0.5)
+    # counted: (0.8, wrong), (0.3, right), (0.7, right). AUROC: right beats wrong in 0 of 2 pairs -> 0.0.
+    # flagged (< 0.5): only r4, which is right -> precision 0, recall 0 (one wrong row, unflagged).
+    assert quality == {
+        "quality_rows": 3.0,
+        "auroc": 0.0,
+        "error_precision": 0.0,
+        "error_recall": 0.0,
+        "error_f1": 0.0,
+        "error_flagged_share": pytest.approx(1 / 3),
+    }
+    leaky = judge_quality(rows, [], threshold=0.5)  # what the old metric counted (cascade aside)
+    assert leaky["quality_rows"] == 5.0 and leaky["auroc"] > quality["auroc"]
+    assert judge_quality(rows[:2], fitted, threshold=0.5) == {"quality_rows": 0.0}
+
+
+def test_an_lm_judges_reported_quality_leaves_out_its_bank(tiny_dir: Path) -> None:
+    scorer = OptionScorer(*load_policy(str(tiny_dir)), OPTIONS, batch_size=8)
+    rows = [
+        {"id": f"p{i}", "sample": 0, "prompt": f"What is {i} plus 1?", "response": f" The answer is {i + 1 + i % 2}."}
+        | {"answer": str(i + 1)}
+        for i in range(12)
+    ]
+    bank = [
+        {"prompt": r["prompt"], "response": r["response"], "correct": r["response"].endswith(f"{r['answer']}.")}
+        for r in rows[:8]
+    ]  # this round's own samples, bootstrapped into the bank
+    cfg = JudgeConfig(kind="pointwise", dev_size=4)
+    result = judge_with_llm(rows, cfg, scorer, bank, template="Q: {prompt}\nA:", select_threshold=0.5, seed=1)
+    assert result.metrics["quality_rows"] == 4.0  # only the 4 rows outside the bank
+    expected = judge_quality(result.rows[8:], [], result.metrics["threshold"], score_key="raw_score")
+    assert result.metrics["auroc"] == expected["auroc"] or math.isnan(expected["auroc"])

@@ -53,6 +53,22 @@ def test_generation_monitors_report_length_and_scores() -> None:
     assert metrics["score_min"] == 0.0 and metrics["score_max"] == 1.0
 
 
+def test_generation_monitors_leave_out_cascade_rows() -> None:
+    policy = [{"response": "x y x y", "score": 0.0}, {"response": "x y", "score": 1.0}]
+    cascade = [{"response": "a b c d e f g h", "score": 1.0, "source": "cascade"}]
+    metrics = generation_monitors(policy + cascade, 2)
+    # bigrams of the policy's samples: (x y) (y x) (x y) + (x y): 2 distinct of 4
+    assert metrics["distinct_2"] == 0.5
+    assert metrics["response_words"] == 3.0 and metrics["response_chars"] == 5.0
+    assert metrics == generation_monitors(policy, 2)
+
+
+def test_distinct_n_by_hand() -> None:
+    assert distinct_n(["a b a b"], 1) == pytest.approx(2 / 4)
+    assert distinct_n(["a b a b"], 3) == pytest.approx(2 / 2)  # (a b a), (b a b)
+    assert distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
+
+
 def test_evaluated_path_is_beside_the_adapter_or_round_zero() -> None:
     base = ModelRef(source="tiny", base="/m")
     trained = ModelRef(source="tiny", base="/m", adapter="/w/round-02/adapter")

@@ -25,9 +25,9 @@ class ConstantJudge:
 
 
 ROWS: list[Record] = [
-    {"id": "p1", "sample": 0, "prompt": "q1", "response": "The answer is 4", "answer": "4"},
-    {"id": "p1", "sample": 1, "prompt": "q1", "response": "The answer is 5", "answer": "4"},
-    {"id": "p2", "sample": 0, "prompt": "q2", "response": "The answer is 1", "answer": "2"},
+    {"id": "p1", "sample": 0, "prompt": "q1", "response": "The answer is 4.", "answer": "4"},
+    {"id": "p1", "sample": 1, "prompt": "q1", "response": "The answer is 5.", "answer": "4"},
+    {"id": "p2", "sample": 0, "prompt": "q2", "response": "The answer is 1.", "answer": "2"},
     {"id": "p3", "sample": 0, "prompt": "q3", "response": "hello", "answer": None},
 ]
 

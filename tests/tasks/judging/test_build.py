@@ -30,7 +30,7 @@ def scorer(tiny_dir: Path) -> OptionScorer:
 def test_the_verifier_needs_nothing() -> None:
     judge = build_judge(JudgeConfig(kind="verifier"), template=TEMPLATE)
     assert isinstance(judge, VerifierJudge) and judge.forward_passes == 0 and judge.seconds == 0.0
-    assert judge.score([{"prompt": "q", "response": "The answer is 3", "answer": "3"}]) == [1.0]
+    assert judge.score([{"prompt": "q", "response": "The answer is 3.", "answer": "3"}]) == [1.0]
 
 
 @pytest.mark.parametrize(

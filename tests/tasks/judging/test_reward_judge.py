@@ -59,7 +59,8 @@ def test_all_of_with_the_verifier_and_a_trained_model(
     trained_reward_model: tuple[Path, list[dict], dict], labelled_sums: list[Record]
 ) -> None:
     out, _, _ = trained_reward_model
-    rows = [{**row, "answer": row["prompt"]} for row in labelled_sums[:4]]
+    # closed with a period: the verifier credits only "The answer is N." at the end
+    rows = [{**row, "response": row["response"] + "."} for row in labelled_sums[:4]]
     for row in rows:  # reference answer: a + b
         a, b = (int(x) for x in row["prompt"].removeprefix("What is ").rstrip("?").split(" + "))
         row["answer"] = str(a + b)

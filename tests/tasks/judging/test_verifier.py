@@ -1,34 +1,85 @@
-"""Unit tests of tasks.judging.verifier: which responses the verifier counts as correct."""
+"""Unit tests of tasks.judging.verifier: strict credit for one final answer in the stated form, and the lenient
+diagnostic beside it."""
 
 from __future__ import annotations
 
 import pytest
 
 from tasks.judging.base import Judge
-from tasks.judging.verifier import VerifierJudge, is_correct
+from tasks.judging.verifier import (
+    VerifierJudge,
+    final_answer,
+    in_form,
+    is_correct,
+    is_correct_lenient,
+    lenient_answer,
+    verify_rows,
+)
 
 
 @pytest.mark.parametrize(
-    ("response", "answer", "expected"),
+    ("response", "answer", "strict", "lenient"),
     [
-        ("The answer is 12.", "12", True),
-        (" 5 + 7 = 12. The answer is 012", "12", True),
-        ("answer is 012", "12", True),
-        ("The answer is 13.", "12", False),
-        ("I do not know.", "12", False),
-        ("The answer is 12.", None, False),
-        ("The answer is 3. No wait, the answer is 12", "12", True),
-        ("The answer is 12. No wait, the answer is 3", "12", False),
-        ("12 apples, so the answer is 5", "12", False),  # "answer is" beats a later or earlier bare number
-        ("7 + 5 = 12", "12", True),  # no "answer is": the last number
-        ("The answer is -4", " -4 ", True),
-        ("The answer is 12", 12, True),  # a non-string reference is compared by value
-        ("The answer is 12", "twelve", False),  # not an integer: compared as text
+        ("The answer is 12.", "12", True, True),
+        (" 5 + 7 = 12. The answer is 12.", "12", True, True),
+        (" 5 + 7 = 12. The answer is 12.  \n ", "12", True, True),  # trailing whitespace is allowed
+        (" 5 + 7 = 12. The answer is 012.", "12", True, True),  # compared as integers
+        (" so the answer is 12.", "12", True, True),
+        ("The answer is -4.", " -4 ", True, True),
+        ("The answer is 12.", 12, True, True),  # a non-string reference is compared by value
+        ("The answer is 13.", "12", False, False),
+        ("The answer is 12.", None, False, False),
+        ("I do not know.", "12", False, False),
+        # gaming cases: no credit under the strict check, though the lenient reading gives it
+        ("Tom has 5 apples and gets 12", "12", False, True),  # an echo of the question ending on the answer
+        ("The answer is 7 or 8.", "7", False, True),  # two candidate answers
+        ("The answer is 7 or 8.", "8", False, False),
+        ("The answer is 8. The answer is 7.", "7", False, True),  # two stated answers, the last one right
+        ("The answer is 7. The answer is 8.", "7", False, False),
+        (" 12 - 4", "8", False, False),  # an expression without its result
+        (" 4 + 4", "4", False, True),  # ... whose last operand is the answer
+        ("7 + 5 = 12", "12", False, True),  # right working, not stated in the form
+        ("The answer is 12", "12", False, True),  # no closing period: not the stated form
+        ("The answer is 12. Next question: what is 3 plus 4?", "12", False, True),  # not at the end
+        ("The answer is 4.5.", "4", False, True),
     ],
 )
-def test_verifier(response: str, answer: object, expected: bool) -> None:
-    assert is_correct(response, answer) is expected
-    assert VerifierJudge().score([{"prompt": "q", "response": response, "answer": answer}]) == [float(expected)]
+def test_verifier(response: str, answer: object, strict: bool, lenient: bool) -> None:
+    assert is_correct(response, answer) is strict
+    assert is_correct_lenient(response, answer) is lenient
+    assert VerifierJudge().score([{"prompt": "q", "response": response, "answer": answer}]) == [float(strict)]
+
+
+def test_final_answer_and_form() -> None:
+    assert final_answer(" 3 + 4 = 7. The answer is 7.") == "7"
+    assert final_answer("The answer is 7 or 8.") is None
+    assert in_form("The answer is 9.") and not in_form("9")
+    assert lenient_answer("so 12") == "12" and lenient_answer("no number") is None
+    assert lenient_answer("answer is -3, then 5") == "-3"  # "answer is" beats a later bare number
+
+
+def test_a_configured_pattern_replaces_the_default() -> None:
+    pattern = r"#### (-?\d+)\s*$"  # GSM8K's final-answer marker
+    judge = VerifierJudge(pattern)
+    rows = [
+        {"response": "3 + 4 = 7\n#### 7", "answer": "7"},
+        {"response": "The answer is 7.", "answer": "7"},
+        {"response": "#### 7\nor maybe #### 8", "answer": "7"},
+    ]
+    assert judge.score(rows) == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="exactly one group"):
+        VerifierJudge(r"(\d+) (\d+)")
+
+
+def test_verify_rows_keeps_strict_lenient_and_form_side_by_side() -> None:
+    rows = [
+        {"response": "The answer is 5.", "answer": "5"},
+        {"response": "The answer is 6.", "answer": "5"},
+        {"response": " 2 + 3 = 5", "answer": "5"},
+        {"response": "The answer is 5.", "answer": None},
+    ]
+    flags = [(r["correct"], r["lenient_correct"], r["in_form"]) for r in verify_rows(rows)]
+    assert flags == [(True, True, True), (False, False, True), (False, True, False), (False, False, True)]
 
 
 def test_verifier_is_a_judge() -> None:
