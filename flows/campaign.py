@@ -14,6 +14,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from configs.schema import CampaignConfig
+from flows.interrupt import is_interruption
 from flows.resume import Campaign, open_campaign
 from flows.round import RoundResult, round_flow
 from tasks.evaluate import evaluate_task
@@ -24,44 +25,64 @@ from tasks.prompts import prompts_task
 from tasks.records import DatasetRef, ModelRef, atomic_write_text
 from tasks.registry import champion, download_policy, register_policy, registered_name
 from tasks.report import report_task
-from tasks.tracking import PARENT_TAG, RunContext, download_json, end_run, fail_running, find_runs, set_tags
+from tasks.tracking import (
+    PARENT_TAG,
+    RunContext,
+    download_json,
+    fail_running,
+    find_runs,
+    finish_run,
+    kill_running,
+    set_tags,
+)
 
 
 @flow(name="selftrain-campaign", flow_run_name="{config.name}")
 def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
     """Run (or resume, unless `fresh`) a whole campaign; return its MLflow run ids and one row per round."""
     campaign = open_campaign(config, fresh=fresh, flow_run_id=str(flow_run.id))
+    parent = campaign.parent_run_id
+    try:  # the folder lock is held until the campaign's last MLflow write: until then it is alive
+        try:
+            policy, rows = run_rounds(config, campaign)
+        except BaseException as error:
+            if is_interruption(error):  # Ctrl-C or SIGTERM: KILLED, resumed like a crash
+                kill_running(config.tracking, parent)
+            else:
+                fail_running(config.tracking, parent, "the campaign raised")
+            raise
+        fail_running(config.tracking, parent, "left running when its campaign ended", include_parent=False)
+        finish_run(config.tracking, parent)
+    finally:
+        campaign.release()
+    return {"parent_run_id": parent, "workdir": str(campaign.workdir), "final_policy": policy.label, "rounds": rows}
+
+
+def run_rounds(config: CampaignConfig, campaign: Campaign) -> tuple[ModelRef, list[dict]]:
+    """Round 0 (the starting policy measured), then each round; return the final policy and one row per round."""
     workdir, parent = campaign.workdir, campaign.parent_run_id
     ctx = RunContext(tracking=config.tracking, run_id=parent, step=0)
     cached = {"result_storage": campaign.results}
-    try:
-        atomic_write_text(workdir / "config.json", config.model_dump_json(indent=2))
-        ctx.log_artifact(workdir / "config.json")
-        base = prepare_base_task(config)
-        policy, source = start_policy(config, base, campaign)
-        heldout = prompts_task.with_options(**cached)(config, "heldout", 0, str(workdir / "heldout.jsonl"), ctx)
-        evaluate = evaluate_task.with_options(**cached)
-        base_metrics = evaluate(config, policy, heldout, str(evaluated_path(policy, workdir)), ctx)  # round 0
-        best = base_metrics["accuracy"]
-        rows = [{"round": 0, "promoted": True, "run_id": parent, **_curve_point(base_metrics)}]
-        for index in range(1, config.rounds + 1):
-            result = finished_round(config, parent, index, workdir) or round_flow.with_options(**cached)(
-                config, index, policy, best, heldout, parent, str(workdir), source
-            )
-            if result.promoted and result.candidate is not None:
-                policy, best, source = result.candidate, float(result.accuracy or 0.0), f"runs:/{result.run_id}/adapter"
-                register(config, result, base, heldout)
-            rows.append({"round": index, "promoted": result.promoted, "run_id": result.run_id, **_curve_point(result)})
-        report_task(rows, str(workdir / "accuracy.png"), config.name, ctx)
-        set_tags(config.tracking, parent, {"selftrain.final_policy": policy.label})
-    except BaseException:
-        fail_running(config.tracking, parent, "the campaign raised")
-        raise
-    finally:
-        campaign.release()
-    fail_running(config.tracking, parent, "left running when its campaign ended", include_parent=False)
-    end_run(config.tracking, parent)
-    return {"parent_run_id": parent, "workdir": str(workdir), "final_policy": policy.label, "rounds": rows}
+    atomic_write_text(workdir / "config.json", config.model_dump_json(indent=2))
+    ctx.log_artifact(workdir / "config.json")
+    base = prepare_base_task(config)
+    policy, source = start_policy(config, base, campaign)
+    heldout = prompts_task.with_options(**cached)(config, "heldout", 0, str(workdir / "heldout.jsonl"), ctx)
+    evaluate = evaluate_task.with_options(**cached)
+    base_metrics = evaluate(config, policy, heldout, str(evaluated_path(policy, workdir)), ctx)  # round 0
+    best = base_metrics["accuracy"]
+    rows = [{"round": 0, "promoted": True, "run_id": parent, **_curve_point(base_metrics)}]
+    for index in range(1, config.rounds + 1):
+        result = finished_round(config, parent, index, workdir) or round_flow.with_options(**cached)(
+            config, index, policy, best, heldout, parent, str(workdir), source
+        )
+        if result.promoted and result.candidate is not None:
+            policy, best, source = result.candidate, float(result.accuracy or 0.0), f"runs:/{result.run_id}/adapter"
+            register(config, result, base, heldout)
+        rows.append({"round": index, "promoted": result.promoted, "run_id": result.run_id, **_curve_point(result)})
+    report_task(rows, str(workdir / "accuracy.png"), config.name, ctx)
+    set_tags(config.tracking, parent, {"selftrain.final_policy": policy.label})
+    return policy, rows
 
 
 def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> tuple[ModelRef, str | None]:

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("flows.reproduce", "re-run a past round from MLflow and compare metrics: selftrain reproduce RUN_ID"),
     "ablation": ("flows.ablation", "compare recipes on the same prompts and seeds: selftrain ablation [CONFIG...]"),
     "judge-eval": ("flows.judge_eval", "compare judges on a labelled set: selftrain judge-eval [CONFIG] [k=v ...]"),
+    "score": ("flows.score", "score prompt/response/answer rows with the verifier: selftrain score [CONFIG] FILE"),
 }
 TABLE_METRICS = [
     ("judge/accept_rate", "accept"),
@@ -98,9 +100,11 @@ def run(config: CampaignConfig, fresh: bool = False) -> dict:
 
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()  # TRL's dataset preparation; the env var is read at import, too late here
+    from flows.interrupt import start_own_session_server
     from tasks.tracking import client_for, tracking_uri
 
     with local_prefect_settings():
+        start_own_session_server()  # out of the terminal's process group: Ctrl-C reaches only this process
         summary = campaign_flow(config, fresh=fresh)
     client = client_for(config.tracking)
     print("\nround  " + "  ".join(f"{label:>11}" for _, label in TABLE_METRICS) + "  promoted")
@@ -147,7 +151,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "validate":
         print(config.model_dump_json(indent=2))
         return 0
-    run(config, fresh=ns.fresh)
+    return run_interruptible(config, ns.args, fresh=ns.fresh)
+
+
+def run_interruptible(config: CampaignConfig, args: Sequence[str], fresh: bool = False) -> int:
+    """`run`, stopped cleanly by Ctrl-C or SIGTERM: the runs are recorded as interrupted (flows/campaign.py),
+    one line says how to resume, and the exit status is 128 + the signal number (130, 143).
+
+    Args:
+        config: The checked config.
+        args: The command's `[CONFIG] [key=value ...]`, repeated in the resume command.
+        fresh: Start a new campaign; the resume command leaves `--fresh` out, so it continues this one.
+    """
+    from flows.interrupt import exit_now, interruptible, is_interruption, signal_number
+
+    try:
+        with interruptible():
+            run(config, fresh=fresh)
+    except BaseException as error:
+        if not is_interruption(error):
+            raise
+        print(f"selftrain: interrupted; resume with: {shlex.join(['selftrain', 'run', *args])}", file=sys.stderr)
+        exit_now(128 + signal_number(error))
     return 0
 
 

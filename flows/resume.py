@@ -1,7 +1,8 @@
 """Which campaign a run belongs to: a new one, or the unfinished one with the same config, resumed.
 
 A campaign's identity is its `key`, a hash of the resolved config without the fields that only say
-where results go (`tracking`) or how fast it runs (`model.torch_threads`). Each campaign gets its own
+where results go (`tracking`) or how fast it runs (`model.torch_threads`); those are recorded as tags, which a
+resumed campaign may change, the rest as params, which MLflow keeps fixed. Each campaign gets its own
 folder `<output_dir>/<campaign_id>` (`<name>-<yyyymmdd-hhmmss>-<6 hex>`), so two campaigns never share
 files, even with the same config on the same servers. The process running a campaign holds an
 exclusive lock on `<folder>/.lock`; the kernel drops it when the process dies (even on SIGKILL), so a
@@ -36,12 +37,36 @@ from tasks.tracking import fail_running, find_runs, reopen_run, set_tags, start_
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
 
 
+OUTSIDE_IDENTITY = ("tracking", "model.torch_threads")  # where results go, how fast it runs
+
+
+def outside_identity(dotted: str) -> bool:
+    """Whether a config field (`section.field`) is left out of the campaign's identity (`campaign_key`)."""
+    return any(dotted == field or dotted.startswith(field + ".") for field in OUTSIDE_IDENTITY)
+
+
 def campaign_key(config: CampaignConfig) -> str:
     """A hash of everything in the config that can change a campaign's results."""
     data = config.model_dump(mode="json")
-    data.pop("tracking")
-    data["model"].pop("torch_threads")
+    for field in OUTSIDE_IDENTITY:
+        *path, last = field.split(".")
+        section = data
+        for name in path:
+            section = section[name]
+        section.pop(last)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recorded_config(config: CampaignConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """The resolved config as (MLflow params, tags): fields outside the identity become `selftrain.config.*`
+    tags, because a resumed campaign may change them and MLflow refuses a param's second value."""
+    params, tags = {}, {}
+    for key, value in flatten(config).items():
+        if outside_identity(key):
+            tags[f"selftrain.config.{key}"] = value
+        else:
+            params[key] = value
+    return params, tags
 
 
 @dataclass
@@ -109,7 +134,7 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
             lock.close()
     if resumable is not None:
         reopen_run(cfg, resumable.parent_run_id)
-        set_tags(cfg, resumable.parent_run_id, {"prefect.flow_run_id": str(flow_run_id)})
+        set_tags(cfg, resumable.parent_run_id, {"prefect.flow_run_id": str(flow_run_id), **recorded_config(config)[1]})
         emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
         return resumable
     return _new_campaign(config, key, flow_run_id)
@@ -148,11 +173,13 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
             continue
     lock = try_lock(workdir)  # before the run exists, so no other process can take it for a dead one
     assert lock is not None
+    params, config_tags = recorded_config(config)
     parent = start_run(
         config.tracking,
         config.name,
-        params=flatten(config),
+        params=params,
         tags={
+            **config_tags,
             "selftrain.kind": "campaign",
             "selftrain.campaign_id": campaign_id,
             "selftrain.campaign_key": key,

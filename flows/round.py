@@ -8,8 +8,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from configs.loader import flatten
 from configs.schema import CampaignConfig
+from flows.interrupt import is_interruption
+from flows.resume import recorded_config
 from tasks.evaluate import evaluate_task, should_promote
 from tasks.generate import generate_task
 from tasks.judge import judge_task
@@ -17,7 +18,7 @@ from tasks.monitors import evaluated_path, monitor_task
 from tasks.prompts import prompts_task
 from tasks.records import DatasetRef, ModelRef
 from tasks.select import select_task
-from tasks.tracking import RunContext, end_run, open_run, round_input, set_tags
+from tasks.tracking import RunContext, end_run, finish_run, open_run, round_input, set_tags
 from tasks.train_dpo import dpo_train_task
 from tasks.train_sft import sft_train_task
 from tasks.train_superhf import superhf_train_task
@@ -49,11 +50,12 @@ def round_flow(
     """Run round `round_index` from `policy` (adapter logged at MLflow URI `policy_source`, None for the base);
     promote the result if the gate allows. A resumed campaign reopens the round's run (found by its tags)."""
     folder = Path(workdir) / f"round-{round_index:02d}"
+    params, config_tags = recorded_config(config)
     run_id = open_run(
         config.tracking,
         f"{config.name}-round-{round_index}",
-        params={"round": str(round_index), "input_policy": policy.label, **flatten(config)},
-        tags={"prefect.flow_run_id": str(flow_run.id)},
+        params={"round": str(round_index), "input_policy": policy.label, **params},
+        tags={"prefect.flow_run_id": str(flow_run.id), **config_tags},
         parent_run_id=parent_run_id,
         match={"selftrain.round": str(round_index)},
     )
@@ -97,8 +99,10 @@ def round_flow(
             promoted=promoted,
         )
         ctx.log_json(folder / "round_result.json", result.model_dump())  # read back by a resumed campaign
-    except BaseException:
-        end_run(config.tracking, run_id, "FAILED")
+    except BaseException as error:
+        if is_interruption(error):  # Ctrl-C or SIGTERM: KILLED, resumable like a crash
+            set_tags(config.tracking, run_id, {"selftrain.failure": "interrupted"})
+        end_run(config.tracking, run_id, "KILLED" if is_interruption(error) else "FAILED")
         raise
-    end_run(config.tracking, run_id)
+    finish_run(config.tracking, run_id)
     return result

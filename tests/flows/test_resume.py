@@ -14,12 +14,12 @@ import pytest
 from mlflow import MlflowClient
 
 from configs.loader import load_config
-from flows.resume import campaign_key, open_campaign, try_lock
-from tasks.tracking import PARENT_TAG, client_for, find_runs, start_run
+from flows.resume import campaign_key, open_campaign, recorded_config, try_lock
+from tasks.tracking import PARENT_TAG, client_for, find_runs, finish_run, log_metrics, open_run, start_run
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
-SMALL = ["configs/tiny.yaml", "rounds=2", "prompts.train_size=64", "prompts.heldout_size=64"]
+SMALL = ["configs/tiny.yaml", "rounds=2", "prompts.train_size=64", "prompts.validation_size=64"]
 
 
 def test_campaign_key_ignores_where_and_how_fast_but_not_what() -> None:
@@ -51,6 +51,37 @@ def test_dead_campaign_is_marked_failed_and_resumed_live_one_is_not(tmp_path: Pa
     for campaign in (alive, other, resumed):
         campaign.release()
     assert len({alive.workdir, other.workdir, dead.workdir}) == 3
+
+
+def test_speed_only_fields_are_tags_so_a_resumed_round_may_change_them(tmp_path: Path) -> None:
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-params"])
+    params, tags = recorded_config(config)
+    assert "model.torch_threads" not in params and tags["selftrain.config.model.torch_threads"] == "1"
+    assert not [key for key in params if key.startswith("tracking.")] and params["generate.k"] == "4"
+    faster = config.model_copy(update={"model": config.model.model_copy(update={"torch_threads": 2})})
+    run_ids = []
+    for cfg in (config, faster):  # the round run of a crashed campaign, reopened with another thread count
+        params, tags = recorded_config(cfg)
+        run_ids.append(open_run(cfg.tracking, "r1", params=params, tags=tags, match={"selftrain.round": "1"}))
+    run = client_for(config.tracking).get_run(run_ids[0])
+    assert run_ids[0] == run_ids[1] and run.data.tags["selftrain.config.model.torch_threads"] == "2"
+
+
+def test_relogged_metrics_keep_one_point_per_round_and_success_clears_the_failure_tag(tmp_path: Path) -> None:
+    cfg = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-metrics"]).tracking
+    parent = start_run(cfg, "p", params={}, tags={"selftrain.failure": "its process died"})
+    child = start_run(cfg, "c", params={}, tags={}, parent_run_id=parent)
+    client = client_for(cfg)
+    log_metrics(cfg, [child, parent], {"eval/accuracy": 0.5, "generate/seconds": 3.0}, step=1)
+    log_metrics(cfg, [child, parent], {"eval/accuracy": 0.5, "generate/seconds": 3.4}, step=1)  # re-run stage
+    log_metrics(cfg, [child, parent], {"eval/accuracy": 0.6}, step=2)  # the next round still adds its point
+    for run_id in (child, parent):
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, "eval/accuracy")] == [(1, 0.5), (2, 0.6)]
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, "generate/seconds")] == [(1, 3.0)]
+    finish_run(cfg, parent)
+    finish_run(cfg, child)  # no failure tag to clear: fine
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and "selftrain.failure" not in run.data.tags
 
 
 @pytest.mark.slow
@@ -93,7 +124,7 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     assert [r.info.status for r in every if r.info.status != "FINISHED"] == []
     parents = [r for r in every if r.data.tags.get("selftrain.kind") == "campaign"]
     assert len(parents) == 1 and parents[0].data.tags["selftrain.resumed"] == "1"
-    assert "died" in parents[0].data.tags["selftrain.failure"]  # marked FAILED before it was reopened
+    assert "selftrain.failure" not in parents[0].data.tags  # marked FAILED before it was reopened, cleared at the end
     children = find_runs(
         load_config("tiny", [f"tracking.output_dir={runs}"]).tracking, {PARENT_TAG: parents[0].info.run_id}
     )

@@ -1,0 +1,168 @@
+"""Ctrl-C and SIGTERM stop a campaign within seconds with one line saying how to resume; the resume
+gets the same accuracies as an uninterrupted run, and a speed-only change (`model.torch_threads`) resumes."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.interrupt import Interrupted, interruptible, is_interruption, signal_number
+
+REPO = Path(__file__).resolve().parents[2]
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+SMALL = ["configs/tiny.yaml", "rounds=2", "prompts.train_size=64", "prompts.validation_size=64"]
+EXIT_WITHIN = 10.0  # seconds from the signal to the process's exit
+
+
+def test_signals_become_one_interruption_and_later_ones_are_ignored() -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught, interruptible():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler raises in the main thread at the next bytecode
+    assert caught.value.signum == signal.SIGTERM and signal_number(caught.value) == 143 - 128
+    with interruptible():
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the first is being recorded: no effect
+        time.sleep(0.2)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # restored
+
+
+def test_errors_raised_while_handling_an_interruption_count_as_one() -> None:
+    try:
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted:
+            raise ValueError("Task run is not set")  # noqa: B904 (as Prefect 3.8 raises it while recording a crash)
+    except ValueError as error:
+        assert is_interruption(error) and signal_number(error) == signal.SIGTERM
+    assert not is_interruption(ValueError("a real failure"))
+
+
+def _start(args: list[str], out: Path, env: dict[str, str]) -> subprocess.Popen:
+    # Own session, as a terminal's foreground group: the signal goes to the group, as Ctrl-C does.
+    return subprocess.Popen(
+        [SELFTRAIN, "run", *args],
+        cwd=REPO,
+        env=env,
+        stdout=open(out / "stdout.txt", "w"),  # noqa: SIM115 (closed with the process)
+        stderr=open(out / "stderr.txt", "w"),  # noqa: SIM115
+        start_new_session=True,
+    )
+
+
+def _interrupt_when(proc: subprocess.Popen, out: Path, line: str, signum: int) -> float:
+    """Send `signum` to the process group once `line` shows in its output; return seconds to exit."""
+    deadline = time.monotonic() + 900
+    while line not in (out / "stderr.txt").read_text() + (out / "stdout.txt").read_text():
+        assert proc.poll() is None, (out / "stderr.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{line!r} never showed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    sent = time.monotonic()
+    proc.wait(timeout=120)
+    return time.monotonic() - sent
+
+
+def _runs(output_dir: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("selftrain-tiny")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def _accuracies(output_dir: Path) -> dict[int, float]:
+    client, runs = _runs(output_dir)
+    (parent,) = [r for r in runs if r.data.tags.get("selftrain.kind") == "campaign"]
+    history = client.get_metric_history(parent.info.run_id, "eval/accuracy")
+    assert len({m.step for m in history}) == len(history), "two points at one round"
+    return {m.step: m.value for m in history}
+
+
+def _assert_interrupted(proc: subprocess.Popen, seconds: float, out: Path, args: list[str], status: int) -> None:
+    stdout, stderr = (out / "stdout.txt").read_text(), (out / "stderr.txt").read_text()
+    print(f"exit {proc.returncode} after {seconds:.2f} s")
+    assert proc.returncode == status, stderr[-3000:]
+    assert seconds < EXIT_WITHIN
+    lines = [line for line in stderr.splitlines() if line.startswith("selftrain:")]
+    assert lines == [f"selftrain: interrupted; resume with: {shlex.join(['selftrain', 'run', *args])}"]
+    assert "Traceback" not in stdout + stderr and "ConnectError" not in stdout + stderr
+    client, runs = _runs(Path(args[-1].split("=", 1)[1]))
+    assert runs and {r.info.status for r in runs} == {"KILLED"}  # the campaign and its open round
+    assert {r.data.tags.get("selftrain.failure") for r in runs} == {"interrupted"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict[int, float]:
+    """Per-round accuracies of the same small campaign run without a stop."""
+    runs = tmp_path_factory.mktemp("uninterrupted") / "runs"
+    done = subprocess.run(
+        [SELFTRAIN, "run", *SMALL, f"tracking.output_dir={runs}"],
+        cwd=REPO,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _accuracies(runs)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_exits_within_seconds_and_resumes_to_the_same_accuracies(
+    tmp_path: Path, cli_env: dict[str, str], uninterrupted: dict[int, float]
+) -> None:
+    args = [*SMALL, f"tracking.output_dir={tmp_path / 'runs'}"]
+    proc = _start(args, tmp_path, cli_env)
+    seconds = _interrupt_when(proc, tmp_path, "train: step", signal.SIGINT)
+    _assert_interrupted(proc, seconds, tmp_path, args, 130)
+    assert not [p for p in (tmp_path / "runs").glob("*/round-01/adapter")]  # stopped inside round 1's training
+
+    resumed = subprocess.run(
+        [SELFTRAIN, "run", *args], cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=900
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming campaign" in resumed.stderr
+    assert _accuracies(tmp_path / "runs") == uninterrupted
+    client, runs = _runs(tmp_path / "runs")
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
+    assert not [r for r in runs if "selftrain.failure" in r.data.tags]  # stale tags cleared on success
+    for run in runs:  # a stage run twice keeps one point per round
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), (run.info.run_name, key, steps)
+
+
+@pytest.mark.slow
+def test_sigterm_exits_within_seconds_and_resumes_with_another_thread_count(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    args = [*SMALL, f"tracking.output_dir={tmp_path / 'runs'}"]
+    proc = _start(args, tmp_path, cli_env)
+    seconds = _interrupt_when(proc, tmp_path, "generate:", signal.SIGTERM)
+    _assert_interrupted(proc, seconds, tmp_path, args, 143)
+
+    # model.torch_threads says only how fast: the same campaign resumes, though its runs recorded 1
+    resumed = subprocess.run(
+        [SELFTRAIN, "run", *args, "model.torch_threads=2"],
+        cwd=REPO,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming campaign" in resumed.stderr
+    _, runs = _runs(tmp_path / "runs")
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
+    for run in runs:
+        assert "model.torch_threads" not in run.data.params
+        assert run.data.tags["selftrain.config.model.torch_threads"] == "2"
