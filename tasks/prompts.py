@@ -120,6 +120,39 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
     return records
 
 
+def load_response_file(path: str | Path) -> list[Record]:
+    """Read scored-to-be rows from a JSONL, CSV or Parquet file: `prompt`, `response` and `answer` on every row.
+
+    Generations may come from anywhere (another system, another model); this reads them for
+    `selftrain score`. Other columns are kept as they are.
+
+    Returns:
+        Records `{"id", "prompt", "response", "answer", ...}` in file order.
+
+    Raises:
+        PromptFileError: naming the file, the line or row, and the reason (a missing column, an empty
+            prompt, a response that is not text, a row without an answer).
+    """
+    path = Path(path)
+    records = load_prompt_file(path, require_answer=True)  # checks the file, prompt, answer and ids
+    suffix = path.suffix.lower()
+    unit = "line" if suffix in JSONL_SUFFIXES else "row"
+    rows = _read_jsonl(path) if suffix in JSONL_SUFFIXES else [(i, row) for i, row in _tabular_rows(path)]
+    out = []
+    for record, (number, raw) in zip(records, rows, strict=True):
+        response = raw.get("response")
+        if not isinstance(response, str):
+            found = "no 'response'" if response is None else f"'response' must be a string, got {_json_type(response)}"
+            raise PromptFileError(path, found, number, unit)
+        extra = {k: v for k, v in raw.items() if k not in ("id", "prompt", "answer", "response")}
+        out.append({**extra, **record, "response": response})
+    return out
+
+
+def _tabular_rows(path: Path) -> list[tuple[int, Any]]:
+    return _read_csv(path) if path.suffix.lower() == ".csv" else _read_parquet(path)
+
+
 def arithmetic_prompts(
     n: int, *, split: str, seed: int, min_operand: int, max_operand: int, operations: Sequence[str]
 ) -> list[Record]:

@@ -1,0 +1,81 @@
+"""`selftrain score [CONFIG] FILE`: score generations from anywhere with the campaign's verifier.
+
+A user brings a JSONL, CSV or Parquet file of `prompt`, `response` and `answer` rows (another system's
+output, another model's) and gets the same yardstick as the campaign: strict accuracy with its Wilson 95%
+interval, the lenient accuracy and the format rate. The rows, each with its credit, are written beside the
+file as `<file>.scored.jsonl`. Nothing is recorded in MLflow or Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from configs.loader import ConfigError, load_config, split_args
+
+DEFAULT_CONFIG = "default"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare `selftrain score [CONFIG] [key=value ...] FILE`."""
+    parser.add_argument(
+        "args",
+        nargs="+",
+        metavar="[CONFIG] [key=value ...] FILE",
+        help="config file or shipped name (its judge.answer_pattern is the yardstick), overrides, then the file",
+    )
+
+
+def scored_path(path: str | Path) -> Path:
+    """Where the scored rows of `path` go: `<path>.scored.jsonl`, beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".scored.jsonl")
+
+
+def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, float]]:
+    """Score a response file and write its rows with their credit beside it.
+
+    Returns:
+        (the scored file, metrics from `tasks.evaluate.score_responses`).
+
+    Raises:
+        PromptFileError: a file that cannot be read, naming the file, line and reason.
+    """
+    from tasks.evaluate import score_responses
+    from tasks.prompts import load_response_file
+    from tasks.records import write_records
+
+    rows, metrics = score_responses(load_response_file(path), answer_pattern)
+    out = scored_path(path)
+    write_records(out, rows)
+    return out, metrics
+
+
+def format_report(metrics: dict[str, float], out: Path) -> str:
+    """The lines `selftrain score` prints."""
+    items = int(metrics["items"])
+    right = round(metrics["accuracy"] * items)
+    return "\n".join(
+        [
+            f"accuracy          {metrics['accuracy']:.3f}  ({right}/{items}, 95% CI "
+            f"{metrics['ci_low']:.3f}-{metrics['ci_high']:.3f})",
+            f"lenient accuracy  {metrics['lenient_accuracy']:.3f}  (last 'answer is N', else the last number)",
+            f"format rate       {metrics['format_rate']:.3f}  (responses stating an answer in the expected form)",
+            f"scored rows: {out}",
+        ]
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Run `selftrain score`; 2 with a one-line error for a bad config or file."""
+    *config_args, file = ns.args
+    path, overrides = split_args(config_args)
+    try:
+        config = load_config(path or DEFAULT_CONFIG, overrides)
+        out, metrics = score_file(file, config.judge.answer_pattern)
+    except (ConfigError, ValueError, OSError) as err:
+        print(f"selftrain: error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(metrics, out))
+    return 0
