@@ -52,7 +52,8 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
         progress=Progress("sample", "samples"),
         prefix=few_shot_prefix(config) if uses_few_shot(config, 1) else "",
     )
-    return [{**row, "correct": is_correct(row["response"], row.get("answer"))} for row in rows]
+    pattern = config.judge.answer_pattern
+    return [{**row, "correct": is_correct(row["response"], row.get("answer"), pattern)} for row in rows]
 
 
 def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: Path) -> dict:
