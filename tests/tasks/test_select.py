@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from tasks.records import Record
-from tasks.select import select, select_summary, to_sft_examples
+from tasks.select import diverse_indices, gold_count, gold_rows, select, select_summary, to_sft_examples
 
 
 def rows_with_scores(*specs: tuple[str, int, float] | tuple[str, int, float, str]) -> list[Record]:
@@ -106,3 +107,26 @@ def test_select_summary() -> None:
     }
     empty = select_summary([], [])
     assert empty["rows"] == 0.0 and math.isnan(empty["share_of_judged"])
+
+
+def test_kmeans_choice_then_gold_rows_make_the_configured_mix() -> None:
+    """The select task's order: rules, then one row per k-means cluster, then gold rows on top (hand-computed)."""
+    judged = rows_with_scores(
+        ("a", 0, 1.0), ("a", 1, 1.0), ("b", 0, 1.0), ("c", 0, 1.0), ("d", 0, 0.0), ("e", 0, 1.0), ("f", 0, 1.0)
+    )  # fmt: skip
+    for row in judged:
+        row["answer"] = "1"
+    kept = run(judged)  # 6 rows pass the threshold
+    # embeddings by hand: a/0, a/1 and b/0 together; c/0 alone; e/0 and f/0 together
+    vectors = np.array([[0.0, 0.0], [0.0, 0.2], [0.0, 0.1], [10.0, 0.0], [0.0, 10.0], [0.0, 10.2]])
+    chosen = [kept[i] for i in diverse_indices(vectors, 3, seed=0)]
+    assert keys(chosen) == [("b", 0), ("c", 0), ("e", 0)]  # nearest each centroid (ties: the lowest index)
+    gold = gold_rows(judged, gold_count(len(chosen), 0.25), seed=0)  # a quarter of 4 rows: 1 gold row
+    assert len(gold) == 1 and gold[0]["response"] == " The answer is 1." and gold[0]["source"] == "gold"
+    summary = select_summary(chosen + gold, judged)
+    assert summary == {
+        "rows": 4.0,
+        "prompts_covered": pytest.approx(len({*"bce", gold[0]["id"]})),
+        "share_of_judged": 3 / 7,
+        "gold_rows": 1.0,
+    }
