@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from configs.schema import CampaignConfig, TrackingConfig
+from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -82,6 +83,8 @@ def retry_conflicts(action: Callable[[], T], what: str, *, attempts: int = 6, de
                 if attempt > 1:
                     error.add_note(f"selftrain: {what}: still conflicting after {attempt} attempts")
                 raise
+            reason = str(error).strip().splitlines()[0][:100] if str(error).strip() else error.error_code
+            emit(f"{what}: another writer got there first ({reason}); retry {attempt}/{attempts - 1}")
             time.sleep(delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable: the loop returns or raises")
 

@@ -72,7 +72,7 @@ def run_together(body: str, arg_sets: list[dict], tmp: Path, timeout: float = 30
     return outputs
 
 
-def test_retry_conflicts_retries_only_conflicts_and_gives_up_after_its_bound() -> None:
+def test_retry_conflicts_retries_only_conflicts_and_gives_up_after_its_bound(capsys: pytest.CaptureFixture) -> None:
     calls = []
 
     def flaky() -> str:
@@ -83,6 +83,12 @@ def test_retry_conflicts_retries_only_conflicts_and_gives_up_after_its_bound() -
 
     assert retry_conflicts(flaky, "a flaky write", delay=0.01) == "done"
     assert len(calls) == 3 and calls[2] - calls[0] >= 0.01  # it backed off between attempts
+    said = capsys.readouterr().out.splitlines()
+    assert said == [
+        "a flaky write: another writer got there first ((psycopg.errors.UniqueViolation) duplicate key value "
+        f"violates unique constraint); retry {n}/5"
+        for n in (1, 2)
+    ]
 
     refused = MlflowException("Changing param values is not allowed", error_code="INVALID_PARAMETER_VALUE")
     assert not is_conflict(refused) and not is_conflict(ValueError("UNIQUE constraint failed"))
