@@ -68,11 +68,13 @@ def test_reward_text_appends_eos_once() -> None:
 
 
 def _with_answers(rows: list[Record]) -> list[Record]:
-    """The rows as generated rows of a round: `answer` (a + b) instead of `correct`."""
+    """The rows as generated rows of a round: `answer` (a + b) instead of `correct`, each response closed with a
+    period (the verifier credits only "The answer is N." at the end)."""
     out = []
     for row in rows:
         a, b = (int(x) for x in row["prompt"].removeprefix("What is ").rstrip("?").split(" + "))
-        out.append({k: v for k, v in row.items() if k != "correct"} | {"answer": str(a + b)})
+        generated = {k: v for k, v in row.items() if k != "correct"} | {"answer": str(a + b)}
+        out.append(generated | {"response": row["response"] + "."})
     return out
 
 
