@@ -1,8 +1,10 @@
 """`selftrain ablation [CONFIG...]`: run several recipes on the same prompts and seeds, then compare them.
 
-Each config is one arm (default: every YAML under configs/experiments/). The arms run one after the other
-as ordinary campaigns; an ablation run in MLflow holds the table, the plot and per-arm metrics, and every
-campaign run is tagged `selftrain.ablation_run_id` with its id.
+Each config is one arm (default: every YAML under configs/experiments/), checked like `selftrain run`'s.
+The ablation is a Prefect flow whose arms run one after the other as campaign subflows (so the Prefect UI
+shows the ablation with its campaigns and rounds beneath it); an ablation run in MLflow holds the table, the
+plot and per-arm metrics, and every campaign run is tagged `selftrain.ablation_run_id` with its id. An
+interrupted ablation resumes with the same command: finished arms start anew, the interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from configs.loader import ConfigError, load_config
+from prefect import flow
+
+from configs.loader import ConfigError
 from configs.schema import CampaignConfig
+from flows.campaign import campaign_flow
+from flows.interrupt import is_interruption
+from flows.launch import checked_config, launch, print_campaign, quiet_progress_bars
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 SHARED = ("seed", "rounds", "prompts", "generate", "evaluate", "model")  # what every arm must agree on
@@ -38,21 +45,25 @@ def check_comparable(configs: list[CampaignConfig]) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    """Run every arm, print and log the table; 2 on a bad config."""
+    """Check every arm as `selftrain run` does, run the ablation flow, print and log the table; 2 on a bad
+    config (before anything is recorded)."""
     paths = ns.configs or sorted(str(p) for p in EXPERIMENTS.glob("*.yaml"))
     try:
-        configs = [load_config(path, ns.set) for path in paths]
+        configs = [checked_config([path, *ns.set]) for path in paths]
         check_comparable(configs)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain ablation: error: {err}", file=sys.stderr)
         return 2
-    run_ablation(configs, ns.name)
+    quiet_progress_bars()
+    sets = [item for override in ns.set for item in ("--set", override)]
+    launch(lambda: ablation_flow(configs, ns.name), resume=["ablation", *ns.configs, *sets, "--name", ns.name])
     return 0
 
 
-def run_ablation(configs: list[CampaignConfig], name: str) -> dict:
-    """Run the arms, then write `ablation.json`, `table.txt` and `ablation.png` and log them to MLflow."""
-    from flows.cli import run
+@flow(name="selftrain-ablation", flow_run_name="{name}")
+def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict:
+    """Run the arms as campaign subflows, then write `ablation.json`, `table.txt` and `ablation.png` and log
+    them to MLflow; return the ablation run id, its folder, the final accuracies and the table's rows."""
     from tasks.ablation_report import ablation_rows, final_accuracy, format_table, plot_ablation
     from tasks.tracking import client_for, end_run, log_artifact, log_metrics, set_tags, start_run
 
@@ -63,7 +74,8 @@ def run_ablation(configs: list[CampaignConfig], name: str) -> dict:
     try:
         rows, campaigns = [], {}
         for arm, config in arms.items():
-            summary = run(config)
+            summary = campaign_flow(config)
+            print_campaign(config, summary)
             campaigns[arm] = summary["parent_run_id"]
             set_tags(config.tracking, summary["parent_run_id"], {"selftrain.ablation_run_id": parent})
             client = client_for(config.tracking)
@@ -81,8 +93,8 @@ def run_ablation(configs: list[CampaignConfig], name: str) -> dict:
         set_tags(tracking, parent, {f"selftrain.campaign.{arm}": run_id for arm, run_id in campaigns.items()})
         for file in ("table.txt", "ablation.json", "ablation.png"):
             log_artifact(tracking, parent, folder / file)
-    except BaseException:
-        end_run(tracking, parent, "FAILED")
+    except BaseException as error:
+        end_run(tracking, parent, "KILLED" if is_interruption(error) else "FAILED")  # as the campaign's runs
         raise
     end_run(tracking, parent)
     print(f"\nAblation run {parent}; table and plot in {folder}")

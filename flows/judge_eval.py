@@ -5,7 +5,8 @@ campaign's base policy on training prompts labelled by the verifier. Every LLM j
 Ranking, Meta Ranking with swapped comparisons) runs on the configured judge model; on request
 (`--judges ...,reward-model`) a reward model too: `judge.reward_model`, or one trained with TRL's
 RewardTrainer on preference pairs of the bank split, from the judge model. The report is a terminal table,
-an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG of ROC curves.
+an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG of ROC curves. The evaluation is a Prefect flow
+(`selftrain-judge-eval`), its config checked first as `selftrain run` checks one.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from configs.loader import ConfigError, flatten, load_config
+from prefect import flow
+
+from configs.loader import flatten
 from configs.schema import CampaignConfig
+from flows.launch import launch, load_checked, quiet_defaults, quiet_progress_bars
 
 JUDGES = ("pointwise", "meta-ranking", "meta-ranking-swap")
 OPTIONAL_JUDGES = ("reward-model",)  # accepted by --judges, not run by default (training one takes a while)
@@ -125,35 +129,46 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
 
 
 def main(ns: argparse.Namespace) -> int:
-    """Run `selftrain judge-eval`."""
-    from flows.cli import _quiet_defaults, _split
+    """Run `selftrain judge-eval`: check the judges and the config (2 and one line on stderr if wrong), then
+    run the judge-eval flow."""
+    judges = [j.strip() for j in ns.judges.split(",") if j.strip()]
+    unknown = [j for j in judges if j not in JUDGES + OPTIONAL_JUDGES]
+    if unknown:
+        choices = ", ".join(JUDGES + OPTIONAL_JUDGES)
+        print(f"selftrain: error: --judges: unknown judge {unknown[0]!r} (choose from {choices})", file=sys.stderr)
+        return 2
+    config = load_checked(ns.args, default="judge-eval")
+    if config is None:
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = ns.out or str(Path(config.tracking.output_dir) / f"{config.name}-judge-eval-{stamp}")
+    quiet_defaults()
+    quiet_progress_bars()
+    launch(lambda: judge_eval_flow(config, judges, out, ns.labelled))
+    return 0
+
+
+@flow(name="selftrain-judge-eval", flow_run_name="{config.name}")
+def judge_eval_flow(config: CampaignConfig, judges: list[str], out: str, labelled: str | None = None) -> dict:
+    """Label a set (or read `labelled`), score it with every judge and report into `out` and an MLflow run.
+
+    Args:
+        config: The checked config (its judge and model sections).
+        judges: Names from `JUDGES` and `OPTIONAL_JUDGES`.
+        out: Folder for the labelled set, the results and the ROC PNG.
+        labelled: A JSONL file with prompt, response and correct; None samples the base policy and verifies.
+
+    Returns:
+        The summary written to `results.json`.
+    """
     from models.loading import set_torch_threads
+    from tasks.judging.reference_bank import load_bank_file
     from tasks.policy import prepare_base
 
-    path, overrides = _split(ns.args)
-    judges = [j.strip() for j in ns.judges.split(",") if j.strip()]
-    try:
-        config = load_config(path or "judge-eval", overrides)
-        unknown = [j for j in judges if j not in JUDGES + OPTIONAL_JUDGES]
-        if unknown:
-            choices = ", ".join(JUDGES + OPTIONAL_JUDGES)
-            raise ConfigError(f"--judges: unknown judge {unknown[0]!r} (choose from {choices})")
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"selftrain: error: {err}", file=sys.stderr)
-        return 2
-    _quiet_defaults()
     set_torch_threads(config.model.torch_threads)
-    out = Path(
-        ns.out or Path(config.tracking.output_dir) / f"{config.name}-judge-eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    if ns.labelled:
-        from tasks.judging.reference_bank import load_bank_file
-
-        rows = load_bank_file(ns.labelled)
-    else:
-        rows = labelled_set(config, prepare_base(config).base)
-    with open(out / "labelled.jsonl", "w", encoding="utf-8") as handle:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = load_bank_file(labelled) if labelled else labelled_set(config, prepare_base(config).base)
+    with open(folder / "labelled.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    evaluate(config, rows, judges, out)
-    return 0
+    return evaluate(config, rows, judges, folder)

@@ -24,6 +24,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from configs.schema import CampaignConfig, TrackingConfig
+from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
 from flows.resume import RESULTS_DIR
 from flows.round import round_flow
 from tasks.monitors import evaluated_path
@@ -53,15 +54,9 @@ class BaseMismatchError(ValueError):
 def main(ns: argparse.Namespace) -> int:
     """Reproduce the round, print the comparison; exit status 1 when a non-timing metric differs or the
     base model is another one."""
-    from flows.cli import _quiet_defaults, local_prefect_settings
-
-    _quiet_defaults()
+    quiet_defaults()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()  # imported with this module, before the environment could say so
+    quiet_progress_bars()
     uri = ns.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs').resolve()}/mlflow.db"
     try:
         with local_prefect_settings():

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from configs.schema import CampaignConfig
+from flows.launch import load_checked, quiet_defaults
 
 START_STACK_HINT = (
     "start one with `bash infra/start-stack.sh start` (PostgreSQL + Prefect + MLflow, see README "
@@ -62,9 +63,7 @@ def quiet_served_runs() -> None:
     Prefect's runner starts each flow run in a spawned subprocess, which inherits the environment but
     not this process's `warnings` filters or library settings, so everything is set as variables.
     """
-    from flows.cli import _quiet_defaults
-
-    _quiet_defaults()
+    quiet_defaults()
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
 
@@ -96,8 +95,6 @@ def serve(config: CampaignConfig, name: str | None = None, cron: str | None = No
 
 def main(ns: argparse.Namespace) -> int:
     """Run `selftrain serve`: validate the config, check the server, then serve (blocks until Ctrl-C)."""
-    from flows.cli import load_checked
-
     config = load_checked(ns.args)
     if config is None:
         return 2

@@ -1,9 +1,11 @@
-"""`selftrain judge-eval` on the tiny model and a small labelled file: table, results, ROC PNG, MLflow run."""
+"""`selftrain judge-eval` on the tiny model and a small labelled file: table, results, ROC PNG, MLflow run, and a
+completed `selftrain-judge-eval` flow run in Prefect."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,24 @@ def _labelled(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def prefect_server() -> Iterator[None]:
+    """judge-eval runs as a Prefect flow: here against a private temporary server, not the user's Prefect home."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
+
+
+def _flow_run_states(flow_name: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return [run.state.type.value for run in runs if run.state is not None]
+
+
 def _ns(args: list[str], **options: str | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     judge_eval.configure(parser)
@@ -33,6 +53,7 @@ def _ns(args: list[str], **options: str | None) -> argparse.Namespace:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "report"
     args = [
@@ -62,6 +83,7 @@ def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: 
     assert run.data.tags["selftrain.kind"] == "judge-eval"
     assert "judge_eval/pointwise/auroc" in run.data.metrics and "judge_eval/meta-ranking/f1" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"roc.png", "results.json", "labelled.jsonl"}
+    assert _flow_run_states("selftrain-judge-eval") == ["COMPLETED"]  # visible in the Prefect UI
 
 
 def test_judge_eval_rejects_an_unknown_judge(capsys: pytest.CaptureFixture) -> None:
@@ -70,6 +92,7 @@ def test_judge_eval_rejects_an_unknown_judge(capsys: pytest.CaptureFixture) -> N
 
 
 @pytest.mark.slow  # MLflow run and CLI path, ~10 s
+@pytest.mark.usefixtures("prefect_server")
 def test_judge_eval_accepts_the_reward_model(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture) -> None:
     rows = []
     for a, b in [(i % 7 + 1, i % 5 + 2) for i in range(16)]:

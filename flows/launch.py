@@ -1,0 +1,144 @@
+"""How a `selftrain` subcommand starts: quiet defaults, the checked config, and a flow run that stops cleanly.
+
+The subcommand modules (`flows/serve.py`, `flows/reproduce.py`, `flows/ablation.py`, `flows/judge_eval.py`,
+`flows/score.py`) and the CLI share these helpers; nothing here imports the CLI, so the CLI imports its
+subcommands and they never import it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+from configs.loader import ConfigError, load_config, split_args
+from configs.schema import CampaignConfig
+
+DEFAULT_CONFIG = "default"  # configs/default.yaml: the packaged Gemma 3 270M campaign
+TABLE_METRICS = [
+    ("judge/accept_rate", "accept"),
+    ("judge/pass_at_k", "pass@k"),
+    ("select/rows", "selected"),
+    ("train/loss", "loss"),
+    ("eval/accuracy", "heldout acc"),
+    ("eval/ci_low", "ci low"),
+    ("eval/ci_high", "ci high"),
+]
+
+T = TypeVar("T")
+
+
+def quiet_defaults() -> None:
+    """Environment defaults for a quiet, offline-friendly run; call before anything imports Prefect, which
+    reads its settings from the environment once."""
+    # Offline machines: Prefect's telemetry otherwise logs connection errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server's 20 s start-up limit is too short on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Deprecation notices from transformers/TRL internals say nothing a selftrain user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars from transformers or datasets (TRL's dataset preparation): the campaign logs its own
+    progress lines. The datasets variable is read at its import, which may already have happened."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def checked_config(args: Sequence[str], default: str = DEFAULT_CONFIG) -> CampaignConfig:
+    """The config `[CONFIG] [key=value ...]` names (`default` without CONFIG), checked by `preflight`.
+
+    Raises:
+        ConfigError, ValueError or OSError naming the field, file or line and the reason.
+    """
+    from flows.preflight import preflight
+
+    path, overrides = split_args(args)
+    config = load_config(path or default, overrides)
+    preflight(config)
+    return config
+
+
+def load_checked(args: Sequence[str], default: str = DEFAULT_CONFIG) -> CampaignConfig | None:
+    """`checked_config`, or None after printing its error (`selftrain: error: ...`, one line) to stderr."""
+    try:
+        return checked_config(args, default)
+    except (ConfigError, ValueError, OSError) as err:
+        print(f"selftrain: error: {err}", file=sys.stderr)
+        return None
+
+
+@contextlib.contextmanager
+def local_prefect_settings() -> Iterator[None]:
+    """Prefect settings for a run on the embedded (temporary) server.
+
+    Flow-run heartbeats exist so that a server can mark runs of a dead process as crashed. The
+    temporary server dies with this process, so they buy nothing here, while Prefect 3.8 waits up to
+    a second at the end of every flow run for the heartbeat thread (benchmarks/round_overhead.py).
+    With a real server (PREFECT_API_URL set) they stay on.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
+
+
+def launch(start: Callable[[], T], resume: Sequence[str] | None = None) -> T:
+    """Call `start` (which runs a flow), stopped cleanly by Ctrl-C or SIGTERM.
+
+    Prefect's temporary server is started first in its own session (`flows/interrupt.py`), so a terminal's
+    Ctrl-C reaches only this process, which records the interruption while the server still answers. On an
+    interruption one line says so (with the command that resumes, when `resume` is given) and the process
+    exits with 128 + the signal number (130, 143).
+
+    Args:
+        start: Runs the flow and returns its result.
+        resume: The command's arguments after `selftrain` that resume the interrupted work, if any.
+    """
+    from flows.interrupt import exit_now, interruptible, is_interruption, signal_number, start_own_session_server
+
+    try:
+        with interruptible(), local_prefect_settings():
+            start_own_session_server()  # out of the terminal's process group: Ctrl-C reaches only this process
+            return start()
+    except BaseException as error:
+        if not is_interruption(error):
+            raise
+        hint = f"; resume with: {shlex.join(['selftrain', *resume])}" if resume else ""
+        print(f"selftrain: interrupted{hint}", file=sys.stderr)
+        exit_now(128 + signal_number(error))
+
+
+def print_campaign(config: CampaignConfig, summary: dict) -> None:
+    """The per-round table of a finished campaign (`campaign_flow`'s summary) and where to look further."""
+    from tasks.tracking import client_for, tracking_uri
+
+    client = client_for(config.tracking)
+    print("\nround  " + "  ".join(f"{label:>11}" for _, label in TABLE_METRICS) + "  promoted")
+    for row in summary["rounds"]:
+        metrics = client.get_run(row["run_id"]).data.metrics
+        if row["round"] == 0:  # round 0 lives on the parent run, whose metrics hold the last step only
+            metrics = {f"eval/{k}": row[k] for k in ("accuracy", "ci_low", "ci_high")}
+        cells = [f"{metrics[k]:>11.3f}" if k in metrics else f"{'-':>11}" for k, _ in TABLE_METRICS]
+        print(f"{row['round']:>5}  " + "  ".join(cells) + f"  {'yes' if row['promoted'] else 'no':>8}")
+    uri = tracking_uri(config.tracking)
+    print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
+    print(f"Round data and adapters: {summary['workdir']}")
+    print(f"See it in MLflow:  mlflow ui --backend-store-uri {uri}")
+    if not os.environ.get("PREFECT_API_URL"):
+        print("See flow runs in Prefect: start `prefect server start` and run again with PREFECT_API_URL set")
