@@ -45,7 +45,7 @@ from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
-from tasks.policy import cache_root, prepare_base
+from tasks.base_model import cache_root, prepare_base
 from tasks.prompts import campaign_prompts, few_shot_prefix
 from tasks.tracking import git_commit
 

@@ -30,9 +30,9 @@ from configs.loader import load_config  # noqa: E402
 from models.loading import load_policy, set_torch_threads  # noqa: E402
 from models.option_scorer import OptionScorer  # noqa: E402
 from tasks.arithmetic import sample_problems  # noqa: E402
+from tasks.base_model import cache_root, prepare_base  # noqa: E402
 from tasks.judging.lm import OPTIONS, PointwiseJudge  # noqa: E402
 from tasks.judging.meta_ranking import MetaRankingJudge  # noqa: E402
-from tasks.policy import cache_root, prepare_base  # noqa: E402
 from tasks.prompts import few_shot_prefix  # noqa: E402
 from tasks.tracking import git_commit  # noqa: E402
 

@@ -65,7 +65,7 @@ import flows.round
 import tasks.tracking
 from configs.loader import load_config
 from models.loading import set_torch_threads
-from tasks.policy import prepare_base
+from tasks.base_model import prepare_base
 
 RESULTS = Path(__file__).resolve().parent / "results" / "round_overhead.json"
 GOAL = 0.05  # Prefect + MLflow should take at most 5% of a round

@@ -60,7 +60,7 @@ from models.loading import load_policy, set_torch_threads
 from models.losses import completion_loss
 from models.training import lora_config
 from tasks.arithmetic import sample_problems
-from tasks.policy import cache_root, prepare_base
+from tasks.base_model import cache_root, prepare_base
 from tasks.tracking import git_commit
 from tasks.train_sft import make_trainer
 

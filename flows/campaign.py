@@ -1,6 +1,6 @@
 """The campaign flow: measure the starting policy as round 0, then run rounds, carrying the promoted policy.
 
-Re-running a campaign that crashed resumes it (`flows/resume.py`): rounds whose MLflow run FINISHED are
+Re-running a campaign that crashed resumes it (`flows/campaign_state.py`): rounds whose MLflow run FINISHED are
 read back from their `round_result.json`, and inside the interrupted round every task that completed
 is a Prefect cache hit (inputs + task source, results persisted under the campaign folder).
 """
@@ -14,16 +14,16 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from configs.schema import CampaignConfig
+from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import is_interruption
-from flows.resume import Campaign, open_campaign
 from flows.round import RoundResult, round_flow
+from tasks.base_model import prepare_base_task
 from tasks.evaluate import evaluate_task
+from tasks.model_registry import champion, download_policy, register_policy, registered_name
 from tasks.monitors import evaluated_path
-from tasks.policy import prepare_base_task
 from tasks.progress import emit
 from tasks.prompts import prompts_task
 from tasks.records import DatasetRef, ModelRef, atomic_write_text
-from tasks.registry import champion, download_policy, register_policy, registered_name
 from tasks.report import report_task
 from tasks.tracking import (
     PARENT_TAG,

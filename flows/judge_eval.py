@@ -162,8 +162,8 @@ def judge_eval_flow(config: CampaignConfig, judges: list[str], out: str, labelle
         The summary written to `results.json`.
     """
     from models.loading import set_torch_threads
+    from tasks.base_model import prepare_base
     from tasks.judging.reference_bank import load_bank_file
-    from tasks.policy import prepare_base
 
     set_torch_threads(config.model.torch_threads)
     folder = Path(out)

@@ -371,7 +371,7 @@ def _tokenizer(config: CampaignConfig, directory: Path | None):  # noqa: ANN202 
     from transformers import AutoTokenizer
 
     if directory is None and config.model.source == "tiny":
-        from tasks.policy import prepare_base
+        from tasks.base_model import prepare_base
 
         directory = Path(prepare_base(config).base)
     if directory is None:

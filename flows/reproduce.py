@@ -24,11 +24,11 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from configs.schema import CampaignConfig, TrackingConfig
+from flows.campaign_state import RESULTS_DIR
 from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
-from flows.resume import RESULTS_DIR
 from flows.round import round_flow
+from tasks.base_model import prepare_base
 from tasks.monitors import evaluated_path
-from tasks.policy import prepare_base
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 from tasks.tracking import RunContext, end_run, library_versions, start_run
 

@@ -9,8 +9,8 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from configs.schema import CampaignConfig
+from flows.campaign_state import recorded_config
 from flows.interrupt import is_interruption
-from flows.resume import recorded_config
 from tasks.evaluate import evaluate_task, should_promote
 from tasks.generate import generate_task
 from tasks.judge import judge_task

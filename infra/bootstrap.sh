@@ -55,7 +55,7 @@ fi
 if [ "${1:-}" = "--test" ]; then
     # The packaged Gemma's one-time conversion (~70 s) belongs to set-up, like the pip install above: the
     # tests then load it through the cache as `selftrain run` does after its first run.
-    .venv/bin/python -W ignore -c 'from models.gemma import ensure_packaged_gemma as e; from tasks.policy import cache_root as c
+    .venv/bin/python -W ignore -c 'from models.gemma import ensure_packaged_gemma as e; from tasks.base_model import cache_root as c
 print("bootstrap: packaged Gemma ready in", e(c() / "models", progress=lambda line: print("bootstrap:", line)))' 2>>"$LOG"
 fi
 echo "bootstrap: ready in $((SECONDS - started)) s: .venv/bin/selftrain"

@@ -361,7 +361,7 @@ def round_input(
     """Everything `selftrain reproduce` needs to re-run a round without its local folder: the resolved
     config, the input policy and the MLflow URI of its adapter (None: the base model), the incumbent's
     accuracy, the held-out set and where its file was logged, the seeds and the library versions."""
-    from tasks.policy import fingerprint  # loads the model stack; only rounds need it
+    from tasks.base_model import fingerprint  # loads the model stack; only rounds need it
 
     return {
         "round": round_index,
@@ -371,7 +371,7 @@ def round_input(
         "incumbent_accuracy": incumbent_accuracy,
         "heldout": heldout,
         "heldout_source": f"runs:/{parent_run_id}/data/{Path(heldout.path).name}",
-        # The bytes of the base directory or of the hub snapshot (`tasks.policy.fingerprint`).
+        # The bytes of the base directory or of the hub snapshot (`tasks.base_model.fingerprint`).
         "base_fingerprint": fingerprint(policy.base) if policy.source == "hub" or Path(policy.base).is_dir() else None,
         "seeds": {"campaign": config.seed, "round": config.seed * 1000 + round_index},
         "versions": library_versions(),

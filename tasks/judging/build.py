@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from configs.schema import CampaignConfig, JudgeConfig
 from models.loading import load_policy
 from models.option_scorer import OptionScorer
+from tasks.base_model import prepare_base
 from tasks.judging.base import CostedJudge
 from tasks.judging.lm import OPTIONS, PointwiseJudge
 from tasks.judging.meta_ranking import MetaRankingJudge
 from tasks.judging.reward_judge import reward_judge
 from tasks.judging.verifier import VerifierJudge
-from tasks.policy import prepare_base
 from tasks.records import ModelRef, Record
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
 from models.loading import load_policy
 from models.sampling import HFSampler, SamplingEngine
+from tasks.base_model import prepare_base
 from tasks.judging.verifier import is_correct
-from tasks.policy import prepare_base
 from tasks.records import Record
 
 CASCADE_SCORE = 1.0  # the stronger model's answer is trusted: that is what routing to it means

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from models.integrity import write_record
-from tasks.registry import registered_name
+from tasks.model_registry import registered_name
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTRAIN = str(Path(sys.executable).parent / "selftrain")

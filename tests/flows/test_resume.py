@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from configs.loader import load_config
-from flows.resume import campaign_key, open_campaign, recorded_config, try_lock
+from flows.campaign_state import campaign_key, open_campaign, recorded_config, try_lock
 from tasks.tracking import PARENT_TAG, client_for, find_runs, finish_run, log_metrics, open_run, start_run
 
 REPO = Path(__file__).resolve().parents[2]

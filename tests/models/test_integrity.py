@@ -16,7 +16,7 @@ from models import gemma, integrity
 from models.gemma import ensure_packaged_gemma, is_complete
 from models.integrity import RECORD, DamagedModelError, check_record, content_files, write_record
 from models.loading import REQUIRED_FILES, load_policy
-from tasks.policy import ModelSourceError, fingerprint, prepare_base
+from tasks.base_model import ModelSourceError, fingerprint, prepare_base
 
 
 def _damage(path: Path, how: str) -> None:

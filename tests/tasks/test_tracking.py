@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from configs.schema import TrackingConfig
+from tasks.model_registry import CHAMPION, champion, register_policy, serial_champion, settle_champion
 from tasks.records import ModelRef, sha256_dir, write_records
-from tasks.registry import CHAMPION, champion, register_policy, serial_champion, settle_champion
 from tasks.tracking import client_for, end_run, is_conflict, log_dataset, retry_conflicts, start_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from configs.schema import TrackingConfig
+from tasks.model_registry import CHAMPION, champion, download_policy, register_policy
 from tasks.records import ModelRef, sha256_dir
-from tasks.registry import CHAMPION, champion, download_policy, register_policy
 from tasks.tracking import client_for, end_run, start_run
 
 NAME = "selftrain-unit"
