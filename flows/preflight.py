@@ -2,9 +2,9 @@
 
 The schema (configs/schema.py) checks what the config says; this module checks what the config points
 at: prompt files, model directories, the Hugging Face hub, the MLflow tracking URI, the output folder,
-and whether the longest prompt fits the model's context. `selftrain run`, `validate` and `serve` call
-`preflight` before any MLflow run or campaign folder exists, so a bad input costs one line on stderr
-(`selftrain: error: <field or file>: <reason>`), never a traceback after a round of work.
+and whether the longest prompt fits the model's context. `selftrain run`, `validate`, `serve`, `ablation`
+and `judge-eval` call `preflight` before any MLflow run or campaign folder exists, so a bad input costs one
+line on stderr (`selftrain: error: <field or file>: <reason>`), never a traceback after a round of work.
 """
 
 from __future__ import annotations
