@@ -8,7 +8,8 @@ is a Prefect cache hit (inputs + task source, results persisted under the campai
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -16,18 +17,18 @@ from prefect.runtime import flow_run
 from configs.schema import CampaignConfig
 from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import is_interruption
-from flows.round import RoundResult, round_flow
+from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import Evaluation, evaluate_task
+from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
 from tasks.model_registry import champion, download_policy, register_policy, registered_name
-from tasks.monitors import evaluated_path
 from tasks.progress import emit
 from tasks.prompts import prompts_task
 from tasks.records import DatasetRef, ModelRef, atomic_write_text
 from tasks.report import report_task
 from tasks.tracking import (
     PARENT_TAG,
-    RunContext,
+    RoundContext,
     download_json,
     fail_running,
     find_runs,
@@ -40,11 +41,64 @@ from tasks.tracking import (
 @flow(name="selftrain-campaign", flow_run_name="{config.name}")
 def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
     """Run (or resume, unless `fresh`) a whole campaign; return its MLflow run ids and one row per round."""
+    with campaign_run(config, fresh) as campaign:
+        policy, rows = run_rounds(config, campaign)
+    return {
+        "parent_run_id": campaign.parent_run_id,
+        "workdir": str(campaign.workdir),
+        "final_policy": policy.label,
+        "rounds": rows,
+    }
+
+
+def run_rounds(config: CampaignConfig, campaign: Campaign) -> tuple[ModelRef, list[dict]]:
+    """Round 0 (the starting policy measured), then each round; return the final policy and one row per round."""
+    layout, parent = CampaignLayout(campaign.workdir), campaign.parent_run_id
+    ctx = RoundContext(
+        tracking=config.tracking,
+        round=0,
+        seed=round_seed(config.seed, 0),
+        folder=str(layout.round_dir(0)),
+        run_id=parent,
+    )
+    results = campaign.results  # Prefect's persisted task results: what a resumed campaign finds again
+    atomic_write_text(layout.config, config.model_dump_json(indent=2))
+    ctx.log_artifact(layout.config)
+    base = prepare_base_task(config)
+    policy, source = start_policy(config, base, campaign)
+    validation = prompts_task.with_options(result_storage=results)(
+        config, "validation", str(layout.split_prompts("validation")), ctx
+    )
+    start = evaluate_task.with_options(result_storage=results)(
+        config, policy, validation, str(layout.evaluated(0)), ctx
+    )
+    state = RoundInputs(policy=policy, policy_source=source, champion=start, best_accuracy=start.accuracy)
+    rows = [{"round": 0, "promoted": True, "run_id": parent, **_curve_point(start)}]
+    for index in range(1, config.rounds + 1):
+        result = finished_round(config, parent, index, layout) or round_flow.with_options(result_storage=results)(
+            config, index, state, validation, parent, str(layout.root)
+        )
+        state = state.after(result)
+        if result.promoted and result.candidate is not None:
+            register(config, result, base, validation)
+        rows.append(
+            {"round": index, "promoted": result.promoted, "run_id": result.run_id, **_curve_point(result.evaluation)}
+        )
+    report_task(rows, str(layout.plot), config.name, ctx)
+    set_tags(config.tracking, parent, {"selftrain.final_policy": state.policy.label})
+    return state.policy, rows
+
+
+@contextmanager
+def campaign_run(config: CampaignConfig, fresh: bool) -> Iterator[Campaign]:
+    """Open (or resume) the campaign and its parent MLflow run; close the run FINISHED, or mark what the
+    campaign left running FAILED (KILLED on Ctrl-C or SIGTERM). The folder lock is held until the campaign's
+    last MLflow write: until then the campaign is alive."""
     campaign = open_campaign(config, fresh=fresh, flow_run_id=str(flow_run.id))
     parent = campaign.parent_run_id
-    try:  # the folder lock is held until the campaign's last MLflow write: until then it is alive
+    try:
         try:
-            policy, rows = run_rounds(config, campaign)
+            yield campaign
         except BaseException as error:
             if is_interruption(error):  # Ctrl-C or SIGTERM: KILLED, resumed like a crash
                 kill_running(config.tracking, parent)
@@ -55,34 +109,6 @@ def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
         finish_run(config.tracking, parent)
     finally:
         campaign.release()
-    return {"parent_run_id": parent, "workdir": str(campaign.workdir), "final_policy": policy.label, "rounds": rows}
-
-
-def run_rounds(config: CampaignConfig, campaign: Campaign) -> tuple[ModelRef, list[dict]]:
-    """Round 0 (the starting policy measured), then each round; return the final policy and one row per round."""
-    workdir, parent = campaign.workdir, campaign.parent_run_id
-    ctx = RunContext(tracking=config.tracking, run_id=parent, step=0)
-    cached = {"result_storage": campaign.results}
-    atomic_write_text(workdir / "config.json", config.model_dump_json(indent=2))
-    ctx.log_artifact(workdir / "config.json")
-    base = prepare_base_task(config)
-    policy, source = start_policy(config, base, campaign)
-    heldout = prompts_task.with_options(**cached)(config, "heldout", 0, str(workdir / "heldout.jsonl"), ctx)
-    evaluate = evaluate_task.with_options(**cached)
-    base_metrics = evaluate(config, policy, heldout, str(evaluated_path(policy, workdir)), ctx)  # round 0
-    best = base_metrics["accuracy"]
-    rows = [{"round": 0, "promoted": True, "run_id": parent, **_curve_point(base_metrics)}]
-    for index in range(1, config.rounds + 1):
-        result = finished_round(config, parent, index, workdir) or round_flow.with_options(**cached)(
-            config, index, policy, best, heldout, parent, str(workdir), source
-        )
-        if result.promoted and result.candidate is not None:
-            policy, best, source = result.candidate, float(result.accuracy or 0.0), f"runs:/{result.run_id}/adapter"
-            register(config, result, base, heldout)
-        rows.append({"round": index, "promoted": result.promoted, "run_id": result.run_id, **_curve_point(result)})
-    report_task(rows, str(workdir / "accuracy.png"), config.name, ctx)
-    set_tags(config.tracking, parent, {"selftrain.final_policy": policy.label})
-    return policy, rows
 
 
 def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> tuple[ModelRef, str | None]:
@@ -91,7 +117,7 @@ def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> 
     """
     if config.start_from == "base":
         return base, None
-    pinned = campaign.workdir / "start-policy" / "start.json"
+    pinned = CampaignLayout(campaign.workdir).start_policy / "start.json"
     if pinned.exists():
         saved = json.loads(pinned.read_text(encoding="utf-8"))
         return ModelRef.model_validate(saved["policy"]), saved["source"]
@@ -110,17 +136,17 @@ def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> 
     return policy, source
 
 
-def finished_round(config: CampaignConfig, parent: str, index: int, workdir: Path) -> RoundResult | None:
+def finished_round(config: CampaignConfig, parent: str, index: int, layout: CampaignLayout) -> RoundResult | None:
     """A round this campaign already finished (a resumed campaign), read back from its MLflow run."""
     runs = find_runs(config.tracking, {PARENT_TAG: parent, "selftrain.round": str(index)}, ("FINISHED",))
     if not runs:
         return None
-    saved = download_json(config.tracking, runs[0].info.run_id, "round_result.json", workdir / ".downloads")
+    saved = download_json(config.tracking, runs[0].info.run_id, ROUND_RESULT, layout.downloads)
     emit(f"round {index}: finished before the resume (run {runs[0].info.run_id}), not run again")
     return RoundResult.model_validate(saved)
 
 
-def register(config: CampaignConfig, result: RoundResult, base: ModelRef, heldout: DatasetRef) -> None:
+def register(config: CampaignConfig, result: RoundResult, base: ModelRef, validation: DatasetRef) -> None:
     """Register a promoted round's policy in the MLflow model registry."""
     assert result.candidate is not None
     name = registered_name(config.name)
@@ -131,12 +157,12 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, heldou
         result.candidate,
         base,
         accuracy=float(result.accuracy or 0.0),
-        heldout_sha256=heldout.sha256,
+        heldout_sha256=validation.sha256,
         margin=config.evaluate.promotion_margin,
     )
     emit(f"round {result.round}: registered {name} version {version}" + (" (champion)" if aliased else ""))
 
 
-def _curve_point(source: RoundResult | dict[str, float]) -> dict[str, float | None]:
-    values = source.model_dump() if isinstance(source, RoundResult) else source
-    return {key: values.get(key) for key in ("accuracy", "ci_low", "ci_high")}
+def _curve_point(evaluation: Evaluation | None) -> dict[str, float | None]:
+    metrics = evaluation.metrics if evaluation is not None else {}
+    return {key: metrics.get(key) for key in ("accuracy", "ci_low", "ci_high")}

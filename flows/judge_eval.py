@@ -43,6 +43,7 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
     from models.sampling import HFSampler
     from tasks.generate import generate_responses
     from tasks.judging.verifier import is_correct
+    from tasks.layout import round_seed
     from tasks.progress import Progress
     from tasks.prompts import campaign_prompts, few_shot_prefix, uses_few_shot
 
@@ -52,7 +53,7 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
         campaign_prompts(config, "train", 1),
         config.generate,
         template=config.prompts.template,
-        seed=config.seed * 1000 + 1,
+        seed=round_seed(config.seed, 1),  # the seed round 1 samples with
         progress=Progress("sample", "samples"),
         prefix=few_shot_prefix(config) if uses_few_shot(config, 1) else "",
     )

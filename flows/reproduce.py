@@ -1,14 +1,14 @@
 """`selftrain reproduce RUN_ID`: re-run a past round from what MLflow recorded, and compare every metric.
 
 Everything comes from the MLflow store, not from the round's folder (which may be gone): the round's
-`round_input.json` (resolved config, input policy, incumbent accuracy, seeds, library versions), the
-held-out file logged on its campaign run, and the input policy's adapter logged by the round that
-trained it (none when the round started from the base model, which is rebuilt or re-resolved from
-the config and checked against the recorded fingerprint). The round runs again into a new folder under
-a `reproduce` MLflow run tagged `selftrain.reproduces=<RUN_ID>`. On the CPU with the recorded seeds
-every metric but the wall-clock timings must match exactly; a data file or the adapter weights that
-differ are reported, with the non-determinism sources that differ (library versions, thread count).
-A base model whose content hash differs from the recorded one is refused before anything runs (exit 1).
+`round_input.json` (resolved config, input policy, what the campaign carried into the round, seeds, library
+versions), the validation file logged on its campaign run, the incumbent's validation answers logged by the
+round, and the input policy's adapter logged by the round that trained it (none when the round started from
+the base model, which is rebuilt or re-resolved from the config and checked against the recorded fingerprint).
+The round runs again into a new folder under a `reproduce` MLflow run tagged `selftrain.reproduces=<RUN_ID>`.
+On the CPU with the recorded seeds every metric but the wall-clock timings must match exactly; a data file or
+the adapter weights that differ are reported, with the non-determinism sources that differ (library versions,
+thread count). A base model whose content hash differs from the recorded one is refused before anything runs (exit 1).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,14 +25,13 @@ from mlflow import MlflowClient
 from configs.schema import CampaignConfig, TrackingConfig
 from flows.campaign_state import RESULTS_DIR
 from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
-from flows.round import round_flow
+from flows.round import RoundInputs, round_flow
 from tasks.base_model import prepare_base
-from tasks.monitors import evaluated_path
+from tasks.layout import DATA_FILES, CampaignLayout, round_seed
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
-from tasks.tracking import RunContext, end_run, library_versions, start_run
+from tasks.tracking import RoundContext, end_run, library_versions, start_run
 
 TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
-DATA_FILES = ("prompts.jsonl", "generated.jsonl", "judged.jsonl", "selected.jsonl", "evaluated.jsonl")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,20 +73,23 @@ def _download(client: MlflowClient, uri: str, dest: Path) -> Path:
     return Path(client.download_artifacts(run_id, path, str(dest)))
 
 
+def _local_ref(path: Path) -> DatasetRef:
+    return DatasetRef(path=str(path), sha256=sha256_file(path), rows=len(read_records(path)))
+
+
 def fetch_inputs(client: MlflowClient, run_id: str, dest: Path) -> tuple[dict, DatasetRef, Path | None]:
-    """The round's recorded inputs, its held-out file and its input adapter (None: the base), checked
+    """The round's recorded inputs, its validation file and its input adapter (None: the base), checked
     against the recorded content hashes."""
     recorded = json.loads(_download(client, f"runs:/{run_id}/round_input.json", dest).read_text(encoding="utf-8"))
-    heldout_path = _download(client, recorded["heldout_source"], dest / "heldout")
-    heldout = DatasetRef(path=str(heldout_path), sha256=sha256_file(heldout_path), rows=len(read_records(heldout_path)))
-    if heldout.sha256 != recorded["heldout"]["sha256"]:
-        raise ValueError(f"the logged held-out file {recorded['heldout_source']} does not match the recorded hash")
+    validation = _local_ref(_download(client, recorded["validation_source"], dest / "validation"))
+    if validation.sha256 != recorded["validation"]["sha256"]:
+        raise ValueError(f"the logged validation file {recorded['validation_source']} does not match the recorded hash")
     adapter = None
     if recorded["policy_source"]:
         adapter = _download(client, recorded["policy_source"], dest / "policy")
         if sha256_dir(adapter) != recorded["policy"]["sha256"]:
             raise ValueError(f"the logged adapter {recorded['policy_source']} does not match the recorded hash")
-    return recorded, heldout, adapter
+    return recorded, validation, adapter
 
 
 def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
@@ -96,7 +97,7 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     client = MlflowClient(tracking_uri=tracking_uri)
     original = client.get_run(run_id)
     workdir = Path(output_dir).resolve() / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    recorded, heldout, adapter = fetch_inputs(client, run_id, workdir / "inputs")
+    recorded, validation, adapter = fetch_inputs(client, run_id, workdir / "inputs")
     saved = CampaignConfig.model_validate(recorded["config"])
     tracking = TrackingConfig(output_dir=output_dir, tracking_uri=tracking_uri, experiment=saved.tracking.experiment)
     config = saved.model_copy(update={"tracking": tracking})
@@ -110,33 +111,31 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     policy = base if adapter is None else ModelRef(source=base.source, base=base.base, adapter=str(adapter))
     if adapter is not None:
         policy = policy.model_copy(update={"sha256": sha256_dir(adapter)})
-    incumbent = [a.path for a in client.list_artifacts(run_id, "inputs") if not a.is_dir]
-    if incumbent:  # the incumbent's held-out answers, where the flip monitor looks for them
-        target = evaluated_path(policy, workdir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_download(client, f"runs:/{run_id}/{incumbent[0]}", workdir / "inputs"), target)
+    # The incumbent's validation answers (the gate and the flip monitor compare with them), as logged.
+    (incumbent,) = [a.path for a in client.list_artifacts(run_id, "inputs") if not a.is_dir]
+    recorded_state = RoundInputs.model_validate(recorded["state"])
+    answers = _local_ref(_download(client, f"runs:/{run_id}/{incumbent}", workdir / "inputs"))
+    champion = recorded_state.champion.model_copy(update={"ref": answers})
+    state = recorded_state.model_copy(update={"policy": policy, "champion": champion})
+    index = int(recorded["round"])
     parent = start_run(
         tracking,
         f"reproduce-{original.info.run_name}",
         params={"reproduces": run_id},
         tags={"selftrain.kind": "reproduce", "selftrain.reproduces": run_id, "selftrain.dir": str(workdir)},
     )
-    RunContext(tracking=tracking, run_id=parent).log_dataset(heldout, name="heldout-prompts", context="heldout")
+    layout = CampaignLayout(workdir)
+    ctx = RoundContext(
+        tracking=tracking, round=0, seed=round_seed(config.seed, 0), folder=str(layout.round_dir(0)), run_id=parent
+    )
+    ctx.log_dataset(validation, name="validation-prompts", context="validation")
     try:
         result = round_flow.with_options(result_storage=workdir / RESULTS_DIR)(
-            config,
-            int(recorded["round"]),
-            policy,
-            float(recorded["incumbent_accuracy"]),
-            heldout,
-            parent,
-            str(workdir),
-            recorded["policy_source"],
+            config, index, state, validation, parent, str(workdir)
         )
-        report = compare(client, original.info.run_id, result.run_id, workdir / f"round-{int(recorded['round']):02d}")
+        report = compare(client, original.info.run_id, result.run_id, layout.round_dir(index))
         report["sources"] = nondeterminism(recorded, config)
         report.update(original=run_id, reproduced=result.run_id, workdir=str(workdir))
-        ctx = RunContext(tracking=tracking, run_id=parent)
         ctx.log_json(workdir / "comparison.json", report)
         ctx.log_metrics({"reproduce/mismatches": float(len(report["mismatches"]))})
         client.set_tag(parent, "selftrain.reproduce.match", str(report["match"]).lower())

@@ -2,54 +2,147 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from configs.schema import CampaignConfig
 from flows.campaign_state import recorded_config
 from flows.interrupt import is_interruption
-from tasks.evaluate import evaluate_task, should_promote
+from tasks.evaluate import Evaluation, evaluate_task
+from tasks.gate import should_promote
 from tasks.generate import generate_task
 from tasks.judge import judge_task
-from tasks.monitors import evaluated_path, monitor_task
+from tasks.layout import (
+    ADAPTER,
+    GENERATED,
+    JUDGED,
+    PROMPTS,
+    ROUND_INPUT,
+    ROUND_RESULT,
+    SELECTED,
+    CampaignLayout,
+    round_seed,
+)
+from tasks.monitors import monitor_task
 from tasks.prompts import prompts_task
 from tasks.records import DatasetRef, ModelRef
 from tasks.select import select_task
-from tasks.tracking import RunContext, end_run, finish_run, open_run, round_input, set_tags
+from tasks.tracking import RoundContext, end_run, finish_run, open_run, round_input, set_tags
 from tasks.train_dpo import dpo_train_task
 from tasks.train_sft import sft_train_task
 from tasks.train_superhf import superhf_train_task
 
 
 class RoundResult(BaseModel):
-    """What a round hands back to the campaign: its run, its candidate and the gate's decision."""
+    """What a round hands back to the campaign: its run, its candidate, its evaluation and the gate's decision."""
 
     round: int
     run_id: str
     candidate: ModelRef | None
-    accuracy: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
+    evaluation: Evaluation | None  # the candidate on validation; None when training was skipped
+    judged: DatasetRef  # the round's judged rows (later rounds' reference bank)
     promoted: bool
+
+    @property
+    def accuracy(self) -> float | None:
+        """The candidate's validation accuracy (None: not trained)."""
+        return self.evaluation.accuracy if self.evaluation else None
+
+
+class RoundInputs(BaseModel):
+    """What the campaign carries into a round."""
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: ModelRef  # the policy the round trains from: the last promoted one
+    policy_source: str | None  # MLflow URI of its adapter (None: the base model)
+    champion: Evaluation  # the incumbent's validation evaluation: the gate and the flip monitor compare with it
+    best_accuracy: float  # the gate's bar
+    earlier: tuple[DatasetRef, ...] = ()  # earlier rounds' judged rows, oldest first
+
+    def after(self, result: RoundResult) -> RoundInputs:
+        """The state after `result`: a promoted candidate becomes the policy and the incumbent."""
+        earlier = (*self.earlier, result.judged)
+        if not result.promoted or result.candidate is None or result.evaluation is None:
+            return self.model_copy(update={"earlier": earlier})
+        source = f"runs:/{result.run_id}/{ADAPTER}"
+        return RoundInputs(
+            policy=result.candidate,
+            policy_source=source,
+            champion=result.evaluation,
+            best_accuracy=result.evaluation.accuracy,
+            earlier=earlier,
+        )
 
 
 @flow(name="selftrain-round", flow_run_name="{config.name}-round-{round_index}")
 def round_flow(
     config: CampaignConfig,
     round_index: int,
-    policy: ModelRef,
-    incumbent_accuracy: float,
-    heldout: DatasetRef,
+    state: RoundInputs,
+    validation: DatasetRef,
     parent_run_id: str,
     workdir: str,
-    policy_source: str | None = None,
 ) -> RoundResult:
-    """Run round `round_index` from `policy` (adapter logged at MLflow URI `policy_source`, None for the base);
-    promote the result if the gate allows. A resumed campaign reopens the round's run (found by its tags)."""
-    folder = Path(workdir) / f"round-{round_index:02d}"
+    """Run round `round_index` from `state.policy`; promote the result if the gate allows. A resumed campaign
+    reopens the round's run (found by its tags)."""
+    layout = CampaignLayout(Path(workdir))
+    path = {name: str(layout.in_round(round_index, name)) for name in (PROMPTS, GENERATED, JUDGED, SELECTED, ADAPTER)}
+    with round_run(config, layout, round_index, state.policy, parent_run_id) as ctx:
+        inputs = round_input(config, ctx, state.policy, validation, policy_source=state.policy_source, state=state)
+        ctx.log_json(layout.in_round(round_index, ROUND_INPUT), inputs)  # what `selftrain reproduce` reads
+        ctx.log_artifact(state.champion.ref.path, "inputs")  # the incumbent's answers (flip monitor), for reproduce
+        prompts = prompts_task(config, "train", path[PROMPTS], ctx)
+        generated = generate_task(config, state.policy, prompts, path[GENERATED], ctx)
+        judged = judge_task(config, generated, path[JUDGED], ctx, policy=state.policy, earlier=state.earlier)
+        selected = select_task(config, judged, path[SELECTED], ctx)
+        candidate = train(config, state.policy, judged, selected, path[ADAPTER], ctx)
+        evaluation = None
+        if candidate is not None:
+            evaluation = evaluate_task(config, candidate, validation, str(layout.evaluated(round_index)), ctx)
+        watch = monitor_task(config, judged, evaluation.ref if evaluation else None, state.champion.ref, ctx)
+        promoted = evaluation is not None and should_promote(
+            evaluation.accuracy,
+            state.best_accuracy,
+            config.evaluate.promotion_margin,
+            watch.get("negative_flip_rate"),
+            config.monitor.max_flip_rate,
+        )
+        ctx.log_metrics({"gate/promoted": float(promoted), "gate/incumbent_accuracy": state.best_accuracy})
+        set_tags(config.tracking, ctx.run_id, {"selftrain.promoted": str(promoted).lower()})
+        result = RoundResult(
+            round=round_index,
+            run_id=ctx.run_id,
+            candidate=candidate,
+            evaluation=evaluation,
+            judged=judged,
+            promoted=promoted,
+        )
+        ctx.log_json(layout.in_round(round_index, ROUND_RESULT), result.model_dump())  # read back on a resume
+    return result
+
+
+def train(
+    config: CampaignConfig, policy: ModelRef, judged: DatasetRef, selected: DatasetRef, out_dir: str, ctx: RoundContext
+) -> ModelRef | None:
+    """The configured trainer's step; DPO learns from every judged sample (pairs), the others from the kept rows."""
+    if config.train.method == "dpo":
+        return dpo_train_task(config, policy, judged, selected, out_dir, ctx)
+    step = superhf_train_task if config.train.method == "superhf" else sft_train_task
+    return step(config, policy, selected, out_dir, ctx)
+
+
+@contextmanager
+def round_run(
+    config: CampaignConfig, layout: CampaignLayout, round_index: int, policy: ModelRef, parent_run_id: str
+) -> Iterator[RoundContext]:
+    """Open (or, on a resume, reopen) the round's MLflow child run and yield the round's context; close the run
+    FINISHED, or FAILED when the round raises, or KILLED (tagged `interrupted`) on Ctrl-C or SIGTERM."""
     params, config_tags = recorded_config(config)
     run_id = open_run(
         config.tracking,
@@ -59,50 +152,19 @@ def round_flow(
         parent_run_id=parent_run_id,
         match={"selftrain.round": str(round_index)},
     )
-    ctx = RunContext(tracking=config.tracking, run_id=run_id, parent_run_id=parent_run_id, step=round_index)
+    ctx = RoundContext(
+        tracking=config.tracking,
+        round=round_index,
+        seed=round_seed(config.seed, round_index),
+        folder=str(layout.round_dir(round_index)),
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+    )
     try:
-        inputs = round_input(config, round_index, policy, policy_source, incumbent_accuracy, heldout, parent_run_id)
-        ctx.log_json(folder / "round_input.json", inputs)  # what `selftrain reproduce` reads
-        if evaluated_path(policy, workdir).exists():  # the incumbent's held-out answers (flip monitor), for reproduce
-            ctx.log_artifact(evaluated_path(policy, workdir), "inputs")
-        prompts = prompts_task(config, "train", round_index, str(folder / "prompts.jsonl"), ctx)
-        generated = generate_task(config, policy, prompts, str(folder / "generated.jsonl"), ctx)
-        judged = judge_task(config, generated, str(folder / "judged.jsonl"), ctx, policy=policy, workdir=workdir)
-        selected = select_task(config, judged, str(folder / "selected.jsonl"), ctx)
-        if config.train.method == "dpo":  # DPO learns from every judged sample (pairs), not only the kept ones
-            candidate = dpo_train_task(config, policy, judged, selected, str(folder / "adapter"), ctx)
-        else:
-            train = superhf_train_task if config.train.method == "superhf" else sft_train_task
-            candidate = train(config, policy, selected, str(folder / "adapter"), ctx)
-        metrics: dict[str, float] = {}
-        if candidate is not None:
-            metrics = evaluate_task(config, candidate, heldout, str(folder / "evaluated.jsonl"), ctx)
-        accuracy = metrics.get("accuracy")
-        evaluated = str(folder / "evaluated.jsonl") if candidate is not None else None
-        watch = monitor_task(config, judged, evaluated, str(evaluated_path(policy, workdir)), ctx)
-        promoted = accuracy is not None and should_promote(
-            accuracy,
-            incumbent_accuracy,
-            config.evaluate.promotion_margin,
-            watch.get("negative_flip_rate"),
-            config.monitor.max_flip_rate,
-        )
-        ctx.log_metrics({"gate/promoted": float(promoted), "gate/incumbent_accuracy": incumbent_accuracy})
-        set_tags(config.tracking, run_id, {"selftrain.promoted": str(promoted).lower()})
-        result = RoundResult(
-            round=round_index,
-            run_id=run_id,
-            candidate=candidate,
-            accuracy=accuracy,
-            ci_low=metrics.get("ci_low"),
-            ci_high=metrics.get("ci_high"),
-            promoted=promoted,
-        )
-        ctx.log_json(folder / "round_result.json", result.model_dump())  # read back by a resumed campaign
+        yield ctx
     except BaseException as error:
         if is_interruption(error):  # Ctrl-C or SIGTERM: KILLED, resumable like a crash
             set_tags(config.tracking, run_id, {"selftrain.failure": "interrupted"})
         end_run(config.tracking, run_id, "KILLED" if is_interruption(error) else "FAILED")
         raise
     finish_run(config.tracking, run_id)
-    return result

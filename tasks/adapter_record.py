@@ -10,14 +10,14 @@ from pathlib import Path
 
 from configs.schema import CampaignConfig
 from tasks.records import DatasetRef, ModelRef, sha256_dir, write_lineage
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 
 def record_adapter(
     config: CampaignConfig,
     policy: ModelRef,
     out_dir: str,
-    ctx: RunContext,
+    ctx: RoundContext,
     metrics: dict[str, float],
     *,
     seed: int,

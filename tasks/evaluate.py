@@ -13,20 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from pydantic import BaseModel, ConfigDict
 
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, SamplingEngine
 from tasks.gate import should_promote  # moved to tasks/gate.py; old importers still work
 from tasks.judging.verifier import verify_rows
+from tasks.layout import RESUMABLE
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.stats import wilson_interval
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
-__all__ = ["evaluate_greedy", "evaluate_task", "score_responses", "should_promote", "wilson_interval"]
+__all__ = ["Evaluation", "evaluate_greedy", "evaluate_task", "score_responses", "should_promote", "wilson_interval"]
 
 
 def score_responses(
@@ -89,18 +90,44 @@ def evaluate_greedy(
     return score_responses(rows, answer_pattern)
 
 
-@task(name="evaluate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+class Evaluation(BaseModel):
+    """A policy scored on one prompt set: the scored rows (a reference) and the figures (`score_responses`).
+
+    Attributes:
+        split: which set ("validation", "test", "ood" or an extra set's name).
+        ref: the scored rows (`id`, `response`, `score`, `correct`, `lenient_correct`, `in_form`).
+        metrics: `accuracy`, `ci_low`, `ci_high`, `lenient_accuracy`, `format_rate`, `items`, `seconds`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    split: str
+    ref: DatasetRef
+    metrics: dict[str, float]
+
+    @property
+    def accuracy(self) -> float:
+        """Strict accuracy."""
+        return self.metrics["accuracy"]
+
+
+@task(name="evaluate", **RESUMABLE)
 def evaluate_task(
-    config: CampaignConfig, policy: ModelRef, heldout: DatasetRef, out_path: str, ctx: RunContext
-) -> dict[str, float]:
-    """Score a policy on the held-out prompts; write `evaluated.jsonl`, log `eval/*` metrics."""
+    config: CampaignConfig,
+    policy: ModelRef,
+    prompts: DatasetRef,
+    out_path: str,
+    ctx: RoundContext,
+    split: str = "validation",
+) -> Evaluation:
+    """Score a policy greedily on `prompts` (the `split` set); write the scored rows, log `eval/*` metrics."""
     set_torch_threads(config.model.torch_threads)
     model, tokenizer = load_policy(policy.base, policy.adapter)
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
     started = time.perf_counter()
     rows, metrics = evaluate_greedy(
         HFSampler(model, tokenizer),
-        read_records(heldout),
+        read_records(prompts),
         template=config.prompts.template,
         max_new_tokens=config.evaluate.max_new_tokens,
         stop=config.generate.stop,
@@ -110,7 +137,7 @@ def evaluate_task(
     )
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), policy=policy, heldout=heldout, few_shot_prefix=prefix)
+    write_lineage(Path(out_path), policy=policy, heldout=prompts, few_shot_prefix=prefix)
     ctx.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
-    ctx.log_dataset(ref, name=f"round-{ctx.step}-evaluated", context="evaluation")
-    return metrics
+    ctx.log_dataset(ref, name=f"round-{ctx.round}-evaluated", context="evaluation")
+    return Evaluation(split=split, ref=ref, metrics=metrics)

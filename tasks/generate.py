@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig, GenerateConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, ProgressFn, SamplingEngine
+from tasks.layout import RESUMABLE
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix, uses_few_shot
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 
 def generate_responses(
@@ -52,16 +52,16 @@ def generate_responses(
     ]
 
 
-@task(name="generate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+@task(name="generate", **RESUMABLE)
 def generate_task(
-    config: CampaignConfig, policy: ModelRef, prompts: DatasetRef, out_path: str, ctx: RunContext
+    config: CampaignConfig, policy: ModelRef, prompts: DatasetRef, out_path: str, ctx: RoundContext
 ) -> DatasetRef:
     """Load the policy, sample, write `generated.jsonl` with its lineage, log metrics and data."""
     set_torch_threads(config.model.torch_threads)
     model, tokenizer = load_policy(policy.base, policy.adapter)
     engine = HFSampler(model, tokenizer)
-    seed = config.seed * 1000 + ctx.step
-    prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.step) else ""
+    seed = ctx.seed
+    prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.round) else ""
     started = time.perf_counter()
     rows = generate_responses(
         engine,
@@ -86,5 +86,5 @@ def generate_task(
             "generate/few_shot": float(bool(prefix)),
         }
     )
-    ctx.log_dataset(ref, name=f"round-{ctx.step}-generated", context="generated")
+    ctx.log_dataset(ref, name=f"round-{ctx.round}-generated", context="generated")
     return ref

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig, JudgeConfig
 from models.loading import set_torch_threads
@@ -23,10 +22,11 @@ from tasks.judging.calibration import auroc, calibrate_threshold, error_detectio
 from tasks.judging.cascade import add_cascade
 from tasks.judging.meta_ranking import MetaRankingJudge
 from tasks.judging.reference_bank import build_bank, draw_panel, split_dev
+from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 from tasks.train_reward import round_reward_model
 
 
@@ -186,19 +186,19 @@ def judge_with_llm(
     return JudgedRound(rows=judged, metrics=metrics, logs=logs)
 
 
-@task(name="judge", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+@task(name="judge", **RESUMABLE)
 def judge_task(
     config: CampaignConfig,
     generated: DatasetRef,
     out_path: str,
-    ctx: RunContext,
+    ctx: RoundContext,
     policy: ModelRef | None = None,
-    workdir: str | None = None,
+    earlier: Sequence[DatasetRef] = (),
 ) -> DatasetRef:
     """Score the round's samples, write `judged.jsonl`, log `judge/*` (and `cascade/*`) metrics and the data.
 
-    LM judges load the judge model (`tasks.judging.build.judge_model`), build the reference bank from
-    earlier rounds under `workdir` (or a file), calibrate their threshold and write `judge-bank.jsonl` and
+    LM judges load the judge model (`tasks.judging.build.judge_model`), build the reference bank from the
+    `earlier` rounds' judged files (or a file), calibrate their threshold and write `judge-bank.jsonl` and
     (Meta Ranking) `judge-references.jsonl` (which references judged which sample) beside the judged rows.
     Reward-model judges (reward-model, all-of) use `judge.reward_model`, or train one into `reward-model/`
     beside the judged rows (`tasks.train_reward.round_reward_model`). With `judge.cascade`, prompts whose
@@ -206,27 +206,25 @@ def judge_task(
     """
     cfg = config.judge
     rows = read_records(generated)
-    seed = config.seed * 1000 + ctx.step
+    seed = ctx.seed
     template = config.prompts.template
     if cfg.kind == "verifier":
         result = JudgedRound(rows=judge_records(rows, build_judge(cfg, template=template), cfg.answer_pattern))
     elif cfg.kind in ("reward-model", "all-of"):
         set_torch_threads(config.model.torch_threads)
         reward_dir = Path(out_path).with_name("reward-model")
-        path, metrics, facts = round_reward_model(
-            config, rows, policy, workdir, reward_dir, round_index=ctx.step, seed=seed, progress=emit
-        )
+        path, metrics, facts = round_reward_model(config, rows, policy, earlier, reward_dir, seed=seed, progress=emit)
         judge = build_judge(cfg, template=template, reward_model=path)
         judged = judge_records(rows, judge, cfg.answer_pattern)
         metrics.update(forward_passes=float(judge.forward_passes), seconds=judge.seconds)
         # The rows a reward model trained this round learnt from (the same bank round_reward_model built).
-        fitted = [] if cfg.reward_model is not None else build_bank(cfg, rows, workdir, ctx.step, seed)[0]
+        fitted = [] if cfg.reward_model is not None else build_bank(cfg, rows, earlier, seed)[0]
         metrics.update(judge_quality(judged, fitted, config.select.threshold))
         result = JudgedRound(rows=judged, metrics=metrics, facts=facts)
     else:
         set_torch_threads(config.model.torch_threads)
         scorer, judge_ref = load_option_scorer(config, policy)
-        bank, facts = build_bank(cfg, rows, workdir, ctx.step, seed)
+        bank, facts = build_bank(cfg, rows, earlier, seed)
         preamble = few_shot_prefix(config) if cfg.examples else ""
         scored = judge_with_llm(
             rows,
@@ -251,5 +249,5 @@ def judge_task(
     write_lineage(Path(out_path), generated=generated, judge=cfg, **result.facts)
     summary = judge_summary(judged, config.select.threshold)
     ctx.log_metrics({**{f"judge/{k}": v for k, v in summary.items()}, **metrics})
-    ctx.log_dataset(ref, name=f"round-{ctx.step}-judged", context="judged")
+    ctx.log_dataset(ref, name=f"round-{ctx.round}-judged", context="judged")
     return ref

@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig
-from tasks.records import DatasetRef, ModelRef, Record, read_records
-from tasks.tracking import RunContext
+from tasks.layout import RESUMABLE
+from tasks.records import DatasetRef, Record, read_records
+from tasks.tracking import RoundContext
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -86,33 +85,24 @@ def negative_flips(previous: Sequence[Record], current: Sequence[Record], thresh
     }
 
 
-def evaluated_path(policy: ModelRef, workdir: str | Path) -> Path:
-    """Where a campaign wrote a policy's held-out evaluation: beside its adapter (`round-NN/evaluated.jsonl`),
-    or `<workdir>/round-00-evaluated.jsonl` for the base policy."""
-    if policy.adapter:
-        return Path(policy.adapter).parent / "evaluated.jsonl"
-    return Path(workdir) / "round-00-evaluated.jsonl"
-
-
-@task(name="monitor", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+@task(name="monitor", **RESUMABLE)
 def monitor_task(
     config: CampaignConfig,
     judged: DatasetRef,
-    evaluated: str | None,
-    incumbent_evaluated: str | None,
-    ctx: RunContext,
+    evaluated: DatasetRef | None,
+    incumbent_evaluated: DatasetRef | None,
+    ctx: RoundContext,
 ) -> dict[str, float]:
-    """Compute and log `monitor/*` for the round; flips only when both evaluation files exist."""
+    """Compute and log `monitor/*` for the round; flips (vs the incumbent's validation answers) only when both
+    evaluations are given."""
     rows = [row for row in read_records(judged) if row.get("source") != "cascade"]  # the policy's samples only
     metrics = generation_monitors(rows, config.monitor.distinct_n)
     if config.monitor.embedding_rows > 0 and len(rows) > 1:
         from models.embeddings import embed  # ~10 s to load once per process: only when asked for
 
-        sample = random.Random(config.seed * 1000 + ctx.step).sample(
-            rows, min(config.monitor.embedding_rows, len(rows))
-        )
+        sample = random.Random(ctx.seed).sample(rows, min(config.monitor.embedding_rows, len(rows)))
         metrics["embedding_similarity"] = mean_pairwise_similarity(embed([row["response"] for row in sample]))
-    if evaluated and incumbent_evaluated and Path(evaluated).exists() and Path(incumbent_evaluated).exists():
+    if evaluated is not None and incumbent_evaluated is not None:
         metrics.update(negative_flips(read_records(incumbent_evaluated), read_records(evaluated)))
     ctx.log_metrics({f"monitor/{k}": v for k, v in metrics.items() if not math.isnan(v)})
     return metrics

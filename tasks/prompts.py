@@ -21,12 +21,12 @@ from typing import Any
 import datasets
 import pyarrow.parquet as pq
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig, PromptsConfig
 from tasks.arithmetic import sample_problems
+from tasks.layout import RESUMABLE, round_seed
 from tasks.records import DatasetRef, Record, write_lineage, write_records
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
@@ -496,7 +496,7 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
         return []
     fixed = split != "train"
     n = split_size(config, split)
-    seed = config.seed if fixed else config.seed * 1000 + (round_index if cfg.fresh_each_round else 1)
+    seed = config.seed if fixed else round_seed(config.seed, round_index if cfg.fresh_each_round else 1)
     if cfg.source == "arithmetic":
         return arithmetic_prompts(
             n,
@@ -554,14 +554,15 @@ def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:
     return config.prompts.few_shot > 0 and (limit is None or round_index <= limit)
 
 
-@task(name="prompts", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
-def prompts_task(config: CampaignConfig, split: str, round_index: int, out_path: str, ctx: RunContext) -> DatasetRef:
-    """Write the split's prompts for this round and record them as a dataset input.
+@task(name="prompts", **RESUMABLE)
+def prompts_task(config: CampaignConfig, split: str, out_path: str, ctx: RoundContext) -> DatasetRef:
+    """Write the split's prompts for the context's round and record them as a dataset input.
 
-    `split` is "train", "validation", "test" or "ood" ("heldout" still means validation, for now).
+    `split` is "train" (drawn per round), "validation", "test" or "ood" (fixed per campaign; the campaign
+    writes them with its round-0 context).
     """
-    rows = campaign_prompts(config, split, round_index)
+    rows = campaign_prompts(config, split, ctx.round)
     ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), prompts=config.prompts, split=split, round=round_index, seed=config.seed)
-    ctx.log_dataset(ref, name=f"round-{round_index}-{split}-prompts", context="prompts" if split == "train" else split)
+    write_lineage(Path(out_path), prompts=config.prompts, split=split, round=ctx.round, seed=config.seed)
+    ctx.log_dataset(ref, name=f"round-{ctx.round}-{split}-prompts", context="prompts" if split == "train" else split)
     return ref

@@ -24,7 +24,7 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from tasks.stats import mcnemar_exact, paired_counts, paired_credit, wilson_interval  # noqa: E402
-from tasks.tracking import RunContext  # noqa: E402
+from tasks.tracking import RoundContext  # noqa: E402
 
 Rows = Sequence[Mapping[str, Any]]
 SERIES = (  # key prefix, legend label, colour, marker, x offset (so intervals at one round do not overlap)
@@ -214,7 +214,7 @@ def _cell(row: Mapping[str, Any], prefix: str) -> str:
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(rows: list[dict[str, Any]], out_path: str, title: str, ctx: RunContext) -> str:
+def report_task(rows: list[dict[str, Any]], out_path: str, title: str, ctx: RoundContext) -> str:
     """Draw the accuracy plot and log it on the campaign run."""
     path = plot_accuracy(rows, out_path, title)
     ctx.log_artifact(path)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from configs.schema import CampaignConfig
+from tasks.layout import RESUMABLE
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 
 def select(
@@ -221,13 +221,13 @@ def select_summary(selected: Sequence[Record], judged: Sequence[Record]) -> dict
     }
 
 
-@task(name="select", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
-def select_task(config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: RunContext) -> DatasetRef:
+@task(name="select", **RESUMABLE)
+def select_task(config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: RoundContext) -> DatasetRef:
     """Keep the rows the selection rules allow (then the most diverse, plus gold rows, if configured),
     write `selected.jsonl`, log `select/*` metrics and the data."""
     judged_rows = read_records(judged)
     cfg = config.select
-    seed = config.seed * 1000 + ctx.step
+    seed = ctx.seed
     rows = select(
         judged_rows,
         threshold=cfg.threshold,
@@ -245,5 +245,5 @@ def select_task(config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: 
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
     ctx.log_metrics({f"select/{k}": v for k, v in select_summary(rows, judged_rows).items()})
-    ctx.log_dataset(ref, name=f"round-{ctx.step}-selected", context="selected")
+    ctx.log_dataset(ref, name=f"round-{ctx.round}-selected", context="selected")
     return ref

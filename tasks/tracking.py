@@ -350,31 +350,25 @@ def library_versions() -> dict[str, str]:
 
 
 def round_input(
-    config: CampaignConfig,
-    round_index: int,
-    policy: ModelRef,
-    policy_source: str | None,
-    incumbent_accuracy: float,
-    heldout: DatasetRef,
-    parent_run_id: str,
+    config: CampaignConfig, ctx: RoundContext, policy: ModelRef, validation: DatasetRef, **inputs: object
 ) -> dict[str, object]:
     """Everything `selftrain reproduce` needs to re-run a round without its local folder: the resolved
-    config, the input policy and the MLflow URI of its adapter (None: the base model), the incumbent's
-    accuracy, the held-out set and where its file was logged, the seeds and the library versions."""
+    config, the input policy, the validation set and where its file was logged on the campaign run, the
+    base's content hash, the seeds, the library versions and the round flow's other `inputs` (the policy's
+    MLflow adapter URI as `policy_source`, None for the base, and what the campaign carried into the round)."""
     from tasks.base_model import fingerprint  # loads the model stack; only rounds need it
 
     return {
-        "round": round_index,
+        "round": ctx.round,
         "config": config,
         "policy": policy,
-        "policy_source": policy_source,
-        "incumbent_accuracy": incumbent_accuracy,
-        "heldout": heldout,
-        "heldout_source": f"runs:/{parent_run_id}/data/{Path(heldout.path).name}",
+        "validation": validation,
+        "validation_source": f"runs:/{ctx.parent_run_id}/data/{Path(validation.path).name}",
         # The bytes of the base directory or of the hub snapshot (`tasks.base_model.fingerprint`).
         "base_fingerprint": fingerprint(policy.base) if policy.source == "hub" or Path(policy.base).is_dir() else None,
-        "seeds": {"campaign": config.seed, "round": config.seed * 1000 + round_index},
+        "seeds": {"campaign": config.seed, "round": ctx.seed},
         "versions": library_versions(),
+        **inputs,
     }
 
 
@@ -398,20 +392,27 @@ def finish_run(cfg: TrackingConfig, run_id: str) -> None:
     end_run(cfg, run_id)
 
 
-class RunContext(BaseModel):
-    """Where a task records: the round's child run, the campaign's parent run, and the step (round)."""
+class RoundContext(BaseModel):
+    """One round's identity, built once by the round flow and passed to every step: the round index, its
+    seed (`tasks.layout.round_seed`), its folder, the round's MLflow run and the campaign's (parent) run.
+
+    The campaign's own steps (the starting policy as round 0, the report) use one with `round=0`, the
+    campaign run as `run_id` and no parent. Metrics are logged at step `round`.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     tracking: TrackingConfig
+    round: int
+    seed: int
+    folder: str
     run_id: str
     parent_run_id: str | None = None
-    step: int = 0
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Log metrics at this round on the round run and, for the campaign's curves, on the parent."""
         runs = [self.run_id] + ([self.parent_run_id] if self.parent_run_id else [])
-        log_metrics(self.tracking, runs, metrics, self.step)
+        log_metrics(self.tracking, runs, metrics, self.round)
 
     def log_dataset(self, ref: DatasetRef, name: str, context: str) -> None:
         """Record a dataset input and its file on the round run."""

@@ -20,7 +20,6 @@ from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar
 from peft import PeftModel
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
@@ -28,9 +27,10 @@ from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
 from models.training import cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
+from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, Record, read_records
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 
 def preference_pairs(rows: Sequence[Record], rule: str) -> list[Record]:
@@ -216,14 +216,14 @@ def train_dpo(
     }
 
 
-@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+@task(name="train", **RESUMABLE)
 def dpo_train_task(
     config: CampaignConfig,
     policy: ModelRef,
     judged: DatasetRef,
     selected: DatasetRef,
     out_dir: str,
-    ctx: RunContext,
+    ctx: RoundContext,
 ) -> ModelRef | None:
     """DPO on pairs from all judged samples (plus gold-vs-worst pairs from the selected file's gold rows);
     return the new policy, or None when too few pairs exist."""
@@ -235,7 +235,7 @@ def dpo_train_task(
         ctx.log_metrics({"train/skipped": 1.0, "train/pairs": float(len(pairs))})
         return None
     set_torch_threads(config.model.torch_threads)
-    seed = config.seed * 1000 + ctx.step
+    seed = ctx.seed
     examples = to_dpo_examples(pairs, config.prompts.template)
     metrics = train_dpo(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=judged, selected=selected)

@@ -23,7 +23,7 @@ from models.reward_scorer import load_reward_model
 from models.training import cpu_trainer_settings, train_then_replace
 from tasks.judging.build import judge_model
 from tasks.judging.reference_bank import build_bank
-from tasks.records import ModelRef, Record, write_lineage
+from tasks.records import DatasetRef, ModelRef, Record, write_lineage
 
 
 def correct_wrong_pairs(
@@ -162,17 +162,16 @@ def round_reward_model(
     config: CampaignConfig,
     rows: Sequence[Record],
     policy: ModelRef | None,
-    workdir: str | None,
+    earlier: Sequence[DatasetRef],
     out_dir: str | Path,
     *,
-    round_index: int,
     seed: int,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[str, dict[str, float], dict[str, Any]]:
     """The round's reward model: `judge.reward_model` as is, or one trained now into `out_dir`.
 
-    Training reads the bank (`tasks.judging.reference_bank.build_bank`: earlier rounds' judged rows under
-    `workdir`, or `bank_path`; in round 1, or with too few, `bootstrap` of this round's own rows labelled
+    Training reads the bank (`tasks.judging.reference_bank.build_bank`: the `earlier` rounds' judged files,
+    or `bank_path`; in round 1, or with too few, `bootstrap` of this round's own rows labelled
     by the verifier), turns it into correct-vs-wrong pairs and trains from the judge model
     (`tasks.judging.build.judge_model`).
 
@@ -182,7 +181,7 @@ def round_reward_model(
     cfg = config.judge
     if cfg.reward_model is not None:
         return cfg.reward_model, {}, {"reward_model": cfg.reward_model}
-    bank, facts = build_bank(cfg, rows, workdir, round_index, seed)
+    bank, facts = build_bank(cfg, rows, earlier, seed)
     pairs = correct_wrong_pairs(
         bank, template=config.prompts.template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed
     )

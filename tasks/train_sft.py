@@ -19,7 +19,6 @@ import torch
 from datasets import Dataset
 from peft import PeftModel
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
@@ -28,10 +27,11 @@ from models.loading import load_policy, set_torch_threads
 from models.losses import completion_loss
 from models.training import cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
+from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import to_sft_examples
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 
 def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
@@ -184,9 +184,9 @@ def train_sft(
     }
 
 
-@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+@task(name="train", **RESUMABLE)
 def sft_train_task(
-    config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RunContext
+    config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RoundContext
 ) -> ModelRef | None:
     """Train on the selected rows; return the new policy, or None when too few rows survived."""
     examples = to_sft_examples(read_records(selected), config.prompts.template)
@@ -195,6 +195,6 @@ def sft_train_task(
         ctx.log_metrics({"train/skipped": 1.0, "train/examples": float(len(examples))})
         return None
     set_torch_threads(config.model.torch_threads)
-    seed = config.seed * 1000 + ctx.step
+    seed = ctx.seed
     metrics = train_sft(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)

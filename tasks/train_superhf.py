@@ -25,7 +25,6 @@ from typing import cast
 import torch
 from peft import PeftModel, get_peft_model
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from configs.schema import CampaignConfig, TrainConfig
@@ -33,10 +32,11 @@ from models.loading import load_policy, set_torch_threads
 from models.losses import IGNORE, kl_sft_loss
 from models.training import lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
+from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import to_sft_examples
-from tasks.tracking import RunContext
+from tasks.tracking import RoundContext
 
 
 def encode_examples(
@@ -161,9 +161,9 @@ def train_superhf(
     return {**means, "final_loss": final, "steps": float(steps), "examples": float(len(encoded)), "seconds": seconds}
 
 
-@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)  # resumable (flows/resume.py)
+@task(name="train", **RESUMABLE)
 def superhf_train_task(
-    config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RunContext
+    config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RoundContext
 ) -> ModelRef | None:
     """SuperHF on the selected (best-of-k) rows; return the new policy, or None when too few rows survived."""
     examples = to_sft_examples(read_records(selected), config.prompts.template)
@@ -172,6 +172,6 @@ def superhf_train_task(
         ctx.log_metrics({"train/skipped": 1.0, "train/examples": float(len(examples))})
         return None
     set_torch_threads(config.model.torch_threads)
-    seed = config.seed * 1000 + ctx.step
+    seed = ctx.seed
     metrics = train_superhf(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)

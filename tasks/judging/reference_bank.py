@@ -1,8 +1,9 @@
 """The labelled reference bank of Meta Ranking: where references come from and which ones judge each target.
 
 A reference is a (prompt, response) pair whose correctness is known: `{"prompt", "response", "correct"}`.
-The bank is filled from verifier-labelled samples of earlier rounds (every `round-NN/judged.jsonl` row
-with a reference answer carries `correct`) or from a user's JSONL file. Each target gets a fixed number
+The bank is filled from verifier-labelled samples of earlier rounds (every row of their judged files with a
+reference answer carries `correct`; the round flow passes those files as references, so the judge step's
+cache key sees them) or from a user's JSONL file. Each target gets a fixed number
 of references, balanced between correct and wrong ones, drawn with a seeded generator and never from the
 target's own prompt (Meta Ranking compares across queries).
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from configs.schema import JudgeConfig
 from tasks.judging.verifier import is_correct
-from tasks.records import Record, read_records
+from tasks.records import DatasetRef, Record, read_records
 
 
 class BankError(ValueError):
@@ -50,19 +51,17 @@ def load_bank_file(path: str | Path) -> list[Record]:
     return bank
 
 
-def bank_from_rounds(workdir: str | Path, before_round: int, limit: int) -> list[Record]:
-    """Verifier-labelled samples of rounds before `before_round`, newest round first, at most `limit`.
+def bank_from_rounds(earlier: Sequence[DatasetRef], limit: int) -> list[Record]:
+    """Verifier-labelled samples of earlier rounds' judged files (`earlier`, oldest round first), newest round
+    first, at most `limit`.
 
     Rows without `correct` (prompts with no reference answer) are skipped, and a (prompt, response)
     pair seen before is not added twice.
     """
     bank: list[Record] = []
     seen: set[tuple[str, str]] = set()
-    for index in range(before_round - 1, 0, -1):
-        path = Path(workdir) / f"round-{index:02d}" / "judged.jsonl"
-        if not path.exists():
-            continue
-        for row in read_records(path):
+    for judged in reversed(earlier):
+        for row in read_records(judged):
             key = (row["prompt"], row["response"])
             if "correct" not in row or key in seen:
                 continue
@@ -74,11 +73,11 @@ def bank_from_rounds(workdir: str | Path, before_round: int, limit: int) -> list
 
 
 def build_bank(
-    cfg: JudgeConfig, rows: Sequence[Record], workdir: str | Path | None, round_index: int, seed: int
+    cfg: JudgeConfig, rows: Sequence[Record], earlier: Sequence[DatasetRef], seed: int
 ) -> tuple[list[Record], dict[str, Any]]:
     """The round's reference bank and where it came from.
 
-    bank=file reads `bank_path`; bank=rounds reads earlier rounds' judged rows and, when they hold fewer
+    bank=file reads `bank_path`; bank=rounds reads the `earlier` rounds' judged files and, when they hold fewer
     than `bootstrap` references, adds `bootstrap` of this round's rows that have an answer, labelled by
     the verifier.
 
@@ -88,9 +87,9 @@ def build_bank(
     if cfg.bank == "file":
         bank = load_bank_file(str(cfg.bank_path))[: cfg.bank_size]
         return bank, {"bank_source": "file", "bank_path": cfg.bank_path, "from_file": len(bank)}
-    earlier = bank_from_rounds(workdir, round_index, cfg.bank_size) if workdir is not None else []
-    facts: dict[str, Any] = {"bank_source": "rounds", "from_rounds": len(earlier), "bootstrapped": 0}
-    if len(earlier) < cfg.bootstrap:
+    bank = bank_from_rounds(earlier, cfg.bank_size)
+    facts: dict[str, Any] = {"bank_source": "rounds", "from_rounds": len(bank), "bootstrapped": 0}
+    if len(bank) < cfg.bootstrap:
         answered = [row for row in rows if row.get("answer") is not None]
         chosen = random.Random(seed).sample(answered, min(cfg.bootstrap, len(answered)))
         extra = [
@@ -102,8 +101,8 @@ def build_bank(
             for r in chosen
         ]
         facts["bootstrapped"] = len(extra)
-        earlier = earlier + extra[: max(0, cfg.bank_size - len(earlier))]
-    return earlier, facts
+        bank = bank + extra[: max(0, cfg.bank_size - len(bank))]
+    return bank, facts
 
 
 def draw_references(bank: Sequence[Record], n: int, rng: random.Random, exclude_prompt: str | None = None) -> list[int]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tasks.evaluate import should_promote
-from tasks.monitors import distinct_n, evaluated_path, generation_monitors, mean_pairwise_similarity, negative_flips
-from tasks.records import ModelRef
+from tasks.monitors import distinct_n, generation_monitors, mean_pairwise_similarity, negative_flips
 
 
 def test_negative_flips_count_items_right_before_and_wrong_now() -> None:
@@ -67,13 +65,6 @@ def test_distinct_n_by_hand() -> None:
     assert distinct_n(["a b a b"], 1) == pytest.approx(2 / 4)
     assert distinct_n(["a b a b"], 3) == pytest.approx(2 / 2)  # (a b a), (b a b)
     assert distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
-
-
-def test_evaluated_path_is_beside_the_adapter_or_round_zero() -> None:
-    base = ModelRef(source="tiny", base="/m")
-    trained = ModelRef(source="tiny", base="/m", adapter="/w/round-02/adapter")
-    assert evaluated_path(base, "/w") == Path("/w/round-00-evaluated.jsonl")
-    assert evaluated_path(trained, "/w") == Path("/w/round-02/evaluated.jsonl")
 
 
 @pytest.mark.parametrize(

@@ -81,13 +81,13 @@ def _with_answers(rows: list[Record]) -> list[Record]:
 def test_round_reward_model_trains_from_earlier_rounds_or_bootstraps(
     tiny_dir: Path, tmp_path: Path, labelled_sums: list[Record]
 ) -> None:
-    write_records(tmp_path / "round-01" / "judged.jsonl", labelled_sums)
+    earlier = [write_records(tmp_path / "round-01" / "judged.jsonl", labelled_sums)]
     policy = ModelRef(source="tiny", base=str(tiny_dir))
     rows = _with_answers(labelled_sums[:8])
     overrides = ["judge.kind=reward-model", "judge.reward_epochs=1", "judge.bootstrap=0"]
     config = load_config("tiny", overrides)
     out = tmp_path / "round-02" / "reward-model"
-    path, metrics, facts = round_reward_model(config, rows, policy, str(tmp_path), out, round_index=2, seed=3)
+    path, metrics, facts = round_reward_model(config, rows, policy, earlier, out, seed=3)
     judge = build_judge(config.judge, template=config.prompts.template, reward_model=path)
     assert facts["from_rounds"] == 24 and facts["bootstrapped"] == 0
     assert metrics["reward_pairs"] == 24 and metrics["bank_size"] == 24
@@ -95,6 +95,6 @@ def test_round_reward_model_trains_from_earlier_rounds_or_bootstraps(
     # Round 1: no earlier rounds, so the round's own rows are labelled by the verifier.
     config = load_config("tiny", [*overrides[:2], "judge.bootstrap=8"])
     out = tmp_path / "round-01" / "reward-model"
-    path, metrics, facts = round_reward_model(config, rows, policy, str(tmp_path), out, round_index=1, seed=3)
+    path, metrics, facts = round_reward_model(config, rows, policy, [], out, seed=3)
     assert facts["from_rounds"] == 0 and facts["bootstrapped"] == 8
     assert metrics["reward_pairs"] == 8  # 2 prompts, 2 correct x 2 wrong responses each, 4 pairs per prompt

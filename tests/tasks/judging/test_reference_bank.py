@@ -20,6 +20,7 @@ from tasks.judging.reference_bank import (
     load_bank_file,
     split_dev,
 )
+from tasks.records import write_records
 
 
 def _bank(correct: int, wrong: int) -> list[dict]:
@@ -56,15 +57,17 @@ def test_panel_and_dev_split() -> None:
 
 
 def test_bank_from_rounds_newest_first_labelled_unique(tmp_path: Path) -> None:
+    earlier = []  # the judged files of rounds 1 and 2, oldest first, as the round flow passes them
     for index, rows in ((1, [("a", "1", True), ("b", "2", False)]), (2, [("c", "3", True), ("a", "1", True)])):
-        folder = tmp_path / f"round-{index:02d}"
-        folder.mkdir()
         lines = [{"prompt": p, "response": r, "correct": c} for p, r, c in rows] + [{"prompt": "n", "response": "x"}]
-        (folder / "judged.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    bank = bank_from_rounds(tmp_path, before_round=3, limit=10)
+        earlier.append(write_records(tmp_path / f"judged-{index}.jsonl", lines))
+    bank = bank_from_rounds(earlier, limit=10)
     assert [r["prompt"] for r in bank] == ["c", "a", "b"]
-    assert [r["prompt"] for r in bank_from_rounds(tmp_path, before_round=3, limit=2)] == ["c", "a"]
-    assert bank_from_rounds(tmp_path, before_round=1, limit=10) == []
+    assert [r["prompt"] for r in bank_from_rounds(earlier, limit=2)] == ["c", "a"]
+    assert bank_from_rounds(earlier[:1], limit=10) == [{"prompt": "a", "response": "1", "correct": True}] + [
+        {"prompt": "b", "response": "2", "correct": False}
+    ]
+    assert bank_from_rounds([], limit=10) == []
 
 
 def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
@@ -77,22 +80,20 @@ def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
 
 
 def test_round_bank_reads_earlier_rounds_and_bootstraps_the_shortfall(tmp_path: Path) -> None:
-    folder = tmp_path / "round-01"
-    folder.mkdir()
-    earlier = [{"prompt": f"e{i}", "response": "r", "correct": i % 2 == 0} for i in range(3)]
-    (folder / "judged.jsonl").write_text("".join(json.dumps(x) + "\n" for x in earlier))
+    labelled = [{"prompt": f"e{i}", "response": "r", "correct": i % 2 == 0} for i in range(3)]
+    earlier = [write_records(tmp_path / "judged.jsonl", labelled)]  # round 1's judged file
     rows = [{"prompt": f"q{i}", "response": f" The answer is {i}", "answer": str(i % 2)} for i in range(6)]
     rows.append({"prompt": "no answer", "response": "1"})  # never bootstrapped: nothing to verify it with
     cfg = JudgeConfig(kind="meta-ranking", bootstrap=4, bank_size=5)
-    bank, facts = build_bank(cfg, rows, tmp_path, round_index=2, seed=0)
+    bank, facts = build_bank(cfg, rows, earlier, seed=0)
     assert facts == {"bank_source": "rounds", "from_rounds": 3, "bootstrapped": 4}
     assert [r["prompt"] for r in bank[:3]] == ["e0", "e1", "e2"] and len(bank) == 5  # bank_size caps the extra
     for ref in bank[3:]:  # labelled by the verifier: q0 and q1 answer their own answer, the rest do not
         assert ref["correct"] == (ref["prompt"] in ("q0", "q1"))
-    assert build_bank(cfg, rows, tmp_path, round_index=2, seed=0) == (bank, facts)  # seeded
+    assert build_bank(cfg, rows, earlier, seed=0) == (bank, facts)  # seeded
     enough = JudgeConfig(kind="meta-ranking", bootstrap=3, bank_size=5)
-    assert build_bank(enough, rows, tmp_path, round_index=2, seed=0)[1]["bootstrapped"] == 0
-    alone, facts = build_bank(cfg, rows, None, round_index=1, seed=0)  # round 1: only its own rows
+    assert build_bank(enough, rows, earlier, seed=0)[1]["bootstrapped"] == 0
+    alone, facts = build_bank(cfg, rows, [], seed=0)  # round 1: only its own rows
     assert facts["from_rounds"] == 0 and facts["bootstrapped"] == 4 and len(alone) == 4
     assert all(row["prompt"] != "no answer" for row in alone)
 
@@ -101,6 +102,6 @@ def test_round_bank_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "bank.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"p{i}", "response": "r", "correct": True}) + "\n" for i in range(4)))
     cfg = JudgeConfig(kind="meta-ranking", bank="file", bank_path=str(path), bank_size=3)
-    bank, facts = build_bank(cfg, [], None, round_index=1, seed=0)
+    bank, facts = build_bank(cfg, [], [], seed=0)
     assert [r["prompt"] for r in bank] == ["p0", "p1", "p2"]
     assert facts == {"bank_source": "file", "bank_path": str(path), "from_file": 3}
