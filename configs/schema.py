@@ -521,7 +521,11 @@ class EvaluateConfig(_Strict):
         0.0,
         ge=0.0,
         le=1.0,
-        description="Promote a round's policy unless held-out accuracy falls by more than this (absolute).",
+        description=(
+            "Refuse a round's policy whose validation accuracy is more than this (absolute) below the best validation "
+            "accuracy any promoted policy reached (the starting policy counts), never the last one: the bar cannot "
+            "drift down round after round (tasks/gate.py). 1.0 promotes every trained round."
+        ),
     )
     gate_alpha: float | None = Field(
         None,

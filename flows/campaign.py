@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -23,9 +26,9 @@ from tasks.evaluate import Evaluation, evaluate_task
 from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
 from tasks.model_registry import champion, download_policy, register_policy, registered_name
 from tasks.progress import emit
-from tasks.prompts import prompts_task
-from tasks.records import DatasetRef, ModelRef, atomic_write_text
-from tasks.report import report_task
+from tasks.prompts import has_split, prompts_task, split_size
+from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
+from tasks.report import FinalClaim, final_claim, report_task
 from tasks.tracking import (
     PARENT_TAG,
     RoundContext,
@@ -40,40 +43,36 @@ from tasks.tracking import (
 
 @flow(name="selftrain-campaign", flow_run_name="{config.name}")
 def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
-    """Run (or resume, unless `fresh`) a whole campaign; return its MLflow run ids and one row per round."""
+    """Run (or resume, unless `fresh`) a whole campaign; return its MLflow run ids, one row per round (validation,
+    and test for the starting and each promoted policy) and the final claim on test (None without a test set)."""
     with campaign_run(config, fresh) as campaign:
-        policy, rows = run_rounds(config, campaign)
-    return {
-        "parent_run_id": campaign.parent_run_id,
-        "workdir": str(campaign.workdir),
-        "final_policy": policy.label,
-        "rounds": rows,
-    }
+        return {
+            "parent_run_id": campaign.parent_run_id,
+            "workdir": str(campaign.workdir),
+            **run_rounds(config, campaign),
+        }
 
 
-def run_rounds(config: CampaignConfig, campaign: Campaign) -> tuple[ModelRef, list[dict]]:
-    """Round 0 (the starting policy measured), then each round; return the final policy and one row per round."""
-    layout, parent = CampaignLayout(campaign.workdir), campaign.parent_run_id
-    ctx = RoundContext(
-        tracking=config.tracking,
-        round=0,
-        seed=round_seed(config.seed, 0),
-        folder=str(layout.round_dir(0)),
-        run_id=parent,
-    )
-    results = campaign.results  # Prefect's persisted task results: what a resumed campaign finds again
+def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
+    """Round 0 (the starting policy measured), then each round; validation decides, test reports."""
+    layout, parent, results = CampaignLayout(campaign.workdir), campaign.parent_run_id, campaign.results
+    at = partial(campaign_context, config, layout, parent)  # the campaign run's context at a round's step
+    ctx = at(0)
     atomic_write_text(layout.config, config.model_dump_json(indent=2))
     ctx.log_artifact(layout.config)
     base = prepare_base_task(config)
     policy, source = start_policy(config, base, campaign)
-    validation = prompts_task.with_options(result_storage=results)(
-        config, "validation", str(layout.split_prompts("validation")), ctx
+    prompts = prompts_task.with_options(result_storage=results)
+    sets = {split: prompts(config, split, str(layout.split_prompts(split)), ctx) for split in fixed_splits(config)}
+    extras = {split: sets.pop(split) for split in list(sets) if split.startswith("extra/")}
+    validation, tests = sets.pop("validation"), sets  # validation decides; test and OOD report
+    tested = {0: score(config, policy, {"validation": validation, **tests}, layout, ctx, results)}
+    start = tested[0].pop("validation")
+    state = RoundInputs(
+        policy=policy, policy_source=source, champion=start, champion_round=0, best_accuracy=start.accuracy
     )
-    start = evaluate_task.with_options(result_storage=results)(
-        config, policy, validation, str(layout.evaluated(0)), ctx
-    )
-    state = RoundInputs(policy=policy, policy_source=source, champion=start, best_accuracy=start.accuracy)
-    rows = [{"round": 0, "promoted": True, "run_id": parent, **_curve_point(start)}]
+    policies = {0: policy}
+    rows = [row(0, True, parent, start, tested[0])]
     for index in range(1, config.rounds + 1):
         result = finished_round(config, parent, index, layout) or round_flow.with_options(result_storage=results)(
             config, index, state, validation, parent, str(layout.root)
@@ -81,12 +80,15 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> tuple[ModelRef, li
         state = state.after(result)
         if result.promoted and result.candidate is not None:
             register(config, result, base, validation)
-        rows.append(
-            {"round": index, "promoted": result.promoted, "run_id": result.run_id, **_curve_point(result.evaluation)}
-        )
+            policies[index] = result.candidate
+            tested[index] = score(config, result.candidate, tests, layout, at(index), results)
+        rows.append(row(index, result.promoted, result.run_id, result.evaluation, tested.get(index)))
+    for index in sorted({0, state.champion_round}):  # extra sets: the starting and the final policy
+        score(config, policies[index], extras, layout, at(index), results)
+    claim = final_report(tested[0], tested[state.champion_round], at(config.rounds))
     report_task(rows, str(layout.plot), config.name, ctx)
-    set_tags(config.tracking, parent, {"selftrain.final_policy": state.policy.label})
-    return state.policy, rows
+    set_tags(config.tracking, parent, {"selftrain.final_policy": policies[state.champion_round].label})
+    return {"final_policy": policies[state.champion_round].label, "rounds": rows, "claim": claim}
 
 
 @contextmanager
@@ -158,11 +160,66 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
         base,
         accuracy=float(result.accuracy or 0.0),
         heldout_sha256=validation.sha256,
-        margin=config.evaluate.promotion_margin,
     )
     emit(f"round {result.round}: registered {name} version {version}" + (" (champion)" if aliased else ""))
 
 
-def _curve_point(evaluation: Evaluation | None) -> dict[str, float | None]:
-    metrics = evaluation.metrics if evaluation is not None else {}
-    return {key: metrics.get(key) for key in ("accuracy", "ci_low", "ci_high")}
+def campaign_context(config: CampaignConfig, layout: CampaignLayout, parent: str, index: int) -> RoundContext:
+    """The campaign run's context at round `index`: what the campaign's own steps (round 0, test scores of a
+    promoted policy, the report) log at that step."""
+    folder = str(layout.round_dir(index))
+    return RoundContext(
+        tracking=config.tracking, round=index, seed=round_seed(config.seed, index), folder=folder, run_id=parent
+    )
+
+
+def fixed_splits(config: CampaignConfig) -> list[str]:
+    """The campaign's fixed prompt sets: validation (decides), test and the OOD slice (report; when the campaign
+    has them), and each `evaluate.extra_sets` entry as `extra/<name>`."""
+    splits = ["validation"] + [
+        split for split in ("test", "ood") if split_size(config, split) > 0 and has_split(config, split)
+    ]
+    return splits + [f"extra/{extra.name}" for extra in config.evaluate.extra_sets]
+
+
+def score(
+    config: CampaignConfig,
+    policy: ModelRef,
+    sets: dict[str, DatasetRef],
+    layout: CampaignLayout,
+    ctx: RoundContext,
+    results: Path,
+) -> dict[str, Evaluation]:
+    """Score `policy` on each of `sets` (by split name), logging on the campaign run at the context's round."""
+    evaluate = evaluate_task.with_options(result_storage=results)
+    return {
+        split: evaluate(config, policy, ref, str(layout.evaluated(ctx.round, split)), ctx, split=split)
+        for split, ref in sets.items()
+    }
+
+
+def row(
+    index: int, promoted: bool, run_id: str, validation: Evaluation | None, tested: dict[str, Evaluation] | None
+) -> dict[str, Any]:
+    """One row of the campaign's table and plot (`tasks/report.py`): validation, and test and OOD where scored."""
+    out: dict[str, Any] = {"round": index, "promoted": promoted, "run_id": run_id}
+    for prefix, evaluation in (("", validation), *((f"{k}_", v) for k, v in (tested or {}).items())):
+        metrics = evaluation.metrics if evaluation is not None else {}
+        out |= {f"{prefix}{key}": metrics.get(key) for key in ("accuracy", "ci_low", "ci_high")}
+    return out
+
+
+def final_report(start: dict[str, Evaluation], final: dict[str, Evaluation], ctx: RoundContext) -> FinalClaim | None:
+    """The campaign's claim, the final policy (the champion) against the starting one on test, logged as
+    `final/*` and the tag `selftrain.final_claim`; None when the campaign has no test set."""
+    if "test" not in start:
+        return None
+    claim = final_claim(
+        read_records(start["test"].ref),
+        read_records(final["test"].ref),
+        start_ood=read_records(start["ood"].ref) if "ood" in start else None,
+        final_ood=read_records(final["ood"].ref) if "ood" in final else None,
+    )
+    ctx.log_metrics(claim.metrics())
+    set_tags(ctx.tracking, ctx.run_id, {"selftrain.final_claim": claim.sentence()})
+    return claim

@@ -19,15 +19,6 @@ from configs.loader import ConfigError, load_config, split_args
 from configs.schema import CampaignConfig
 
 DEFAULT_CONFIG = "default"  # configs/default.yaml: the packaged Gemma 3 270M campaign
-TABLE_METRICS = [
-    ("judge/accept_rate", "accept"),
-    ("judge/pass_at_k", "pass@k"),
-    ("select/rows", "selected"),
-    ("train/loss", "loss"),
-    ("eval/accuracy", "heldout acc"),
-    ("eval/ci_low", "ci low"),
-    ("eval/ci_high", "ci high"),
-]
 
 T = TypeVar("T")
 
@@ -125,17 +116,12 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None) -> T:
 
 
 def print_campaign(config: CampaignConfig, summary: dict) -> None:
-    """The per-round table of a finished campaign (`campaign_flow`'s summary) and where to look further."""
-    from tasks.tracking import client_for, tracking_uri
+    """The per-round table of a finished campaign (`campaign_flow`'s summary: validation per round, test for the
+    starting and each promoted policy, the final claim on test; `tasks.report.render_table`) and where to look."""
+    from tasks.report import render_table
+    from tasks.tracking import tracking_uri
 
-    client = client_for(config.tracking)
-    print("\nround  " + "  ".join(f"{label:>11}" for _, label in TABLE_METRICS) + "  promoted")
-    for row in summary["rounds"]:
-        metrics = client.get_run(row["run_id"]).data.metrics
-        if row["round"] == 0:  # round 0 lives on the parent run, whose metrics hold the last step only
-            metrics = {f"eval/{k}": row[k] for k in ("accuracy", "ci_low", "ci_high")}
-        cells = [f"{metrics[k]:>11.3f}" if k in metrics else f"{'-':>11}" for k, _ in TABLE_METRICS]
-        print(f"{row['round']:>5}  " + "  ".join(cells) + f"  {'yes' if row['promoted'] else 'no':>8}")
+    print("\n" + render_table(summary["rounds"], summary.get("claim")))
     uri = tracking_uri(config.tracking)
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")

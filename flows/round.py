@@ -14,7 +14,7 @@ from configs.schema import CampaignConfig
 from flows.campaign_state import recorded_config
 from flows.interrupt import is_interruption
 from tasks.evaluate import Evaluation, evaluate_task
-from tasks.gate import should_promote
+from tasks.gate import TOLERANCE, GateDecision, decide
 from tasks.generate import generate_task
 from tasks.judge import judge_task
 from tasks.layout import (
@@ -30,7 +30,7 @@ from tasks.layout import (
 )
 from tasks.monitors import monitor_task
 from tasks.prompts import prompts_task
-from tasks.records import DatasetRef, ModelRef
+from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import select_task
 from tasks.tracking import RoundContext, end_run, finish_run, open_run, round_input, set_tags
 from tasks.train_dpo import dpo_train_task
@@ -47,6 +47,8 @@ class RoundResult(BaseModel):
     evaluation: Evaluation | None  # the candidate on validation; None when training was skipped
     judged: DatasetRef  # the round's judged rows (later rounds' reference bank)
     promoted: bool
+    reason: str  # the gate's decision in one sentence (tag `selftrain.gate`)
+    best_after: float  # the best validation accuracy of any promoted policy after this round
 
     @property
     def accuracy(self) -> float | None:
@@ -61,23 +63,20 @@ class RoundInputs(BaseModel):
 
     policy: ModelRef  # the policy the round trains from: the last promoted one
     policy_source: str | None  # MLflow URI of its adapter (None: the base model)
-    champion: Evaluation  # the incumbent's validation evaluation: the gate and the flip monitor compare with it
-    best_accuracy: float  # the gate's bar
+    champion: Evaluation  # the champion's (best promoted policy's) validation answers: the gate compares with them
+    champion_round: int  # the round that trained the champion (0: the starting policy)
+    best_accuracy: float  # the best validation accuracy any promoted policy reached: the gate's margin origin
     earlier: tuple[DatasetRef, ...] = ()  # earlier rounds' judged rows, oldest first
 
     def after(self, result: RoundResult) -> RoundInputs:
-        """The state after `result`: a promoted candidate becomes the policy and the incumbent."""
-        earlier = (*self.earlier, result.judged)
-        if not result.promoted or result.candidate is None or result.evaluation is None:
-            return self.model_copy(update={"earlier": earlier})
-        source = f"runs:/{result.run_id}/{ADAPTER}"
-        return RoundInputs(
-            policy=result.candidate,
-            policy_source=source,
-            champion=result.evaluation,
-            best_accuracy=result.evaluation.accuracy,
-            earlier=earlier,
-        )
+        """The inputs of the next round: a promoted candidate becomes the policy to train from, and the champion
+        when its validation accuracy is at least the best so far (ties go to the newer, as the registry alias)."""
+        update: dict[str, object] = {"earlier": (*self.earlier, result.judged), "best_accuracy": result.best_after}
+        if result.promoted and result.candidate is not None and result.evaluation is not None:
+            update |= {"policy": result.candidate, "policy_source": f"runs:/{result.run_id}/{ADAPTER}"}
+            if result.evaluation.accuracy >= result.best_after - TOLERANCE:
+                update |= {"champion": result.evaluation, "champion_round": result.round}
+        return self.model_copy(update=update)
 
 
 @flow(name="selftrain-round", flow_run_name="{config.name}-round-{round_index}")
@@ -96,7 +95,7 @@ def round_flow(
     with round_run(config, layout, round_index, state.policy, parent_run_id) as ctx:
         inputs = round_input(config, ctx, state.policy, validation, policy_source=state.policy_source, state=state)
         ctx.log_json(layout.in_round(round_index, ROUND_INPUT), inputs)  # what `selftrain reproduce` reads
-        ctx.log_artifact(state.champion.ref.path, "inputs")  # the incumbent's answers (flip monitor), for reproduce
+        ctx.log_artifact(state.champion.ref.path, "inputs")  # the champion's answers (gate, monitor): reproduce
         prompts = prompts_task(config, "train", path[PROMPTS], ctx)
         generated = generate_task(config, state.policy, prompts, path[GENERATED], ctx)
         judged = judge_task(config, generated, path[JUDGED], ctx, policy=state.policy, earlier=state.earlier)
@@ -105,16 +104,12 @@ def round_flow(
         evaluation = None
         if candidate is not None:
             evaluation = evaluate_task(config, candidate, validation, str(layout.evaluated(round_index)), ctx)
-        watch = monitor_task(config, judged, evaluation.ref if evaluation else None, state.champion.ref, ctx)
-        promoted = evaluation is not None and should_promote(
-            evaluation.accuracy,
-            state.best_accuracy,
-            config.evaluate.promotion_margin,
-            watch.get("negative_flip_rate"),
-            config.monitor.max_flip_rate,
-        )
-        ctx.log_metrics({"gate/promoted": float(promoted), "gate/incumbent_accuracy": state.best_accuracy})
-        set_tags(config.tracking, ctx.run_id, {"selftrain.promoted": str(promoted).lower()})
+        monitor_task(config, judged, evaluation.ref if evaluation else None, state.champion.ref, ctx)
+        decision = gate(config, evaluation, state)
+        promoted = decision is not None and decision.promoted
+        reason = decision.reason if decision is not None else "refused: training was skipped"
+        ctx.log_metrics(decision.metrics() if decision is not None else {"gate/promoted": 0.0})
+        set_tags(config.tracking, ctx.run_id, {"selftrain.promoted": str(promoted).lower(), "selftrain.gate": reason})
         result = RoundResult(
             round=round_index,
             run_id=ctx.run_id,
@@ -122,9 +117,26 @@ def round_flow(
             evaluation=evaluation,
             judged=judged,
             promoted=promoted,
+            reason=reason,
+            best_after=decision.best_after if decision is not None else state.best_accuracy,
         )
         ctx.log_json(layout.in_round(round_index, ROUND_RESULT), result.model_dump())  # read back on a resume
     return result
+
+
+def gate(config: CampaignConfig, evaluation: Evaluation | None, state: RoundInputs) -> GateDecision | None:
+    """The gate's decision on the candidate's validation answers against the champion's (`tasks.gate.decide`);
+    None when training was skipped (nothing to promote)."""
+    if evaluation is None:
+        return None
+    return decide(
+        read_records(evaluation.ref),
+        read_records(state.champion.ref),
+        best_accuracy=state.best_accuracy,
+        margin=config.evaluate.promotion_margin,
+        alpha=config.evaluate.gate_alpha,
+        max_flip_rate=config.monitor.max_flip_rate,
+    )
 
 
 def train(

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler, SamplingEngine
-from tasks.gate import should_promote  # moved to tasks/gate.py; old importers still work
 from tasks.judging.verifier import verify_rows
 from tasks.layout import RESUMABLE
 from tasks.progress import Progress
@@ -27,7 +26,7 @@ from tasks.records import DatasetRef, ModelRef, Record, read_records, write_line
 from tasks.stats import wilson_interval
 from tasks.tracking import RoundContext
 
-__all__ = ["Evaluation", "evaluate_greedy", "evaluate_task", "score_responses", "should_promote", "wilson_interval"]
+__all__ = ["Evaluation", "evaluate_greedy", "evaluate_task", "metric_prefix", "score_responses", "wilson_interval"]
 
 
 def score_responses(
@@ -90,11 +89,17 @@ def evaluate_greedy(
     return score_responses(rows, answer_pattern)
 
 
+def metric_prefix(split: str) -> str:
+    """Where a split's figures go in MLflow: validation `val/`, test `test/`, the OOD slice `test/ood_` (so its
+    accuracy is `test/ood_accuracy`), an extra set `extra/<name>/`."""
+    return {"validation": "val/", "test": "test/", "ood": "test/ood_"}.get(split, f"{split}/")
+
+
 class Evaluation(BaseModel):
     """A policy scored on one prompt set: the scored rows (a reference) and the figures (`score_responses`).
 
     Attributes:
-        split: which set ("validation", "test", "ood" or an extra set's name).
+        split: which set ("validation", "test", "ood" or `extra/<name>`).
         ref: the scored rows (`id`, `response`, `score`, `correct`, `lenient_correct`, `in_form`).
         metrics: `accuracy`, `ci_low`, `ci_high`, `lenient_accuracy`, `format_rate`, `items`, `seconds`.
     """
@@ -120,7 +125,8 @@ def evaluate_task(
     ctx: RoundContext,
     split: str = "validation",
 ) -> Evaluation:
-    """Score a policy greedily on `prompts` (the `split` set); write the scored rows, log `eval/*` metrics."""
+    """Score a policy greedily on `prompts` (the `split` set); write the scored rows and log their figures under
+    `metric_prefix(split)` at the context's round."""
     set_torch_threads(config.model.torch_threads)
     model, tokenizer = load_policy(policy.base, policy.adapter)
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
@@ -138,6 +144,7 @@ def evaluate_task(
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), policy=policy, heldout=prompts, few_shot_prefix=prefix)
-    ctx.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
-    ctx.log_dataset(ref, name=f"round-{ctx.round}-evaluated", context="evaluation")
+    ctx.log_metrics({f"{metric_prefix(split)}{k}": v for k, v in metrics.items()})
+    named = "" if split == "validation" else f"-{split.replace('/', '-')}"
+    ctx.log_dataset(ref, name=f"round-{ctx.round}{named}-evaluated", context=f"evaluation{named}")
     return Evaluation(split=split, ref=ref, metrics=metrics)

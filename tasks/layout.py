@@ -4,10 +4,10 @@ Flows, tasks, `selftrain reproduce` and the tests ask this module for a path ins
 themselves. A campaign folder (named and locked by `flows/campaign_state.py`) holds:
 
     config.json                      the resolved config
-    validation.jsonl test.jsonl ood.jsonl   the campaign's fixed evaluation prompts
-    round-00/                        the starting policy: its validation (and test, OOD) answers
+    validation.jsonl test.jsonl ood.jsonl extra-<name>.jsonl   the campaign's fixed evaluation prompts
+    round-00/                        the starting policy: its validation, test, OOD (and extra sets') answers
     round-NN/                        one round: prompts, generated, judged, selected .jsonl, adapter/,
-                                     evaluated.jsonl (validation), test-evaluated.jsonl, ood-evaluated.jsonl,
+                                     evaluated.jsonl (validation), test- and ood-evaluated.jsonl if promoted,
                                      round_input.json, round_result.json
     start-policy/                    a registered champion downloaded to start from
     accuracy.png                     the report's plot
@@ -41,8 +41,8 @@ def round_seed(campaign_seed: int, round_index: int) -> int:
 
 
 def evaluated_name(split: str) -> str:
-    """File name of a policy's scored answers on `split` ("validation", "test", "ood" or an extra set's name)."""
-    return "evaluated.jsonl" if split == "validation" else f"{split}-evaluated.jsonl"
+    """File name of a policy's scored answers on `split` ("validation", "test", "ood" or `extra/<name>`)."""
+    return "evaluated.jsonl" if split == "validation" else f"{split.replace('/', '-')}-evaluated.jsonl"
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ class CampaignLayout:
         return self.round_dir(index) / evaluated_name(split)
 
     def split_prompts(self, split: str) -> Path:
-        """The campaign's fixed prompts of `split` (validation, test, ood)."""
-        return self.root / f"{split}.jsonl"
+        """The campaign's fixed prompts of `split` (validation, test, ood, `extra/<name>`)."""
+        return self.root / f"{split.replace('/', '-')}.jsonl"
 
     @property
     def config(self) -> Path:

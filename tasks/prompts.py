@@ -558,11 +558,13 @@ def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:
 def prompts_task(config: CampaignConfig, split: str, out_path: str, ctx: RoundContext) -> DatasetRef:
     """Write the split's prompts for the context's round and record them as a dataset input.
 
-    `split` is "train" (drawn per round), "validation", "test" or "ood" (fixed per campaign; the campaign
-    writes them with its round-0 context).
+    `split` is "train" (drawn per round), "validation", "test", "ood" or `extra/<name>` (an `evaluate.extra_sets`
+    entry); all but train are fixed per campaign, written with its round-0 context.
     """
-    rows = campaign_prompts(config, split, ctx.round)
+    extra = split.removeprefix("extra/") if split.startswith("extra/") else None
+    rows = load_extra_sets(config)[extra] if extra is not None else campaign_prompts(config, split, ctx.round)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), prompts=config.prompts, split=split, round=ctx.round, seed=config.seed)
-    ctx.log_dataset(ref, name=f"round-{ctx.round}-{split}-prompts", context="prompts" if split == "train" else split)
+    name = f"round-{ctx.round}-{split.replace('/', '-')}-prompts"
+    ctx.log_dataset(ref, name=name, context="prompts" if split == "train" else split)
     return ref

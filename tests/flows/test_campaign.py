@@ -53,7 +53,20 @@ def _runs(campaign: dict) -> tuple:
 
 def test_console_shows_table_and_where_to_look(campaign: dict) -> None:
     out = campaign["stdout"]
-    assert "heldout acc" in out and "promoted" in out
+    _, children = _runs(campaign)
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["round", "validation"])
+    assert "promoted" in lines[header] and "test [95% CI]" in lines[header]
+    table = {int(line.split()[0]): line for line in lines[header + 1 : header + 5]}
+    assert sorted(table) == [0, 1, 2, 3]
+    for index, line in table.items():
+        cells = line.split()
+        assert cells[1] != "-" and cells[2].startswith("[")  # validation with its interval, every round
+        promoted = index == 0 or children[index - 1].data.tags["selftrain.promoted"] == "true"
+        assert cells[4] == ("start" if index == 0 else "yes" if promoted else "no")
+        assert (cells[5] != "-") == promoted  # test only for the starting and the promoted policies
+    claim = lines[header + 5]
+    assert claim.startswith("test, start -> final:") and "McNemar p=" in claim
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     logs = campaign["stderr"]  # Prefect's console log handler writes to stderr
     assert "generate:" in logs and "samples/s" in logs  # progress with counts and rates
@@ -73,9 +86,11 @@ def test_mlflow_holds_one_parent_and_three_finished_rounds(campaign: dict) -> No
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.params["round"] == str(index)
         assert child.data.tags["prefect.flow_run_id"] != parent.data.tags["prefect.flow_run_id"]
-        for key in ("generate/samples", "judge/accept_rate", "select/rows", "train/loss", "eval/accuracy"):
+        for key in ("generate/samples", "judge/accept_rate", "select/rows", "train/loss", "val/accuracy", "val/ci_low"):
             history = campaign["client"].get_metric_history(child.info.run_id, key)
             assert [m.step for m in history] == [index], key
+        assert child.data.tags["selftrain.gate"].startswith(("promoted: ", "refused: "))
+        assert child.data.metrics["gate/promoted"] == float(child.data.tags["selftrain.promoted"] == "true")
 
 
 def test_rounds_log_datasets_artifacts_and_lineage(campaign: dict) -> None:
@@ -95,15 +110,35 @@ def test_rounds_log_datasets_artifacts_and_lineage(campaign: dict) -> None:
         assert lineage["data"]["sha256"] and lineage["parent"]["base"]
 
 
-def test_heldout_accuracy_improves_over_round_zero(campaign: dict) -> None:
+def test_validation_accuracy_improves_over_round_zero(campaign: dict) -> None:
     parents, _ = _runs(campaign)
-    history = campaign["client"].get_metric_history(parents[0].info.run_id, "eval/accuracy")
+    history = campaign["client"].get_metric_history(parents[0].info.run_id, "val/accuracy")
     by_round = {m.step: m.value for m in history}
-    print("held-out accuracy by round:", by_round)
+    print("validation accuracy by round:", by_round)
     assert sorted(by_round) == [0, 1, 2, 3]
-    assert by_round[3] > by_round[0]
+    assert max(by_round.values()) > by_round[0]
     artifacts = {a.path for a in campaign["client"].list_artifacts(parents[0].info.run_id)}
     assert {"accuracy.png", "config.json"} <= artifacts
+
+
+def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_claim(campaign: dict) -> None:
+    client = campaign["client"]
+    parents, children = _runs(campaign)
+    parent = parents[0]
+    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
+    for key in ("test/accuracy", "test/ci_low", "test/ci_high", "test/ood_accuracy"):
+        assert [m.step for m in client.get_metric_history(parent.info.run_id, key)] == promoted, key
+    test = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "test/accuracy")}
+    low = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "test/ci_low")}
+    assert all(low[step] <= test[step] for step in promoted)
+    final = parent.data.metrics
+    assert {"final/test_gain", "final/p_value"} <= set(final)
+    assert 0.0 <= final["final/p_value"] <= 1.0
+    # The final policy is the champion: the promoted round with the best validation accuracy (ties: the later).
+    val = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "val/accuracy")}
+    champion = max(promoted, key=lambda step: (val[step], step))
+    assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
+    assert parent.data.tags["selftrain.final_claim"].startswith("test, start -> final:")
 
 
 def test_prefect_shows_campaign_and_rounds_completed(campaign: dict) -> None:

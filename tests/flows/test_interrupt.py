@@ -82,7 +82,7 @@ def _runs(output_dir: Path) -> tuple[MlflowClient, list]:
 def _accuracies(output_dir: Path) -> dict[int, float]:
     client, runs = _runs(output_dir)
     (parent,) = [r for r in runs if r.data.tags.get("selftrain.kind") == "campaign"]
-    history = client.get_metric_history(parent.info.run_id, "eval/accuracy")
+    history = client.get_metric_history(parent.info.run_id, "val/accuracy")
     assert len({m.step for m in history}) == len(history), "two points at one round"
     return {m.step: m.value for m in history}
 

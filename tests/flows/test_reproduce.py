@@ -64,7 +64,7 @@ def test_reproduce_round_two_matches_exactly(campaign: dict) -> None:
     (child,) = client.search_runs([original.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     old, new = original.data.metrics, child.data.metrics
     exact = {k for k in old if not k.endswith(("seconds", "per_s"))}
-    assert {"train/loss", "eval/accuracy", "judge/accept_rate", "select/rows"} <= exact
+    assert {"train/loss", "val/accuracy", "judge/accept_rate", "select/rows"} <= exact
     assert {k: new[k] for k in exact} == {k: old[k] for k in exact}
     report = json.loads(
         Path(client.download_artifacts(run.info.run_id, "comparison.json", str(campaign["root"]))).read_text()
@@ -82,9 +82,11 @@ def test_promoted_rounds_are_registered_with_the_champion_alias(campaign: dict) 
     versions = client.search_model_versions(f"name='{name}'")
     by_run = {v.run_id: v for v in versions}
     assert sorted(by_run) == sorted(campaign["rounds"][i].info.run_id for i in promoted)
-    if promoted:
+    if promoted:  # the alias is on the promoted round with the best validation accuracy (ties: the later round)
         best = client.get_model_version_by_alias(name, "champion")
-        assert best.run_id == campaign["rounds"][promoted[-1]].info.run_id
+        accuracy = {i: campaign["rounds"][i].data.metrics["val/accuracy"] for i in promoted}
+        top = max(promoted, key=lambda i: (accuracy[i], i))
+        assert best.run_id == campaign["rounds"][top].info.run_id
         files = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy")}
         assert {"adapter_model.safetensors", "adapter_config.json", "base.json"} <= files
 
@@ -98,7 +100,7 @@ def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     experiment = campaign["parent"].info.experiment_id
     (parent,) = client.search_runs([experiment], "tags.`selftrain.start_policy` != ''")
     assert parent.data.tags["selftrain.start_policy"] == f"{name}/{best.version}"
-    round0 = client.get_metric_history(parent.info.run_id, "eval/accuracy")[0]
+    round0 = client.get_metric_history(parent.info.run_id, "val/accuracy")[0]
     assert round0.step == 0 and round0.value == float(best.tags["accuracy"])  # the champion, re-measured: same score
     (child,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     recorded = json.loads(Path(client.download_artifacts(child.info.run_id, "round_input.json")).read_text())

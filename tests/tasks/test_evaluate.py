@@ -5,7 +5,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from tasks.evaluate import evaluate_greedy, score_responses, should_promote, wilson_interval
+from tasks.evaluate import evaluate_greedy, score_responses, wilson_interval
+from tasks.gate import should_promote
 
 
 def test_wilson_interval_matches_hand_computation() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.evaluate import should_promote
+from tasks.gate import should_promote
 from tasks.monitors import distinct_n, generation_monitors, mean_pairwise_similarity, negative_flips
 
 
