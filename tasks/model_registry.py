@@ -27,6 +27,7 @@ import random
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -160,9 +161,7 @@ def settle_champion(cfg: TrackingConfig, name: str, *, attempts: int = 10) -> Mo
         current = champion(cfg, name)
         if current is not None and str(current.version) == str(best.version):
             return best
-        retry_conflicts(
-            lambda best=best: client.set_registered_model_alias(name, CHAMPION, best.version), f"alias of {name}"
-        )
+        retry_conflicts(partial(client.set_registered_model_alias, name, CHAMPION, best.version), f"alias of {name}")
         time.sleep(random.uniform(0.0, 0.05))  # let a concurrent writer's move land before the check
     raise RuntimeError(f"registered model {name}: the {CHAMPION} alias kept moving over {attempts} checks")
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
@@ -312,7 +312,7 @@ def log_dataset(cfg: TrackingConfig, run_id: str, ref: DatasetRef, name: str, co
     frame = pd.DataFrame(read_records(ref))
     with warnings.catch_warnings():  # schema hints about int columns and an ambiguous local source
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(frame, source=ref.path, name=name, digest=ref.sha256[:16])
+        dataset = from_pandas(frame, source=ref.path, name=name, digest=ref.sha256[:16])
         entity = dataset._to_mlflow_entity()  # infers the schema, which warns too
     entry = DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
     client = client_for(cfg)
