@@ -103,7 +103,7 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
         first.wait()
     workdir = scratch[0].parents[1]
     done = sorted(workdir.glob("round-01/*.jsonl")) + sorted(workdir.glob("round-02/*.jsonl"))
-    mtimes = {path: path.stat().st_mtime_ns for path in [workdir / "heldout.jsonl", *done]}
+    mtimes = {path: path.stat().st_mtime_ns for path in [workdir / "validation.jsonl", *done]}
     assert not (workdir / "round-02" / "adapter").exists()
 
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
