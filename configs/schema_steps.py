@@ -1,0 +1,224 @@
+"""Config sections for the other loop steps: generate, select, train, evaluate and the monitors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from configs.fields import SAFE_NAME_RULE, Strict, bounded, check_safe_name
+
+
+class GenerateConfig(Strict):
+    """Sampling k responses per prompt from the current policy."""
+
+    k: int = bounded(4, 64, "Responses sampled per prompt.", ge=1)
+    temperature: float = Field(0.8, gt=0.0, le=5.0, description="Sampling temperature (> 0).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass, in (0, 1].")
+    max_new_tokens: int = bounded(24, 1_024, "Longest response, in tokens.", ge=1)
+    stop: list[str] = Field(["\n"], description="A response ends at the first of these strings (or at EOS).")
+    batch_size: int = bounded(32, 512, "Sequences generated together; batches are grouped by length.", ge=1)
+    few_shot_rounds: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "With prompts.few_shot > 0: rounds 1..N sample with the few-shot prefix, later rounds sample from the "
+            "bare prompt (the trained policy no longer needs the examples, and generation is faster); "
+            "empty: every round uses the prefix."
+        ),
+    )
+
+
+class SelectConfig(Strict):
+    """Which judged responses survive into training, and what real data joins them."""
+
+    threshold: float = Field(0.5, description="Keep responses whose judge score is at least this (0 keeps all).")
+    best_of_k: bool = Field(
+        False, description="Keep only the highest-scoring response per prompt (ties: the earliest sample)."
+    )
+    max_per_prompt: int = Field(2, ge=1, description="At most this many kept responses per prompt.")
+    dedupe: bool = Field(True, description="Drop a response identical to one already kept for the same prompt.")
+    near_duplicate: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Drop a response whose character-trigram Jaccard similarity to one already kept for the same prompt "
+            "is at least this (0.8 catches rewordings of a few characters); empty: exact duplicates only."
+        ),
+    )
+    diversity: Literal["none", "kmeans"] = Field(
+        "none",
+        description=(
+            "none: keep every row the rules above allow; kmeans: Diversify and Conquer (Yu et al. 2024): embed the "
+            "surviving prompt+response texts with the packaged all-MiniLM-L6-v2, cluster them with k-means into "
+            "`diversity_clusters` clusters and keep the row nearest each centroid."
+        ),
+    )
+    diversity_clusters: int = Field(
+        32, ge=1, description="diversity=kmeans: clusters, i.e. rows kept (all rows when fewer survive)."
+    )
+    gold_share: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of each round's training examples that are real (gold) examples, added on top of the selected "
+            "rows: arithmetic prompts' worked `solution`, file prompts' `answer` (' The answer is N.'), drawn "
+            "from the round's prompts. Keeping real data in the mix guards against model collapse (Shumailov et "
+            "al. 2024; Gerstgrasser et al. 2024). 0: none."
+        ),
+    )
+
+
+class TrainConfig(Strict):
+    """LoRA fine-tuning on the round's judged data: SFT, DPO or SuperHF (TRL + PEFT)."""
+
+    method: Literal["sft", "dpo", "superhf"] = Field(
+        "sft",
+        description=(
+            "sft: loss on the selected completions only; dpo: TRL DPOTrainer on preference pairs built per prompt "
+            "from all judged samples (see dpo_pairs, dpo_reference); superhf: SFT on the selected (best-of-k) rows "
+            "plus `kl_weight` x KL(policy || round's starting policy) on the completion tokens (Mukobi et al. 2023)."
+        ),
+    )
+    lora_r: int = bounded(8, 256, "LoRA rank.", ge=1)
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules that get LoRA adapters: 'all-linear' or a list of module names."
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names or not all(name.strip() for name in names):
+            raise ValueError("name at least one module ('all-linear', or a list such as [q_proj, v_proj])")
+        return value
+
+    learning_rate: float = Field(2e-3, gt=0.0, description="Peak learning rate (AdamW, linear decay).")
+    epochs: float = bounded(2.0, 20, "Passes over the round's training data.", gt=0.0)
+    batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
+    max_length: int = bounded(128, 4_096, "Prompt + completion tokens kept per example.", ge=8)
+    min_examples: int = Field(
+        1,
+        ge=1,
+        description="Skip training (keep the previous policy) when fewer examples (dpo: pairs) are available.",
+    )
+    dpo_beta: float = Field(
+        0.1, gt=0.0, description="method=dpo: strength of the implicit KL to the reference (DPO's beta)."
+    )
+    dpo_pairs: Literal["score", "correct"] = Field(
+        "score",
+        description=(
+            "method=dpo: how a prompt's pair is built. score: its highest- vs lowest-scoring sample (skipped when "
+            "the scores tie); correct: a verified-correct vs a wrong sample (needs reference answers)."
+        ),
+    )
+    dpo_reference: Literal["policy", "base"] = Field(
+        "policy",
+        description=(
+            "method=dpo: the reference policy. policy: the round's starting policy, frozen (iterative DPO: each "
+            "round moves away from the last); base: the campaign's base model (adapters disabled) every round."
+        ),
+    )
+    dpo_sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "method=dpo: weight of an added negative log-likelihood term on the chosen responses (iterative RPO, "
+            "Pang et al. 2024, found it needed on reasoning tasks: plain DPO can lower the chosen likelihood too); "
+            "0: plain DPO."
+        ),
+    )
+    kl_weight: float = Field(
+        0.1,
+        ge=0.0,
+        description=(
+            "method=superhf: weight of the KL penalty toward the round's starting policy, averaged over completion "
+            "tokens (0: plain SFT)."
+        ),
+    )
+
+
+class ExtraSetConfig(Strict):
+    """A labelled evaluation set scored beside the campaign (a real benchmark, say)."""
+
+    name: str = Field(description=f"Name used in metric keys (`extra/<name>/accuracy`): {SAFE_NAME_RULE}.")
+    path: str = Field(description="JSONL, CSV or Parquet with `prompt` and `answer` on every row.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return check_safe_name(value)
+
+
+class EvaluateConfig(Strict):
+    """Held-out scoring and the promotion gate."""
+
+    max_new_tokens: int = bounded(24, 1_024, "Longest greedy response on held-out prompts.", ge=1)
+    few_shot: bool = Field(
+        False,
+        description=(
+            "Score held-out prompts behind the few-shot prefix (prompts.few_shot examples); off: the bare prompt, "
+            "the format the policy is trained on."
+        ),
+    )
+    promotion_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Refuse a round's policy whose validation accuracy is more than this (absolute) below the best validation "
+            "accuracy any promoted policy reached (the starting policy counts), never the last one: the bar cannot "
+            "drift down round after round (tasks/gate.py). 1.0 promotes every trained round."
+        ),
+    )
+    gate_alpha: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Refuse promotion when the candidate is worse than the champion on the same validation items and the "
+            "exact McNemar test on the items they disagree on gives a p-value below this (tasks/gate.py); "
+            "empty: no significance test, only the margin from the best accuracy."
+        ),
+    )
+    extra_sets: list[ExtraSetConfig] = Field(
+        [],
+        description="Extra labelled sets (name and path each) scored for the starting and the final policy, with "
+        "95% intervals: how to track a real benchmark beside the campaign.",
+    )
+
+    @field_validator("extra_sets")
+    @classmethod
+    def _distinct_names(cls, value: list[ExtraSetConfig]) -> list[ExtraSetConfig]:
+        names = [extra.name for extra in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"two extra sets are named {repeated[0]!r}; names must differ")
+        return value
+
+
+class MonitorConfig(Strict):
+    """Stability monitors logged every round (`monitor/*`), and the flip gate."""
+
+    distinct_n: int = Field(2, ge=1, le=8, description="n of the distinct-n diversity of the round's generations.")
+    embedding_rows: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Generations (a seeded sample) embedded with the packaged all-MiniLM-L6-v2 to log their mean pairwise "
+            "cosine similarity; 0 skips it (loading the embedding model costs ~10 s once per process)."
+        ),
+    )
+    max_flip_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Refuse promotion when the share of held-out items the incumbent answered right and the candidate "
+            "answers wrong (negative flips, MUSCLE, Echterhoff et al. 2024) exceeds this; empty: no flip gate."
+        ),
+    )
