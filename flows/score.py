@@ -43,7 +43,7 @@ def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, f
         PromptFileError: a file that cannot be read, naming the file, line and reason.
     """
     from tasks.evaluate import score_responses
-    from tasks.prompts import load_response_file
+    from tasks.prompt_files import load_response_file
     from tasks.records import write_records
 
     rows, metrics = score_responses(load_response_file(path), answer_pattern)

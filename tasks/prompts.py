@@ -1,156 +1,25 @@
-"""Loading prompts: a user's JSONL, CSV or Parquet file, or the built-in arithmetic task, as prompt records.
+"""The campaign's prompts: each split (train per round, fixed validation, test and OOD), few-shot examples, the task.
 
-Every source yields the same shape, `{"id", "prompt", "answer"}` (answer may be None), so the rest of
-the loop never asks where prompts came from. A bad file fails here, once, with a message that names
-the file, the line or row and the reason, instead of as a KeyError three tasks later.
+Prompts come from the built-in arithmetic task or from the user's files (read by `tasks.prompt_files`);
+every source yields the same shape, `{"id", "prompt", "answer"}` (answer may be None), so the rest of
+the loop never asks where prompts came from.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
-import math
 import random
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import datasets
-import pyarrow.parquet as pq
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
 from tasks.arithmetic import sample_problems
 from tasks.layout import RESUMABLE, round_seed
+from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.records import DatasetRef, Record, write_lineage, write_records
 from tasks.tracking import RoundContext
-
-JSONL_SUFFIXES = (".jsonl", ".json")
-SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
-
-
-class PromptFileError(ValueError):
-    """A prompt file that cannot be used, with the file, the place in it and the reason.
-
-    The message reads `path, line 7: reason` (JSONL lines and CSV/Parquet data rows are 1-based; a CSV
-    header is not a row) or `path: reason` when the problem is the whole file.
-
-    Attributes:
-        path: The file as the caller named it.
-        reason: What is wrong, in a few words.
-        line: The 1-based line (JSONL) or data row (CSV, Parquet), or None for a whole-file problem.
-        unit: "line" or "row", the word used for `line` in the message.
-    """
-
-    def __init__(self, path: str | Path, reason: str, line: int | None = None, unit: str = "line") -> None:
-        self.path = str(path)
-        self.reason = reason
-        self.line = line
-        self.unit = unit
-        where = self.path if line is None else f"{self.path}, {unit} {line}"
-        super().__init__(f"{where}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Prefect pickles a failed task's exception; the default would rebuild it from the message alone.
-        return (type(self), (self.path, self.reason, self.line, self.unit))
-
-
-class _RowError(ValueError):
-    """A reason a single row is unusable; `load_prompt_file` adds the file and the line or row."""
-
-
-def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[Record]:
-    """Read prompt records from a JSONL (`.jsonl`/`.json`, one object per line), CSV or Parquet file.
-
-    Each row needs a non-empty string `prompt`. `answer` is optional: any single value becomes a string
-    (integral floats lose their `.0`), while null, NaN and empty become None. The id is the row's `id`
-    when it has one, else `<file stem>-<0-based row index>`.
-
-    Args:
-        path: The prompt file; its extension picks the format.
-        require_answer: Treat a row without an answer as an error (validation, test and extra sets are scored
-            against answers).
-
-    Returns:
-        Records `{"id", "prompt", "answer"}` in file order.
-
-    Raises:
-        PromptFileError: if the file is missing, of an unsupported type, empty or malformed, or a row
-            is unusable.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise PromptFileError(path, f"unsupported file type {suffix or '(none)'!r} (use {', '.join(SUFFIXES)})")
-    if not path.exists():
-        raise PromptFileError(path, "file not found")
-    if not path.is_file():
-        raise PromptFileError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise PromptFileError(path, "empty file")
-
-    unit = "line" if suffix in JSONL_SUFFIXES else "row"
-    if suffix in JSONL_SUFFIXES:
-        rows = _read_jsonl(path)
-    elif suffix == ".csv":
-        rows = _read_csv(path)
-    else:
-        rows = _read_parquet(path)
-    if not rows:
-        raise PromptFileError(path, "no rows")
-    if require_answer and not any(isinstance(raw, dict) and "answer" in raw for _, raw in rows):
-        raise PromptFileError(path, "no 'answer' column (this file is scored against answers)")
-
-    records: list[Record] = []
-    first_seen: dict[str, int] = {}
-    for index, (number, raw) in enumerate(rows):
-        try:
-            record = _to_record(raw, default_id=f"{path.stem}-{index}", require_answer=require_answer)
-        except _RowError as error:
-            raise PromptFileError(path, str(error), number, unit) from None
-        # Later steps group samples by id, so two prompts sharing one would silently merge.
-        if record["id"] in first_seen:
-            reason = f"duplicate id {record['id']!r} (first at {unit} {first_seen[record['id']]})"
-            raise PromptFileError(path, reason, number, unit)
-        first_seen[record["id"]] = number
-        records.append(record)
-    return records
-
-
-def load_response_file(path: str | Path) -> list[Record]:
-    """Read scored-to-be rows from a JSONL, CSV or Parquet file: `prompt`, `response` and `answer` on every row.
-
-    Generations may come from anywhere (another system, another model); this reads them for
-    `selftrain score`. Other columns are kept as they are.
-
-    Returns:
-        Records `{"id", "prompt", "response", "answer", ...}` in file order.
-
-    Raises:
-        PromptFileError: naming the file, the line or row, and the reason (a missing column, an empty
-            prompt, a response that is not text, a row without an answer).
-    """
-    path = Path(path)
-    records = load_prompt_file(path, require_answer=True)  # checks the file, prompt, answer and ids
-    suffix = path.suffix.lower()
-    unit = "line" if suffix in JSONL_SUFFIXES else "row"
-    rows = _read_jsonl(path) if suffix in JSONL_SUFFIXES else [(i, row) for i, row in _tabular_rows(path)]
-    out = []
-    for record, (number, raw) in zip(records, rows, strict=True):
-        response = raw.get("response")
-        if not isinstance(response, str):
-            found = "no 'response'" if response is None else f"'response' must be a string, got {_json_type(response)}"
-            raise PromptFileError(path, found, number, unit)
-        extra = {k: v for k, v in raw.items() if k not in ("id", "prompt", "answer", "response")}
-        out.append({**extra, **record, "response": response})
-    return out
-
-
-def _tabular_rows(path: Path) -> list[tuple[int, Any]]:
-    return _read_csv(path) if path.suffix.lower() == ".csv" else _read_parquet(path)
 
 
 def arithmetic_prompts(
@@ -196,155 +65,6 @@ def draw(records: Sequence[Record], n: int, *, seed: int) -> list[Record]:
         raise ValueError(f"n must be >= 0, not {n}")
     chosen = random.Random(seed).sample(range(len(records)), min(n, len(records)))
     return [dict(records[i]) for i in sorted(chosen)]
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(1-based line number, parsed value) for each non-blank line.
-
-    Parsed with `json` rather than `datasets`: this names the bad line, and Arrow's column typing would
-    turn an integer answer into a float (12 -> 12.0) when another row's answer is a float.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows prepend a byte-order mark
-    except UnicodeDecodeError as error:
-        raise PromptFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    rows = []
-    # Split on "\n" only: str.splitlines would also break inside strings holding U+2028 and similar.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise PromptFileError(path, f"not valid JSON ({error.msg})", number) from None
-    return rows
-
-
-def _read_csv(path: Path) -> list[tuple[int, Any]]:
-    """(1-based data row number, row dict) for each CSV row; every cell is read as text."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            # `datasets` reports a header-only file as 'Instruction "train" corresponds to no data!'.
-            has_rows = any(any(cell.strip() for cell in cells) for cells in reader)
-    except UnicodeDecodeError as error:
-        raise PromptFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    _check_columns(path, header)
-    if not has_rows:
-        return []
-    # All-string features keep cells as written ("012" stays "012"); keep_default_na=False keeps "NA" or
-    # "null" answers as text, so only an empty cell means "no answer".
-    features = datasets.Features({name: datasets.Value("string") for name in header})
-    rows = _load_with_datasets(path, "csv", features=features, keep_default_na=False)
-    return list(enumerate(rows, start=1))
-
-
-def _read_parquet(path: Path) -> list[tuple[int, Any]]:
-    """(1-based row number, row dict) for each Parquet row."""
-    try:
-        # Only the footer is read; this gives a clear error for a non-Parquet file and the column check
-        # before `datasets` logs its own schema errors.
-        parquet = pq.ParquetFile(path)
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise PromptFileError(path, f"not a valid Parquet file ({_root_message(error)})") from None
-    _check_columns(path, parquet.schema_arrow.names)
-    if parquet.metadata.num_rows == 0:
-        return []
-    return list(enumerate(_load_with_datasets(path, "parquet"), start=1))
-
-
-def _check_columns(path: Path, columns: Sequence[str]) -> None:
-    if not columns:
-        raise PromptFileError(path, "no header row")
-    duplicates = sorted({name for name in columns if list(columns).count(name) > 1})
-    if duplicates:
-        raise PromptFileError(path, f"duplicate column {duplicates[0]!r}")
-    if "prompt" not in columns:
-        raise PromptFileError(path, f"no 'prompt' column (columns: {', '.join(columns)})")
-
-
-def _load_with_datasets(path: Path, builder: str, **options: Any) -> list[dict[str, Any]]:
-    """Rows of a file read by a packaged `datasets` builder, leaving nothing in the user's HF cache.
-
-    The builder's Arrow cache goes to a temporary directory that is removed once the rows are in memory,
-    so repeated loads neither grow `~/.cache/huggingface` nor reuse a stale cache of an edited file.
-    Packaged builders ("csv", "parquet") run locally, so no network is needed.
-    """
-    with tempfile.TemporaryDirectory(prefix="selftrain-prompts-") as cache_dir, _quiet_progress_bars():
-        try:
-            dataset = datasets.load_dataset(
-                builder, data_files=str(path.resolve()), split="train", cache_dir=cache_dir, **options
-            )
-            return dataset.to_list()
-        except Exception as error:  # datasets wraps pandas/pyarrow errors; the innermost one says what is wrong
-            raise PromptFileError(path, f"not valid {builder.upper()} ({_root_message(error)})") from error
-
-
-@contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Hide the "Generating train split" bar of a small local read, restoring the caller's setting."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
-
-
-def _root_message(error: BaseException) -> str:
-    seen = {id(error)}
-    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        error = inner
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return message[:200]
-
-
-def _to_record(raw: Any, *, default_id: str, require_answer: bool) -> Record:
-    if not isinstance(raw, dict):
-        raise _RowError(f"expected an object, got {_json_type(raw)}")
-    if "prompt" not in raw or raw["prompt"] is None:
-        raise _RowError("no 'prompt'")
-    prompt = raw["prompt"]
-    if not isinstance(prompt, str):
-        raise _RowError(f"'prompt' must be a string, got {_json_type(prompt)}")
-    if not prompt.strip():
-        raise _RowError("empty 'prompt'")
-    answer = _scalar_text(raw.get("answer"), "answer")
-    if require_answer and answer is None:
-        raise _RowError("no 'answer' (this file needs one on every row)")
-    row_id = _scalar_text(raw.get("id"), "id")
-    return {"id": row_id if row_id is not None else default_id, "prompt": prompt, "answer": answer}
-
-
-def _scalar_text(value: Any, field: str) -> str | None:
-    """A single value as text; None for null, NaN and empty text."""
-    if value is None:
-        return None
-    if isinstance(value, dict | list | tuple):
-        raise _RowError(f"{field!r} must be a single value, got {_json_type(value)}")
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        # pandas and Parquet store an integer column with gaps as float64, so 12 arrives as 12.0.
-        if value.is_integer():
-            return str(int(value))
-    text = str(value)
-    return text if text.strip() else None
-
-
-def _json_type(value: Any) -> str:
-    names = {
-        dict: "object",
-        list: "array",
-        tuple: "array",
-        str: "string",
-        bool: "boolean",
-        type(None): "null",
-    }
-    return names.get(type(value), "number" if isinstance(value, int | float) else type(value).__name__)
 
 
 SPLITS = ("train", "validation", "test", "ood")

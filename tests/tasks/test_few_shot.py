@@ -9,7 +9,8 @@ import pytest
 
 from configs.loader import load_config
 from tasks.arithmetic import parse_problem, problem_split
-from tasks.prompts import PromptFileError, few_shot_prefix, uses_few_shot
+from tasks.prompt_files import PromptFileError
+from tasks.prompts import few_shot_prefix, uses_few_shot
 
 
 def test_prefix_shows_worked_training_examples_and_is_stable() -> None:

@@ -1,19 +1,16 @@
-"""Unit tests for tasks.prompts: reading prompt files of each format, their errors, and seeded draws."""
+"""Unit tests for tasks.prompts: the campaign's splits, extra sets and seeded draws."""
 
 from __future__ import annotations
 
 import json
-import os
-import pickle
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from configs.loader import load_config
 from tasks.arithmetic import parse_problem, problem_split
+from tasks.prompt_files import PromptFileError
 from tasks.prompts import (
-    PromptFileError,
     arithmetic_prompts,
     campaign_prompts,
     carved_for_validation,
@@ -22,7 +19,6 @@ from tasks.prompts import (
     file_split,
     has_split,
     load_extra_sets,
-    load_prompt_file,
 )
 
 
@@ -35,247 +31,7 @@ def jsonl(path: Path, rows: list[object]) -> Path:
     return write(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-# --- valid files -------------------------------------------------------------------------------
-
-
-def test_jsonl_with_and_without_answers(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "train.jsonl", [{"prompt": "2+2?", "answer": 4}, {"prompt": "Say hi", "extra": 1}])
-    assert load_prompt_file(path) == [
-        {"id": "train-0", "prompt": "2+2?", "answer": "4"},
-        {"id": "train-1", "prompt": "Say hi", "answer": None},
-    ]
-
-
-def test_jsonl_id_column_blank_lines_and_dot_json(tmp_path: Path) -> None:
-    path = write(tmp_path / "set.json", '{"id": 7, "prompt": "a", "answer": "x"}\n\n{"id": "b", "prompt": "b"}\n')
-    assert load_prompt_file(path) == [
-        {"id": "7", "prompt": "a", "answer": "x"},
-        {"id": "b", "prompt": "b", "answer": None},
-    ]
-
-
-def test_jsonl_answer_values_normalised(tmp_path: Path) -> None:
-    rows = [
-        {"prompt": "a", "answer": None},
-        {"prompt": "b", "answer": ""},
-        {"prompt": "c", "answer": 12.0},
-        {"prompt": "d", "answer": 2.5},
-        {"prompt": "e", "answer": "012"},
-    ]
-    answers = [r["answer"] for r in load_prompt_file(jsonl(tmp_path / "a.jsonl", rows))]
-    assert answers == [None, None, "12", "2.5", "012"]
-
-
-def test_jsonl_nan_answer_is_none(tmp_path: Path) -> None:
-    path = write(tmp_path / "n.jsonl", '{"prompt": "a", "answer": NaN}\n')
-    assert load_prompt_file(path)[0]["answer"] is None
-
-
-def test_csv_reads_cells_as_text(tmp_path: Path) -> None:
-    path = write(tmp_path / "q.csv", 'id,prompt,answer\n1,"Say, hi",\n2,12,012\n3,x,NA\n')
-    assert load_prompt_file(path) == [
-        {"id": "1", "prompt": "Say, hi", "answer": None},
-        {"id": "2", "prompt": "12", "answer": "012"},
-        {"id": "3", "prompt": "x", "answer": "NA"},
-    ]
-
-
-def test_csv_without_answer_column(tmp_path: Path) -> None:
-    path = write(tmp_path / "q.csv", "prompt\nfirst\nsecond\n")
-    assert load_prompt_file(path) == [
-        {"id": "q-0", "prompt": "first", "answer": None},
-        {"id": "q-1", "prompt": "second", "answer": None},
-    ]
-
-
-def test_parquet_with_gaps_in_an_integer_answer_column(tmp_path: Path) -> None:
-    path = tmp_path / "p.parquet"
-    # pandas stores [4, None] as float64; the loader must still give "4", not "4.0".
-    pd.DataFrame({"prompt": ["2+2?", "open"], "answer": [4, None]}).to_parquet(path)
-    assert load_prompt_file(path) == [
-        {"id": "p-0", "prompt": "2+2?", "answer": "4"},
-        {"id": "p-1", "prompt": "open", "answer": None},
-    ]
-
-
-def test_parquet_id_column(tmp_path: Path) -> None:
-    path = tmp_path / "p.parquet"
-    pd.DataFrame({"id": [10, 11], "prompt": ["a", "b"], "answer": ["x", "y"]}).to_parquet(path)
-    assert [r["id"] for r in load_prompt_file(path)] == ["10", "11"]
-
-
-def test_reading_leaves_nothing_in_the_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasets.config
-
-    cache = tmp_path / "hf-cache"
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-    load_prompt_file(write(tmp_path / "q.csv", "prompt\na\n"))
-    pd.DataFrame({"prompt": ["a"]}).to_parquet(tmp_path / "p.parquet")
-    load_prompt_file(tmp_path / "p.parquet")
-    assert not cache.exists() or not any(cache.iterdir())
-
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-def test_malformed_jsonl_line_names_file_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "train.jsonl", '{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "c" "answer": 1}\n')
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}, line 3: not valid JSON (Expecting ',' delimiter)"
-    assert caught.value.line == 3
-
-
-def test_jsonl_row_that_is_not_an_object(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.jsonl", '{"prompt": "a"}\n["b"]\n')
-    with pytest.raises(PromptFileError, match=r"t\.jsonl, line 2: expected an object, got array"):
-        load_prompt_file(path)
-
-
-@pytest.mark.parametrize(
-    ("row", "reason"),
-    [
-        ({"answer": 1}, "no 'prompt'"),
-        ({"prompt": None}, "no 'prompt'"),
-        ({"prompt": "   "}, "empty 'prompt'"),
-        ({"prompt": 5}, "'prompt' must be a string, got number"),
-        ({"prompt": "a", "answer": [1]}, "'answer' must be a single value, got array"),
-    ],
-)
-def test_bad_jsonl_row_names_the_line(tmp_path: Path, row: dict[str, object], reason: str) -> None:
-    path = jsonl(tmp_path / "t.jsonl", [{"prompt": "ok"}, row])
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}, line 2: {reason}"
-
-
-def test_empty_csv_prompt_names_the_row(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.csv", "prompt,answer\nfine,1\n,2\n")
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}, row 2: empty 'prompt'"
-
-
-def test_parquet_empty_prompt_names_the_row(tmp_path: Path) -> None:
-    path = tmp_path / "t.parquet"
-    pd.DataFrame({"prompt": ["a", "b", ""]}).to_parquet(path)
-    with pytest.raises(PromptFileError, match=r"t\.parquet, row 3: empty 'prompt'$"):
-        load_prompt_file(path)
-
-
-def test_csv_without_prompt_column(tmp_path: Path) -> None:
-    path = write(tmp_path / "train.csv", "question,answer\nwhat?,1\n")
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}: no 'prompt' column (columns: question, answer)"
-
-
-def test_parquet_without_prompt_column(tmp_path: Path) -> None:
-    path = tmp_path / "t.parquet"
-    pd.DataFrame({"text": ["a"]}).to_parquet(path)
-    with pytest.raises(PromptFileError, match=r"no 'prompt' column \(columns: text\)"):
-        load_prompt_file(path)
-
-
-def test_ragged_csv(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.csv", "prompt,answer\na,1\nb,2,3\n")
-    with pytest.raises(PromptFileError, match=r"t\.csv: not valid CSV \(.*Expected 2 fields in line 3, saw 3"):
-        load_prompt_file(path)
-
-
-def test_damaged_parquet(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.parquet", "not parquet")
-    with pytest.raises(PromptFileError, match=r"t\.parquet: not a valid Parquet file \("):
-        load_prompt_file(path)
-
-
-def test_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "x.jsonl"
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}: file not found"
-
-
-def test_unsupported_extension(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.txt", "prompt\n")
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}: unsupported file type '.txt' (use .jsonl, .json, .csv, .parquet)"
-
-
-@pytest.mark.parametrize(("name", "text"), [("e.jsonl", ""), ("e.csv", ""), ("e.parquet", "")])
-def test_empty_file(tmp_path: Path, name: str, text: str) -> None:
-    path = write(tmp_path / name, text)
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path)
-    assert str(caught.value) == f"{path}: empty file"
-
-
-@pytest.mark.parametrize(("name", "text"), [("b.jsonl", "\n\n"), ("h.csv", "prompt,answer\n")])
-def test_file_without_rows(tmp_path: Path, name: str, text: str) -> None:
-    path = write(tmp_path / name, text)
-    with pytest.raises(PromptFileError, match=r": no rows$"):
-        load_prompt_file(path)
-
-
-def test_parquet_without_rows(tmp_path: Path) -> None:
-    path = tmp_path / "z.parquet"
-    pd.DataFrame({"prompt": pd.Series([], dtype=str)}).to_parquet(path)
-    with pytest.raises(PromptFileError, match=r": no rows$"):
-        load_prompt_file(path)
-
-
-def test_require_answer_names_the_row(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "heldout.jsonl", [{"prompt": "a", "answer": 1}, {"prompt": "b", "answer": None}])
-    assert len(load_prompt_file(path)) == 2
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path, require_answer=True)
-    assert str(caught.value) == f"{path}, line 2: no 'answer' (this file needs one on every row)"
-
-
-def test_require_answer_csv(tmp_path: Path) -> None:
-    path = write(tmp_path / "h.csv", "prompt,answer\na,1\nb,\n")
-    with pytest.raises(PromptFileError, match=r"h\.csv, row 2: no 'answer'"):
-        load_prompt_file(path, require_answer=True)
-
-
-def test_duplicate_id(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "d.jsonl", [{"id": 1, "prompt": "a"}, {"id": "1", "prompt": "b"}])
-    with pytest.raises(PromptFileError, match=r"d\.jsonl, line 2: duplicate id '1' \(first at line 1\)"):
-        load_prompt_file(path)
-
-
-def test_not_utf8(tmp_path: Path) -> None:
-    path = tmp_path / "l.jsonl"
-    path.write_bytes(b'{"prompt": "caf\xe9"}\n')
-    with pytest.raises(PromptFileError, match=r"l\.jsonl: not UTF-8 text"):
-        load_prompt_file(path)
-
-
-def test_error_is_a_value_error_and_survives_pickling() -> None:
-    error = PromptFileError("data/train.jsonl", "not valid JSON (Expecting ',' delimiter)", 7)
-    assert isinstance(error, ValueError)
-    restored = pickle.loads(pickle.dumps(error))
-    assert str(restored) == "data/train.jsonl, line 7: not valid JSON (Expecting ',' delimiter)"
-    assert (restored.path, restored.line, restored.unit) == ("data/train.jsonl", 7, "line")
-
-
-def test_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    os.mkdir("data")
-    write(Path("data/train.csv"), "question\nx\n")
-    with pytest.raises(PromptFileError, match=r"^data/train\.csv: no 'prompt' column"):
-        load_prompt_file("data/train.csv")
-
-
 # --- arithmetic and draws ----------------------------------------------------------------------
-
-
-def test_require_answer_without_an_answer_column_is_one_line(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "test.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
-    with pytest.raises(PromptFileError) as caught:
-        load_prompt_file(path, require_answer=True)
-    assert str(caught.value) == f"{path}: no 'answer' column (this file is scored against answers)"
 
 
 def test_arithmetic_prompts_shape_and_split() -> None:
