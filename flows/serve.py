@@ -77,7 +77,7 @@ def serve(config: CampaignConfig, name: str | None = None, cron: str | None = No
     (`config: CampaignConfig`) then cannot be resolved and parameter validation fails.
     """
     from prefect import serve as prefect_serve
-    from prefect.deployments.runner import EntrypointType
+    from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
     from flows.campaign import campaign_flow
 
@@ -90,6 +90,8 @@ def serve(config: CampaignConfig, name: str | None = None, cron: str | None = No
         tags=["selftrain", config.name],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    # `to_deployment` dispatches on the caller: here, outside any event loop, it returns the deployment itself.
+    assert isinstance(deployment, RunnerDeployment)
     prefect_serve(deployment, limit=limit)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import overload
 
 import torch
 from peft import PeftModel
@@ -62,7 +63,9 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """
     eos = tokenizer.eos_token_id
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == eos:
-        embedding_rows = model.get_input_embeddings().weight.shape[0]
+        weight = model.get_input_embeddings().weight
+        assert isinstance(weight, torch.Tensor)  # nn.Module attributes are typed Tensor | Module
+        embedding_rows = weight.shape[0]
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != eos:
             tokenizer.pad_token = tokenizer.unk_token
         elif len(tokenizer) < embedding_rows:
@@ -81,9 +84,17 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+@overload
+def load_policy(
+    base: str, adapter: None = None, *, trainable: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+@overload
+def load_policy(
+    base: str, adapter: str | None, *, trainable: bool = False
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]: ...
 def load_policy(
     base: str, adapter: str | None = None, *, trainable: bool = False
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, optionally with a LoRA adapter on top.
 
     Args:
@@ -104,7 +115,8 @@ def load_policy(
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     ensure_pad_token(model, tokenizer)
+    policy: PreTrainedModel | PeftModel = model
     if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
-    model.eval()
-    return model, tokenizer
+        policy = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    policy.eval()
+    return policy, tokenizer

@@ -50,7 +50,8 @@ def completion_loss(
         the next-token distribution) and `accuracy` (share where the label is the top token).
     """
     causal_lm = cast(PreTrainedModel, model.get_base_model() if isinstance(model, PeftModel) else model)
-    body, head = cast(torch.nn.Module, causal_lm.base_model), cast(torch.nn.Module, causal_lm.get_output_embeddings())
+    body = causal_lm.base_model
+    head = cast(torch.nn.Module, causal_lm.get_output_embeddings())  # transformers leaves its return untyped
     body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
     hidden = body(**body_inputs, use_cache=False).last_hidden_state
     targets = inputs["labels"][:, 1:]

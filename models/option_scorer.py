@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 ProgressFn = Callable[[int, int], None]  # (comparisons done, comparisons in total)
 
@@ -124,15 +124,15 @@ class OptionScorer:
         flat = [(g, t, prefix + tail) for g, (prefix, tails) in enumerate(encoded) for t, tail in enumerate(tails)]
         flat.sort(key=lambda item: len(item[2]))  # less padding per batch
         for start in range(0, len(flat), self.batch_size):
-            batch = flat[start : start + self.batch_size]
-            for (g, t, _), p in zip(batch, self._forward([ids for _, _, ids in batch], None, 0), strict=True):
+            chunk = flat[start : start + self.batch_size]
+            for (g, t, _), p in zip(chunk, self._forward([ids for _, _, ids in chunk], None, 0), strict=True):
                 out[g][t] = p
-            done += len(batch)
+            done += len(chunk)
             if progress is not None:
                 progress(done, total)
         return out
 
-    def _prefill(self, prefix: list[int]) -> object:
+    def _prefill(self, prefix: list[int]) -> Cache:
         """Run a prefix alone (batch 1) and return its KV cache."""
         ids = torch.tensor([prefix])
         result = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
@@ -140,7 +140,7 @@ class OptionScorer:
         self.tokens += len(prefix)
         return result.past_key_values
 
-    def _forward(self, rows: list[list[int]], cache: object | None, prefix_len: int) -> list[float]:
+    def _forward(self, rows: list[list[int]], cache: Cache | None, prefix_len: int) -> list[float]:
         """One pass over left-padded rows (after a shared cached prefix, if any); P(option a) per row."""
         width = max(len(row) for row in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
+from peft import PeftModel
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase, TopPLogitsWarper
 
 ProgressFn = Callable[[int, int], None]  # (sequences done, sequences in total)
@@ -107,7 +108,7 @@ class HFSampler:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: PreTrainedModel | PeftModel,
         tokenizer: PreTrainedTokenizerBase,
         *,
         add_special_tokens: bool = True,
@@ -241,7 +242,6 @@ class HFSampler:
         jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
         jobs.sort(key=lambda job: len(encoded[job[0]]))  # stable: copies of a prompt stay together
         results: list[list[str]] = [[""] * n for _ in prompts]
-        options = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stop)
         eos = self._eos_ids()
         done = 0
         with torch.inference_mode():
@@ -249,10 +249,21 @@ class HFSampler:
             for batch_index, start in enumerate(range(0, len(jobs), batch_size)):
                 batch = jobs[start : start + batch_size]
                 torch.manual_seed(seed * 1_000_003 + batch_index)
-                new = self._decode([encoded[i] for i, _ in batch], prefix_cache, len(cached), eos=eos, **options)
+                new = self._decode(
+                    [encoded[i] for i, _ in batch],
+                    prefix_cache,
+                    len(cached),
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    stop=stop,
+                    eos=eos,
+                )
                 for (i, j), tokens in zip(batch, new, strict=True):
                     self.tokens_generated += len(tokens)
-                    results[i][j] = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)
+                    text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                    assert isinstance(text, str)  # decode gives a list only for a batch of sequences
+                    results[i][j] = cut_at_stop(text, stop)
                 done += len(batch)
                 if progress:
                     progress(done, len(jobs))

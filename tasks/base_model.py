@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from pathlib import Path
@@ -67,10 +68,16 @@ def fingerprint(base: str | Path, *, download: bool = False) -> str:
 def tiny_inputs(config: CampaignConfig) -> tuple[list[str], list[tuple[str, str]]]:
     """The tokenizer corpus and warm-up pairs for the tiny model, drawn from the task's train split."""
     prompts = config.prompts
-    ranges = dict(min_operand=prompts.min_operand, max_operand=prompts.max_operand, operations=prompts.operations)
-    corpus_rows = sample_problems(TINY_CORPUS_PROBLEMS, split="train", seed=4321, **ranges)
+    train_problems = functools.partial(
+        sample_problems,
+        split="train",
+        min_operand=prompts.min_operand,
+        max_operand=prompts.max_operand,
+        operations=prompts.operations,
+    )
+    corpus_rows = train_problems(TINY_CORPUS_PROBLEMS, seed=4321)
     corpus = [prompts.template.format(prompt=r["prompt"]) + r["solution"] for r in corpus_rows]
-    warmup_rows = sample_problems(TINY_WARMUP_PROBLEMS, split="train", seed=1234, **ranges)
+    warmup_rows = train_problems(TINY_WARMUP_PROBLEMS, seed=1234)
     noise = random.Random(TINY_SEED)
     warmup = [
         (

@@ -17,13 +17,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+
+
+class TaskCaching(TypedDict):
+    """The caching keywords of `prefect.task`, typed so that `@task(**RESUMABLE)` is checked like written-out ones."""
+
+    cache_policy: CachePolicy
+    persist_result: bool
+
 
 # Every loop step is a Prefect task keyed on its inputs and its own source, with its result persisted under the
 # campaign folder: a re-run campaign finds the steps a crash interrupted after as cache hits (flows/campaign_state.py).
-RESUMABLE: dict[str, Any] = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
+RESUMABLE: TaskCaching = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
 
 PROMPTS = "prompts.jsonl"
 GENERATED = "generated.jsonl"

@@ -68,7 +68,7 @@ def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
 
 
 def reference_logits(
-    policy: PeftModel, reference: PreTrainedModel | None, inputs: dict[str, torch.Tensor]
+    policy: PeftModel, reference: PreTrainedModel | PeftModel | None, inputs: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """The reference's logits: a separate frozen model, or (None) the policy with its adapters disabled."""
     context = policy.disable_adapter() if reference is None else contextlib.nullcontext()
