@@ -65,7 +65,8 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
     """Run the arms as campaign subflows, then write `ablation.json`, `table.txt` and `ablation.png` and log
     them to MLflow; return the ablation run id, its folder, the final accuracies and the table's rows."""
     from tasks.ablation_report import ablation_rows, final_accuracy, format_table, plot_ablation
-    from tasks.tracking import client_for, end_run, log_artifact, log_metrics, set_tags, start_run
+    from tasks.tracking import end_run, log_artifact, log_metrics, set_tags, start_run
+    from tasks.tracking_store import client_for
 
     tracking = configs[0].tracking
     folder = Path(tracking.output_dir).resolve() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

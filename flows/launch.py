@@ -119,7 +119,7 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     """The per-round table of a finished campaign (`campaign_flow`'s summary: validation per round, test for the
     starting and each promoted policy, the final claim on test; `tasks.report.render_table`) and where to look."""
     from tasks.report import render_table
-    from tasks.tracking import tracking_uri
+    from tasks.tracking_store import tracking_uri
 
     print("\n" + render_table(summary["rounds"], summary.get("claim")))
     uri = tracking_uri(config.tracking)

@@ -94,7 +94,7 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
     from mlflow.utils.uri import get_uri_scheme
 
-    from tasks.tracking import tracking_uri
+    from tasks.tracking_store import tracking_uri
 
     if not cfg.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
         return  # the embedded sqlite store in output_dir, checked by check_output_dir

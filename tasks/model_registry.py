@@ -37,7 +37,7 @@ from mlflow.exceptions import MlflowException
 from configs.schema import TrackingConfig
 from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
-from tasks.tracking import client_for, retry_conflicts
+from tasks.tracking_store import client_for, retry_conflicts
 
 CHAMPION = "champion"
 POLICY_DIR = "policy"  # artifact folder of a round run holding adapter + base.json

@@ -10,152 +10,23 @@ task on another thread, so every call names its run id (see shared NOTES). Metri
 
 from __future__ import annotations
 
-import fcntl
-import importlib
 import json
-import os
-import random
 import subprocess
-import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from configs.schema import CampaignConfig, TrackingConfig
-from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
+from tasks.tracking_store import client_for, ensure_experiment, retry_conflicts
 
 PARENT_TAG = "mlflow.parentRunId"
-T = TypeVar("T")
-# What another writer's transaction can make an insert or update fail with, in the words each backend
-# uses: SQLite, PostgreSQL (through the MLflow server as a RestException BAD_REQUEST), SQLAlchemy.
-CONFLICT_SIGNS = (
-    "unique constraint",
-    "uniqueviolation",
-    "duplicate key",
-    "integrityerror",
-    "database is locked",
-    "could not serialize access",
-    "deadlock detected",
-)
-CONFLICT_CODES = ("TEMPORARILY_UNAVAILABLE", "RESOURCE_ALREADY_EXISTS", "ABORTED")
-_stores_ready: set[str] = set()  # tracking URIs whose store this process has initialised (`initialise_store`)
-_stores_lock = threading.Lock()
-
-
-def is_conflict(error: BaseException) -> bool:
-    """Whether `error` is one a concurrent writer can cause and a retry can clear (a unique-key race, a
-    busy database), as opposed to a refusal that will not change (a changed param, a bad name)."""
-    if not isinstance(error, MlflowException):
-        return False
-    if error.error_code in CONFLICT_CODES:
-        return True
-    text = str(error).lower()
-    return any(sign in text for sign in CONFLICT_SIGNS)
-
-
-def retry_conflicts(action: Callable[[], T], what: str, *, attempts: int = 6, delay: float = 0.05) -> T:
-    """Run `action`, retrying up to `attempts` times in all while it fails with a conflict (`is_conflict`).
-
-    The back-off doubles from `delay` seconds with +-50% jitter, so two writers that collided once do not
-    collide again in lock step. Any other error, or the last conflict, is raised as it is.
-
-    Args:
-        action: The write; it must be safe to repeat (idempotent, or re-checking what exists first).
-        what: What is written, for the note attached to a conflict that outlived its retries.
-        attempts: How many times to try in all.
-        delay: The first back-off in seconds.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except MlflowException as error:
-            if attempt == attempts or not is_conflict(error):
-                if attempt > 1:
-                    error.add_note(f"selftrain: {what}: still conflicting after {attempt} attempts")
-                raise
-            reason = str(error).strip().splitlines()[0][:100] if str(error).strip() else error.error_code
-            emit(f"{what}: another writer got there first ({reason}); retry {attempt}/{attempts - 1}")
-            time.sleep(delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
-    raise AssertionError("unreachable: the loop returns or raises")
-
-
-def initialise_store(uri: str) -> None:
-    """Create the tables of a SQLite store once, under an exclusive lock on `<db>.lock` beside the file.
-
-    MLflow migrates a new SQLite file (Alembic) when a process first touches it, without a lock of its
-    own, so two campaigns starting together in a new output folder crash each other. The first process
-    to hold the lock migrates; the others wait, then find the tables ready. Done once per process and
-    URI, before any other MLflow call; server URIs need nothing (the server owns its schema).
-    """
-    with _stores_lock:
-        if uri in _stores_ready:
-            return
-        if uri.startswith("sqlite:"):
-            from sqlalchemy.engine import make_url
-
-            database = make_url(uri).database
-            if database and database != ":memory:":
-                # The store modules take seconds to import on a loaded machine: not while holding the lock.
-                for module in (
-                    "mlflow.store.tracking.sqlalchemy_store",
-                    "mlflow.store.model_registry.sqlalchemy_store",
-                ):
-                    importlib.import_module(module)
-                db = Path(database)
-                db.parent.mkdir(parents=True, exist_ok=True)
-                with open(db.with_name(db.name + ".lock"), "a", encoding="utf-8") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel on death
-                    client = MlflowClient(tracking_uri=uri)
-                    client.search_experiments(max_results=1)  # builds the tracking store: migrates if new
-                    client.search_registered_models(max_results=1)  # and the registry store on the same file
-        _stores_ready.add(uri)
-
-
-def tracking_uri(cfg: TrackingConfig) -> str:
-    """The configured URI, else MLFLOW_TRACKING_URI, else a SQLite file in the output folder."""
-    if cfg.tracking_uri:
-        return cfg.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
-
-
-def client_for(cfg: TrackingConfig) -> MlflowClient:
-    """A client bound to the campaign's tracking URI (no global state is changed); a new SQLite store is
-    initialised first, once, under its lock (`initialise_store`)."""
-    uri = tracking_uri(cfg)
-    initialise_store(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-def ensure_experiment(cfg: TrackingConfig) -> str:
-    """The experiment id, creating the experiment (with a local artifact folder for SQLite) if needed.
-
-    Another campaign may create it at the same moment: its "already exists" (or unique-key conflict)
-    sends this one back to read the experiment the other made.
-    """
-    client = client_for(cfg)
-    location = None
-    if tracking_uri(cfg).startswith("sqlite:"):
-        location = (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
-
-    def get_or_create() -> str:
-        found = client.get_experiment_by_name(cfg.experiment)
-        if found is not None:
-            return found.experiment_id
-        return client.create_experiment(cfg.experiment, artifact_location=location)
-
-    return retry_conflicts(get_or_create, f"experiment {cfg.experiment!r}")
 
 
 def git_commit() -> str | None:

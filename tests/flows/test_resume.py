@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 
 from configs.loader import load_config
 from flows.campaign_state import campaign_key, open_campaign, recorded_config, try_lock
-from tasks.tracking import PARENT_TAG, client_for, find_runs, finish_run, log_metrics, open_run, start_run
+from tasks.tracking import PARENT_TAG, find_runs, finish_run, log_metrics, open_run, start_run
+from tasks.tracking_store import client_for
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTRAIN = str(Path(sys.executable).parent / "selftrain")

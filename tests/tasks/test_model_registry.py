@@ -7,7 +7,8 @@ from pathlib import Path
 from configs.schema import TrackingConfig
 from tasks.model_registry import CHAMPION, champion, download_policy, register_policy
 from tasks.records import ModelRef, sha256_dir
-from tasks.tracking import client_for, end_run, start_run
+from tasks.tracking import end_run, start_run
+from tasks.tracking_store import client_for
 
 NAME = "selftrain-unit"
 

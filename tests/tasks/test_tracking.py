@@ -19,7 +19,8 @@ from mlflow.exceptions import MlflowException
 from configs.schema import TrackingConfig
 from tasks.model_registry import CHAMPION, champion, register_policy, serial_champion, settle_champion
 from tasks.records import ModelRef, sha256_dir, write_records
-from tasks.tracking import client_for, end_run, is_conflict, log_dataset, retry_conflicts, start_run
+from tasks.tracking import end_run, log_dataset, start_run
+from tasks.tracking_store import client_for, is_conflict, retry_conflicts
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
