@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `selftrain` command."""
     quiet_defaults()  # before anything imports Prefect, which reads its settings from the environment once
     # The subcommands' modules import Prefect (their flows), hence imported here, after the defaults.
-    from flows import ablation, judge_eval, reproduce, score, serve
+    from flows import ablation, export, judge_eval, reproduce, score, serve
 
     # Subcommands in their own modules: each defines `configure(parser)` and `main(ns) -> int`.
     commands = {
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ablation": (ablation, "compare recipes on the same prompts and seeds: selftrain ablation [CONFIG...]"),
         "judge-eval": (judge_eval, "compare judges on a labelled set: selftrain judge-eval [CONFIG] [k=v ...]"),
         "score": (score, "score prompt/response/answer rows with the verifier: selftrain score [CONFIG] FILE"),
+        "export": (export, "write a registered policy as files: selftrain export NAME[@ALIAS|/VERSION] DIR [--merged]"),
     }
     parser = argparse.ArgumentParser(prog="selftrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,10 +1,12 @@
 """The MLflow model registry: every promoted policy as a model version, the alias `champion` on the best.
 
-A version's artifacts are the LoRA adapter plus `base.json`, a reference to the base model (source,
-path or hub id, content hash), logged as plain files under the round run's `policy/` folder: MLflow's
-transformers flavour reloads a PEFT model on a local base with random base weights (shared NOTES).
-The registered model is named `selftrain-<campaign name>`; the tracking store's registry is used, so
-the embedded SQLite store works as well as a server.
+A version is an MLflow pyfunc model logged under the round run's `policy/` folder
+(`tasks/champion_model.py`): the LoRA adapter, a reference to the base model (source, path or hub id,
+content hash) and, for a small base, the base weights, so `mlflow.pyfunc.load_model` and `mlflow models
+serve` answer prompts with it. (MLflow's transformers flavour reloads a PEFT model on a local base with
+random base weights, shared NOTES; hence the pyfunc.) The registered model is named
+`selftrain-<campaign name>`; the tracking store's registry is used, so the embedded SQLite store works
+as well as a server.
 
 The alias rule (`tasks.gate.alias_displaces`, the gate's rule with no margin): a version takes the alias
 only from a champion scored on the same validation set (same content hash, tag `heldout_sha256`) and only
@@ -35,9 +37,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from configs.schema import TrackingConfig
+from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, save_policy_model
 from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
-from tasks.tracking_store import client_for, retry_conflicts
+from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
 
 CHAMPION = "champion"
 POLICY_DIR = "policy"  # artifact folder of a round run holding adapter + base.json
@@ -66,12 +69,15 @@ def register_policy(
     accuracy: float,
     heldout_sha256: str,
     margin: float | None = None,
+    template: str = "{prompt}",
+    max_new_tokens: int = 64,
 ) -> tuple[str, bool]:
     """Register a promoted round's policy (once per run, so a resumed campaign does not add a second
     version) and settle the champion alias by the alias rule (`settle_champion`).
 
     `heldout_sha256` is the content hash of the validation set `accuracy` was measured on. `margin` is
     unused (the alias takes no margin); it is accepted until flows/campaign.py stops passing it.
+    `template` and `max_new_tokens` are what the served model formats prompts with and generates.
 
     Returns:
         The version number and whether the alias now points at it.
@@ -83,9 +89,7 @@ def register_policy(
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / POLICY_DIR
-            shutil.copytree(policy.adapter, folder)
-            base_ref = {"source": base.source, "base": base.base, "sha256": base.sha256}
-            (folder / "base.json").write_text(json.dumps(base_ref, indent=2) + "\n", encoding="utf-8")
+            save_policy_model(folder, policy, base, template=template, max_new_tokens=max_new_tokens)
             client.log_artifacts(run_id, str(folder), POLICY_DIR)
         _ensure_registered_model(client, name)
         tags = {
@@ -172,9 +176,8 @@ def download_policy(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
     run_id = str(version.run_id)
     client = client_for(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(client.download_artifacts(run_id, POLICY_DIR, tmp))
-        base = json.loads((local / "base.json").read_text(encoding="utf-8"))
-        (local / "base.json").unlink()
+        local, settings = _download_adapter(client, run_id, tmp)
+        base = settings["base"]
         adapter = Path(dest) / "adapter"
         if adapter.exists():
             shutil.rmtree(adapter)
@@ -184,3 +187,74 @@ def download_policy(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
         source=base["source"], base=base["base"], adapter=str(adapter.resolve()), sha256=sha256_dir(adapter)
     )
     return policy, f"runs:/{run_id}/adapter"
+
+
+def _download_adapter(client: MlflowClient, run_id: str, dest: str) -> tuple[Path, dict]:
+    """A version's adapter folder and settings (`policy.json`: its `base` reference with `source`, `base`,
+    `sha256`; the template), downloaded into `dest`.
+
+    Reads the pyfunc model's `artifacts/` (the base weights are not downloaded), or a version registered
+    before versions were MLflow models (`policy/` = adapter files + `base.json`).
+    """
+    names = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, POLICY_DIR)}
+    if "MLmodel" not in names:
+        local = Path(client.download_artifacts(run_id, POLICY_DIR, dest))
+        base = json.loads((local / "base.json").read_text(encoding="utf-8"))
+        (local / "base.json").unlink()
+        return local, {"base": base}
+    adapter = Path(client.download_artifacts(run_id, f"{POLICY_DIR}/artifacts/{ADAPTER}", dest))
+    settings = Path(client.download_artifacts(run_id, f"{POLICY_DIR}/artifacts/{POLICY_JSON}", dest))
+    return adapter, json.loads(settings.read_text(encoding="utf-8"))
+
+
+def resolve_version(cfg: TrackingConfig, spec: str) -> ModelVersion:
+    """The version `NAME[@ALIAS|/VERSION]` names (the champion without either); NAME is the registered name
+    or the campaign name (`selftrain-` is added when only that exists).
+
+    Raises:
+        ValueError: one line naming the model, alias or version that does not exist.
+    """
+    client = client_for(cfg)
+    name, alias, number = spec, CHAMPION, None
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+    elif "/" in spec:
+        name, number = spec.rsplit("/", 1)
+    names = [name] if name.startswith("selftrain-") else [name, registered_name(name)]
+    known = [n for n in names if client.search_registered_models(f"name='{n}'")]
+    if not known:
+        raise ValueError(f"{spec}: no registered model named {' or '.join(names)} in {tracking_uri(cfg)}")
+    name = known[0]
+    try:
+        if number is not None:
+            return client.get_model_version(name, number)
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        aliases = sorted(client.get_registered_model(name).aliases)
+        what = f"version {number}" if number is not None else f"alias {alias!r}"
+        raise ValueError(f"{spec}: {name} has no {what} (versions {versions}, aliases {aliases})") from None
+
+
+def download_version(cfg: TrackingConfig, version: ModelVersion, dest: str | Path) -> tuple[Path, str, dict]:
+    """Download what a version needs to run into `dest`: (adapter folder, base folder or hub id, settings).
+
+    The base is the version's embedded copy when it carries one, else its reference: a hub id, or a local
+    folder that must exist on this machine. `settings` is the model's `policy.json` (template, base).
+
+    Raises:
+        ValueError: the referenced local base is not on this machine.
+    """
+    client = client_for(cfg)
+    run_id = str(version.run_id)
+    adapter, settings = _download_adapter(client, run_id, str(dest))
+    base = settings["base"]
+    names = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, f"{POLICY_DIR}/artifacts")}
+    if BASE in names:
+        return adapter, client.download_artifacts(run_id, f"{POLICY_DIR}/artifacts/{BASE}", str(dest)), settings
+    if base["source"] == "hub" or Path(base["base"]).is_dir():
+        return adapter, str(base["base"]), settings
+    raise ValueError(
+        f"{version.name} version {version.version}: its base {base['base']} is not on this machine "
+        "(the version references its base rather than carrying it; run the export where the base is)"
+    )

@@ -1,0 +1,196 @@
+"""A registered tiny policy loads with standard tools: pyfunc in and out of process, `mlflow models serve`,
+`selftrain export` (merged, loaded by plain transformers; adapter with its base beside it), bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from configs.schema import TrackingConfig
+from flows.cli import main as cli_main
+from models.loading import load_policy
+from models.pyfunc_policy import generate_text
+from tasks.model_registry import register_policy
+from tasks.records import ModelRef, sha256_dir
+from tasks.tracking import end_run, start_run
+from tasks.tracking_store import tracking_uri
+
+TEMPLATE = "Question: {prompt}\nAnswer:"
+PROMPTS = ["What is 2 + 3?", "What is 7 - 4?"]
+PYTHON = sys.executable
+# Fails when the child imported any selftrain package: it must load with the libraries alone.
+NO_SELFTRAIN = "assert not {m.split('.')[0] for m in sys.modules} & {'tasks', 'models', 'flows', 'configs'}"
+
+
+@pytest.fixture(scope="module")
+def registered(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A policy (tiny base + a LoRA with non-zero weights) registered as champion; its base folder is
+    deleted afterwards, so every load below must use the base the version carries."""
+    tmp = tmp_path_factory.mktemp("champion")
+    base_dir = tmp / "base-copy"
+    shutil.copytree(tiny_dir, base_dir)
+    model, _ = load_policy(str(base_dir))
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)  # B starts at zero; non-zero makes the adapter change the answers
+    adapter = tmp / "adapter"
+    peft.save_pretrained(str(adapter))
+    peft_model, tokenizer = load_policy(str(base_dir), str(adapter))
+    expected = generate_text(peft_model, tokenizer, PROMPTS, template=TEMPLATE, max_new_tokens=12)
+
+    cfg = TrackingConfig(output_dir=str(tmp / "runs"), experiment="champion")
+    run_id = start_run(cfg, "round-01", params={}, tags={})
+    end_run(cfg, run_id)
+    policy = ModelRef(source="tiny", base=str(base_dir), adapter=str(adapter), sha256=sha256_dir(adapter))
+    base = ModelRef(source="tiny", base=str(base_dir), sha256="b" * 64)
+    register_policy(
+        cfg, "selftrain-unit", run_id, policy, base, accuracy=0.5, heldout_sha256="h", template=TEMPLATE,
+        max_new_tokens=12,
+    )  # fmt: skip
+    shutil.rmtree(base_dir)
+    return {"cfg": cfg, "uri": tracking_uri(cfg), "expected": expected, "tmp": tmp}
+
+
+def _env(uri: str) -> dict[str, str]:
+    # The venv's bin first, as in an activated venv: `mlflow models serve` starts `uvicorn` by name.
+    path = f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": path}
+
+
+def test_pyfunc_answers_a_dataframe_and_a_list(registered: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The variable, not mlflow.set_tracking_uri: a global URI would outlive the test and redirect later clients.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    model = mlflow.pyfunc.load_model("models:/selftrain-unit@champion")
+    assert model.predict(PROMPTS) == registered["expected"]
+    assert model.predict(pd.DataFrame({"prompt": PROMPTS})) == registered["expected"]
+    with pytest.raises(ValueError, match="expected a 'prompt' column"):
+        model.predict(pd.DataFrame({"question": PROMPTS}))
+
+
+def test_pyfunc_loads_in_a_process_without_selftrain(registered: dict, tmp_path: Path) -> None:
+    code = (
+        "import sys, json, mlflow; m = mlflow.pyfunc.load_model('models:/selftrain-unit@champion'); "
+        f"print(json.dumps(m.predict({PROMPTS!r}))); {NO_SELFTRAIN}"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code], cwd=tmp_path, env=_env(registered["uri"]), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == registered["expected"]
+
+
+def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow_cli = str(Path(PYTHON).with_name("mlflow"))
+    command = [mlflow_cli, "models", "serve", "-m", "models:/selftrain-unit@champion", "--env-manager", "local"]
+    server = subprocess.Popen(
+        [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        env=_env(registered["uri"]),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its uvicorn worker is killed with it, by process group
+    )
+    try:
+        body = json.dumps({"inputs": PROMPTS}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        deadline, answer = time.monotonic() + 180, None
+        while answer is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                time.sleep(1)
+        assert answer is not None, "no answer from mlflow models serve"
+        assert answer == {"predictions": registered["expected"]}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_export_merged_loads_with_plain_transformers(registered: dict, tmp_path: Path) -> None:
+    target = tmp_path / "merged"
+    assert cli_main(["export", "unit", str(target), "--merged", "--tracking-uri", registered["uri"]]) == 0
+    assert (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    assert not (target / "adapter_config.json").exists()
+    code = (
+        "import sys, json, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        f"d = {str(target)!r}; tok = AutoTokenizer.from_pretrained(d); tok.padding_side = 'left'; "
+        "m = AutoModelForCausalLM.from_pretrained(d); out = []\n"
+        f"for p in {PROMPTS!r}:\n"
+        f"    ids = tok({TEMPLATE!r}.format(prompt=p), return_tensors='pt')\n"
+        "    new = m.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids['input_ids'].shape[1]:]\n"
+        "    out.append(tok.decode(new, skip_special_tokens=True).strip())\n"
+        f"print(json.dumps(out)); {NO_SELFTRAIN}"
+    )
+    done = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, env=_env(""), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == registered["expected"]
+
+
+def test_export_adapter_names_the_base_beside_it(registered: dict, tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    target.mkdir()  # an empty folder is a valid target
+    assert cli_main(["export", "selftrain-unit/1", str(target), "--tracking-uri", registered["uri"]]) == 0
+    config = json.loads((target / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "base"
+    assert (target / "base" / "config.json").is_file() and (target / "adapter_model.safetensors").is_file()
+    model, tokenizer = load_policy(str(target / "base"), str(target))
+    got = generate_text(model, tokenizer, PROMPTS, template=TEMPLATE, max_new_tokens=12)
+    assert got == registered["expected"] and "base/" in (target / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nosuch", "no registered model named nosuch or selftrain-nosuch"),
+        ("unit@best", "selftrain-unit has no alias 'best' (versions [1], aliases ['champion'])"),
+        ("unit/7", "selftrain-unit has no version 7"),
+    ],
+)
+def test_export_bad_names_write_nothing(
+    registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    target = tmp_path / "out" / "model"
+    assert cli_main(["export", spec, str(target), "--tracking-uri", registered["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_into_a_non_empty_folder_writes_nothing(
+    registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    assert cli_main(["export", "unit", str(tmp_path), "--tracking-uri", registered["uri"]]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert cli_main(["export", "unit", str(tmp_path / "x"), "--tracking-uri", missing]) == 2
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "x").exists()
