@@ -29,10 +29,7 @@ def keep_stats(scores: Sequence[float], labels: Sequence[bool], threshold: float
 
     A ratio with nothing to count is 0.0 (F1 too).
     """
-    kept_correct = sum(1 for s, y in zip(scores, labels, strict=True) if s >= threshold and y)
-    kept = sum(1 for s in scores if s >= threshold)
-    correct = sum(1 for y in labels if y)
-    return _prf(kept_correct, kept, correct)
+    return _prf([bool(y) for y in labels], [s >= threshold for s in scores])
 
 
 def calibrate_threshold(
@@ -79,11 +76,9 @@ def error_detection(scores: Sequence[float], labels: Sequence[bool], threshold: 
     Returns:
         `precision`, `recall`, `f1` (0.0 where there is nothing to count), `flagged_share`.
     """
-    flagged_wrong = sum(1 for s, y in zip(scores, labels, strict=True) if s < threshold and not y)
-    flagged = sum(1 for s in scores if s < threshold)
-    wrong = sum(1 for y in labels if not y)
-    p, r, f = _prf(flagged_wrong, flagged, wrong)
-    return {"precision": p, "recall": r, "f1": f, "flagged_share": flagged / len(scores) if scores else math.nan}
+    flagged = [s < threshold for s in scores]
+    p, r, f = _prf([not y for y in labels], flagged)
+    return {"precision": p, "recall": r, "f1": f, "flagged_share": sum(flagged) / len(scores) if scores else math.nan}
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -91,29 +86,29 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
     The same number is the AUROC of error detection by low score. NaN unless both classes occur.
     """
-    right = [s for s, y in zip(scores, labels, strict=True) if y]
-    wrong = [s for s, y in zip(scores, labels, strict=True) if not y]
-    if not right or not wrong:
+    from sklearn.metrics import roc_auc_score  # the Mann-Whitney statistic, ties counting half
+
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    if len(set(bool(y) for y in labels)) < 2:
         return math.nan
-    wins = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
+    return float(roc_auc_score([bool(y) for y in labels], [float(s) for s in scores]))
 
 
 def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> tuple[list[float], list[float]]:
     """The ROC curve of error detection (flag when score < t, t sweeping up): (false, true positive rates).
 
-    Starts at (0, 0) and ends at (1, 1); empty lists unless both classes occur.
+    Starts at (0, 0) and ends at (1, 1), one point per distinct score; empty lists unless both classes occur.
     """
-    wrong = sum(1 for y in labels if not y)
-    right = len(labels) - wrong
-    if not wrong or not right:
+    from sklearn.metrics import roc_curve
+
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    if len(set(bool(y) for y in labels)) < 2:
         return [], []
-    fpr, tpr = [0.0], [0.0]
-    for t in sorted(set(scores)) + [math.inf]:
-        flagged = [(s, y) for s, y in zip(scores, labels, strict=True) if s < t]
-        fpr.append(sum(1 for _, y in flagged if y) / right)
-        tpr.append(sum(1 for _, y in flagged if not y) / wrong)
-    return fpr, tpr
+    # Positive = wrong, ranked by low score: flagging at -score >= -t is flagging at score <= t.
+    fpr, tpr, _ = roc_curve([not y for y in labels], [-float(s) for s in scores], drop_intermediate=False)
+    return [float(x) for x in fpr], [float(x) for x in tpr]
 
 
 def rescale(raw: float, threshold: float, target: float) -> float:
@@ -131,8 +126,13 @@ def rescale(raw: float, threshold: float, target: float) -> float:
     return min(below, math.nextafter(target, -math.inf))
 
 
-def _prf(hits: int, predicted: int, actual: int) -> tuple[float, float, float]:
-    precision = hits / predicted if predicted else 0.0
-    recall = hits / actual if actual else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+def _prf(actual: list[bool], predicted: list[bool]) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the positive class (scikit-learn; 0.0 where there is nothing to count)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    if len(actual) != len(predicted):
+        raise ValueError(f"{len(predicted)} scores but {len(actual)} labels")
+    if not actual:
+        return 0.0, 0.0, 0.0
+    p, r, f, _ = precision_recall_fscore_support(actual, predicted, labels=[True], average=None, zero_division=0.0)
+    return float(p[0]), float(r[0]), float(f[0])
