@@ -196,5 +196,6 @@ def sft_train_task(
         return None
     set_torch_threads(config.model.torch_threads)
     seed = ctx.seed
+    emit(f"train: starting on {len(examples)} examples")
     metrics = train_sft(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)

@@ -122,7 +122,7 @@ def test_ctrl_c_in_training_exits_within_seconds_and_resumes_to_the_same_accurac
 ) -> None:
     args = [*SMALL, f"tracking.output_dir={tmp_path / 'runs'}"]
     proc = _start(args, tmp_path, cli_env)
-    seconds = _interrupt_when(proc, tmp_path, "train: step", signal.SIGINT)
+    seconds = _interrupt_when(proc, tmp_path, "train: starting", signal.SIGINT)  # before any step ends
     _assert_interrupted(proc, seconds, tmp_path, args, 130)
     assert not [p for p in (tmp_path / "runs").glob("*/round-01/adapter")]  # stopped inside round 1's training
 
