@@ -6,6 +6,7 @@ line and column, and the reason, so the CLI can print it without a traceback.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Sequence
@@ -151,6 +152,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data: dict[str, Any] = {}
     if path is not None:
         data = read_config_file(resolve_config_path(str(path)))
+    return config_from_mapping(data, overrides)
+
+
+def config_from_mapping(data: dict[str, Any], overrides: Sequence[str] = ()) -> CampaignConfig:
+    """Apply `dotted.key=value` overrides to a config mapping (a copy; a deployment's defaults) and validate.
+
+    Raises:
+        ConfigError: a malformed override or a value the schema rejects.
+    """
+    data = copy.deepcopy(data)
     for item in overrides:
         _apply_override(data, item)
     try:

@@ -40,11 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `selftrain` command."""
     quiet_defaults()  # before anything imports Prefect, which reads its settings from the environment once
     # The subcommands' modules import Prefect (their flows), hence imported here, after the defaults.
-    from flows import ablation, export, judge_eval, reproduce, score, serve
+    from flows import ablation, export, judge_eval, reproduce, score, serve, submit
 
     # Subcommands in their own modules: each defines `configure(parser)` and `main(ns) -> int`.
     commands = {
         "serve": (serve, "serve the campaign as a Prefect deployment: selftrain serve [CONFIG] [--cron EXPR]"),
+        "submit": (submit, "start a served deployment with changed fields: selftrain submit DEPLOYMENT [k=v ...]"),
         "reproduce": (reproduce, "re-run a past round from MLflow and compare metrics: selftrain reproduce RUN_ID"),
         "ablation": (ablation, "compare recipes on the same prompts and seeds: selftrain ablation [CONFIG...]"),
         "judge-eval": (judge_eval, "compare judges on a labelled set: selftrain judge-eval [CONFIG] [k=v ...]"),

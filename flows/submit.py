@@ -1,0 +1,107 @@
+"""`selftrain submit DEPLOYMENT [key=value ...] [--watch]`: start a served campaign with a few fields changed.
+
+A deployment's one parameter is the whole config, so a raw `--param` would replace all of it. This reads
+the deployment's default `config` from the Prefect server, applies the dotted overrides with the loader's
+rules (`configs.loader.config_from_mapping`), validates, and only then creates the flow run: a bad
+override is the usual one-line error and nothing is submitted. It prints the flow run's page in the UI
+and, with `--watch`, follows the run to its final state (exit 0 when Completed, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from uuid import UUID
+
+from configs.loader import ConfigError, config_from_mapping
+from configs.schema import CampaignConfig
+
+FLOW_NAME = "selftrain-campaign"  # flows.campaign.campaign_flow's name; a bare deployment name gets it
+POLL_SECONDS = 2.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare `selftrain submit DEPLOYMENT [key=value ...] [--watch]`."""
+    parser.add_argument("deployment", help=f"deployment name, `NAME` or `{FLOW_NAME}/NAME`")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of its default config")
+    parser.add_argument("--watch", action="store_true", help="follow the run to the end; exit 1 unless Completed")
+
+
+def full_name(deployment: str) -> str:
+    """`flow/deployment` as Prefect names it: a bare name is a deployment of the campaign flow."""
+    return deployment if "/" in deployment else f"{FLOW_NAME}/{deployment}"
+
+
+def submitted_config(deployment: str, overrides: list[str]) -> CampaignConfig:
+    """The deployment's default config with `overrides` applied, validated.
+
+    Raises:
+        ValueError: no such deployment, or one without a `config` default.
+        ConfigError: a malformed override or a value the schema rejects.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    name = full_name(deployment)
+    with get_client(sync_client=True) as client:
+        try:
+            found = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise ValueError(f"deployment {name}: not found on the Prefect server (`prefect deployment ls`)") from None
+    defaults = (found.parameters or {}).get("config")
+    if not isinstance(defaults, dict):
+        raise ValueError(f"deployment {name}: has no default `config` parameter (not a selftrain deployment?)")
+    return config_from_mapping(defaults, overrides)
+
+
+def run_url(flow_run_id: UUID) -> str:
+    """The flow run's page in the Prefect UI (PREFECT_UI_URL), or its id when no UI URL is known."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else f"flow run {flow_run_id}"
+
+
+def watch(flow_run_id: UUID) -> str:
+    """Print each state the flow run enters until a final one; return its type (`COMPLETED`, ...)."""
+    from prefect.client.orchestration import get_client
+
+    seen = None
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.name != seen:
+                seen = state.name
+                print(f"{time.strftime('%H:%M:%S')} {state.name}", flush=True)
+            if state is not None and state.is_final():
+                return str(state.type.value)  # COMPLETED, FAILED, CRASHED, CANCELLED
+            time.sleep(POLL_SECONDS)
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Run `selftrain submit`: 2 with a one-line error before anything is submitted; with --watch, 0 when the
+    run Completed and 1 otherwise."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import server_problem
+
+    problem = server_problem(PREFECT_API_URL.value())
+    if problem is None:
+        try:
+            config = submitted_config(ns.deployment, ns.overrides)
+        except (ConfigError, ValueError) as err:
+            problem = str(err)
+    if problem is not None:
+        print(f"selftrain: error: {problem.replace('serve needs', 'submit needs')}", file=sys.stderr)
+        return 2
+    flow_run = run_deployment(
+        full_name(ns.deployment), parameters={"config": config.model_dump(mode="json")}, timeout=0
+    )
+    assert isinstance(flow_run, FlowRun)  # a coroutine only when called from async code
+    print(f"submitted {flow_run.name}: {run_url(flow_run.id)}")
+    if not ns.watch:
+        return 0
+    return 0 if watch(flow_run.id) == "COMPLETED" else 1
