@@ -50,10 +50,24 @@ def test_panel_and_dev_split() -> None:
     panel = draw_panel(bank, 6, seed=0)
     assert len(panel) == 6 and sum(r["correct"] for r in panel) == 3
     assert draw_panel(bank, 0, seed=0) == bank
+    assert len(split_dev(bank, 100, seed=0)[1]) == 10  # at most half
+
+
+def test_dev_split_partitions_the_rows_and_no_reference_judges_its_own_prompt() -> None:
+    # Banks from earlier rounds hold several responses to one prompt: every prompt here appears twice, so
+    # the dev rows share prompts with the references and only the row-level property can hold.
+    bank = [{"prompt": f"q{i // 2}", "response": f"r{i}", "correct": i % 4 < 2, "row": i} for i in range(20)]
     references, dev = split_dev(bank, 8, seed=0)
     assert len(dev) == 8 and len(references) == 12
-    assert not {r["prompt"] for r in dev} & {r["prompt"] for r in references}
-    assert len(split_dev(bank, 100, seed=0)[1]) == 10  # at most half
+    assert {r["prompt"] for r in dev} & {r["prompt"] for r in references}, "the fixture does share prompts"
+    # Each row is in exactly one part, each part keeps the bank's order, and the draw is seeded.
+    assert sorted(r["row"] for r in references + dev) == list(range(20))
+    assert [r["row"] for r in references] == sorted(r["row"] for r in references)
+    assert [r["row"] for r in dev] == sorted(r["row"] for r in dev)
+    assert split_dev(bank, 8, seed=0) == (references, dev) and split_dev(bank, 8, seed=1)[1] != dev
+    # A dev row is scored against references drawn for it: never one answering the same prompt.
+    for target, picked in zip(dev, assign_references(dev, references, 4, seed=0), strict=True):
+        assert len(picked) == 4 and all(references[i]["prompt"] != target["prompt"] for i in picked)
 
 
 def test_bank_from_rounds_newest_first_labelled_unique(tmp_path: Path) -> None:
