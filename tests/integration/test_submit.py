@@ -1,0 +1,73 @@
+"""`selftrain submit` against the served deployment: overrides merged onto its defaults, validated before
+anything is submitted, the run followed to the end with --watch."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _submit(served: dict, cli_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    stack = served["stack"]
+    env = {**cli_env, "PREFECT_API_URL": stack["prefect_api"], "MLFLOW_TRACKING_URI": stack["mlflow"]}
+    return subprocess.run(
+        [SELFTRAIN, "submit", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )  # fmt: skip
+
+
+def test_bad_submissions_are_one_line_errors(
+    served: dict, api_settings: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.cli import main
+
+    errors = {}
+    with api_settings(served["stack"]["prefect_api"]), get_client(sync_client=True) as client:  # type: ignore[operator]
+        before = len(client.read_flow_runs())
+        for case, args in {
+            "unknown": ["nosuch", "rounds=1"],
+            "bad_field": ["it", "generate.kk=2"],
+            "bad_value": ["it", "rounds=-1"],
+        }.items():  # in this process: three CLI start-ups would cost ~30 s each on a loaded machine
+            assert main(["submit", *args]) == 2, case
+            errors[case] = capsys.readouterr().err
+        after = len(client.read_flow_runs())
+    assert all(err.count("\n") == 1 for err in errors.values()), errors
+    assert errors["unknown"].startswith("selftrain: error: deployment selftrain-campaign/nosuch: not found")
+    assert errors["bad_field"].strip() == "selftrain: error: generate.kk: unknown field (did you mean 'k'?)"
+    assert errors["bad_value"].startswith("selftrain: error: rounds:"), errors["bad_value"]
+    assert after == before  # nothing was submitted
+
+
+def test_submit_merges_overrides_and_watches_to_the_end(
+    served: dict, cli_env: dict[str, str], api_settings: object
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    done = _submit(served, cli_env, "it", "rounds=1", "generate.k=2", "--watch")
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:], served["log"].read_text()[-3000:])
+    match = re.search(r"/runs/flow-run/([0-9a-f-]{36})", done.stdout)
+    assert match, done.stdout
+    assert done.stdout.strip().splitlines()[-1].endswith("Completed")
+    with api_settings(served["stack"]["prefect_api"]), get_client(sync_client=True) as client:  # type: ignore[operator]
+        run = client.read_flow_run(uuid.UUID(match.group(1)))
+    sent = run.parameters["config"]
+    defaults = served["deployment"].parameters["config"]
+    assert sent["rounds"] == 1 and sent["generate"]["k"] == 2
+    assert defaults["rounds"] == 3 and defaults["generate"]["k"] != 2  # both changed from the defaults
+    rest = {k: v for k, v in sent.items() if k not in ("rounds", "generate")}
+    assert rest == {k: v for k, v in defaults.items() if k not in ("rounds", "generate")}
+    assert {k: v for k, v in sent["generate"].items() if k != "k"} == {
+        k: v for k, v in defaults["generate"].items() if k != "k"
+    }
