@@ -120,6 +120,14 @@ def test_a_base_reference_scores_the_continued_adapter_against_the_base(tiny_dir
     base = train_dpo(str(tiny_dir), str(tmp_path / "r1"), examples, base_cfg, tmp_path / "base", seed=1)
     expected = 0.1 * margins(tiny_dir, str(tmp_path / "r1"), None, examples).mean().item()
     assert abs(own["margin"]) < 1e-4
+    # Round 2 starts from exactly round 1's saved adapter: at this rate what it saves is what it loaded, tensor by
+    # tensor. Round 1's lora_B is not zero, so a fresh adapter (lora_B = 0) would fail this check.
+    start = load_file(tmp_path / "r1" / "adapter_model.safetensors")
+    for path in (tmp_path / "own", tmp_path / "base"):
+        saved = load_file(path / "adapter_model.safetensors")
+        assert saved.keys() == start.keys()
+        assert all(torch.allclose(saved[k], start[k], rtol=0.0, atol=1e-9) for k in start), path.name
+    assert all(start[k].abs().max() > 1e-4 for k in start if "lora_B" in k)
     assert expected > 0.01 and base["margin"] == pytest.approx(expected, rel=0.05)
     assert sorted(p.name for p in (tmp_path / "base").iterdir()) == [
         "README.md",
