@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from configs.loader import CONFIG_DIR, ConfigError, describe_schema, flatten, load_config
 
@@ -67,6 +69,62 @@ def test_flatten_and_schema_cover_every_field() -> None:
     text = describe_schema()
     for key in flat:
         assert key.split(".")[-1] + ":" in text
+
+
+class _Inner(BaseModel):
+    k: int = 4
+    rate: float = 0.0001
+    stop: list[str] = ["Q:", "end"]
+    path: str | None = None
+    on: bool = False
+
+
+class _Outer(BaseModel):
+    name: str = "yes"
+    inner: _Inner = _Inner()
+    table: dict[str, int] = {"a": 1}
+    sets: list[dict[str, str]] = [{"name": "gsm", "path": "g.jsonl"}]
+    template: str = "Q: {p}\nA:"
+    big: float = 1e20
+
+
+def test_flatten_by_hand() -> None:
+    # Sections and plain dicts nest with dots; every leaf is its YAML text (flow style, no document end), so a
+    # string that YAML would read as another type is quoted and None/bools read as YAML's words.
+    assert flatten(_Outer()) == {
+        "name": "'yes'",  # plain yes is a bool in YAML 1.1
+        "inner.k": "4",
+        "inner.rate": "0.0001",
+        "inner.stop": "['Q:', end]",  # a colon is a flow indicator: quoted
+        "inner.path": "null",
+        "inner.on": "false",
+        "table.a": "1",
+        "sets": "[{name: gsm, path: g.jsonl}]",  # a list of mappings stays one value
+        "template": "'Q: {p}\n\n  A:'",  # a newline folds to an empty line in a quoted scalar
+        "big": "1.0e+20",  # PyYAML writes a dot so it reads back as a float
+    }
+    assert set(flatten(_Outer(), prefix="cfg.")) == {f"cfg.{key}" for key in flatten(_Outer())}
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_flattened_params_read_back_as_the_same_config(name: str) -> None:
+    # A run's params are the config: each reads back (YAML) to its value, and all of them given as overrides
+    # to no file at all rebuild the same config.
+    config = load_config(name, ["evaluate.extra_sets=[{name: gsm, path: /data/gsm.jsonl}]"])
+    flat = flatten(config)
+    leaves: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}.", inner)
+        else:
+            leaves[prefix.removesuffix(".")] = value
+
+    walk("", config.model_dump(mode="json"))
+    assert set(flat) == set(leaves)
+    assert {key: yaml.safe_load(text) for key, text in flat.items()} == leaves
+    assert load_config(None, [f"{key}={text}" for key, text in flat.items()]) == config
 
 
 def test_default_campaign_is_the_packaged_gemma(capsys: pytest.CaptureFixture[str]) -> None:
