@@ -34,6 +34,8 @@ def quiet_defaults() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # MLflow draws a progress bar for every artifact download (registering a champion downloads its files).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Deprecation notices from transformers/TRL internals say nothing a selftrain user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -22,6 +22,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -74,15 +75,27 @@ def embeds_base(base: ModelRef) -> bool:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) <= EMBED_BASE_MAX_BYTES
 
 
+_BY_VALUE_LOCK = threading.Lock()
+_BY_VALUE_USERS: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def _pickled_by_value(*modules: ModuleType) -> Iterator[None]:
-    for module in modules:
-        cloudpickle.register_pickle_by_value(module)
+    # cloudpickle's by-value registry is process-wide: count the users of each module, so that one thread
+    # finishing its save does not unregister a module another thread is pickling (campaigns promoting at once).
+    with _BY_VALUE_LOCK:
+        for module in modules:
+            if _BY_VALUE_USERS.get(module.__name__, 0) == 0:
+                cloudpickle.register_pickle_by_value(module)
+            _BY_VALUE_USERS[module.__name__] = _BY_VALUE_USERS.get(module.__name__, 0) + 1
     try:
         yield
     finally:
-        for module in modules:
-            cloudpickle.unregister_pickle_by_value(module)
+        with _BY_VALUE_LOCK:
+            for module in modules:
+                _BY_VALUE_USERS[module.__name__] -= 1
+                if _BY_VALUE_USERS[module.__name__] == 0:
+                    cloudpickle.unregister_pickle_by_value(module)
 
 
 def save_policy_model(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from tasks.model_registry import CHAMPION, displaces, serial_champion
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(REPO / ".venv" / "bin" / "selftrain")
+SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 EXPERIMENT = "selftrain-stress"
 # Config A four times over, identical: same campaign key, same held-out prompts, the same dataset inputs
 # logged at the same moment (the unique-key race of issue 10), and with a promotion margin of 1 every round
