@@ -107,7 +107,7 @@ def test_nothing_is_mixed_between_campaigns(stress: dict) -> None:
         )
         result = json.loads((folder / "round-01" / "round_result.json").read_text())
         assert result["run_id"] == child.info.run_id
-        assert "round-0-heldout-prompts" in {i.dataset.name for i in parent.inputs.dataset_inputs}
+        assert "round-0-validation-prompts" in {i.dataset.name for i in parent.inputs.dataset_inputs}
 
 
 def test_one_champion_per_registered_model_and_it_is_the_rules_choice(stress: dict) -> None:
