@@ -43,7 +43,7 @@ SPLITS = ("train", "validation", "test", "ood")
 # Share of the problem space (operation, unordered operands) in each in-range split; the rest is train.
 VALIDATION_SHARE = 0.2
 TEST_SHARE = 0.2
-# Deprecated: the flows still ask for "heldout", which now means validation. Remove once they are rewired.
+# Deprecated: "heldout" is the old name of validation (the flows ask for "validation"); kept for old callers.
 SPLIT_ALIASES = {"heldout": "validation"}
 
 

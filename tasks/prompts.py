@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
-from tasks.arithmetic import sample_problems
+from tasks.arithmetic import SPLIT_ALIASES, sample_problems
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.records import DatasetRef, Record, write_lineage, write_records
@@ -68,8 +68,6 @@ def draw(records: Sequence[Record], n: int, *, seed: int) -> list[Record]:
 
 
 SPLITS = ("train", "validation", "test", "ood")
-# Deprecated: the flows still ask for "heldout", which now means validation. Remove once they are rewired.
-SPLIT_ALIASES = {"heldout": "validation"}
 CARVED_SHARE = 0.2  # share of an answered training file's rows carved out as validation when no file is given
 OVERLAP_IDS_SHOWN = 5
 
