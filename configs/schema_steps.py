@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from configs.fields import SAFE_NAME_RULE, Strict, bounded, check_safe_name
+from configs.schema_filters import FilterConfig
 
 
 class GenerateConfig(Strict):
@@ -67,6 +68,16 @@ class SelectConfig(Strict):
             "rows: arithmetic prompts' worked `solution`, file prompts' `answer` (' The answer is N.'), drawn "
             "from the round's prompts. Keeping real data in the mix guards against model collapse (Shumailov et "
             "al. 2024; Gerstgrasser et al. 2024). 0: none."
+        ),
+    )
+    filters: list[FilterConfig] = Field(
+        [],
+        description=(
+            "Data filters applied after the judge's threshold, cap and dedupe (and before diversity and gold), in "
+            "list order, each keeping part of what the one before kept: perplexity (POINTS), confidence (CLEAR), "
+            "color (CoLoR-Filter), dsir (DSIR); see `tasks/filters.py`. Every row records its scores (`filters`), "
+            "`kept_by` and `reason`; with a threshold of 0 and max_per_prompt >= generate.k the filters alone "
+            "select. Empty: none."
         ),
     )
 
