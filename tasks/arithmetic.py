@@ -1,11 +1,15 @@
 """The built-in task: seeded arithmetic word problems with verifiable integer answers, split by problem.
 
-Problems come in several phrasings and a difficulty knob (operand range). A problem's split is fixed by a
-stable hash of the underlying problem, its operation and unordered operands, never by its text: "3 plus 5"
-and "Ana has 5 pens and gets 3 more" are one problem and always land in the same split, so no wording of a
-validation or test problem is ever trained on. Three splits have fixed roles (train; validation decides;
-test reports), and an out-of-distribution slice (`ood`) asks test-style questions in phrasings reserved
-for it (never used for training) with operands beyond the training range (max_operand+1 .. 2*max_operand).
+Problems come in several phrasings and kinds: one-step addition, subtraction and multiplication ("mul"),
+and two-step problems ("add-sub": a + b - c, "mul-add": a * b + c) whose worked solutions show each step.
+Difficulty is the operand range, or a level of `LEVELS` (kinds and ranges, easiest first) that a
+curriculum climbs. A problem's split is fixed by a stable hash of the underlying problem, its operation
+and operands (unordered where the operation commutes; a two-step problem's third operand in place), never
+by its text: "3 plus 5" and "Ana has 5 pens and gets 3 more" are one problem and always land in the same
+split, so no wording of a validation or test problem is ever trained on. Three splits have fixed roles
+(train; validation decides; test reports), and an out-of-distribution slice (`ood`) asks test-style
+questions in phrasings reserved for it (never used for training) with operands beyond the training range
+(max_operand+1 .. 2*max_operand).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tasks.records import Record
 
@@ -30,6 +34,16 @@ TEMPLATES: list[tuple[str, str]] = [
     ("sub", "A shelf holds {a} {i}. {n} takes {b} away. How many {i} are on the shelf now?"),
     ("sub", "{n} had {a} {i} and lost {b} of them. How many {i} does {n} have now?"),
     ("sub", "What is {a} minus {b}?"),
+    # Harder kinds (appended, so the add/sub draws above are unchanged): multiplication and two-step problems.
+    ("mul", "{n} has {a} bags with {b} {i} in each. How many {i} does {n} have?"),
+    ("mul", "{n} buys {a} packs of {b} {i}. How many {i} does {n} buy?"),
+    ("mul", "What is {a} times {b}?"),
+    ("add-sub", "{n} has {a} {i}, gets {b} more and gives {c} to {m}. How many {i} does {n} have now?"),
+    ("add-sub", "A box holds {a} {i}. {n} puts in {b} more and takes out {c}. How many {i} are in the box now?"),
+    ("add-sub", "What is {a} plus {b} minus {c}?"),
+    ("mul-add", "{n} buys {a} packs of {b} {i} and finds {c} more. How many {i} does {n} have?"),
+    ("mul-add", "There are {a} rows of {b} {i} and {c} more {i}. How many {i} are there in total?"),
+    ("mul-add", "What is {a} times {b} plus {c}?"),
 ]
 # Phrasings reserved for the out-of-distribution slice: never used by the train, validation or test splits.
 OOD_TEMPLATES: list[tuple[str, str]] = [
@@ -37,6 +51,18 @@ OOD_TEMPLATES: list[tuple[str, str]] = [
     ("add", "Compute the sum of {a} and {b}."),
     ("sub", "Out of {a} {i}, {n} sells {b}. How many {i} remain unsold?"),
     ("sub", "Compute the difference between {a} and {b}."),
+    ("mul", "Compute the product of {a} and {b}."),
+    ("add-sub", "Compute {a} plus {b}, then subtract {c}."),
+    ("mul-add", "Compute {a} times {b}, then add {c}."),
+]
+OPERATIONS = ("add", "sub", "mul", "add-sub", "mul-add")
+TWO_STEP = ("add-sub", "mul-add")  # three operands, two worked steps
+# Difficulty levels, easiest first (level 1 is LEVELS[0]): the kinds of problem and each kind's operand range.
+LEVELS: list[dict[str, tuple[int, int]]] = [
+    {"add": (1, 9), "sub": (1, 9)},
+    {"add": (1, 20), "sub": (1, 20)},
+    {"add": (1, 20), "sub": (1, 20), "mul": (1, 9)},
+    {"add": (1, 20), "sub": (1, 20), "mul": (1, 9), "add-sub": (1, 20), "mul-add": (1, 9)},
 ]
 
 SPLITS = ("train", "validation", "test", "ood")
@@ -47,15 +73,21 @@ TEST_SHARE = 0.2
 SPLIT_ALIASES = {"heldout": "validation"}
 
 
-def problem_split(op: str, a: int, b: int) -> str:
-    """The split ("train", "validation" or "test") of a problem, by a stable hash of (op, min, max).
+def problem_split(op: str, a: int, b: int, c: int | None = None) -> str:
+    """The split ("train", "validation" or "test") of a problem, by a stable hash of its operation and operands.
 
     Args:
-        op: "add" or "sub".
+        op: One of `OPERATIONS`.
         a: One operand.
-        b: The other operand (order does not matter: 3 + 5 and 5 + 3 are one problem).
+        b: The other operand (order of a and b does not matter: 3 + 5 and 5 + 3 are one problem).
+        c: A two-step problem's third operand (the one subtracted or added last); None for one step.
+
+    Raises:
+        ValueError: for a two-step operation without `c`, or a one-step one with it.
     """
-    key = f"{op}:{min(a, b)}:{max(a, b)}".encode()
+    if (c is not None) != (op in TWO_STEP):
+        raise ValueError(f"operation {op!r} takes {3 if op in TWO_STEP else 2} operands")
+    key = (f"{op}:{min(a, b)}:{max(a, b)}" + (f":{c}" if c is not None else "")).encode()
     bucket = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") / 2**32
     if bucket < VALIDATION_SHARE:
         return "validation"
@@ -66,7 +98,7 @@ def problem_split(op: str, a: int, b: int) -> str:
 
 def _template_pattern(phrasing: str) -> re.Pattern[str]:
     parts = re.split(r"(\{[a-z]\})", phrasing)
-    groups = {"{a}": r"(?P<a>\d+)", "{b}": r"(?P<b>\d+)"}
+    groups = {"{a}": r"(?P<a>\d+)", "{b}": r"(?P<b>\d+)", "{c}": r"(?P<c>\d+)"}
     seen: set[str] = set()
     out = []
     for part in parts:
@@ -87,13 +119,25 @@ _PATTERNS = [
 ]
 
 
-def parse_problem(question: str) -> tuple[str, int, int, bool] | None:
-    """(operation, a, b, is an OOD phrasing) of a built-in question, or None when no phrasing matches it."""
+def parse_question(question: str) -> tuple[str, tuple[int, ...], bool] | None:
+    """(operation, operands in order, is an OOD phrasing) of a built-in question, or None when no phrasing
+    matches it."""
     for op, pattern, ood in _PATTERNS:
         found = pattern.match(question)
         if found:
-            return op, int(found["a"]), int(found["b"]), ood
+            operands = tuple(int(found[g]) for g in ("a", "b", "c") if g in pattern.groupindex)
+            return op, operands, ood
     return None
+
+
+def parse_problem(question: str) -> tuple[str, int, int, bool] | None:
+    """(operation, a, b, is an OOD phrasing) of a built-in one-step question, or None when no one-step
+    phrasing matches it (two-step questions: `parse_question`)."""
+    parsed = parse_question(question)
+    if parsed is None or len(parsed[1]) != 2:
+        return None
+    op, (a, b), ood = parsed
+    return op, a, b, ood
 
 
 def make_problem(
@@ -102,25 +146,36 @@ def make_problem(
     max_operand: int,
     operations: Sequence[str],
     templates: Sequence[tuple[str, str]] = TEMPLATES,
+    ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> Record:
-    """One random word problem with its integer answer, worked solution and underlying (`op`, `a`, `b`)."""
+    """One random word problem with its integer answer, worked solution (each step shown) and underlying
+    (`op`, `a`, `b`, and `c` for a two-step problem).
+
+    `ranges` gives an operation its own operand range (a level of `LEVELS`); the others use
+    `min_operand..max_operand`. Answers are never negative.
+    """
     op = rng.choice(list(operations))
     phrasing = rng.choice([t for o, t in templates if o == op])
-    a, b = rng.randint(min_operand, max_operand), rng.randint(min_operand, max_operand)
+    low, high = (ranges or {}).get(op, (min_operand, max_operand))
+    a, b = rng.randint(low, high), rng.randint(low, high)
     if op == "sub" and b > a:
         a, b = b, a
     name, other = rng.sample(NAMES, 2)
-    question = phrasing.format(n=name, m=other, i=rng.choice(ITEMS), a=a, b=b)
-    result = a + b if op == "add" else a - b
-    sign = "+" if op == "add" else "-"
-    return {
-        "prompt": question,
-        "answer": str(result),
-        "solution": f" {a} {sign} {b} = {result}. The answer is {result}.",
-        "op": op,
-        "a": a,
-        "b": b,
-    }
+    item = rng.choice(ITEMS)
+    problem: Record = {"op": op, "a": a, "b": b}
+    if op in ("add", "sub", "mul"):
+        result = a + b if op == "add" else a - b if op == "sub" else a * b
+        sign = {"add": "+", "sub": "-", "mul": "*"}[op]
+        solution = f" {a} {sign} {b} = {result}. The answer is {result}."
+    else:
+        first, sign = (a + b, "+") if op == "add-sub" else (a * b, "*")
+        c = rng.randint(low, min(high, first)) if op == "add-sub" else rng.randint(low, high)
+        result = first - c if op == "add-sub" else first + c
+        last = "-" if op == "add-sub" else "+"
+        solution = f" {a} {sign} {b} = {first}. {first} {last} {c} = {result}. The answer is {result}."
+        problem["c"] = c
+    question = phrasing.format(n=name, m=other, i=item, a=a, b=b, c=problem.get("c"))
+    return {"prompt": question, "answer": str(result), "solution": solution, **problem}
 
 
 def sample_problems(
@@ -131,12 +186,14 @@ def sample_problems(
     min_operand: int = 1,
     max_operand: int = 9,
     operations: Sequence[str] = ("add", "sub"),
+    level: int | None = None,
 ) -> list[Record]:
     """`n` distinct problems from one split, reproducible from `seed`.
 
     train, validation and test draw operands from `min_operand..max_operand` and keep the problems whose
-    `problem_split` is theirs; ood draws both operands from `max_operand+1..2*max_operand` and uses only
-    the OOD phrasings.
+    `problem_split` is theirs; ood draws operands from `max_operand+1..2*max_operand` and uses only
+    the OOD phrasings. With `level`, the level's kinds and ranges (`LEVELS`) replace `operations` and
+    the operand range.
 
     Args:
         n: How many distinct questions.
@@ -144,35 +201,52 @@ def sample_problems(
         seed: Seed of the draw.
         min_operand: Smallest in-range operand.
         max_operand: Largest in-range operand.
-        operations: Operations to use.
+        operations: Operations to use (of `OPERATIONS`).
+        level: A difficulty level, 1..len(LEVELS); None: `operations` and the operand range.
 
     Returns:
-        Records `{"id", "prompt", "answer", "solution", "op", "a", "b"}`.
+        Records `{"id", "prompt", "answer", "solution", "op", "a", "b"}` (and `c` for two-step problems).
 
     Raises:
-        ValueError: for an unknown split, or if the split cannot supply `n` distinct problems at this difficulty.
+        ValueError: for an unknown split, operation or level, or if the split cannot supply `n` distinct
+            problems at this difficulty.
     """
     split = SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    rng = random.Random(f"{split}:{seed}:{min_operand}:{max_operand}:{','.join(operations)}")
+    unknown = [op for op in operations if op not in OPERATIONS]
+    if unknown:
+        raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, not {unknown[0]!r}")
     ood = split == "ood"
+    ranges: dict[str, tuple[int, int]] | None = None
+    if level is not None:
+        if not 1 <= level <= len(LEVELS):
+            raise ValueError(f"level must be 1..{len(LEVELS)}, not {level}")
+        ranges = dict(LEVELS[level - 1])
+        operations = list(ranges)
+        if ood:
+            ranges = {op: (high + 1, 2 * high) for op, (_, high) in ranges.items()}
+        rng = random.Random(f"{split}:{seed}:level-{level}")
+    else:
+        rng = random.Random(f"{split}:{seed}:{min_operand}:{max_operand}:{','.join(operations)}")
     low, high = (max_operand + 1, 2 * max_operand) if ood else (min_operand, max_operand)
     templates = OOD_TEMPLATES if ood else TEMPLATES
     seen: set[str] = set()
     out: list[Record] = []
     for _ in range(200 * n + 1000):
-        problem = make_problem(rng, low, high, operations, templates)
+        problem = make_problem(rng, low, high, operations, templates, ranges)
         if problem["prompt"] in seen:
             continue
-        if not ood and problem_split(problem["op"], problem["a"], problem["b"]) != split:
+        operands = (problem["a"], problem["b"], problem.get("c"))
+        if not ood and problem_split(problem["op"], *operands) != split:
             continue
         seen.add(problem["prompt"])
         problem["id"] = f"{split}-{hashlib.sha256(problem['prompt'].encode()).hexdigest()[:12]}"
         out.append(problem)
         if len(out) == n:
             return out
-    raise ValueError(f"could not draw {n} distinct {split} problems with operands {low}..{high}")
+    where = f"level {level}" if level is not None else f"operands {low}..{high}"
+    raise ValueError(f"could not draw {n} distinct {split} problems with {where}")
 
 
 def vocabulary_corpus() -> list[str]:

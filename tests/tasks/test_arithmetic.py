@@ -1,9 +1,19 @@
-"""The built-in task: splits by problem (not by text), the OOD slice, phrasings, the difficulty knob."""
+"""The built-in task: splits by problem (not by text), the OOD slice, phrasings, the difficulty knob and levels,
+multiplication and two-step problems."""
 
 import pytest
 
-from tasks.arithmetic import OOD_TEMPLATES, TEMPLATES, parse_problem, problem_split, sample_problems
-from tasks.judging.verifier import final_answer
+from tasks.arithmetic import (
+    LEVELS,
+    OOD_TEMPLATES,
+    TEMPLATES,
+    TWO_STEP,
+    parse_problem,
+    parse_question,
+    problem_split,
+    sample_problems,
+)
+from tasks.judging.verifier import computations, final_answer, shows_work
 
 
 def _problem(row: dict) -> tuple[str, int, int]:
@@ -73,3 +83,87 @@ def test_too_many_problems_for_the_space_is_an_error() -> None:
         sample_problems(500, split="validation", seed=0, min_operand=1, max_operand=1, operations=["add"])
     with pytest.raises(ValueError, match="split must be one of"):
         sample_problems(5, split="dev", seed=0)
+
+
+def _digest(rows: list[dict]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_the_default_splits_are_unchanged_by_the_harder_kinds() -> None:
+    # Digests of the problems (ids, texts, answers, solutions) as drawn before mul and two-step problems existed:
+    # the default campaign's test set (and the others) stay byte-identical, so results compare across versions.
+    drawn = {
+        split: sample_problems(n, split=split, seed=0, min_operand=1, max_operand=20)
+        for split, n in (("train", 48), ("validation", 200), ("test", 200), ("ood", 100))
+    }
+    assert {split: _digest(rows) for split, rows in drawn.items()} == {
+        "train": "2d73a2d5d5c278e1",
+        "validation": "2c882c557d9e1195",
+        "test": "1dea6c11dca5899f",
+        "ood": "3fd7083f344636c6",
+    }
+    assert _digest(sample_problems(200, split="test", seed=0)) == "fc1a583eecdce61d"  # tiny's range, 1..9
+
+
+def _key(row: dict) -> tuple:
+    # the underlying problem: operation, unordered (a, b), and a two-step problem's third operand
+    return row["op"], min(row["a"], row["b"]), max(row["a"], row["b"]), row.get("c")
+
+
+def test_multiplication_and_two_step_problems_have_worked_steps_and_stay_split_by_problem() -> None:
+    kinds = ["add", "sub", "mul", "add-sub", "mul-add"]
+    drawn = {
+        split: sample_problems(n, split=split, seed=5, min_operand=1, max_operand=9, operations=kinds)
+        for split, n in (("train", 600), ("validation", 200), ("test", 200))
+    }
+    assert {row["op"] for row in drawn["train"]} == set(kinds)
+    keys = {split: {_key(row) for row in rows} for split, rows in drawn.items()}
+    assert not keys["train"] & keys["validation"] and not keys["train"] & keys["test"]
+    assert not keys["validation"] & keys["test"]
+    for split, rows in drawn.items():
+        for row in rows:
+            op, operands, ood = parse_question(row["prompt"])  # type: ignore[misc]
+            assert (op, operands, ood) == (row["op"], (row["a"], row["b"], *([row["c"]] if "c" in row else [])), False)
+            assert problem_split(op, *operands) == split
+            a, b, c = row["a"], row["b"], row.get("c")
+            expected = {
+                "add": a + b,
+                "sub": a - b,
+                "mul": a * b,
+                "add-sub": a + b - (c or 0),
+                "mul-add": a * b + (c or 0),
+            }[op]
+            assert int(row["answer"]) == expected >= 0
+            assert shows_work(row["solution"]) and final_answer(row["solution"]) == row["answer"]
+            assert len(computations(row["solution"])) == (2 if op in TWO_STEP else 1)  # each step shown
+    # 3 + 5 - 2 and 5 + 3 - 2 are one problem; 3 + 5 - 2 and 3 + 2 - 5 are not the same problem
+    assert problem_split("add-sub", 3, 5, 2) == problem_split("add-sub", 5, 3, 2)
+    assert problem_split("mul", 3, 7) == problem_split("mul", 7, 3)
+    with pytest.raises(ValueError, match="takes 3 operands"):
+        problem_split("add-sub", 3, 5)
+
+
+def test_levels_climb_in_kinds_and_range_and_draw_their_own_problems() -> None:
+    assert [sorted(level) for level in LEVELS] == [
+        ["add", "sub"],
+        ["add", "sub"],
+        ["add", "mul", "sub"],
+        ["add", "add-sub", "mul", "mul-add", "sub"],
+    ]
+    for level, ranges in enumerate(LEVELS, start=1):
+        rows = sample_problems(300, split="train", seed=0, level=level)
+        assert {row["op"] for row in rows} == set(ranges)
+        for row in rows:
+            low, high = ranges[row["op"]]
+            assert all(low <= row[k] <= high for k in ("a", "b") if row["op"] != "sub" or k == "b")
+            assert problem_split(row["op"], row["a"], row["b"], row.get("c")) == "train"
+        ood = sample_problems(50, split="ood", seed=0, level=level)
+        assert all(ranges[row["op"]][1] < max(row["a"], row["b"]) for row in ood)
+    assert max(row["a"] for row in sample_problems(300, split="train", seed=0, level=2)) > 9  # 1..20 at level 2
+    with pytest.raises(ValueError, match="level must be 1..4"):
+        sample_problems(5, split="train", seed=0, level=5)
+    with pytest.raises(ValueError, match="operation must be one of"):
+        sample_problems(5, split="train", seed=0, operations=["div"])

@@ -1,5 +1,5 @@
-"""Unit tests of tasks.judging.verifier: strict credit for one final answer in the stated form, and the lenient
-diagnostic beside it."""
+"""Unit tests of tasks.judging.verifier: strict credit for one final answer in the stated form, the lenient
+diagnostic beside it, and the working a training row must show (judge.require_work)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pytest
 from tasks.judging.base import Judge
 from tasks.judging.verifier import (
     VerifierJudge,
+    computations,
     final_answer,
     in_form,
     is_correct,
     is_correct_lenient,
     lenient_answer,
+    shows_work,
     verify_rows,
 )
 
@@ -85,3 +87,39 @@ def test_verify_rows_keeps_strict_lenient_and_form_side_by_side() -> None:
 def test_verifier_is_a_judge() -> None:
     judge: Judge = VerifierJudge()
     assert judge.name == "verifier"
+
+
+@pytest.mark.parametrize(
+    ("response", "kept"),
+    [
+        (" 3 + 4 = 7. The answer is 7.", True),
+        (" 3 + 4 = 7, 7 * 2 = 14. The answer is 14.", True),  # a chain: every step right, the last is the answer
+        (" 6 x 7 = 42. The answer is 42.", True),
+        (" 5 + 3 - 2 = 6. The answer is 6.", True),  # one expression, two operations
+        (" 2.5 * 4 = 10. The answer is 10.", True),
+        (" 3 plus 1 = 3 + 1 = 4. The answer is 4.", True),  # words before the computation
+        (" The answer is 7.", False),  # a bare guess, even with the right number
+        (" 7. The answer is 7.", False),
+        (" 3 + 4 = 8. The answer is 8.", False),  # a wrong step
+        (" 3 + 4 = 7, 7 * 2 = 15. 15 - 1 = 14. The answer is 14.", False),  # a wrong intermediate step
+        (" 5 + 3 = 8 - 2 = 6. The answer is 6.", False),  # a chain whose "=" does not hold (8 is not 6)
+        (" 3 + 4 = 7. The answer is 8.", False),  # the last result is not the answer
+        (" 3 + 4 = 7, 7 * 2 = 14. The answer is 7.", False),  # the answer is not the last result
+        (" 8 - 4. The answer is 4.", False),  # an expression without its result states nothing
+        (" 7 = 7. The answer is 7.", False),
+        (" 12 / 0 = 3. The answer is 3.", False),
+        (" 3 + 4 = 7.", False),  # no final answer in the expected form
+    ],
+)
+def test_shows_work(response: str, kept: bool) -> None:
+    assert shows_work(response) is kept
+
+
+def test_computations_are_read_in_order_with_their_truth() -> None:
+    steps = computations(" Tom has 4 * 3 = 12 apples, then 12 + 5 = 17, so 17 - 2 = 16. The answer is 16.")
+    assert [(text, holds, float(value)) for text, holds, value in steps] == [
+        ("4 * 3 = 12", True, 12.0),
+        ("12 + 5 = 17", True, 17.0),
+        ("17 - 2 = 16", False, 16.0),
+    ]
+    assert computations(" 2 + 3 * 4 = 14") == [("2 + 3 * 4 = 14", True, 14)]  # * before +
