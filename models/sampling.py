@@ -7,6 +7,7 @@ without touching them.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -33,10 +34,14 @@ class SamplingEngine(Protocol):
         batch_size: int,
         progress: ProgressFn | None = None,
         prefix: str = "",
+        prompt_ids: Sequence[str] | None = None,
     ) -> list[list[str]]:
         """Per prompt (in order), `n` responses cut before the first stop string; temperature 0 is greedy.
 
         `prefix` (few-shot examples, say) is put before every prompt; an engine may compute its state once.
+        A prompt's samples depend only on (`seed`, its id in `prompt_ids` (default: its text), sample index),
+        never on batching or on the other prompts in the call, so shards of a prompt set give exactly the
+        samples of the whole set.
         """
         ...
 
@@ -51,14 +56,40 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def draw_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+def sequence_seed(seed: int, prompt_id: str, sample: int) -> int:
+    """The RNG seed of one sequence: a hash of (round seed, prompt id, sample index), 63 bits.
+
+    The one seed rule of sampling: a sequence's noise is a function of these three values only.
+    """
+    digest = hashlib.sha256(f"{seed}\x1f{prompt_id}\x1f{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def sequence_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """(len(seeds), steps) uniforms in [0, 1): row r is `steps` draws of a `torch.Generator` seeded `seeds[r]`.
+
+    Drawn once per batch (one small call per row), then indexed per step: the per-prompt seeding costs no
+    per-step work in the decoding loop.
+    """
+    out = torch.empty(len(seeds), steps)
+    generator = torch.Generator()
+    for row, seed in enumerate(seeds):
+        generator.manual_seed(seed)
+        torch.rand(steps, generator=generator, out=out[row])
+    return out
+
+
+def draw_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor | None = None
+) -> torch.Tensor:
     """One next token per row: argmax at temperature 0, else a draw from softmax(logits / temperature),
     restricted to the nucleus when `top_p` < 1 (no top-k).
 
-    The draw is exact categorical sampling by inverse CDF (one uniform per row from torch's global RNG,
-    a cumulative sum, a binary search). `torch.multinomial`, which `generate` uses, costs ~7x more on a
-    262k-token vocabulary (Gemma): 0.23 s against 0.03 s of CPU per step for 32 rows here. The nucleus
-    is transformers' own `TopPLogitsWarper`, so top-p keeps generate's exact semantics.
+    The draw is exact categorical sampling by inverse CDF (one uniform per row: `uniforms[row]` if given,
+    else from torch's global RNG; a cumulative sum, a binary search). `torch.multinomial`, which
+    `generate` uses, costs ~7x more on a 262k-token vocabulary (Gemma): 0.23 s against 0.03 s of CPU per
+    step for 32 rows here. The nucleus is transformers' own `TopPLogitsWarper`, so top-p keeps generate's
+    exact semantics.
 
     Args:
         logits: (rows, vocab) next-token logits.
@@ -74,7 +105,9 @@ def draw_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch
     if top_p < 1.0:
         scores = TopPLogitsWarper(top_p)(None, scores)
     cdf = torch.softmax(scores, dim=-1).cumsum_(dim=-1)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+    if uniforms is None:
+        uniforms = torch.rand(cdf.shape[0], device=cdf.device)
+    u = uniforms.to(cdf.device, cdf.dtype).unsqueeze(1) * cdf[:, -1:]
     # right=True: the first token whose cumulative mass exceeds the draw, never a zero-probability one.
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(1)
 
@@ -164,13 +197,15 @@ class HFSampler:
         prefix_cache: Cache | None,
         prefix_len: int,
         *,
+        uniforms: torch.Tensor,
         temperature: float,
         top_p: float,
         max_new_tokens: int,
         stop: Sequence[str],
         eos: set[int],
     ) -> list[list[int]]:
-        """New token ids per row (up to and including its EOS or stop string, at most `max_new_tokens`)."""
+        """New token ids per row (up to and including its EOS or stop string, at most `max_new_tokens`);
+        row r's token at step t is drawn with `uniforms[r, t]`."""
         device = self.model.device
         padded = self.tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt").to(device)
         ids, mask = padded["input_ids"], padded["attention_mask"]
@@ -190,7 +225,7 @@ class HFSampler:
         new: list[list[int]] = [[] for _ in rows]
         running = list(range(len(rows)))  # batch row -> original row
         for step in range(max_new_tokens):
-            tokens = draw_tokens(logits, temperature, top_p)
+            tokens = draw_tokens(logits, temperature, top_p, uniforms[:, step])
             keep = []
             for slot, (row, token) in enumerate(zip(running, tokens.tolist(), strict=True)):
                 new[row].append(token)
@@ -206,6 +241,7 @@ class HFSampler:
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 mask, next_position, tokens = mask[index], next_position[index], tokens[index]
+                uniforms = uniforms[index]
                 running = [running[slot] for slot in keep]
             mask = torch.cat([mask, mask.new_ones(len(running), 1)], dim=1)
             logits, cache = self._forward(tokens.unsqueeze(1), mask, next_position.unsqueeze(1), cache)
@@ -225,12 +261,17 @@ class HFSampler:
         batch_size: int,
         progress: ProgressFn | None = None,
         prefix: str = "",
+        prompt_ids: Sequence[str] | None = None,
     ) -> list[list[str]]:
         """Generate `n` responses per prompt; see `SamplingEngine.sample`.
 
-        The same arguments give the same responses: each batch reseeds torch's global RNG from `seed`
-        and the batch index, so a prompt's samples also depend on which prompts share its batch.
+        Sample j of prompt i draws its noise from a generator seeded `sequence_seed(seed, prompt_ids[i], j)`
+        (torch's global RNG is untouched), so batch size, batch mates and sharding change no token (up to
+        float rounding of a batch's matmuls, which has not flipped a draw in the tests).
         """
+        if prompt_ids is not None and len(prompt_ids) != len(prompts):
+            raise ValueError(f"prompt_ids: {len(prompt_ids)} ids for {len(prompts)} prompts")
+        ids = list(prompt_ids) if prompt_ids is not None else list(prompts)
         # The prefix carries the special tokens (BOS); the prompts after it are encoded bare.
         head = self.tokenizer(prefix, add_special_tokens=self.add_special_tokens)["input_ids"] if prefix else []
         special = self.add_special_tokens and not prefix
@@ -246,13 +287,18 @@ class HFSampler:
         done = 0
         with torch.inference_mode():
             prefix_cache = self._prefix_cache(cached) if cached else None
-            for batch_index, start in enumerate(range(0, len(jobs), batch_size)):
+            for start in range(0, len(jobs), batch_size):
                 batch = jobs[start : start + batch_size]
-                torch.manual_seed(seed * 1_000_003 + batch_index)
+                if temperature > 0:
+                    seeds = [sequence_seed(seed, ids[i], j) for i, j in batch]
+                    uniforms = sequence_uniforms(seeds, max_new_tokens)
+                else:  # greedy draws nothing
+                    uniforms = torch.zeros(len(batch), max_new_tokens)
                 new = self._decode(
                     [encoded[i] for i, _ in batch],
                     prefix_cache,
                     len(cached),
+                    uniforms=uniforms,
                     temperature=temperature,
                     top_p=top_p,
                     max_new_tokens=max_new_tokens,

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from configs.schema import CampaignConfig, GenerateConfig
-from models.loading import load_policy, set_torch_threads
+from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, ProgressFn, SamplingEngine
 from tasks.layout import RESUMABLE
 from tasks.progress import Progress
@@ -31,6 +31,8 @@ def generate_responses(
     """Sample `cfg.k` responses for every prompt; one output record per (prompt, sample).
 
     `prefix` (the few-shot examples) goes before every templated prompt; records keep the bare prompt.
+    A prompt's samples depend on (`seed`, its `id`, sample index) only, so any split of `prompts` into
+    shards gives the same rows.
     """
     inputs = [template.format(prompt=row["prompt"]) for row in prompts]
     responses = engine.sample(
@@ -44,6 +46,7 @@ def generate_responses(
         batch_size=cfg.batch_size,
         progress=progress,
         prefix=prefix,
+        prompt_ids=[str(row.get("id", row["prompt"])) for row in prompts],
     )
     return [
         {**row, "sample": index, "response": text}
@@ -58,7 +61,7 @@ def generate_task(
 ) -> DatasetRef:
     """Load the policy, sample, write `generated.jsonl` with its lineage, log metrics and data."""
     set_torch_threads(config.model.torch_threads)
-    model, tokenizer = load_policy(policy.base, policy.adapter)
+    model, tokenizer = shared_policy(policy.base, policy.adapter)  # kept loaded for the round's other stages
     engine = HFSampler(model, tokenizer)
     seed = ctx.seed
     prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.round) else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from configs.loader import load_config
 from models.loading import load_policy
-from models.sampling import HFSampler, SamplingEngine, cut_at_stop, draw_tokens
+from models.sampling import HFSampler, SamplingEngine, cut_at_stop, draw_tokens, sequence_seed, sequence_uniforms
 from tasks.prompts import few_shot_prefix
 
 Policy = tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -193,3 +194,34 @@ def test_draw_tokens_follows_temperature_and_nucleus() -> None:
     # top_p=0.75: the smallest set holding 75% of the mass is the first two tokens, renormalised.
     nucleus = frequencies(1.0, 0.75)
     assert nucleus[2:].sum() == 0 and abs(float(nucleus[0]) - 0.5 / 0.8) < 0.015
+
+
+def test_samples_are_seeded_per_prompt_not_per_batch(policy: Policy, heldout_prompts: list[str]) -> None:
+    # Batch sizes 1, 3 and 8 put different prompts (and padding) together; a prompt's k samples must not change.
+    sampler = HFSampler(*policy)
+    prompts = heldout_prompts[:6]
+    ids = [f"p{i}" for i in range(len(prompts))]
+    args = dict(n=3, seed=4, max_new_tokens=10)
+    by_batch = {b: _sample(sampler, prompts, **args, batch_size=b, prompt_ids=ids) for b in (1, 3, 8)}
+    assert by_batch[1] == by_batch[3] == by_batch[8]
+    assert any(len(set(row)) > 1 for row in by_batch[8])  # really sampled, not greedy
+    # A shard of the prompts (other neighbours, other positions) gives the same rows for the same ids.
+    assert _sample(sampler, prompts[4:1:-1], **args, batch_size=4, prompt_ids=ids[4:1:-1]) == by_batch[8][4:1:-1]
+    # The id is the key: the same prompt under another id, or another seed, samples differently.
+    assert _sample(sampler, prompts, **args, batch_size=8, prompt_ids=[i + "x" for i in ids]) != by_batch[8]
+    assert _sample(sampler, prompts, **(args | {"seed": 5}), batch_size=8, prompt_ids=ids) != by_batch[8]
+    with pytest.raises(ValueError, match="prompt_ids: 2 ids for 6 prompts"):
+        _sample(sampler, prompts, prompt_ids=ids[:2])
+
+
+def test_sequence_seed_and_uniforms_are_fixed_functions() -> None:
+    # Hand-checked: the first 8 bytes of sha256("3\x1fq\x1f1"), shifted right by one bit.
+    digest = hashlib.sha256(b"3\x1fq\x1f1").digest()
+    assert sequence_seed(3, "q", 1) == int.from_bytes(digest[:8], "big") >> 1 < 2**63
+    assert len({sequence_seed(3, "q", j) for j in range(4)} | {sequence_seed(4, "q", 0)}) == 5
+    rows = sequence_uniforms([7, 9, 7], 5)
+    assert torch.equal(rows[0], torch.rand(5, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(rows[0], rows[2]) and not torch.equal(rows[0], rows[1])
+    # Given uniforms decide the draw: u just below the first token's mass (0.5) picks it, just above the next.
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]))
+    assert draw_tokens(logits, 1.0, 1.0, torch.tensor([0.49, 0.51])).tolist() == [0, 1]
