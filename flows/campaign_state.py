@@ -6,7 +6,10 @@ resumed campaign may change, the rest as params, which MLflow keeps fixed. Each 
 folder `<output_dir>/<campaign_id>` (`<name>-<yyyymmdd-hhmmss>-<6 hex>`), so two campaigns never share
 files, even with the same config on the same servers. The process running a campaign holds an
 exclusive lock on `<folder>/.lock`; the kernel drops it when the process dies (even on SIGKILL), so a
-free lock on a campaign MLflow still calls RUNNING means its process is dead.
+free lock on a campaign MLflow still calls RUNNING means its process is dead. That witness works on the
+campaign's own host only: a campaign another machine ran (a worker of a work pool) is judged by the Prefect
+server, alive while its flow run is Running with fresh heartbeats (`flows/liveness.py`), so any worker that
+sees its folder may resume it once its flow run crashed.
 
 `open_campaign` resumes the newest campaign with the same key whose parent run is not FINISHED and
 whose lock is free; a FINISHED campaign is never reopened (the same config again is a new campaign).
@@ -19,7 +22,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from prefect.exceptions import PrefectException
 
 from configs.loader import flatten
 from configs.schema import CampaignConfig
+from flows.liveness import flow_run_verdict, host_name
 from tasks.progress import emit
 from tasks.tracking import fail_running, find_runs, reopen_run, set_tags, start_run
 
@@ -98,7 +101,7 @@ def try_lock(workdir: Path) -> IO[str] | None:
         handle.close()
         return None
     handle.truncate(0)
-    handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+    handle.write(f"{host_name()} {os.getpid()}\n")
     handle.flush()
     return handle
 
@@ -106,7 +109,9 @@ def try_lock(workdir: Path) -> IO[str] | None:
 def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: str | None = None) -> Campaign:
     """Resume the newest unfinished campaign with this config (unless `fresh`), else start a new one.
 
-    Every campaign of this host whose process died is closed first: its RUNNING runs become FAILED.
+    Every campaign whose process died is closed first: its RUNNING runs become FAILED, tagged with why. On this
+    host a free folder lock says the process died; another host's campaign is dead when the Prefect server
+    says its flow run is (`flows.liveness`), and is skipped when no server can tell.
     """
     cfg, key = config.tracking, campaign_key(config)
     same = [] if fresh else find_runs(cfg, {"selftrain.campaign_key": key}, ("RUNNING", "FAILED", "KILLED"))
@@ -119,14 +124,20 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         if run.info.run_id in seen or tags.get("selftrain.kind") != "campaign":
             continue
         seen.add(run.info.run_id)
-        if tags.get("selftrain.host") != socket.gethostname() or not workdir.is_dir():
-            continue  # another machine's campaign, or its folder is gone: nothing to check or resume here
+        if not workdir.is_dir():
+            continue  # its folder is gone (or not shared with this machine): nothing to check or resume here
+        reason = "its process died (found by a later selftrain run)"
+        if tags.get("selftrain.host") != host_name():  # another machine's: only the Prefect server can tell
+            verdict = flow_run_verdict(tags.get("prefect.flow_run_id", ""), own_flow_run_id=flow_run_id)
+            if verdict is None or verdict.alive:
+                continue
+            reason = f"its process died: {verdict.why} (found by a selftrain run on {host_name()})"
         lock = try_lock(workdir)
         if lock is None:
-            continue  # its process is alive
-        failed = fail_running(cfg, run.info.run_id, "its process died (found by a later selftrain run)")
+            continue  # its process is alive (on this host, whatever Prefect says)
+        failed = fail_running(cfg, run.info.run_id, reason)
         if failed:
-            emit(f"campaign {tags.get('selftrain.campaign_id')}: process died, marked {len(failed)} run(s) FAILED")
+            emit(f"campaign {tags.get('selftrain.campaign_id')}: {reason}; marked {len(failed)} run(s) FAILED")
             crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
         if resumable is None and tags.get("selftrain.campaign_key") == key and not fresh:
             resumable = Campaign(tags["selftrain.campaign_id"], workdir, run.info.run_id, True, lock)
@@ -184,7 +195,7 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
             "selftrain.campaign_id": campaign_id,
             "selftrain.campaign_key": key,
             "selftrain.dir": str(workdir),
-            "selftrain.host": socket.gethostname(),
+            "selftrain.host": host_name(),
             "prefect.flow_run_id": flow_run_id,
         },
     )
