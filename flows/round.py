@@ -99,7 +99,7 @@ def round_flow(
         prompts = prompts_task(config, "train", path[PROMPTS], ctx)
         generated = generate_task(config, state.policy, prompts, path[GENERATED], ctx)
         judged = judge_task(config, generated, path[JUDGED], ctx, policy=state.policy, earlier=state.earlier)
-        selected = select_task(config, judged, path[SELECTED], ctx)
+        selected = select_task(config, judged, path[SELECTED], ctx, policy=state.policy)
         candidate = train(config, state.policy, judged, selected, path[ADAPTER], ctx)
         evaluation = None
         if candidate is not None:

@@ -20,7 +20,7 @@ from prefect import task
 
 from configs.schema import CampaignConfig
 from tasks.layout import RESUMABLE
-from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
+from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
 
 
@@ -213,12 +213,30 @@ def select_summary(selected: Sequence[Record], judged: Sequence[Record]) -> dict
 
 
 @task(name="select", **RESUMABLE)
-def select_task(config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: RoundContext) -> DatasetRef:
-    """Keep the rows the selection rules allow (then the most diverse, plus gold rows, if configured),
-    write `selected.jsonl`, log `select/*` metrics and the data."""
+def select_task(
+    config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: RoundContext, policy: ModelRef | None = None
+) -> DatasetRef:
+    """Keep the rows the selection rules allow (then the configured filters' share, the most diverse, plus gold
+    rows, if configured), write `selected.jsonl`, log `select/*` metrics and the data. With `select.filters`,
+    every judged row is scored first (the base model and `policy` as `tasks.filters` needs them) and
+    `filter-scores.jsonl` beside the selected rows holds every judged row's scores and whether it was kept."""
     judged_rows = read_records(judged)
     cfg = config.select
     seed = ctx.seed
+    if cfg.filters:
+        from tasks.base_model import prepare_base
+        from tasks.filters import score_round
+
+        start = policy or prepare_base(config)  # the round's policy; its `base` is the fixed reference model
+        judged_rows = score_round(
+            judged_rows,
+            cfg.filters,
+            template=config.prompts.template,
+            base=start.base,
+            policy=(start.base, start.adapter),
+            seed=seed,
+            draw=gold_rows,
+        )
     rows = select(
         judged_rows,
         threshold=cfg.threshold,
@@ -227,6 +245,14 @@ def select_task(config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: 
         dedupe=cfg.dedupe,
         near_duplicate=cfg.near_duplicate,
     )
+    if cfg.filters:
+        from tasks.filters import apply_filters, judge_stage
+
+        rows = apply_filters(judge_stage(rows, cfg.threshold), cfg.filters, seed=seed)
+        kept = {(row["id"], row.get("sample"), row["response"]) for row in rows}
+        scores = [row | {"kept": (row["id"], row.get("sample"), row["response"]) in kept} for row in judged_rows]
+        write_records(Path(out_path).with_name("filter-scores.jsonl"), scores)
+        ctx.log_artifact(Path(out_path).with_name("filter-scores.jsonl"), "data")
     if cfg.diversity == "kmeans" and len(rows) > cfg.diversity_clusters:
         from models.embeddings import embed  # loads the embedding model only when diversity is on
 
