@@ -20,13 +20,16 @@ class CascadeConfig(Strict):
 class JudgeConfig(Strict):
     """How responses are scored: by the verifier, or by an LLM judge reading two option tokens (no generation)."""
 
-    kind: Literal["verifier", "pointwise", "meta-ranking", "reward-model", "all-of"] = Field(
+    kind: Literal["verifier", "pointwise", "meta-ranking", "label-transfer", "reward-model", "all-of"] = Field(
         "verifier",
         description=(
             "verifier: 1 if the final number equals the reference answer, else 0; "
             "pointwise: a causal LM's P(yes) to 'Is this answer correct?'; "
-            "meta-ranking: a causal LM compares the response with `references` labelled reference responses to "
-            "other prompts and a weighted vote gives its reliability (Liu et al. 2024); "
+            "meta-ranking: a causal LM ranks the response against `references` labelled reference pairs to other "
+            "prompts (which answer is more reliable, A or B) and the outcomes meet the references' labels in a "
+            "vote weighted by each reference's measured ranking precision (Liu et al. 2024); "
+            "label-transfer: the baseline that ran as meta-ranking before: after a labelled reference, P(yes) to "
+            "'Is this answer correct too?' (or 'wrong too?'), averaged with weight_correct/weight_wrong; "
             "reward-model: sigmoid of a sequence-classification reward model's logit (`reward_model`, or one "
             "trained each round with TRL's RewardTrainer on preference pairs from the bank); "
             "all-of: the verifier and the reward model combined (`all_of_mode`)."
@@ -69,7 +72,8 @@ class JudgeConfig(Strict):
         32,
         ge=0,
         description="LLM judges: bank rows held out to calibrate the threshold (0: no calibration, use "
-        "select.threshold as is). At most half the bank is held out.",
+        "select.threshold as is). At most half the bank is held out. meta-ranking: the first half of them (by "
+        "prompt) measures each reference's ranking precision (its vote weight), the other half the threshold.",
     )
     calibrate: Literal["f1", "precision"] = Field(
         "f1",
@@ -91,8 +95,15 @@ class JudgeConfig(Strict):
         "The default asks the response to end with 'The answer is N.' (trailing whitespace allowed) and to say "
         "'answer is' only once.",
     )
-    weight_correct: float = Field(1.0, ge=0.0, description="meta-ranking: vote weight of a correct reference.")
-    weight_wrong: float = Field(1.0, ge=0.0, description="meta-ranking: vote weight of a wrong reference.")
+    weight_correct: float = Field(1.0, ge=0.0, description="label-transfer: vote weight of a correct reference.")
+    weight_wrong: float = Field(1.0, ge=0.0, description="label-transfer: vote weight of a wrong reference.")
+    weak_evidence: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="meta-ranking: strength of the weaker outcomes (ranked above a wrong reference, below a correct "
+        "one) against the strong ones (above a correct reference: +1, below a wrong one: -1).",
+    )
     batch_size: int = bounded(32, 512, "LLM judges: comparisons per forward pass.", ge=1)
     cascade: CascadeConfig | None = Field(
         None,

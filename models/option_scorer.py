@@ -38,6 +38,7 @@ class OptionScorer:
     """P(option a) against option b after prompts, one forward pass per batch, prefix caches reused.
 
     Attributes:
+        options: The two option strings compared.
         forward_passes: Model calls made so far (prefills and batched tail passes).
         tokens: Token positions fed to the model so far, padding included (the compute actually spent).
     """
@@ -65,7 +66,7 @@ class OptionScorer:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.options = model, tokenizer, batch_size, options
         a, b = (list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in options)
         shared = 0
         while shared < min(len(a), len(b)) and a[shared] == b[shared]:
@@ -169,3 +170,10 @@ class OptionScorer:
         self.tokens += len(rows) * width
         a, b = self.option_ids
         return torch.sigmoid(logits[:, a].float() - logits[:, b].float()).tolist()
+
+
+def with_options(scorer: OptionScorer, options: tuple[str, str]) -> OptionScorer:
+    """`scorer` itself if it reads `options`, else a new scorer over the same model reading them."""
+    if scorer.options == options:
+        return scorer
+    return OptionScorer(scorer.model, scorer.tokenizer, options, batch_size=scorer.batch_size)

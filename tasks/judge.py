@@ -20,8 +20,9 @@ from tasks.judging.base import JudgedRound, judge_records
 from tasks.judging.build import build_judge, load_option_scorer
 from tasks.judging.calibration import auroc, calibrate_threshold, error_detection, keep_stats, rescale
 from tasks.judging.cascade import add_cascade
+from tasks.judging.label_transfer import LabelTransferJudge
 from tasks.judging.meta_ranking import MetaRankingJudge
-from tasks.judging.reference_bank import build_bank, draw_panel, split_dev
+from tasks.judging.reference_bank import build_bank, draw_panel, split_dev, split_halves_by_prompt
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.prompts import few_shot_prefix
@@ -133,10 +134,11 @@ def judge_with_llm(
 
     Args:
         rows: The round's generated records.
-        cfg: The judge config (kind pointwise or meta-ranking).
+        cfg: The judge config (kind pointwise, meta-ranking or label-transfer).
         scorer: Option scorer over the judge model.
-        bank: Labelled references; `dev_size` of them calibrate the threshold, and `panel` of the rest are
-            the references the round's comparisons use.
+        bank: Labelled references; `dev_size` of them calibrate the threshold (Meta Ranking: half of those, by
+            prompt, measure the references' vote weights first), and `panel` of the rest are the references
+            the round's comparisons use.
         template: The policy's prompt template.
         select_threshold: The threshold selection applies to `score`.
         seed: Seed of the dev split and the reference draw.
@@ -159,9 +161,18 @@ def judge_with_llm(
     }
     threshold = select_threshold
     passes, seconds = 0, 0.0
+    calibration: list[Record] = []
+    if dev and isinstance(judge, MetaRankingJudge):
+        # The references' vote weights are measured on one half of the dev rows, the threshold on the other.
+        calibration, dev = split_halves_by_prompt(dev)
+        if calibration:
+            weights = judge.calibrate(calibration)
+            passes, seconds = judge.forward_passes, judge.seconds
+            metrics["reference_weight_mean"] = sum(weights) / len(weights)
+        metrics["calibration_rows"] = float(len(calibration))
     if dev:
         dev_scores = judge.score(dev)
-        passes, seconds = judge.forward_passes, judge.seconds
+        passes, seconds = passes + judge.forward_passes, seconds + judge.seconds
         labels = [bool(r["correct"]) for r in dev]
         threshold = calibrate_threshold(dev_scores, labels, target=cfg.calibrate, precision=cfg.target_precision)
         precision, recall, f1 = keep_stats(dev_scores, labels, threshold)
@@ -179,9 +190,10 @@ def judge_with_llm(
     metrics["seconds_per_sample"] = seconds / max(len(rows), 1)
     logs = {
         "judge-bank.jsonl": [{"role": "panel", "index": i, **r} for i, r in enumerate(panel)]
+        + [{"role": "calibration", "index": i, **r} for i, r in enumerate(calibration)]
         + [{"role": "dev", "index": i, **r} for i, r in enumerate(dev)]
     }
-    if isinstance(judge, MetaRankingJudge):
+    if isinstance(judge, MetaRankingJudge | LabelTransferJudge):
         logs["judge-references.jsonl"] = judge.log_rows(rows)
     return JudgedRound(rows=judged, metrics=metrics, logs=logs)
 

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 from configs.schema import CampaignConfig, JudgeConfig
 from models.loading import load_policy
-from models.option_scorer import OptionScorer
+from models.option_scorer import OptionScorer, with_options
 from tasks.base_model import prepare_base
 from tasks.judging.base import CostedJudge
+from tasks.judging.label_transfer import LabelTransferJudge
 from tasks.judging.lm import OPTIONS, PointwiseJudge
-from tasks.judging.meta_ranking import MetaRankingJudge
+from tasks.judging.meta_ranking import RANK_OPTIONS, MetaRankingJudge
 from tasks.judging.reward_judge import reward_judge
 from tasks.judging.verifier import VerifierJudge
 from tasks.records import ModelRef, Record
@@ -54,8 +55,9 @@ def build_judge(
         cfg: The judge config (its `kind`, and the settings of that kind).
         template: The policy's prompt template (`{prompt}` in it).
         seed: Seed of Meta Ranking's reference draw.
-        scorer: The judge model's option scorer: pointwise and meta-ranking.
-        references: Meta Ranking's labelled references (`prompt`, `response`, `correct`).
+        scorer: The judge model's option scorer (yes/no): pointwise, label-transfer and meta-ranking (which reads
+            A/B from the same model).
+        references: Meta Ranking's (and label transfer's) labelled references (`prompt`, `response`, `correct`).
         reward_model: Folder of a reward model: reward-model and all-of.
         preamble: Text opening every LM judge prompt (the few-shot examples, with `judge.examples`).
 
@@ -73,13 +75,25 @@ def build_judge(
         raise ValueError(f"judge.kind: {cfg.kind!r} needs the judge model's option scorer (load_option_scorer)")
     if cfg.kind == "pointwise":
         return PointwiseJudge(scorer, template=template, preamble=preamble)
+    if cfg.kind == "label-transfer":
+        return LabelTransferJudge(
+            scorer,
+            references,
+            template=template,
+            references=cfg.references,
+            swap=cfg.swap,
+            seed=seed,
+            weights=(cfg.weight_correct, cfg.weight_wrong),
+            preamble=preamble,
+        )
+    # Meta Ranking reads " A"/" B" from the same judge model: a second scorer over it, no second load.
     return MetaRankingJudge(
-        scorer,
+        with_options(scorer, RANK_OPTIONS),
         references,
         template=template,
         references=cfg.references,
         swap=cfg.swap,
         seed=seed,
-        weights=(cfg.weight_correct, cfg.weight_wrong),
+        weak=cfg.weak_evidence,
         preamble=preamble,
     )

@@ -51,7 +51,8 @@ def calibrate_threshold(
         precision: The precision goal of target "precision".
 
     Returns:
-        The threshold (keep responses scoring >= it).
+        The threshold (keep responses scoring >= it). With no correct dev response nothing is worth keeping:
+        a threshold above every dev score and above 1 (judge scores lie in [0, 1]), which rejects everything.
 
     Raises:
         ValueError: with no scores, or scores and labels of different lengths.
@@ -61,6 +62,10 @@ def calibrate_threshold(
     candidates = candidate_thresholds(scores)
     if not candidates:
         raise ValueError("cannot calibrate a threshold on no scores")
+    if not any(bool(y) for y in labels):
+        # Every F1 is 0 and every precision 0 here, so the tie rules would keep everything: the opposite of the
+        # evidence.
+        return math.nextafter(max(1.0, max(float(s) for s in scores)), math.inf)
     stats = [(t, *keep_stats(scores, labels, t)) for t in candidates]
     if target == "f1":
         return max(stats, key=lambda row: (row[3], -row[0]))[0]

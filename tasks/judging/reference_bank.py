@@ -51,6 +51,38 @@ def load_bank_file(path: str | Path) -> list[Record]:
     return bank
 
 
+def check_bank(bank: Sequence[Record], references: int, source: str) -> None:
+    """Refuse a bank Meta Ranking cannot use: fewer labelled rows than `judge.references`, or only one label.
+
+    Args:
+        bank: The labelled rows.
+        references: References asked per target (`judge.references`).
+        source: Where the bank came from (a file path), named first in the error.
+
+    Raises:
+        BankError: one line naming `source` and the field.
+    """
+    if len(bank) < references:
+        raise BankError(
+            f"{source}: holds {len(bank)} labelled rows, fewer than judge.references ({references}) asks for"
+        )
+    labels = {bool(row["correct"]) for row in bank}
+    if len(labels) < 2:
+        only = "correct" if labels == {True} else "wrong"
+        raise BankError(f"{source}: field 'correct': every row is {only}; Meta Ranking needs both labels")
+
+
+def split_halves_by_prompt(rows: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+    """Split rows in two by prompt (first half of the distinct prompts, in first-seen order, and the rest).
+
+    Meta Ranking measures its references' weights on one half of its held-out rows and calibrates its
+    threshold on the other, so no prompt informs both.
+    """
+    prompts = list(dict.fromkeys(row["prompt"] for row in rows))
+    first = set(prompts[: len(prompts) // 2])
+    return [r for r in rows if r["prompt"] in first], [r for r in rows if r["prompt"] not in first]
+
+
 def bank_from_rounds(earlier: Sequence[DatasetRef], limit: int) -> list[Record]:
     """Verifier-labelled samples of earlier rounds' judged files (`earlier`, oldest round first), newest round
     first, at most `limit`.
@@ -86,6 +118,7 @@ def build_bank(
     """
     if cfg.bank == "file":
         bank = load_bank_file(str(cfg.bank_path))[: cfg.bank_size]
+        check_bank(bank, cfg.references, str(cfg.bank_path))
         return bank, {"bank_source": "file", "bank_path": cfg.bank_path, "from_file": len(bank)}
     bank = bank_from_rounds(earlier, cfg.bank_size)
     facts: dict[str, Any] = {"bank_source": "rounds", "from_rounds": len(bank), "bootstrapped": 0}

@@ -50,7 +50,7 @@ def test_meta_ranking_campaign_runs_and_logs_its_judge(tmp_path: Path, cli_env: 
     judged = [json.loads(line) for line in (folder / "judged.jsonl").read_text().splitlines()]
     log = [json.loads(line) for line in (folder / "judge-references.jsonl").read_text().splitlines()]
     assert len(log) == len(judged) == 32 * 4
-    assert all(len(entry["references"]) == 5 and len(entry["p_same"]) == 5 for entry in log)
+    assert all(len(entry["references"]) == 5 and len(entry["p_above"]) == 5 for entry in log)
     assert all(0.0 <= row["score"] <= 1.0 and "raw_score" in row for row in judged)
     lineage = json.loads((folder / "judged.jsonl.lineage.json").read_text())
     assert lineage["bank_source"] == "rounds" and lineage["bootstrapped"] == 64

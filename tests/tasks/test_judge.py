@@ -68,7 +68,9 @@ def test_an_lm_judge_is_calibrated_on_dev_rows_and_mapped_onto_the_selection_thr
     assert [r.get("correct") for r in result.rows] == [True, False, False, True, False, False, None]
     assert 0.0 <= m["auroc"] <= 1.0 and 0.0 <= m["dev_auroc"] <= 1.0 and m["forward_passes"] > 0
     logged = result.logs["judge-bank.jsonl"]
-    assert [r["role"] for r in logged] == ["panel"] * 4 + ["dev"] * 4
+    # Meta Ranking: half the dev rows (by prompt) measure the references' weights, the rest the threshold.
+    assert [r["role"] for r in logged] == ["panel"] * 4 + ["calibration"] * 2 + ["dev"] * 2
+    assert m["calibration_rows"] == 2.0 and 0.0 <= m["reference_weight_mean"] <= 1.0
     assert len(result.logs["judge-references.jsonl"]) == 7
     no_dev = judge_with_llm(
         rows,

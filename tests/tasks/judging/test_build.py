@@ -11,8 +11,9 @@ from configs.schema import JudgeConfig
 from models.loading import load_policy
 from models.option_scorer import OptionScorer
 from tasks.judging.build import build_judge, judge_model, load_option_scorer
+from tasks.judging.label_transfer import LabelTransferJudge
 from tasks.judging.lm import OPTIONS, PointwiseJudge
-from tasks.judging.meta_ranking import MetaRankingJudge
+from tasks.judging.meta_ranking import RANK_OPTIONS, MetaRankingJudge
 from tasks.judging.reward_judge import AllOfJudge, RewardModelJudge
 from tasks.judging.verifier import VerifierJudge
 from tasks.records import ModelRef
@@ -52,12 +53,17 @@ def test_lm_kinds_take_their_settings_from_the_config(scorer: OptionScorer) -> N
     pointwise = build_judge(JudgeConfig(kind="pointwise"), template=TEMPLATE, scorer=scorer, preamble="Ex.\n")
     assert isinstance(pointwise, PointwiseJudge) and pointwise.scorer is scorer
     assert (pointwise.template, pointwise.preamble) == (TEMPLATE, "Ex.\n")
-    cfg = JudgeConfig(kind="meta-ranking", references=3, swap=True, weight_correct=2.0, weight_wrong=0.5)
+    cfg = JudgeConfig(kind="meta-ranking", references=3, swap=True, weak_evidence=0.25)
     meta = build_judge(cfg, template=TEMPLATE, seed=7, scorer=scorer, references=REFERENCES, preamble="Ex.\n")
     assert isinstance(meta, MetaRankingJudge) and meta.bank == REFERENCES
-    assert (meta.references, meta.swap, meta.seed, meta.weights, meta.preamble) == (3, True, 7, (2.0, 0.5), "Ex.\n")
+    assert (meta.references, meta.swap, meta.seed, meta.weak, meta.preamble) == (3, True, 7, 0.25, "Ex.\n")
+    # Meta Ranking reads A/B from the same loaded model; the yes/no scorer is left as it is.
+    assert meta.scorer.options == RANK_OPTIONS and meta.scorer.model is scorer.model and scorer.options == OPTIONS
     scores = meta.score([{"prompt": "x", "response": " 4"}])
     assert len(meta.assignments[0]) == 3 and 0.0 <= scores[0] <= 1.0
+    transfer_cfg = cfg.model_copy(update={"kind": "label-transfer", "weight_correct": 2.0, "weight_wrong": 0.5})
+    transfer = build_judge(transfer_cfg, template=TEMPLATE, seed=7, scorer=scorer, references=REFERENCES)
+    assert isinstance(transfer, LabelTransferJudge) and transfer.scorer is scorer and transfer.weights == (2.0, 0.5)
     with pytest.raises(ValueError, match="non-empty reference bank"):
         build_judge(cfg, template=TEMPLATE, scorer=scorer)
 
@@ -91,6 +97,7 @@ def test_the_judge_model_is_judge_model_else_the_policy_base_without_adapter(tin
         ("judge.target_precision=1.5", "judge.target_precision"),
         ("judge.calibrate=recall", "judge.calibrate"),
         ("judge.weight_wrong=-1", "judge.weight_wrong"),
+        ("judge.weak_evidence=1.5", "judge.weak_evidence"),
         ("judge.model.source=cloud", "judge.model.source"),
         ("judge.cascade.max_new_tokens=8", "judge.cascade.model"),
     ],

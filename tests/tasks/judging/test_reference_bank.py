@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -114,8 +115,15 @@ def test_round_bank_reads_earlier_rounds_and_bootstraps_the_shortfall(tmp_path: 
 
 def test_round_bank_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "bank.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"p{i}", "response": "r", "correct": True}) + "\n" for i in range(4)))
-    cfg = JudgeConfig(kind="meta-ranking", bank="file", bank_path=str(path), bank_size=3)
+    rows = [{"prompt": f"p{i}", "response": "r", "correct": i % 2 == 0} for i in range(4)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = JudgeConfig(kind="meta-ranking", bank="file", bank_path=str(path), bank_size=3, references=3, panel=3)
     bank, facts = build_bank(cfg, [], [], seed=0)
     assert [r["prompt"] for r in bank] == ["p0", "p1", "p2"]
     assert facts == {"bank_source": "file", "bank_path": str(path), "from_file": 3}
+    # A file bank Meta Ranking cannot use is refused in one line naming the file: too few rows, one label.
+    with pytest.raises(BankError, match=rf"^{re.escape(str(path))}: holds 3 labelled rows, fewer than judge\.refer"):
+        build_bank(cfg.model_copy(update={"references": 5, "panel": 5}), [], [], seed=0)
+    path.write_text("".join(json.dumps({**row, "correct": False}) + "\n" for row in rows))
+    with pytest.raises(BankError, match=rf"^{re.escape(str(path))}: field 'correct': every row is wrong"):
+        build_bank(cfg, [], [], seed=0)
