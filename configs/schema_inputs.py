@@ -8,6 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from configs.fields import OLD_NAMES, Strict, bounded, check_template
 
+ARITHMETIC_LEVELS = 4  # difficulty levels of the built-in task (tasks.arithmetic.LEVELS; a test keeps them equal)
+
 
 class ModelConfig(Strict):
     """Where the starting policy comes from."""
@@ -91,8 +93,35 @@ class PromptsConfig(Strict):
     )
     min_operand: int = Field(1, ge=0, description="source=arithmetic: smallest operand (difficulty knob).")
     max_operand: int = Field(9, ge=1, description="source=arithmetic: largest operand (difficulty knob).")
-    operations: list[Literal["add", "sub"]] = Field(
-        ["add", "sub"], min_length=1, description="source=arithmetic: operations the problems use."
+    operations: list[Literal["add", "sub", "mul", "add-sub", "mul-add"]] = Field(
+        ["add", "sub"],
+        min_length=1,
+        description="source=arithmetic: operations the problems use: add, sub, mul (one step), add-sub "
+        "(a + b - c) and mul-add (a * b + c), two steps, each worked step by step in the solutions.",
+    )
+    level: int | None = Field(
+        None,
+        ge=1,
+        le=ARITHMETIC_LEVELS,
+        description="source=arithmetic: difficulty level of the training draw (tasks/arithmetic.py LEVELS): "
+        "1: add/sub 1-9; 2: add/sub 1-20; 3: and mul 1-9; 4: and two-step (add-sub 1-20, mul-add 1-9). "
+        "Validation, test and OOD keep `operations` and min..max_operand, so rounds compare across levels. "
+        "Empty: training uses `operations` too.",
+    )
+    curriculum: bool = Field(
+        False,
+        description="A curriculum from history: each round writes a per-prompt pass-rate table (prompt id, "
+        "round, k, passed) and logs it as a dataset; training prompts whose latest pass rate was strictly "
+        "between 0 and 1 are drawn again, all-pass and all-fail ones are dropped, fresh prompts fill the rest "
+        "(DAPO's dynamic sampling, Yu et al. 2025); source=arithmetic also climbs from prompts.level to the "
+        "next level once the train pass rate at the current one reaches promote_level_at.",
+    )
+    promote_level_at: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="curriculum: the train pass rate (verified samples / samples, at the current level, in the "
+        "latest round) at which the next round's training moves up one level.",
     )
     template: str = bounded(
         "Question: {prompt}\nAnswer:",
@@ -138,6 +167,15 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.min_operand must not exceed prompts.max_operand")
         if self.source == "file" and not self.train_path:
             raise ValueError("prompts.train_path is required when source is 'file'")
+        if self.source == "file" and self.level is not None:
+            raise ValueError("prompts.level is for source 'arithmetic'; leave it empty for files")
+        if self.curriculum and self.source == "arithmetic" and self.level is None:
+            raise ValueError(f"prompts.curriculum needs prompts.level (1..{ARITHMETIC_LEVELS - 1}) to start from")
+        if self.curriculum and self.level == ARITHMETIC_LEVELS:
+            raise ValueError(
+                f"prompts.curriculum has no level left: prompts.level={self.level} is the highest; "
+                f"start at 1..{ARITHMETIC_LEVELS - 1} or turn the curriculum off"
+            )
         return self
 
     @field_validator("template")

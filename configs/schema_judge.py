@@ -95,6 +95,15 @@ class JudgeConfig(Strict):
         "The default asks the response to end with 'The answer is N.' (trailing whitespace allowed) and to say "
         "'answer is' only once.",
     )
+    require_work: bool | None = Field(
+        None,
+        description="A training row earns credit only when it shows right working: it states its computations "
+        "('3 + 4 = 7', chains such as '3 + 4 = 7, 7 * 2 = 14'), each one holds, and the last result is the final "
+        "answer; a bare 'The answer is N.' scores 0 even when N is right, so the policy cannot learn to guess. "
+        "Governs what is kept for training (logged as judge/work_rate), never evaluation, which stays the strict "
+        "answer check. Empty: on for the built-in task (prompts.source=arithmetic, whose worked solutions show "
+        "every step), off for user files; set true for word problems in files whose answers are computed.",
+    )
     weight_correct: float = Field(1.0, ge=0.0, description="label-transfer: vote weight of a correct reference.")
     weight_wrong: float = Field(1.0, ge=0.0, description="label-transfer: vote weight of a wrong reference.")
     weak_evidence: float = Field(

@@ -28,6 +28,31 @@ class GenerateConfig(Strict):
             "empty: every round uses the prefix."
         ),
     )
+    rationalize: bool = Field(
+        False,
+        description=(
+            "STaR rationalization (Zelikman et al. 2022): training prompts with an answer for which none of the k "
+            "samples was verified are sampled again (k each) with the answer given as a hint (`hint`); the "
+            "verified responses (judge.require_work applies) are kept for training with the bare prompt, the "
+            "hint removed, marked `source: rationalized` (metrics rationalize/*)."
+        ),
+    )
+    hint: str = Field(
+        "{prompt} (The answer is {answer}.)",
+        description="rationalize: how a failed question is shown with its answer as a hint; `{prompt}` and "
+        "`{answer}` are its placeholders, and the result goes into prompts.template.",
+    )
+
+    @field_validator("hint")
+    @classmethod
+    def _hint(cls, value: str) -> str:
+        if "{prompt}" not in value or "{answer}" not in value:
+            raise ValueError("generate.hint must contain {prompt} and {answer}")
+        try:
+            value.format(prompt="", answer="")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"generate.hint: only {{prompt}} and {{answer}} may be placeholders ({error})") from None
+        return value
 
 
 class SelectConfig(Strict):

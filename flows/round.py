@@ -30,6 +30,7 @@ from tasks.layout import (
 )
 from tasks.monitors import monitor_task
 from tasks.prompts import prompts_task
+from tasks.rationalize import RATIONALIZED, rationalize_task
 from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import select_task
 from tasks.tracking import RoundContext, end_run, finish_run, open_run, round_input, set_tags
@@ -96,15 +97,19 @@ def round_flow(
         inputs = round_input(config, ctx, state.policy, validation, policy_source=state.policy_source, state=state)
         ctx.log_json(layout.in_round(round_index, ROUND_INPUT), inputs)  # what `selftrain reproduce` reads
         ctx.log_artifact(state.champion.ref.path, "inputs")  # the champion's answers (gate, monitor): reproduce
-        prompts = prompts_task(config, "train", path[PROMPTS], ctx)
+        earlier = state.earlier if config.prompts.curriculum else ()  # the curriculum's pass-rate history
+        prompts = prompts_task(config, "train", path[PROMPTS], ctx, earlier=earlier)
         generated = generate_task(config, state.policy, prompts, path[GENERATED], ctx)
         judged = judge_task(config, generated, path[JUDGED], ctx, policy=state.policy, earlier=state.earlier)
+        own = judged  # the policy's own judged samples: the monitors and later rounds' history read these
+        if config.generate.rationalize:  # STaR: failed prompts' hinted, verified rationales join the training data
+            judged = rationalize_task(config, state.policy, own, str(layout.in_round(round_index, RATIONALIZED)), ctx)
         selected = select_task(config, judged, path[SELECTED], ctx, policy=state.policy)
         candidate = train(config, state.policy, judged, selected, path[ADAPTER], ctx)
         evaluation = None
         if candidate is not None:
             evaluation = evaluate_task(config, candidate, validation, str(layout.evaluated(round_index)), ctx)
-        monitor_task(config, judged, evaluation.ref if evaluation else None, state.champion.ref, ctx)
+        monitor_task(config, own, evaluation.ref if evaluation else None, state.champion.ref, ctx)
         decision = gate(config, evaluation, state)
         promoted = decision is not None and decision.promoted
         reason = decision.reason if decision is not None else "refused: training was skipped"
@@ -115,7 +120,7 @@ def round_flow(
             run_id=ctx.run_id,
             candidate=candidate,
             evaluation=evaluation,
-            judged=judged,
+            judged=own,
             promoted=promoted,
             reason=reason,
             best_after=decision.best_after if decision is not None else state.best_accuracy,

@@ -16,6 +16,7 @@ from prefect import task
 from configs.schema import CampaignConfig, JudgeConfig
 from models.loading import set_torch_threads
 from models.option_scorer import OptionScorer
+from tasks.curriculum import pass_rate_table
 from tasks.judging.base import JudgedRound, judge_records
 from tasks.judging.build import build_judge, load_option_scorer
 from tasks.judging.calibration import auroc, calibrate_threshold, error_detection, keep_stats, rescale
@@ -23,12 +24,44 @@ from tasks.judging.cascade import add_cascade
 from tasks.judging.label_transfer import LabelTransferJudge
 from tasks.judging.meta_ranking import MetaRankingJudge
 from tasks.judging.reference_bank import build_bank, draw_panel, split_dev, split_halves_by_prompt
+from tasks.judging.verifier import shows_work
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
 from tasks.train_reward import round_reward_model
+
+PASS_RATES = "pass-rates.jsonl"  # the curriculum's per-prompt pass-rate table, beside the judged rows
+
+
+def requires_work(config: CampaignConfig) -> bool:
+    """Whether training rows must show right working (`judge.require_work`; empty: on for the built-in task,
+    whose answers are computed and whose worked solutions show every step, off for user files)."""
+    if config.judge.require_work is not None:
+        return config.judge.require_work
+    return config.prompts.source == "arithmetic"
+
+
+def require_work(rows: Sequence[Record], answer_pattern: str) -> tuple[list[Record], dict[str, float]]:
+    """Copies of judged rows with `work` (`shows_work`: every stated computation holds and the last result is
+    the final answer); a row without right working scores 0, whatever the judge said, so it is never kept.
+
+    Returns:
+        The rows, and `work_rate` (share of the policy's samples showing right working) and
+        `correct_without_work` (share of the correct samples that did not: guesses, or wrong steps).
+    """
+    out = []
+    for row in rows:
+        work = shows_work(row["response"], answer_pattern)
+        out.append({**row, "work": work} | ({} if work else {"score": 0.0}))
+    own = [row for row in out if not is_cascade(row)]
+    right = [row for row in own if row.get("correct")]
+    metrics = {
+        "work_rate": _share([row["work"] for row in own]),
+        "correct_without_work": _share([not row["work"] for row in right]),
+    }
+    return out, metrics
 
 
 def is_cascade(row: Record) -> bool:
@@ -257,6 +290,13 @@ def judge_task(
     if cfg.cascade is not None:
         judged, routed = add_cascade(config, judged, seed)
         metrics.update({f"cascade/{k}": v for k, v in cascade_summary(judged, routed).items()})
+    if requires_work(config):
+        judged, work = require_work(judged, cfg.answer_pattern)
+        metrics.update({f"judge/{k}": v for k, v in work.items()})
+    if config.prompts.curriculum:
+        history = [read_records(ref) for ref in earlier] + [judged]
+        table = write_records(Path(out_path).with_name(PASS_RATES), pass_rate_table(history, ctx.round - len(earlier)))
+        ctx.log_dataset(table, name=f"round-{ctx.round}-pass-rates", context="pass-rates")
     ref = write_records(out_path, judged)
     write_lineage(Path(out_path), generated=generated, judge=cfg, **result.facts)
     summary = judge_summary(judged, config.select.threshold)

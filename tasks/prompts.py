@@ -8,6 +8,7 @@ the loop never asks where prompts came from.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,15 +16,23 @@ from pathlib import Path
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
-from tasks.arithmetic import SPLIT_ALIASES, sample_problems
+from tasks.arithmetic import LEVELS, SPLIT_ALIASES, sample_problems
+from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
-from tasks.records import DatasetRef, Record, write_lineage, write_records
+from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
 
 
 def arithmetic_prompts(
-    n: int, *, split: str, seed: int, min_operand: int, max_operand: int, operations: Sequence[str]
+    n: int,
+    *,
+    split: str,
+    seed: int,
+    min_operand: int,
+    max_operand: int,
+    operations: Sequence[str],
+    level: int | None = None,
 ) -> list[Record]:
     """`n` built-in arithmetic problems from one split, as prompt records.
 
@@ -33,16 +42,21 @@ def arithmetic_prompts(
         seed: Seed of the draw.
         min_operand: Smallest operand.
         max_operand: Largest operand.
-        operations: Operations to use ("add", "sub").
+        operations: Operations to use (of `tasks.arithmetic.OPERATIONS`).
+        level: A difficulty level (`tasks.arithmetic.LEVELS`) replacing operations and range; None: those.
 
     Returns:
-        Records `{"id", "prompt", "answer", "solution"}`; `solution` is a worked answer used to warm up
-        the tiny model.
+        Records `{"id", "prompt", "answer", "solution"}` (and `level` when drawn at one); `solution` is a
+        worked answer used to warm up the tiny model.
     """
     problems = sample_problems(
-        n, split=split, seed=seed, min_operand=min_operand, max_operand=max_operand, operations=operations
+        n, split=split, seed=seed, min_operand=min_operand, max_operand=max_operand, operations=operations, level=level
     )
-    return [{"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "solution": p["solution"]} for p in problems]
+    extra = {"level": level} if level is not None else {}
+    return [
+        {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "solution": p["solution"], **extra}
+        for p in problems
+    ]
 
 
 def draw(records: Sequence[Record], n: int, *, seed: int) -> list[Record]:
@@ -223,8 +237,49 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
             min_operand=cfg.min_operand,
             max_operand=cfg.max_operand,
             operations=cfg.operations,
+            level=cfg.level if split == "train" else None,  # validation, test and ood stay fixed across levels
         )
     return draw(file_split(cfg, split), n, seed=seed)
+
+
+def curriculum_prompts(
+    config: CampaignConfig, round_index: int, earlier: Sequence[Sequence[Record]]
+) -> tuple[list[Record], dict[str, float]]:
+    """A round's training prompts under `prompts.curriculum` (`tasks.curriculum`): the level from the earlier
+    rounds' pass rates, prompts whose latest pass rate is strictly between 0 and 1 drawn again, fresh ones after.
+
+    Args:
+        config: The campaign.
+        round_index: The round being drawn for (seeds the draws).
+        earlier: The judged rows of the rounds just before it, oldest first.
+
+    Returns:
+        The prompts, and `curriculum/*` metrics without the prefix: `level` (arithmetic), `last_pass_rate` (the
+        latest round's, at its level), `reused`, `dropped`, `fresh`.
+    """
+    cfg = config.prompts
+    n = cfg.train_size
+    table = pass_rate_table(earlier, round_index - len(earlier))
+    seed = round_seed(config.seed, round_index)
+    level = None
+    if cfg.source == "arithmetic":
+        level = next_level(table, cfg.level or 1, cfg.promote_level_at, len(LEVELS))
+        seen = len({entry["id"] for entry in table})
+        fresh = arithmetic_prompts(
+            n + seen,
+            split="train",
+            seed=seed,
+            min_operand=cfg.min_operand,
+            max_operand=cfg.max_operand,
+            operations=cfg.operations,
+            level=level,
+        )
+    else:
+        fresh = file_split(cfg, "train")
+    rows, metrics = dynamic_draw(table, fresh, n, seed=seed, level=level)
+    rate = level_pass_rate(table)[1]
+    metrics |= {"last_pass_rate": rate if rate is not None else math.nan}
+    return rows, metrics | ({"level": float(level)} if level is not None else {})
 
 
 def few_shot_prefix(config: CampaignConfig) -> str:
@@ -273,14 +328,23 @@ def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:
 
 
 @task(name="prompts", **RESUMABLE)
-def prompts_task(config: CampaignConfig, split: str, out_path: str, ctx: RoundContext) -> DatasetRef:
+def prompts_task(
+    config: CampaignConfig, split: str, out_path: str, ctx: RoundContext, earlier: Sequence[DatasetRef] = ()
+) -> DatasetRef:
     """Write the split's prompts for the context's round and record them as a dataset input.
 
     `split` is "train" (drawn per round), "validation", "test", "ood" or `extra/<name>` (an `evaluate.extra_sets`
-    entry); all but train are fixed per campaign, written with its round-0 context.
+    entry); all but train are fixed per campaign, written with its round-0 context. Under `prompts.curriculum`
+    the training draw reads the `earlier` rounds' judged rows (`curriculum_prompts`) and logs `curriculum/*`.
     """
     extra = split.removeprefix("extra/") if split.startswith("extra/") else None
-    rows = load_extra_sets(config)[extra] if extra is not None else campaign_prompts(config, split, ctx.round)
+    if extra is not None:
+        rows = load_extra_sets(config)[extra]
+    elif split == "train" and config.prompts.curriculum:
+        rows, metrics = curriculum_prompts(config, ctx.round, [read_records(ref) for ref in earlier])
+        ctx.log_metrics({f"curriculum/{k}": v for k, v in metrics.items()})
+    else:
+        rows = campaign_prompts(config, split, ctx.round)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), prompts=config.prompts, split=split, round=ctx.round, seed=config.seed)
     name = f"round-{ctx.round}-{split.replace('/', '-')}-prompts"

@@ -1,4 +1,4 @@
-"""Unit tests of the judge step (tasks.judge): the round's judge summary."""
+"""Unit tests of the judge step (tasks.judge): the round's judge summary, and the working a kept row must show."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import JudgeConfig
+from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig, JudgeConfig
 from models.loading import load_policy
 from models.option_scorer import OptionScorer
-from tasks.judge import cascade_summary, judge_quality, judge_summary, judge_with_llm
+from tasks.judge import cascade_summary, judge_quality, judge_summary, judge_with_llm, require_work, requires_work
+from tasks.judging.base import judge_records
 from tasks.judging.calibration import rescale
 from tasks.judging.lm import OPTIONS
+from tasks.judging.verifier import VerifierJudge
+from tasks.select import select
 
 
 def test_judge_summary() -> None:
@@ -147,3 +150,38 @@ def test_an_lm_judges_reported_quality_leaves_out_its_bank(tiny_dir: Path) -> No
     assert result.metrics["quality_rows"] == 4.0  # only the 4 rows outside the bank
     expected = judge_quality(result.rows[8:], [], result.metrics["threshold"], score_key="raw_score")
     assert result.metrics["auroc"] == expected["auroc"] or math.isnan(expected["auroc"])
+
+
+def test_require_work_zeroes_bare_guesses_and_wrong_steps_and_reports_the_work_rate() -> None:
+    rows = [
+        {"id": "p", "prompt": "What is 3 plus 4?", "answer": "7", "response": " 3 + 4 = 7. The answer is 7."},
+        {"id": "p", "prompt": "What is 3 plus 4?", "answer": "7", "response": " The answer is 7."},  # a bare guess
+        {
+            "id": "q",
+            "prompt": "What is 2 times 3 plus 1?",
+            "answer": "7",
+            "response": " 2 * 3 = 5. 5 + 2 = 7. The answer is 7.",
+        },
+        {
+            "id": "q",
+            "prompt": "What is 2 times 3 plus 1?",
+            "answer": "7",
+            "response": " 2 * 3 = 6. 6 + 2 = 8. The answer is 8.",
+        },
+    ]
+    judged = judge_records(rows, VerifierJudge())
+    assert [row["score"] for row in judged] == [1.0, 1.0, 1.0, 0.0]  # the answer check alone credits three
+    worked, metrics = require_work(judged, DEFAULT_ANSWER_PATTERN)
+    assert [row["score"] for row in worked] == [1.0, 0.0, 0.0, 0.0]  # only the first is kept for training
+    assert [row["work"] for row in worked] == [True, False, False, True]  # the last shows right work, wrong answer
+    assert [row["correct"] for row in worked] == [True, True, True, False]  # `correct` stays the strict answer check
+    assert metrics == {"work_rate": 0.5, "correct_without_work": pytest.approx(2 / 3)}
+    assert [row["id"] for row in select(worked, threshold=0.5, best_of_k=False, max_per_prompt=2, dedupe=True)] == ["p"]
+
+
+def test_require_work_is_on_by_default_for_the_builtin_task_only() -> None:
+    assert requires_work(CampaignConfig())
+    files = {"source": "file", "train_path": "train.jsonl"}
+    assert not requires_work(CampaignConfig.model_validate({"prompts": files}))
+    assert requires_work(CampaignConfig.model_validate({"prompts": files, "judge": {"require_work": True}}))
+    assert not requires_work(CampaignConfig.model_validate({"judge": {"require_work": False}}))
