@@ -3,13 +3,37 @@
 Whatever the source, the policy comes back in float32 on the CPU, in eval mode, with a tokenizer that
 pads on the left with a pad token distinct from EOS whenever the model allows one. A pad equal to EOS
 would let SFT collators mask the EOS labels too, and the policy would never learn to stop.
+
+The stages of a round (generate, judge, train, evaluate) each need the policy; in one process they share
+what is costly to load through `PolicyCache` (module instance `POLICIES`, used by `shared_policy`):
+
+- tokenizers, per base: Gemma's 262k-token `tokenizer.json` takes 4-15 s to parse here, most of a load,
+  while its weights come from a memory-mapped safetensors file in under a second;
+- read-only policies (base plus adapter, eval mode, frozen), a few at a time (LRU), for generation,
+  judging and evaluation: the candidate a round evaluates is the policy the next round samples from.
+
+Training never takes a cached model: `load_policy(..., trainable=True)` builds a private copy of the
+weights (cheap, see above) around the shared tokenizer, so an optimiser step, an injected LoRA layer or a
+config change made by a trainer can never leak into a policy another stage reads. (Unloading a trained
+LoRA from a cached base would save under a second a round and trust every trainer to restore everything
+it touched.) The tokenizer is safe to share: selftrain's trainers never change it (TRL does only when
+given `eos_token` or `chat_template_path`), and every hand-out resets its padding.
+
+Entries are keyed by content, never by path alone: the base directory's file sizes and modification
+times and the adapter's bytes (sha256), so an adapter folder rewritten in place (a resumed round) or a
+rebuilt base is loaded afresh, never served stale.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import cast, overload
 
 import torch
 from peft import PeftModel
@@ -20,6 +44,19 @@ from models.integrity import check_record, has_record
 logger = logging.getLogger(__name__)
 
 PAD_TOKEN = "<pad>"
+CACHE_SIZE_ENV = "SELFTRAIN_POLICY_CACHE"  # read-only policies kept loaded per process (0: no cache)
+DEFAULT_CACHE_SIZE = 2  # the policy a round samples from and the candidate it evaluates
+# Tokenizer attributes callers set (ensure_pad_token, TRL, tests): restored on every hand-out of a shared one.
+TOKENIZER_STATE = (
+    "pad_token",
+    "eos_token",
+    "bos_token",
+    "unk_token",
+    "padding_side",
+    "truncation_side",
+    "chat_template",
+    "model_max_length",
+)
 
 
 # What a cached checkpoint directory (built or converted by selftrain) must hold; lineage.json is written last.
@@ -105,14 +142,21 @@ def load_policy(
 
     Returns:
         The model (a `PeftModel` when `adapter` is given) in float32 and eval mode, and its tokenizer
-        padding on the left.
+        padding on the left. The weights are always a private copy the caller may train; the tokenizer is
+        this process's shared one (`POLICIES.tokenizer`), which callers use but do not change.
 
     Raises:
         DamagedModelError: a directory selftrain built whose files changed since (`models.integrity`).
     """
+    return _load(base, adapter, trainable, POLICIES.tokenizer(base))
+
+
+def _load(
+    base: str, adapter: str | None, trainable: bool, tokenizer: PreTrainedTokenizerBase
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
+    """`load_policy`'s loading, around a given tokenizer."""
     if has_record(Path(base)):  # built by selftrain: a stat per file, a hash only for a file whose mtime changed
         check_record(Path(base), fix=f"`selftrain run` rebuilds it, or clear it with `rm -rf {base}`")
-    tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     ensure_pad_token(model, tokenizer)
     policy: PreTrainedModel | PeftModel = model
@@ -120,3 +164,139 @@ def load_policy(
         policy = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     policy.eval()
     return policy, tokenizer
+
+
+@dataclass(frozen=True)
+class PolicyKey:
+    """What a loaded policy's weights depend on: the base (path or hub id, and its files' sizes and mtimes),
+    the adapter (path and content hash) and the dtype. Torch's thread count is global, not part of a model."""
+
+    base: str
+    base_files: tuple[tuple[str, int, int], ...]
+    adapter: str | None
+    adapter_sha256: str
+    dtype: str = "float32"
+
+    @property
+    def base_key(self) -> tuple[str, tuple[tuple[str, int, int], ...]]:
+        """The part that identifies the base alone (what a tokenizer depends on)."""
+        return self.base, self.base_files
+
+
+def _files_state(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime in ns) of each visible top-level file (what `from_pretrained` reads), sorted by name."""
+    if not directory.is_dir():
+        return ()  # a hub id: its snapshot is immutable once resolved
+    state = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.is_file() and not entry.name.startswith("."):  # hidden: selftrain's own records, rewritten freely
+            stat = entry.stat()
+            state.append((entry.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(state)
+
+
+def _adapter_sha256(directory: Path) -> str:
+    """sha256 over every file of an adapter folder (relative names and bytes): ~30 ms for Gemma's 15 MB."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(directory)).encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def policy_key(base: str, adapter: str | None = None) -> PolicyKey:
+    """The cache key of a policy, read from its files now (so a changed file gives a new key)."""
+    base_path = Path(base).expanduser()
+    base_id = str(base_path.resolve()) if base_path.is_dir() else base
+    if adapter is None:
+        return PolicyKey(base_id, _files_state(base_path), None, "")
+    adapter_path = Path(adapter).expanduser().resolve()
+    return PolicyKey(base_id, _files_state(base_path), str(adapter_path), _adapter_sha256(adapter_path))
+
+
+class PolicyCache:
+    """Tokenizers per base and up to `size` read-only policies, kept loaded in this process (thread-safe).
+
+    Attributes:
+        hits: Policies served from memory so far.
+        misses: Policies loaded so far.
+    """
+
+    def __init__(self, size: int | None = None) -> None:
+        """Args:
+        size: Read-only policies kept (least recently used dropped first); None reads `SELFTRAIN_POLICY_CACHE`
+            (default 2); 0 keeps nothing, not even tokenizers (every load as without a cache). Tokenizers of
+            as many bases are kept.
+        """
+        self.size = int(os.environ.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE)) if size is None else size
+        self._policies: OrderedDict[PolicyKey, PreTrainedModel | PeftModel] = OrderedDict()
+        self._tokenizers: OrderedDict[tuple, tuple[PreTrainedTokenizerBase, dict[str, object]]] = OrderedDict()
+        self._lock = threading.RLock()
+        self.hits = self.misses = 0
+
+    def tokenizer(self, base: str) -> PreTrainedTokenizerBase:
+        """The base's tokenizer, parsed once per content of its directory; `load_policy` sets its padding.
+
+        A caller may have changed the shared object (its pad token, padding side or chat template, say):
+        every hand-out first restores the attributes it had when parsed (`TOKENIZER_STATE`).
+        """
+        key = policy_key(base).base_key
+        with self._lock:
+            if key in self._tokenizers:
+                self._tokenizers.move_to_end(key)
+                tokenizer, state = self._tokenizers[key]
+                for name, value in state.items():
+                    if getattr(tokenizer, name) != value:
+                        setattr(tokenizer, name, value)
+                return tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            if self.size > 0:
+                self._tokenizers[key] = (tokenizer, {name: getattr(tokenizer, name) for name in TOKENIZER_STATE})
+                while len(self._tokenizers) > self.size:
+                    self._tokenizers.popitem(last=False)
+            return tokenizer
+
+    def policy(
+        self, base: str, adapter: str | None = None
+    ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
+        """A read-only policy (eval mode, adapter frozen): from memory when the same base and adapter bytes
+        were loaded before, else loaded by `load_policy` and kept. Callers must not train or change it."""
+        key = policy_key(base, adapter)
+        with self._lock:
+            model = self._policies.get(key)
+            if model is not None:
+                self._policies.move_to_end(key)
+                self.hits += 1
+                tokenizer = self.tokenizer(base)
+                # A PeftModel forwards attribute reads (config, embeddings) to its base model.
+                ensure_pad_token(cast(PreTrainedModel, model), tokenizer)
+                model.eval()
+                return model, tokenizer
+            self.misses += 1
+            model, tokenizer = _load(base, adapter, False, self.tokenizer(base))
+            if self.size > 0:
+                self._policies[key] = model
+                while len(self._policies) > self.size:
+                    self._policies.popitem(last=False)
+            return model, tokenizer
+
+    def clear(self) -> None:
+        """Forget every policy and tokenizer (their memory is freed once no caller holds them)."""
+        with self._lock:
+            self._policies.clear()
+            self._tokenizers.clear()
+
+
+POLICIES = PolicyCache()
+
+
+@overload
+def shared_policy(base: str, adapter: None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+@overload
+def shared_policy(base: str, adapter: str | None) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]: ...
+def shared_policy(base: str, adapter: str | None = None) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
+    """`load_policy(base, adapter)` for readers (generation, judging, evaluation), served from `POLICIES`.
+
+    The model is shared with the other stages of this process: use it for inference only.
+    """
+    return POLICIES.policy(base, adapter)

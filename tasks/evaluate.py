@@ -16,7 +16,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict
 
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
-from models.loading import load_policy, set_torch_threads
+from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, SamplingEngine
 from tasks.judging.verifier import verify_rows
 from tasks.layout import RESUMABLE
@@ -128,7 +128,7 @@ def evaluate_task(
     """Score a policy greedily on `prompts` (the `split` set); write the scored rows and log their figures under
     `metric_prefix(split)` at the context's round."""
     set_torch_threads(config.model.torch_threads)
-    model, tokenizer = load_policy(policy.base, policy.adapter)
+    model, tokenizer = shared_policy(policy.base, policy.adapter)  # kept loaded: the next round samples from it
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
     started = time.perf_counter()
     rows, metrics = evaluate_greedy(

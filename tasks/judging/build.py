@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from configs.schema import CampaignConfig, JudgeConfig
-from models.loading import load_policy
+from models.loading import shared_policy
 from models.option_scorer import OptionScorer, with_options
 from tasks.base_model import prepare_base
 from tasks.judging.base import CostedJudge
@@ -35,7 +35,7 @@ def judge_model(config: CampaignConfig, policy: ModelRef | None) -> ModelRef:
 def load_option_scorer(config: CampaignConfig, policy: ModelRef | None) -> tuple[OptionScorer, ModelRef]:
     """The judge model (`judge_model`) loaded as an option scorer over `OPTIONS`, and its reference."""
     judge_ref = judge_model(config, policy)
-    model, tokenizer = load_policy(judge_ref.base)
+    model, tokenizer = shared_policy(judge_ref.base)  # read-only, shared with other stages
     return OptionScorer(model, tokenizer, OPTIONS, batch_size=config.judge.batch_size), judge_ref
 
 

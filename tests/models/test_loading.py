@@ -1,7 +1,9 @@
-"""Loading a policy: base alone, base plus a LoRA adapter (frozen or trainable), and thread settings."""
+"""Loading a policy: base alone, base plus a LoRA adapter (frozen or trainable), thread settings, and the
+in-process cache that lets a round's stages share a loaded policy without ever serving stale weights."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from models.loading import ensure_pad_token, load_policy, set_torch_threads
+from models.loading import POLICIES, PolicyCache, ensure_pad_token, load_policy, set_torch_threads, shared_policy
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +77,54 @@ def test_set_torch_threads_is_idempotent() -> None:
     set_torch_threads(1)
     set_torch_threads(1)
     assert torch.get_num_threads() == 1
+
+
+def test_cache_serves_the_same_policy_until_the_adapter_bytes_change(
+    tiny_dir: Path, adapter_dir: Path, tmp_path: Path
+) -> None:
+    cache = PolicyCache(size=2)
+    adapter = tmp_path / "adapter"  # one folder, rewritten in place as a resumed round rewrites its adapter
+    shutil.copytree(adapter_dir, adapter)
+    first, tokenizer = cache.policy(str(tiny_dir), str(adapter))
+    again, same_tokenizer = cache.policy(str(tiny_dir), str(adapter))
+    assert again is first and same_tokenizer is tokenizer
+    assert (cache.hits, cache.misses) == (1, 1)
+    before = _logits(first)
+
+    # New bytes under the same path (scaled lora_B): a new policy whose outputs follow the new bytes.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({k: v * 3 if "lora_B" in k else v for k, v in weights.items()}, adapter / "adapter_model.safetensors")
+    changed, _ = cache.policy(str(tiny_dir), str(adapter))
+    assert changed is not first and cache.misses == 2
+    assert not torch.allclose(_logits(changed), before)
+    fresh, _ = load_policy(str(tiny_dir), str(adapter))
+    torch.testing.assert_close(_logits(changed), _logits(fresh))
+
+
+def test_cache_drops_the_least_recently_used_and_size_zero_keeps_nothing(tiny_dir: Path, adapter_dir: Path) -> None:
+    cache = PolicyCache(size=1)
+    base, _ = cache.policy(str(tiny_dir))
+    cache.policy(str(tiny_dir), str(adapter_dir))
+    assert cache.policy(str(tiny_dir))[0] is not base  # evicted by the adapter policy
+    off = PolicyCache(size=0)
+    assert off.policy(str(tiny_dir))[0] is not off.policy(str(tiny_dir))[0]
+    assert off.tokenizer(str(tiny_dir)) is not off.tokenizer(str(tiny_dir))
+
+
+def test_training_gets_private_weights_and_a_restored_tokenizer(tiny_dir: Path, adapter_dir: Path) -> None:
+    served, tokenizer = shared_policy(str(tiny_dir), str(adapter_dir))
+    before = _logits(served)
+    trained, train_tokenizer = load_policy(str(tiny_dir), str(adapter_dir), trainable=True)
+    assert trained is not served and train_tokenizer is tokenizer  # the tokenizer (the slow part) is shared
+    with torch.no_grad():  # what an optimiser step and a careless trainer could do to their model
+        for param in trained.parameters():
+            param.add_(1.0)
+    trained.train()
+    tokenizer.padding_side, tokenizer.pad_token = "right", tokenizer.eos_token  # and to the tokenizer
+    again, restored = shared_policy(str(tiny_dir), str(adapter_dir))
+    assert again is served and not again.training
+    torch.testing.assert_close(_logits(again), before)
+    assert restored.padding_side == "left" and restored.pad_token_id != restored.eos_token_id
+    assert POLICIES.hits >= 1
