@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -22,9 +23,10 @@ from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import is_interruption
 from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
-from tasks.evaluate import Evaluation, evaluate_task
+from tasks.evaluate import Evaluation, evaluate_task, metric_prefix
 from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
 from tasks.model_registry import champion, download_policy, register_policy, registered_name
+from tasks.prefect_artifacts import publish_campaign, publish_round
 from tasks.progress import emit
 from tasks.prompts import has_split, prompts_task, split_size
 from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
@@ -39,6 +41,7 @@ from tasks.tracking import (
     kill_running,
     set_tags,
 )
+from tasks.tracking_store import client_for, tracking_uri
 
 
 @flow(name="selftrain-campaign", flow_run_name="{config.name}")
@@ -69,7 +72,12 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     tested = {0: score(config, policy, {"validation": validation, **tests}, layout, ctx, results)}
     start = tested[0].pop("validation")
     state = RoundInputs(
-        policy=policy, policy_source=source, champion=start, champion_round=0, best_accuracy=start.accuracy
+        policy=policy,
+        policy_source=source,
+        champion=start,
+        champion_round=0,
+        best_accuracy=start.accuracy,
+        base=base,
     )
     policies = {0: policy}
     rows = [row(0, True, parent, start, tested[0])]
@@ -83,10 +91,14 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
             policies[index] = result.candidate
             tested[index] = score(config, result.candidate, tests, layout, at(index), results)
         rows.append(row(index, result.promoted, result.run_id, result.evaluation, tested.get(index)))
+        publish_round_artifacts(config, result, tested.get(index))
     for index in sorted({0, state.champion_round}):  # extra sets: the starting and the final policy
         score(config, policies[index], extras, layout, at(index), results)
     claim = final_report(tested[0], tested[state.champion_round], at(config.rounds))
     report_task(rows, str(layout.plot), config.name, ctx)
+    run = client_for(config.tracking).get_run(parent)
+    uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
+    publish_campaign(config.name, rows, sentence, tracking_uri=uri, experiment_id=run.info.experiment_id, run_id=parent)
     set_tags(config.tracking, parent, {"selftrain.final_policy": policies[state.champion_round].label})
     return {"final_policy": policies[state.champion_round].label, "rounds": rows, "claim": claim}
 
@@ -164,6 +176,29 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
         max_new_tokens=config.evaluate.max_new_tokens,
     )
     emit(f"round {result.round}: registered {name} version {version}" + (" (champion)" if aliased else ""))
+
+
+def publish_round_artifacts(config: CampaignConfig, result: RoundResult, tested: dict[str, Evaluation] | None) -> None:
+    """The round's Prefect artifacts (`tasks.prefect_artifacts.publish_round`) on the round's flow run: its MLflow
+    run's metrics, and its test figures when the campaign scored its policy on test."""
+    run = client_for(config.tracking).get_run(result.run_id)
+    metrics = dict(run.data.metrics) | {
+        f"{metric_prefix(split)}{key}": value
+        for split, ev in (tested or {}).items()
+        for key, value in ev.metrics.items()
+    }
+    flow_run_id = run.data.tags.get("prefect.flow_run_id")
+    publish_round(
+        config.name,
+        result.round,
+        metrics,
+        promoted=result.promoted,
+        reason=result.reason,
+        tracking_uri=tracking_uri(config.tracking),
+        experiment_id=run.info.experiment_id,
+        run_id=result.run_id,
+        flow_run_id=UUID(flow_run_id) if flow_run_id else None,
+    )
 
 
 def campaign_context(config: CampaignConfig, layout: CampaignLayout, parent: str, index: int) -> RoundContext:

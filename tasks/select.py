@@ -22,6 +22,7 @@ from configs.schema import CampaignConfig
 from tasks.layout import RESUMABLE
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
+from tasks.tracking_store import client_for
 
 
 def select(
@@ -212,6 +213,34 @@ def select_summary(selected: Sequence[Record], judged: Sequence[Record]) -> dict
     }
 
 
+def judged_table(judged: Sequence[Record], selected: Sequence[Record], threshold: float) -> dict[str, list]:
+    """The round's judged samples as a column table for `MlflowClient.log_table`: `id`, `sample`, `prompt`,
+    `response`, `score`, `kept` (the row is among `selected`, matched on id, sample and response) and `reason`.
+
+    Args:
+        judged: The judged rows, in file order.
+        selected: The rows selection kept (gold rows, not being judged samples, match none).
+        threshold: Selection's threshold, for the reason of a row scored below it.
+    """
+    kept = {(row["id"], row.get("sample"), row["response"]) for row in selected}
+    columns: dict[str, list] = {name: [] for name in ("id", "sample", "prompt", "response", "score", "kept", "reason")}
+    for row in judged:
+        chosen = (row["id"], row.get("sample"), row["response"]) in kept
+        if chosen:
+            reason = "kept"
+        elif row["score"] < threshold:
+            reason = f"score below the threshold {threshold:g}"
+        else:
+            reason = "dropped: a duplicate, over the per-prompt cap, or not chosen for diversity"
+        values = (row["id"], row.get("sample"), row["prompt"], row["response"], row["score"], chosen, reason)
+        for name, value in zip(columns, values, strict=True):
+            columns[name].append(value)
+    return columns
+
+
+JUDGED_TABLE = "samples/judged.json"  # the round run's table of judged samples in the MLflow UI (Evaluation tab)
+
+
 @task(name="select", **RESUMABLE)
 def select_task(
     config: CampaignConfig, judged: DatasetRef, out_path: str, ctx: RoundContext, policy: ModelRef | None = None
@@ -263,4 +292,7 @@ def select_task(
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
     ctx.log_metrics({f"select/{k}": v for k, v in select_summary(rows, judged_rows).items()})
     ctx.log_dataset(ref, name=f"round-{ctx.round}-selected", context="selected")
+    client = client_for(ctx.tracking)
+    if not client.list_artifacts(ctx.run_id, "samples"):  # log_table appends: a re-run must not add the rows twice
+        client.log_table(ctx.run_id, data=judged_table(judged_rows, rows, cfg.threshold), artifact_file=JUDGED_TABLE)
     return ref
