@@ -32,6 +32,7 @@ from configs.fields import (
 )
 from configs.schema_inputs import ModelConfig, PromptsConfig
 from configs.schema_judge import CascadeConfig, JudgeConfig
+from configs.schema_scale import ScaleConfig, StorageConfig
 from configs.schema_steps import (
     EvaluateConfig,
     ExtraSetConfig,
@@ -120,6 +121,10 @@ class CampaignConfig(Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Per-round stability monitors.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Where results go.")
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="One base location for campaign folders and Prefect results."
+    )
+    scale: ScaleConfig = Field(default_factory=ScaleConfig, description="The Ray cluster for sharded steps.")
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="Sane bounds on sizes.",
@@ -131,6 +136,16 @@ class CampaignConfig(Strict):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return check_safe_name(value)
+
+    @model_validator(mode="after")
+    def _shards_within_prompts(self) -> CampaignConfig:
+        for field, shards, prompts, what in (
+            ("generate.shards", self.generate.shards, self.prompts.train_size, "prompts.train_size"),
+            ("evaluate.shards", self.evaluate.shards, self.prompts.validation_size, "prompts.validation_size"),
+        ):
+            if shards > prompts:
+                raise ValueError(f"{field}={shards} is more shards than prompts ({what}={prompts}); at most one each")
+        return self
 
     @model_validator(mode="after")
     def _within_sane_bounds(self) -> CampaignConfig:

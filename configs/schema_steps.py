@@ -19,6 +19,14 @@ class GenerateConfig(Strict):
     max_new_tokens: int = bounded(24, 1_024, "Longest response, in tokens.", ge=1)
     stop: list[str] = Field(["\n"], description="A response ends at the first of these strings (or at EOS).")
     batch_size: int = bounded(32, 512, "Sequences generated together; batches are grouped by length.", ge=1)
+    shards: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Split the training prompts across this many Ray workers (scale.ray_address), each loading the policy "
+            "once; samples are seeded per prompt, so any shard count gives the same samples. 1: in process."
+        ),
+    )
     few_shot_rounds: int | None = Field(
         None,
         ge=0,
@@ -194,6 +202,14 @@ class EvaluateConfig(Strict):
     """Held-out scoring and the promotion gate."""
 
     max_new_tokens: int = bounded(24, 1_024, "Longest greedy response on held-out prompts.", ge=1)
+    shards: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Split each held-out set across this many Ray workers (scale.ray_address), at most one per prompt of "
+            "a set; greedy answers do not depend on the split. 1: in process."
+        ),
+    )
     few_shot: bool = Field(
         False,
         description=(

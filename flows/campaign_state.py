@@ -40,7 +40,14 @@ from tasks.tracking import fail_running, find_runs, reopen_run, set_tags, start_
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
 
 
-OUTSIDE_IDENTITY = ("tracking", "model.torch_threads")  # where results go, how fast it runs
+OUTSIDE_IDENTITY = (  # where results go, how fast it runs (shards give the same samples: seeded per prompt)
+    "tracking",
+    "model.torch_threads",
+    "generate.shards",
+    "evaluate.shards",
+    "scale",
+    "storage",
+)
 
 
 def outside_identity(dotted: str) -> bool:
@@ -176,7 +183,7 @@ def crash_flow_runs(flow_run_ids: list[str]) -> None:
 def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> Campaign:
     while True:
         campaign_id = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        workdir = Path(config.tracking.output_dir).resolve() / campaign_id
+        workdir = config.storage.root(config.tracking.output_dir) / campaign_id
         try:
             workdir.mkdir(parents=True)
             break

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from prefect import task
@@ -23,6 +24,7 @@ from tasks.layout import RESUMABLE
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
+from tasks.sharding import map_shards
 from tasks.stats import wilson_interval
 from tasks.tracking import RoundContext
 
@@ -72,6 +74,29 @@ def evaluate_greedy(
     Returns:
         The scored records and `accuracy`, `ci_low`, `ci_high`, `lenient_accuracy`, `format_rate`, `items`.
     """
+    rows = answer_greedy(
+        engine,
+        heldout,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        batch_size=batch_size,
+        prefix=prefix,
+    )
+    return score_responses(rows, answer_pattern)
+
+
+def answer_greedy(
+    engine: SamplingEngine,
+    heldout: Sequence[Record],
+    *,
+    template: str,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    batch_size: int,
+    prefix: str = "",
+) -> list[Record]:
+    """Each record with its greedy `response` (behind `prefix`, if any); a shard's step when sharded."""
     inputs = [template.format(prompt=row["prompt"]) for row in heldout]
     outputs = engine.sample(
         inputs,
@@ -85,8 +110,7 @@ def evaluate_greedy(
         progress=Progress("evaluate", "prompts"),
         prefix=prefix,
     )
-    rows = [{**row, "response": out[0]} for row, out in zip(heldout, outputs, strict=True)]
-    return score_responses(rows, answer_pattern)
+    return [{**row, "response": out[0]} for row, out in zip(heldout, outputs, strict=True)]
 
 
 def metric_prefix(split: str) -> str:
@@ -131,16 +155,24 @@ def evaluate_task(
     model, tokenizer = shared_policy(policy.base, policy.adapter)  # kept loaded: the next round samples from it
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
     started = time.perf_counter()
-    rows, metrics = evaluate_greedy(
-        HFSampler(model, tokenizer),
-        read_records(prompts),
+    answer = partial(
+        answer_greedy,
         template=config.prompts.template,
         max_new_tokens=config.evaluate.max_new_tokens,
         stop=config.generate.stop,
         batch_size=config.generate.batch_size,
         prefix=prefix,
-        answer_pattern=config.judge.answer_pattern,
     )
+    records = read_records(prompts)
+    if config.evaluate.shards > 1:  # a small set (the OOD slice, say) gets at most one shard per prompt
+        shards = min(config.evaluate.shards, len(records))
+        threads = config.model.torch_threads
+        answered = map_shards(
+            policy, records, answer, shards=shards, field="evaluate.shards", scale=config.scale, threads=threads
+        )
+    else:
+        answered = answer(HFSampler(model, tokenizer), records)
+    rows, metrics = score_responses(answered, config.judge.answer_pattern)
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), policy=policy, heldout=prompts, few_shot_prefix=prefix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from prefect import task
@@ -15,6 +16,7 @@ from tasks.layout import RESUMABLE
 from tasks.progress import Progress
 from tasks.prompts import few_shot_prefix, uses_few_shot
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
+from tasks.sharding import map_shards
 from tasks.tracking import RoundContext
 
 
@@ -66,15 +68,30 @@ def generate_task(
     seed = ctx.seed
     prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.round) else ""
     started = time.perf_counter()
-    rows = generate_responses(
-        engine,
-        read_records(prompts),
-        config.generate,
-        template=config.prompts.template,
-        seed=seed,
-        progress=Progress("generate", "samples"),
-        prefix=prefix,
-    )
+    records = read_records(prompts)
+    if config.generate.shards > 1:
+        step = partial(
+            generate_responses, cfg=config.generate, template=config.prompts.template, seed=seed, prefix=prefix
+        )
+        rows = map_shards(
+            policy,
+            records,
+            step,
+            shards=config.generate.shards,
+            field="generate.shards",
+            scale=config.scale,
+            threads=config.model.torch_threads,
+        )
+    else:
+        rows = generate_responses(
+            engine,
+            records,
+            config.generate,
+            template=config.prompts.template,
+            seed=seed,
+            progress=Progress("generate", "samples"),
+            prefix=prefix,
+        )
     seconds = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(
