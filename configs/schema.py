@@ -148,6 +148,15 @@ class CampaignConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _chat_needs_sft(self) -> CampaignConfig:
+        if self.prompts.chat and self.train.method != "sft":
+            raise ValueError(
+                f"prompts.chat=true renders prompts with a chat template, which train.method={self.train.method} "
+                "does not train on; use train.method: sft or prompts.chat: false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _within_sane_bounds(self) -> CampaignConfig:
         if not self.limits.allow_large:
             for where, value, soft_max in soft_bounded_values(self):

@@ -142,6 +142,17 @@ class PromptsConfig(Strict):
             "prompt and the model's own verified answer, as STaR and ReST-EM do, so later rounds need no prefix."
         ),
     )
+    chat: bool = Field(
+        False,
+        description=(
+            "Show prompts through the policy tokenizer's chat template (for instruct models): the templated "
+            "question is the user's turn, the worked examples (few_shot) are earlier user/assistant turns, the "
+            "policy writes the assistant's reply, and SFT trains on it in TRL's conversational format (loss on "
+            "the reply only). The tokenizer must have a chat template; train.method sft only."
+        ),
+        # Left out of the dump while off, so campaign identities and logged params stay as they were.
+        exclude_if=lambda chat: not chat,
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -48,6 +48,7 @@ def preflight(config: CampaignConfig) -> None:
     if config.judge.reward_model:
         check_reward_model(config.judge.reward_model)
     check_context(config)
+    check_chat_template(config)
 
 
 def models_of(config: CampaignConfig) -> list[tuple[str, ModelConfig]]:
@@ -332,6 +333,48 @@ def check_context(config: CampaignConfig) -> None:
                 f"({'few-shot prefix, ' if shown_prefix else ''}template); with {new_field}={new_tokens} it "
                 f"exceeds the model's context of {positions} positions"
             )
+
+
+def check_chat_template(config: CampaignConfig) -> None:
+    """Raise when `prompts.chat` is on and the policy's tokenizer has no chat template.
+
+    Read from the tokenizer's files (`chat_template` in tokenizer_config.json, or chat_template.jinja /
+    chat_template.json beside it), without loading it. The tiny model and the packaged Gemma (a base model)
+    ship none; a hub model not in the local cache is not checked here.
+    """
+    if not config.prompts.chat:
+        return
+    model = config.model
+    where = f"model.source={model.source}" + (f" model.name={model.name}" if model.name else "")
+    if model.source in ("local", "hub"):
+        found = _chat_template_found(model.source, str(model.name))
+        if found is not False:
+            return
+    raise PreflightError(
+        f"prompts.chat: the tokenizer of {where} has no chat template to render prompts with; "
+        "set prompts.chat: false or use a model whose tokenizer has one"
+    )
+
+
+def _chat_template_found(source: str, name: str) -> bool | None:
+    """Whether a local directory or a cached hub model's tokenizer files hold a chat template (None: unknown)."""
+    files = ("tokenizer_config.json", "chat_template.jinja", "chat_template.json")
+    if source == "local":
+        paths: list[Path | None] = [Path(name).expanduser() / file for file in files]
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = [try_to_load_from_cache(name, file) for file in files]
+        paths = [Path(c) if isinstance(c, str) else None for c in cached]
+        if paths[0] is None:
+            return None
+    config_file, *template_files = paths
+    if any(path is not None and path.is_file() for path in template_files):
+        return True
+    try:
+        return bool(json.loads(Path(str(config_file)).read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _context_of(config: CampaignConfig) -> tuple[int | None, Path | None]:

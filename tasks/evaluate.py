@@ -22,7 +22,7 @@ from models.sampling import HFSampler, SamplingEngine
 from tasks.judging.verifier import verify_rows
 from tasks.layout import RESUMABLE
 from tasks.progress import Progress
-from tasks.prompts import few_shot_prefix
+from tasks.prompts import ChatFormat, chat_format, few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.sharding import map_shards
 from tasks.stats import wilson_interval
@@ -95,9 +95,13 @@ def answer_greedy(
     stop: Sequence[str],
     batch_size: int,
     prefix: str = "",
+    chat: ChatFormat | None = None,
 ) -> list[Record]:
-    """Each record with its greedy `response` (behind `prefix`, if any); a shard's step when sharded."""
+    """Each record with its greedy `response` (behind `prefix`, if any; with `chat`, the assistant's reply to
+    the templated prompt as a chat turn, `tasks.prompts.ChatFormat`); a shard's step when sharded."""
     inputs = [template.format(prompt=row["prompt"]) for row in heldout]
+    if chat is not None:
+        prefix, inputs = chat.inputs(inputs)
     outputs = engine.sample(
         inputs,
         n=1,
@@ -154,6 +158,7 @@ def evaluate_task(
     set_torch_threads(config.model.torch_threads)
     model, tokenizer = shared_policy(policy.base, policy.adapter)  # kept loaded: the next round samples from it
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
+    chat = chat_format(config, tokenizer, few_shot=bool(prefix))
     started = time.perf_counter()
     answer = partial(
         answer_greedy,
@@ -162,6 +167,7 @@ def evaluate_task(
         stop=config.generate.stop,
         batch_size=config.generate.batch_size,
         prefix=prefix,
+        chat=chat,
     )
     records = read_records(prompts)
     if config.evaluate.shards > 1:  # a small set (the OOD slice, say) gets at most one shard per prompt

@@ -14,7 +14,7 @@ from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, ProgressFn, SamplingEngine
 from tasks.layout import RESUMABLE
 from tasks.progress import Progress
-from tasks.prompts import few_shot_prefix, uses_few_shot
+from tasks.prompts import ChatFormat, chat_format, few_shot_prefix, uses_few_shot
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.sharding import map_shards
 from tasks.tracking import RoundContext
@@ -29,14 +29,19 @@ def generate_responses(
     seed: int,
     progress: ProgressFn | None = None,
     prefix: str = "",
+    chat: ChatFormat | None = None,
 ) -> list[Record]:
     """Sample `cfg.k` responses for every prompt; one output record per (prompt, sample).
 
     `prefix` (the few-shot examples) goes before every templated prompt; records keep the bare prompt.
+    With `chat` (`prompts.chat`), the templated prompt is the user's turn of the chat template instead, behind
+    the chat's own turns (`prefix` is then unused), and responses are the assistant's replies.
     A prompt's samples depend on (`seed`, its `id`, sample index) only, so any split of `prompts` into
     shards gives the same rows.
     """
     inputs = [template.format(prompt=row["prompt"]) for row in prompts]
+    if chat is not None:
+        prefix, inputs = chat.inputs(inputs)
     responses = engine.sample(
         inputs,
         n=cfg.k,
@@ -67,11 +72,17 @@ def generate_task(
     engine = HFSampler(model, tokenizer)
     seed = ctx.seed
     prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.round) else ""
+    chat = chat_format(config, tokenizer, few_shot=bool(prefix))
     started = time.perf_counter()
     records = read_records(prompts)
     if config.generate.shards > 1:
         step = partial(
-            generate_responses, cfg=config.generate, template=config.prompts.template, seed=seed, prefix=prefix
+            generate_responses,
+            cfg=config.generate,
+            template=config.prompts.template,
+            seed=seed,
+            prefix=prefix,
+            chat=chat,
         )
         rows = map_shards(
             policy,
@@ -91,6 +102,7 @@ def generate_task(
             seed=seed,
             progress=Progress("generate", "samples"),
             prefix=prefix,
+            chat=chat,
         )
     seconds = time.perf_counter() - started
     ref = write_records(out_path, rows)

@@ -2,7 +2,9 @@
 
 Prompts come from the built-in arithmetic task or from the user's files (read by `tasks.prompt_files`);
 every source yields the same shape, `{"id", "prompt", "answer"}` (answer may be None), so the rest of
-the loop never asks where prompts came from.
+the loop never asks where prompts came from. How the policy is shown a prompt is decided here too: the
+plain `prompts.template` behind an optional few-shot prefix, or (`prompts.chat`) the tokenizer's chat
+template with the worked examples as earlier turns (`ChatFormat`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 
@@ -22,6 +26,11 @@ from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
+
+if TYPE_CHECKING:  # transformers is heavy; this module is imported by quick commands (validate, schema)
+    from transformers import PreTrainedTokenizerBase
+
+Message = dict[str, str]  # one chat turn: {"role": "user" | "assistant", "content": text}
 
 
 def arithmetic_prompts(
@@ -296,9 +305,18 @@ def few_shot_prefix(config: CampaignConfig) -> str:
         PromptFileError: if a file-backed campaign asks for examples but the training file has too few
             rows with an answer.
     """
+    return "".join(f"{user}{solution}\n\n" for user, solution in few_shot_pairs(config))
+
+
+def few_shot_rows(config: CampaignConfig) -> list[Record]:
+    """The campaign's `prompts.few_shot` worked examples (see `few_shot_prefix`); [] when it is 0.
+
+    Raises:
+        PromptFileError: as `few_shot_prefix`.
+    """
     cfg = config.prompts
     if cfg.few_shot == 0:
-        return ""
+        return []
     if cfg.source == "arithmetic":
         rows = arithmetic_prompts(
             cfg.few_shot,
@@ -314,11 +332,80 @@ def few_shot_prefix(config: CampaignConfig) -> str:
             reason = f"prompts.few_shot={cfg.few_shot} needs that many rows with an answer; found {len(answered)}"
             raise PromptFileError(str(cfg.train_path), reason)
         rows = draw(answered, cfg.few_shot, seed=config.seed + 7_919_000)
-    shots = []
-    for row in rows:
-        solution = row.get("solution") or f" The answer is {row['answer']}."
-        shots.append(cfg.template.format(prompt=row["prompt"]) + solution + "\n\n")
-    return "".join(shots)
+    return rows
+
+
+def few_shot_pairs(config: CampaignConfig) -> list[tuple[str, str]]:
+    """(templated question, solution) per worked example of the campaign (see `few_shot_prefix`)."""
+    cfg = config.prompts
+    return [
+        (cfg.template.format(prompt=row["prompt"]), row.get("solution") or f" The answer is {row['answer']}.")
+        for row in few_shot_rows(config)
+    ]
+
+
+def few_shot_turns(config: CampaignConfig) -> list[Message]:
+    """The worked examples as earlier chat turns (`prompts.chat`): the templated question as the user's turn,
+    the solution (without its leading space) as the assistant's."""
+    turns: list[Message] = []
+    for user, solution in few_shot_pairs(config):
+        turns += [{"role": "user", "content": user}, {"role": "assistant", "content": solution.strip()}]
+    return turns
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How `prompts.chat` shows prompts: the tokenizer's chat template over `turns` (few-shot examples, or
+    none) and one user turn, ending with the generation prompt, so the model writes the assistant's reply."""
+
+    tokenizer: PreTrainedTokenizerBase
+    turns: tuple[Message, ...] = ()
+
+    def render(self, messages: Sequence[Message], *, generation_prompt: bool) -> str:
+        """`messages` through the chat template, as text the sampler encodes with the tokenizer's own special
+        tokens: a BOS the template writes is dropped when the tokenizer adds one itself (else it would be doubled).
+
+        Raises:
+            ValueError: the tokenizer has no chat template (`prompts.chat`).
+        """
+        if not self.tokenizer.chat_template:
+            raise ValueError("prompts.chat: the policy's tokenizer has no chat template")
+        text = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=generation_prompt, tokenize=False
+        )
+        assert isinstance(text, str)  # tokenize=False on one conversation gives one string
+        bos = self.tokenizer.bos_token
+        adds_bos = bos is not None and self.tokenizer("")["input_ids"][:1] == [self.tokenizer.bos_token_id]
+        return text[len(bos) :] if adds_bos and bos and text.startswith(bos) else text
+
+    def inputs(self, texts: Sequence[str]) -> tuple[str, list[str]]:
+        """(prefix, tails): `prefix + tails[i]` is the rendering of the turns and user text `texts[i]`.
+
+        The prefix is the turns' own rendering when every full rendering starts with it (templates that add
+        nothing between turns), so the sampler computes its KV cache once; else it is "".
+        """
+        full = [self.render([*self.turns, {"role": "user", "content": text}], generation_prompt=True) for text in texts]
+        prefix = self.render(self.turns, generation_prompt=False) if self.turns else ""
+        if not all(text.startswith(prefix) for text in full):
+            prefix = ""
+        return prefix, [text[len(prefix) :] for text in full]
+
+
+def chat_format(config: CampaignConfig, tokenizer: PreTrainedTokenizerBase, *, few_shot: bool) -> ChatFormat | None:
+    """The campaign's `ChatFormat` (with its worked examples as turns when `few_shot`), or None without
+    `prompts.chat`."""
+    if not config.prompts.chat:
+        return None
+    return ChatFormat(tokenizer, tuple(few_shot_turns(config)) if few_shot else ())
+
+
+def chat_example(prompt: str, completion: str) -> dict[str, list[Message]]:
+    """A TRL conversational prompt-completion example: TRL renders both with the chat template and computes
+    the loss on the completion's tokens only (the assistant's reply and the template's end of turn)."""
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "completion": [{"role": "assistant", "content": completion}],
+    }
 
 
 def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:

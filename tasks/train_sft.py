@@ -5,13 +5,15 @@ adapter is loaded trainable and trained further, so the saved adapter is always 
 from the base model. The loss covers completion tokens only (TRL's prompt-completion format), and
 only the positions that predict a completion token go through the LM head (`models.losses.completion_loss`): with
 Gemma's 262k-token vocabulary the head is most of a step's cost, and the prompt positions are most of
-each example.
+each example. With `prompts.chat` the examples are TRL's conversational prompt-completion rows (a user turn,
+an assistant turn): TRL renders them with the tokenizer's chat template and the loss still covers the
+assistant's reply only.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +31,7 @@ from models.training import cpu_trainer_settings, lora_config, train_then_replac
 from tasks.adapter_record import record_adapter
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
+from tasks.prompts import chat_example
 from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import to_sft_examples
 from tasks.tracking import RoundContext
@@ -77,7 +80,7 @@ class CompletionLogitsSFTTrainer(SFTTrainer):
 def make_trainer(
     model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[dict[str, str]],
+    examples: Sequence[Mapping[str, Any]],
     cfg: TrainConfig,
     output_dir: str,
     *,
@@ -91,7 +94,7 @@ def make_trainer(
     Args:
         model: The policy, with a trainable adapter already when `fresh_adapter` is False.
         tokenizer: Its tokenizer.
-        examples: `{"prompt", "completion"}` dicts.
+        examples: `{"prompt", "completion"}` dicts: text, or chat turns (`tasks.prompts.chat_example`).
         cfg: Training settings.
         output_dir: The trainer's scratch folder.
         seed: Seeds data order, dropout and initialisation.
@@ -136,7 +139,7 @@ class _ProgressCallback(TrainerCallback):
 def train_sft(
     base: str,
     adapter: str | None,
-    examples: Sequence[dict[str, str]],
+    examples: Sequence[Mapping[str, Any]],
     cfg: TrainConfig,
     out_dir: str | Path,
     *,
@@ -148,7 +151,7 @@ def train_sft(
     Args:
         base: base model directory or hub id.
         adapter: the starting policy's adapter directory, or None to start a fresh adapter.
-        examples: `{"prompt", "completion"}` dicts (TRL prompt-completion format).
+        examples: `{"prompt", "completion"}` dicts (TRL prompt-completion format, text or conversational).
         cfg: training settings.
         out_dir: where the adapter is written (replaced whole, never left half-written).
         seed: seeds data order, dropout and initialisation.
@@ -189,7 +192,9 @@ def sft_train_task(
     config: CampaignConfig, policy: ModelRef, selected: DatasetRef, out_dir: str, ctx: RoundContext
 ) -> ModelRef | None:
     """Train on the selected rows; return the new policy, or None when too few rows survived."""
-    examples = to_sft_examples(read_records(selected), config.prompts.template)
+    examples: list[Mapping[str, Any]] = list(to_sft_examples(read_records(selected), config.prompts.template))
+    if config.prompts.chat:
+        examples = [chat_example(example["prompt"], example["completion"]) for example in examples]
     if len(examples) < config.train.min_examples:
         emit(f"train: skipped, {len(examples)} examples < train.min_examples={config.train.min_examples}")
         ctx.log_metrics({"train/skipped": 1.0, "train/examples": float(len(examples))})

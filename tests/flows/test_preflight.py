@@ -16,7 +16,14 @@ import pytest
 
 from configs.loader import load_config
 from flows.cli import main
-from flows.preflight import PreflightError, check_model_dir, preflight, reachable, safetensors_problem
+from flows.preflight import (
+    PreflightError,
+    check_chat_template,
+    check_model_dir,
+    preflight,
+    reachable,
+    safetensors_problem,
+)
 
 
 def _rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path, *overrides: str, command: str = "run") -> str:
@@ -210,3 +217,21 @@ def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:
 def test_default_campaign_passes_preflight(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_chat_needs_a_tokenizer_with_a_chat_template(tmp_path: Path, tiny_dir: Path) -> None:
+    # Called directly: a CLI start-up costs ~30 s here, and every PreflightError is one line (tests above).
+    with pytest.raises(PreflightError, match="^prompts.chat: the tokenizer of model.source=tiny has no chat template"):
+        check_chat_template(load_config("tiny", ["prompts.chat=true"]))  # the tiny model's tokenizer has none
+
+    model = _copy_model(tiny_dir, tmp_path / "model")
+    local = load_config("tiny", ["prompts.chat=true", "model.source=local", f"model.name={model}"])
+    with pytest.raises(PreflightError, match=f"prompts.chat: the tokenizer of model.source=local model.name={model}"):
+        check_chat_template(local)
+    (model / "chat_template.jinja").write_text("{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    check_chat_template(local)  # transformers 5 saves a template beside the tokenizer
+    (model / "chat_template.jinja").unlink()
+    settings = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps(settings | {"chat_template": "{{ bos_token }}"}))
+    check_chat_template(local)  # or inside tokenizer_config.json
+    check_chat_template(load_config("tiny"))  # off: nothing to check
