@@ -45,12 +45,15 @@ def artifact_key(*parts: object) -> str:
 
 
 def round_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
-    """The round table: one `{"metric", "name", "value"}` row per `ROUND_METRICS` key present in `metrics`.
+    """The round table: one `{"metric", "name", "value"}` row per `ROUND_METRICS` key present in `metrics`, the
+    value rounded to 4 decimals (the MLflow run holds it exactly).
 
     Args:
         metrics: MLflow metric key -> latest value (the round run's, plus `test/*` when the policy was tested).
     """
-    return [{"metric": key, "name": name, "value": metrics[key]} for key, name in ROUND_METRICS if key in metrics]
+    return [
+        {"metric": key, "name": name, "value": round(metrics[key], 4)} for key, name in ROUND_METRICS if key in metrics
+    ]
 
 
 def gate_markdown(round_index: int, promoted: bool, reason: str, accuracy: float | None) -> str:

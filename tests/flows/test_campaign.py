@@ -22,7 +22,16 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
     """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
     root = tmp_path_factory.mktemp("tiny-campaign")
     proc = subprocess.run(
-        [SELFTRAIN, "run", "configs/tiny.yaml", f"tracking.output_dir={root / 'runs'}"],
+        [
+            SELFTRAIN,
+            "run",
+            "configs/tiny.yaml",
+            f"tracking.output_dir={root / 'runs'}",
+            # The few-shot baseline (issue 13): scored once; the rounds never sample behind the examples.
+            "prompts.few_shot=2",
+            "generate.few_shot_rounds=0",
+            "evaluate.few_shot_baseline=true",
+        ],
         cwd=REPO,
         env=cli_env,
         capture_output=True,
@@ -141,22 +150,96 @@ def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_c
     assert parent.data.tags["selftrain.final_claim"].startswith("test, start -> final:")
 
 
-def test_prefect_shows_campaign_and_rounds_completed(campaign: dict) -> None:
-    # The temporary Prefect server died with the CLI; a new one on the same PREFECT_HOME reads its database.
+def test_final_policy_is_compared_with_the_base_behind_its_few_shot_examples(campaign: dict) -> None:
+    client = campaign["client"]
+    parents, children = _runs(campaign)
+    parent = parents[0].info.run_id
+    shot = client.get_metric_history(parent, "test-few-shot/accuracy")
+    assert [m.step for m in shot] == [0]  # scored once, for the starting policy
+    final = client.get_run(parent).data.metrics
+    assert final["final/vs_few_shot/start_test_accuracy"] == pytest.approx(shot[0].value)
+    assert final["final/vs_few_shot/test_accuracy"] == pytest.approx(final["final/test_accuracy"])
+    assert final["final/vs_few_shot/test_gain"] == pytest.approx(final["final/test_accuracy"] - shot[0].value)
+    assert 0.0 <= final["final/vs_few_shot/p_value"] <= 1.0
+    assert "against the starting policy's own few-shot answers, test, start -> final:" in campaign["stdout"]
+
+
+@pytest.fixture(scope="module")
+def prefect_state(campaign: dict) -> dict:
+    """The campaign's flow runs and artifacts, read through the Prefect client: the temporary Prefect server died
+    with the CLI; a new one on the same PREFECT_HOME reads its database (one subprocess for both)."""
     script = textwrap.dedent(
         """
         import json
         from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs()
-            print(json.dumps([[r.name, r.state.type.value if r.state else None] for r in runs]))
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="tiny-")))
+        print(json.dumps({
+            "runs": [[r.name, r.state.type.value if r.state else None, str(r.id)] for r in runs],
+            "artifacts": [[a.key, a.type, a.data, str(a.flow_run_id), str(a.created)] for a in found],
+        }))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], env=campaign["env"], capture_output=True, text=True, timeout=300
-    )
+    env = campaign["env"] | {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}  # 20 s is short on 2 busy cores
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_prefect_shows_campaign_and_rounds_completed(prefect_state: dict) -> None:
+    runs = {name: state for name, state, _ in prefect_state["runs"]}
     assert runs["tiny"] == "COMPLETED"
     for index in (1, 2, 3):
         assert runs[f"tiny-round-{index}"] == "COMPLETED"
+
+
+def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict) -> None:
+    """Each round's table artifact (on the round's flow run) holds the round run's MLflow metrics, and test where
+    the campaign scored the round's policy; the gate, MLflow note, summary and stage progress are there too; the
+    round run holds its judged samples as an MLflow table."""
+    import mlflow
+
+    latest: dict[str, tuple] = {}
+    for key, kind, data, flow_run_id, _created in sorted(prefect_state["artifacts"], key=lambda a: a[4]):
+        latest[key] = (kind, data, flow_run_id)  # a key given again is a new version: the last one counts
+    flow_runs = {name: run_id for name, _, run_id in prefect_state["runs"]}
+    parents, children = _runs(campaign)
+    client = campaign["client"]
+    for child in children:
+        index = int(child.data.params["round"])
+        kind, data, flow_run_id = latest[f"tiny-round-{index}"]
+        assert (kind, flow_run_id) == ("table", flow_runs[f"tiny-round-{index}"])
+        rows = {row["metric"]: row["value"] for row in json.loads(data)}
+        assert {"val/accuracy", "val/ci_low", "val/ci_high", "select/rows", "gate/promoted"} <= set(rows)
+        promoted = child.data.tags["selftrain.promoted"] == "true"
+        assert ("test/accuracy" in rows) == promoted  # test only where the campaign scored the policy
+        for metric, value in rows.items():
+            if metric.startswith("test/"):  # logged on the campaign run at the round's step
+                history = client.get_metric_history(parents[0].info.run_id, metric)
+                assert value == pytest.approx(next(m.value for m in history if m.step == index), abs=5e-5)
+            else:
+                assert value == pytest.approx(child.data.metrics[metric], abs=5e-5), metric  # 4 decimals
+        gate = latest[f"tiny-round-{index}-gate"][1]
+        assert gate.startswith(f"# Round {index}: {'promoted' if promoted else 'not promoted'}")
+        assert child.data.tags["selftrain.gate"] in gate
+        assert child.info.run_id in latest[f"tiny-round-{index}-mlflow"][1]  # a SQLite store: id and command
+        for stage in ("generate", "train", "evaluate"):
+            assert latest[f"tiny-round-{index}-{stage}-progress"][:2] == ("progress", 100.0)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(f"sqlite:///{campaign['root'] / 'runs' / 'mlflow.db'}")  # load_table searches runs
+        try:
+            samples = client.load_table(child.info.experiment_id, "samples/judged.json", [child.info.run_id])
+        finally:
+            mlflow.set_tracking_uri(previous)
+        assert list(samples.columns) == ["id", "sample", "prompt", "response", "score", "kept", "reason"]
+        assert len(samples) == child.data.metrics["generate/samples"]
+        assert int(samples["kept"].sum()) == child.data.metrics["select/rows"] - child.data.metrics["select/gold_rows"]
+    summary = json.loads(latest["tiny-summary"][1])
+    assert [row["round"] for row in summary] == [0, 1, 2, 3]
+    assert summary[0]["mlflow run"] == parents[0].info.run_id
+    assert [row["promoted"] for row in summary[1:]] == [
+        "yes" if c.data.tags["selftrain.promoted"] == "true" else "no" for c in children
+    ]
+    assert latest["tiny-summary"][2] == flow_runs["tiny"]

@@ -1,8 +1,13 @@
 """The path a user takes in the Prefect UI, in headless Chromium: deployment -> Run -> Custom run -> change
-fields in the typed form -> Submit -> the run completes, and it ran with the values typed in."""
+fields in the typed form -> Submit -> the run completes, and it ran with the values typed in; then the round's
+flow run -> Artifacts tab -> the round table, whose values are the round's MLflow metrics.
+
+With `SELFTRAIN_SCREENSHOT=path.png` the round table's page is saved there (README: docs/prefect-artifacts.png).
+"""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import time
@@ -78,9 +83,10 @@ def test_custom_run_from_the_ui_completes_with_the_typed_values(
                 if polls % 10 == 0:
                     page.reload()  # the page polls the API by itself; a reload guards against a stalled poll
             page.screenshot(path=str(tmp_path / "flow-run.png"))
+            assert state == "completed", (state, served["log"].read_text()[-3000:])
+            shown = round_table_in_the_ui(page, ui, served["stack"]["prefect_api"], name, api_settings, tmp_path)
         finally:
             browser.close()
-    assert state == "completed", (state, served["log"].read_text()[-3000:])
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
@@ -97,3 +103,40 @@ def test_custom_run_from_the_ui_completes_with_the_typed_values(
     assert len(parents) == 1
     assert parents[0].data.params["rounds"] == "1" and parents[0].data.params["train.learning_rate"] == "0.002"
     assert parents[0].info.status == "FINISHED"
+    rounds = mlflow.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(rounds) == 1
+    metrics = rounds[0].data.metrics
+    assert {key: float(value) for key, value in shown.items()} == pytest.approx(
+        {key: metrics[key] for key in shown}, abs=5e-5
+    )  # the UI's round table shows the round's MLflow metrics (to 4 decimals)
+    assert {"val/accuracy", "select/rows", "gate/promoted"} <= set(shown)
+
+
+def round_table_in_the_ui(page, ui: str, api_url: str, name: str, api_settings, tmp_path: Path) -> dict[str, str]:
+    """Open round 1's flow run, its Artifacts tab and the round table's card; return the table's `metric -> value`
+    cells as shown (saved as a screenshot when SELFTRAIN_SCREENSHOT names a file). Test metrics are on the
+    campaign's run, so the returned cells leave them out."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with api_settings(api_url), get_client(sync_client=True) as client:
+        (round_run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{name}-round-1"]))
+        )
+    page.goto(f"{ui}/runs/flow-run/{round_run.id}")
+    page.get_by_text("Artifacts", exact=True).first.click()  # the flow run page's tab
+    card = page.locator(".artifact-card").filter(has=page.get_by_text(f"{name}-round-1", exact=True))
+    card.first.wait_for()
+    for key in (f"{name}-round-1-gate", f"{name}-round-1-mlflow"):  # the gate's decision, the MLflow run's link
+        page.locator(".artifact-card").filter(has=page.get_by_text(key, exact=True)).first.wait_for()
+    page.screenshot(path=str(tmp_path / "artifacts-tab.png"), full_page=True)
+    card.first.click()  # the table artifact's page renders the table
+    page.locator("tbody td", has_text="validation accuracy").first.wait_for()
+    cells = {}
+    for row in page.locator("tbody tr").all():
+        texts = [text.strip() for text in row.locator("td").all_inner_texts()]
+        if len(texts) == 3 and not texts[0].startswith("test/"):
+            cells[texts[0]] = texts[2]
+    if os.environ.get("SELFTRAIN_SCREENSHOT"):
+        page.screenshot(path=os.environ["SELFTRAIN_SCREENSHOT"], clip={"x": 0, "y": 0, "width": 1400, "height": 720})
+    return cells

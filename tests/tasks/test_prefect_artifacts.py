@@ -27,7 +27,7 @@ def test_artifact_key_follows_prefects_rule(parts: tuple, key: str) -> None:
 
 def test_round_rows_keep_table_order_and_only_measured_metrics() -> None:
     metrics = {"gate/promoted": 1.0, "train/loss": 0.75, "val/accuracy": 0.5, "val/ci_low": 0.4, "judge/x": 9.0}
-    metrics |= {"val/ci_high": 0.6, "select/rows": 37.0}
+    metrics |= {"val/ci_high": 0.6, "select/rows": 37.0, "val/ci_low": 0.40004999}  # shown to 4 decimals
     assert pa.round_rows(metrics) == [
         {"metric": "val/accuracy", "name": "validation accuracy", "value": 0.5},
         {"metric": "val/ci_low", "name": "validation 95% CI low", "value": 0.4},
