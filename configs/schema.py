@@ -138,6 +138,15 @@ class CampaignConfig(Strict):
         return check_safe_name(value)
 
     @model_validator(mode="after")
+    def _base_init_starts_from_base(self) -> CampaignConfig:
+        if self.train.init == "base" and self.start_from == "champion":
+            raise ValueError(
+                "train.init=base retrains from the base model every round, which start_from=champion would not "
+                "carry on; set start_from: base or train.init: continue"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _shards_within_prompts(self) -> CampaignConfig:
         for field, shards, prompts, what in (
             ("generate.shards", self.generate.shards, self.prompts.train_size, "prompts.train_size"),

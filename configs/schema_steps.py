@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from configs.fields import SAFE_NAME_RULE, Strict, bounded, check_safe_name
 from configs.schema_filters import FilterConfig
@@ -115,17 +115,64 @@ class SelectConfig(Strict):
     )
 
 
+class GRPOSettings(Strict):
+    """method=grpo: Group Relative Policy Optimization (Shao et al. 2024) through TRL's GRPOTrainer with LoRA, the
+    campaign's verifier (strict form) as the reward."""
+
+    num_generations: int = Field(
+        4, ge=2, le=64, description="Completions sampled per prompt (a group); advantages are relative within it."
+    )
+    generation_batch_size: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "Completions generated together (whole groups): a multiple of num_generations and of train.batch_size; "
+            "empty: train.batch_size."
+        ),
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimiser steps per round; empty: train.epochs passes over the round's prompts."
+    )
+    beta: float = Field(
+        0.04,
+        gt=0.0,
+        description="Weight of the KL to the base model (the policy with its LoRA disabled, TRL's reference for a PEFT "
+        "model); > 0, so TRL measures and logs it.",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0.0, description="Learning rate of GRPO steps; empty: train.learning_rate."
+    )
+
+
 class TrainConfig(Strict):
     """LoRA fine-tuning on the round's judged data: SFT, DPO or SuperHF (TRL + PEFT)."""
 
-    method: Literal["sft", "dpo", "superhf"] = Field(
+    method: Literal["sft", "dpo", "superhf", "grpo"] = Field(
         "sft",
         description=(
             "sft: loss on the selected completions only; dpo: TRL DPOTrainer on preference pairs built per prompt "
             "from all judged samples (see dpo_pairs, dpo_reference); superhf: SFT on the selected (best-of-k) rows "
-            "plus `kl_weight` x KL(policy || round's starting policy) on the completion tokens (Mukobi et al. 2023)."
+            "plus `kl_weight` x KL(policy || round's starting policy) on the completion tokens (Mukobi et al. 2023); "
+            "grpo: TRL GRPOTrainer on the round's prompts, sampling its own groups, the strict verifier as reward "
+            "(see `grpo`; generate and judge still run, with generate.k, for the round's pass-rate metrics)."
         ),
     )
+    init: Literal["continue", "base"] = Field(
+        "continue",
+        description=(
+            "continue: train the round's starting policy (the last promoted one) further; base: ReST-EM (Singh et "
+            "al. 2023): a fresh LoRA on the base model every round, trained on the verified rows selected in this "
+            "and every earlier round (deduplicated by prompt and response, capped per prompt), while sampling "
+            "still uses the last promoted policy. base needs method sft or superhf and start_from: base."
+        ),
+    )
+    max_per_prompt_accumulated: int | None = Field(
+        None,
+        ge=1,
+        description="init=base: at most this many accumulated rows per prompt (newest rounds first); "
+        "empty: select.max_per_prompt.",
+    )
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="method=grpo settings.")
     lora_r: int = bounded(8, 256, "LoRA rank.", ge=1)
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
@@ -184,6 +231,19 @@ class TrainConfig(Strict):
             "tokens (0: plain SFT)."
         ),
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.init == "base" and self.method not in ("sft", "superhf"):
+            raise ValueError(f"train.init=base needs train.method sft or superhf, not {self.method}")
+        if self.method == "grpo":
+            groups, size = self.grpo.num_generations, self.grpo.generation_batch_size or self.batch_size
+            if size % groups or size % self.batch_size:
+                raise ValueError(
+                    f"train.grpo.generation_batch_size={size} must be a multiple of train.grpo.num_generations="
+                    f"{groups} and of train.batch_size={self.batch_size} (whole groups, whole optimiser batches)"
+                )
+        return self
 
 
 class ExtraSetConfig(Strict):

@@ -13,11 +13,13 @@ from pydantic import BaseModel, ConfigDict
 from configs.schema import CampaignConfig
 from flows.campaign_state import recorded_config
 from flows.interrupt import is_interruption
+from tasks.accumulate import accumulate_task
 from tasks.evaluate import Evaluation, evaluate_task
 from tasks.gate import TOLERANCE, GateDecision, decide
 from tasks.generate import generate_task
 from tasks.judge import judge_task
 from tasks.layout import (
+    ACCUMULATED,
     ADAPTER,
     GENERATED,
     JUDGED,
@@ -35,6 +37,7 @@ from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import select_task
 from tasks.tracking import RoundContext, end_run, finish_run, open_run, round_input, set_tags
 from tasks.train_dpo import dpo_train_task
+from tasks.train_grpo import grpo_train_task
 from tasks.train_sft import sft_train_task
 from tasks.train_superhf import superhf_train_task
 
@@ -47,6 +50,7 @@ class RoundResult(BaseModel):
     candidate: ModelRef | None
     evaluation: Evaluation | None  # the candidate on validation; None when training was skipped
     judged: DatasetRef  # the round's judged rows (later rounds' reference bank)
+    selected: DatasetRef | None = None  # the round's selected rows (train.init=base: later rounds train on them too)
     promoted: bool
     reason: str  # the gate's decision in one sentence (tag `selftrain.gate`)
     best_after: float  # the best validation accuracy of any promoted policy after this round
@@ -68,11 +72,15 @@ class RoundInputs(BaseModel):
     champion_round: int  # the round that trained the champion (0: the starting policy)
     best_accuracy: float  # the best validation accuracy any promoted policy reached: the gate's margin origin
     earlier: tuple[DatasetRef, ...] = ()  # earlier rounds' judged rows, oldest first
+    earlier_selected: tuple[DatasetRef, ...] = ()  # earlier rounds' selected rows, oldest first (ReST-EM's data)
+    base: ModelRef | None = None  # the campaign's base model (train.init=base trains a fresh adapter on it)
 
     def after(self, result: RoundResult) -> RoundInputs:
         """The inputs of the next round: a promoted candidate becomes the policy to train from, and the champion
         when its validation accuracy is at least the best so far (ties go to the newer, as the registry alias)."""
         update: dict[str, object] = {"earlier": (*self.earlier, result.judged), "best_accuracy": result.best_after}
+        if result.selected is not None:
+            update["earlier_selected"] = (*self.earlier_selected, result.selected)
         if result.promoted and result.candidate is not None and result.evaluation is not None:
             update |= {"policy": result.candidate, "policy_source": f"runs:/{result.run_id}/{ADAPTER}"}
             if result.evaluation.accuracy >= result.best_after - TOLERANCE:
@@ -105,7 +113,7 @@ def round_flow(
         if config.generate.rationalize:  # STaR: failed prompts' hinted, verified rationales join the training data
             judged = rationalize_task(config, state.policy, own, str(layout.in_round(round_index, RATIONALIZED)), ctx)
         selected = select_task(config, judged, path[SELECTED], ctx, policy=state.policy)
-        candidate = train(config, state.policy, judged, selected, path[ADAPTER], ctx)
+        candidate = train(config, state, prompts, judged, selected, path[ADAPTER], ctx)
         evaluation = None
         if candidate is not None:
             evaluation = evaluate_task(config, candidate, validation, str(layout.evaluated(round_index)), ctx)
@@ -121,6 +129,7 @@ def round_flow(
             candidate=candidate,
             evaluation=evaluation,
             judged=own,
+            selected=selected,
             promoted=promoted,
             reason=reason,
             best_after=decision.best_after if decision is not None else state.best_accuracy,
@@ -145,13 +154,28 @@ def gate(config: CampaignConfig, evaluation: Evaluation | None, state: RoundInpu
 
 
 def train(
-    config: CampaignConfig, policy: ModelRef, judged: DatasetRef, selected: DatasetRef, out_dir: str, ctx: RoundContext
+    config: CampaignConfig,
+    state: RoundInputs,
+    prompts: DatasetRef,
+    judged: DatasetRef,
+    selected: DatasetRef,
+    out_dir: str,
+    ctx: RoundContext,
 ) -> ModelRef | None:
-    """The configured trainer's step; DPO learns from every judged sample (pairs), the others from the kept rows."""
+    """The configured trainer's step: DPO learns from every judged sample (pairs), GRPO from the round's prompts
+    (sampling its own groups), the others from the kept rows; with `train.init: base` (ReST-EM) a fresh adapter on
+    the base model learns from every round's kept rows so far."""
     if config.train.method == "dpo":
-        return dpo_train_task(config, policy, judged, selected, out_dir, ctx)
+        return dpo_train_task(config, state.policy, judged, selected, out_dir, ctx)
+    if config.train.method == "grpo":
+        return grpo_train_task(config, state.policy, prompts, out_dir, ctx)
+    start, data = state.policy, selected
+    if config.train.init == "base":
+        start = state.base or ModelRef(source=state.policy.source, base=state.policy.base)
+        data = accumulate_task(config, state.earlier_selected, selected, str(Path(ctx.folder) / ACCUMULATED), ctx)
+    set_tags(config.tracking, ctx.run_id, {"selftrain.trained_from": start.label})
     step = superhf_train_task if config.train.method == "superhf" else sft_train_task
-    return step(config, policy, selected, out_dir, ctx)
+    return step(config, start, data, out_dir, ctx)
 
 
 @contextmanager

@@ -37,6 +37,7 @@ PROMPTS = "prompts.jsonl"
 GENERATED = "generated.jsonl"
 JUDGED = "judged.jsonl"
 SELECTED = "selected.jsonl"
+ACCUMULATED = "accumulated.jsonl"  # train.init=base: every round's selected rows so far
 ADAPTER = "adapter"
 ROUND_INPUT = "round_input.json"
 ROUND_RESULT = "round_result.json"
