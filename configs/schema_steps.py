@@ -277,6 +277,15 @@ class EvaluateConfig(Strict):
             "the format the policy is trained on."
         ),
     )
+    few_shot_baseline: bool = Field(
+        False,
+        description=(
+            "With prompts.few_shot > 0: also score the starting policy behind the few-shot worked examples on test "
+            "(and the OOD slice), once. It is the bar a self-trained policy must clear to show more than distilling "
+            "its own few-shot prompt into bare prompts; the campaign's claim adds the final policy against it, "
+            "paired on the same items (final/vs_few_shot/*)."
+        ),
+    )
     promotion_margin: float = Field(
         0.0,
         ge=0.0,

@@ -25,6 +25,9 @@ from flows.launch import checked_config, launch, print_campaign, quiet_progress_
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 SHARED = ("seed", "rounds", "prompts", "generate", "evaluate", "model")  # what every arm must agree on
+# Parts of a shared section that are recipe, not setting: STaR rationalization samples the failed prompts again
+# with a hint, on top of the same k samples every arm draws.
+RECIPE_FIELDS = {"generate": ("rationalize", "hint")}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +40,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def check_comparable(configs: list[CampaignConfig]) -> None:
     """Raise ValueError unless the arms share seed, rounds, prompts, sampling, evaluation and model."""
     for key in SHARED:
-        values = {json.dumps(getattr(c, key).model_dump() if key in SHARED[2:] else getattr(c, key)) for c in configs}
+        values = {json.dumps(_shared(c, key)) for c in configs}
         if len(values) > 1:
             raise ValueError(f"arms differ in {key!r}: an ablation compares recipes on the same prompts and seeds")
     if len({c.name for c in configs}) < len(configs):
         raise ValueError("arm names (config `name`) must differ")
+
+
+def _shared(config: CampaignConfig, key: str) -> object:
+    """The part of `config`'s field `key` that every arm must agree on."""
+    value = getattr(config, key)
+    if key not in SHARED[2:]:
+        return value
+    dumped = value.model_dump()
+    return {k: v for k, v in dumped.items() if k not in RECIPE_FIELDS.get(key, ())}
 
 
 def main(ns: argparse.Namespace) -> int:

@@ -71,6 +71,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     validation, tests = sets.pop("validation"), sets  # validation decides; test and OOD report
     tested = {0: score(config, policy, {"validation": validation, **tests}, layout, ctx, results)}
     start = tested[0].pop("validation")
+    shot = few_shot_baseline(config, policy, tests, layout, ctx, results)
     state = RoundInputs(
         policy=policy,
         policy_source=source,
@@ -95,12 +96,18 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     for index in sorted({0, state.champion_round}):  # extra sets: the starting and the final policy
         score(config, policies[index], extras, layout, at(index), results)
     claim = final_report(tested[0], tested[state.champion_round], at(config.rounds))
+    shot_claim = final_report(shot, tested[state.champion_round], at(config.rounds), key="vs_few_shot") if shot else None
     report_task(rows, str(layout.plot), config.name, ctx)
     run = client_for(config.tracking).get_run(parent)
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
     publish_campaign(config.name, rows, sentence, tracking_uri=uri, experiment_id=run.info.experiment_id, run_id=parent)
     set_tags(config.tracking, parent, {"selftrain.final_policy": policies[state.champion_round].label})
-    return {"final_policy": policies[state.champion_round].label, "rounds": rows, "claim": claim}
+    return {
+        "final_policy": policies[state.champion_round].label,
+        "rounds": rows,
+        "claim": claim,
+        "few_shot_claim": shot_claim,
+    }
 
 
 @contextmanager
@@ -246,9 +253,34 @@ def row(
     return out
 
 
-def final_report(start: dict[str, Evaluation], final: dict[str, Evaluation], ctx: RoundContext) -> FinalClaim | None:
+def few_shot_baseline(
+    config: CampaignConfig,
+    policy: ModelRef,
+    tests: dict[str, DatasetRef],
+    layout: CampaignLayout,
+    ctx: RoundContext,
+    results: Path,
+) -> dict[str, Evaluation]:
+    """The starting policy behind the few-shot prefix on test and OOD (`evaluate.few_shot_baseline`), keyed by
+    split as `score` returns them; {} when not asked for or the campaign has no few-shot examples or test set.
+    Logged as `test-few-shot/*` and `ood-few-shot/*` at round 0."""
+    if not (config.evaluate.few_shot_baseline and config.prompts.few_shot > 0 and "test" in tests):
+        return {}
+    shot = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"few_shot": True})})
+    evaluate = evaluate_task.with_options(result_storage=results)
+    return {
+        split: evaluate(shot, policy, ref, str(layout.evaluated(0, f"{split}-few-shot")), ctx, split=f"{split}-few-shot")
+        for split, ref in tests.items()
+        if split in ("test", "ood")
+    }
+
+
+def final_report(
+    start: dict[str, Evaluation], final: dict[str, Evaluation], ctx: RoundContext, key: str = ""
+) -> FinalClaim | None:
     """The campaign's claim, the final policy (the champion) against the starting one on test, logged as
-    `final/*` and the tag `selftrain.final_claim`; None when the campaign has no test set."""
+    `final/*` and the tag `selftrain.final_claim`; with `key` (the few-shot baseline as the start) logged as
+    `final/<key>/*` and the tag `selftrain.final_claim.<key>`. None when the campaign has no test set."""
     if "test" not in start:
         return None
     claim = final_claim(
@@ -257,6 +289,9 @@ def final_report(start: dict[str, Evaluation], final: dict[str, Evaluation], ctx
         start_ood=read_records(start["ood"].ref) if "ood" in start else None,
         final_ood=read_records(final["ood"].ref) if "ood" in final else None,
     )
-    ctx.log_metrics(claim.metrics())
-    set_tags(ctx.tracking, ctx.run_id, {"selftrain.final_claim": claim.sentence()})
+    metrics = claim.metrics()
+    if key:
+        metrics = {name.replace("final/", f"final/{key}/", 1): value for name, value in metrics.items()}
+    ctx.log_metrics(metrics)
+    set_tags(ctx.tracking, ctx.run_id, {f"selftrain.final_claim{'.' + key if key else ''}": claim.sentence()})
     return claim

@@ -124,6 +124,8 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     from tasks.tracking_store import tracking_uri
 
     print("\n" + render_table(summary["rounds"], summary.get("claim")))
+    if summary.get("few_shot_claim") is not None:  # evaluate.few_shot_baseline: the base behind its examples
+        print("against the starting policy's own few-shot answers, " + summary["few_shot_claim"].sentence())
     uri = tracking_uri(config.tracking)
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")
