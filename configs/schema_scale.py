@@ -11,12 +11,11 @@ from configs.fields import Strict
 RUNS_ON = ("file",)  # schemes a campaign folder can live on today; others are validated, then refused
 
 
-def check_storage_url(field: str, value: str) -> str:
+def check_storage_url(value: str) -> str:
     """Raise unless `value` is a plain path or a URL whose scheme has an installed fsspec filesystem that a
     campaign folder can live on (`RUNS_ON`).
 
     Args:
-        field: The dotted field name, for the error.
         value: A folder path or an fsspec URL (`file:///srv/runs`, `memory://team`, `s3://bucket/runs`).
 
     Returns:
@@ -31,12 +30,12 @@ def check_storage_url(field: str, value: str) -> str:
         get_filesystem_class(scheme)
     except (ValueError, ImportError) as error:
         reason = str(error).splitlines()[0] if str(error) else "unknown protocol"
-        raise ValueError(f"{field}={value}: no installed fsspec filesystem for '{scheme}://' ({reason})") from None
+        raise ValueError(f"{value}: no installed fsspec filesystem for '{scheme}://' ({reason})") from None
     if scheme not in RUNS_ON:
         # Campaign folders are local paths throughout (trainers, MLflow artifacts, the lock): a shared
         # filesystem mounted as a folder works today; object stores are designed (infra/SCALING.md), not run.
         raise ValueError(
-            f"{field}={value}: '{scheme}://' is installed but campaign folders run on a folder or file:// URL only "
+            f"{value}: '{scheme}://' is installed but campaign folders run on a folder or file:// URL only "
             "(mount shared storage as a folder)"
         )
     return value
@@ -57,7 +56,7 @@ class StorageConfig(Strict):
     @field_validator("base")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        return check_storage_url("storage.base", value)
+        return check_storage_url(value)  # the loader names the field
 
     def root(self, output_dir: str) -> Path:
         """The absolute folder campaign folders go under: `base` (a file:// URL as its path), else `output_dir`."""
