@@ -127,3 +127,17 @@ def test_chat_is_refused_with_trainers_that_do_not_train_on_it() -> None:
         with pytest.raises(ConfigError, match=f"prompts.chat=true .* train.method={method}"):
             load_config("tiny", ["prompts.chat=true", f"train.method={method}"])
     assert load_config("tiny", ["prompts.chat=true"]).prompts.chat
+
+
+def test_a_template_bos_is_not_doubled_when_the_tokenizer_adds_its_own(chat_dir: Path) -> None:
+    from tokenizers import processors
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_dir)
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", bos)]
+    )  # as Gemma's and Llama's tokenizers do
+    assert tokenizer("hi")["input_ids"][0] == bos
+    prefix, tails = ChatFormat(tokenizer).inputs(["hi"])
+    assert (prefix, tails) == ("", ["User: hi\nAssistant:"])
+    assert tokenizer(tails[0])["input_ids"].count(bos) == 1
