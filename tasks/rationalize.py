@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import task
 
 from configs.schema import CampaignConfig, GenerateConfig
-from models.loading import load_policy, set_torch_threads
+from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, SamplingEngine
 from tasks.curriculum import passed
 from tasks.generate import generate_responses
@@ -98,7 +98,7 @@ def rationalize_task(
     started = time.perf_counter()
     if failed:
         set_torch_threads(config.model.torch_threads)
-        engine = HFSampler(*load_policy(policy.base, policy.adapter))
+        engine = HFSampler(*shared_policy(policy.base, policy.adapter))  # the policy generate loaded
         prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.round) else ""
         kept = rationalize(
             engine,
