@@ -34,14 +34,16 @@ def ablation_rows(
             no round metrics).
 
     Returns:
-        `{"arm", "round", "accuracy", "promoted", <column>: value or None}` per round.
+        `{"arm", "round", "accuracy", "promoted", <column>: value or None, "test_accuracy", "test_ci_low",
+        "test_ci_high"}` per round (the test values None where the round's policy was not scored on test).
     """
     out = []
     for row in rounds:
         metrics = metrics_by_run.get(row["run_id"], {}) if row["round"] > 0 else {}
         cells = {label: metrics.get(key) for key, label in ROUND_METRICS}
         head = {"arm": arm, "round": row["round"], "accuracy": row["accuracy"], "promoted": row["promoted"]}
-        out.append(head | cells)
+        tested = {key: row.get(key) for key in ("test_accuracy", "test_ci_low", "test_ci_high")}  # None: not scored
+        out.append(head | cells | tested)
     return out
 
 

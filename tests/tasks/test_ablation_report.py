@@ -30,6 +30,9 @@ def test_rows_take_round_metrics_but_none_for_round_zero() -> None:
         "neg flips": None,
         "train rows": 40.0,
         "dpo pairs": None,
+        "test_accuracy": None,
+        "test_ci_low": None,
+        "test_ci_high": None,
     }
 
 

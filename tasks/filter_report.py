@@ -1,0 +1,96 @@
+"""The filtering experiment's report: test accuracy per arm with its 95% interval, and the share of the
+keep-all-to-oracle gap each arm closes.
+
+The arms (configs/experiments/filter/) differ only in how selection picks training rows without the verifier;
+`keep-all` trains on every sample (the floor) and `oracle` on the verifier's choice (the ceiling). An arm's
+share of the gap is (arm - keep-all) / (oracle - keep-all) on test accuracy; when the oracle does not beat
+keep-all by at least `min_gap` the ratio would divide by noise, so it is left out with a note saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+KEEP_ALL, ORACLE = "filter-keep-all", "filter-oracle"
+MIN_GAP = 0.02  # below this (absolute test accuracy) the gap is too small to divide by
+
+
+def final_tested(rows: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Per arm (first-seen order), its last row scored on test after training (round > 0); an arm whose trained
+    policy was never scored (training skipped) falls back to its round 0 row, marked by its round."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        if row.get("test_accuracy") is None:
+            continue
+        if row["round"] > 0 or row["arm"] not in out:
+            out[row["arm"]] = row
+    return out
+
+
+def gap_closed(arm: float, keep_all: float, oracle: float, min_gap: float = MIN_GAP) -> float | None:
+    """(arm - keep_all) / (oracle - keep_all); None when oracle - keep_all is below `min_gap`."""
+    gap = oracle - keep_all
+    return None if gap < min_gap else (arm - keep_all) / gap
+
+
+def filter_rows(rows: Sequence[Mapping[str, Any]], min_gap: float = MIN_GAP) -> list[dict[str, Any]]:
+    """One row per arm: `arm`, `round` (of the policy scored), `test_accuracy`, `ci_low`, `ci_high`,
+    `train_rows` (rows selected in its last round) and `gap_closed` (None for the two ends, or a gap too small).
+
+    Args:
+        rows: `tasks.ablation_report.ablation_rows` of every arm (with the test columns).
+        min_gap: The smallest oracle - keep-all difference divided by.
+    """
+    final = final_tested(rows)
+    train_rows = {row["arm"]: row.get("train rows") for row in rows if row["round"] > 0}
+    ends = (final.get(KEEP_ALL), final.get(ORACLE))
+    out = []
+    for arm, row in final.items():
+        closed = None
+        if ends[0] is not None and ends[1] is not None and arm not in (KEEP_ALL, ORACLE):
+            closed = gap_closed(row["test_accuracy"], ends[0]["test_accuracy"], ends[1]["test_accuracy"], min_gap)
+        out.append(
+            {
+                "arm": arm,
+                "round": row["round"],
+                "test_accuracy": row["test_accuracy"],
+                "ci_low": row.get("test_ci_low"),
+                "ci_high": row.get("test_ci_high"),
+                "train_rows": train_rows.get(arm),
+                "gap_closed": closed,
+            }
+        )
+    return out
+
+
+def gap_note(table: Sequence[Mapping[str, Any]], min_gap: float = MIN_GAP) -> str:
+    """One sentence on the keep-all-to-oracle gap: its size and whether the two intervals overlap."""
+    by_arm = {row["arm"]: row for row in table}
+    if KEEP_ALL not in by_arm or ORACLE not in by_arm:
+        return f"no gap: the table needs both {KEEP_ALL} and {ORACLE}"
+    low, high = by_arm[KEEP_ALL], by_arm[ORACLE]
+    gap = high["test_accuracy"] - low["test_accuracy"]
+    if gap < min_gap:
+        return (
+            f"gap oracle - keep-all = {gap:+.3f} is below {min_gap}: too small to divide by, so no share of it "
+            "is reported"
+        )
+    overlap = low["ci_high"] is not None and high["ci_low"] is not None and low["ci_high"] >= high["ci_low"]
+    caveat = "; their 95% intervals overlap, so each share is noisy" if overlap else ""
+    return f"gap oracle - keep-all = {gap:+.3f}{caveat}"
+
+
+def format_filter_table(table: Sequence[Mapping[str, Any]], min_gap: float = MIN_GAP) -> str:
+    """A fixed-width text table of `filter_rows`, then the gap note."""
+    width = max([len("arm")] + [len(row["arm"]) for row in table])
+    lines = [f"{'arm':<{width}}  round  test acc  95% CI          train rows  gap closed"]
+    for row in table:
+        ci = "-" if row["ci_low"] is None else f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        rows = "-" if row["train_rows"] is None else f"{row['train_rows']:.0f}"
+        closed = "-" if row["gap_closed"] is None else f"{row['gap_closed']:+.2f}"
+        lines.append(
+            f"{row['arm']:<{width}}  {row['round']:>5}  {row['test_accuracy']:8.3f}  {ci:<14}  {rows:>10}  {closed:>10}"
+        )
+    lines += ["", gap_note(table, min_gap)]
+    return "\n".join(lines)
