@@ -1,0 +1,33 @@
+"""train.init and train.grpo: settings that cannot work are one-line config errors naming the fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs.loader import ConfigError, load_config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["train.init=base", "start_from=champion"], ["train.init", "start_from"]),
+        (["train.init=base", "train.method=dpo"], ["train.init", "train.method"]),
+        (["train.method=grpo", "train.batch_size=4", "train.grpo.num_generations=3"], ["num_generations"]),
+        (
+            ["train.method=grpo", "train.batch_size=4", "train.grpo.generation_batch_size=6"],
+            ["generation_batch_size", "train.batch_size"],
+        ),
+    ],
+)
+def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config("tiny", overrides)
+    message = str(error.value)
+    assert "\n" not in message and all(name in message for name in names), message
+
+
+def test_grpo_with_whole_groups_and_batches_and_rest_em_with_sft_are_accepted() -> None:
+    config = load_config("tiny", ["train.method=grpo", "train.batch_size=4", "train.grpo.generation_batch_size=8"])
+    assert (config.train.grpo.generation_batch_size, config.train.grpo.num_generations) == (8, 4)
+    assert load_config("tiny", ["train.init=base"]).train.init == "base"
+    assert load_config("tiny").train.init == "continue"  # today's behaviour stays the default
