@@ -1,0 +1,177 @@
+"""Measure sharded generation: 2 Ray workers x 1 thread against 1 process x 1 thread, tiny model and Gemma 3 270M.
+
+Both sides run the same step, `tasks.generate.generate_responses` on the same prompts with the same seed:
+
+- `one_process`: in this process with one torch thread, loading the policy first (as a step does);
+- `two_workers`: `tasks.sharding.map_shards` with 2 shards on a local Ray cluster on loopback (2 CPUs),
+  each shard a Prefect task on a Ray worker with one torch thread that loads the policy and samples half
+  the prompts, the whole inside one Prefect flow (the temporary server, as the embedded mode).
+
+A warm-up call of each side runs first (Ray worker start-up, imports, file caches), then the two sides
+alternate `--repeats` times (ABBA) so load from other processes falls on both alike. Reported per model:
+wall seconds of each side, new tokens, the ratio of throughputs (goal: at least 1.6x) and whether both sides
+gave identical samples (they must: samples are seeded per prompt). The machine's load (`uptime`) is recorded
+before and after, since it is shared.
+
+Writes `benchmarks/results/scaling.json` and `scaling.md` (with the git commit).
+
+Run: `.venv/bin/python benchmarks/scaling.py [--part tiny|gemma|all] [--repeats 2]`
+(a few minutes on 2 quiet cores; uses $SELFTRAIN_CACHE, reading the converted Gemma, never writing it).
+"""
+
+# ruff: noqa: E402  (offline settings before transformers is imported)
+
+from __future__ import annotations
+
+import os
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import ray
+from prefect import flow
+
+from configs.loader import load_config
+from configs.schema import GenerateConfig, ScaleConfig
+from models.gemma import ensure_packaged_gemma
+from models.loading import load_policy, set_torch_threads
+from models.sampling import HFSampler
+from tasks.base_model import cache_root, prepare_base
+from tasks.generate import generate_responses
+from tasks.prompts import campaign_prompts
+from tasks.records import ModelRef, Record
+from tasks.sharding import map_shards
+from tasks.tracking import git_commit
+
+RESULTS = ROOT / "benchmarks" / "results" / "scaling.json"
+REPORT = RESULTS.with_suffix(".md")
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _one_process(policy: ModelRef, rows: list[Record], step: Any) -> tuple[list[Record], float]:
+    started = time.perf_counter()
+    model, tokenizer = load_policy(policy.base, policy.adapter)
+    out = step(HFSampler(model, tokenizer), rows)
+    return out, time.perf_counter() - started
+
+
+@flow(name="scaling-benchmark")
+def _two_workers(policy: ModelRef, rows: list[Record], step: Any) -> tuple[list[Record], float]:
+    started = time.perf_counter()
+    out = map_shards(policy, rows, step, shards=2, field="generate.shards", scale=ScaleConfig(), threads=1)
+    return out, time.perf_counter() - started
+
+
+def bench(name: str, policy: ModelRef, rows: list[Record], cfg: GenerateConfig, template: str, repeats: int) -> dict:
+    """Both sides on `rows`, a warm-up each, then `repeats` alternating pairs."""
+    step = partial(generate_responses, cfg=cfg, template=template, seed=0)
+    warm = rows[:2]
+    _one_process(policy, warm, step)
+    _two_workers(policy, warm, step)
+    walls: dict[str, list[float]] = {"one_process": [], "two_workers": []}
+    outputs: dict[str, list[Record]] = {}
+    for index in range(repeats):
+        order = ("one_process", "two_workers") if index % 2 == 0 else ("two_workers", "one_process")
+        for side in order:
+            run = _one_process if side == "one_process" else _two_workers
+            outputs[side], wall = run(policy, rows, step)
+            walls[side].append(wall)
+            print(f"  {name} {side}: {wall:.1f} s", flush=True)
+    one, two = sum(walls["one_process"]), sum(walls["two_workers"])
+    return {
+        "model": name,
+        "prompts": len(rows),
+        "k": cfg.k,
+        "max_new_tokens": cfg.max_new_tokens,
+        "sequences": len(outputs["one_process"]),
+        "chars_generated": sum(len(r["response"]) for r in outputs["one_process"]),
+        "one_process_seconds": walls["one_process"],
+        "two_workers_seconds": walls["two_workers"],
+        "ratio": one / two,
+        "identical_samples": outputs["one_process"] == outputs["two_workers"],
+        "goal": ">= 1.6",
+    }
+
+
+def main() -> int:
+    """Run the chosen parts, write JSON and Markdown, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["tiny", "gemma", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tiny-prompts", type=int, default=64)
+    parser.add_argument("--gemma-prompts", type=int, default=8)
+    ns = parser.parse_args()
+    set_torch_threads(1)
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results |= {
+        "commit": git_commit(),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_before": _uptime(),
+    }
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    config = load_config("tiny")
+    template = config.prompts.template
+    train = campaign_prompts(config, "train", 1)
+    if ns.part in ("tiny", "all"):
+        policy = ModelRef(source="tiny", base=prepare_base(config).base)
+        cfg = config.generate.model_copy(update={"k": 4})
+        results["tiny"] = bench("tiny", policy, train[: ns.tiny_prompts], cfg, template, ns.repeats)
+    if ns.part in ("gemma", "all"):
+        base = ensure_packaged_gemma(cache_root() / "models")  # converted once, then only read
+        policy = ModelRef(source="packaged-gemma", base=str(base))
+        cfg = GenerateConfig(k=2, temperature=0.8, max_new_tokens=16, batch_size=16)
+        results["gemma"] = bench("Gemma 3 270M", policy, train[: ns.gemma_prompts], cfg, template, ns.repeats)
+    ray.shutdown()
+    results["load_after"] = _uptime()
+    results["pool_vs_embedded"] = (
+        "not measured: the process work pool exists (infra/prefect.yaml, tests/integration/test_work_pool.py) "
+        "but this benchmark does not time a round on it yet"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Sharded generation: 2 Ray workers x 1 thread vs 1 process x 1 thread",
+        "",
+        f"commit {results['commit']}, {results['date']}, {results['machine']}",
+        f"load before: `{results['load_before']}`",
+        f"load after: `{results['load_after']}`",
+        "",
+        "| model | prompts x k | 1 process (s) | 2 workers (s) | ratio | goal | identical samples |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in ("tiny", "gemma"):
+        if key in results:
+            r = results[key]
+            one = " + ".join(f"{s:.1f}" for s in r["one_process_seconds"])
+            two = " + ".join(f"{s:.1f}" for s in r["two_workers_seconds"])
+            row = f"| {r['model']} | {r['prompts']} x {r['k']} | {one} | {two} | {r['ratio']:.2f}x | {r['goal']} |"
+            lines.append(f"{row} {r['identical_samples']} |")
+    lines += ["", f"Pool vs embedded round: {results['pool_vs_embedded']}.", ""]
+    REPORT.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
