@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from configs.schema_scale import ScaleConfig
-from models.loading import load_policy, set_torch_threads
+from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, SamplingEngine
 from tasks.records import ModelRef, Record
 
@@ -86,9 +86,13 @@ def ray_task_runner(scale: ScaleConfig, shards: int):  # -> RayTaskRunner (prefe
 
 @task(name="shard", cache_policy=NO_CACHE, persist_result=False)
 def shard_task(policy: ModelRef, rows: list[Record], step: ShardStep, threads: int) -> list[Record]:
-    """On a Ray worker: load the policy once and run `step` on this shard's rows."""
+    """On a Ray worker: load the policy once and run `step` on this shard's rows.
+
+    Ray reuses its worker processes, so the process's policy cache (`shared_policy`) keeps the model for the
+    next shard task on the same policy (evaluation after generation, or the next round's generation).
+    """
     set_torch_threads(threads)
-    model, tokenizer = load_policy(policy.base, policy.adapter)
+    model, tokenizer = shared_policy(policy.base, policy.adapter)
     return step(HFSampler(model, tokenizer), rows)
 
 
