@@ -13,7 +13,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow
 
@@ -22,6 +24,9 @@ from configs.schema import CampaignConfig
 from flows.campaign import campaign_flow
 from flows.interrupt import is_interruption
 from flows.launch import checked_config, launch, print_campaign, quiet_progress_bars
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 SHARED = ("seed", "rounds", "prompts", "generate", "evaluate", "model")  # what every arm must agree on
@@ -45,6 +50,11 @@ def check_comparable(configs: list[CampaignConfig]) -> None:
             raise ValueError(f"arms differ in {key!r}: an ablation compares recipes on the same prompts and seeds")
     if len({c.name for c in configs}) < len(configs):
         raise ValueError("arm names (config `name`) must differ")
+
+
+def round_seconds(runs: Iterable[Run]) -> dict[str, float]:
+    """Wall time of each finished round run (MLflow start to end), by run id."""
+    return {r.info.run_id: (r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time}
 
 
 def _shared(config: CampaignConfig, key: str) -> object:
@@ -92,8 +102,9 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
             campaigns[arm] = summary["parent_run_id"]
             set_tags(config.tracking, summary["parent_run_id"], {"selftrain.ablation_run_id": parent})
             client = client_for(config.tracking)
-            metrics = {r["run_id"]: client.get_run(r["run_id"]).data.metrics for r in summary["rounds"][1:]}
-            rows += ablation_rows(arm, summary["rounds"], metrics)
+            runs = {r["run_id"]: client.get_run(r["run_id"]) for r in summary["rounds"][1:]}
+            metrics = {run_id: run.data.metrics for run_id, run in runs.items()}
+            rows += ablation_rows(arm, summary["rounds"], metrics, round_seconds(runs.values()))
         table = format_table(rows)
         print(f"\nAblation {name!r}: held-out accuracy and diversity per round\n{table}")
         folder.mkdir(parents=True, exist_ok=True)

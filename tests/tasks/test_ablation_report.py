@@ -14,7 +14,9 @@ def sample_rows() -> list[dict]:
         {"round": 2, "accuracy": None, "promoted": False, "run_id": "r2"},
     ]
     metrics = {"parent": {"monitor/distinct_2": 9.0}, "r1": {"monitor/distinct_2": 0.25, "select/rows": 40.0}}
-    return ablation_rows("curated", rounds, metrics) + ablation_rows("all", rounds[:2], {"r1": {}})
+    rounds[1] |= {"test_accuracy": 0.45, "test_ci_low": 0.4, "test_ci_high": 0.5}
+    seconds = {"r1": 90.0, "parent": 30.0}
+    return ablation_rows("curated", rounds, metrics, seconds) + ablation_rows("all", rounds[:2], {"r1": {}})
 
 
 def test_rows_take_round_metrics_but_none_for_round_zero() -> None:
@@ -30,10 +32,13 @@ def test_rows_take_round_metrics_but_none_for_round_zero() -> None:
         "neg flips": None,
         "train rows": 40.0,
         "dpo pairs": None,
-        "test_accuracy": None,
-        "test_ci_low": None,
-        "test_ci_high": None,
+        "test_accuracy": 0.45,
+        "test_ci_low": 0.4,
+        "test_ci_high": 0.5,
+        "minutes": 1.5,
     }
+    assert rows[0]["minutes"] is None  # round 0 is not a round run
+    assert rows[-1]["minutes"] is None  # no wall time given
 
 
 def test_final_accuracy_is_each_arms_last_round() -> None:
@@ -45,6 +50,8 @@ def test_table_text_and_plot(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0].split()[:4] == ["arm", "round", "accuracy", "distinct-2"]
     assert lines[2].split()[:4] == ["curated", "1", "0.500", "0.250"]
-    assert "final held-out accuracy" in text
+    assert "0.450 [0.400, 0.500]" in lines[2]
+    assert lines[2].split()[-2:] == ["1.5", "yes"]
+    assert "final validation accuracy; final test accuracy" in text
     png = plot_ablation(sample_rows(), tmp_path / "a.png", "test")
     assert png.stat().st_size > 1000
