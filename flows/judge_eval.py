@@ -1,11 +1,15 @@
 """`selftrain judge-eval CONFIG`: which judge catches bad responses, and at what cost, on a labelled set.
 
 The labelled set is a user file (JSONL with `prompt`, `response`, `correct`) or, by default, samples of the
-campaign's base policy on training prompts labelled by the verifier. Every LLM judge (pointwise, Meta
-Ranking, Meta Ranking with swapped comparisons) runs on the configured judge model; on request
-(`--judges ...,reward-model`) a reward model too: `judge.reward_model`, or one trained with TRL's
-RewardTrainer on preference pairs of the bank split, from the judge model. The report is a terminal table,
-an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG of ROC curves. The evaluation is a Prefect flow
+campaign's base policy on training prompts labelled by the verifier, split by prompt into a reference bank,
+a calibration split (Meta Ranking's reference weights), a validation split (thresholds) and a test split.
+Every LLM judge (pointwise, Meta Ranking, Meta Ranking with both orders, the label-transfer baseline) runs
+on the configured judge model; on request (`--judges ...,reward-model`) a reward model too:
+`judge.reward_model`, or one trained with TRL's RewardTrainer on preference pairs of the bank split, from
+the judge model. Rows for the verifier (oracle) and keeping all bracket them. The report
+(`tasks.judging.report`: AUROC with bootstrap intervals, paired differences to pointwise, cost per item) is
+a terminal table, `results.json` and `results.md`, an MLflow run (`judge_eval/<judge>/<metric>`) and a PNG
+of ROC curves. The evaluation is a Prefect flow
 (`selftrain-judge-eval`), its config checked first as `selftrain run` checks one.
 """
 
@@ -23,9 +27,11 @@ from configs.loader import flatten
 from configs.schema import CampaignConfig
 from flows.launch import launch, load_checked, quiet_defaults, quiet_progress_bars
 
-JUDGES = ("pointwise", "meta-ranking", "meta-ranking-swap")
+JUDGES = ("pointwise", "meta-ranking", "meta-ranking-swap", "label-transfer")
 OPTIONAL_JUDGES = ("reward-model",)  # accepted by --judges, not run by default (training one takes a while)
-SHARES = (0.25, 0.25)  # of the prompts: reference bank, dev (calibration); the rest is the test split
+# Of the prompts: reference bank, calibration (Meta Ranking's reference weights), validation (every threshold);
+# the rest, half, is the test split.
+SHARES = (0.25, 0.125, 0.125)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,18 +67,32 @@ def labelled_set(config: CampaignConfig, policy_base: str) -> list[dict]:
     return [{**row, "correct": is_correct(row["response"], row.get("answer"), pattern)} for row in rows]
 
 
-def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: Path) -> dict:
-    """Split, score with every judge, print the table, write results and the PNG, log an MLflow run."""
+def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: Path, source: str = "") -> dict:
+    """Split, score with every judge, print the table, write results and the PNG, log an MLflow run.
+
+    `source` names the labelled set in errors (a bank split Meta Ranking cannot use).
+    """
     from tasks.judging.build import build_judge, load_option_scorer
-    from tasks.judging.reference_bank import draw_panel
-    from tasks.judging.report import evaluate_judge, format_table, plot_roc, split_by_prompt
+    from tasks.judging.reference_bank import check_bank, draw_panel
+    from tasks.judging.report import (
+        RESAMPLES,
+        bracket_rows,
+        compare_with,
+        evaluate_judge,
+        format_table,
+        markdown_table,
+        plot_roc,
+        split_by_prompt,
+    )
     from tasks.progress import emit
     from tasks.prompts import few_shot_prefix
     from tasks.tracking import end_run, log_artifact, log_metrics, start_run
     from tasks.train_reward import labelled_reward_model
 
     cfg = config.judge
-    bank, dev, test = split_by_prompt(rows, SHARES, config.seed)
+    bank, calibration, dev, test = split_by_prompt(rows, SHARES, config.seed)
+    if any(name.startswith(("meta-ranking", "label-transfer")) for name in judges):
+        check_bank(bank, cfg.references, f"{source}: the bank split")
     scorer, judge_ref = load_option_scorer(config, None)
     panel = draw_panel(bank, cfg.panel, config.seed)
     template = config.prompts.template
@@ -97,19 +117,38 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
             preamble=preamble,
         )
         started = time.perf_counter()
-        results[name] = evaluate_judge(judge, dev, test, target=cfg.calibrate, precision=cfg.target_precision)
+        results[name] = evaluate_judge(
+            judge,
+            dev,
+            test,
+            calibration=calibration,
+            target=cfg.calibrate,
+            precision=cfg.target_precision,
+            seed=config.seed,
+        )
         print(f"judge-eval: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        partial = {n: {k: v for k, v in r.items() if k != "scores"} for n, r in results.items()}
-        (out / "partial.json").write_text(json.dumps(partial, indent=2))  # long runs: keep what is done
+        # Long runs: keep what is done, scores included (the paired comparisons can be redone from them).
+        partial = {"test_labels": [bool(r["correct"]) for r in test], "results": results}
+        (out / "partial.json").write_text(json.dumps(partial))
     labels = [bool(r["correct"]) for r in test]
+    results.update(bracket_rows(labels, config.seed))
+    compare_with(results, labels, "pointwise", config.seed)
     wrong_share = 1 - sum(labels) / max(len(labels), 1)
     table = format_table(results, len(test), wrong_share)
     print(table)
+    (out / "results.md").write_text(markdown_table(results) + "\n")
     png = plot_roc(results, labels, out / "roc.png", f"{config.name}: judges on {judge_ref.source}")
     figures = {name: {k: v for k, v in r.items() if k != "scores"} for name, r in results.items()}
     summary = {
         "judge_model": judge_ref.model_dump(),
-        "split": {"bank": len(bank), "panel": len(panel), "dev": len(dev), "test": len(test)},
+        "split": {
+            "bank": len(bank),
+            "panel": len(panel),
+            "calibration": len(calibration),
+            "dev": len(dev),
+            "test": len(test),
+        },
+        "resamples": RESAMPLES,
         "test_wrong_share": wrong_share,
         "results": figures,
     }
@@ -122,7 +161,7 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
     )
     metrics = {f"judge_eval/{name}/{k}": float(v) for name, r in figures.items() for k, v in r.items()}
     log_metrics(config.tracking, [run_id], metrics, step=0)
-    for path in (png, out / "results.json", out / "labelled.jsonl"):
+    for path in (png, out / "results.json", out / "results.md", out / "labelled.jsonl"):
         log_artifact(config.tracking, run_id, path)
     end_run(config.tracking, run_id)
     print(f"\n{table.splitlines()[0]}; ROC curves: {png}; MLflow run {run_id}")
@@ -172,4 +211,4 @@ def judge_eval_flow(config: CampaignConfig, judges: list[str], out: str, labelle
     rows = load_bank_file(labelled) if labelled else labelled_set(config, prepare_base(config).base)
     with open(folder / "labelled.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    return evaluate(config, rows, judges, folder)
+    return evaluate(config, rows, judges, folder, labelled or "the sampled labelled set")

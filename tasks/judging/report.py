@@ -1,74 +1,221 @@
 """The judge report: score one labelled set with several judges and compare them as error detectors.
 
-The labelled set is split by prompt into a reference bank (Meta Ranking's references), a dev split (every
-judge's threshold is calibrated there) and a test split (every figure is measured there), so no judge
-is measured on data it was tuned or referenced on. Figures per judge: precision, recall and F1 of
-flagging wrong responses at the calibrated threshold, AUROC, and cost (forward passes and seconds per
-test sample).
+The labelled set is split by prompt into a reference bank (Meta Ranking's references), a calibration split
+(Meta Ranking measures its references' vote weights there), a validation split (every judge's threshold
+is calibrated there) and a test split (every figure is measured there), so no judge is measured on data
+it was tuned or referenced on. Figures per judge, on test: precision, recall and F1 of flagging wrong
+responses at the calibrated threshold, the precision of what it keeps, AUROC with a seeded bootstrap 95%
+interval, a paired bootstrap of its AUROC against the pointwise judge's (difference, interval, p), and
+cost (forward passes and seconds per judged test item). Two reference rows bracket them: the verifier
+(the oracle: its scores are the labels) and keeping everything.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.judging.base import CostedJudge
-from tasks.judging.calibration import auroc, calibrate_threshold, error_detection, roc_points
+from tasks.judging.calibration import auroc, calibrate_threshold, error_detection, keep_stats, roc_points
 from tasks.records import Record
 
+RESAMPLES = 1000  # bootstrap resamples of the test split
 
-def split_by_prompt(rows: Sequence[Record], shares: tuple[float, float], seed: int) -> tuple[list, list, list]:
-    """Split labelled rows into (bank, dev, test) by prompt, `shares` of the prompts for bank and dev.
+
+def split_by_prompt(rows: Sequence[Record], shares: Sequence[float], seed: int) -> tuple[list[Record], ...]:
+    """Split labelled rows by prompt: one part per share of the prompts (in order), then the rest.
 
     All samples of one prompt land in the same part, so a judge never sees a test prompt elsewhere.
+    `shares=(0.25, 0.125, 0.125)` gives (bank, calibration, validation, test).
     """
     prompts = sorted({row["prompt"] for row in rows})
     random.Random(seed).shuffle(prompts)
-    n_bank, n_dev = round(shares[0] * len(prompts)), round(shares[1] * len(prompts))
-    part = {p: 0 if i < n_bank else 1 if i < n_bank + n_dev else 2 for i, p in enumerate(prompts)}
-    out: tuple[list, list, list] = ([], [], [])
+    bounds, total = [], 0
+    for share in shares:
+        total += round(share * len(prompts))
+        bounds.append(total)
+    part = {p: sum(i >= b for b in bounds) for i, p in enumerate(prompts)}
+    out: tuple[list[Record], ...] = tuple([] for _ in range(len(shares) + 1))
     for row in rows:
         out[part[row["prompt"]]].append(row)
     return out
 
 
-def evaluate_judge(
-    judge: CostedJudge, dev: Sequence[Record], test: Sequence[Record], *, target: str = "f1", precision: float = 0.9
-) -> dict[str, Any]:
-    """Calibrate `judge` on `dev`, measure it on `test`.
+def bootstrap_aurocs(
+    score_sets: Sequence[Sequence[float]], labels: Sequence[bool], resamples: int = RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """AUROC of each score set on the same `resamples` seeded resamples of the rows (paired), ties counting half.
 
     Returns:
-        `threshold`, `precision`, `recall`, `f1` (error detection on test), `auroc`, `forward_passes_per_sample`,
-        `seconds_per_sample` (test scoring), and `scores` (the test scores, for the ROC plot).
+        Array (score sets, resamples); NaN for a resample holding one class only.
     """
-    dev_scores = judge.score(dev)
-    threshold = calibrate_threshold(dev_scores, [bool(r["correct"]) for r in dev], target=target, precision=precision)  # type: ignore[arg-type]
-    scores = judge.score(test)
-    labels = [bool(r["correct"]) for r in test]
+    from scipy.stats import rankdata
+
+    y_all = np.asarray([bool(v) for v in labels])
+    n = len(y_all)
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    y = y_all[index]
+    n1 = y.sum(axis=1).astype(float)
+    n0 = n - n1
+    valid = (n1 > 0) & (n0 > 0)
+    out = np.full((len(score_sets), resamples), np.nan)
+    for k, scores in enumerate(score_sets):
+        ranks = rankdata(np.asarray(scores, dtype=float)[index], axis=1)  # average ranks: ties count half
+        u = (ranks * y).sum(axis=1) - n1 * (n1 + 1) / 2
+        out[k, valid] = u[valid] / (n1[valid] * n0[valid])
+    return out
+
+
+def auroc_interval(scores: Sequence[float], labels: Sequence[bool], seed: int = 0) -> tuple[float, float]:
+    """The bootstrap 95% interval (2.5th, 97.5th percentiles) of AUROC; NaNs without both classes."""
+    values = bootstrap_aurocs([scores], labels, seed=seed)[0]
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return math.nan, math.nan
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def paired_difference(
+    scores: Sequence[float], baseline: Sequence[float], labels: Sequence[bool], seed: int = 0
+) -> dict[str, float]:
+    """AUROC of `scores` minus the `baseline`'s on the same rows, with a paired bootstrap.
+
+    Returns:
+        `diff` (on the rows as they are), `low`, `high` (95% interval of the resampled differences) and
+        `p`: two-sided, twice the smaller share of resampled differences on either side of 0 (at most 1).
+    """
+    both = bootstrap_aurocs([scores, baseline], labels, seed=seed)
+    diffs = both[0] - both[1]
+    diffs = diffs[~np.isnan(diffs)]
+    diff = auroc(scores, labels) - auroc(baseline, labels)
+    if not len(diffs):
+        return {"diff": diff, "low": math.nan, "high": math.nan, "p": math.nan}
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return {"diff": diff, "low": float(np.percentile(diffs, 2.5)), "high": float(np.percentile(diffs, 97.5)), "p": p}
+
+
+def figures(scores: Sequence[float], labels: Sequence[bool], threshold: float, seed: int = 0) -> dict[str, Any]:
+    """A judge's test figures from its scores and calibrated threshold (cost not included)."""
     found = error_detection(scores, labels, threshold)
+    keep_precision, _, _ = keep_stats(scores, labels, threshold)
+    low, high = auroc_interval(scores, labels, seed)
     return {
         "threshold": threshold,
         "precision": found["precision"],
         "recall": found["recall"],
         "f1": found["f1"],
+        "keep_precision": keep_precision,
+        "keep_share": sum(s >= threshold for s in scores) / max(len(scores), 1),
         "auroc": auroc(scores, labels),
-        "forward_passes_per_sample": judge.forward_passes / max(len(test), 1),
-        "seconds_per_sample": judge.seconds / max(len(test), 1),
-        "scores": scores,
+        "auroc_low": low,
+        "auroc_high": high,
+        "scores": list(scores),
     }
 
 
+def evaluate_judge(
+    judge: CostedJudge,
+    dev: Sequence[Record],
+    test: Sequence[Record],
+    *,
+    calibration: Sequence[Record] = (),
+    target: str = "f1",
+    precision: float = 0.9,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Calibrate `judge` (its reference weights on `calibration`, if it has any; its threshold on `dev`), measure
+    it on `test`.
+
+    Returns:
+        `figures` of the test scores, and `forward_passes_per_sample`, `seconds_per_sample` (test scoring per
+        judged item) and `calibration_seconds` (weights and threshold).
+    """
+    calibration_seconds = 0.0
+    calibrate = getattr(judge, "calibrate", None)
+    if calibration and calibrate is not None:
+        calibrate(calibration)
+        calibration_seconds += judge.seconds
+    dev_scores = judge.score(dev)
+    calibration_seconds += judge.seconds
+    labels = [bool(r["correct"]) for r in dev]
+    threshold = calibrate_threshold(dev_scores, labels, target=target, precision=precision)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    scores = judge.score(test)
+    seconds = time.perf_counter() - started  # the wall time of judging: judges count their own cost differently
+    out = figures(scores, [bool(r["correct"]) for r in test], threshold, seed)
+    out["forward_passes_per_sample"] = judge.forward_passes / max(len(test), 1)
+    out["seconds_per_sample"] = seconds / max(len(test), 1)
+    out["calibration_seconds"] = calibration_seconds
+    return out
+
+
+def bracket_rows(labels: Sequence[bool], seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The rows every judge lies between: the verifier as oracle (scores are the labels) and keeping all."""
+    rows = {
+        "verifier-oracle": figures([1.0 if y else 0.0 for y in labels], labels, 0.5, seed),
+        "keep-all": figures([1.0] * len(labels), labels, 0.5, seed),
+    }
+    for row in rows.values():
+        row.update(forward_passes_per_sample=0.0, seconds_per_sample=0.0, calibration_seconds=0.0)
+    return rows
+
+
+def compare_with(results: dict[str, dict[str, Any]], labels: Sequence[bool], baseline: str, seed: int = 0) -> None:
+    """Add to every result but the baseline's its paired AUROC difference to `baseline`: `vs_<baseline>_diff`,
+    `_low`, `_high`, `_p` (nothing when the baseline was not run)."""
+    if baseline not in results:
+        return
+    for name, r in results.items():
+        if name != baseline:
+            found = paired_difference(r["scores"], results[baseline]["scores"], labels, seed)
+            r.update({f"vs_{baseline}_{k}": v for k, v in found.items()})
+
+
 def format_table(results: dict[str, dict[str, Any]], test_rows: int, wrong_share: float) -> str:
-    """The terminal table: one line per judge."""
-    header = f"{'judge':<22}{'prec':>7}{'recall':>8}{'F1':>7}{'AUROC':>8}{'passes/s.':>11}{'sec/sample':>12}"
+    """The terminal table: one line per judge (error detection at the calibrated threshold, AUROC and its
+    interval, the paired difference to pointwise, cost per judged item)."""
+    header = (
+        f"{'judge':<20}{'prec':>6}{'recall':>7}{'F1':>6}{'kept ok':>8}  {'AUROC [95% CI]':<20}"
+        f"{'vs pointwise [95% CI], p':<30}{'s/item':>8}"
+    )
     lines = [f"error detection on {test_rows} test samples ({wrong_share:.0%} wrong)", header]
     for name, r in results.items():
+        interval = f"{_num(r['auroc'])} [{_num(r['auroc_low'])}, {_num(r['auroc_high'])}]"
+        versus = ""
+        if "vs_pointwise_diff" in r:
+            versus = (
+                f"{r['vs_pointwise_diff']:+.3f} [{r['vs_pointwise_low']:+.3f}, {r['vs_pointwise_high']:+.3f}], "
+                f"{_num(r['vs_pointwise_p'])}"
+            )
         lines.append(
-            f"{name:<22}{r['precision']:>7.3f}{r['recall']:>8.3f}{r['f1']:>7.3f}{_num(r['auroc']):>8}"
-            f"{r['forward_passes_per_sample']:>11.3f}{r['seconds_per_sample']:>12.4f}"
+            f"{name:<20}{r['precision']:>6.3f}{r['recall']:>7.3f}{r['f1']:>6.3f}{r['keep_precision']:>8.3f}  "
+            f"{interval:<20}{versus:<30}{r['seconds_per_sample']:>8.3f}"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """The same figures as a Markdown table (for benchmarks/results and the README)."""
+    lines = [
+        "| judge | flag precision | flag recall | flag F1 | kept correct | AUROC [95% CI] | vs pointwise [95% CI] | p "
+        "| s/item |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        versus, p = "", ""
+        if "vs_pointwise_diff" in r:
+            versus = f"{r['vs_pointwise_diff']:+.3f} [{r['vs_pointwise_low']:+.3f}, {r['vs_pointwise_high']:+.3f}]"
+            p = _num(r["vs_pointwise_p"])
+        lines.append(
+            f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['keep_precision']:.3f} | "
+            f"{_num(r['auroc'])} [{_num(r['auroc_low'])}, {_num(r['auroc_high'])}] | {versus} | {p} | "
+            f"{r['seconds_per_sample']:.3f} |"
         )
     return "\n".join(lines)
 

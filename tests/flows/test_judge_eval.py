@@ -69,9 +69,16 @@ def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: 
     for name in judge_eval.JUDGES:
         assert name in table
     summary = json.loads((out / "results.json").read_text())
-    assert summary["split"] == {"bank": 8, "panel": 8, "dev": 8, "test": 16}
-    for figures in summary["results"].values():
-        assert 0.0 <= figures["auroc"] <= 1.0 and figures["forward_passes_per_sample"] > 0
+    assert summary["split"] == {"bank": 8, "panel": 8, "calibration": 4, "dev": 4, "test": 16}
+    results = summary["results"]
+    assert list(results) == [*judge_eval.JUDGES, "verifier-oracle", "keep-all"]
+    for name in judge_eval.JUDGES:
+        figures = results[name]
+        assert figures["auroc_low"] <= figures["auroc"] <= figures["auroc_high"]
+        assert figures["forward_passes_per_sample"] > 0 and figures["seconds_per_sample"] > 0
+        assert name == "pointwise" or 0.0 <= figures["vs_pointwise_p"] <= 1.0
+    assert results["verifier-oracle"]["auroc"] == 1.0 and results["keep-all"]["auroc"] == 0.5
+    assert "| verifier-oracle | 1.000 | 1.000 | 1.000 | 1.000 |" in (out / "results.md").read_text()
     assert (
         summary["results"]["meta-ranking-swap"]["forward_passes_per_sample"]
         > (summary["results"]["meta-ranking"]["forward_passes_per_sample"])
@@ -82,7 +89,8 @@ def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: 
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags["selftrain.kind"] == "judge-eval"
     assert "judge_eval/pointwise/auroc" in run.data.metrics and "judge_eval/meta-ranking/f1" in run.data.metrics
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"roc.png", "results.json", "labelled.jsonl"}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts >= {"roc.png", "results.json", "results.md", "labelled.jsonl"}
     assert _flow_run_states("selftrain-judge-eval") == ["COMPLETED"]  # visible in the Prefect UI
 
 
