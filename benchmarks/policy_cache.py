@@ -70,7 +70,7 @@ def make_adapters(base: str, n: int, out: Path) -> list[str]:
                 if "lora_B" in name:
                     param.normal_(std=0.01)
         path = out / f"adapter-{i}"
-        peft.save_pretrained(path)
+        peft.save_pretrained(str(path))
         paths.append(str(path))
     return paths
 
