@@ -3,8 +3,8 @@
 For each model, on one round's training prompts of its campaign config (`tiny.yaml`; for Gemma `default.yaml`
 shrunk by the options), the two ways a round can train are timed in this process, one torch thread:
 
-- `sft`: what an SFT round does after the shared steps: sample `generate.k` responses per prompt
-  (`tasks.generate.generate_responses`, selftrain's sampler), verify them strictly, select
+- `sft`: what an SFT round does: sample `generate.k` responses per prompt (`tasks.generate.generate_responses`,
+  selftrain's sampler, behind the few-shot prefix when the campaign's round 1 uses it), verify them strictly, select
   (`tasks.select.select` with the config's rules), LoRA SFT on the kept rows (`tasks.train_sft.train_sft`);
 - `grpo`: `tasks.train_grpo.train_grpo` on the same prompts with the config's train settings and
   `train.grpo` (num_generations, steps): TRL samples its own groups with `model.generate`, scores them with the
@@ -47,7 +47,7 @@ from models.sampling import HFSampler
 from tasks.base_model import prepare_base
 from tasks.generate import generate_responses
 from tasks.judging.verifier import verify_rows
-from tasks.prompts import campaign_prompts
+from tasks.prompts import campaign_prompts, few_shot_prefix, uses_few_shot
 from tasks.select import select, to_sft_examples
 from tasks.tracking import git_commit
 from tasks.train_grpo import train_grpo, verifier_reward
@@ -61,8 +61,9 @@ def sft_round(config: CampaignConfig, base: str, prompts: list[dict], work: Path
     """Sample, verify, select and SFT-train as an SFT round does; seconds of each part."""
     started = time.perf_counter()
     model, tokenizer = load_policy(base)
+    prefix = few_shot_prefix(config) if uses_few_shot(config, 1) else ""  # round 1 samples as the campaign does
     rows = generate_responses(
-        HFSampler(model, tokenizer), prompts, config.generate, template=config.prompts.template, seed=1
+        HFSampler(model, tokenizer), prompts, config.generate, template=config.prompts.template, seed=1, prefix=prefix
     )
     generate_seconds = time.perf_counter() - started
     judged = [{**row, "score": 1.0 if row["correct"] else 0.0} for row in verify_rows(rows)]
