@@ -35,14 +35,17 @@ def gap_closed(arm: float, keep_all: float, oracle: float, min_gap: float = MIN_
 
 
 def filter_rows(rows: Sequence[Mapping[str, Any]], min_gap: float = MIN_GAP) -> list[dict[str, Any]]:
-    """One row per arm: `arm`, `round` (of the policy scored), `test_accuracy`, `ci_low`, `ci_high`,
-    `train_rows` (rows selected in its last round) and `gap_closed` (None for the two ends, or a gap too small).
+    """One row per arm, keep-all first and the oracle last (the others in input order): `arm`, `round` (of the
+    policy scored), `test_accuracy`, `ci_low`, `ci_high`, `train_rows` (rows selected in its last round) and
+    `gap_closed` (None for the two ends, or a gap too small).
 
     Args:
         rows: `tasks.ablation_report.ablation_rows` of every arm (with the test columns).
         min_gap: The smallest oracle - keep-all difference divided by.
     """
-    final = final_tested(rows)
+    tested = final_tested(rows)
+    order = sorted(tested, key=lambda name: (name != KEEP_ALL, name == ORACLE))  # stable: the rest keep their order
+    final = {name: tested[name] for name in order}
     train_rows = {row["arm"]: row.get("train rows") for row in rows if row["round"] > 0}
     ends = (final.get(KEEP_ALL), final.get(ORACLE))
     out = []

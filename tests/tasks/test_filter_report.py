@@ -26,7 +26,15 @@ def arm(name: str, start: float, final: float | None, ci: float = 0.05, rows: fl
 def test_gap_closed_by_hand() -> None:
     rows = arm("filter-keep-all", 0.1, 0.30) + arm("filter-oracle", 0.1, 0.50) + arm("filter-dsir", 0.1, 0.45)
     rows += arm("filter-color", 0.1, 0.20) + arm("filter-perplexity", 0.1, None)
-    table = {row["arm"]: row for row in filter_rows(rows)}
+    ordered = filter_rows(rows)
+    assert [row["arm"] for row in ordered] == [
+        "filter-keep-all",
+        "filter-dsir",
+        "filter-color",
+        "filter-perplexity",
+        "filter-oracle",
+    ]
+    table = {row["arm"]: row for row in ordered}
     assert table["filter-dsir"]["gap_closed"] == pytest.approx((0.45 - 0.30) / (0.50 - 0.30))  # 0.75
     assert table["filter-color"]["gap_closed"] == pytest.approx(-0.5)  # worse than keeping everything
     assert table["filter-keep-all"]["gap_closed"] is None and table["filter-oracle"]["gap_closed"] is None
