@@ -40,10 +40,15 @@ def test_recorded_config_splits_params_and_tags_by_hand(tmp_path: Path) -> None:
         "selftrain.config.tracking.tracking_uri": "null",
         "selftrain.config.tracking.experiment": "params-unit",
         "selftrain.config.model.torch_threads": "2",
+        "selftrain.config.generate.shards": "1",
+        "selftrain.config.evaluate.shards": "1",
+        "selftrain.config.scale.ray_address": "''",
+        "selftrain.config.scale.connect_timeout": "10.0",
+        "selftrain.config.storage.base": "''",
     }
     # Everything else: params, with flatten's text, nothing dropped and nothing in both.
     flat = flatten(config)
-    named = {"tracking.output_dir", "tracking.tracking_uri", "tracking.experiment", "model.torch_threads"}
+    named = {key.removeprefix("selftrain.config.") for key in tags}
     assert params == {key: text for key, text in flat.items() if key not in named}
     assert len(params) + len(tags) == len(flat)
     assert params["model.source"] == "tiny" and params["model.name"] == "null" and params["generate.k"] == "4"
