@@ -30,7 +30,7 @@ from tasks.progress import emit
 from tasks.prompts import few_shot_prefix
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
-from tasks.train_reward import round_reward_model
+from tasks.train_reward import reward_rows, round_reward_model
 
 PASS_RATES = "pass-rates.jsonl"  # the curriculum's per-prompt pass-rate table, beside the judged rows
 
@@ -260,11 +260,24 @@ def judge_task(
         reward_dir = Path(out_path).with_name("reward-model")
         path, metrics, facts = round_reward_model(config, rows, policy, earlier, reward_dir, seed=seed, progress=emit)
         judge = build_judge(cfg, template=template, reward_model=path)
+        # The rows a reward model trained this round learnt from and its validation rows (as round_reward_model).
+        trained_on, validation, _ = reward_rows(cfg, rows, earlier, seed)
         judged = judge_records(rows, judge, cfg.answer_pattern)
+        threshold, score_key = config.select.threshold, "score"
+        if cfg.kind == "reward-model" and validation:
+            # A sigmoid has its own scale: fit the keep-threshold on validation rows, map scores as LM judges do.
+            labels = [bool(r["correct"]) for r in validation]
+            threshold = calibrate_threshold(
+                judge.score(validation), labels, target=cfg.calibrate, precision=cfg.target_precision
+            )
+            for row in judged:
+                row["raw_score"] = row["score"]
+                row["score"] = rescale(row["raw_score"], threshold, config.select.threshold)
+            score_key = "raw_score"
+            metrics.update(threshold=threshold, dev_rows=float(len(validation)))
         metrics.update(forward_passes=float(judge.forward_passes), seconds=judge.seconds)
-        # The rows a reward model trained this round learnt from (the same bank round_reward_model built).
-        fitted = [] if cfg.reward_model is not None else build_bank(cfg, rows, earlier, seed)[0]
-        metrics.update(judge_quality(judged, fitted, config.select.threshold))
+        fitted = validation + ([] if cfg.reward_model is not None else trained_on)
+        metrics.update(judge_quality(judged, fitted, threshold, score_key=score_key))
         result = JudgedRound(rows=judged, metrics=metrics, facts=facts)
     else:
         set_torch_threads(config.model.torch_threads)

@@ -22,7 +22,7 @@ from configs.schema import CampaignConfig, JudgeConfig
 from models.reward_scorer import load_reward_model
 from models.training import cpu_trainer_settings, train_then_replace
 from tasks.judging.build import judge_model
-from tasks.judging.reference_bank import build_bank
+from tasks.judging.reference_bank import bank_from_rounds, build_bank
 from tasks.records import DatasetRef, ModelRef, Record, write_lineage
 
 
@@ -158,6 +158,37 @@ def train_reward_model(
     }
 
 
+def reward_rows(
+    cfg: JudgeConfig, rows: Sequence[Record], earlier: Sequence[DatasetRef], seed: int
+) -> tuple[list[Record], list[Record], dict[str, Any]]:
+    """The labelled rows a round's reward model learns from, and the validation rows its threshold is fitted on.
+
+    With bank=rounds and labelled rows in the `earlier` rounds' judged files, only those are used (the model
+    never learns from the round it judges); in round 1, or with bank=file, `build_bank` decides (round 1
+    bootstraps `bootstrap` of this round's rows, labelled by the verifier). Whole prompts, drawn by `seed`,
+    are held out until `judge.dev_size` rows (at most half) are validation rows: a prompt is never in both.
+
+    Returns:
+        (training rows, validation rows, facts saying where they came from).
+    """
+    labelled = bank_from_rounds(earlier, cfg.bank_size) if cfg.bank == "rounds" else []
+    if labelled:
+        facts: dict[str, Any] = {"bank_source": "rounds", "from_rounds": len(labelled), "bootstrapped": 0}
+    else:
+        labelled, facts = build_bank(cfg, rows, earlier, seed)
+    prompts = list(dict.fromkeys(row["prompt"] for row in labelled))
+    random.Random(seed).shuffle(prompts)
+    wanted, taken, held = min(cfg.dev_size, len(labelled) // 2), 0, set()
+    for prompt in prompts:
+        if taken >= wanted:
+            break
+        held.add(prompt)
+        taken += sum(row["prompt"] == prompt for row in labelled)
+    train = [row for row in labelled if row["prompt"] not in held]
+    validation = [row for row in labelled if row["prompt"] in held]
+    return train, validation, {**facts, "validation_rows": len(validation)}
+
+
 def round_reward_model(
     config: CampaignConfig,
     rows: Sequence[Record],
@@ -170,10 +201,9 @@ def round_reward_model(
 ) -> tuple[str, dict[str, float], dict[str, Any]]:
     """The round's reward model: `judge.reward_model` as is, or one trained now into `out_dir`.
 
-    Training reads the bank (`tasks.judging.reference_bank.build_bank`: the `earlier` rounds' judged files,
-    or `bank_path`; in round 1, or with too few, `bootstrap` of this round's own rows labelled
-    by the verifier), turns it into correct-vs-wrong pairs and trains from the judge model
-    (`tasks.judging.build.judge_model`).
+    Training reads the training part of `reward_rows` (the `earlier` rounds' labelled rows, or `bank_path`;
+    in round 1 `bootstrap` of this round's own rows labelled by the verifier; validation prompts held out),
+    turns it into correct-vs-wrong pairs and trains from the judge model (`tasks.judging.build.judge_model`).
 
     Returns:
         (the reward model's folder, `judge/...` metrics without the prefix, lineage facts).
@@ -181,7 +211,7 @@ def round_reward_model(
     cfg = config.judge
     if cfg.reward_model is not None:
         return cfg.reward_model, {}, {"reward_model": cfg.reward_model}
-    bank, facts = build_bank(cfg, rows, earlier, seed)
+    bank, _, facts = reward_rows(cfg, rows, earlier, seed)
     pairs = correct_wrong_pairs(
         bank, template=config.prompts.template, per_prompt=cfg.reward_pairs_per_prompt, seed=seed
     )

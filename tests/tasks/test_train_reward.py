@@ -13,7 +13,7 @@ from configs.loader import load_config
 from models.reward_scorer import RewardScorer, load_reward_model, reward_text
 from tasks.judging.build import build_judge
 from tasks.records import ModelRef, Record, write_records
-from tasks.train_reward import correct_wrong_pairs, round_reward_model
+from tasks.train_reward import correct_wrong_pairs, reward_rows, round_reward_model
 
 TEMPLATE = "Question: {prompt}\nAnswer:"  # as tests/tasks/conftest.py trains with
 
@@ -84,17 +84,22 @@ def test_round_reward_model_trains_from_earlier_rounds_or_bootstraps(
     earlier = [write_records(tmp_path / "round-01" / "judged.jsonl", labelled_sums)]
     policy = ModelRef(source="tiny", base=str(tiny_dir))
     rows = _with_answers(labelled_sums[:8])
-    overrides = ["judge.kind=reward-model", "judge.reward_epochs=1", "judge.bootstrap=0"]
+    # bootstrap=64 asks for more than the earlier round holds: still only earlier rounds' rows are learnt from.
+    overrides = ["judge.kind=reward-model", "judge.reward_epochs=1", "judge.bootstrap=64"]
     config = load_config("tiny", overrides)
     out = tmp_path / "round-02" / "reward-model"
     path, metrics, facts = round_reward_model(config, rows, policy, earlier, out, seed=3)
     judge = build_judge(config.judge, template=config.prompts.template, reward_model=path)
     assert facts["from_rounds"] == 24 and facts["bootstrapped"] == 0
-    assert metrics["reward_pairs"] == 24 and metrics["bank_size"] == 24
+    # Half the rows (3 whole prompts of 6) are held out to calibrate the threshold: 12 rows, 12 pairs train.
+    trained_on, validation, _ = reward_rows(config.judge, rows, earlier, seed=3)
+    assert facts["validation_rows"] == len(validation) == 12 and len(trained_on) == 12
+    assert not {r["prompt"] for r in trained_on} & {r["prompt"] for r in validation}
+    assert metrics["reward_pairs"] == 12 and metrics["bank_size"] == 12
     assert (out / "lineage.json").exists() and len(judge.score(rows)) == 8
     # Round 1: no earlier rounds, so the round's own rows are labelled by the verifier.
     config = load_config("tiny", [*overrides[:2], "judge.bootstrap=8"])
     out = tmp_path / "round-01" / "reward-model"
     path, metrics, facts = round_reward_model(config, rows, policy, [], out, seed=3)
-    assert facts["from_rounds"] == 0 and facts["bootstrapped"] == 8
-    assert metrics["reward_pairs"] == 8  # 2 prompts, 2 correct x 2 wrong responses each, 4 pairs per prompt
+    assert facts["from_rounds"] == 0 and facts["bootstrapped"] == 8 and facts["validation_rows"] == 4
+    assert metrics["reward_pairs"] == 4  # 2 prompts, one held out; 2 correct x 2 wrong responses, 4 pairs
