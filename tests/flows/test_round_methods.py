@@ -36,10 +36,11 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def prefect_server() -> Iterator[None]:
-    """The round is a Prefect flow: here against a private temporary server."""
+    """The round is a Prefect flow: here against a private temporary server (its default 20 s to start was too
+    short twice at load 15-23 on the 2 shared cores)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=None):
+    with prefect_test_harness(server_startup_timeout=120):
         yield
 
 
