@@ -57,7 +57,8 @@ def test_heartbeats_and_zombie_automation_agree() -> None:
     assert trigger.after == {"prefect.flow-run.heartbeat"} and "prefect.flow-run.heartbeat" in trigger.expect
     assert trigger.within.total_seconds() == STALE_BEATS * period == 75  # selftrain's own rule, same moment
     watched = trigger.match_related  # only the pool deployment's runs: others beat every 180 s
-    assert not isinstance(watched, list) and watched.get("prefect.resource.role") == "tag"
-    assert watched.get("prefect.resource.id") == "prefect.tag.selftrain-pool" and "selftrain-pool" in deployment["tags"]
+    assert not isinstance(watched, list) and watched.get("prefect.resource.role") == ["tag"]
+    assert watched.get("prefect.resource.id") == ["prefect.tag.selftrain-pool"]
+    assert "selftrain-pool" in deployment["tags"]
     (action,) = automation.actions
     assert isinstance(action, ChangeFlowRunState) and action.state.value == "CRASHED"
