@@ -35,7 +35,8 @@ from models.loading import load_policy, set_torch_threads
 from models.sampling import cut_at_stop
 from models.training import cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
-from tasks.judging.verifier import is_correct
+from tasks.judge import requires_work
+from tasks.judging.verifier import is_correct, shows_work
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
 from tasks.records import DatasetRef, ModelRef, Record, read_records
@@ -80,13 +81,17 @@ class GroupRecorder:
         return list[float | None](rewards)  # TRL's reward type (None: no reward for that completion)
 
 
-def verifier_reward(answer_pattern: str, stop: Sequence[str]) -> RewardFn:
+def verifier_reward(answer_pattern: str, stop: Sequence[str], *, require_work: bool = False) -> RewardFn:
     """The strict verifier as a TRL reward function: 1.0 when the completion, cut at the first stop string, states
-    the row's `answer` in the expected form, else 0.0."""
+    the row's `answer` in the expected form (and, with `require_work`, shows right working for it: a bare right
+    guess earns nothing, as in SFT's selection), else 0.0."""
+
+    def credit(text: str, expected: Any) -> bool:
+        return is_correct(text, expected, answer_pattern) and (not require_work or shows_work(text, answer_pattern))
 
     def reward(prompts: list[str], completions: list[str], answer: list[Any], **_: Any) -> list[float]:
         return [
-            1.0 if is_correct(cut_at_stop(text, stop), expected, answer_pattern) else 0.0
+            1.0 if credit(cut_at_stop(text, stop), expected) else 0.0
             for text, expected in zip(completions, answer, strict=True)
         ]
 
@@ -226,7 +231,7 @@ def grpo_train_task(
         config.generate,
         out_dir,
         template=config.prompts.template,
-        reward=verifier_reward(config.judge.answer_pattern, config.generate.stop),
+        reward=verifier_reward(config.judge.answer_pattern, config.generate.stop, require_work=requires_work(config)),
         seed=seed,
         progress=emit,
     )

@@ -59,3 +59,10 @@ def test_grpo_raises_the_mean_reward_over_a_short_run(tiny_dir: Path, tmp_path: 
     assert first + 0.1 < last, steps  # measured: 0.77 -> 0.98
     assert result.metrics["kl"] > 0.0  # beta > 0: TRL measured the KL to the base (adapters disabled)
     assert all("lora_" in key for key in load_file(tmp_path / "adapter" / "adapter_model.safetensors"))
+
+
+def test_verifier_reward_under_require_work_gives_a_bare_right_guess_nothing() -> None:
+    reward = verifier_reward(DEFAULT_ANSWER_PATTERN, ["\n"], require_work=True)
+    completions = [" The answer is 7.", " 3 + 4 = 7. The answer is 7.", " 3 + 4 = 8. The answer is 7."]
+    assert reward(["q"] * 3, completions, answer=["7"] * 3) == [0.0, 1.0, 0.0]
+    assert verifier_reward(DEFAULT_ANSWER_PATTERN, ["\n"])(["q"], completions[:1], answer=["7"]) == [1.0]
