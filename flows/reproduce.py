@@ -4,7 +4,11 @@ Everything comes from the MLflow store, not from the round's folder (which may b
 `round_input.json` (resolved config, input policy, what the campaign carried into the round, seeds, library
 versions), the validation file logged on its campaign run, the incumbent's validation answers logged by the
 round, and the input policy's adapter logged by the round that trained it (none when the round started from
-the base model, which is rebuilt or re-resolved from the config and checked against the recorded fingerprint).
+the base model, which is rebuilt or re-resolved from the config and checked against the recorded fingerprint),
+and the earlier rounds' judged and selected rows the round read (a `train.init: base` round trains a fresh
+adapter on the base from all of them; judges and the curriculum read the judged ones), each downloaded from the
+run that logged it and checked against its recorded hash. What the round samples itself (GRPO's groups, STaR's
+rationales) comes again from the recorded seeds; the filters' reference model is the checked base.
 The round runs again into a new folder under a `reproduce` MLflow run tagged `selftrain.reproduces=<RUN_ID>`.
 On the CPU with the recorded seeds every metric but the wall-clock timings must match exactly; a data file or
 the adapter weights that differ are reported, with the non-determinism sources that differ (library versions,
@@ -27,11 +31,15 @@ from flows.campaign_state import RESULTS_DIR
 from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
 from flows.round import RoundInputs, round_flow
 from tasks.base_model import prepare_base
-from tasks.layout import DATA_FILES, CampaignLayout, round_seed
+from tasks.layout import ACCUMULATED, DATA_FILES, CampaignLayout, round_seed
+from tasks.rationalize import RATIONALIZED
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 from tasks.tracking import RoundContext, end_run, library_versions, start_run
 
 TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
+# Compared by content hash when the original round logged them (under `data/` of its run), besides the adapter.
+COMPARED_FILES = (*DATA_FILES, ACCUMULATED, RATIONALIZED, "filter-scores.jsonl")
+EARLIER = ("earlier", "earlier_selected")  # the RoundInputs fields holding earlier rounds' record files
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +100,35 @@ def fetch_inputs(client: MlflowClient, run_id: str, dest: Path) -> tuple[dict, D
     return recorded, validation, adapter
 
 
+def fetch_earlier(client: MlflowClient, run_id: str, recorded: dict, field: str, dest: Path) -> tuple[DatasetRef, ...]:
+    """The earlier rounds' record files in the round's `state.<field>`, downloaded from the runs that logged them
+    (`<field>_sources` in round_input.json) and checked against the recorded hashes.
+
+    A round recorded before the sources were (no `<field>_sources`) falls back to the recorded local paths when
+    they still hold the recorded bytes; otherwise nothing is run.
+    """
+    refs = [DatasetRef.model_validate(ref) for ref in recorded["state"].get(field, [])]
+    sources = recorded.get(f"{field}_sources")
+    if sources is None:
+        if all(Path(ref.path).is_file() and sha256_file(ref.path) == ref.sha256 for ref in refs):
+            return tuple(refs)
+        raise ValueError(
+            f"run {run_id}: round_input.json has no {field}_sources and its {field} files are gone or changed; "
+            "the round's earlier rows cannot be recovered"
+        )
+    fetched = []
+    for index, source in enumerate(sources, start=1):
+        uri = f"runs:/{source['run_id']}/{source['path']}"
+        local = _local_ref(_download(client, uri, dest / field / str(index)))
+        if local.sha256 != source["sha256"]:
+            raise ValueError(
+                f"run {run_id}: {field} file {uri} has sha256 {local.sha256[:16]}..., the round read "
+                f"{source['sha256'][:16]}...; nothing was run"
+            )
+        fetched.append(local)
+    return tuple(fetched)
+
+
 def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     """Re-run round `run_id` into a new folder and compare its metrics, data and adapter with the original."""
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -116,7 +153,10 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     recorded_state = RoundInputs.model_validate(recorded["state"])
     answers = _local_ref(_download(client, f"runs:/{run_id}/{incumbent}", workdir / "inputs"))
     champion = recorded_state.champion.model_copy(update={"ref": answers})
-    state = recorded_state.model_copy(update={"policy": policy, "champion": champion})
+    earlier = {field: fetch_earlier(client, run_id, recorded, field, workdir / "inputs") for field in EARLIER}
+    # train.init=base: the fresh adapter starts from the checked base, not the original's local base path.
+    update = {"policy": policy, "champion": champion, "base": base, **earlier}
+    state = recorded_state.model_copy(update=update)
     index = int(recorded["round"])
     parent = start_run(
         tracking,
@@ -158,7 +198,7 @@ def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) 
             mismatches.append(key)
     files = {}
     downloads = folder.parent / "inputs" / "original"
-    for name in DATA_FILES + ("adapter/adapter_model.safetensors",):
+    for name in (*COMPARED_FILES, "adapter/adapter_model.safetensors"):
         local = folder / name
         try:
             logged = _download(client, f"runs:/{original}/{'data/' + name if '/' not in name else name}", downloads)

@@ -35,7 +35,7 @@ from tasks.prompts import prompts_task
 from tasks.rationalize import RATIONALIZED, rationalize_task
 from tasks.records import DatasetRef, ModelRef, read_records
 from tasks.select import select_task
-from tasks.tracking import RoundContext, end_run, finish_run, open_run, round_input, set_tags
+from tasks.tracking import RoundContext, end_run, finish_run, logged_sources, open_run, round_input, set_tags
 from tasks.train_dpo import dpo_train_task
 from tasks.train_grpo import grpo_train_task
 from tasks.train_sft import sft_train_task
@@ -74,13 +74,17 @@ class RoundInputs(BaseModel):
     earlier: tuple[DatasetRef, ...] = ()  # earlier rounds' judged rows, oldest first
     earlier_selected: tuple[DatasetRef, ...] = ()  # earlier rounds' selected rows, oldest first (ReST-EM's data)
     base: ModelRef | None = None  # the campaign's base model (train.init=base trains a fresh adapter on it)
+    earlier_runs: tuple[str, ...] = ()  # the MLflow run that logged each `earlier` file (reproduce downloads it)
+    earlier_selected_runs: tuple[str, ...] = ()  # the MLflow run that logged each `earlier_selected` file
 
     def after(self, result: RoundResult) -> RoundInputs:
         """The inputs of the next round: a promoted candidate becomes the policy to train from, and the champion
         when its validation accuracy is at least the best so far (ties go to the newer, as the registry alias)."""
         update: dict[str, object] = {"earlier": (*self.earlier, result.judged), "best_accuracy": result.best_after}
+        update["earlier_runs"] = (*self.earlier_runs, result.run_id)
         if result.selected is not None:
             update["earlier_selected"] = (*self.earlier_selected, result.selected)
+            update["earlier_selected_runs"] = (*self.earlier_selected_runs, result.run_id)
         if result.promoted and result.candidate is not None and result.evaluation is not None:
             update |= {"policy": result.candidate, "policy_source": f"runs:/{result.run_id}/{ADAPTER}"}
             if result.evaluation.accuracy >= result.best_after - TOLERANCE:
@@ -102,7 +106,16 @@ def round_flow(
     layout = CampaignLayout(Path(workdir))
     path = {name: str(layout.in_round(round_index, name)) for name in (PROMPTS, GENERATED, JUDGED, SELECTED, ADAPTER)}
     with round_run(config, layout, round_index, state.policy, parent_run_id) as ctx:
-        inputs = round_input(config, ctx, state.policy, validation, policy_source=state.policy_source, state=state)
+        inputs = round_input(
+            config,
+            ctx,
+            state.policy,
+            validation,
+            policy_source=state.policy_source,
+            state=state,
+            earlier_sources=logged_sources(state.earlier, state.earlier_runs),
+            earlier_selected_sources=logged_sources(state.earlier_selected, state.earlier_selected_runs),
+        )
         ctx.log_json(layout.in_round(round_index, ROUND_INPUT), inputs)  # what `selftrain reproduce` reads
         ctx.log_artifact(state.champion.ref.path, "inputs")  # the champion's answers (gate, monitor): reproduce
         earlier = state.earlier if config.prompts.curriculum else ()  # the curriculum's pass-rate history

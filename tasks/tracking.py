@@ -243,6 +243,19 @@ def round_input(
     }
 
 
+def logged_sources(refs: tuple[DatasetRef, ...], run_ids: tuple[str, ...]) -> list[dict[str, object]] | None:
+    """Where each of an earlier round's record files was logged (`log_dataset` puts it under `data/` of the
+    round's run), with its content hash and row count: what reproduce downloads and checks instead of the
+    local paths, which may be gone. None when the runs are not known for every file (then reproduce refuses
+    rather than read the original folder)."""
+    if len(refs) != len(run_ids):
+        return None
+    return [
+        {"run_id": run_id, "path": f"data/{Path(ref.path).name}", "sha256": ref.sha256, "rows": ref.rows}
+        for ref, run_id in zip(refs, run_ids, strict=True)
+    ]
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")

@@ -13,17 +13,21 @@ from mlflow import MlflowClient
 
 from models.integrity import write_record
 from tasks.model_registry import registered_name
+from tasks.records import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 # Margin 1.0 promotes every trained round: round 2 starts from round 1's logged adapter and a champion exists
 # (with the tiny model on these splits, round 1 scores below round 0 and the default margin would refuse it).
+# train.init=base (ReST-EM): round 2 samples with round 1's adapter but trains a fresh adapter on the base from
+# rounds 1 and 2's selected rows, so reproducing it needs round 1's logged rows as well.
 SMALL = [
     "configs/tiny.yaml",
     "rounds=2",
     "prompts.train_size=64",
     "prompts.heldout_size=64",
     "evaluate.promotion_margin=1.0",
+    "train.init=base",
 ]
 
 pytestmark = pytest.mark.slow
@@ -52,17 +56,24 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
 
 def test_reproduce_round_two_matches_exactly(campaign: dict) -> None:
     original = campaign["rounds"][2]
-    proc = _selftrain(
-        [
-            "reproduce",
-            original.info.run_id,
-            "--tracking-uri",
-            campaign["uri"],
-            "--output-dir",
-            str(campaign["root"] / "r"),
-        ],
-        campaign["env"],
-    )
+    # From MLflow alone: the campaign folder (round 1's selected rows, the accumulated set) is out of reach.
+    folder = Path(campaign["parent"].data.tags["selftrain.dir"])
+    hidden = folder.with_name(folder.name + "-hidden")
+    folder.rename(hidden)
+    try:
+        proc = _selftrain(
+            [
+                "reproduce",
+                original.info.run_id,
+                "--tracking-uri",
+                campaign["uri"],
+                "--output-dir",
+                str(campaign["root"] / "r"),
+            ],
+            campaign["env"],
+        )
+    finally:
+        hidden.rename(folder)
     print(proc.stdout)
     assert "reproduced exactly" in proc.stdout
     client = campaign["client"]
@@ -79,7 +90,17 @@ def test_reproduce_round_two_matches_exactly(campaign: dict) -> None:
     )
     assert report["match"] and all(report["files"].values())
     assert "adapter/adapter_model.safetensors" in report["files"] and "selected.jsonl" in report["files"]
+    assert report["files"]["accumulated.jsonl"]  # the same merged training set, by content hash
     recorded = json.loads(Path(client.download_artifacts(original.info.run_id, "round_input.json")).read_text())
+    round1 = campaign["rounds"][1].info.run_id
+    (source,) = recorded["earlier_selected_sources"]  # round 1's selected rows, where they were logged
+    assert (source["run_id"], source["path"]) == (round1, "data/selected.jsonl")
+    logged = Path(client.download_artifacts(round1, "data/selected.jsonl", str(campaign["root"] / "r1")))
+    assert source["sha256"] == sha256_file(logged) == recorded["state"]["earlier_selected"][0]["sha256"]
+    downloaded = Path(report["workdir"]) / "inputs" / "earlier_selected" / "1" / "selected.jsonl"
+    assert sha256_file(downloaded) == source["sha256"]  # the re-run read the downloaded copy
+    assert child.data.tags["selftrain.trained_from"] == original.data.tags["selftrain.trained_from"]
+    assert "adapter" not in child.data.tags["selftrain.trained_from"]  # a fresh adapter on the base
     assert campaign["rounds"][1].data.tags["selftrain.promoted"] == "true"  # margin 1.0: SMALL promotes it
     assert recorded["policy_source"] == f"runs:/{campaign['rounds'][1].info.run_id}/adapter"  # round 1's adapter
 
@@ -106,7 +127,9 @@ def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     client, name = campaign["client"], registered_name("tiny")
     best = client.get_model_version_by_alias(name, "champion")
     out = campaign["root"] / "runs"
-    proc = _selftrain(["run", *SMALL, "rounds=1", "start_from=champion", f"tracking.output_dir={out}"], campaign["env"])
+    # start_from=champion continues the champion's adapter: train.init=continue (base would retrain from scratch).
+    args = [*SMALL, "rounds=1", "start_from=champion", "train.init=continue", f"tracking.output_dir={out}"]
+    proc = _selftrain(["run", *args], campaign["env"])
     assert f"starting from {name} version {best.version}" in proc.stderr
     experiment = campaign["parent"].info.experiment_id
     (parent,) = client.search_runs([experiment], "tags.`selftrain.start_policy` != ''")
@@ -140,3 +163,21 @@ def test_reproduce_refuses_another_base_model(campaign: dict, tmp_path: Path) ->
     assert recorded["base_fingerprint"][:16] in proc.stderr and "Traceback" not in proc.stderr
     reruns = client.search_runs([original.info.experiment_id], "tags.`selftrain.kind` = 'reproduce'")
     assert not [r for r in reruns if r.data.tags["selftrain.dir"].startswith(str(tmp_path))]  # nothing recorded
+
+
+def test_reproduce_refuses_earlier_rows_it_cannot_check(campaign: dict, tmp_path: Path) -> None:
+    from flows.reproduce import fetch_earlier  # the flow stack loads only for this module's tests
+
+    client, run_id = campaign["client"], campaign["rounds"][2].info.run_id
+    recorded = json.loads(Path(client.download_artifacts(run_id, "round_input.json", str(tmp_path))).read_text())
+    (judged,) = recorded["earlier_sources"]  # the judges and the curriculum read round 1's judged rows too
+    assert (judged["run_id"], judged["path"]) == (campaign["rounds"][1].info.run_id, "data/judged.jsonl")
+    assert [ref.sha256 for ref in fetch_earlier(client, run_id, recorded, "earlier", tmp_path)] == [judged["sha256"]]
+    recorded["earlier_selected_sources"][0]["sha256"] = "0" * 64  # the round read other bytes than those logged
+    with pytest.raises(ValueError, match=r"earlier_selected file runs:/\w+/data/selected.jsonl has sha256"):
+        fetch_earlier(client, run_id, recorded, "earlier_selected", tmp_path / "a")
+    # A round recorded before the sources: its local files are used only while they hold the recorded bytes.
+    del recorded["earlier_selected_sources"]
+    recorded["state"]["earlier_selected"][0]["path"] = str(tmp_path / "gone.jsonl")
+    with pytest.raises(ValueError, match="has no earlier_selected_sources and its earlier_selected files are gone"):
+        fetch_earlier(client, run_id, recorded, "earlier_selected", tmp_path / "b")
