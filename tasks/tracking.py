@@ -226,7 +226,8 @@ def round_input(
     """Everything `selftrain reproduce` needs to re-run a round without its local folder: the resolved
     config, the input policy, the validation set and where its file was logged on the campaign run, the
     base's content hash, the seeds, the library versions and the round flow's other `inputs` (the policy's
-    MLflow adapter URI as `policy_source`, None for the base, and what the campaign carried into the round)."""
+    MLflow adapter URI as `policy_source`, None for the base, what the campaign carried into the round, and
+    where the earlier rounds' judged and selected rows it read were logged, from `logged_sources`)."""
     from tasks.base_model import fingerprint  # loads the model stack; only rounds need it
 
     return {
