@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
@@ -32,6 +33,36 @@ class PrefixGroup:
 
     prefix: str
     tails: list[str]
+
+
+class GroupScorer(Protocol):
+    """What `score_keyed` needs: `OptionScorer.score`'s signature."""
+
+    def score(
+        self, groups: Sequence[PrefixGroup], *, reuse_cache: bool = True, progress: ProgressFn | None = None
+    ) -> list[list[float]]: ...
+
+
+def score_keyed(
+    scorer: GroupScorer,
+    prompts: Iterable[tuple[Hashable, str, str]],
+    *,
+    reuse_cache: bool = True,
+    progress: ProgressFn | None = None,
+) -> dict[Hashable, float]:
+    """`scorer.score` on `(key, prefix, tail)` prompts, grouped here by their prefix; P(option a) by key."""
+    groups: dict[str, list[tuple[Hashable, str]]] = {}
+    for key, prefix, tail in prompts:
+        groups.setdefault(prefix, []).append((key, tail))
+    ordered = list(groups.items())
+    probs = scorer.score(
+        [PrefixGroup(prefix, [tail for _, tail in items]) for prefix, items in ordered],
+        reuse_cache=reuse_cache,
+        progress=progress,
+    )
+    return {
+        key: p for (_, items), ps in zip(ordered, probs, strict=True) for (key, _), p in zip(items, ps, strict=True)
+    }
 
 
 class OptionScorer:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from models.option_scorer import OptionScorer, PrefixGroup, ProgressFn
+from models.option_scorer import OptionScorer, ProgressFn, score_keyed
 from tasks.judging.lm import render_pair
 from tasks.judging.reference_bank import assign_references
 from tasks.records import Record
@@ -155,21 +155,11 @@ class LabelTransferJudge:
 
     def _ask(self, rows: Sequence[Record], pairs: list[tuple[int, int]], *, swapped: bool) -> dict:
         """P(same label) per (target, reference) pair, comparisons grouped by their shared prefix."""
-        groups: dict[str, list[tuple[tuple[int, int], str]]] = {}
-        for t, r in pairs:
-            prefix, tail = comparison_prompts(
-                rows[t], self.bank[r], self.template, swapped=swapped, preamble=self.preamble
-            )
-            groups.setdefault(prefix, []).append(((t, r), tail))
-        ordered = list(groups.items())
-        probs = self.scorer.score(
-            [PrefixGroup(prefix, [tail for _, tail in items]) for prefix, items in ordered],
-            reuse_cache=self.reuse_cache,
-            progress=self.progress,
+        prompts = (
+            ((t, r), *comparison_prompts(rows[t], self.bank[r], self.template, swapped=swapped, preamble=self.preamble))
+            for t, r in pairs
         )
-        return {
-            key: p for (_, items), ps in zip(ordered, probs, strict=True) for (key, _), p in zip(items, ps, strict=True)
-        }
+        return score_keyed(self.scorer, prompts, reuse_cache=self.reuse_cache, progress=self.progress)
 
     def log_rows(self, rows: Sequence[Record]) -> list[Record]:
         """Which references judged which target, and how, after `score`: one record per target."""
