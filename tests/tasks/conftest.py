@@ -38,7 +38,7 @@ def labelled_sums() -> list[Record]:
 def trained_reward_model(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], dict]:
     """A reward model trained for a few steps on pairs from `labelled_sums`: (folder, pairs, metrics)."""
     pairs = correct_wrong_pairs(_labelled_sums(), template=REWARD_TEMPLATE, per_prompt=4, seed=0)
-    cfg = JudgeConfig(kind="reward-model", reward_epochs=5, reward_learning_rate=3e-3, reward_batch_size=8)
+    cfg = JudgeConfig(kind="reward-model", reward_epochs=5, reward_learning_rate=1e-2, reward_batch_size=8)
     out = tmp_path_factory.mktemp("rm") / "reward-model"
     metrics = train_reward_model(pairs, str(tiny_dir), out, cfg, seed=0)
     return out, pairs, metrics
