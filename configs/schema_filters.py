@@ -23,14 +23,20 @@ TARGET = (
 class PerplexityFilter(Strict):
     """POINTS (Liu et al. 2024): keep the responses the fixed base model finds least surprising."""
 
-    kind: Literal["perplexity"] = "perplexity"
+    kind: Literal["perplexity"] = Field(
+        "perplexity",
+        description="POINTS: keep the rows whose response perplexity under the fixed base model is lowest.",
+    )
     share: float = Field(0.5, gt=0.0, le=1.0, description=f"{SHARE} Lowest perplexity first.")
 
 
 class ConfidenceFilter(Strict):
     """CLEAR (confidence-based filtering): agreement among a prompt's k samples plus the policy's own confidence."""
 
-    kind: Literal["confidence"] = "confidence"
+    kind: Literal["confidence"] = Field(
+        "confidence",
+        description="CLEAR: keep rows whose answer agrees with the other samples and whose log-probability is high.",
+    )
     share: float | None = Field(
         None,
         gt=0.0,
@@ -46,7 +52,9 @@ class ConfidenceFilter(Strict):
 class ColorFilter(Strict):
     """CoLoR-Filter (Brandfonbrener et al. 2024): loss under the prior minus loss under the prior tuned on a target."""
 
-    kind: Literal["color"] = "color"
+    kind: Literal["color"] = Field(
+        "color", description="CoLoR-Filter: keep the rows whose loss falls most after a brief LoRA on a target set."
+    )
     share: float = Field(0.5, gt=0.0, le=1.0, description=f"{SHARE} Largest loss reduction first.")
     target_size: int = Field(16, ge=1, description=TARGET)
     steps: int = Field(8, ge=1, le=1_000, description="Optimiser steps tuning the prior's LoRA on the target set.")
@@ -57,7 +65,9 @@ class ColorFilter(Strict):
 class DsirFilter(Strict):
     """DSIR (Xie et al. 2023): importance resampling toward a target set's hashed n-gram distribution."""
 
-    kind: Literal["dsir"] = "dsir"
+    kind: Literal["dsir"] = Field(
+        "dsir", description="DSIR: resample rows by hashed n-gram importance weights toward a target set."
+    )
     share: float = Field(0.5, gt=0.0, le=1.0, description=f"{SHARE} Drawn without replacement (Gumbel top-k).")
     target_size: int = Field(16, ge=1, description=TARGET)
     buckets: int = Field(4096, ge=16, le=1 << 20, description="Hash buckets of the unigram + bigram features.")

@@ -106,7 +106,7 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
             metrics = {run_id: run.data.metrics for run_id, run in runs.items()}
             rows += ablation_rows(arm, summary["rounds"], metrics, round_seconds(runs.values()))
         table = format_table(rows)
-        print(f"\nAblation {name!r}: held-out accuracy and diversity per round\n{table}")
+        print(f"\nAblation {name!r}: validation and test accuracy, diversity and minutes per round\n{table}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "table.txt").write_text(table + "\n")
         (folder / "ablation.json").write_text(json.dumps({"campaigns": campaigns, "rows": rows}, indent=2))

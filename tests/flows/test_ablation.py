@@ -54,8 +54,9 @@ def test_curated_arm_ends_above_uncurated_arm(ablation: dict) -> None:
 
 
 def test_table_is_printed_and_logged_with_links_to_the_campaigns(ablation: dict) -> None:
-    assert "held-out accuracy and diversity per round" in ablation["stdout"]
-    assert "distinct-2" in ablation["stdout"] and "final held-out accuracy" in ablation["stdout"]
+    assert "validation and test accuracy, diversity and minutes per round" in ablation["stdout"]
+    assert "distinct-2" in ablation["stdout"] and "test [95% CI]" in ablation["stdout"]
+    assert "final validation accuracy; final test accuracy" in ablation["stdout"]
     client = ablation["client"]
     experiment = client.get_experiment_by_name("selftrain-ablation")
     runs = client.search_runs([experiment.experiment_id])

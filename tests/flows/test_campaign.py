@@ -195,7 +195,7 @@ def test_prefect_shows_campaign_and_rounds_completed(prefect_state: dict) -> Non
         assert runs[f"tiny-round-{index}"] == "COMPLETED"
 
 
-def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict) -> None:
+def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each round's table artifact (on the round's flow run) holds the round run's MLflow metrics, and test where
     the campaign scored the round's policy; the gate, MLflow note, summary and stage progress are there too; the
     round run holds its judged samples as an MLflow table."""
@@ -228,6 +228,9 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict) -> 
         for stage in ("generate", "train", "evaluate"):
             assert latest[f"tiny-round-{index}-{stage}-progress"][:2] == ("progress", 100.0)
         previous = mlflow.get_tracking_uri()
+        # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which selftrain reads: monkeypatch removes it after
+        # the test, or every later test in this process would log to this campaign's store.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
         mlflow.set_tracking_uri(f"sqlite:///{campaign['root'] / 'runs' / 'mlflow.db'}")  # load_table searches runs
         try:
             samples = client.load_table(child.info.experiment_id, "samples/judged.json", [child.info.run_id])
