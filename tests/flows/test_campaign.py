@@ -199,7 +199,6 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     """Each round's table artifact (on the round's flow run) holds the round run's MLflow metrics, and test where
     the campaign scored the round's policy; the gate, MLflow note, summary and stage progress are there too; the
     round run holds its judged samples as an MLflow table."""
-    import mlflow
 
     latest: dict[str, tuple] = {}
     for key, kind, data, flow_run_id, _created in sorted(prefect_state["artifacts"], key=lambda a: a[4]):
@@ -227,15 +226,10 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
         assert child.info.run_id in latest[f"tiny-round-{index}-mlflow"][1]  # a SQLite store: id and command
         for stage in ("generate", "train", "evaluate"):
             assert latest[f"tiny-round-{index}-{stage}-progress"][:2] == ("progress", 100.0)
-        previous = mlflow.get_tracking_uri()
-        # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which selftrain reads: monkeypatch removes it after
-        # the test, or every later test in this process would log to this campaign's store.
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-        mlflow.set_tracking_uri(f"sqlite:///{campaign['root'] / 'runs' / 'mlflow.db'}")  # load_table searches runs
-        try:
-            samples = client.load_table(child.info.experiment_id, "samples/judged.json", [child.info.run_id])
-        finally:
-            mlflow.set_tracking_uri(previous)
+        # load_table searches runs through the fluent API, which reads MLFLOW_TRACKING_URI: the variable (undone after
+        # the test), not mlflow.set_tracking_uri, whose process-wide URI would outlive the test and redirect later ones.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{campaign['root'] / 'runs' / 'mlflow.db'}")
+        samples = client.load_table(child.info.experiment_id, "samples/judged.json", [child.info.run_id])
         assert list(samples.columns) == ["id", "sample", "prompt", "response", "score", "kept", "reason"]
         assert len(samples) == child.data.metrics["generate/samples"]
         assert int(samples["kept"].sum()) == child.data.metrics["select/rows"] - child.data.metrics["select/gold_rows"]
