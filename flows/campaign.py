@@ -96,7 +96,9 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     for index in sorted({0, state.champion_round}):  # extra sets: the starting and the final policy
         score(config, policies[index], extras, layout, at(index), results)
     claim = final_report(tested[0], tested[state.champion_round], at(config.rounds))
-    shot_claim = final_report(shot, tested[state.champion_round], at(config.rounds), key="vs_few_shot") if shot else None
+    shot_claim = (
+        final_report(shot, tested[state.champion_round], at(config.rounds), key="vs_few_shot") if shot else None
+    )
     report_task(rows, str(layout.plot), config.name, ctx)
     run = client_for(config.tracking).get_run(parent)
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
@@ -269,7 +271,9 @@ def few_shot_baseline(
     shot = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"few_shot": True})})
     evaluate = evaluate_task.with_options(result_storage=results)
     return {
-        split: evaluate(shot, policy, ref, str(layout.evaluated(0, f"{split}-few-shot")), ctx, split=f"{split}-few-shot")
+        split: evaluate(
+            shot, policy, ref, str(layout.evaluated(0, f"{split}-few-shot")), ctx, split=f"{split}-few-shot"
+        )
         for split, ref in tests.items()
         if split in ("test", "ood")
     }
