@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tasks.stats import accuracy_cell  # noqa: E402
+
 # (metric key on a round's MLflow run, table column); generation monitors describe the policy entering the round.
 ROUND_METRICS = [
     ("monitor/distinct_2", "distinct-2"),
@@ -65,19 +67,14 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         cells = "  ".join(_cell(row.get(c)) for c in columns)
         minutes = f"{row['minutes']:7.1f}" if row.get("minutes") is not None else f"{'-':>7}"
         promoted = "yes" if row["promoted"] else "no"
-        lines.append(f"{row['arm']:<{width}}  {row['round']:>5}  {cells}  {_test(row):<21}  {minutes}  {promoted:>8}")
+        test = accuracy_cell(row, "test_")
+        lines.append(f"{row['arm']:<{width}}  {row['round']:>5}  {cells}  {test:<21}  {minutes}  {promoted:>8}")
     lines.append("")
     lines.append(f"{'arm':<{width}}  final validation accuracy; final test accuracy [95% CI] (last round's policy)")
     last = {row["arm"]: row for row in rows}
     for arm, value in final_accuracy(rows).items():
-        lines.append(f"{arm:<{width}}  {_cell(value).strip()}; {_test(last[arm])}")
+        lines.append(f"{arm:<{width}}  {_cell(value).strip()}; {accuracy_cell(last[arm], 'test_')}")
     return "\n".join(lines)
-
-
-def _test(row: Mapping[str, Any]) -> str:
-    if row.get("test_accuracy") is None:
-        return "-"
-    return f"{row['test_accuracy']:.3f} [{row['test_ci_low']:.3f}, {row['test_ci_high']:.3f}]"
 
 
 def final_accuracy(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
+from tasks.stats import accuracy_cell
+
 # The round table: MLflow metric key and what the row is called in the UI, in table order. Test rows exist only
 # for rounds whose policy was scored on test (the starting policy and the promoted ones).
 ROUND_METRICS = (
@@ -79,16 +81,6 @@ def mlflow_run_markdown(tracking_uri: str, experiment_id: str, run_id: str, titl
     )
 
 
-def _cell(row: Mapping[str, Any], prefix: str) -> str:
-    accuracy = row.get(f"{prefix}accuracy")
-    if accuracy is None:
-        return "-"
-    low, high = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
-    if low is None or high is None:
-        return f"{accuracy:.3f}"
-    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The campaign's summary table: the cells `selftrain run` prints (`tasks.report.render_table`), one dict per
     round, plus the round's MLflow run id; the OOD column only when some round has an OOD accuracy."""
@@ -97,12 +89,12 @@ def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         cells: dict[str, Any] = {
             "round": r["round"],
-            "validation [95% CI]": _cell(r, "") if r.get("accuracy") is not None else "- (not trained)",
+            "validation [95% CI]": accuracy_cell(r, "") if r.get("accuracy") is not None else "- (not trained)",
             "promoted": "start" if r["round"] == 0 else ("yes" if r.get("promoted") else "no"),
-            "test [95% CI]": _cell(r, "test_"),
+            "test [95% CI]": accuracy_cell(r, "test_"),
         }
         if has_ood:
-            cells["OOD test [95% CI]"] = _cell(r, "ood_")
+            cells["OOD test [95% CI]"] = accuracy_cell(r, "ood_")
         out.append(cells | {"mlflow run": r.get("run_id", "")})
     return out
 

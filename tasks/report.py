@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from tasks.stats import mcnemar_exact, paired_counts, paired_credit, wilson_interval  # noqa: E402
+from tasks.stats import accuracy_cell, mcnemar_exact, paired_counts, paired_credit, wilson_interval  # noqa: E402
 from tasks.tracking import RoundContext  # noqa: E402
 
 Rows = Sequence[Mapping[str, Any]]
@@ -191,9 +191,9 @@ def render_table(rows: Rows, claim: FinalClaim | None = None) -> str:
     lines = [(header + (f"  {'OOD test [95% CI]':<22}" if has_ood else "")).rstrip()]
     for r in rows:
         promoted = "start" if r["round"] == 0 else ("yes" if r.get("promoted") else "no")
-        validation = _cell(r, "") if r.get("accuracy") is not None else "- (not trained)"
-        line = f"{r['round']:>5}  {validation:<22}  {promoted:<8}  {_cell(r, 'test_'):<22}"
-        lines.append((line + (f"  {_cell(r, 'ood_'):<22}" if has_ood else "")).rstrip())
+        validation = accuracy_cell(r, "") if r.get("accuracy") is not None else "- (not trained)"
+        line = f"{r['round']:>5}  {validation:<22}  {promoted:<8}  {accuracy_cell(r, 'test_'):<22}"
+        lines.append((line + (f"  {accuracy_cell(r, 'ood_'):<22}" if has_ood else "")).rstrip())
     if claim is not None:
         lines.append(claim.sentence())
     return "\n".join(lines)
@@ -201,16 +201,6 @@ def render_table(rows: Rows, claim: FinalClaim | None = None) -> str:
 
 def _given(value: float | None, default: float) -> float:
     return default if value is None else value
-
-
-def _cell(row: Mapping[str, Any], prefix: str) -> str:
-    accuracy = row.get(f"{prefix}accuracy")
-    if accuracy is None:
-        return "-"
-    low, high = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
-    if low is None or high is None:
-        return f"{accuracy:.3f}"
-    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
 
 
 @task(name="report", cache_policy=NO_CACHE)

@@ -165,3 +165,14 @@ def _first(ids: Sequence[str], shown: int = 3) -> str:
     if not ids:
         return "none"
     return ", ".join(ids[:shown]) + (", ..." if len(ids) > shown else "")
+
+
+def accuracy_cell(row: Mapping[str, Any], prefix: str) -> str:
+    """A table cell "acc [low, high]" from a row's `<prefix>accuracy` and `<prefix>ci_low/high` ("-": not scored)."""
+    accuracy = row.get(f"{prefix}accuracy")
+    if accuracy is None:
+        return "-"
+    low, high = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
+    if low is None or high is None:
+        return f"{accuracy:.3f}"
+    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
