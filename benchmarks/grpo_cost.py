@@ -48,7 +48,7 @@ from tasks.base_model import prepare_base
 from tasks.generate import generate_responses
 from tasks.judging.verifier import verify_rows
 from tasks.prompts import campaign_prompts, few_shot_prefix, uses_few_shot
-from tasks.select import select, to_sft_examples
+from tasks.select import select_by, to_sft_examples
 from tasks.tracking import git_commit
 from tasks.train_grpo import train_grpo, verifier_reward
 from tasks.train_sft import train_sft
@@ -67,15 +67,7 @@ def sft_round(config: CampaignConfig, base: str, prompts: list[dict], work: Path
     )
     generate_seconds = time.perf_counter() - started
     judged = [{**row, "score": 1.0 if row["correct"] else 0.0} for row in verify_rows(rows)]
-    cfg = config.select
-    kept = select(
-        judged,
-        threshold=cfg.threshold,
-        best_of_k=cfg.best_of_k,
-        max_per_prompt=cfg.max_per_prompt,
-        dedupe=cfg.dedupe,
-        near_duplicate=cfg.near_duplicate,
-    )
+    kept = select_by(judged, config.select)
     examples = to_sft_examples(kept, config.prompts.template)
     metrics = train_sft(base, None, examples, config.train, work / "sft", seed=1) if examples else {}
     return {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from configs.schema import CampaignConfig
+from configs.schema import CampaignConfig, SelectConfig
 from tasks.layout import RESUMABLE
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
@@ -85,6 +85,18 @@ def select(
 
 
 N_INIT = 4  # seeded k-means starts; the lowest inertia wins
+
+
+def select_by(rows: Sequence[Record], cfg: SelectConfig) -> list[Record]:
+    """`select` with a campaign's `select` settings (threshold, best-of-k, cap, dedupe, near-duplicates)."""
+    return select(
+        rows,
+        threshold=cfg.threshold,
+        best_of_k=cfg.best_of_k,
+        max_per_prompt=cfg.max_per_prompt,
+        dedupe=cfg.dedupe,
+        near_duplicate=cfg.near_duplicate,
+    )
 
 
 def _trigrams(text: str) -> set[str]:
@@ -266,14 +278,7 @@ def select_task(
             seed=seed,
             draw=gold_rows,
         )
-    rows = select(
-        judged_rows,
-        threshold=cfg.threshold,
-        best_of_k=cfg.best_of_k,
-        max_per_prompt=cfg.max_per_prompt,
-        dedupe=cfg.dedupe,
-        near_duplicate=cfg.near_duplicate,
-    )
+    rows = select_by(judged_rows, cfg)
     if cfg.filters:
         from tasks.filters import apply_filters, judge_stage
 

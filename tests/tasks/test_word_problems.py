@@ -18,7 +18,7 @@ from tasks.judging.verifier import is_correct, shows_work
 from tasks.prompt_files import load_prompt_file
 from tasks.prompts import few_shot_pairs, file_split
 from tasks.records import Record
-from tasks.select import select
+from tasks.select import select_by
 
 DATA = Path(__file__).resolve().parents[2] / "configs" / "data" / "word-problems"
 SPLITS = ("train", "validation", "test")
@@ -89,15 +89,7 @@ def _judge_and_select(config: CampaignConfig) -> tuple[list[Record], list[Record
     judged = judge_records(generated, judge, config.judge.answer_pattern)
     if requires_work(config):
         judged, _ = require_work(judged, config.judge.answer_pattern)
-    cfg = config.select
-    selected = select(
-        judged,
-        threshold=cfg.threshold,
-        best_of_k=cfg.best_of_k,
-        max_per_prompt=cfg.max_per_prompt,
-        dedupe=cfg.dedupe,
-        near_duplicate=cfg.near_duplicate,
-    )
+    selected = select_by(judged, config.select)
     return judged, selected
 
 
