@@ -269,14 +269,9 @@ def few_shot_baseline(
     if not (config.evaluate.few_shot_baseline and config.prompts.few_shot > 0 and "test" in tests):
         return {}
     shot = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"few_shot": True})})
-    evaluate = evaluate_task.with_options(result_storage=results)
-    return {
-        split: evaluate(
-            shot, policy, ref, str(layout.evaluated(0, f"{split}-few-shot")), ctx, split=f"{split}-few-shot"
-        )
-        for split, ref in tests.items()
-        if split in ("test", "ood")
-    }
+    sets = {f"{split}-few-shot": ref for split, ref in tests.items() if split in ("test", "ood")}
+    scored = score(shot, policy, sets, layout, ctx, results)
+    return {split.removesuffix("-few-shot"): evaluation for split, evaluation in scored.items()}
 
 
 def final_report(
