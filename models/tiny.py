@@ -26,13 +26,15 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
 from models.integrity import DamagedModelError, check_record, write_record
-from models.loading import REQUIRED_FILES
+
+# torch, tokenizers and transformers are imported by the functions that build: preflight reads MAX_POSITIONS
+# here for `selftrain validate`, which must not load them (tests/flows/test_cli.py).
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 # Bump when the architecture, tokenizer recipe or warm-up loop changes: it invalidates every cached build.
 VERSION = "1"
@@ -51,6 +53,8 @@ def _sha256_json(value: object) -> str:
 
 
 def _is_complete(path: Path) -> bool:
+    from models.loading import REQUIRED_FILES
+
     return all((path / name).is_file() and (path / name).stat().st_size > 0 for name in REQUIRED_FILES)
 
 
@@ -62,6 +66,9 @@ def build_tokenizer(corpus: Sequence[str]) -> PreTrainedTokenizerFast:
     No special token is added around the text: TRL appends the EOS itself and the campaign's prompts
     carry their own template.
     """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -89,6 +96,9 @@ def build_tokenizer(corpus: Sequence[str]) -> PreTrainedTokenizerFast:
 
 def build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
     """A freshly initialised Llama sized for this CPU, its vocabulary exactly the tokenizer's."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=HIDDEN,
@@ -126,6 +136,8 @@ def _encode_pairs(
 
 
 def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    import torch
+
     width = max(len(p) + len(c) for p, c in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
@@ -152,6 +164,8 @@ def warm_up(
     Returns:
         The mean loss of the last tenth of the steps (NaN when `steps` is 0 or there are no pairs).
     """
+    import torch
+
     if steps <= 0 or not pairs:
         return float("nan")
     examples = _encode_pairs(tokenizer, pairs)
@@ -214,6 +228,8 @@ def ensure_tiny_model(
         A directory that `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load offline, with a
         `lineage.json` recording what it was built from.
     """
+    import torch
+
     root = Path(cache_root)
     root.mkdir(parents=True, exist_ok=True)
     lineage = {

@@ -25,10 +25,11 @@ from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rat
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
-from tasks.tracking import RoundContext
 
-if TYPE_CHECKING:  # transformers is heavy; this module is imported by quick commands (validate, schema)
+if TYPE_CHECKING:  # transformers and MLflow are heavy; this module is imported by quick commands (validate, schema)
     from transformers import PreTrainedTokenizerBase
+
+    from tasks.tracking import RoundContext
 
 Message = dict[str, str]  # one chat turn: {"role": "user" | "assistant", "content": text}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models.tiny import REQUIRED_FILES, ensure_tiny_model
+from models.loading import REQUIRED_FILES
+from models.tiny import ensure_tiny_model
 
 
 def test_directory_loads_offline_with_matching_vocabulary(tiny_dir: Path) -> None:
