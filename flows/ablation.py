@@ -21,8 +21,6 @@ from prefect import flow
 
 from configs.loader import ConfigError
 from configs.schema import CampaignConfig
-from flows.campaign import campaign_flow
-from flows.interrupt import is_interruption
 from flows.launch import checked_config, launch, print_campaign, quiet_progress_bars
 
 if TYPE_CHECKING:
@@ -86,6 +84,10 @@ def main(ns: argparse.Namespace) -> int:
 def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict:
     """Run the arms as campaign subflows, then write `ablation.json`, `table.txt` and `ablation.png` and log
     them to MLflow; return the ablation run id, its folder, the final accuracies and the table's rows."""
+    # Imported here, not at the top: every `selftrain` command line imports this module (flows/cli.py), and the
+    # campaign flow loads torch, transformers and MLflow.
+    from flows.campaign import campaign_flow
+    from flows.interrupt import is_interruption
     from tasks.ablation_report import ablation_rows, final_accuracy, format_table, plot_ablation
     from tasks.tracking import end_run, log_artifact, log_metrics, set_tags, start_run
     from tasks.tracking_store import client_for

@@ -23,22 +23,20 @@ import os
 import sys
 import time
 from pathlib import Path
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING
 
 from configs.schema import CampaignConfig, TrackingConfig
-from flows.campaign_state import RESULTS_DIR
 from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
-from flows.round import RoundInputs, round_flow
-from tasks.base_model import prepare_base
-from tasks.layout import ACCUMULATED, DATA_FILES, CampaignLayout, round_seed
-from tasks.rationalize import RATIONALIZED
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
-from tasks.tracking import RoundContext, end_run, library_versions, start_run
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# The round machinery (flows.round, MLflow, torch and the models behind them) is imported by the functions that
+# run it, so that `selftrain --help` and the other subcommands do not load it: this module is imported for every
+# `selftrain` command line (flows/cli.py).
 
 TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
-# Compared by content hash when the original round logged them (under `data/` of its run), besides the adapter.
-COMPARED_FILES = (*DATA_FILES, ACCUMULATED, RATIONALIZED, "filter-scores.jsonl")
 EARLIER = ("earlier", "earlier_selected")  # the RoundInputs fields holding earlier rounds' record files
 
 
@@ -131,6 +129,14 @@ def fetch_earlier(client: MlflowClient, run_id: str, recorded: dict, field: str,
 
 def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     """Re-run round `run_id` into a new folder and compare its metrics, data and adapter with the original."""
+    from mlflow import MlflowClient
+
+    from flows.campaign_state import RESULTS_DIR
+    from flows.round import RoundInputs, round_flow
+    from tasks.base_model import prepare_base
+    from tasks.layout import CampaignLayout, round_seed
+    from tasks.tracking import RoundContext, end_run, start_run
+
     client = MlflowClient(tracking_uri=tracking_uri)
     original = client.get_run(run_id)
     workdir = Path(output_dir).resolve() / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -188,6 +194,11 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
 
 def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) -> dict:
     """Every metric of both runs side by side, plus the data files and adapter weights by content hash."""
+    from tasks.layout import ACCUMULATED, DATA_FILES
+    from tasks.rationalize import RATIONALIZED
+
+    # Compared by content hash when the original round logged them (under `data/` of its run), besides the adapter.
+    compared_files = (*DATA_FILES, ACCUMULATED, RATIONALIZED, "filter-scores.jsonl")
     old, new = client.get_run(original).data.metrics, client.get_run(reproduced).data.metrics
     rows, mismatches = [], []
     for key in sorted(set(old) | set(new)):
@@ -198,7 +209,7 @@ def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) 
             mismatches.append(key)
     files = {}
     downloads = folder.parent / "inputs" / "original"
-    for name in (*COMPARED_FILES, "adapter/adapter_model.safetensors"):
+    for name in (*compared_files, "adapter/adapter_model.safetensors"):
         local = folder / name
         try:
             logged = _download(client, f"runs:/{original}/{'data/' + name if '/' not in name else name}", downloads)
@@ -212,6 +223,8 @@ def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) 
 
 def nondeterminism(recorded: dict, config: CampaignConfig) -> list[str]:
     """The sources of difference this machine shows against the original round (empty: none known)."""
+    from tasks.tracking import library_versions
+
     sources = []
     now = library_versions()
     for name, version in recorded.get("versions", {}).items():

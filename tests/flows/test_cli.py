@@ -85,3 +85,35 @@ def test_validate_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["generate"]["k"] == 6
     assert main(["schema"]) == 0
     assert "learning_rate: 0.002  # float. Peak learning rate" in capsys.readouterr().out
+
+
+HEAVY = ("torch", "transformers", "peft", "trl", "mlflow")
+# One process runs the quick commands; the last line lists which heavy libraries they imported.
+QUICK_COMMANDS = """
+import contextlib, io, json, sys
+from flows.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    codes = [main(["validate", "configs/tiny.yaml"]), main(["schema"])]
+    codes.append(main(["run", "configs/tiny.yaml", "generate.k=0"]))
+    for argv in (["--help"], ["reproduce", "--help"]):
+        with contextlib.suppress(SystemExit):
+            main(argv)
+print(json.dumps([codes, sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))]))
+"""
+
+
+def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]) -> None:
+    # `--help`, `validate`, `schema` and a config error answer in about a second: the subcommand modules and the
+    # preflight import torch, transformers, PEFT, TRL and MLflow only where a command runs a flow (10+ s of CPU).
+    proc = subprocess.run(
+        [sys.executable, "-c", QUICK_COMMANDS, *HEAVY],
+        cwd=Path(__file__).resolve().parents[2],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    codes, imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert codes == [0, 0, 2]
+    assert imported == [], f"quick commands imported {imported}"
