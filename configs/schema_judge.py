@@ -9,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from configs.fields import DEFAULT_ANSWER_PATTERN, Strict, bounded, check_answer_pattern
 from configs.schema_inputs import ModelConfig
 
+REFERENCE_KINDS = ("meta-ranking", "label-transfer")  # the judges whose bank references vote with their labels
+
 
 class CascadeConfig(Strict):
     """Model cascading: prompts the policy answers unreliably go to a stronger model."""
@@ -159,6 +161,16 @@ class JudgeConfig(Strict):
             raise ValueError("judge.bank_path is required when judge.bank is 'file'")
         if 0 < self.panel < self.references:
             raise ValueError(f"judge.panel ({self.panel}) must be 0 or at least judge.references ({self.references})")
+        if self.kind in REFERENCE_KINDS:  # their bank never holds more rows than these allow
+            if self.bank_size < self.references:
+                raise ValueError(
+                    f"judge.bank_size ({self.bank_size}) must be at least judge.references ({self.references})"
+                )
+            if self.bank == "rounds" and self.bootstrap < self.references:
+                raise ValueError(
+                    f"judge.bootstrap ({self.bootstrap}) must be at least judge.references ({self.references}) "
+                    "with judge.bank=rounds: round 1's bank holds only that many of its own samples"
+                )
         if self.weight_correct + self.weight_wrong <= 0:
             raise ValueError("judge.weight_correct and judge.weight_wrong must not both be 0")
         return self

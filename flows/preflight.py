@@ -2,9 +2,10 @@
 
 The schema (configs/schema.py) checks what the config says; this module checks what the config points
 at: prompt files, model directories, the Hugging Face hub, the MLflow tracking URI, the output folder,
-and whether the longest prompt fits the model's context. `selftrain run`, `validate`, `serve`, `ablation`
-and `judge-eval` call `preflight` before any MLflow run or campaign folder exists, so a bad input costs one
-line on stderr (`selftrain: error: <field or file>: <reason>`), never a traceback after a round of work.
+the judge's reference bank, the filters' target set, and whether the longest prompt fits the model's context.
+`selftrain run`, `validate`, `serve`, `ablation` and `judge-eval` call `preflight` before any MLflow run or
+campaign folder exists, so a bad input costs one line on stderr (`selftrain: error: <field or file>: <reason>`),
+never a traceback after a round of work.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ def preflight(config: CampaignConfig) -> None:
     """Check the inputs that live outside the config, before any run or folder is created.
 
     Raises:
-        ValueError subclasses (PreflightError, PromptFileError, ModelSourceError) naming the field, file or
-            line at fault and the reason.
+        ValueError or its subclasses (PreflightError, PromptFileError, ModelSourceError, BankError) naming the
+            field, file or line at fault and the reason.
     """
     check_output_dir(config.tracking)
     check_tracking_uri(config.tracking)
     check_prompts(config)
+    check_judge_bank(config)
+    check_filter_targets(config)
     for field, model in models_of(config):
         check_model(field, model)
     if config.judge.reward_model:
@@ -141,6 +144,44 @@ def check_prompts(config: CampaignConfig) -> None:
                 f"prompts.{split}_size={split_size(config, split)}: {err}; widen prompts.min_operand.."
                 "prompts.max_operand, add operations or ask for fewer prompts"
             ) from None
+
+
+def check_judge_bank(config: CampaignConfig) -> None:
+    """Read `judge.bank_path` as the judge step will (bank=file: too few rows or one label fail here), and refuse a
+    reference judge with bank=rounds whose first round cannot label `judge.references` rows (too few training
+    prompts with an answer)."""
+    from tasks.judging.reference_bank import check_round_one_bank, file_bank, reads_bank
+
+    cfg, prompts = config.judge, config.prompts
+    if not reads_bank(cfg):
+        return
+    if cfg.bank == "file":
+        file_bank(cfg)
+        return
+    if prompts.source == "file":
+        from tasks.prompts import file_split
+
+        answered = len({row["id"] for row in file_split(prompts, "train") if row.get("answer") is not None})
+        source = f"prompts.train_path={prompts.train_path}"
+    else:
+        answered, source = prompts.train_size, f"prompts.train_size={prompts.train_size}"
+    check_round_one_bank(cfg, answered, prompts.train_size, config.generate.k, source)
+
+
+def check_filter_targets(config: CampaignConfig) -> None:
+    """Refuse `color` and `dsir` filters when the training file has no row with a gold solution to draw their
+    target set from (the built-in task's prompts all have one)."""
+    from configs.schema_filters import ColorFilter, DsirFilter
+
+    targets = [f for f in config.select.filters if isinstance(f, ColorFilter | DsirFilter)]
+    if config.prompts.source != "file" or not targets:
+        return
+    from tasks.filters import check_target_source
+    from tasks.prompts import file_split
+    from tasks.select import gold_rows  # MLflow and Prefect come with it: only for a config that needs the check
+
+    rows = file_split(config.prompts, "train")
+    check_target_source(config.select.filters, rows, f"prompts.train_path={config.prompts.train_path}", gold_rows)
 
 
 def check_model(field: str, model: ModelConfig) -> None:

@@ -191,11 +191,34 @@ GoldDraw = Callable[..., list[Record]]  # `tasks.select.gold_rows`: (prompt_rows
 def target_set(prompt_rows: Sequence[Record], size: int, *, seed: int, field: str, draw: GoldDraw) -> list[Record]:
     """The target set of `color` and `dsir`: gold solutions of `size` training prompts drawn by `draw`
     (`tasks.select.gold_rows`, the one owner of "a prompt's gold target", passed in by selection), raising a
-    one-line error naming `field` when no prompt has one."""
+    one-line error naming `field` and the round's prompt count when no prompt has one."""
     rows = draw(prompt_rows, size, seed=seed)
     if not rows:
-        raise ValueError(f"{field}: the target set is empty: no training prompt has a `solution` or an `answer`")
+        prompts = len({row["id"] for row in prompt_rows})
+        raise ValueError(
+            f"{field}: the target set is empty: none of the round's {prompts} training prompts has a `solution` "
+            "or an `answer`"
+        )
     return rows
+
+
+def check_target_source(
+    filters: Sequence[FilterConfig], prompt_rows: Sequence[Record], source: str, draw: GoldDraw
+) -> None:
+    """Refuse, before a campaign starts, filters whose target set could never be drawn: a `color` or `dsir` entry
+    when no row of the training split (`prompt_rows`, read from `source`) has a gold solution for `draw`.
+
+    Raises:
+        ValueError: one line naming `source`, its row count and the first such filter's field.
+    """
+    fields = [
+        f"select.filters.{i} ({cfg.kind})" for i, cfg in enumerate(filters) if isinstance(cfg, ColorFilter | DsirFilter)
+    ]
+    if fields and not draw(prompt_rows, 1, seed=0):
+        raise ValueError(
+            f"{source}: none of its {len(prompt_rows)} training rows has a `solution` or an `answer`, so the target "
+            f"set of {fields[0]} would be empty"
+        )
 
 
 class LogprobSource(Protocol):

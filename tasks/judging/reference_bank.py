@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from configs.schema import JudgeConfig
+from configs.schema_judge import REFERENCE_KINDS
 from tasks.judging.verifier import is_correct
 from tasks.records import DatasetRef, Record, read_records
 
 
 class BankError(ValueError):
-    """A reference bank file that cannot be used; the message names the file, line and problem."""
+    """A reference bank that cannot be used; the message names the file and line (or judge.bank) and the problem."""
 
 
 def load_bank_file(path: str | Path) -> list[Record]:
@@ -69,7 +70,56 @@ def check_bank(bank: Sequence[Record], references: int, source: str) -> None:
     labels = {bool(row["correct"]) for row in bank}
     if len(labels) < 2:
         only = "correct" if labels == {True} else "wrong"
-        raise BankError(f"{source}: field 'correct': every row is {only}; Meta Ranking needs both labels")
+        raise BankError(
+            f"{source}: field 'correct': every row is {only} ({len(bank)} of {len(bank)}); "
+            "Meta Ranking needs both labels"
+        )
+
+
+def reads_bank(cfg: JudgeConfig) -> bool:
+    """Whether the round's judge step builds a bank (`build_bank`): the LLM judges, whose dev rows calibrate them
+    (and whose references judge, for the reference kinds), and a reward model trained each round."""
+    if cfg.kind in ("reward-model", "all-of"):
+        return cfg.reward_model is None
+    return cfg.kind != "verifier"
+
+
+def file_bank(cfg: JudgeConfig) -> list[Record]:
+    """The bank of bank=file: `judge.bank_path`'s first `judge.bank_size` rows, checked by `check_bank`.
+
+    Raises:
+        BankError: one line naming the file: missing, malformed, too few rows or one label.
+    """
+    bank = load_bank_file(str(cfg.bank_path))[: cfg.bank_size]
+    check_bank(bank, cfg.references, str(cfg.bank_path))
+    return bank
+
+
+def check_round_one_bank(cfg: JudgeConfig, answered: int, train_size: int, k: int, source: str) -> None:
+    """Refuse a campaign whose first round cannot fill a reference judge's bank=rounds bank.
+
+    Round 1 has no earlier rounds: its bank is at most `judge.bootstrap` of its own samples that have a reference
+    answer, so at most min(`answered`, `train_size`) prompts x `k` samples.
+
+    Args:
+        cfg: The judge config (checked only for the reference kinds with bank=rounds).
+        answered: Training prompts that have an `answer`.
+        train_size: Prompts a round draws (`prompts.train_size`).
+        k: Samples per prompt (`generate.k`).
+        source: Where the prompts come from (the training file), named first in the error.
+
+    Raises:
+        BankError: one line naming `source`, the count and `judge.references`.
+    """
+    if cfg.kind not in REFERENCE_KINDS or cfg.bank != "rounds":
+        return
+    most = min(answered, train_size) * k
+    if most < cfg.references:
+        raise BankError(
+            f"{source}: round 1's judge.bank=rounds holds at most {most} labelled rows ({min(answered, train_size)} "
+            f"prompts with an 'answer' x generate.k={k} samples), fewer than judge.references ({cfg.references}) "
+            "asks for"
+        )
 
 
 def split_halves_by_prompt(rows: Sequence[Record]) -> tuple[list[Record], list[Record]]:
@@ -115,10 +165,13 @@ def build_bank(
 
     Returns:
         (bank, facts) where facts say how many references came from where.
+
+    Raises:
+        BankError: one line naming the file (bank=file) or judge.bank=rounds and the counts, when the bank has
+            fewer rows than `judge.references` or one label (bank=rounds: checked for the reference kinds only).
     """
     if cfg.bank == "file":
-        bank = load_bank_file(str(cfg.bank_path))[: cfg.bank_size]
-        check_bank(bank, cfg.references, str(cfg.bank_path))
+        bank = file_bank(cfg)
         return bank, {"bank_source": "file", "bank_path": cfg.bank_path, "from_file": len(bank)}
     bank = bank_from_rounds(earlier, cfg.bank_size)
     facts: dict[str, Any] = {"bank_source": "rounds", "from_rounds": len(bank), "bootstrapped": 0}
@@ -135,6 +188,13 @@ def build_bank(
         ]
         facts["bootstrapped"] = len(extra)
         bank = bank + extra[: max(0, cfg.bank_size - len(bank))]
+    if cfg.kind in REFERENCE_KINDS:  # only the round's data decides these: refuse it before any comparison
+        check_bank(
+            bank,
+            cfg.references,
+            f"judge.bank=rounds ({facts['from_rounds']} rows from earlier rounds, "
+            f"{len(bank) - facts['from_rounds']} of this round's samples)",
+        )
     return bank, facts
 
 

@@ -24,6 +24,7 @@ from flows.preflight import (
     reachable,
     safetensors_problem,
 )
+from tasks.judging.reference_bank import BankError
 
 
 def _rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path, *overrides: str, command: str = "run") -> str:
@@ -235,3 +236,49 @@ def test_chat_needs_a_tokenizer_with_a_chat_template(tmp_path: Path, tiny_dir: P
     (model / "tokenizer_config.json").write_text(json.dumps(settings | {"chat_template": "{{ bos_token }}"}))
     check_chat_template(local)  # or inside tokenizer_config.json
     check_chat_template(load_config("tiny"))  # off: nothing to check
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_training_rows_without_gold_cannot_feed_a_target_set_or_a_round_bank(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    train = _jsonl(tmp_path / "train.jsonl", [{"id": f"t{i}", "prompt": f"What is {i} plus 1?"} for i in range(20)])
+    validation = _jsonl(tmp_path / "validation.jsonl", [{"prompt": "What is 1 plus 2?", "answer": "3"}])
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    filters = "select.filters=[{kind: perplexity}, {kind: dsir}]"
+    assert _rejected(capsys, tmp_path, *files, filters) == (
+        f"prompts.train_path={train}: none of its 20 training rows has a `solution` or an `answer`, so the target "
+        "set of select.filters.1 (dsir) would be empty"
+    )
+    # Meta Ranking's round-1 bank labels only samples of answered prompts: none here, and too few samples here.
+    with pytest.raises(
+        BankError, match=rf"^prompts\.train_path={train}: round 1's judge\.bank=rounds holds at most 0 "
+    ):
+        preflight(load_config("tiny", [*files, "judge.kind=meta-ranking"]))
+    message = r"^prompts\.train_size=1: .* at most 2 labelled rows .* fewer than judge\.references \(5\) asks for$"
+    with pytest.raises(BankError, match=message):
+        preflight(load_config("tiny", ["judge.kind=meta-ranking", "prompts.train_size=1", "generate.k=2"]))
+    _jsonl(train, [{"id": "t0", "prompt": "What is 1 plus 1?", "solution": " 1 + 1 = 2."}])
+    preflight(load_config("tiny", [*files, filters]))  # one worked solution is a target set
+
+
+def test_a_reference_bank_file_too_small_or_with_one_label_is_refused_before_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bank = _jsonl(tmp_path / "bank.jsonl", [{"prompt": f"q{i}", "response": "r", "correct": i < 2} for i in range(3)])
+    judge = ["judge.kind=meta-ranking", "judge.bank=file", f"judge.bank_path={bank}"]
+    assert (
+        _rejected(capsys, tmp_path, *judge)
+        == f"{bank}: holds 3 labelled rows, fewer than judge.references (5) asks for"
+    )
+    _jsonl(bank, [{"prompt": f"q{i}", "response": "r", "correct": False} for i in range(8)])
+    with pytest.raises(BankError, match=rf"^{bank}: field 'correct': every row is wrong \(8 of 8\)"):
+        preflight(load_config("tiny", judge))
+    with pytest.raises(BankError, match=rf"^{tmp_path / 'missing.jsonl'}: reference bank file not found$"):
+        preflight(load_config("tiny", [*judge[:2], f"judge.bank_path={tmp_path / 'missing.jsonl'}"]))
+    _jsonl(bank, [{"prompt": f"q{i}", "response": "r", "correct": i % 2 == 0} for i in range(8)])
+    preflight(load_config("tiny", judge))  # both labels, enough rows

@@ -148,9 +148,12 @@ def test_bad_filter_input_names_the_field() -> None:
         ("select.filters=[{kind: perplexity, share: 0}]", r"select\.filters\.0\.perplexity\.share"),
         ("select.filters=[{kind: dsir}, {kind: color, share: 1.5}]", r"select\.filters\.1\.color\.share"),
         ("select.filters=[{kind: dsir, target_size: 0}]", r"select\.filters\.0\.dsir\.target_size"),
+        ("select.filters=[{kind: confidence, share: 1.01}]", r"select\.filters\.0\.confidence\.share"),
+        ("select.filters=[{kind: perplexity}, {kind: dsir, share: -0.5}]", r"select\.filters\.1\.dsir\.share"),
         ("select.filters=[{kind: entropy}]", r"select\.filters\.0: kind must be one of"),
     ]:
         with pytest.raises(ConfigError, match=field):
             load_config("tiny", [override])
-    with pytest.raises(ValueError, match=r"^select\.filters\.0\.target_size: the target set is empty"):
+    empty = r"^select\.filters\.0\.target_size: the target set is empty: none of the round's 1 training prompts has"
+    with pytest.raises(ValueError, match=empty):
         filter_scores([{**ROWS[0], "answer": None}], [DsirFilter()], template=TEMPLATE, seed=0, draw=gold_rows)

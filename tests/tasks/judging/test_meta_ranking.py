@@ -10,9 +10,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
+from configs.loader import ConfigError, load_config
+from configs.schema import JudgeConfig
 from models.option_scorer import PrefixGroup
 from tasks.judging.calibration import auroc, calibrate_threshold, keep_stats
 from tasks.judging.meta_ranking import (
@@ -25,7 +28,8 @@ from tasks.judging.meta_ranking import (
     ranking_precision,
     ranking_prompt,
 )
-from tasks.judging.reference_bank import BankError, check_bank
+from tasks.judging.reference_bank import BankError, build_bank, check_bank
+from tasks.records import write_records
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 PAIR = re.compile(r"What is (\d+) plus (\d+)\?\nAnswer: The answer is (\d+)\.")
@@ -146,3 +150,30 @@ def test_a_bank_meta_ranking_cannot_use_is_refused_in_one_line() -> None:
     check_bank(BANK, 5, "bank.jsonl")  # both labels, enough rows
     with pytest.raises(ValueError, match="judge.bank"):
         MetaRankingJudge(ScriptedRanker(), [], template=TEMPLATE)  # type: ignore[arg-type]
+
+
+def test_a_bank_smaller_than_judge_references_is_a_config_error() -> None:
+    for override, message in [
+        ("judge.bank_size=3", r"judge\.bank_size \(3\) must be at least judge\.references \(5\)"),
+        (
+            "judge.bootstrap=4",
+            r"judge\.bootstrap \(4\) must be at least judge\.references \(5\) with judge\.bank=rounds",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("tiny", ["judge.kind=meta-ranking", override])
+        load_config("tiny", ["judge.kind=pointwise", override])  # no references to vote: its bank only calibrates
+
+
+def test_a_round_bank_too_small_or_with_one_label_is_refused_naming_judge_bank(tmp_path: Path) -> None:
+    earlier = [write_records(tmp_path / "judged.jsonl", [{**row, "correct": True} for row in BANK[:6]])]
+    cfg = JudgeConfig(kind="meta-ranking", bootstrap=5)
+    source = r"^judge\.bank=rounds \(6 rows from earlier rounds, 0 of this round's samples\)"
+    with pytest.raises(BankError, match=source + r": field 'correct': every row is correct \(6 of 6\); Meta Ranking"):
+        build_bank(cfg, [], earlier, seed=0)  # the earlier round got every sample right
+    answered = [{**row, "answer": "5"} for row in TEST[:3]]  # round 1: three of its own samples to label
+    too_few = r"^judge\.bank=rounds \(0 rows from earlier rounds, 3 of this round's samples\): holds 3 labelled rows"
+    with pytest.raises(BankError, match=too_few):
+        build_bank(cfg, answered, [], seed=0)
+    assert len(build_bank(cfg.model_copy(update={"kind": "pointwise"}), answered, [], seed=0)[0]) == 3  # calibrates
+    assert len(build_bank(cfg, [], earlier + [write_records(tmp_path / "r2.jsonl", BANK[6:])], seed=0)[0]) >= 5

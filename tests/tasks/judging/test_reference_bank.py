@@ -99,18 +99,21 @@ def test_round_bank_reads_earlier_rounds_and_bootstraps_the_shortfall(tmp_path: 
     earlier = [write_records(tmp_path / "judged.jsonl", labelled)]  # round 1's judged file
     rows = [{"prompt": f"q{i}", "response": f" The answer is {i}", "answer": str(i % 2)} for i in range(6)]
     rows.append({"prompt": "no answer", "response": "1"})  # never bootstrapped: nothing to verify it with
-    cfg = JudgeConfig(kind="meta-ranking", bootstrap=4, bank_size=5)
+    # Pointwise: the bank's filling is the same for every kind; the reference kinds also refuse one label (below).
+    cfg = JudgeConfig(kind="pointwise", bootstrap=4, bank_size=5)
     bank, facts = build_bank(cfg, rows, earlier, seed=0)
     assert facts == {"bank_source": "rounds", "from_rounds": 3, "bootstrapped": 4}
     assert [r["prompt"] for r in bank[:3]] == ["e0", "e1", "e2"] and len(bank) == 5  # bank_size caps the extra
     for ref in bank[3:]:  # labelled by the verifier: q0 and q1 answer their own answer, the rest do not
         assert ref["correct"] == (ref["prompt"] in ("q0", "q1"))
     assert build_bank(cfg, rows, earlier, seed=0) == (bank, facts)  # seeded
-    enough = JudgeConfig(kind="meta-ranking", bootstrap=3, bank_size=5)
+    enough = JudgeConfig(kind="pointwise", bootstrap=3, bank_size=5)
     assert build_bank(enough, rows, earlier, seed=0)[1]["bootstrapped"] == 0
     alone, facts = build_bank(cfg, rows, [], seed=0)  # round 1: only its own rows
     assert facts["from_rounds"] == 0 and facts["bootstrapped"] == 4 and len(alone) == 4
     assert all(row["prompt"] != "no answer" for row in alone)
+    with pytest.raises(BankError, match=r"^judge\.bank=rounds \(0 rows from .*: every row is wrong \(4 of 4\)"):
+        build_bank(cfg.model_copy(update={"kind": "meta-ranking", "references": 3}), rows, [], seed=0)
 
 
 def test_round_bank_from_a_file(tmp_path: Path) -> None:
