@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from flows.ablation import round_seconds  # noqa: E402
+from flows.ablation_flow import round_seconds  # noqa: E402
 from tasks.ablation_report import ablation_rows, format_table, plot_ablation  # noqa: E402
 
 

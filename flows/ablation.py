@@ -5,6 +5,8 @@ The ablation is a Prefect flow whose arms run one after the other as campaign su
 shows the ablation with its campaigns and rounds beneath it); an ablation run in MLflow holds the table, the
 plot and per-arm metrics, and every campaign run is tagged `selftrain.ablation_run_id` with its id. An
 interrupted ablation resumes with the same command: finished arms start anew, the interrupted one resumes.
+The flow is in flows/ablation_flow.py, imported only to run it: this module is imported for every `selftrain`
+command line (`--help` included), which must not wait for Prefect, torch and MLflow to load.
 """
 
 from __future__ import annotations
@@ -12,19 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from prefect import flow
 
 from configs.loader import ConfigError
 from configs.schema import CampaignConfig
-from flows.launch import checked_config, launch, print_campaign, quiet_progress_bars
-
-if TYPE_CHECKING:
-    from mlflow.entities import Run
+from flows.launch import checked_config, launch, quiet_progress_bars
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 SHARED = ("seed", "rounds", "prompts", "generate", "evaluate", "model")  # what every arm must agree on
@@ -50,11 +44,6 @@ def check_comparable(configs: list[CampaignConfig]) -> None:
         raise ValueError("arm names (config `name`) must differ")
 
 
-def round_seconds(runs: Iterable[Run]) -> dict[str, float]:
-    """Wall time of each finished round run (MLflow start to end), by run id."""
-    return {r.info.run_id: (r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time}
-
-
 def _shared(config: CampaignConfig, key: str) -> object:
     """The part of `config`'s field `key` that every arm must agree on."""
     value = getattr(config, key)
@@ -74,54 +63,9 @@ def main(ns: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain ablation: error: {err}", file=sys.stderr)
         return 2
+    from flows.ablation_flow import ablation_flow
+
     quiet_progress_bars()
     sets = [item for override in ns.set for item in ("--set", override)]
     launch(lambda: ablation_flow(configs, ns.name), resume=["ablation", *ns.configs, *sets, "--name", ns.name])
     return 0
-
-
-@flow(name="selftrain-ablation", flow_run_name="{name}")
-def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict:
-    """Run the arms as campaign subflows, then write `ablation.json`, `table.txt` and `ablation.png` and log
-    them to MLflow; return the ablation run id, its folder, the final accuracies and the table's rows."""
-    # Imported here, not at the top: every `selftrain` command line imports this module (flows/cli.py), and the
-    # campaign flow loads torch, transformers and MLflow.
-    from flows.campaign import campaign_flow
-    from flows.interrupt import is_interruption
-    from tasks.ablation_report import ablation_rows, final_accuracy, format_table, plot_ablation
-    from tasks.tracking import end_run, log_artifact, log_metrics, set_tags, start_run
-    from tasks.tracking_store import client_for
-
-    tracking = configs[0].tracking
-    folder = Path(tracking.output_dir).resolve() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    arms = {c.name: c for c in configs}
-    parent = start_run(tracking, name, params={"arms": ",".join(arms)}, tags={"selftrain.kind": "ablation"})
-    try:
-        rows, campaigns = [], {}
-        for arm, config in arms.items():
-            summary = campaign_flow(config)
-            print_campaign(config, summary)
-            campaigns[arm] = summary["parent_run_id"]
-            set_tags(config.tracking, summary["parent_run_id"], {"selftrain.ablation_run_id": parent})
-            client = client_for(config.tracking)
-            runs = {r["run_id"]: client.get_run(r["run_id"]) for r in summary["rounds"][1:]}
-            metrics = {run_id: run.data.metrics for run_id, run in runs.items()}
-            rows += ablation_rows(arm, summary["rounds"], metrics, round_seconds(runs.values()))
-        table = format_table(rows)
-        print(f"\nAblation {name!r}: validation and test accuracy, diversity and minutes per round\n{table}")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "table.txt").write_text(table + "\n")
-        (folder / "ablation.json").write_text(json.dumps({"campaigns": campaigns, "rows": rows}, indent=2))
-        plot_ablation(rows, folder / "ablation.png", f"{name}: {', '.join(arms)}")
-        for row in rows:
-            values = {f"{row['arm']}/{k}": row[k] for k in ("accuracy", "distinct-2") if row.get(k) is not None}
-            log_metrics(tracking, [parent], values, row["round"])
-        set_tags(tracking, parent, {f"selftrain.campaign.{arm}": run_id for arm, run_id in campaigns.items()})
-        for file in ("table.txt", "ablation.json", "ablation.png"):
-            log_artifact(tracking, parent, folder / file)
-    except BaseException as error:
-        end_run(tracking, parent, "KILLED" if is_interruption(error) else "FAILED")  # as the campaign's runs
-        raise
-    end_run(tracking, parent)
-    print(f"\nAblation run {parent}; table and plot in {folder}")
-    return {"run_id": parent, "folder": str(folder), "final": final_accuracy(rows), "rows": rows}

@@ -39,10 +39,11 @@ def run_interruptible(config: CampaignConfig, args: Sequence[str], fresh: bool =
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `selftrain` command."""
     quiet_defaults()  # before anything imports Prefect, which reads its settings from the environment once
-    # The subcommands' modules import Prefect (their flows), hence imported here, after the defaults.
+    # Subcommands in their own modules: each defines `configure(parser)` and `main(ns) -> int`, and imports its
+    # flow (Prefect, torch, MLflow: 10 s of CPU) only in `main`, so `--help`, `validate`, `schema` and config
+    # errors answer at once (tests/flows/test_cli.py). Imported after the defaults all the same.
     from flows import ablation, export, judge_eval, reproduce, score, serve, submit
 
-    # Subcommands in their own modules: each defines `configure(parser)` and `main(ns) -> int`.
     commands = {
         "serve": (serve, "serve the campaign as a Prefect deployment: selftrain serve [CONFIG] [--cron EXPR]"),
         "submit": (submit, "start a served deployment with changed fields: selftrain submit DEPLOYMENT [k=v ...]"),

@@ -88,25 +88,29 @@ def test_validate_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 HEAVY = ("torch", "transformers", "peft", "trl", "mlflow")
-# One process runs the quick commands; the last line lists which heavy libraries they imported.
+# One process runs the quick commands and prints, after the command line, config error and schema, then after
+# `validate` (whose preflight draws the prompts through tasks.prompts, a Prefect task module), which of the
+# libraries named on its command line it has imported.
 QUICK_COMMANDS = """
 import contextlib, io, json, sys
 from flows.cli import main
+loaded = lambda: sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-    codes = [main(["validate", "configs/tiny.yaml"]), main(["schema"])]
-    codes.append(main(["run", "configs/tiny.yaml", "generate.k=0"]))
-    for argv in (["--help"], ["reproduce", "--help"]):
+    for argv in (["--help"], ["reproduce", "--help"], ["judge-eval", "--help"]):
         with contextlib.suppress(SystemExit):
             main(argv)
-print(json.dumps([codes, sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))]))
+    codes = [main(["schema"]), main(["run", "configs/tiny.yaml", "generate.k=0"])]
+    before_validate = loaded()
+    codes.append(main(["validate", "configs/tiny.yaml"]))
+print(json.dumps([codes, before_validate, loaded()]))
 """
 
 
 def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]) -> None:
-    # `--help`, `validate`, `schema` and a config error answer in about a second: the subcommand modules and the
-    # preflight import torch, transformers, PEFT, TRL and MLflow only where a command runs a flow (10+ s of CPU).
+    # `--help`, `schema`, `validate` and a config error take about a second: the subcommand modules import their
+    # flows (Prefect, torch, transformers, PEFT, TRL, MLflow: 10+ s of CPU) only when a command runs one.
     proc = subprocess.run(
-        [sys.executable, "-c", QUICK_COMMANDS, *HEAVY],
+        [sys.executable, "-c", QUICK_COMMANDS, "prefect", *HEAVY],
         cwd=Path(__file__).resolve().parents[2],
         env=cli_env,
         capture_output=True,
@@ -114,6 +118,7 @@ def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    codes, imported = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert codes == [0, 0, 2]
-    assert imported == [], f"quick commands imported {imported}"
+    codes, before_validate, after_validate = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert codes == [0, 2, 0]
+    assert before_validate == [], f"--help, schema or a config error imported {before_validate}"
+    assert [m for m in after_validate if m in HEAVY] == [], f"validate imported {after_validate}"

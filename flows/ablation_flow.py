@@ -1,0 +1,71 @@
+"""The ablation flow: run the arms as campaign subflows, then write, plot and log the comparison table.
+
+`selftrain ablation` (flows/ablation.py) checks the arms and starts this flow; it lives in its own module because
+the campaign flow it runs imports torch, transformers and MLflow, which the command line loads only to run it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect import flow
+
+from configs.schema import CampaignConfig
+from flows.campaign import campaign_flow
+from flows.interrupt import is_interruption
+from flows.launch import print_campaign
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+
+def round_seconds(runs: Iterable[Run]) -> dict[str, float]:
+    """Wall time of each finished round run (MLflow start to end), by run id."""
+    return {r.info.run_id: (r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time}
+
+
+@flow(name="selftrain-ablation", flow_run_name="{name}")
+def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict:
+    """Run the arms as campaign subflows, then write `ablation.json`, `table.txt` and `ablation.png` and log
+    them to MLflow; return the ablation run id, its folder, the final accuracies and the table's rows."""
+    from tasks.ablation_report import ablation_rows, final_accuracy, format_table, plot_ablation
+    from tasks.tracking import end_run, log_artifact, log_metrics, set_tags, start_run
+    from tasks.tracking_store import client_for
+
+    tracking = configs[0].tracking
+    folder = Path(tracking.output_dir).resolve() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    arms = {c.name: c for c in configs}
+    parent = start_run(tracking, name, params={"arms": ",".join(arms)}, tags={"selftrain.kind": "ablation"})
+    try:
+        rows, campaigns = [], {}
+        for arm, config in arms.items():
+            summary = campaign_flow(config)
+            print_campaign(config, summary)
+            campaigns[arm] = summary["parent_run_id"]
+            set_tags(config.tracking, summary["parent_run_id"], {"selftrain.ablation_run_id": parent})
+            client = client_for(config.tracking)
+            runs = {r["run_id"]: client.get_run(r["run_id"]) for r in summary["rounds"][1:]}
+            metrics = {run_id: run.data.metrics for run_id, run in runs.items()}
+            rows += ablation_rows(arm, summary["rounds"], metrics, round_seconds(runs.values()))
+        table = format_table(rows)
+        print(f"\nAblation {name!r}: validation and test accuracy, diversity and minutes per round\n{table}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "table.txt").write_text(table + "\n")
+        (folder / "ablation.json").write_text(json.dumps({"campaigns": campaigns, "rows": rows}, indent=2))
+        plot_ablation(rows, folder / "ablation.png", f"{name}: {', '.join(arms)}")
+        for row in rows:
+            values = {f"{row['arm']}/{k}": row[k] for k in ("accuracy", "distinct-2") if row.get(k) is not None}
+            log_metrics(tracking, [parent], values, row["round"])
+        set_tags(tracking, parent, {f"selftrain.campaign.{arm}": run_id for arm, run_id in campaigns.items()})
+        for file in ("table.txt", "ablation.json", "ablation.png"):
+            log_artifact(tracking, parent, folder / file)
+    except BaseException as error:
+        end_run(tracking, parent, "KILLED" if is_interruption(error) else "FAILED")  # as the campaign's runs
+        raise
+    end_run(tracking, parent)
+    print(f"\nAblation run {parent}; table and plot in {folder}")
+    return {"run_id": parent, "folder": str(folder), "final": final_accuracy(rows), "rows": rows}
