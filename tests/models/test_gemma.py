@@ -23,8 +23,8 @@ from transformers import AutoTokenizer
 
 from configs.schema import CampaignConfig
 from models import gemma
-from models.gemma import MARKER, REQUIRED_FILES, PackagedModelError, ensure_packaged_gemma, is_complete
-from models.loading import load_policy
+from models.gemma import MARKER, PackagedModelError, ensure_packaged_gemma, is_complete
+from models.loading import REQUIRED_FILES, load_policy
 from models.sampling import HFSampler
 from tasks.base_model import ModelSourceError, cache_root, prepare_base
 
