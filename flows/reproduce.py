@@ -31,6 +31,7 @@ from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 # The round machinery (flows.round, MLflow, torch and the models behind them) is imported by the functions that
 # run it, so that `selftrain --help` and the other subcommands do not load it: this module is imported for every
@@ -55,6 +56,10 @@ class BaseMismatchError(ValueError):
     """The base model resolved here is not the one the round used (another content hash)."""
 
 
+class UnknownRunError(ValueError):
+    """The run id names no run in the store, or a run that is not a round (no recorded round inputs)."""
+
+
 def main(ns: argparse.Namespace) -> int:
     """Reproduce the round, print the comparison; exit status 1 when a non-timing metric differs or the
     base model is another one."""
@@ -68,6 +73,9 @@ def main(ns: argparse.Namespace) -> int:
     except BaseMismatchError as error:
         print(f"selftrain: error: {error}", file=sys.stderr)
         return 1
+    except UnknownRunError as error:
+        print(f"selftrain: error: {error}", file=sys.stderr)
+        return 2
     print(format_report(report))
     return 0 if report["match"] else 1
 
@@ -127,6 +135,26 @@ def fetch_earlier(client: MlflowClient, run_id: str, recorded: dict, field: str,
     return tuple(fetched)
 
 
+def _round_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
+    """The round run `run_id`, or an UnknownRunError naming the store (no such run) or the round runs to pass
+    instead (a campaign run)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise UnknownRunError(f"run {run_id}: no such run in {tracking_uri} (--tracking-uri sets the store)") from error
+    if "selftrain.round" not in run.data.tags:
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        numbered = sorted((int(c.data.tags.get("selftrain.round", -1)), c.info.run_id) for c in children)
+        rounds = ", ".join(f"round {number}: {child}" for number, child in numbered)
+        raise UnknownRunError(
+            f"run {run_id} is not a round run (no selftrain.round tag); pass one of its rounds' run ids"
+            + (f" ({rounds})" if rounds else "")
+        )
+    return run
+
+
 def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     """Re-run round `run_id` into a new folder and compare its metrics, data and adapter with the original."""
     from mlflow import MlflowClient
@@ -138,7 +166,7 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     from tasks.tracking import RoundContext, end_run, start_run
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    original = client.get_run(run_id)
+    original = _round_run(client, run_id, tracking_uri)
     workdir = Path(output_dir).resolve() / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
     recorded, validation, adapter = fetch_inputs(client, run_id, workdir / "inputs")
     saved = CampaignConfig.model_validate(recorded["config"])

@@ -181,3 +181,24 @@ def test_reproduce_refuses_earlier_rows_it_cannot_check(campaign: dict, tmp_path
     recorded["state"]["earlier_selected"][0]["path"] = str(tmp_path / "gone.jsonl")
     with pytest.raises(ValueError, match="has no earlier_selected_sources and its earlier_selected files are gone"):
         fetch_earlier(client, run_id, recorded, "earlier_selected", tmp_path / "b")
+
+
+def test_an_unknown_or_campaign_run_id_is_one_line_naming_what_to_pass(
+    campaign: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    common = ["--tracking-uri", campaign["uri"], "--output-dir", str(tmp_path)]
+    assert main(["reproduce", "0" * 32, *common]) == 2
+    assert (
+        capsys.readouterr().err == f"selftrain: error: run {'0' * 32}: no such run in {campaign['uri']} "
+        "(--tracking-uri sets the store)\n"
+    )
+    parent = campaign["parent"].info.run_id
+    assert main(["reproduce", parent, *common]) == 2
+    rounds = ", ".join(f"round {n}: {campaign['rounds'][n].info.run_id}" for n in sorted(campaign["rounds"]))
+    assert capsys.readouterr().err == (
+        f"selftrain: error: run {parent} is not a round run (no selftrain.round tag); pass one of its rounds' run ids"
+        f" ({rounds})\n"
+    )
+    assert not list(tmp_path.iterdir())  # nothing written
