@@ -19,44 +19,8 @@ sys.path.insert(0, str(REPO))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from flows.ablation_flow import round_seconds  # noqa: E402
-from tasks.ablation_report import ablation_rows, format_table, plot_ablation  # noqa: E402
-
-
-def campaign_rows(client: MlflowClient, parent_id: str) -> tuple[list[dict], dict]:
-    """The campaign summary's rows (round, accuracy, promoted, run_id, test figures) rebuilt from MLflow."""
-
-    def history(key: str) -> dict[int, float]:
-        return {m.step: m.value for m in client.get_metric_history(parent_id, key)}
-
-    parent = client.get_run(parent_id)
-    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    by_round = {int(r.data.params["round"]): r for r in children}
-    val, test, low, high = (
-        history("val/accuracy"),
-        history("test/accuracy"),
-        history("test/ci_low"),
-        history("test/ci_high"),
-    )
-    rows = [{"round": 0, "accuracy": val.get(0), "promoted": True, "run_id": parent_id}]
-    for index in sorted(by_round):
-        run = by_round[index]
-        rows.append(
-            {
-                "round": index,
-                "accuracy": run.data.metrics.get("val/accuracy"),
-                "promoted": run.data.tags.get("selftrain.promoted") == "true",
-                "run_id": run.info.run_id,
-            }
-        )
-    for row in rows:
-        if row["round"] in test:
-            row |= {
-                "test_accuracy": test[row["round"]],
-                "test_ci_low": low[row["round"]],
-                "test_ci_high": high[row["round"]],
-            }
-    return rows, {r.info.run_id: r for r in by_round.values()}
+from benchmarks._mlflow_rows import store_rows  # noqa: E402
+from tasks.ablation_report import format_table, plot_ablation  # noqa: E402
 
 
 def main() -> int:
@@ -67,17 +31,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ablation_gemma"))
     ns = parser.parse_args()
     client = MlflowClient(tracking_uri=f"sqlite:///{Path(ns.store).resolve()}")
-    experiment = client.get_experiment_by_name(ns.experiment)
-    campaigns = client.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.`selftrain.kind` = 'campaign' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-    )
-    rows: list[dict] = []
-    for campaign in campaigns:
-        summary, runs = campaign_rows(client, campaign.info.run_id)
-        metrics = {run_id: run.data.metrics for run_id, run in runs.items()}
-        rows += ablation_rows(campaign.info.run_name, summary, metrics, round_seconds(runs.values()))
+    rows, campaigns = store_rows(client, ns.experiment)
     table = format_table(rows)
     out = Path(ns.out)
     out.parent.mkdir(parents=True, exist_ok=True)

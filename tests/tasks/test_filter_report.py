@@ -1,5 +1,6 @@
 """The filtering experiment's report (tasks/filter_report.py): each arm's trained policy on test, and the share of the
-keep-all-to-oracle gap it closes, computed by hand; a gap too small to divide by is left out and said so."""
+keep-all-to-oracle gap it closes, computed by hand; a gap too small to divide by is left out and said so; each arm's
+exact McNemar test against keep-all and the oracle on hand-made per-item credit with known b, c and p."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks.filter_report import filter_rows, format_filter_table, gap_closed, gap_note
+from tasks.filter_report import add_paired, filter_rows, format_filter_table, gap_closed, gap_note
 
 
 def arm(name: str, start: float, final: float | None, ci: float = 0.05, rows: float = 10.0) -> list[dict[str, Any]]:
@@ -55,3 +56,52 @@ def test_small_gap_is_not_divided() -> None:
     assert "too small to divide by" in gap_note(table)
     wide = filter_rows(arm("filter-keep-all", 0.1, 0.30, ci=0.1) + arm("filter-oracle", 0.1, 0.4, ci=0.1))
     assert "intervals overlap" in gap_note(wide)
+
+
+def credit(right: set[int], items: int = 14) -> list[dict[str, Any]]:
+    """Evaluated test rows of items 0..items-1, credit 1.0 on `right` (0.0 elsewhere)."""
+    return [{"id": f"test-{i}", "score": 1.0 if i in right else 0.0} for i in range(items)]
+
+
+def test_paired_tests_by_hand() -> None:
+    table = filter_rows(
+        arm("filter-keep-all", 0.0, 4 / 14)
+        + arm("filter-oracle", 0.0, 12 / 14)
+        + arm("filter-dsir", 0.0, 10 / 14)
+        + arm("filter-color", 0.0, 0.5)
+    )
+    keep, dsir = set(range(4)), set(range(10))
+    oracle = set(range(9)) | {10, 11, 12}  # right where dsir is wrong on 3 items, wrong where dsir is right on 1
+    paired = {
+        row["arm"]: row
+        for row in add_paired(
+            table,
+            {
+                "filter-keep-all": credit(keep),
+                "filter-oracle": credit(oracle),
+                "filter-dsir": credit(dsir),
+                "filter-color": None,
+            },
+        )
+    }
+    # dsir right on everything keep-all is, plus 6 more: b=0, c=6, p = 2 * 0.5**6.
+    assert paired["filter-dsir"]["vs_keep_all"] == {"b": 0, "c": 6, "p": pytest.approx(0.03125), "items": 14}
+    # b=3, c=1: P(X <= 1) + P(X >= 3) for X ~ Bin(4, 0.5) = (1 + 4 + 4 + 1) / 16.
+    assert paired["filter-dsir"]["vs_oracle"] == {"b": 3, "c": 1, "p": pytest.approx(0.625), "items": 14}
+    assert paired["filter-oracle"]["vs_keep_all"] == {"b": 0, "c": 8, "p": pytest.approx(2 * 0.5**8), "items": 14}
+    assert paired["filter-keep-all"]["vs_keep_all"] is None and paired["filter-oracle"]["vs_oracle"] is None
+    assert paired["filter-color"]["vs_keep_all"] is None and paired["filter-color"]["vs_oracle"] is None  # no credit
+    text = format_filter_table(list(paired.values()))
+    assert "vs keep-all b/c p" in text and "vs oracle b/c p" in text
+    dsir_line = next(line for line in text.splitlines() if line.startswith("filter-dsir"))
+    assert dsir_line.endswith("0/6 0.0312           3/1 0.625")
+    assert "exact two-sided McNemar" in text
+
+
+def test_paired_tests_refuse_different_items_and_say_when_missing() -> None:
+    table = filter_rows(arm("filter-keep-all", 0.0, 0.3) + arm("filter-dsir", 0.0, 0.4))
+    with pytest.raises(ValueError, match="filter-dsir and filter-keep-all were scored on different test items"):
+        add_paired(table, {"filter-keep-all": credit({1}, items=14), "filter-dsir": credit({1}, items=12)})
+    text = format_filter_table(add_paired(table, {}))
+    assert "paired tests: not computed" in text
+    assert text.splitlines()[2].endswith("-                   -")
