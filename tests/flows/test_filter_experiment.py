@@ -2,9 +2,10 @@
 
 benchmarks/filter_experiment.py runs `selftrain ablation` on the arms under configs/experiments/filter/ with the
 tiny model swapped in, and writes the report. Checked: the report's numbers come from the campaigns (gap share by
-hand), keep-all trains on every sample, the oracle only on verified ones, and the DSIR arm keeps half of the
-samples, each selected row saying why (its score, `kept_by`, `reason`) and `filter-scores.jsonl` holding every
-judged row's score.
+hand), each arm's paired test against keep-all and the oracle is read from the campaigns' per-item test credit (its
+b and c agree with the two accuracies), keep-all trains on every sample, the oracle only on verified ones, and the
+DSIR arm keeps half of the samples, each selected row saying why (its score, `kept_by`, `reason`) and
+`filter-scores.jsonl` holding every judged row's score.
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ def test_report_holds_each_arms_test_accuracy_and_gap_share(experiment: dict) ->
     else:
         assert table["filter-dsir"]["gap_closed"] is None and "too small to divide by" in experiment["stdout"]
     assert "test acc" in experiment["stdout"] and "gap oracle - keep-all" in experiment["stdout"]
+
+
+def test_report_pairs_each_arm_with_keep_all_and_the_oracle_item_by_item(experiment: dict) -> None:
+    table = {row["arm"]: row for row in experiment["report"]["table"]}
+    for name, row in table.items():
+        for column, reference in (("vs_keep_all", "filter-keep-all"), ("vs_oracle", "filter-oracle")):
+            if name == reference:
+                assert row[column] is None
+                continue
+            test = row[column]
+            assert test["items"] == 32 and 0 < test["p"] <= 1
+            # c - b is the arm's right answers minus the reference's, on the same 32 items.
+            shift = (row["test_accuracy"] - table[reference]["test_accuracy"]) * 32
+            assert test["c"] - test["b"] == pytest.approx(shift)
+    assert "vs keep-all b/c p" in experiment["stdout"] and "exact two-sided McNemar" in experiment["stdout"]
 
 
 def test_selection_per_arm_sees_no_verifier_except_the_oracle(experiment: dict) -> None:
