@@ -99,7 +99,7 @@ def ablation_dirs(summary: dict, sets: list[str], ran: bool) -> dict[str, str]:
     return run_dirs(client_for(config.tracking), summary["campaigns"])
 
 
-def test_credit(table: list[dict], dirs: dict[str, str]) -> dict[str, list[dict] | None]:
+def arm_credit(table: list[dict], dirs: dict[str, str]) -> dict[str, list[dict] | None]:
     """Each arm's evaluated test rows of the round its table row reports, None where the file is missing."""
     credit: dict[str, list[dict] | None] = {}
     for row in table:
@@ -129,19 +129,19 @@ def main() -> int:
     ns = parser.parse_args()
     started = time.perf_counter()
     source: Path | None = None
-    if ns.store:
-        try:
+    try:
+        if ns.store:
             rows, campaigns, dirs = from_stores(ns.store, ns.experiment)
-        except ValueError as error:
-            print(f"filter_experiment: error: {error}", file=sys.stderr)
-            return 2
-    else:
-        source = Path(ns.source) if ns.source else run_ablation(ns.arms, ns.set, ns.name)
-        summary = json.loads(source.read_text())
-        rows, campaigns = summary["rows"], summary.get("campaigns", {})
-        dirs = ablation_dirs(summary, ns.set, ran=not ns.source)
-    table = filter_rows(rows)
-    table = add_paired(table, test_credit(table, dirs))
+        else:
+            source = Path(ns.source) if ns.source else run_ablation(ns.arms, ns.set, ns.name)
+            summary = json.loads(source.read_text())
+            rows, campaigns = summary["rows"], summary.get("campaigns", {})
+            dirs = ablation_dirs(summary, ns.set, ran=not ns.source)
+        table = filter_rows(rows)
+        table = add_paired(table, arm_credit(table, dirs))
+    except ValueError as error:  # a missing store, two campaigns of one arm, arms scored on different items
+        print(f"filter_experiment: error: {error}", file=sys.stderr)
+        return 2
     text = format_filter_table(table)
     print(f"\nFiltering experiment: test accuracy of each arm's trained policy\n{text}")
     out = Path(ns.out)
