@@ -41,11 +41,12 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
     arms = {c.name: c for c in configs}
     parent = start_run(tracking, name, params={"arms": ",".join(arms)}, tags={"selftrain.kind": "ablation"})
     try:
-        rows, campaigns = [], {}
+        rows, campaigns, dirs = [], {}, {}
         for arm, config in arms.items():
             summary = campaign_flow(config)
             print_campaign(config, summary)
             campaigns[arm] = summary["parent_run_id"]
+            dirs[arm] = summary["workdir"]
             set_tags(config.tracking, summary["parent_run_id"], {"selftrain.ablation_run_id": parent})
             client = client_for(config.tracking)
             runs = {r["run_id"]: client.get_run(r["run_id"]) for r in summary["rounds"][1:]}
@@ -55,7 +56,8 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
         print(f"\nAblation {name!r}: validation and test accuracy, diversity and minutes per round\n{table}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "table.txt").write_text(table + "\n")
-        (folder / "ablation.json").write_text(json.dumps({"campaigns": campaigns, "rows": rows}, indent=2))
+        summary_json = {"campaigns": campaigns, "dirs": dirs, "rows": rows}  # dirs: where per-item evaluations are
+        (folder / "ablation.json").write_text(json.dumps(summary_json, indent=2))
         plot_ablation(rows, folder / "ablation.png", f"{name}: {', '.join(arms)}")
         for row in rows:
             values = {f"{row['arm']}/{k}": row[k] for k in ("accuracy", "distinct-2") if row.get(k) is not None}

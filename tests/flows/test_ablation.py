@@ -51,6 +51,9 @@ def test_curated_arm_ends_above_uncurated_arm(ablation: dict) -> None:
     assert final["sft-verified"] > final["sft-uncurated"], rows
     start = {row["arm"]: row["accuracy"] for row in rows if row["round"] == 0}
     assert start["sft-verified"] == start["sft-uncurated"]  # same base, same held-out prompts
+    dirs = ablation["summary"]["dirs"]  # each arm's campaign folder, where its per-item evaluations are
+    assert sorted(dirs) == ["sft-uncurated", "sft-verified"]
+    assert all((Path(folder) / "round-00" / "test-evaluated.jsonl").is_file() for folder in dirs.values())
 
 
 def test_table_is_printed_and_logged_with_links_to_the_campaigns(ablation: dict) -> None:
