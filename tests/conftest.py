@@ -32,21 +32,6 @@ def _warmup_pairs(n: int) -> Pairs:
     return [(TEMPLATE.format(prompt=p["prompt"]), p["solution"]) for p in problems]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (pyproject's addopts): a test file runs whole on one worker, as
-    its module fixtures are built once, and the integration files share one worker, as they share one session's
-    server stack (started once, not once per worker). Heaviest first (integration, then files with slow tests), so
-    the quick files fill the end instead of one long file running alone."""
-    for item in items:
-        group = "server-stack" if item.get_closest_marker("integration") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(
-        key=lambda item: (not item.get_closest_marker("integration"), item.nodeid.split("::")[0] not in slow_files)
-    )
-
-
 @pytest.fixture(scope="session")
 def warmup_pairs() -> Callable[[int], Pairs]:
     """Makes `n` (templated prompt, solution) pairs from the arithmetic task's training split."""
