@@ -25,17 +25,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks.filter_report import add_paired, filter_rows, format_filter_table  # noqa: E402
 from tasks.layout import CampaignLayout  # noqa: E402
+from tasks.records import read_records  # noqa: E402
 from tasks.tracking import git_commit  # noqa: E402
-
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
 
 ARMS = REPO / "configs" / "experiments" / "filter"
 
@@ -49,11 +46,6 @@ def run_ablation(arms: list[str], sets: list[str], name: str) -> Path:
     output = next((s.split("=", 1)[1] for s in sets if s.startswith("tracking.output_dir=")), "runs")
     root = Path(output) if Path(output).is_absolute() else REPO / output
     return max(root.glob(f"{name}-*/ablation.json"), key=lambda p: p.stat().st_mtime)
-
-
-def run_dirs(client: MlflowClient, run_ids: dict[str, str]) -> dict[str, str]:
-    """Each arm's campaign folder (tag `selftrain.dir` of its campaign run id)."""
-    return {arm: client.get_run(run_id).data.tags.get("selftrain.dir", "") for arm, run_id in run_ids.items()}
 
 
 def from_stores(stores: list[str], experiment: str) -> tuple[list[dict], dict[str, str], dict[str, str]]:
@@ -82,36 +74,14 @@ def from_stores(stores: list[str], experiment: str) -> tuple[list[dict], dict[st
     return rows, campaigns, dirs
 
 
-def ablation_dirs(summary: dict, sets: list[str], ran: bool) -> dict[str, str]:
-    """The campaign folders of an `ablation.json`: recorded in it (`dirs`), else, for an ablation this script
-    just ran, the `selftrain.dir` tags in its store (the arms' tracking URI); else none."""
-    if summary.get("dirs"):
-        return dict(summary["dirs"])
-    if not ran:
-        return {}
-    from configs.loader import load_config
-    from tasks.tracking_store import client_for
-
-    first = next(iter(summary["campaigns"]), None)
-    if first is None:
-        return {}
-    config = load_config(ARMS / f"{first}.yaml", sets)
-    return run_dirs(client_for(config.tracking), summary["campaigns"])
-
-
 def arm_credit(table: list[dict], dirs: dict[str, str]) -> dict[str, list[dict] | None]:
     """Each arm's evaluated test rows of the round its table row reports, None where the file is missing."""
     credit: dict[str, list[dict] | None] = {}
     for row in table:
         folder = dirs.get(row["arm"])
         path = CampaignLayout(Path(folder)).evaluated(row["round"], "test") if folder else None
-        credit[row["arm"]] = read_jsonl(path) if path is not None and path.is_file() else None
+        credit[row["arm"]] = read_records(path) if path is not None and path.is_file() else None
     return credit
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON Lines file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> int:
@@ -136,7 +106,7 @@ def main() -> int:
             source = Path(ns.source) if ns.source else run_ablation(ns.arms, ns.set, ns.name)
             summary = json.loads(source.read_text())
             rows, campaigns = summary["rows"], summary.get("campaigns", {})
-            dirs = ablation_dirs(summary, ns.set, ran=not ns.source)
+            dirs = summary.get("dirs", {})  # each arm's campaign folder; an older ablation.json has none
         table = filter_rows(rows)
         table = add_paired(table, arm_credit(table, dirs))
     except ValueError as error:  # a missing store, two campaigns of one arm, arms scored on different items
