@@ -10,6 +10,7 @@ never a traceback after a round of work.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from configs.schema import CampaignConfig, ModelConfig, TrackingConfig
@@ -44,8 +46,9 @@ def preflight(config: CampaignConfig) -> None:
     check_output_dir(config.tracking)
     check_tracking_uri(config.tracking)
     check_prompts(config)
-    check_judge_bank(config)
-    check_filter_targets(config)
+    train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
+    check_judge_bank(config, train_rows)
+    check_filter_targets(config, train_rows)
     for field, model in models_of(config):
         check_model(field, model)
     if config.judge.reward_model:
@@ -146,10 +149,17 @@ def check_prompts(config: CampaignConfig) -> None:
             ) from None
 
 
-def check_judge_bank(config: CampaignConfig) -> None:
+def _file_train_rows(config: CampaignConfig) -> list[dict]:
+    """The training split of a file-backed campaign, as the round will draw from it."""
+    from tasks.prompts import file_split
+
+    return file_split(config.prompts, "train")
+
+
+def check_judge_bank(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
     """Read `judge.bank_path` as the judge step will (bank=file: too few rows or one label fail here), and refuse a
     reference judge with bank=rounds whose first round cannot label `judge.references` rows (too few training
-    prompts with an answer)."""
+    prompts with an answer). `train_rows` gives a file-backed campaign's training split."""
     from tasks.judging.reference_bank import check_round_one_bank, file_bank, reads_bank
 
     cfg, prompts = config.judge, config.prompts
@@ -159,29 +169,26 @@ def check_judge_bank(config: CampaignConfig) -> None:
         file_bank(cfg)
         return
     if prompts.source == "file":
-        from tasks.prompts import file_split
-
-        answered = len({row["id"] for row in file_split(prompts, "train") if row.get("answer") is not None})
+        answered = len({row["id"] for row in train_rows() if row.get("answer") is not None})
         source = f"prompts.train_path={prompts.train_path}"
     else:
         answered, source = prompts.train_size, f"prompts.train_size={prompts.train_size}"
     check_round_one_bank(cfg, answered, prompts.train_size, config.generate.k, source)
 
 
-def check_filter_targets(config: CampaignConfig) -> None:
-    """Refuse `color` and `dsir` filters when the training file has no row with a gold solution to draw their
-    target set from (the built-in task's prompts all have one)."""
+def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
+    """Refuse `color` and `dsir` filters when the training file (`train_rows`) has no row with a gold solution to
+    draw their target set from (the built-in task's prompts all have one)."""
     from configs.schema_filters import ColorFilter, DsirFilter
 
     targets = [f for f in config.select.filters if isinstance(f, ColorFilter | DsirFilter)]
     if config.prompts.source != "file" or not targets:
         return
     from tasks.filters import check_target_source
-    from tasks.prompts import file_split
     from tasks.select import gold_rows  # MLflow and Prefect come with it: only for a config that needs the check
 
-    rows = file_split(config.prompts, "train")
-    check_target_source(config.select.filters, rows, f"prompts.train_path={config.prompts.train_path}", gold_rows)
+    source = f"prompts.train_path={config.prompts.train_path}"
+    check_target_source(config.select.filters, train_rows(), source, gold_rows)
 
 
 def check_model(field: str, model: ModelConfig) -> None:
