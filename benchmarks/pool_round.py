@@ -83,6 +83,7 @@ def base_env(scratch: Path) -> dict[str, str]:
         TRANSFORMERS_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",  # the default 20 s is too short on loaded cores
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
