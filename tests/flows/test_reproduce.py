@@ -21,11 +21,15 @@ SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 # (with the tiny model on these splits, round 1 scores below round 0 and the default margin would refuse it).
 # train.init=base (ReST-EM): round 2 samples with round 1's adapter but trains a fresh adapter on the base from
 # rounds 1 and 2's selected rows, so reproducing it needs round 1's logged rows as well.
+# Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): no test here reads their scores, only that the
+# campaigns finish; reproduce re-runs a round, which scores validation alone.
 SMALL = [
     "configs/tiny.yaml",
     "rounds=2",
     "prompts.train_size=64",
     "prompts.heldout_size=64",
+    "prompts.test_size=32",
+    "prompts.ood_size=16",
     "evaluate.promotion_margin=1.0",
     "train.init=base",
 ]
@@ -141,7 +145,9 @@ def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     assert recorded["policy_source"] == f"runs:/{best.run_id}/adapter" and recorded["round"] == 1
 
 
-def test_reproduce_refuses_another_base_model(campaign: dict, tmp_path: Path) -> None:
+def test_reproduce_refuses_another_base_model(
+    campaign: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The same cache entry name with other bytes: a tiny model whose generation settings were edited (its
     # content record rewritten, so the cache sees an intact build). Its content hash differs from the one
     # the round recorded, so reproduce must stop before running anything.
@@ -155,12 +161,17 @@ def test_reproduce_refuses_another_base_model(campaign: dict, tmp_path: Path) ->
     (other / "generation_config.json").write_text(json.dumps(settings | {"repetition_penalty": 1.3}))
     write_record(other)
 
-    env = {**campaign["env"], "SELFTRAIN_CACHE": str(tmp_path / "cache")}
+    # In this process (the refusal comes before any flow runs): the installed command's exit status and error line
+    # are `flows.cli.main`'s (tests/flows/test_cli.py), and a subprocess would add ~10 s of imports.
+    from flows.cli import main
+
+    monkeypatch.setenv("SELFTRAIN_CACHE", str(tmp_path / "cache"))
     args = ["reproduce", original.info.run_id, "--tracking-uri", campaign["uri"], "--output-dir", str(tmp_path / "r")]
-    proc = subprocess.run([SELFTRAIN, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert f"selftrain: error: run {original.info.run_id}: the base model {other}" in proc.stderr
-    assert recorded["base_fingerprint"][:16] in proc.stderr and "Traceback" not in proc.stderr
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 1, out[-2000:] + err[-3000:]
+    assert f"selftrain: error: run {original.info.run_id}: the base model {other}" in err
+    assert recorded["base_fingerprint"][:16] in err and "Traceback" not in err
     reruns = client.search_runs([original.info.experiment_id], "tags.`selftrain.kind` = 'reproduce'")
     assert not [r for r in reruns if r.data.tags["selftrain.dir"].startswith(str(tmp_path))]  # nothing recorded
 
