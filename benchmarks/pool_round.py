@@ -21,8 +21,9 @@ Writes `benchmarks/results/scaling_pool.json` and `scaling_pool.md`. Everything 
 homes, campaign folders, the tiny model cache unless SELFTRAIN_CACHE is set) lives under `--scratch`; the
 worker and the stack are stopped at the end, also on failure.
 
-Run: `.venv/bin/python benchmarks/pool_round.py [--scratch /tmp/h2/bench] [--repeats 2]`
-(15-30 min on 2 loaded cores; needs PostgreSQL, as the integration tests do).
+Run: `.venv/bin/python benchmarks/pool_round.py [--scratch DIR] [--repeats 2] [--note LINE ...]`
+(15-30 min on 2 loaded cores; needs PostgreSQL, as the integration tests do); `--render --note LINE ...`
+rewrites only the Markdown from the JSON, with new notes.
 """
 
 from __future__ import annotations
@@ -315,7 +316,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs per side")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--note", action="append", default=[], help="a line added to the Markdown report")
+    parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON (new notes)")
     ns = parser.parse_args()
+    if ns.render:
+        result = json.loads(RESULTS.read_text()) | ({"notes": ns.note} if ns.note else {})
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        REPORT.write_text(render(result))
+        print(render(result))
+        return 0
     scratch = (ns.scratch or Path(tempfile.mkdtemp(prefix="selftrain-pool-bench-"))).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(scratch / "driver-home")  # this process's Prefect client, before import
