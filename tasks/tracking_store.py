@@ -3,17 +3,23 @@
 Several campaigns (processes) may write to one store at once. A new SQLite file is migrated under a file lock
 (`initialise_store`), and a write that loses a race to another writer (a unique-key clash, a busy database)
 is retried with jittered back-off (`retry_conflicts`); any other refusal is raised at once.
+
+A Ctrl-C or SIGTERM is held while a database session of the store is open (`signals_held`): raised inside a
+SQLite transaction, it lost the write or left the transaction's lock held, and the interrupted campaign's own
+closing writes then waited out SQLite's 20 s busy timeout twice and failed with "database is locked".
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import os
 import random
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +44,7 @@ CONFLICT_SIGNS = (
 CONFLICT_CODES = ("TEMPORARILY_UNAVAILABLE", "RESOURCE_ALREADY_EXISTS", "ABORTED")
 _stores_ready: set[str] = set()  # tracking URIs whose store this process has initialised (`initialise_store`)
 _stores_lock = threading.Lock()
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def is_conflict(error: BaseException) -> bool:
@@ -123,7 +130,49 @@ def client_for(cfg: TrackingConfig) -> MlflowClient:
     initialised first, once, under its lock (`initialise_store`)."""
     uri = tracking_uri(cfg)
     initialise_store(uri)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    for store in (client._tracking_client.store, client._get_registry_client().store):
+        hold_signals_in_sessions(store)
+    return client
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first one to the handler it would have met.
+
+    Outside the main thread (where Python runs no handler), or when a handler was not set from Python, the
+    block runs as is.
+    """
+    previous = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        yield
+        return
+    held: list[int] = []
+    for signum in HELD_SIGNALS:
+        signal.signal(signum, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
+def hold_signals_in_sessions(store: object) -> None:
+    """Open every database session of an MLflow SQL store (tracking or registry) under `signals_held`, so a
+    Ctrl-C never lands inside a transaction; a store reached over HTTP has no sessions and is left as is."""
+    make_session = getattr(store, "ManagedSessionMaker", None)
+    if make_session is None or getattr(make_session, "holds_signals", False):
+        return
+
+    @contextlib.contextmanager
+    def held_session(*args: object, **kwargs: object) -> Iterator[object]:
+        with signals_held(), make_session(*args, **kwargs) as session:
+            yield session
+
+    held_session.holds_signals = True  # type: ignore[attr-defined]
+    store.ManagedSessionMaker = held_session  # type: ignore[attr-defined]
 
 
 def ensure_experiment(cfg: TrackingConfig) -> str:

@@ -5,6 +5,8 @@ promotion rule however registrations interleave; two `selftrain run` campaigns a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sqlalchemy import event
 
 from configs.schema import TrackingConfig
 from tasks.model_registry import CHAMPION, champion, register_policy, serial_champion, settle_champion
@@ -299,3 +302,30 @@ def test_two_campaigns_started_together_in_a_new_sqlite_folder_both_finish(
     ]
     assert len(parents) == 2 and all(run.info.status == "FINISHED" for run in parents)
     assert len({run.data.tags["selftrain.dir"] for run in parents}) == 2
+
+
+def test_a_signal_inside_a_store_write_lands_after_its_commit_and_leaves_no_lock(tmp_path: Path) -> None:
+    """Raised inside a SQLite transaction, a Ctrl-C or SIGTERM lost the write (rolled back) or, as in a CI run,
+    left its lock held, so the interrupted campaign's closing writes each waited 20 s and failed with "database is
+    locked". Now it lands after the commit."""
+    cfg = TrackingConfig(output_dir=str(tmp_path), experiment="signals")
+    run_id = start_run(cfg, "r", params={}, tags={})
+    client = client_for(cfg)
+    engine = client._tracking_client.store.engine
+
+    def interrupt_after_insert(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO tags"):  # the row is written, the transaction not yet committed
+            os.kill(os.getpid(), signal.SIGINT)
+
+    event.listen(engine, "after_cursor_execute", interrupt_after_insert)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.set_tag(run_id, "first", "1")
+            time.sleep(2)  # the signal is not held past the write
+    finally:
+        event.remove(engine, "after_cursor_execute", interrupt_after_insert)
+    started = time.monotonic()
+    client.set_tag(run_id, "second", "2")  # a new session finds no lock left behind
+    assert time.monotonic() - started < 5
+    assert {"first": "1", "second": "2"}.items() <= client.get_run(run_id).data.tags.items()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
