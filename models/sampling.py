@@ -39,11 +39,62 @@ class SamplingEngine(Protocol):
         """Per prompt (in order), `n` responses cut before the first stop string; temperature 0 is greedy.
 
         `prefix` (few-shot examples, say) is put before every prompt; an engine may compute its state once.
-        A prompt's samples depend only on (`seed`, its id in `prompt_ids` (default: its text), sample index),
-        never on batching or on the other prompts in the call, so shards of a prompt set give exactly the
-        samples of the whole set.
+        A prompt's samples are seeded by (`seed`, its id in `prompt_ids` (default: its text), sample index)
+        only; the floats they are drawn from may still depend on the batch they were computed in (see
+        `HFSampler.sample`).
         """
         ...
+
+
+Job = tuple[int, int]  # (prompt index, sample index): one sequence to generate
+
+
+def sample_batches(lengths: Sequence[int], n: int, batch_size: int) -> list[list[Job]]:
+    """The batches `HFSampler.sample` decodes, in order: every prompt's `n` jobs sorted by the prompt's encoded
+    length, cut every `batch_size` jobs.
+
+    The sort is stable, so a prompt's copies stay together and prompts of one length keep their order. The
+    one batching rule of the sampler: a shard plan (`tasks.sharding.shard_plan`) reads it to give each shard
+    whole batches of the unsharded run. A prompt's copies share a batch unless `batch_size` is not a
+    multiple of `n`, when a prompt may straddle two consecutive batches.
+
+    Args:
+        lengths: Encoded length of each prompt (what the sampler prefills after any cached prefix).
+        n: Samples per prompt.
+        batch_size: Jobs per batch (the last batch may be smaller).
+
+    Raises:
+        ValueError: `n` or `batch_size` below 1.
+    """
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"sample_batches: n={n} and batch_size={batch_size} must be at least 1")
+    jobs = [(i, j) for i in range(len(lengths)) for j in range(n)]
+    jobs.sort(key=lambda job: lengths[job[0]])
+    return [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    prefix: str = "",
+    *,
+    add_special_tokens: bool = True,
+    reuse_prefix_cache: bool = True,
+) -> tuple[list[int], list[list[int]]]:
+    """What `HFSampler.sample` feeds the model: the prefix tokens it caches once, and each row's own tokens.
+
+    The prefix carries the special tokens (BOS); the prompts after it are encoded bare. The cache covers all
+    of the prefix but its last token, which goes with each prompt: every row then has at least one token to
+    prefill, even for an empty prompt.
+
+    Returns:
+        (cached prefix ids, empty without a prefix or reuse; per prompt, the ids prefilled after them).
+    """
+    head = tokenizer(prefix, add_special_tokens=add_special_tokens)["input_ids"] if prefix else []
+    special = add_special_tokens and not prefix
+    tails = [tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
+    cached = head[:-1] if reuse_prefix_cache else []
+    return cached, [head[len(cached) :] + tail for tail in tails]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -116,7 +167,8 @@ class HFSampler:
     """A `SamplingEngine` on a transformers causal LM (a `PeftModel` works too), decoding with a KV cache.
 
     Sequences (each prompt repeated n times) are sorted by prompt length and generated `batch_size` at
-    a time with left padding, so rows in a batch waste little padding; results return in prompt order.
+    a time with left padding (`sample_batches`), so rows in a batch waste little padding; results return
+    in prompt order.
 
     Decoding is a hand-written loop over the model's forward with a `DynamicCache` (what `generate`
     uses for Llama and Gemma 3), for two savings `generate` cannot give:
@@ -164,6 +216,16 @@ class HFSampler:
         self.add_special_tokens = add_special_tokens
         self.reuse_prefix_cache = reuse_prefix_cache
         self.tokens_generated = 0
+
+    def encode(self, prompts: Sequence[str], prefix: str = "") -> tuple[list[int], list[list[int]]]:
+        """The cached prefix ids and each prompt's prefilled ids, as `sample` encodes them (`encode_prompts`)."""
+        return encode_prompts(
+            self.tokenizer,
+            prompts,
+            prefix,
+            add_special_tokens=self.add_special_tokens,
+            reuse_prefix_cache=self.reuse_prefix_cache,
+        )
 
     def _eos_ids(self) -> set[int]:
         configured = self.model.generation_config.eos_token_id
@@ -266,29 +328,26 @@ class HFSampler:
         """Generate `n` responses per prompt; see `SamplingEngine.sample`.
 
         Sample j of prompt i draws its noise from a generator seeded `sequence_seed(seed, prompt_ids[i], j)`
-        (torch's global RNG is untouched), so batch size, batch mates and sharding change no token (up to
-        float rounding of a batch's matmuls, which has not flipped a draw in the tests).
+        (torch's global RNG is untouched). The probabilities the noise is compared with are floats computed
+        with the row's batch mates (their padding, the matmul shapes), and rounding can flip a draw: on
+        Gemma 3 270M, sampling 64 prompts x 2 at once and as two contiguous halves gave 1 of 128 samples
+        different. Batches are therefore a function of the whole call (`sample_batches`), and a shard plan
+        that hands each shard whole batches (`tasks.sharding.shard_plan`) reproduces the unsharded samples
+        exactly (0 of 128 different on the same Gemma run). Batch size changes the batches, so it can flip
+        a draw.
         """
         if prompt_ids is not None and len(prompt_ids) != len(prompts):
             raise ValueError(f"prompt_ids: {len(prompt_ids)} ids for {len(prompts)} prompts")
         ids = list(prompt_ids) if prompt_ids is not None else list(prompts)
-        # The prefix carries the special tokens (BOS); the prompts after it are encoded bare.
-        head = self.tokenizer(prefix, add_special_tokens=self.add_special_tokens)["input_ids"] if prefix else []
-        special = self.add_special_tokens and not prefix
-        tails = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
-        # The cache covers all of the prefix but its last token, which goes with each prompt: every row then
-        # has at least one token to prefill, even for an empty prompt.
-        cached = head[:-1] if self.reuse_prefix_cache else []
-        encoded = [head[len(cached) :] + tail for tail in tails]
-        jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
-        jobs.sort(key=lambda job: len(encoded[job[0]]))  # stable: copies of a prompt stay together
+        cached, encoded = self.encode(prompts, prefix)
+        batches = sample_batches([len(row) for row in encoded], n, batch_size)
+        total = len(prompts) * n
         results: list[list[str]] = [[""] * n for _ in prompts]
         eos = self._eos_ids()
         done = 0
         with torch.inference_mode():
             prefix_cache = self._prefix_cache(cached) if cached else None
-            for start in range(0, len(jobs), batch_size):
-                batch = jobs[start : start + batch_size]
+            for batch in batches:
                 if temperature > 0:
                     seeds = [sequence_seed(seed, ids[i], j) for i, j in batch]
                     uniforms = sequence_uniforms(seeds, max_new_tokens)
@@ -312,5 +371,5 @@ class HFSampler:
                     results[i][j] = cut_at_stop(text, stop)
                 done += len(batch)
                 if progress:
-                    progress(done, len(jobs))
+                    progress(done, total)
         return results

@@ -2,8 +2,8 @@
 
 The test starts a Ray cluster on loopback (2 CPUs) and runs one flow on the stack's Prefect server: the tiny
 policy samples 8 prompts x 2 in process and in 2 shards, and answers them greedily in process and in 2 shards.
-Samples are seeded per prompt, so the rows must be identical; each shard is a task run of the flow run on the
-server (what the UI shows).
+Samples are seeded per prompt and each shard decodes whole batches of the unsharded run, so the rows must be
+identical; each shard is a task run of the flow run on the server (what the UI shows).
 """
 
 from __future__ import annotations
@@ -54,9 +54,13 @@ def test_two_shards_equal_one_process(tiny_dir: Path, stack: dict, api_settings,
     rows = [{"id": p["id"], "prompt": p["prompt"]} for p in sample_problems(8, split="train", seed=0)]
     policy = ModelRef(source="tiny", base=str(tiny_dir))
     sample = partial(
-        generate_responses, cfg=GenerateConfig(k=2, temperature=1.0, max_new_tokens=10), template=TEMPLATE, seed=3
+        generate_responses,
+        cfg=GenerateConfig(k=2, temperature=1.0, max_new_tokens=10, batch_size=8),
+        template=TEMPLATE,
+        seed=3,
     )
-    answer = partial(answer_greedy, template=TEMPLATE, max_new_tokens=10, stop=["\n"], batch_size=8)
+    # Two batches each (16 samples by 8, 8 prompts by 4): a shard takes whole batches of the unsharded run.
+    answer = partial(answer_greedy, template=TEMPLATE, max_new_tokens=10, stop=["\n"], batch_size=4)
     shard = partial(map_shards, policy, shards=2, scale=ScaleConfig(), threads=1)
 
     @flow(name="sharding-test")
