@@ -25,6 +25,11 @@ def test_meta_ranking_campaign_runs_and_logs_its_judge(tmp_path: Path, cli_env: 
             "rounds=1",
             "prompts.train_size=32",
             "prompts.heldout_size=64",
+            # Smaller than the config where nothing below reads it: the test and OOD scores and the second
+            # epoch of training come after the judge step this test checks.
+            "prompts.test_size=16",
+            "prompts.ood_size=8",
+            "train.epochs=1",
             f"tracking.output_dir={tmp_path / 'runs'}",
         ],
         cwd=REPO,
