@@ -36,8 +36,8 @@ def generate_responses(
     `prefix` (the few-shot examples) goes before every templated prompt; records keep the bare prompt.
     With `chat` (`prompts.chat`), the templated prompt is the user's turn of the chat template instead, behind
     the chat's own turns (`prefix` is then unused), and responses are the assistant's replies.
-    A prompt's samples depend on (`seed`, its `id`, sample index) only, so any split of `prompts` into
-    shards gives the same rows.
+    A prompt's samples are seeded by (`seed`, its `id`, sample index), so shards of whole sampler batches
+    (`tasks.sharding.shard_plan`) give the same rows.
     """
     inputs = [template.format(prompt=row["prompt"]) for row in prompts]
     if chat is not None:

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from transformers import PreTrainedTokenizerBase
 
@@ -198,6 +200,14 @@ def shard_task(policy: ModelRef, rows: list[Record], step: ShardStep, threads: i
     return step(HFSampler(model, tokenizer, **ENGINE_OPTIONS), rows)
 
 
+def _warn(line: str) -> None:
+    """A warning in the Prefect run's log when there is a run (the UI shows it), else in this module's."""
+    try:
+        get_run_logger().warning(line)
+    except MissingContextError:
+        logger.warning(line)
+
+
 def _api_url() -> str | None:
     """The Prefect API this process reports to: the configured one, else the running temporary server's."""
     if url := PREFECT_API_URL.value():
@@ -238,13 +248,8 @@ def map_shards(
         raise ValueError(f"{field}={shards}: needs 1 to {len(rows)} shards (one prompt each at most)")
     plan = plan_step(POLICIES.tokenizer(policy.base), rows, step, shards)
     if len(plan) < shards:
-        logger.warning(
-            "%s=%d: the %d prompts make %d batches of the unsharded run; running %d shards of whole batches",
-            field,
-            shards,
-            len(rows),
-            len(plan),
-            len(plan),
+        _warn(
+            f"{field}={shards}: the {len(rows)} prompts make {len(plan)} parts of whole batches; {len(plan)} shards run"
         )
     runner = ray_task_runner(scale, len(plan))
     url = _api_url()
