@@ -31,6 +31,10 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
             "prompts.few_shot=2",
             "generate.few_shot_rounds=0",
             "evaluate.few_shot_baseline=true",
+            # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the checks below read which rounds were
+            # scored on test and how the claim is computed, never how large the sets are.
+            "prompts.test_size=32",
+            "prompts.ood_size=16",
         ],
         cwd=REPO,
         env=cli_env,
