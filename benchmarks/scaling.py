@@ -10,8 +10,9 @@ Both sides run the same step, `tasks.generate.generate_responses` on the same pr
 A warm-up call of each side runs first (Ray worker start-up, imports, file caches), then the two sides
 alternate `--repeats` times (ABBA) so load from other processes falls on both alike. Reported per model:
 wall seconds of each side, new tokens, the ratio of throughputs (goal: at least 1.6x) and whether both sides
-gave identical samples (they must: samples are seeded per prompt). The machine's load (`uptime`) is recorded
-before and after, since it is shared.
+gave identical samples (they must: samples are seeded per prompt and a shard gets whole batches of the
+unsharded run, `tasks.sharding.shard_plan`), with the count of samples that differ. The machine's load
+(`uptime`) is recorded before and after, since it is shared.
 
 Writes `benchmarks/results/scaling.json` and `scaling.md` (with the git commit).
 
@@ -85,7 +86,7 @@ def _two_workers(policy: ModelRef, rows: list[Record], step: Any) -> tuple[list[
 def bench(name: str, policy: ModelRef, rows: list[Record], cfg: GenerateConfig, template: str, repeats: int) -> dict:
     """Both sides on `rows`, a warm-up each, then `repeats` alternating pairs."""
     step = partial(generate_responses, cfg=cfg, template=template, seed=0)
-    warm = rows[:2]
+    warm = rows[: 2 * cfg.batch_size // cfg.k]  # two batches: each Ray worker gets one (`tasks.sharding.shard_plan`)
     _one_process(policy, warm, step)
     _two_workers(policy, warm, step)
     walls: dict[str, list[float]] = {"one_process": [], "two_workers": []}
@@ -109,6 +110,7 @@ def bench(name: str, policy: ModelRef, rows: list[Record], cfg: GenerateConfig, 
         "two_workers_seconds": walls["two_workers"],
         "ratio": one / two,
         "identical_samples": outputs["one_process"] == outputs["two_workers"],
+        "differing_samples": sum(a != b for a, b in zip(outputs["one_process"], outputs["two_workers"], strict=True)),
         "goal": ">= 1.6",
     }
 
@@ -119,7 +121,7 @@ def main() -> int:
     parser.add_argument("--part", choices=["tiny", "gemma", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tiny-prompts", type=int, default=64)
-    parser.add_argument("--gemma-prompts", type=int, default=8)
+    parser.add_argument("--gemma-prompts", type=int, default=64)
     ns = parser.parse_args()
     set_torch_threads(1)
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -166,7 +168,8 @@ def main() -> int:
             one = " + ".join(f"{s:.1f}" for s in r["one_process_seconds"])
             two = " + ".join(f"{s:.1f}" for s in r["two_workers_seconds"])
             row = f"| {r['model']} | {r['prompts']} x {r['k']} | {one} | {two} | {r['ratio']:.2f}x | {r['goal']} |"
-            lines.append(f"{row} {r['identical_samples']} |")
+            differ = r.get("differing_samples", "?")
+            lines.append(f"{row} {r['identical_samples']} ({differ} of {r['sequences']} differ) |")
     lines += ["", f"Pool vs embedded round: {results['pool_vs_embedded']}.", ""]
     REPORT.write_text("\n".join(lines))
     print("\n".join(lines))
