@@ -30,6 +30,10 @@ COMMON = [
     "rounds=1",
     "prompts.train_size=16",
     "prompts.heldout_size=32",
+    # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): no test here reads their scores, and the races
+    # (the dataset inputs at the start, the registrations at the end) happen whatever their size.
+    "prompts.test_size=32",
+    "prompts.ood_size=16",
     "generate.k=2",
     "train.epochs=1",
     f"tracking.experiment={EXPERIMENT}",
