@@ -22,13 +22,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from prefect.exceptions import TerminationSignal
 
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+REDELIVERY_SECONDS = 0.05  # after an interruption Python dropped (see `interruptible`)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -73,7 +78,14 @@ def signal_number(error: BaseException) -> int:
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Turn the first SIGINT or SIGTERM into `Interrupted` in the main thread; later ones are ignored,
-    so a second Ctrl-C cannot cut short the recording of the first."""
+    so a second Ctrl-C cannot cut short the recording of the first.
+
+    Python runs a signal handler at whatever bytecode the main thread is at, and an exception raised where
+    Python cannot propagate it (a garbage-collection weakref callback, a `__del__`) is printed and dropped
+    ("Exception ignored in ..."): a Ctrl-C landing there was lost, and later ones were ignored, so the campaign
+    ran to its end. Such an `Interrupted` (or Prefect's `TerminationSignal`) is caught by `sys.unraisablehook`
+    and the signal is sent again `REDELIVERY_SECONDS` later, until one lands where it propagates.
+    """
     received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -81,10 +93,25 @@ def interruptible() -> Iterator[None]:
         if len(received) == 1:
             raise Interrupted(signum)
 
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: UnraisableHookArgs) -> None:
+        dropped = unraisable.exc_value
+        if not isinstance(dropped, (Interrupted, TerminationSignal)):  # Prefect's SIGTERM handler, in a flow run
+            previous_hook(unraisable)
+            return
+        received.clear()  # the next delivery raises again
+        signum = dropped.signum if isinstance(dropped, Interrupted) else int(dropped.signal)
+        timer = threading.Timer(REDELIVERY_SECONDS, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    sys.unraisablehook = hook
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for signum, old in previous.items():
             signal.signal(signum, old)
 
