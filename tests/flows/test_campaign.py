@@ -192,11 +192,13 @@ def prefect_state(campaign: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_prefect_shows_campaign_and_rounds_completed(prefect_state: dict) -> None:
-    runs = {name: state for name, state, _ in prefect_state["runs"]}
-    assert runs["tiny"] == "COMPLETED"
-    for index in (1, 2, 3):
-        assert runs[f"tiny-round-{index}"] == "COMPLETED"
+def test_prefect_shows_campaign_and_rounds_completed(campaign: dict, prefect_state: dict) -> None:
+    # This campaign's flow runs, as its MLflow runs name them (others' tiny campaigns share the Prefect home).
+    parents, children = _runs(campaign)
+    states = {run_id: (name, state) for name, state, run_id in prefect_state["runs"]}
+    assert states[parents[0].data.tags["prefect.flow_run_id"]] == ("tiny", "COMPLETED")
+    rounds = sorted(states[child.data.tags["prefect.flow_run_id"]] for child in children)
+    assert rounds == [(f"tiny-round-{index}", "COMPLETED") for index in (1, 2, 3)]
 
 
 def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,16 +206,20 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     the campaign scored the round's policy; the gate, MLflow note, summary and stage progress are there too; the
     round run holds its judged samples as an MLflow table."""
 
+    # Each MLflow run names its Prefect flow run (other tests' tiny campaigns share this Prefect home and run names).
+    flow_runs = {run_id: name for name, _, run_id in prefect_state["runs"]}
+    parents, children = _runs(campaign)
+    own = {run.data.tags["prefect.flow_run_id"] for run in [*parents, *children]}
     latest: dict[str, tuple] = {}
     for key, kind, data, flow_run_id, _created in sorted(prefect_state["artifacts"], key=lambda a: a[4]):
-        latest[key] = (kind, data, flow_run_id)  # a key given again is a new version: the last one counts
-    flow_runs = {name: run_id for name, _, run_id in prefect_state["runs"]}
-    parents, children = _runs(campaign)
+        if flow_run_id in own:
+            latest[key] = (kind, data, flow_run_id)  # a key given again is a new version: the last one counts
     client = campaign["client"]
     for child in children:
         index = int(child.data.params["round"])
         kind, data, flow_run_id = latest[f"tiny-round-{index}"]
-        assert (kind, flow_run_id) == ("table", flow_runs[f"tiny-round-{index}"])
+        assert (kind, flow_run_id) == ("table", child.data.tags["prefect.flow_run_id"])
+        assert flow_runs[flow_run_id] == f"tiny-round-{index}"
         rows = {row["metric"]: row["value"] for row in json.loads(data)}
         assert {"val/accuracy", "val/ci_low", "val/ci_high", "select/rows", "gate/promoted"} <= set(rows)
         promoted = child.data.tags["selftrain.promoted"] == "true"
@@ -243,4 +249,5 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     assert [row["promoted"] for row in summary[1:]] == [
         "yes" if c.data.tags["selftrain.promoted"] == "true" else "no" for c in children
     ]
-    assert latest["tiny-summary"][2] == flow_runs["tiny"]
+    assert latest["tiny-summary"][2] == parents[0].data.tags["prefect.flow_run_id"]
+    assert flow_runs[latest["tiny-summary"][2]] == "tiny"

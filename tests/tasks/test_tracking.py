@@ -318,14 +318,16 @@ def test_a_signal_inside_a_store_write_lands_after_its_commit_and_leaves_no_lock
             os.kill(os.getpid(), signal.SIGINT)
 
     event.listen(engine, "after_cursor_execute", interrupt_after_insert)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker ignores SIGINT
     try:
         with pytest.raises(KeyboardInterrupt):
             client.set_tag(run_id, "first", "1")
             time.sleep(2)  # the signal is not held past the write
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
     finally:
+        signal.signal(signal.SIGINT, before)
         event.remove(engine, "after_cursor_execute", interrupt_after_insert)
     started = time.monotonic()
     client.set_tag(run_id, "second", "2")  # a new session finds no lock left behind
     assert time.monotonic() - started < 5
     assert {"first": "1", "second": "2"}.items() <= client.get_run(run_id).data.tags.items()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
