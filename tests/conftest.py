@@ -24,6 +24,12 @@ TEMPLATE = "Question: {prompt}\nAnswer:"
 
 set_torch_threads(1)  # steadier when another process competes for the two cores (shared NOTES)
 
+# Whole files go to the two pytest-xdist workers in collection order (`--dist loadfile --no-loadscope-reorder` in
+# pyproject.toml), each worker taking the next file when it finishes one. xdist's default order (files with the most
+# tests first) left the one-test integration files, the longest, for last, and one worker ran them while the other
+# sat idle: heaviest folders first, so the many short files fill the end.
+HEAVY_FIRST = ("tests/integration/", "tests/flows/")
+
 Pairs = list[tuple[str, str]]
 
 
@@ -58,3 +64,13 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
     env.update(PREFECT_HOME=str(Path(home)), PYTHONUNBUFFERED="1")
     return env
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the heavy folders' files first (`HEAVY_FIRST`), keeping every file's tests together and in order."""
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve().relative_to(Path(str(config.rootpath)).resolve()).as_posix()
+        return next((index for index, folder in enumerate(HEAVY_FIRST) if path.startswith(folder)), len(HEAVY_FIRST))
+
+    items.sort(key=rank)  # stable
