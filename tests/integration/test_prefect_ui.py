@@ -47,6 +47,34 @@ def header_state(page) -> str:
     return next((c.removeprefix("state--") for c in classes.split() if c.startswith("state--")), "")
 
 
+def submit(page, name: str, tmp_path: Path) -> str:
+    """Click Submit, wait for the UI's request that creates the run and for its toast "<name> scheduled", and return
+    the new flow run's id. (The toast's "View run" button is animated and covered while it slides in, and the
+    deployment page's run list may still be loading, so neither is clicked.) On a timeout, fail with what the browser
+    saw: its URL, the API calls made after the click, messages and toasts shown, console errors (and save a
+    screenshot)."""
+    calls: list[str] = []
+    page.on("response", lambda r: calls.append(f"{r.request.method} {r.url.split('/api', 1)[-1]} -> {r.status}"))
+    page.on("requestfailed", lambda r: calls.append(f"{r.method} {r.url.split('/api', 1)[-1]} failed: {r.failure}"))
+    page.on("console", lambda m: calls.append(f"console.{m.type}: {m.text[:300]}") if m.type == "error" else None)
+    try:
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"), timeout=120_000
+        ) as created:
+            page.get_by_role("button", name="Submit").click()
+        page.locator(".toast-flow-run-create").filter(has_text=f"{name} scheduled").first.wait_for()
+    except Exception as error:
+        page.screenshot(path=str(tmp_path / "submit-timeout.png"), full_page=True)
+        shown = page.locator(".p-message, .p-toast__card, .p-label__message").all_inner_texts()
+        raise AssertionError(
+            f"{type(error).__name__} after Submit, at {page.url}; messages shown: {shown}; "
+            f"after the click: {calls[-30:]}"
+        ) from None
+    page.screenshot(path=str(tmp_path / "submitted.png"))
+    assert created.value.status == 201, (created.value.status, created.value.text())
+    return str(created.value.json()["id"])
+
+
 def test_custom_run_from_the_ui_completes_with_the_typed_values(
     served: dict, campaigns_started: dict, tmp_path, api_settings
 ) -> None:
@@ -70,12 +98,8 @@ def test_custom_run_from_the_ui_completes_with_the_typed_values(
             rounds.fill("1")
             form_field(page, "Learning Rate").fill("0.002")
             page.screenshot(path=str(tmp_path / "custom-run-form.png"), full_page=True)
-            page.get_by_role("button", name="Submit").click()
-            page.wait_for_url("**/deployments/deployment/**")  # back on the deployment, its Runs tab
-            page.screenshot(path=str(tmp_path / "submitted.png"))
-            page.get_by_role("link", name=name, exact=True).first.click()  # the new run in the list
-            page.wait_for_url("**/runs/flow-run/**")
-            flow_run_id = page.url.rstrip("/").split("/")[-1].split("?")[0]
+            flow_run_id = submit(page, name, tmp_path)
+            page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
             deadline, polls = time.monotonic() + 420, 0
             while (state := header_state(page)) not in FINAL and time.monotonic() < deadline:
                 page.wait_for_timeout(3000)
