@@ -8,12 +8,11 @@ from pydantic import Field, field_validator
 
 from configs.fields import Strict
 
-RUNS_ON = ("file",)  # schemes a campaign folder can live on today; others are validated, then refused
+LOCAL_SCHEMES = ("file",)  # a URL naming a folder here; any other scheme is mirrored (tasks/storage_mirror.py)
 
 
 def check_storage_url(value: str) -> str:
-    """Raise unless `value` is a plain path or a URL whose scheme has an installed fsspec filesystem that a
-    campaign folder can live on (`RUNS_ON`).
+    """Raise unless `value` is a plain path or a URL whose scheme has an installed fsspec filesystem.
 
     Args:
         value: A folder path or an fsspec URL (`file:///srv/runs`, `memory://team`, `s3://bucket/runs`).
@@ -31,13 +30,6 @@ def check_storage_url(value: str) -> str:
     except (ValueError, ImportError) as error:
         reason = str(error).splitlines()[0] if str(error) else "unknown protocol"
         raise ValueError(f"{value}: no installed fsspec filesystem for '{scheme}://' ({reason})") from None
-    if scheme not in RUNS_ON:
-        # Campaign folders are local paths throughout (trainers, MLflow artifacts, the lock): a shared
-        # filesystem mounted as a folder works today; object stores are designed (infra/SCALING.md), not run.
-        raise ValueError(
-            f"{value}: '{scheme}://' is installed but campaign folders run on a folder or file:// URL only "
-            "(mount shared storage as a folder)"
-        )
     return value
 
 
@@ -49,7 +41,9 @@ class StorageConfig(Strict):
         description=(
             "Folder or fsspec URL (file://, memory://, s3://... when its filesystem package is installed) under "
             "which campaign folders and Prefect's persisted task results live, so another worker sees the cached "
-            "steps; empty: tracking.output_dir, as before."
+            "steps; empty: tracking.output_dir, as before. With a URL other than file:// the campaign runs in a "
+            "local folder under tracking.output_dir, mirrored to <base>/<campaign_id> after each round and when "
+            "the campaign ends, and fetched from there by a resume on a host that lacks it."
         ),
     )
 
@@ -59,9 +53,21 @@ class StorageConfig(Strict):
         return check_storage_url(value)  # the loader names the field
 
     def root(self, output_dir: str) -> Path:
-        """The absolute folder campaign folders go under: `base` (a file:// URL as its path), else `output_dir`."""
-        base = self.base.removeprefix("file://") or output_dir
+        """The absolute folder campaign folders go under: `base` (a file:// URL as its path), else `output_dir`
+        (also for an object-store URL: the local working copies it mirrors)."""
+        base = output_dir if self.mirrored else self.base.removeprefix("file://") or output_dir
         return Path(base).expanduser().resolve()
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether `base` is a URL that campaign folders are mirrored to rather than a folder here."""
+        return "://" in self.base and self.base.split("://", 1)[0] not in LOCAL_SCHEMES
+
+    def mirror(self, campaign_id: str) -> str:
+        """The URL a campaign's folder is mirrored to (`<base>/<campaign_id>`), or "" when `base` is a folder."""
+        if not self.mirrored:
+            return ""
+        return f"{self.base}{'' if self.base.endswith('/') else '/'}{campaign_id}"  # `s3://b/` and `memory://` too
 
 
 class ScaleConfig(Strict):

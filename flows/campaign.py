@@ -86,6 +86,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         result = finished_round(config, parent, index, layout) or round_flow.with_options(result_storage=results)(
             config, index, state, validation, parent, str(layout.root)
         )
+        campaign.push()  # the finished round reaches storage.base's mirror at once (no-op for a folder)
         state = state.after(result)
         if result.promoted and result.candidate is not None:
             register(config, result, base, validation)
@@ -127,11 +128,22 @@ def campaign_run(config: CampaignConfig, fresh: bool) -> Iterator[Campaign]:
                 kill_running(config.tracking, parent)
             else:
                 fail_running(config.tracking, parent, "the campaign raised")
+            push_after_failure(campaign)
             raise
         fail_running(config.tracking, parent, "left running when its campaign ended", include_parent=False)
+        campaign.push()
         finish_run(config.tracking, parent)
     finally:
         campaign.release()
+
+
+def push_after_failure(campaign: Campaign) -> None:
+    """Mirror what a failed campaign finished, so a resume elsewhere reuses it; a failing push is reported, not
+    raised (the campaign's own error is the one to see)."""
+    try:
+        campaign.push()
+    except Exception as error:  # noqa: BLE001 (any store error: the campaign's error propagates instead)
+        emit(f"campaign {campaign.campaign_id}: could not push to {campaign.mirror}: {error}")
 
 
 def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> tuple[ModelRef, str | None]:

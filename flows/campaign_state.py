@@ -9,7 +9,10 @@ exclusive lock on `<folder>/.lock`; the kernel drops it when the process dies (e
 free lock on a campaign MLflow still calls RUNNING means its process is dead. That witness works on the
 campaign's own host only: a campaign another machine ran (a worker of a work pool) is judged by the Prefect
 server, alive while its flow run is Running with fresh heartbeats (`flows/liveness.py`), so any worker that
-sees its folder may resume it once its flow run crashed.
+sees its folder may resume it once its flow run crashed. With `storage.base` an object-store URL the folder is a
+local working copy mirrored to `<base>/<campaign_id>` (`tasks/storage_mirror.py`, URL in the tag
+`selftrain.storage`): a resume on a host that lacks the folder fetches it to the path in `selftrain.dir` (the
+same path, so the cached steps' inputs, which name their files, match), then takes the lock there.
 
 `open_campaign` resumes the newest campaign with the same key whose parent run is not FINISHED and
 whose lock is free; a FINISHED campaign is never reopened (the same config again is a new campaign).
@@ -17,6 +20,7 @@ whose lock is free; a FINISHED campaign is never reopened (the same config again
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -35,6 +39,7 @@ from configs.loader import flatten
 from configs.schema import CampaignConfig
 from flows.liveness import flow_run_verdict, host_name
 from tasks.progress import emit
+from tasks.storage_mirror import LOCK, Manifest, pull_tree, push_tree
 from tasks.tracking import fail_running, find_runs, reopen_run, set_tags, start_run
 
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
@@ -81,18 +86,26 @@ def recorded_config(config: CampaignConfig) -> tuple[dict[str, str], dict[str, s
 
 @dataclass
 class Campaign:
-    """A campaign this process holds: its id, folder, parent MLflow run and folder lock."""
+    """A campaign this process holds: its id, folder, parent MLflow run, folder lock and the URL the folder is
+    mirrored to ("" for none) with what was last pushed there."""
 
     campaign_id: str
     workdir: Path
     parent_run_id: str
     resumed: bool
     lock: IO[str]
+    mirror: str = ""
+    pushed: Manifest = dataclasses.field(default_factory=dict)
 
     @property
     def results(self) -> Path:
         """Where Prefect persists task results for this campaign (survives a crash, dies with the folder)."""
         return self.workdir / RESULTS_DIR
+
+    def push(self) -> None:
+        """Copy the folder's new and changed files to its mirror, if it has one (`tasks.storage_mirror`)."""
+        if self.mirror:
+            self.pushed = push_tree(self.workdir, self.mirror, self.pushed)
 
     def release(self) -> None:
         """Drop the folder lock."""
@@ -101,7 +114,7 @@ class Campaign:
 
 def try_lock(workdir: Path) -> IO[str] | None:
     """Take the campaign folder's exclusive lock without waiting; None when a live process holds it."""
-    handle = open(workdir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 (held for the campaign's life)
+    handle = open(workdir / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 (held for the campaign's life)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -131,7 +144,9 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         if run.info.run_id in seen or tags.get("selftrain.kind") != "campaign":
             continue
         seen.add(run.info.run_id)
-        if not workdir.is_dir():
+        wanted = resumable is None and tags.get("selftrain.campaign_key") == key and not fresh
+        stored = "" if workdir.is_dir() or not wanted else tags.get("selftrain.storage", "")
+        if not workdir.is_dir() and not stored:
             continue  # its folder is gone (or not shared with this machine): nothing to check or resume here
         reason = "its process died (found by a later selftrain run)"
         if tags.get("selftrain.host") != host_name():  # another machine's: only the Prefect server can tell
@@ -139,6 +154,9 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
             if verdict is None or verdict.alive:
                 continue
             reason = f"its process died: {verdict.why} (found by a selftrain run on {host_name()})"
+        pulled = fetch_working_copy(stored, workdir) if stored else {}
+        if pulled is None:
+            continue  # it died before its first push: nothing to resume from
         lock = try_lock(workdir)
         if lock is None:
             continue  # its process is alive (on this host, whatever Prefect says)
@@ -147,15 +165,31 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
             emit(f"campaign {tags.get('selftrain.campaign_id')}: {reason}; marked {len(failed)} run(s) FAILED")
             crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
         if resumable is None and tags.get("selftrain.campaign_key") == key and not fresh:
-            resumable = Campaign(tags["selftrain.campaign_id"], workdir, run.info.run_id, True, lock)
+            campaign_id = tags["selftrain.campaign_id"]
+            mirror = config.storage.mirror(campaign_id)  # this run's storage.base (it may have changed)
+            known = pulled if stored == mirror else {}  # what the mirror already holds
+            resumable = Campaign(campaign_id, workdir, run.info.run_id, True, lock, mirror, known)
         else:
             lock.close()
     if resumable is not None:
         reopen_run(cfg, resumable.parent_run_id)
-        set_tags(cfg, resumable.parent_run_id, {"prefect.flow_run_id": str(flow_run_id), **recorded_config(config)[1]})
+        mirrored = {"selftrain.storage": resumable.mirror} if resumable.mirror else {}
+        update = {"prefect.flow_run_id": str(flow_run_id), **mirrored, **recorded_config(config)[1]}
+        set_tags(cfg, resumable.parent_run_id, update)
         emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
         return resumable
     return _new_campaign(config, key, flow_run_id)
+
+
+def fetch_working_copy(url: str, workdir: Path) -> Manifest | None:
+    """Fetch a campaign folder from its mirror into `workdir` (absent on this host); None when nothing is stored
+    there (its process died before its first push)."""
+    try:
+        pulled = pull_tree(url, workdir)
+    except FileNotFoundError:
+        return None
+    emit(f"fetched {len(pulled)} files of the campaign folder from {url} into {workdir}")
+    return pulled
 
 
 def crash_flow_runs(flow_run_ids: list[str]) -> None:
@@ -192,6 +226,7 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
     lock = try_lock(workdir)  # before the run exists, so no other process can take it for a dead one
     assert lock is not None
     params, config_tags = recorded_config(config)
+    mirror = config.storage.mirror(campaign_id)
     parent = start_run(
         config.tracking,
         config.name,
@@ -204,7 +239,8 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
             "selftrain.dir": str(workdir),
             "selftrain.host": host_name(),
             "prefect.flow_run_id": flow_run_id,
+            **({"selftrain.storage": mirror} if mirror else {}),
         },
     )
-    emit(f"new campaign {campaign_id} in {workdir}")
-    return Campaign(campaign_id, workdir, parent, False, lock)
+    emit(f"new campaign {campaign_id} in {workdir}" + (f", mirrored to {mirror}" if mirror else ""))
+    return Campaign(campaign_id, workdir, parent, False, lock, mirror)

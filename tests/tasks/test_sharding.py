@@ -132,6 +132,9 @@ def test_storage_base_is_a_folder_or_an_installed_filesystem(tmp_path) -> None:
     # Through the loader, as users meet them: one line naming the field.
     with pytest.raises(ConfigError, match=r"^storage.base: nosuch://x: no installed fsspec filesystem for 'nosuch://'"):
         load_config("tiny", ["storage.base=nosuch://x"])
-    # memory:// has an installed filesystem, but a campaign folder cannot live on it yet: said plainly.
-    with pytest.raises(ConfigError, match=r"^storage.base: memory://team: 'memory://' is installed but[^\n]*$"):
-        load_config("tiny", ["storage.base=memory://team"])
+    # An installed non-file filesystem: campaign folders are local working copies under tracking.output_dir,
+    # mirrored to <base>/<campaign_id> (tasks/storage_mirror.py).
+    mirrored = load_config("tiny", [f"tracking.output_dir={tmp_path}", "storage.base=memory://team"]).storage
+    assert mirrored.root(str(tmp_path)) == tmp_path and mirrored.mirror("c-1") == "memory://team/c-1"
+    assert StorageConfig(base="memory://").mirror("c-1") == "memory://c-1"
+    assert StorageConfig(base=str(tmp_path)).mirror("c-1") == StorageConfig(base=f"file://{tmp_path}").mirror("c") == ""
