@@ -144,7 +144,7 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         if run.info.run_id in seen or tags.get("selftrain.kind") != "campaign":
             continue
         seen.add(run.info.run_id)
-        wanted = resumable is None and tags.get("selftrain.campaign_key") == key and not fresh
+        wanted = resumable is None and tags.get("selftrain.campaign_key") == key and not fresh  # the one to resume
         stored = "" if workdir.is_dir() or not wanted else tags.get("selftrain.storage", "")
         if not workdir.is_dir() and not stored:
             continue  # its folder is gone (or not shared with this machine): nothing to check or resume here
@@ -164,7 +164,7 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         if failed:
             emit(f"campaign {tags.get('selftrain.campaign_id')}: {reason}; marked {len(failed)} run(s) FAILED")
             crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
-        if resumable is None and tags.get("selftrain.campaign_key") == key and not fresh:
+        if wanted:
             campaign_id = tags["selftrain.campaign_id"]
             mirror = config.storage.mirror(campaign_id)  # this run's storage.base (it may have changed)
             known = pulled if stored == mirror else {}  # what the mirror already holds
