@@ -63,9 +63,13 @@ def main(ns: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain ablation: error: {err}", file=sys.stderr)
         return 2
-    from flows.ablation_flow import ablation_flow
-
     quiet_progress_bars()
     sets = [item for override in ns.set for item in ("--set", override)]
-    launch(lambda: ablation_flow(configs, ns.name), resume=["ablation", *ns.configs, *sets, "--name", ns.name])
+
+    def start() -> object:
+        from flows.ablation_flow import ablation_flow
+
+        return ablation_flow(configs, ns.name)
+
+    launch(start, resume=["ablation", *ns.configs, *sets, "--name", ns.name], preload=["flows.ablation_flow"])
     return 0

@@ -20,10 +20,11 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
@@ -121,38 +122,65 @@ def _die_with_parent() -> None:  # runs in the forked child before exec
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_own_session_server() -> None:
-    """Start Prefect's temporary API server now, in its own session (see the module docstring).
+def _uvicorn_command(port: int) -> subprocess.Popen:
+    """Prefect's temporary server on `port`, in a new session that gets SIGTERM when this process dies.
 
-    Does nothing when a server is configured (PREFECT_API_URL) or the temporary one already runs.
-    Prefect finds the started server through `SubprocessASGIServer()`, which keeps one instance per port.
+    The command and environment of `SubprocessASGIServer._run_uvicorn_command` (prefect 3.8.8); only the new
+    session and the parent-death signal are added. From the main thread: the parent-death signal follows the
+    thread that forks the server.
     """
-    from prefect.server.api.server import SubprocessASGIServer
+    import prefect
+    from prefect.settings import get_current_settings
+
+    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory"]
+    args += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--log-level", "error", "--lifespan", "on"]
+    env = {**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)}
+    return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+
+def start_own_session_server() -> Callable[[], None]:
+    """Launch Prefect's temporary API server now, in its own session (see the module docstring); return the
+    call that waits until it answers.
+
+    The server takes 4-6 s to start. Launched first, it starts while this process imports Prefect's server
+    module and the flow (torch, transformers, MLflow: about 10 s), so `launch` waits only for what is left
+    (benchmarks/startup.py). Does nothing (and the wait returns at once) when a server is configured
+    (PREFECT_API_URL) or the temporary one already runs. Prefect finds the started server through
+    `SubprocessASGIServer()`, which keeps one instance per port; its `start()` (the returned wait) registers
+    the server's stop at exit, starts it again on another port if this one was taken meanwhile, and raises
+    if it never answers.
+    """
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():  # as prefect's get_client decides
-        return
+        return lambda: None
+    launched: subprocess.Popen | None = None
+    port: int | None = None
+    if "prefect.server.api.server" not in sys.modules:  # else a temporary server may run already
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        launched = _uvicorn_command(port)
+    from prefect.server.api.server import SubprocessASGIServer  # 3-4 s of imports while the server starts
 
     class OwnSessionServer(SubprocessASGIServer):
-        """Prefect's temporary server, launched in a new session that dies with this process."""
+        """Prefect's temporary server in a session of its own, taking over the one launched above."""
 
         def _run_uvicorn_command(self) -> subprocess.Popen:
-            # The command and environment of SubprocessASGIServer._run_uvicorn_command (prefect 3.8.8);
-            # only the new session and the parent-death signal are added.
-            import prefect
-            from prefect.settings import get_current_settings
-
-            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-            args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory"]
-            args += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
-            args += ["--log-level", "error", "--lifespan", "on"]
-            settings = get_current_settings().to_environment_variables(exclude_unset=True)
-            env = {**os.environ, **server_env, **settings}
-            return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+            nonlocal launched
+            if launched is not None and self.port == port:
+                process, launched = launched, None
+                return process
+            if self.port is None:  # `start()` picks a port before it launches
+                raise RuntimeError("Prefect's temporary server has no port")
+            return _uvicorn_command(self.port)
 
     if SubprocessASGIServer._instances.get(None) is None:
-        OwnSessionServer()  # registered as the instance every later `SubprocessASGIServer()` returns
-    SubprocessASGIServer().start()
+        OwnSessionServer().port = port  # the instance every later `SubprocessASGIServer()` returns
+    server = SubprocessASGIServer()
+    return server.start
 
 
 def exit_now(status: int) -> NoReturn:

@@ -52,7 +52,10 @@ def main(ns: argparse.Namespace) -> int:
     out = ns.out or str(Path(config.tracking.output_dir) / f"{config.name}-judge-eval-{stamp}")
     quiet_defaults()
     quiet_progress_bars()
-    from flows.judge_eval_flow import judge_eval_flow
+    def start() -> object:
+        from flows.judge_eval_flow import judge_eval_flow
 
-    launch(lambda: judge_eval_flow(config, judges, out, ns.labelled))
+        return judge_eval_flow(config, judges, out, ns.labelled)
+
+    launch(start, preload=["flows.judge_eval_flow"])
     return 0

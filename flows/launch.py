@@ -8,6 +8,7 @@ subcommands and they never import it back.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shlex
 import sys
@@ -91,7 +92,7 @@ def local_prefect_settings() -> Iterator[None]:
         yield
 
 
-def launch(start: Callable[[], T], resume: Sequence[str] | None = None) -> T:
+def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload: Sequence[str] = ()) -> T:
     """Call `start` (which runs a flow), stopped cleanly by Ctrl-C or SIGTERM.
 
     Prefect's temporary server is started first in its own session (`flows/interrupt.py`), so a terminal's
@@ -102,12 +103,16 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None) -> T:
     Args:
         start: Runs the flow and returns its result.
         resume: The command's arguments after `selftrain` that resume the interrupted work, if any.
+        preload: Modules `start` imports (its flow's), imported while the temporary server starts up.
     """
     from flows.interrupt import exit_now, interruptible, is_interruption, signal_number, start_own_session_server
 
     try:
         with interruptible(), local_prefect_settings():
-            start_own_session_server()  # out of the terminal's process group: Ctrl-C reaches only this process
+            server_ready = start_own_session_server()  # out of the terminal's process group: Ctrl-C reaches only us
+            for module in preload:
+                importlib.import_module(module)
+            server_ready()
             return start()
     except BaseException as error:
         if not is_interruption(error):
