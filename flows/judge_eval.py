@@ -52,6 +52,7 @@ def main(ns: argparse.Namespace) -> int:
     out = ns.out or str(Path(config.tracking.output_dir) / f"{config.name}-judge-eval-{stamp}")
     quiet_defaults()
     quiet_progress_bars()
+
     def start() -> object:
         from flows.judge_eval_flow import judge_eval_flow
 
