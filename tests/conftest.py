@@ -1,8 +1,17 @@
-"""Test-session settings: offline, one torch thread, and a private Prefect home per session."""
+"""Test-session settings: offline, one torch thread, a private Prefect home per session, and resources the
+pytest-xdist workers share (`shared_once`: the integration tests' server stack, made once per session)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +40,71 @@ set_torch_threads(1)  # steadier when another process competes for the two cores
 HEAVY_FIRST = ("tests/integration/", "tests/flows/")
 
 Pairs = list[tuple[str, str]]
+
+# A folder every process of this test session sees: made by the process pytest was started as (the xdist
+# controller, or the only process without xdist), inherited by the workers it spawns, and emptied at the end.
+SHARED = "SELFTRAIN_TEST_SHARED"
+OWNER = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's shared folder (`shared_once`), made by the first process; workers inherit its variable."""
+    if SHARED not in os.environ:
+        os.environ[SHARED] = tempfile.mkdtemp(prefix="selftrain-tests-")
+        config.stash[OWNER] = Path(os.environ[SHARED])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In the first process, after every worker has finished: undo what `shared_once` made, newest first."""
+    shared = session.config.stash.get(OWNER, None)
+    if shared is None:
+        return
+    for path in sorted(shared.glob("cleanup-*.json"), reverse=True):
+        step = json.loads(path.read_text())
+        if "killpg" in step:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(step["killpg"], signal.SIGKILL)
+        if "run" in step:
+            subprocess.run(step["run"], env={**os.environ, **step.get("env", {})}, capture_output=True, timeout=120)
+        for folder in step.get("remove", []):
+            shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def _at_session_end(name: str, **step: object) -> None:
+    """Have the first process undo something at the session's end: `killpg` (a process group id), `run` (a
+    command, with `env` additions), `remove` (folders); steps run newest first."""
+    folder = Path(os.environ[SHARED])
+    (folder / f"cleanup-{time.time_ns()}-{name}.json").write_text(json.dumps(step))
+
+
+def _shared_once(name: str, make: Callable[[], dict]) -> dict:
+    """`make()`'s JSON-able result, made by the first process of the session that asks and read by the others.
+
+    The pytest-xdist workers share one server stack this way instead of starting one each. Whatever `make`
+    starts outlives the worker that made it: `make` registers its clean-up with `at_session_end`. When `make`
+    fails nothing is stored, and the next asker tries again (and fails with its own message).
+    """
+    folder = Path(os.environ[SHARED])
+    done = folder / f"{name}.json"
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if `make` raises
+        if not done.exists():
+            result = json.dumps(make())
+            done.write_text(result)
+        return json.loads(done.read_text())
+
+
+@pytest.fixture(scope="session")
+def shared_once() -> Callable[[str, Callable[[], dict]], dict]:
+    """`shared_once(name, make)`: `make()`'s result, made once per test session whatever the worker."""
+    return _shared_once
+
+
+@pytest.fixture(scope="session")
+def at_session_end() -> Callable[..., None]:
+    """`at_session_end(name, killpg=..., run=[...], env={...}, remove=[...])`: clean-up for `shared_once`."""
+    return _at_session_end
 
 
 def _warmup_pairs(n: int) -> Pairs:

@@ -1,9 +1,10 @@
 """The real server stack for integration tests: PostgreSQL, Prefect server, MLflow server and a served deployment.
 
 Started once per test session through `infra/start-stack.sh` (the script users run) in a temporary state
-folder on free loopback ports, and `selftrain serve` as a subprocess. A missing server program is a test
-failure, not a skip: `bash infra/bootstrap.sh --test` (the README's test set-up, which `.ci/run` runs)
-installs PostgreSQL, so its absence means the set-up is broken.
+folder on free loopback ports, and `selftrain serve` as a subprocess: the pytest-xdist workers share both
+(`shared_once` in tests/conftest.py), and the process pytest was started as stops them at the end. A missing
+server program is a test failure, not a skip: `bash infra/bootstrap.sh --test` (the README's test set-up, which
+`.ci/run` runs) installs PostgreSQL, so its absence means the set-up is broken.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,36 +47,43 @@ def _read_env(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """PostgreSQL + Prefect server + MLflow server from `infra/start-stack.sh`; yields URLs, DB URIs, state dir."""
-    state = tmp_path_factory.mktemp("stack")
-    env = {
-        **os.environ,
-        "PG_PORT": str(free_port()),
-        "PREFECT_PORT": str(free_port()),
-        "MLFLOW_PORT": str(free_port()),
-        "VENV": str(Path(sys.executable).parents[1]),
-    }
-    script = ["bash", str(REPO / "infra" / "start-stack.sh")]
-    started = time.perf_counter()
-    proc = subprocess.run([*script, "start", str(state)], env=env, capture_output=True, text=True, timeout=300)
-    try:
+def stack(shared_once: Callable, at_session_end: Callable) -> dict:
+    """PostgreSQL + Prefect server + MLflow server from `infra/start-stack.sh`, one for the whole session (the
+    xdist workers share it); yields URLs, DB URIs, state dir. Stopped by the first process at the session's end."""
+
+    def start() -> dict:
+        state = Path(os.environ["SELFTRAIN_TEST_SHARED"]) / "stack"
+        state.mkdir()
+        env = {
+            "PG_PORT": str(free_port()),
+            "PREFECT_PORT": str(free_port()),
+            "MLFLOW_PORT": str(free_port()),
+            "VENV": str(Path(sys.executable).parents[1]),
+        }
+        script = ["bash", str(REPO / "infra" / "start-stack.sh")]
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run([*script, "start", str(state)], env={**os.environ, **env}, capture_output=True,
+                                  text=True, timeout=300)  # fmt: skip
+        finally:  # also after a start that failed half-way; the cluster's folder goes after the stop
+            record = state / "pgdata.path"
+            pgdata = Path(record.read_text().strip()) if record.exists() else None
+            fallback = [str(pgdata.parent)] if pgdata and pgdata.parent.name.startswith("selftrain-pg.") else []
+            at_session_end("stack", run=[*script, "stop", str(state)], env=env, remove=fallback)
         if proc.returncode != 0:
             pytest.fail(f"infra/start-stack.sh start failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         values = _read_env(state / "env.sh")
-        yield {
-            "state": state,
+        return {
+            "state": str(state),
             "prefect_api": values["PREFECT_API_URL"],
             "prefect_ui": values["PREFECT_API_URL"].removesuffix("/api"),
             "mlflow": values["MLFLOW_TRACKING_URI"],
             "mlflow_db": values["SELFTRAIN_MLFLOW_DB"],
             "seconds_to_start": time.perf_counter() - started,
         }
-    finally:
-        subprocess.run([*script, "stop", str(state)], env=env, capture_output=True, timeout=120)
-        pgdata = Path((state / "pgdata.path").read_text().strip()) if (state / "pgdata.path").exists() else None
-        if pgdata is not None and pgdata.parent.name.startswith("selftrain-pg."):
-            shutil.rmtree(pgdata.parent, ignore_errors=True)  # the root-only-temp fallback outside `state`
+
+    made = shared_once("stack", start)
+    return {**made, "state": Path(made["state"])}
 
 
 @contextlib.contextmanager
@@ -90,47 +96,52 @@ def prefect_api(url: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def served(stack: dict, tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> Iterator[dict]:
-    """`selftrain serve configs/tiny.yaml --name it` running against the stack; yields the deployment and paths."""
+def served(stack: dict, cli_env: dict[str, str], shared_once: Callable, at_session_end: Callable) -> dict:
+    """`selftrain serve configs/tiny.yaml --name it` running against the stack, one for the session; returns the
+    deployment and paths. Ended by the first process at the session's end (with its flow-run processes)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    root = tmp_path_factory.mktemp("served")
-    log = root / "serve.log"
-    env = {
-        **cli_env,
-        "PREFECT_API_URL": stack["prefect_api"],
-        "MLFLOW_TRACKING_URI": stack["mlflow"],
-        "PREFECT_HOME": str(root / "prefect-home"),
-    }
-    command = [SELFTRAIN, "serve", "configs/tiny.yaml", f"tracking.output_dir={root / 'runs'}", *SERVE_OVERRIDES]
-    started = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*command, "--name", "it"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deployment = None
+    def start() -> dict:
+        root = Path(os.environ["SELFTRAIN_TEST_SHARED"]) / "served"
+        root.mkdir()
+        log = root / "serve.log"
+        env = {
+            **cli_env,
+            "PREFECT_API_URL": stack["prefect_api"],
+            "MLFLOW_TRACKING_URI": stack["mlflow"],
+            "PREFECT_HOME": str(root / "prefect-home"),
+        }
+        command = [SELFTRAIN, "serve", "configs/tiny.yaml", f"tracking.output_dir={root / 'runs'}", *SERVE_OVERRIDES]
+        started = time.perf_counter()
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [*command, "--name", "it"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        # Every run the tests started has finished by then: end the serve process and its flow-run processes at
+        # once (a graceful Ctrl-C would spend ~10 s pausing the deployment's schedule, which has none).
+        at_session_end("served", killpg=proc.pid)
         deadline = time.monotonic() + 180
         with prefect_api(stack["prefect_api"]), get_client(sync_client=True) as client:
-            while deployment is None:
+            while True:
                 if proc.poll() is not None:
                     pytest.fail(f"selftrain serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
                 if time.monotonic() > deadline:
                     pytest.fail(f"no deployment {DEPLOYMENT} after 180 s:\n{log.read_text()[-3000:]}")
                 try:
-                    deployment = client.read_deployment_by_name(DEPLOYMENT)
+                    client.read_deployment_by_name(DEPLOYMENT)
+                    break
                 except ObjectNotFound:
                     time.sleep(1)
-        served_after = time.perf_counter() - started
-        print(f"\nstack up in {stack['seconds_to_start']:.0f} s; deployment served after {served_after:.0f} s")
-        yield {"deployment": deployment, "output_dir": root / "runs", "log": log, "stack": stack}
-    finally:
-        # Every run the tests started has finished by now: end the serve process and its flow-run processes
-        # at once (a graceful Ctrl-C would spend ~10 s pausing the deployment's schedule, which has none).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        print(f"\nstack up in {stack['seconds_to_start']:.0f} s; deployment served after "
+              f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+        return {"output_dir": str(root / "runs"), "log": str(log)}
+
+    made = shared_once("served", start)
+    with prefect_api(stack["prefect_api"]), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(DEPLOYMENT)
+    return {"deployment": deployment, "output_dir": Path(made["output_dir"]), "log": Path(made["log"]), "stack": stack}
 
 
 def wait_for_flow_runs(api_url: str, ids: list[uuid.UUID], timeout: float = 420) -> list:
@@ -168,18 +179,27 @@ def with_changes(config: dict, changes: dict) -> dict:
 
 
 @pytest.fixture(scope="session")
-def campaigns_started(served: dict) -> dict:
-    """Start two campaign runs of the deployment through the Prefect API, as the UI does, without waiting.
+def campaigns_started(served: dict, shared_once: Callable) -> dict:
+    """Start two campaign runs of the deployment through the Prefect API, as the UI does, without waiting; once
+    per session, whichever worker asks first.
 
     The UI test asks for this fixture too, so its own run overlaps these two: three campaigns on the same
     servers at once, and about a minute and a half less wall time than one after another.
     """
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     defaults = served["deployment"].parameters["config"]
     sent = {key: with_changes(defaults, changes) for key, changes in CHANGES.items()}
-    with prefect_api(served["stack"]["prefect_api"]):
-        runs = {key: run_deployment(DEPLOYMENT, parameters={"config": cfg}, timeout=0) for key, cfg in sent.items()}
+
+    def start() -> dict:
+        with prefect_api(served["stack"]["prefect_api"]):
+            runs = {key: run_deployment(DEPLOYMENT, parameters={"config": cfg}, timeout=0) for key, cfg in sent.items()}
+        return {key: str(run.id) for key, run in runs.items()}
+
+    ids = shared_once("campaigns", start)
+    with prefect_api(served["stack"]["prefect_api"]), get_client(sync_client=True) as client:
+        runs = {key: client.read_flow_run(uuid.UUID(run_id)) for key, run_id in ids.items()}
     return {"sent": sent, "changes": CHANGES, "runs": runs}
 
 
