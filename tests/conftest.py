@@ -96,6 +96,12 @@ def _shared_once(name: str, make: Callable[[], dict]) -> dict:
 
 
 @pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The folder every process of this test session sees, for what `shared_once`'s `make` creates."""
+    return Path(os.environ[SHARED])
+
+
+@pytest.fixture(scope="session")
 def shared_once() -> Callable[[str, Callable[[], dict]], dict]:
     """`shared_once(name, make)`: `make()`'s result, made once per test session whatever the worker."""
     return _shared_once

@@ -47,12 +47,12 @@ def _read_env(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(shared_once: Callable, at_session_end: Callable) -> dict:
+def stack(shared_dir: Path, shared_once: Callable, at_session_end: Callable) -> dict:
     """PostgreSQL + Prefect server + MLflow server from `infra/start-stack.sh`, one for the whole session (the
-    xdist workers share it); yields URLs, DB URIs, state dir. Stopped by the first process at the session's end."""
+    xdist workers share it): URLs, DB URIs, state dir. Stopped by the first process at the session's end."""
 
     def start() -> dict:
-        state = Path(os.environ["SELFTRAIN_TEST_SHARED"]) / "stack"
+        state = shared_dir / "stack"
         state.mkdir()
         env = {
             "PG_PORT": str(free_port()),
@@ -96,14 +96,16 @@ def prefect_api(url: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def served(stack: dict, cli_env: dict[str, str], shared_once: Callable, at_session_end: Callable) -> dict:
+def served(
+    stack: dict, cli_env: dict[str, str], shared_dir: Path, shared_once: Callable, at_session_end: Callable
+) -> dict:
     """`selftrain serve configs/tiny.yaml --name it` running against the stack, one for the session; returns the
     deployment and paths. Ended by the first process at the session's end (with its flow-run processes)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     def start() -> dict:
-        root = Path(os.environ["SELFTRAIN_TEST_SHARED"]) / "served"
+        root = shared_dir / "served"
         root.mkdir()
         log = root / "serve.log"
         env = {
