@@ -286,6 +286,15 @@ class EvaluateConfig(Strict):
             "paired on the same items (final/vs_few_shot/*)."
         ),
     )
+    test_rounds: Literal["promoted", "final"] = Field(
+        "promoted",
+        description=(
+            "When a campaign scores test (and the OOD slice): `promoted` scores each policy as it is promoted (a test "
+            "figure per promoted round); `final` scores only the final policy (the champion), once, after the last "
+            "round, saving a test pass per other promoted round. The starting policy is scored either way, and "
+            "validation alone decides promotion in both."
+        ),
+    )
     promotion_margin: float = Field(
         0.0,
         ge=0.0,

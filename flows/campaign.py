@@ -91,9 +91,14 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         if result.promoted and result.candidate is not None:
             register(config, result, base, validation)
             policies[index] = result.candidate
-            tested[index] = score(config, result.candidate, tests, layout, at(index), results)
+            if config.evaluate.test_rounds == "promoted":
+                tested[index] = score(config, result.candidate, tests, layout, at(index), results)
         rows.append(row(index, result.promoted, result.run_id, result.evaluation, tested.get(index)))
         publish_round_artifacts(config, result, tested.get(index))
+    champion = state.champion_round
+    if champion not in tested:  # evaluate.test_rounds: final
+        tested[champion] = score(config, policies[champion], tests, layout, at(champion), results)
+        rows[champion] = row(champion, True, rows[champion]["run_id"], state.champion, tested[champion])
     for index in sorted({0, state.champion_round}):  # extra sets: the starting and the final policy
         score(config, policies[index], extras, layout, at(index), results)
     claim = final_report(tested[0], tested[state.champion_round], at(config.rounds))

@@ -17,25 +17,10 @@ SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
-    """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
-    root = tmp_path_factory.mktemp("tiny-campaign")
+def run_tiny(runs: Path, cli_env: dict[str, str], *overrides: str) -> subprocess.CompletedProcess[str]:
+    """`selftrain run configs/tiny.yaml` into the `runs` folder with `overrides`; fails the test unless it exits 0."""
     proc = subprocess.run(
-        [
-            SELFTRAIN,
-            "run",
-            "configs/tiny.yaml",
-            f"tracking.output_dir={root / 'runs'}",
-            # The few-shot baseline (issue 13): scored once; the rounds never sample behind the examples.
-            "prompts.few_shot=2",
-            "generate.few_shot_rounds=0",
-            "evaluate.few_shot_baseline=true",
-            # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the checks below read which rounds were
-            # scored on test and how the claim is computed, never how large the sets are.
-            "prompts.test_size=32",
-            "prompts.ood_size=16",
-        ],
+        [SELFTRAIN, "run", "configs/tiny.yaml", f"tracking.output_dir={runs}", *overrides],
         cwd=REPO,
         env=cli_env,
         capture_output=True,
@@ -43,6 +28,25 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
+    """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
+    root = tmp_path_factory.mktemp("tiny-campaign")
+    proc = run_tiny(
+        root / "runs",
+        cli_env,
+        # The few-shot baseline (issue 13): scored once; the rounds never sample behind the examples.
+        "prompts.few_shot=2",
+        "generate.few_shot_rounds=0",
+        "evaluate.few_shot_baseline=true",
+        # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the checks below read which rounds were
+        # scored on test and how the claim is computed, never how large the sets are.
+        "prompts.test_size=32",
+        "prompts.ood_size=16",
+    )
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
     return {
         "root": root,
@@ -251,3 +255,22 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     ]
     assert latest["tiny-summary"][2] == parents[0].data.tags["prefect.flow_run_id"]
     assert flow_runs[latest["tiny-summary"][2]] == "tiny"
+
+
+def test_test_rounds_final_scores_test_for_the_start_and_the_champion_only(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """`evaluate.test_rounds: final`: no test pass per promoted round, one for the champion after the last round."""
+    runs = tmp_path / "runs"
+    run_tiny(runs, cli_env, "rounds=2", "evaluate.test_rounds=final", "prompts.test_size=32", "prompts.ood_size=16")
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+    parents, children = _runs({"client": client})
+    parent = parents[0].info.run_id
+    val = {m.step: m.value for m in client.get_metric_history(parent, "val/accuracy")}
+    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
+    champion = max(promoted, key=lambda step: (val[step], step))
+    test = {m.step: m.value for m in client.get_metric_history(parent, "test/accuracy")}
+    assert sorted(test) == sorted({0, champion})
+    assert sorted(m.step for m in client.get_metric_history(parent, "test/ood_accuracy")) == sorted({0, champion})
+    final = client.get_run(parent).data.metrics
+    assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
