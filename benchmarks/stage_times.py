@@ -4,9 +4,10 @@ Usage (after `selftrain run`, which prints the campaign run id and the tracking 
 
     .venv/bin/python benchmarks/stage_times.py RUN_ID --tracking-uri sqlite:///runs/mlflow.db
 
-The stage timers (`generate/seconds`, `train/seconds`, `eval/seconds`) are measured inside the tasks; a
-round's wall time is its MLflow run's start-to-end span, so `other` is everything else in the round:
-loading the policy for each stage, Prefect task and flow runs, MLflow logging, judging and selection.
+The stage timers (`generate/seconds`, `rationalize/seconds`, `train/seconds`, and `val/seconds`, the validation
+pass) are measured inside the tasks; a round's wall time is its MLflow run's start-to-end span, so `other` is
+everything else in the round: loading the policy for each stage, Prefect task and flow runs, MLflow logging,
+judging, selection and the gate.
 Writes `benchmarks/results/stage_times.json`.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-STAGES = ["generate/seconds", "train/seconds", "eval/seconds"]
+STAGES = ["generate/seconds", "rationalize/seconds", "train/seconds", "val/seconds"]
 
 
 def stage_table(client: MlflowClient, parent_run_id: str) -> list[dict[str, float]]:
@@ -48,7 +49,7 @@ def main() -> None:
     ns = parser.parse_args()
     client = MlflowClient(ns.tracking_uri)
     rows = stage_table(client, ns.run_id)
-    columns = ["generate", "train", "eval", "other", "wall"]
+    columns = [stage.split("/")[0] for stage in STAGES] + ["other", "wall"]
     print("round  " + "  ".join(f"{c:>9}" for c in columns) + "   (seconds; share of wall)")
     for row in rows:
         cells = [
