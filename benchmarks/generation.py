@@ -11,9 +11,14 @@ Two ratios, each measured within this one run with one torch thread (the machine
   prefix's KV cache computed once and reused (`reuse_prefix_cache=True`) against every row prefilling
   the prefix. Goal: at least 2x. A few batches only: the machine is shared.
 
+- `batch_size` (`--part batch`, not in `all`): the default campaign's decoding on Gemma at batch 32 against
+  128 (its `generate.batch_size`): greedy validation answers and k=4 training samples, both behind the
+  few-shot prefix, alternated. Decoding one token costs the same weight reads (1.1 GB in fp32, most of it the
+  262k-token head) for 32 rows as for 128, so larger batches raise throughput until compute binds.
+
 Prints a table and writes `benchmarks/results/generation.json` (with the git commit).
 
-Run: `.venv/bin/python benchmarks/generation.py [--part tiny|gemma|all] [--gemma-prompts 16] [--batch-size 32]`
+Run: `.venv/bin/python benchmarks/generation.py [--part tiny|gemma|batch|all] [--gemma-prompts 16] [--batch-size 32]`
 (tiny part ~1 min; Gemma part a few minutes on 2 shared cores).
 """
 
@@ -136,10 +141,66 @@ def bench_prefix_reuse(n_prompts: int, batch_size: int) -> dict[str, Any]:
     }
 
 
+def bench_batch_size(sizes: tuple[int, int], repeats: int) -> dict[str, Any]:
+    """Wall time of the default campaign's two kinds of decoding on Gemma 3 270M at two batch sizes: greedy
+    answers to its 200 validation questions, and k=4 samples of 64 training questions at temperature 0.8,
+    both behind its few-shot prefix (the base then answers in the worked form, as long as a trained policy's
+    answers). The sizes alternate (ABAB) `repeats` times; the responses at both sizes are compared."""
+    config = load_config("default")
+    model, tokenizer = load_policy(str(ensure_packaged_gemma(cache_root() / "models")))
+    gen, template = config.generate, config.prompts.template
+    prefix = few_shot_prefix(config)
+    jobs = {
+        "greedy_validation": (
+            [template.format(prompt=r["prompt"]) for r in campaign_prompts(config, "validation", 0)],
+            dict(n=1, temperature=0.0),
+        ),
+        "sampled_train": (
+            [template.format(prompt=r["prompt"]) for r in campaign_prompts(config, "train", 1)][:64],
+            dict(n=gen.k, temperature=gen.temperature),
+        ),
+    }
+    sampler = HFSampler(model, tokenizer)
+    _timed_sample(
+        sampler,
+        jobs["greedy_validation"][0][:2],
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_new_tokens=2,
+        stop=gen.stop,
+        seed=0,
+        batch_size=2,
+        prefix=prefix,
+    )  # warm-up
+    out: dict[str, Any] = {"model": "Gemma 3 270M (packaged GGUF, fp32)", "sizes": list(sizes)}
+    for name, (prompts, kind) in jobs.items():
+        walls: dict[int, float] = dict.fromkeys(sizes, 0.0)
+        responses: dict[int, list[list[str]]] = {}
+        for repeat in range(repeats):
+            for size in sizes if repeat % 2 == 0 else sizes[::-1]:
+                args = kind | dict(top_p=1.0, max_new_tokens=gen.max_new_tokens, stop=gen.stop, seed=0)
+                responses[size], cost = _timed_sample(sampler, prompts, batch_size=size, prefix=prefix, **args)
+                walls[size] += cost["wall"]
+                print(f"  {name} batch {size}: {cost['wall']:.1f} s wall", flush=True)
+        small, large = sizes
+        differ = sum(
+            a != b for x, y in zip(responses[small], responses[large], strict=True) for a, b in zip(x, y, strict=True)
+        )
+        out[name] = {
+            "sequences": len(prompts) * kind["n"],
+            "wall": {str(size): walls[size] for size in sizes},
+            "ratio": walls[small] / walls[large],
+            "responses_differing": differ,
+        }
+    return out
+
+
 def main() -> int:
     """Run the chosen parts, print a table, merge the figures into the results JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["tiny", "gemma", "all"], default="all")
+    parser.add_argument("--part", choices=["tiny", "gemma", "batch", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=2, help="batch: ABAB repeats of each batch size")
     parser.add_argument("--one-at-a-time-prompts", type=int, default=16, help="tiny: prompts (x4) at batch size 1")
     parser.add_argument("--gemma-prompts", type=int, default=16, help="Gemma: prompts (x k=4 sequences)")
     parser.add_argument("--batch-size", type=int, default=32, help="Gemma: sequences per batch")
@@ -157,6 +218,8 @@ def main() -> int:
         results["batching"] = bench_batching(ns.one_at_a_time_prompts)
     if ns.part in ("gemma", "all"):
         results["prefix_reuse"] = bench_prefix_reuse(ns.gemma_prompts, ns.batch_size)
+    if ns.part == "batch":
+        results["batch_size"] = bench_batch_size((32, 128), ns.repeats)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -175,6 +238,12 @@ def main() -> int:
             print(f"  {mode:9s} {p['sequences']} seq {c['wall']:7.1f} s wall {c['cpu']:7.1f} s cpu {c['tokens']} new")
         print(f"  ratio {p['ratio']:.2f}x wall, {p['ratio_cpu_time']:.2f}x CPU time (goal {p['goal']})")
         print(f"  identical responses {p['identical_responses']}/{p['sequences']}")
+    if "batch_size" in results:
+        for name in ("greedy_validation", "sampled_train"):
+            b = results["batch_size"][name]
+            walls = ", ".join(f"batch {size}: {wall:.1f} s" for size, wall in b["wall"].items())
+            print(f"\n{name} ({b['sequences']} seq, Gemma, behind the few-shot prefix): {walls}")
+            print(f"  ratio {b['ratio']:.2f}x wall; responses differing {b['responses_differing']}")
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0
 
