@@ -13,7 +13,8 @@ Two ratios, each measured within this one run with one torch thread (the machine
 
 - `batch_size` (`--part batch`, not in `all`): the default campaign's decoding on Gemma at batch 32 against
   128 (its `generate.batch_size`): greedy validation answers and k=4 training samples, both behind the
-  few-shot prefix, alternated. Decoding one token costs the same weight reads (1.1 GB in fp32, most of it the
+  few-shot prefix, alternated with `--repeats` 2 or more; its entry keeps its own commit, date and threads
+  (`--threads 2`: the default campaign's). Decoding one token costs the same weight reads (1.1 GB in fp32, most of it the
   262k-token head) for 32 rows as for 128, so larger batches raise throughput until compute binds.
 
 Prints a table and writes `benchmarks/results/generation.json` (with the git commit).
@@ -173,7 +174,8 @@ def bench_batch_size(sizes: tuple[int, int], repeats: int) -> dict[str, Any]:
         batch_size=2,
         prefix=prefix,
     )  # warm-up
-    out: dict[str, Any] = {"model": "Gemma 3 270M (packaged GGUF, fp32)", "sizes": list(sizes)}
+    out: dict[str, Any] = {"model": "Gemma 3 270M (packaged GGUF, fp32)", "sizes": list(sizes), "repeats": repeats}
+    out |= {"commit": git_commit(), "date": datetime.date.today().isoformat(), "torch_threads": torch.get_num_threads()}
     for name, (prompts, kind) in jobs.items():
         walls: dict[int, float] = dict.fromkeys(sizes, 0.0)
         responses: dict[int, list[list[str]]] = {}
@@ -208,6 +210,11 @@ def main() -> int:
     ns = parser.parse_args()
     set_torch_threads(ns.threads)
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if ns.part == "batch":  # its own commit, date and threads: the other parts' figures keep theirs
+        results["batch_size"] = bench_batch_size((32, 128), ns.repeats)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["batch_size"], indent=2))
+        return 0
     results |= {
         "commit": git_commit(),
         "date": datetime.date.today().isoformat(),
@@ -218,8 +225,6 @@ def main() -> int:
         results["batching"] = bench_batching(ns.one_at_a_time_prompts)
     if ns.part in ("gemma", "all"):
         results["prefix_reuse"] = bench_prefix_reuse(ns.gemma_prompts, ns.batch_size)
-    if ns.part == "batch":
-        results["batch_size"] = bench_batch_size((32, 128), ns.repeats)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
