@@ -14,8 +14,8 @@ Two ratios, each measured within this one run with one torch thread (the machine
 - `batch_size` (`--part batch`, not in `all`): the default campaign's decoding on Gemma at batch 32 against
   128 (its `generate.batch_size`): greedy validation answers and k=4 training samples, both behind the
   few-shot prefix, alternated with `--repeats` 2 or more; its entry keeps its own commit, date and threads
-  (`--threads 2`: the default campaign's). Decoding one token costs the same weight reads (1.1 GB in fp32, most of it the
-  262k-token head) for 32 rows as for 128, so larger batches raise throughput until compute binds.
+  (`--threads 2`: the default campaign's). Decoding one token costs the same weight reads (1.1 GB in fp32,
+  most of it the 262k-token head) for 32 rows as for 128, so larger batches raise throughput until compute binds.
 
 Prints a table and writes `benchmarks/results/generation.json` (with the git commit).
 
@@ -198,6 +198,15 @@ def bench_batch_size(sizes: tuple[int, int], repeats: int) -> dict[str, Any]:
     return out
 
 
+def print_batch_size(figures: dict[str, Any]) -> None:
+    """The `batch_size` part's table: wall time per batch size, the ratio and differing responses per job."""
+    for name in ("greedy_validation", "sampled_train"):
+        b = figures[name]
+        walls = ", ".join(f"batch {size}: {wall:.1f} s" for size, wall in b["wall"].items())
+        print(f"\n{name} ({b['sequences']} seq, Gemma, behind the few-shot prefix): {walls}")
+        print(f"  ratio {b['ratio']:.2f}x wall; responses differing {b['responses_differing']}")
+
+
 def main() -> int:
     """Run the chosen parts, print a table, merge the figures into the results JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -213,7 +222,7 @@ def main() -> int:
     if ns.part == "batch":  # its own commit, date and threads: the other parts' figures keep theirs
         results["batch_size"] = bench_batch_size((32, 128), ns.repeats)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results["batch_size"], indent=2))
+        print_batch_size(results["batch_size"])
         return 0
     results |= {
         "commit": git_commit(),
@@ -244,11 +253,7 @@ def main() -> int:
         print(f"  ratio {p['ratio']:.2f}x wall, {p['ratio_cpu_time']:.2f}x CPU time (goal {p['goal']})")
         print(f"  identical responses {p['identical_responses']}/{p['sequences']}")
     if "batch_size" in results:
-        for name in ("greedy_validation", "sampled_train"):
-            b = results["batch_size"][name]
-            walls = ", ".join(f"batch {size}: {wall:.1f} s" for size, wall in b["wall"].items())
-            print(f"\n{name} ({b['sequences']} seq, Gemma, behind the few-shot prefix): {walls}")
-            print(f"  ratio {b['ratio']:.2f}x wall; responses differing {b['responses_differing']}")
+        print_batch_size(results["batch_size"])
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0
 

@@ -95,23 +95,21 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
                 tested[index] = score(config, result.candidate, tests, layout, at(index), results)
         rows.append(row(index, result.promoted, result.run_id, result.evaluation, tested.get(index)))
         publish_round_artifacts(config, result, tested.get(index))
-    champion = state.champion_round
-    if champion not in tested:  # evaluate.test_rounds: final
-        tested[champion] = score(config, policies[champion], tests, layout, at(champion), results)
-        rows[champion] = row(champion, True, rows[champion]["run_id"], state.champion, tested[champion])
-    for index in sorted({0, state.champion_round}):  # extra sets: the starting and the final policy
+    final_round = state.champion_round
+    if final_round not in tested:  # evaluate.test_rounds: final
+        tested[final_round] = score(config, policies[final_round], tests, layout, at(final_round), results)
+        rows[final_round] = row(final_round, True, rows[final_round]["run_id"], state.champion, tested[final_round])
+    for index in sorted({0, final_round}):  # extra sets: the starting and the final policy
         score(config, policies[index], extras, layout, at(index), results)
-    claim = final_report(tested[0], tested[state.champion_round], at(config.rounds))
-    shot_claim = (
-        final_report(shot, tested[state.champion_round], at(config.rounds), key="vs_few_shot") if shot else None
-    )
+    claim = final_report(tested[0], tested[final_round], at(config.rounds))
+    shot_claim = final_report(shot, tested[final_round], at(config.rounds), key="vs_few_shot") if shot else None
     report_task(rows, str(layout.plot), config.name, ctx)
     run = client_for(config.tracking).get_run(parent)
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
     publish_campaign(config.name, rows, sentence, tracking_uri=uri, experiment_id=run.info.experiment_id, run_id=parent)
-    set_tags(config.tracking, parent, {"selftrain.final_policy": policies[state.champion_round].label})
+    set_tags(config.tracking, parent, {"selftrain.final_policy": policies[final_round].label})
     return {
-        "final_policy": policies[state.champion_round].label,
+        "final_policy": policies[final_round].label,
         "rounds": rows,
         "claim": claim,
         "few_shot_claim": shot_claim,

@@ -68,6 +68,14 @@ def _runs(campaign: dict) -> tuple:
     return parents, children
 
 
+def _promoted_and_champion(client: MlflowClient, parent: str, children: list) -> tuple[list[int], int]:
+    """The rounds whose policy was promoted (0: the start) and the champion among them: the final policy, the
+    promoted round with the best validation accuracy (ties: the later)."""
+    val = {m.step: m.value for m in client.get_metric_history(parent, "val/accuracy")}
+    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
+    return promoted, max(promoted, key=lambda step: (val[step], step))
+
+
 def test_console_shows_table_and_where_to_look(campaign: dict) -> None:
     out = campaign["stdout"]
     _, children = _runs(campaign)
@@ -142,7 +150,7 @@ def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_c
     client = campaign["client"]
     parents, children = _runs(campaign)
     parent = parents[0]
-    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
+    promoted, champion = _promoted_and_champion(client, parent.info.run_id, children)
     for key in ("test/accuracy", "test/ci_low", "test/ci_high", "test/ood_accuracy"):
         assert [m.step for m in client.get_metric_history(parent.info.run_id, key)] == promoted, key
     test = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "test/accuracy")}
@@ -151,9 +159,6 @@ def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_c
     final = parent.data.metrics
     assert {"final/test_gain", "final/p_value"} <= set(final)
     assert 0.0 <= final["final/p_value"] <= 1.0
-    # The final policy is the champion: the promoted round with the best validation accuracy (ties: the later).
-    val = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "val/accuracy")}
-    champion = max(promoted, key=lambda step: (val[step], step))
     assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
     assert parent.data.tags["selftrain.final_claim"].startswith("test, start -> final:")
 
@@ -266,9 +271,7 @@ def test_test_rounds_final_scores_test_for_the_start_and_the_champion_only(
     client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
     parents, children = _runs({"client": client})
     parent = parents[0].info.run_id
-    val = {m.step: m.value for m in client.get_metric_history(parent, "val/accuracy")}
-    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
-    champion = max(promoted, key=lambda step: (val[step], step))
+    _, champion = _promoted_and_champion(client, parent, children)
     test = {m.step: m.value for m in client.get_metric_history(parent, "test/accuracy")}
     assert sorted(test) == sorted({0, champion})
     assert sorted(m.step for m in client.get_metric_history(parent, "test/ood_accuracy")) == sorted({0, champion})
