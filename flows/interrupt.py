@@ -152,10 +152,13 @@ def start_own_session_server() -> Callable[[], None]:
     the server's stop at exit, starts it again on another port if this one was taken meanwhile, and raises
     if it never answers.
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():  # as prefect's get_client decides
         return lambda: None
+    # The server's SQLite file is under PREFECT_HOME, which Prefect does not create: a PREFECT_HOME that does not
+    # exist yet failed the start after minutes of retries ("unable to open database file").
+    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
     launched: subprocess.Popen | None = None
     port: int | None = None
     if "prefect.server.api.server" not in sys.modules:  # else a temporary server may run already

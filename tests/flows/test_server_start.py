@@ -1,10 +1,12 @@
-"""The temporary Prefect server is launched before `launch` imports the flow, and is the one Prefect's client uses."""
+"""The temporary Prefect server is launched before `launch` imports the flow, and is the one Prefect's client uses;
+its PREFECT_HOME need not exist yet."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 SCRIPT = """
 import json, os, sys, time
@@ -34,8 +36,11 @@ print(json.dumps({
 """
 
 
-def test_the_server_is_launched_before_the_wait_and_is_the_one_prefect_uses(cli_env: dict[str, str]) -> None:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=cli_env, capture_output=True, text=True, timeout=180)
+def test_the_server_is_launched_before_the_wait_and_is_the_one_prefect_uses(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**cli_env, "PREFECT_HOME": str(tmp_path / "not-made-yet" / "prefect")}  # made by the start
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["launched"] == [seen["server_pid"]]  # launched before `ready()`, and taken over by Prefect
