@@ -1,8 +1,14 @@
-"""`selftrain ablation` on the tiny model: verifier-curated SFT ends above uncurated SFT, and the table reaches MLflow.
+"""`selftrain ablation` on the tiny model: the arms start equal and differ only in curation; the table reaches MLflow.
 
-Only the two arms the claim needs run here (CI budget), with 2 rounds of 64 prompts. Measured with these settings
-(held-out accuracy after round 2, curated vs uncurated, 128 items): seed 0 0.516 vs 0.281, seed 1 0.414 vs 0.312,
-seed 2 0.445 vs 0.297; after one round alone seed 1 was 0.398 vs 0.383, too close, hence two rounds.
+Only the two arms the comparison needs run here (CI budget), with 2 rounds of 64 prompts.
+
+No learning claim is asserted on the tiny model. Since the built-in task splits by problem (2026-12-01), the
+held-out problems are arithmetic facts the training prompts never contain, and the tiny model does not carry
+verified training facts over to them: validation accuracy after round 2, verified against uncurated SFT, on an AMD
+EPYC (AVX2) machine, 128 items: seed 0 0.148 vs 0.219, seed 1 0.078 vs 0.219, seed 2 0.070 vs 0.094 (64 prompts a
+round); with 128 prompts, seeds 0-2, 0.188 vs 0.203, 0.102 vs 0.211, 0.164 vs 0.172. (The margins measured before
+that split, seed 0 0.516 vs 0.281, no longer apply.) The Gemma ablation (`benchmarks/results/ablation_gemma.md`)
+trains only verified rows.
 """
 
 from __future__ import annotations
@@ -54,15 +60,26 @@ def ablation(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
     }
 
 
-def test_curated_arm_ends_above_uncurated_arm(ablation: dict) -> None:
+def _selected(folder: str, index: int) -> list[dict]:
+    path = Path(folder) / f"round-{index:02d}" / "selected.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_arms_start_equal_and_differ_only_in_what_they_train_on(ablation: dict) -> None:
     rows = ablation["summary"]["rows"]
-    final = {row["arm"]: row["accuracy"] for row in rows if row["round"] == 2}
-    assert final["sft-verified"] > final["sft-uncurated"], rows
     start = {row["arm"]: row["accuracy"] for row in rows if row["round"] == 0}
     assert start["sft-verified"] == start["sft-uncurated"]  # same base, same held-out prompts
+    assert sorted((row["arm"], row["round"]) for row in rows) == sorted(
+        (arm, index) for arm in ("sft-verified", "sft-uncurated") for index in (0, 1, 2)
+    )
     dirs = ablation["summary"]["dirs"]  # each arm's campaign folder, where its per-item evaluations are
     assert sorted(dirs) == ["sft-uncurated", "sft-verified"]
     assert all((Path(folder) / "round-00" / "test-evaluated.jsonl").is_file() for folder in dirs.values())
+    for index in (1, 2):
+        verified, uncurated = _selected(dirs["sft-verified"], index), _selected(dirs["sft-uncurated"], index)
+        assert verified and all(row["correct"] for row in verified)  # only samples the verifier accepted
+        assert len(uncurated) == 64 * 4  # every sample, right or wrong (threshold 0, no dedupe)
+        assert not all(row["correct"] for row in uncurated)
 
 
 def test_table_is_printed_and_logged_with_links_to_the_campaigns(ablation: dict) -> None:
