@@ -260,20 +260,3 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     ]
     assert latest["tiny-summary"][2] == parents[0].data.tags["prefect.flow_run_id"]
     assert flow_runs[latest["tiny-summary"][2]] == "tiny"
-
-
-def test_test_rounds_final_scores_test_for_the_start_and_the_champion_only(
-    tmp_path: Path, cli_env: dict[str, str]
-) -> None:
-    """`evaluate.test_rounds: final`: no test pass per promoted round, one for the champion after the last round."""
-    runs = tmp_path / "runs"
-    run_tiny(runs, cli_env, "rounds=2", "evaluate.test_rounds=final", "prompts.test_size=32", "prompts.ood_size=16")
-    client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
-    parents, children = _runs({"client": client})
-    parent = parents[0].info.run_id
-    _, champion = _promoted_and_champion(client, parent, children)
-    test = {m.step: m.value for m in client.get_metric_history(parent, "test/accuracy")}
-    assert sorted(test) == sorted({0, champion})
-    assert sorted(m.step for m in client.get_metric_history(parent, "test/ood_accuracy")) == sorted({0, champion})
-    final = client.get_run(parent).data.metrics
-    assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])

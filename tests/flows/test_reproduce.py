@@ -21,8 +21,10 @@ SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 # (with the tiny model on these splits, round 1 scores below round 0 and the default margin would refuse it).
 # train.init=base (ReST-EM): round 2 samples with round 1's adapter but trains a fresh adapter on the base from
 # rounds 1 and 2's selected rows, so reproducing it needs round 1's logged rows as well.
-# Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): no test here reads their scores, only that the
-# campaigns finish; reproduce re-runs a round, which scores validation alone.
+# Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): no test here reads their scores, only which rounds were
+# scored; reproduce re-runs a round, which scores validation alone. evaluate.test_rounds=final: test and OOD score
+# the start and the champion once, after the last round (with margin 1.0 both rounds are promoted, so the
+# default, `promoted`, would score every round).
 SMALL = [
     "configs/tiny.yaml",
     "rounds=2",
@@ -32,6 +34,7 @@ SMALL = [
     "prompts.ood_size=16",
     "evaluate.promotion_margin=1.0",
     "train.init=base",
+    "evaluate.test_rounds=final",
 ]
 
 pytestmark = pytest.mark.slow
@@ -125,6 +128,17 @@ def test_promoted_rounds_are_registered_with_the_champion_alias(campaign: dict) 
     assert {"MLmodel", "python_model.pkl", "artifacts"} <= files  # an MLflow pyfunc model
     held = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy/artifacts")}
     assert held == {"adapter", "policy.json", "base"}  # the tiny base travels with the version
+
+
+def test_test_rounds_final_scores_test_for_the_start_and_the_champion_only(campaign: dict) -> None:
+    client, parent = campaign["client"], campaign["parent"].info.run_id
+    val = {m.step: m.value for m in client.get_metric_history(parent, "val/accuracy")}
+    champion = max(val, key=lambda step: (val[step], step))  # every round promoted: the best, ties the later
+    test = {m.step: m.value for m in client.get_metric_history(parent, "test/accuracy")}
+    assert sorted(test) == sorted({0, champion})
+    assert sorted(m.step for m in client.get_metric_history(parent, "test/ood_accuracy")) == sorted({0, champion})
+    final = client.get_run(parent).data.metrics
+    assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
 
 
 def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
