@@ -75,6 +75,10 @@ def test_arms_start_equal_and_differ_only_in_what_they_train_on(ablation: dict) 
     dirs = ablation["summary"]["dirs"]  # each arm's campaign folder, where its per-item evaluations are
     assert sorted(dirs) == ["sft-uncurated", "sft-verified"]
     assert all((Path(folder) / "round-00" / "test-evaluated.jsonl").is_file() for folder in dirs.values())
+    # Same base, prompts and seed: round 1 draws the very same samples in both arms, and round 2 the same prompts.
+    verified_dir, uncurated_dir = Path(dirs["sft-verified"]), Path(dirs["sft-uncurated"])
+    for name in ("round-01/generated.jsonl", "round-02/prompts.jsonl"):
+        assert (verified_dir / name).read_bytes() == (uncurated_dir / name).read_bytes(), name
     for index in (1, 2):
         verified, uncurated = _selected(dirs["sft-verified"], index), _selected(dirs["sft-uncurated"], index)
         assert verified and all(row["correct"] for row in verified)  # only samples the verifier accepted
