@@ -17,10 +17,25 @@ SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 pytestmark = pytest.mark.slow
 
 
-def run_tiny(runs: Path, cli_env: dict[str, str], *overrides: str) -> subprocess.CompletedProcess[str]:
-    """`selftrain run configs/tiny.yaml` into the `runs` folder with `overrides`; fails the test unless it exits 0."""
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
+    """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
+    root = tmp_path_factory.mktemp("tiny-campaign")
     proc = subprocess.run(
-        [SELFTRAIN, "run", "configs/tiny.yaml", f"tracking.output_dir={runs}", *overrides],
+        [
+            SELFTRAIN,
+            "run",
+            "configs/tiny.yaml",
+            f"tracking.output_dir={root / 'runs'}",
+            # The few-shot baseline (issue 13): scored once; the rounds never sample behind the examples.
+            "prompts.few_shot=2",
+            "generate.few_shot_rounds=0",
+            "evaluate.few_shot_baseline=true",
+            # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the checks below read which rounds were
+            # scored on test and how the claim is computed, never how large the sets are.
+            "prompts.test_size=32",
+            "prompts.ood_size=16",
+        ],
         cwd=REPO,
         env=cli_env,
         capture_output=True,
@@ -28,25 +43,6 @@ def run_tiny(runs: Path, cli_env: dict[str, str], *overrides: str) -> subprocess
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
-    """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
-    root = tmp_path_factory.mktemp("tiny-campaign")
-    proc = run_tiny(
-        root / "runs",
-        cli_env,
-        # The few-shot baseline (issue 13): scored once; the rounds never sample behind the examples.
-        "prompts.few_shot=2",
-        "generate.few_shot_rounds=0",
-        "evaluate.few_shot_baseline=true",
-        # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the checks below read which rounds were
-        # scored on test and how the claim is computed, never how large the sets are.
-        "prompts.test_size=32",
-        "prompts.ood_size=16",
-    )
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
     return {
         "root": root,
@@ -66,14 +62,6 @@ def _runs(campaign: dict) -> tuple:
         (r for r in runs if r.data.tags.get("mlflow.parentRunId")), key=lambda r: int(r.data.params["round"])
     )
     return parents, children
-
-
-def _promoted_and_champion(client: MlflowClient, parent: str, children: list) -> tuple[list[int], int]:
-    """The rounds whose policy was promoted (0: the start) and the champion among them: the final policy, the
-    promoted round with the best validation accuracy (ties: the later)."""
-    val = {m.step: m.value for m in client.get_metric_history(parent, "val/accuracy")}
-    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
-    return promoted, max(promoted, key=lambda step: (val[step], step))
 
 
 def test_console_shows_table_and_where_to_look(campaign: dict) -> None:
@@ -150,7 +138,7 @@ def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_c
     client = campaign["client"]
     parents, children = _runs(campaign)
     parent = parents[0]
-    promoted, champion = _promoted_and_champion(client, parent.info.run_id, children)
+    promoted = [0] + [i for i, c in enumerate(children, start=1) if c.data.tags["selftrain.promoted"] == "true"]
     for key in ("test/accuracy", "test/ci_low", "test/ci_high", "test/ood_accuracy"):
         assert [m.step for m in client.get_metric_history(parent.info.run_id, key)] == promoted, key
     test = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "test/accuracy")}
@@ -159,6 +147,9 @@ def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_c
     final = parent.data.metrics
     assert {"final/test_gain", "final/p_value"} <= set(final)
     assert 0.0 <= final["final/p_value"] <= 1.0
+    # The final policy is the champion: the promoted round with the best validation accuracy (ties: the later).
+    val = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "val/accuracy")}
+    champion = max(promoted, key=lambda step: (val[step], step))
     assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
     assert parent.data.tags["selftrain.final_claim"].startswith("test, start -> final:")
 
