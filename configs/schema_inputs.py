@@ -108,6 +108,15 @@ class PromptsConfig(Strict):
         "Validation, test and OOD keep `operations` and min..max_operand, so rounds compare across levels. "
         "Empty: training uses `operations` too.",
     )
+    working: Literal["plain", "ones"] = Field(
+        "plain",
+        description="source=arithmetic: how worked solutions (the few-shot examples, gold rows) write one-step "
+        'addition and subtraction: plain ("14 + 19 = 33.") or ones (the ones digits\' fact first, then tens and '
+        'ones: "4 + 9 = 13. 14 + 19 = 20 + 13 = 33."), which lets a small model carry facts that training rows '
+        "state to held-out equations (benchmarks/working_probe.py). Needs ~40 new tokens per answer.",
+        # Left out of the dump while plain, so campaign identities and logged params stay as they were.
+        exclude_if=lambda working: working == "plain",
+    )
     curriculum: bool = Field(
         False,
         description="A curriculum from history: each round writes a per-prompt pass-rate table (prompt id, "
@@ -178,6 +187,8 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.min_operand must not exceed prompts.max_operand")
         if self.source == "file" and not self.train_path:
             raise ValueError("prompts.train_path is required when source is 'file'")
+        if self.source == "file" and self.working != "plain":
+            raise ValueError("prompts.working is for source 'arithmetic'; a file's rows carry their own solution")
         if self.source == "file" and self.level is not None:
             raise ValueError("prompts.level is for source 'arithmetic'; leave it empty for files")
         if self.curriculum and self.source == "arithmetic" and self.level is None:

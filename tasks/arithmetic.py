@@ -178,6 +178,48 @@ def make_problem(
     return {"prompt": question, "answer": str(result), "solution": solution, **problem}
 
 
+# How a worked solution writes one-step addition and subtraction (`prompts.working`). "plain": the equation and its
+# result. "ones": the ones digits' fact first, then tens and ones apart and together ("4 + 9 = 13. 14 + 19 =
+# 20 + 13 = 33."), so every fact a held-out equation needs is one that training rows state (the split is by
+# problem, and 4 + 9 sits inside 14 + 9, 4 + 19 and 14 + 19 alike). benchmarks/working_probe.py measured it on
+# Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain".
+WORKINGS = ("plain", "ones")
+
+
+def ones_working(op: str, a: int, b: int) -> str | None:
+    """The "ones" working of a one-step addition or subtraction (`WORKINGS`), or None where it says nothing the
+    plain one does not (both operands below 10, no tens or no ones in the middle step, operands already a tens
+    and a ones as in 20 + 5, or another operation). The smaller ones digit is taken from the larger, so no
+    step goes below zero: "9 - 7 = 2. 17 - 9 = 10 - 2 = 8."."""
+    if op not in ("add", "sub"):
+        return None
+    sign, result = ("+", a + b) if op == "add" else ("-", a - b)
+    tens = (a // 10 + b // 10) * 10 if op == "add" else (a // 10 - b // 10) * 10
+    ones = a % 10 + b % 10 if op == "add" else a % 10 - b % 10
+    if (a < 10 and b < 10) or tens == 0 or ones == 0 or {tens, abs(ones)} == {a, b}:
+        return None
+    x, y = a % 10, b % 10
+    fact = f"{x} + {y} = {x + y}" if op == "add" else f"{max(x, y)} - {min(x, y)} = {abs(x - y)}"
+    middle = f"{tens} + {ones}" if ones > 0 else f"{tens} - {-ones}"
+    return f" {fact}. {a} {sign} {b} = {middle} = {result}. The answer is {result}."
+
+
+def worked_solution(problem: Record, working: str) -> str:
+    """A drawn problem's worked solution written in `working` (`WORKINGS`); two-step and multiplication
+    problems keep their own.
+
+    Raises:
+        ValueError: for an unknown working.
+    """
+    if working not in WORKINGS:
+        raise ValueError(f"working must be one of {', '.join(WORKINGS)}, not {working!r}")
+    if working == "ones":
+        written = ones_working(problem["op"], problem["a"], problem["b"]) if "c" not in problem else None
+        if written is not None:
+            return written
+    return str(problem["solution"])
+
+
 def sample_problems(
     n: int,
     *,

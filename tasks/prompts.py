@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
-from tasks.arithmetic import LEVELS, SPLIT_ALIASES, sample_problems
+from tasks.arithmetic import LEVELS, SPLIT_ALIASES, sample_problems, worked_solution
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
@@ -43,6 +43,7 @@ def arithmetic_prompts(
     max_operand: int,
     operations: Sequence[str],
     level: int | None = None,
+    working: str = "plain",
 ) -> list[Record]:
     """`n` built-in arithmetic problems from one split, as prompt records.
 
@@ -54,17 +55,18 @@ def arithmetic_prompts(
         max_operand: Largest operand.
         operations: Operations to use (of `tasks.arithmetic.OPERATIONS`).
         level: A difficulty level (`tasks.arithmetic.LEVELS`) replacing operations and range; None: those.
+        working: How `solution` writes its working (`tasks.arithmetic.WORKINGS`); the draw is the same.
 
     Returns:
         Records `{"id", "prompt", "answer", "solution"}` (and `level` when drawn at one); `solution` is a
-        worked answer used to warm up the tiny model.
+        worked answer, shown by few-shot examples and used for gold rows.
     """
     problems = sample_problems(
         n, split=split, seed=seed, min_operand=min_operand, max_operand=max_operand, operations=operations, level=level
     )
     extra = {"level": level} if level is not None else {}
     return [
-        {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "solution": p["solution"], **extra}
+        {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "solution": worked_solution(p, working), **extra}
         for p in problems
     ]
 
@@ -248,6 +250,7 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
             max_operand=cfg.max_operand,
             operations=cfg.operations,
             level=cfg.level if split == "train" else None,  # validation, test and ood stay fixed across levels
+            working=cfg.working,
         )
     return draw(file_split(cfg, split), n, seed=seed)
 
@@ -283,6 +286,7 @@ def curriculum_prompts(
             max_operand=cfg.max_operand,
             operations=cfg.operations,
             level=level,
+            working=cfg.working,
         )
     else:
         fresh = file_split(cfg, "train")
@@ -319,14 +323,21 @@ def few_shot_rows(config: CampaignConfig) -> list[Record]:
     if cfg.few_shot == 0:
         return []
     if cfg.source == "arithmetic":
+        # Under a working other than plain, the examples are problems that show it, more than one step (a pool
+        # is drawn and the first such kept): three one-digit examples would never show how tens are worked.
+        pool = cfg.few_shot if cfg.working == "plain" else 20 * cfg.few_shot
         rows = arithmetic_prompts(
-            cfg.few_shot,
+            pool,
             split="train",
             seed=config.seed + 7_919_000,  # apart from every round's training draw
             min_operand=cfg.min_operand,
             max_operand=cfg.max_operand,
             operations=cfg.operations,
+            working=cfg.working,
         )
+        if cfg.working != "plain":
+            shown = [row for row in rows if row["solution"].count("=") > 1]
+            rows = (shown + [row for row in rows if row not in shown])[: cfg.few_shot]
     else:
         answered = [row for row in file_split(cfg, "train") if row.get("answer") is not None]
         if len(answered) < cfg.few_shot:

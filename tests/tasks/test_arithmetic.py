@@ -1,5 +1,5 @@
 """The built-in task: splits by problem (not by text), the OOD slice, phrasings, the difficulty knob and levels,
-multiplication and two-step problems."""
+multiplication and two-step problems, and how worked solutions are written."""
 
 import pytest
 
@@ -8,10 +8,12 @@ from tasks.arithmetic import (
     OOD_TEMPLATES,
     TEMPLATES,
     TWO_STEP,
+    ones_working,
     parse_problem,
     parse_question,
     problem_split,
     sample_problems,
+    worked_solution,
 )
 from tasks.judging.verifier import computations, final_answer, shows_work
 
@@ -167,3 +169,45 @@ def test_levels_climb_in_kinds_and_range_and_draw_their_own_problems() -> None:
         sample_problems(5, split="train", seed=0, level=5)
     with pytest.raises(ValueError, match="operation must be one of"):
         sample_problems(5, split="train", seed=0, operations=["div"])
+
+
+def test_ones_working_states_the_ones_fact_then_tens_and_ones_and_every_step_holds() -> None:
+    assert ones_working("add", 14, 19) == " 4 + 9 = 13. 14 + 19 = 20 + 13 = 33. The answer is 33."
+    assert ones_working("sub", 17, 9) == " 9 - 7 = 2. 17 - 9 = 10 - 2 = 8. The answer is 8."
+    assert ones_working("sub", 15, 3) == " 5 - 3 = 2. 15 - 3 = 10 + 2 = 12. The answer is 12."
+    # nothing to split: one-digit operands, a zero middle term, or operands already a tens and a ones
+    assert [ones_working(*args) for args in [("add", 8, 7), ("sub", 17, 14), ("add", 20, 5), ("mul", 4, 12)]] == [
+        None
+    ] * 4
+    rows = sample_problems(300, split="train", seed=7, min_operand=1, max_operand=20)
+    rewritten = 0
+    for row in rows:
+        solution = worked_solution(row, "ones")
+        assert shows_work(solution) and final_answer(solution) == row["answer"]
+        rewritten += solution != row["solution"]
+        assert worked_solution(row, "plain") == row["solution"]
+    assert rewritten > 150  # most operand pairs up to 20 have tens to split
+    two_step = sample_problems(20, split="train", seed=7, operations=["add-sub", "mul-add", "mul"])
+    assert all(worked_solution(row, "ones") == row["solution"] for row in two_step)
+    with pytest.raises(ValueError, match="working must be one of plain, ones"):
+        worked_solution(rows[0], "digits")
+
+
+def test_the_ones_facts_of_held_out_equations_are_stated_by_training_rows() -> None:
+    # Why the working carries to held-out problems: the split is by problem, yet the one-digit fact a validation
+    # equation needs (its own, or its ones digits') is one that training rows write down, in either order.
+    def facts(rows: list[dict]) -> set[tuple[str, int, int]]:
+        out = set()
+        for row in rows:
+            sign, x, y = ("+" if row["op"] == "add" else "-"), row["a"], row["b"]
+            if ones_working(row["op"], x, y) is not None:
+                x, y = x % 10, y % 10
+            if x < 10 and y < 10:
+                out.add((sign, min(x, y), max(x, y)))
+        return out
+
+    train = sample_problems(300, split="train", seed=7, min_operand=1, max_operand=20)
+    validation = sample_problems(200, split="validation", seed=0, min_operand=1, max_operand=20)
+    needed = facts(validation)
+    # seen here: 40 of the 49 facts that 200 validation problems need are in 300 training rows
+    assert len(needed) > 40 and len(needed - facts(train)) <= len(needed) // 4, sorted(needed - facts(train))

@@ -9,8 +9,9 @@ import pytest
 
 from configs.loader import load_config
 from tasks.arithmetic import parse_problem, problem_split
+from tasks.judging.verifier import shows_work
 from tasks.prompt_files import PromptFileError
-from tasks.prompts import few_shot_prefix, uses_few_shot
+from tasks.prompts import campaign_prompts, few_shot_prefix, uses_few_shot
 
 
 def test_prefix_shows_worked_training_examples_and_is_stable() -> None:
@@ -26,6 +27,19 @@ def test_prefix_shows_worked_training_examples_and_is_stable() -> None:
         assert answer.endswith(".") and "The answer is" in answer
     assert few_shot_prefix(config) == prefix
     assert few_shot_prefix(load_config("tiny", ["prompts.few_shot=3", "seed=1"])) != prefix
+
+
+def test_under_the_ones_working_the_examples_show_it_and_the_splits_stay_the_same() -> None:
+    plain = load_config("default")
+    ones = load_config("default", ["prompts.working=ones"])
+    shots = few_shot_prefix(ones).split("\n\n")[:3]
+    assert all(shot.count("=") == 3 and shows_work(shot.split("\nAnswer:")[1]) for shot in shots), shots
+    for split in ("train", "validation", "test"):
+        a, b = campaign_prompts(plain, split, 1), campaign_prompts(ones, split, 1)
+        assert [(r["id"], r["answer"]) for r in a] == [(r["id"], r["answer"]) for r in b]
+    assert "working" not in plain.model_dump()["prompts"]  # plain keeps campaign identities as they were
+    with pytest.raises(ValueError, match="prompts.working is for source 'arithmetic'"):
+        load_config("tiny", ["prompts.source=file", "prompts.train_path=x.jsonl", "prompts.working=ones"])
 
 
 def test_no_examples_no_prefix() -> None:

@@ -1,0 +1,161 @@
+"""Which written working lets Gemma 270M carry arithmetic to equations it never trained on?
+
+Issue 13's default ends near 0.60 on validation, and 300 gold rows of the built-in working ("14 + 19 = 33.")
+score the same as 99 self-found ones: nearly every wrong answer sets the problem up right and computes it
+wrong. The split is by problem, so a validation equation is one no training row holds. A working that breaks
+an equation into tens and ones ("14 + 19 = 20 + 13 = 33.") rewrites it into steps that training rows do share:
+the ones' fact 4 + 9 is in 9 + 4, 14 + 9 and 19 + 4 alike.
+
+This probe trains a fresh LoRA on the base model (the default's training settings, as a `train.init: base`
+round does) on gold rows of the training split written in one working, answers the default campaign's 200
+validation problems greedily with no examples in front, and prints the strict accuracy with its 95% interval,
+split by whether the equation carries or borrows. Validation only: test stays untouched.
+
+    .venv/bin/python benchmarks/working_probe.py tens --rows 300 --seed 1
+
+Appends one JSON line per probe to `benchmarks/results/working_probe.jsonl`.
+"""
+
+# ruff: noqa: E402  (offline settings before transformers is imported)
+
+from __future__ import annotations
+
+import os
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from configs.loader import load_config
+from models.gemma import ensure_packaged_gemma
+from models.loading import load_policy, set_torch_threads
+from models.sampling import HFSampler
+from tasks.arithmetic import ones_working, parse_problem, sample_problems
+from tasks.base_model import cache_root
+from tasks.evaluate import evaluate_greedy
+from tasks.judging.verifier import shows_work
+from tasks.prompts import campaign_prompts
+from tasks.records import Record
+from tasks.stats import wilson_interval
+from tasks.tracking import git_commit
+from tasks.train_sft import train_sft
+
+RESULTS = ROOT / "benchmarks" / "results" / "working_probe.jsonl"
+
+
+def plain(op: str, a: int, b: int) -> str:
+    """The built-in working: the equation and its result."""
+    sign, result = ("+", a + b) if op == "add" else ("-", a - b)
+    return f" {a} {sign} {b} = {result}. The answer is {result}."
+
+
+def tens(op: str, a: int, b: int) -> str:
+    """Tens and ones apart, then together: "14 + 19 = 20 + 13 = 33.", "17 - 9 = 10 - 2 = 8."; the plain
+    working where the split says nothing new (both operands below 10, no tens or no ones left, or the
+    operands are already a tens and a ones: 20 + 5)."""
+    sign, result = ("+", a + b) if op == "add" else ("-", a - b)
+    tens_part = (a // 10 + b // 10) * 10 if op == "add" else (a // 10 - b // 10) * 10
+    ones_part = a % 10 + b % 10 if op == "add" else a % 10 - b % 10
+    if (a < 10 and b < 10) or tens_part == 0 or ones_part == 0 or {tens_part, abs(ones_part)} == {a, b}:
+        return plain(op, a, b)
+    middle = f"{tens_part} + {ones_part}" if ones_part > 0 else f"{tens_part} - {-ones_part}"
+    return f" {a} {sign} {b} = {middle} = {result}. The answer is {result}."
+
+
+def ones(op: str, a: int, b: int) -> str:
+    """The built-in task's "ones" working (`prompts.working: ones`, `tasks.arithmetic.ones_working`): the ones
+    digits' fact first, "4 + 9 = 13. 14 + 19 = 20 + 13 = 33."; plain where it says nothing new."""
+    return ones_working(op, a, b) or plain(op, a, b)
+
+
+WORKINGS: dict[str, Callable[[str, int, int], str]] = {"plain": plain, "tens": tens, "ones": ones}
+
+
+def carries(op: str, a: int, b: int) -> bool:
+    """Whether the ones carry (addition) or borrow (subtraction)."""
+    return a % 10 + b % 10 >= 10 if op == "add" else a % 10 < b % 10
+
+
+def rate(rows: list[Record]) -> dict[str, float]:
+    """Accuracy, its Wilson 95% interval and the count."""
+    hits = sum(1 for row in rows if row["correct"])
+    low, high = wilson_interval(hits, len(rows))
+    return {"accuracy": hits / len(rows), "ci_low": low, "ci_high": high, "items": len(rows)}
+
+
+def main() -> int:
+    """Train, score, append the result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("working", choices=sorted(WORKINGS), help="how the gold rows write their working")
+    parser.add_argument("--rows", type=int, default=300, help="gold rows drawn from the training split")
+    parser.add_argument("--draw-seed", type=int, default=7, help="seed of the draw of training problems")
+    parser.add_argument("--seed", type=int, default=1, help="training seed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="config overrides on configs/default.yaml")
+    ns = parser.parse_args()
+    set_torch_threads(ns.threads)
+    config = load_config("default", [*ns.overrides, "evaluate.max_new_tokens=48"])
+    cfg = config.prompts
+    base = str(ensure_packaged_gemma(cache_root() / "models"))
+    problems = sample_problems(
+        ns.rows, split="train", seed=ns.draw_seed, min_operand=cfg.min_operand, max_operand=cfg.max_operand
+    )
+    write = WORKINGS[ns.working]
+    examples = [
+        {"prompt": cfg.template.format(prompt=p["prompt"]), "completion": write(p["op"], p["a"], p["b"])}
+        for p in problems
+    ]
+    assert all(shows_work(e["completion"]) for e in examples), "a gold row's working does not verify"
+    validation = campaign_prompts(config, "validation", 0)
+    with tempfile.TemporaryDirectory() as scratch:
+        trained = train_sft(base, None, examples, config.train, Path(scratch) / "adapter", seed=ns.seed)
+        model, tokenizer = load_policy(base, str(Path(scratch) / "adapter"))
+        started = time.perf_counter()
+        scored, metrics = evaluate_greedy(
+            HFSampler(model, tokenizer),
+            validation,
+            template=cfg.template,
+            max_new_tokens=config.evaluate.max_new_tokens,
+            stop=config.generate.stop,
+            batch_size=config.generate.batch_size,
+        )
+    parsed = [parse_problem(row["prompt"]) for row in scored]
+    by_carry = {
+        name: rate([row for row, p in zip(scored, parsed, strict=True) if p and carries(p[0], p[1], p[2]) == flag])
+        for name, flag in (("carry_or_borrow", True), ("no_carry", False))
+    }
+    result = {
+        "working": ns.working,
+        "commit": git_commit(),
+        "rows": len(examples),
+        "distinct_equations": len({(p["op"], p["a"], p["b"]) for p in problems}),
+        "draw_seed": ns.draw_seed,
+        "overrides": ns.overrides,
+        "seed": ns.seed,
+        "train_seconds": round(trained["seconds"], 1),
+        "steps": trained["steps"],
+        "final_loss": trained["final_loss"],
+        "eval_seconds": round(time.perf_counter() - started, 1),
+        **{key: metrics[key] for key in ("accuracy", "ci_low", "ci_high", "items")},
+        "shows_work": sum(shows_work(row["response"]) for row in scored) / len(scored),
+        "by_carry": by_carry,
+        "sample_responses": [row["response"] for row in scored[:5]],
+    }
+    print(json.dumps(result))
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
