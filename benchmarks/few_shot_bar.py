@@ -1,0 +1,87 @@
+"""Compare a campaign's final test answers with the base model behind the default's own worked examples.
+
+A campaign scores the base behind *its* few-shot prefix (`evaluate.few_shot_baseline`). When a campaign changes
+how examples are written (`prompts.working: ones`), that prefix changes too, and the base may imitate it worse
+than the default's (0.095 on test against 0.405): a lower bar. This script answers the campaign's test questions
+with the base model behind the default config's examples (plain working), greedily, and pairs the result with
+a round's `test-evaluated.jsonl` on the same items (exact McNemar).
+
+    .venv/bin/python benchmarks/few_shot_bar.py RUNS/CAMPAIGN round-05
+
+Prints one JSON line and appends it to `benchmarks/results/few_shot_bar.jsonl`.
+"""
+
+# ruff: noqa: E402  (offline settings before transformers is imported)
+
+from __future__ import annotations
+
+import os
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from configs.loader import load_config
+from models.gemma import ensure_packaged_gemma
+from models.loading import load_policy, set_torch_threads
+from models.sampling import HFSampler
+from tasks.base_model import cache_root
+from tasks.evaluate import evaluate_greedy
+from tasks.prompts import few_shot_prefix
+from tasks.records import read_records
+from tasks.stats import mcnemar_exact, paired_counts, paired_credit
+from tasks.tracking import git_commit
+
+RESULTS = ROOT / "benchmarks" / "results" / "few_shot_bar.jsonl"
+
+
+def main() -> int:
+    """Answer, pair, append."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("campaign", type=Path, help="a finished campaign's folder")
+    parser.add_argument("round", help="the round whose test answers to compare, e.g. round-05")
+    parser.add_argument("--threads", type=int, default=2)
+    ns = parser.parse_args()
+    set_torch_threads(ns.threads)
+    config = load_config("default")
+    test = read_records(ns.campaign / "test.jsonl")
+    final = read_records(ns.campaign / ns.round / "test-evaluated.jsonl")
+    model, tokenizer = load_policy(str(ensure_packaged_gemma(cache_root() / "models")), None)
+    scored, metrics = evaluate_greedy(
+        HFSampler(model, tokenizer),
+        test,
+        template=config.prompts.template,
+        max_new_tokens=config.evaluate.max_new_tokens,
+        stop=config.generate.stop,
+        batch_size=config.generate.batch_size,
+        prefix=few_shot_prefix(config),
+    )
+    _, policy, base = paired_credit(final, scored, names=("policy", "3-shot base", "test"))
+    counts = paired_counts(policy, base)
+    result = {
+        "commit": git_commit(),
+        "campaign": ns.campaign.name,
+        "round": ns.round,
+        "items": counts.items,
+        "policy_accuracy": counts.candidate_right / counts.items,
+        "base_3shot_plain_accuracy": metrics["accuracy"],
+        "base_ci": [metrics["ci_low"], metrics["ci_high"]],
+        "only_base_right": counts.b,
+        "only_policy_right": counts.c,
+        "mcnemar_p": mcnemar_exact(counts.b, counts.c),
+    }
+    print(json.dumps(result))
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
