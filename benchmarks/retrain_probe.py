@@ -21,7 +21,6 @@ for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._results import append_line
 from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
@@ -85,9 +85,7 @@ def main() -> int:
         "eval_seconds": round(time.perf_counter() - started, 1),
         **{key: metrics[key] for key in ("accuracy", "ci_low", "ci_high", "items")},
     }
-    print(json.dumps(result))
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_line(RESULTS, result)
     return 0
 
 

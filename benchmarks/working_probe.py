@@ -26,7 +26,6 @@ for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._results import append_line
 from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
@@ -151,9 +151,7 @@ def main() -> int:
         "by_carry": by_carry,
         "sample_responses": [row["response"] for row in scored[:5]],
     }
-    print(json.dumps(result))
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_line(RESULTS, result)
     return 0
 
 
