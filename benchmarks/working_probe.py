@@ -40,7 +40,7 @@ from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
-from tasks.arithmetic import ones_working, parse_problem, sample_problems
+from tasks.arithmetic import ones_all_working, ones_working, parse_problem, sample_problems
 from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
 from tasks.judging.verifier import shows_work
@@ -78,7 +78,45 @@ def ones(op: str, a: int, b: int) -> str:
     return ones_working(op, a, b) or plain(op, a, b)
 
 
-WORKINGS: dict[str, Callable[[str, int, int], str]] = {"plain": plain, "tens": tens, "ones": ones}
+def columns(op: str, a: int, b: int) -> str:
+    """Column by column, one small fact per step: the ones' fact, the tens' fact, then the two together
+    ("4 + 9 = 13. 10 + 10 = 20. 20 + 13 = 33.", "9 - 7 = 2. 10 - 0 = 10. 10 - 2 = 8."); the tens' step is
+    left out where one operand has no tens, and both operands below 10 get the plain working. Every step is
+    a fact among a few hundred, so training rows state what a held-out equation needs, tens included (the
+    "ones" working's "14 + 19 = 20 + 13" asks the model to sum the tens in its head)."""
+    if (a < 10 and b < 10) or op not in ("add", "sub"):
+        return plain(op, a, b)
+    result = a + b if op == "add" else a - b
+    x, y, ta, tb = a % 10, b % 10, a - a % 10, b - b % 10
+    if op == "add":
+        steps = [f"{x} + {y} = {x + y}"]
+        if ta and tb:
+            steps.append(f"{ta} + {tb} = {ta + tb}")
+        steps.append(f"{ta + tb} + {x + y} = {result}")
+    else:
+        ones_fact = f"{x} - {y} = {x - y}" if x >= y else f"{y} - {x} = {y - x}"
+        steps = [ones_fact]
+        if tb:
+            steps.append(f"{ta} - {tb} = {ta - tb}")
+        sign = "+" if x >= y else "-"
+        steps.append(f"{ta - tb} {sign} {abs(x - y)} = {result}")
+    return " " + ". ".join(steps) + f". The answer is {result}."
+
+
+def ones_all(op: str, a: int, b: int) -> str:
+    """The built-in task's "ones_all" working (`prompts.working: ones_all`, `tasks.arithmetic.ones_all_working`):
+    "ones", and the ones' fact also where the tens or the ones cancel ("8 - 2 = 6. 18 - 12 = 6."), which "ones"
+    writes plain."""
+    return ones_all_working(op, a, b) or plain(op, a, b)
+
+
+WORKINGS: dict[str, Callable[[str, int, int], str]] = {
+    "plain": plain,
+    "tens": tens,
+    "ones": ones,
+    "columns": columns,
+    "ones_all": ones_all,
+}
 
 
 def carries(op: str, a: int, b: int) -> bool:

@@ -182,8 +182,10 @@ def make_problem(
 # result. "ones": the ones digits' fact first, then tens and ones apart and together ("4 + 9 = 13. 14 + 19 =
 # 20 + 13 = 33."), so every fact a held-out equation needs is one that training rows state (the split is by
 # problem, and 4 + 9 sits inside 14 + 9, 4 + 19 and 14 + 19 alike). benchmarks/working_probe.py measured it on
-# Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain".
-WORKINGS = ("plain", "ones")
+# Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain". "ones_all": "ones", and
+# the ones' fact also where "ones" writes a two-digit subtraction plain because the tens or the ones cancel ("8 - 2 =
+# 6. 18 - 12 = 6."): 0.855 from the same 300 rows (the loop's largest share of wrong answers was such subtractions).
+WORKINGS = ("plain", "ones", "ones_all")
 
 
 def ones_working(op: str, a: int, b: int) -> str | None:
@@ -204,6 +206,19 @@ def ones_working(op: str, a: int, b: int) -> str | None:
     return f" {fact}. {a} {sign} {b} = {middle} = {result}. The answer is {result}."
 
 
+def ones_all_working(op: str, a: int, b: int) -> str | None:
+    """The "ones_all" working (`WORKINGS`): `ones_working`, and for a subtraction with a two-digit first operand
+    whose tens cancel or whose ones do, the ones' fact before the equation: "8 - 2 = 6. 18 - 12 = 6.",
+    "4 - 4 = 0. 14 - 4 = 10."; None where both say nothing the plain working does not."""
+    written = ones_working(op, a, b)
+    if written is not None or op != "sub" or a < 10:
+        return written
+    x, y = a % 10, b % 10
+    if a // 10 != b // 10 and x != y:
+        return None
+    return f" {max(x, y)} - {min(x, y)} = {abs(x - y)}. {a} - {b} = {a - b}. The answer is {a - b}."
+
+
 def worked_solution(problem: Record, working: str) -> str:
     """A drawn problem's worked solution written in `working` (`WORKINGS`); two-step and multiplication
     problems keep their own.
@@ -213,8 +228,9 @@ def worked_solution(problem: Record, working: str) -> str:
     """
     if working not in WORKINGS:
         raise ValueError(f"working must be one of {', '.join(WORKINGS)}, not {working!r}")
-    if working == "ones":
-        written = ones_working(problem["op"], problem["a"], problem["b"]) if "c" not in problem else None
+    if working != "plain" and "c" not in problem:
+        write = ones_working if working == "ones" else ones_all_working
+        written = write(problem["op"], problem["a"], problem["b"])
         if written is not None:
             return written
     return str(problem["solution"])

@@ -8,6 +8,7 @@ from tasks.arithmetic import (
     OOD_TEMPLATES,
     TEMPLATES,
     TWO_STEP,
+    ones_all_working,
     ones_working,
     parse_problem,
     parse_question,
@@ -189,8 +190,26 @@ def test_ones_working_states_the_ones_fact_then_tens_and_ones_and_every_step_hol
     assert rewritten > 150  # most operand pairs up to 20 have tens to split
     two_step = sample_problems(20, split="train", seed=7, operations=["add-sub", "mul-add", "mul"])
     assert all(worked_solution(row, "ones") == row["solution"] for row in two_step)
-    with pytest.raises(ValueError, match="working must be one of plain, ones"):
+    with pytest.raises(ValueError, match="working must be one of plain, ones, ones_all"):
         worked_solution(rows[0], "digits")
+
+
+def test_ones_all_working_adds_the_ones_fact_where_ones_writes_a_subtraction_plain() -> None:
+    assert ones_all_working("sub", 18, 12) == " 8 - 2 = 6. 18 - 12 = 6. The answer is 6."
+    assert ones_all_working("sub", 14, 4) == " 4 - 4 = 0. 14 - 4 = 10. The answer is 10."
+    assert ones_all_working("sub", 17, 9) == ones_working("sub", 17, 9)  # where "ones" has a working, the same
+    assert [ones_all_working(*args) for args in [("add", 8, 7), ("sub", 9, 3), ("add", 20, 5), ("mul", 4, 12)]] == [
+        None
+    ] * 4
+    rows = sample_problems(300, split="train", seed=7, min_operand=1, max_operand=20)
+    for row in rows:
+        solution = worked_solution(row, "ones_all")
+        assert shows_work(solution) and final_answer(solution) == row["answer"]
+        a, b = row["a"], row["b"]
+        if row["op"] == "sub" and a >= 10 and (a // 10 == b // 10 or a % 10 == b % 10):
+            assert solution.count("=") == 2, solution  # the tens or the ones cancel: the ones' fact first
+        else:
+            assert solution == worked_solution(row, "ones")
 
 
 def test_the_ones_facts_of_held_out_equations_are_stated_by_training_rows() -> None:
