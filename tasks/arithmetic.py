@@ -184,7 +184,7 @@ def make_problem(
 # problem, and 4 + 9 sits inside 14 + 9, 4 + 19 and 14 + 19 alike). benchmarks/working_probe.py measured it on
 # Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain". "ones_all": "ones", and
 # the ones' fact also where "ones" writes a two-digit subtraction plain because the tens or the ones cancel ("8 - 2 =
-# 6. 18 - 12 = 6."): 0.855 from the same 300 rows (the loop's largest share of wrong answers was such subtractions).
+# 6. 18 - 12 = 6."): 0.855 from the same 300 rows (the ones gold arm got 20 of 35 such subtractions wrong, seed 0).
 WORKINGS = ("plain", "ones", "ones_all")
 
 
