@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tasks.records import Record
 
@@ -178,16 +178,6 @@ def make_problem(
     return {"prompt": question, "answer": str(result), "solution": solution, **problem}
 
 
-# How a worked solution writes one-step addition and subtraction (`prompts.working`). "plain": the equation and its
-# result. "ones": the ones digits' fact first, then tens and ones apart and together ("4 + 9 = 13. 14 + 19 =
-# 20 + 13 = 33."), so every fact a held-out equation needs is one that training rows state (the split is by
-# problem, and 4 + 9 sits inside 14 + 9, 4 + 19 and 14 + 19 alike). benchmarks/working_probe.py measured it on
-# Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain". "ones_all": "ones", and
-# the ones' fact also where "ones" writes a two-digit subtraction plain because the tens or the ones cancel ("8 - 2 =
-# 6. 18 - 12 = 6."): 0.855 from the same 300 rows (the ones gold arm got 20 of 35 such subtractions wrong, seed 0).
-WORKINGS = ("plain", "ones", "ones_all")
-
-
 def ones_working(op: str, a: int, b: int) -> str | None:
     """The "ones" working of a one-step addition or subtraction (`WORKINGS`), or None where it says nothing the
     plain one does not (both operands below 10, no tens or no ones in the middle step, operands already a tens
@@ -219,6 +209,18 @@ def ones_all_working(op: str, a: int, b: int) -> str | None:
     return f" {max(x, y)} - {min(x, y)} = {abs(x - y)}. {a} - {b} = {a - b}. The answer is {a - b}."
 
 
+# How a worked solution writes one-step addition and subtraction (`prompts.working`). "plain": the equation and its
+# result. "ones": the ones digits' fact first, then tens and ones apart and together ("4 + 9 = 13. 14 + 19 =
+# 20 + 13 = 33."), so every fact a held-out equation needs is one that training rows state (the split is by
+# problem, and 4 + 9 sits inside 14 + 9, 4 + 19 and 14 + 19 alike). benchmarks/working_probe.py measured it on
+# Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain". "ones_all": "ones", and
+# the ones' fact also where "ones" writes a two-digit subtraction plain because the tens or the ones cancel ("8 - 2 =
+# 6. 18 - 12 = 6."): 0.855 from the same 300 rows (the ones gold arm got 20 of 35 such subtractions wrong, seed 0).
+# Each working but plain, by the function that writes a one-step problem in it (None: the plain working instead).
+WRITERS: dict[str, Callable[[str, int, int], str | None]] = {"ones": ones_working, "ones_all": ones_all_working}
+WORKINGS = ("plain", *WRITERS)
+
+
 def worked_solution(problem: Record, working: str) -> str:
     """A drawn problem's worked solution written in `working` (`WORKINGS`); two-step and multiplication
     problems keep their own.
@@ -228,9 +230,8 @@ def worked_solution(problem: Record, working: str) -> str:
     """
     if working not in WORKINGS:
         raise ValueError(f"working must be one of {', '.join(WORKINGS)}, not {working!r}")
-    if working != "plain" and "c" not in problem:
-        write = ones_working if working == "ones" else ones_all_working
-        written = write(problem["op"], problem["a"], problem["b"])
+    if working in WRITERS and "c" not in problem:
+        written = WRITERS[working](problem["op"], problem["a"], problem["b"])
         if written is not None:
             return written
     return str(problem["solution"])
