@@ -103,6 +103,18 @@ class SelectConfig(Strict):
             "al. 2024; Gerstgrasser et al. 2024). 0: none."
         ),
     )
+    gold_examples: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description=(
+            "Real (gold) examples added to every round's selected rows: the worked `solution` (arithmetic; file "
+            "prompts: ' The answer is N.') of this many training-split prompts, the same draw in every round of a "
+            "campaign (seeded by `seed`), whatever prompts the round samples. A supervised warm start on real "
+            "data: under `train.init: base` the accumulated set holds them once. DPO pairs only those among the "
+            "round's prompts. 0: none."
+        ),
+    )
     filters: list[FilterConfig] = Field(
         [],
         description=(

@@ -255,6 +255,28 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
     return draw(file_split(cfg, split), n, seed=seed)
 
 
+def gold_prompts(config: CampaignConfig, n: int) -> list[Record]:
+    """The campaign's fixed draw of `n` training-split prompts for `select.gold_examples`: the same in every round
+    (seeded by the campaign's `seed` alone), at the campaign's operand range and working; a file-backed campaign
+    draws from its training rows (all of them when it has fewer). Validation, test and ood never supply one."""
+    cfg = config.prompts
+    if n <= 0:
+        return []
+    seed = round_seed(config.seed, 0)  # round 0 is never a training round, so this draw is the gold pool's own
+    if cfg.source == "arithmetic":
+        return arithmetic_prompts(
+            n,
+            split="train",
+            seed=seed,
+            min_operand=cfg.min_operand,
+            max_operand=cfg.max_operand,
+            operations=cfg.operations,
+            level=cfg.level,
+            working=cfg.working,
+        )
+    return draw(file_split(cfg, "train"), n, seed=seed)
+
+
 def curriculum_prompts(
     config: CampaignConfig, round_index: int, earlier: Sequence[Sequence[Record]]
 ) -> tuple[list[Record], dict[str, float]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from configs.loader import load_config
+from tasks.accumulate import accumulate
 from tasks.arithmetic import parse_problem, problem_split
 from tasks.prompt_files import PromptFileError
 from tasks.prompts import (
@@ -17,9 +18,11 @@ from tasks.prompts import (
     check_prompt_sources,
     draw,
     file_split,
+    gold_prompts,
     has_split,
     load_extra_sets,
 )
+from tasks.select import gold_rows
 
 
 def write(path: Path, text: str) -> Path:
@@ -85,6 +88,26 @@ def test_campaign_split_sizes_follow_the_config() -> None:
     sizes = {split: len(campaign_prompts(config, split, 1)) for split in ("validation", "test", "ood")}
     assert sizes == {"validation": 20, "test": 30, "ood": 10}
     assert campaign_prompts(config, "test", 1) == campaign_prompts(config, "test", 5)  # fixed per campaign
+
+
+def test_gold_examples_are_one_fixed_training_draw_in_the_campaign_working() -> None:
+    """select.gold_examples: the same training-split problems whatever the round, none held out, each with its
+    worked solution in the configured working; another seed draws other problems."""
+    config = load_config("tiny", ["prompts.working=ones_all", "prompts.max_operand=20", "select.gold_examples=40"])
+    gold = gold_prompts(config, config.select.gold_examples)
+    assert len(gold) == len({row["prompt"] for row in gold}) == 40
+    held_out = {row["prompt"] for split in ("validation", "test", "ood") for row in campaign_prompts(config, split, 1)}
+    assert not held_out & {row["prompt"] for row in gold}
+    for row in gold:
+        parsed = parse_problem(row["prompt"])
+        assert parsed is not None and problem_split(*parsed[:3]) == "train"
+        assert row["solution"].endswith(f" The answer is {row['answer']}.")
+    assert any(row["solution"].count("=") == 2 for row in gold)  # the ones_all working states a fact first
+    assert gold_prompts(config, 40) == gold and gold_prompts(config, 0) == []
+    other = gold_prompts(load_config("tiny", ["seed=1", "prompts.max_operand=20"]), 40)
+    assert {row["prompt"] for row in other} != {row["prompt"] for row in gold}
+    two_rounds = [gold_rows(gold, 40, seed=seed) for seed in (1, 2)]  # select adds them in every round ...
+    assert len(accumulate(two_rounds, max_per_prompt=2)) == 40  # ... and ReST-EM's training set holds them once
 
 
 def _file_config(tmp_path: Path, *extra: str) -> object:
