@@ -63,3 +63,20 @@ def test_good_values_load() -> None:
         + ["select.gold_share=0.25", "select.near_duplicate=0.8", "monitor.max_flip_rate=0.1"],
     )
     assert config.train.dpo_reference == "base" and config.select.gold_share == 0.25
+
+
+def test_the_warm_start_config_is_the_measured_run() -> None:
+    """configs/gemma-warm-start.yaml is what benchmarks/results/gold_warm_start_run.txt ran as overrides of the
+    default (the name aside), so its figures describe it."""
+    measured = load_config(
+        "default",
+        [
+            "prompts.working=ones_all",
+            "select.gold_examples=300",
+            "generate.max_new_tokens=40",
+            "evaluate.max_new_tokens=40",
+            "rounds=2",
+            "name=gemma-warm-start",
+        ],
+    )
+    assert load_config("gemma-warm-start") == measured
