@@ -108,11 +108,11 @@ class SelectConfig(Strict):
         ge=0,
         le=10_000,
         description=(
-            "Real (gold) examples added to every round's selected rows: the worked `solution` (arithmetic; file "
-            "prompts: ' The answer is N.') of this many training-split prompts, the same draw in every round of a "
-            "campaign (seeded by `seed`), whatever prompts the round samples. A supervised warm start on real "
-            "data: under `train.init: base` the accumulated set holds them once. DPO pairs only those among the "
-            "round's prompts. 0: none."
+            "Real (gold) examples added to every round's selected rows: the worked `solution` (arithmetic, and "
+            "files with a `solution` column; else ' The answer is N.') of this many training-split prompts, the "
+            "same draw in every round of a campaign (seeded by `seed`), whatever prompts the round samples. A "
+            "supervised warm start on real data: under `train.init: base` the accumulated set holds them once. "
+            "DPO pairs only those among the round's prompts. 0: none."
         ),
     )
     filters: list[FilterConfig] = Field(

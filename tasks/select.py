@@ -20,6 +20,7 @@ from prefect import task
 
 from configs.schema import CampaignConfig, SelectConfig
 from tasks.layout import RESUMABLE
+from tasks.prompts import gold_prompts
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.tracking import RoundContext
 from tasks.tracking_store import client_for
@@ -294,8 +295,6 @@ def select_task(
         rows = [rows[i] for i in diverse_indices(vectors, cfg.diversity_clusters, seed=seed)]
     rows += gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
     if cfg.gold_examples:
-        from tasks.prompts import gold_prompts
-
         rows += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
