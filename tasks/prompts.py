@@ -239,19 +239,30 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
     if not has_split(config, split):
         return []
     fixed = split != "train"
-    n = split_size(config, split)
     seed = config.seed if fixed else round_seed(config.seed, round_index if cfg.fresh_each_round else 1)
+    return split_draw(config, split, split_size(config, split), seed=seed)
+
+
+def builtin_prompts(cfg: PromptsConfig, n: int, *, split: str, seed: int, level: int | None) -> list[Record]:
+    """`arithmetic_prompts` at the campaign's operand range, operations and working."""
+    return arithmetic_prompts(
+        n,
+        split=split,
+        seed=seed,
+        min_operand=cfg.min_operand,
+        max_operand=cfg.max_operand,
+        operations=cfg.operations,
+        level=level,
+        working=cfg.working,
+    )
+
+
+def split_draw(config: CampaignConfig, split: str, n: int, *, seed: int) -> list[Record]:
+    """`n` prompts of one split drawn with `seed`: built-in problems (training at the campaign's `prompts.level`;
+    validation, test and ood stay fixed across levels), else a seeded draw of the split's file rows."""
+    cfg = config.prompts
     if cfg.source == "arithmetic":
-        return arithmetic_prompts(
-            n,
-            split=split,
-            seed=seed,
-            min_operand=cfg.min_operand,
-            max_operand=cfg.max_operand,
-            operations=cfg.operations,
-            level=cfg.level if split == "train" else None,  # validation, test and ood stay fixed across levels
-            working=cfg.working,
-        )
+        return builtin_prompts(cfg, n, split=split, seed=seed, level=cfg.level if split == "train" else None)
     return draw(file_split(cfg, split), n, seed=seed)
 
 
@@ -259,22 +270,10 @@ def gold_prompts(config: CampaignConfig, n: int) -> list[Record]:
     """The campaign's fixed draw of `n` training-split prompts for `select.gold_examples`: the same in every round
     (seeded by the campaign's `seed` alone), at the campaign's operand range and working; a file-backed campaign
     draws from its training rows (all of them when it has fewer). Validation, test and ood never supply one."""
-    cfg = config.prompts
     if n <= 0:
         return []
-    seed = round_seed(config.seed, 0)  # round 0 is never a training round, so this draw is the gold pool's own
-    if cfg.source == "arithmetic":
-        return arithmetic_prompts(
-            n,
-            split="train",
-            seed=seed,
-            min_operand=cfg.min_operand,
-            max_operand=cfg.max_operand,
-            operations=cfg.operations,
-            level=cfg.level,
-            working=cfg.working,
-        )
-    return draw(file_split(cfg, "train"), n, seed=seed)
+    # round 0 is never a training round, so this draw is the gold pool's own
+    return split_draw(config, "train", n, seed=round_seed(config.seed, 0))
 
 
 def curriculum_prompts(
@@ -300,16 +299,7 @@ def curriculum_prompts(
     if cfg.source == "arithmetic":
         level = next_level(table, cfg.level or 1, cfg.promote_level_at, len(LEVELS))
         seen = len({entry["id"] for entry in table})
-        fresh = arithmetic_prompts(
-            n + seen,
-            split="train",
-            seed=seed,
-            min_operand=cfg.min_operand,
-            max_operand=cfg.max_operand,
-            operations=cfg.operations,
-            level=level,
-            working=cfg.working,
-        )
+        fresh = builtin_prompts(cfg, n + seen, split="train", seed=seed, level=level)
     else:
         fresh = file_split(cfg, "train")
     rows, metrics = dynamic_draw(table, fresh, n, seed=seed, level=level)
@@ -348,15 +338,8 @@ def few_shot_rows(config: CampaignConfig) -> list[Record]:
         # Under a working other than plain, the examples are problems that show it, more than one step (a pool
         # is drawn and the first such kept): three one-digit examples would never show how tens are worked.
         pool = cfg.few_shot if cfg.working == "plain" else 20 * cfg.few_shot
-        rows = arithmetic_prompts(
-            pool,
-            split="train",
-            seed=config.seed + 7_919_000,  # apart from every round's training draw
-            min_operand=cfg.min_operand,
-            max_operand=cfg.max_operand,
-            operations=cfg.operations,
-            working=cfg.working,
-        )
+        # a seed apart from every round's training draw
+        rows = builtin_prompts(cfg, pool, split="train", seed=config.seed + 7_919_000, level=None)
         if cfg.working != "plain":
             shown = [row for row in rows if row["solution"].count("=") > 1]
             rows = (shown + [row for row in rows if row not in shown])[: cfg.few_shot]
