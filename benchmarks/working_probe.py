@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +132,17 @@ def rate(rows: list[Record]) -> dict[str, float]:
     return {"accuracy": hits / len(rows), "ci_low": low, "ci_high": high, "items": len(rows)}
 
 
+def equations_first(problems: list[Record], n: int) -> list[Record]:
+    """`n` of `problems`: the first of each equation in draw order, then the repeats in draw order."""
+    seen: set[tuple[str, int, int]] = set()
+    first, repeats = [], []
+    for p in problems:
+        key = (p["op"], min(p["a"], p["b"]), max(p["a"], p["b"]))
+        (repeats if key in seen else first).append(p)
+        seen.add(key)
+    return (first + repeats)[:n]
+
+
 def main() -> int:
     """Train, score, append the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,6 +150,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=300, help="gold rows drawn from the training split")
     parser.add_argument("--draw-seed", type=int, default=7, help="seed of the draw of training problems")
     parser.add_argument("--seed", type=int, default=1, help="training seed")
+    parser.add_argument(
+        "--distinct", action="store_true", help="one row per equation (first drawn phrasing) before any repeat"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="config overrides on configs/default.yaml")
     ns = parser.parse_args()
@@ -145,9 +160,10 @@ def main() -> int:
     config = load_config("default", [*ns.overrides, "evaluate.max_new_tokens=48"])
     cfg = config.prompts
     base = str(ensure_packaged_gemma(cache_root() / "models"))
-    problems = sample_problems(
-        ns.rows, split="train", seed=ns.draw_seed, min_operand=cfg.min_operand, max_operand=cfg.max_operand
-    )
+    draw = partial(sample_problems, split="train", seed=ns.draw_seed, min_operand=cfg.min_operand)
+    problems = draw(ns.rows, max_operand=cfg.max_operand)
+    if ns.distinct:
+        problems = equations_first(draw(2000, max_operand=cfg.max_operand), ns.rows)
     write = WORKINGS[ns.working]
     examples = [
         {"prompt": cfg.template.format(prompt=p["prompt"]), "completion": write(p["op"], p["a"], p["b"])}
@@ -178,6 +194,7 @@ def main() -> int:
         "rows": len(examples),
         "distinct_equations": len({(p["op"], p["a"], p["b"]) for p in problems}),
         "draw_seed": ns.draw_seed,
+        "distinct_first": ns.distinct,
         "overrides": ns.overrides,
         "seed": ns.seed,
         "train_seconds": round(trained["seconds"], 1),

@@ -147,6 +147,15 @@ class CampaignConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _warm_start_has_data(self) -> CampaignConfig:
+        if self.generate.from_round > 1 and not (self.select.gold_examples and self.train.method in ("sft", "superhf")):
+            raise ValueError(
+                "generate.from_round: rounds before it sample nothing, so they need select.gold_examples > 0 and "
+                "train.method sft or superhf (DPO pairs and GRPO groups come from samples)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _shards_within_prompts(self) -> CampaignConfig:
         for field, shards, prompts, what in (
             ("generate.shards", self.generate.shards, self.prompts.train_size, "prompts.train_size"),

@@ -36,6 +36,15 @@ class GenerateConfig(Strict):
             "empty: every round uses the prefix."
         ),
     )
+    from_round: int = Field(
+        1,
+        ge=1,
+        description=(
+            "The first round that samples. Earlier rounds sample nothing and train on select.gold_examples alone "
+            "(a supervised warm start, as ReST-EM and STaR start from a fine-tuned model); later rounds sample "
+            "from the policy they trained. 1: every round samples."
+        ),
+    )
     rationalize: bool = Field(
         False,
         description=(
@@ -113,6 +122,14 @@ class SelectConfig(Strict):
             "same draw in every round of a campaign (seeded by `seed`), whatever prompts the round samples. A "
             "supervised warm start on real data: under `train.init: base` the accumulated set holds them once. "
             "DPO pairs only those among the round's prompts. 0: none."
+        ),
+    )
+    gold_rounds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "gold_examples join rounds 1..N only; later rounds train on their own verified rows (with train.init: "
+            "continue, on top of the policy the warm start trained). Empty: every round."
         ),
     )
     filters: list[FilterConfig] = Field(

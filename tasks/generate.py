@@ -62,28 +62,22 @@ def generate_responses(
     ]
 
 
-@task(name="generate", **RESUMABLE)
-def generate_task(
-    config: CampaignConfig, policy: ModelRef, prompts: DatasetRef, out_path: str, ctx: RoundContext
-) -> DatasetRef:
-    """Load the policy, sample, write `generated.jsonl` with its lineage, log metrics and data."""
-    set_torch_threads(config.model.torch_threads)
-    model, tokenizer = shared_policy(policy.base, policy.adapter)  # kept loaded for the round's other stages
+def sample_policy(
+    config: CampaignConfig, policy: ModelRef, records: Sequence[Record], *, seed: int, prefix: str
+) -> tuple[list[Record], int]:
+    """The policy's samples of `records` (in process, or across Ray workers with `generate.shards`) and the count
+    of tokens sampled in process. The policy stays loaded for the round's other stages."""
+    model, tokenizer = shared_policy(policy.base, policy.adapter)
     engine = HFSampler(model, tokenizer)
-    seed = ctx.seed
-    prefix = few_shot_prefix(config) if uses_few_shot(config, ctx.round) else ""
-    chat = chat_format(config, tokenizer, few_shot=bool(prefix))
-    started = time.perf_counter()
-    records = read_records(prompts)
+    step = partial(
+        generate_responses,
+        cfg=config.generate,
+        template=config.prompts.template,
+        seed=seed,
+        prefix=prefix,
+        chat=chat_format(config, tokenizer, few_shot=bool(prefix)),
+    )
     if config.generate.shards > 1:
-        step = partial(
-            generate_responses,
-            cfg=config.generate,
-            template=config.prompts.template,
-            seed=seed,
-            prefix=prefix,
-            chat=chat,
-        )
         rows = map_shards(
             policy,
             records,
@@ -94,16 +88,24 @@ def generate_task(
             threads=config.model.torch_threads,
         )
     else:
-        rows = generate_responses(
-            engine,
-            records,
-            config.generate,
-            template=config.prompts.template,
-            seed=seed,
-            progress=Progress("generate", "samples"),
-            prefix=prefix,
-            chat=chat,
-        )
+        rows = step(engine, records, progress=Progress("generate", "samples"))
+    return rows, engine.tokens_generated
+
+
+@task(name="generate", **RESUMABLE)
+def generate_task(
+    config: CampaignConfig, policy: ModelRef, prompts: DatasetRef, out_path: str, ctx: RoundContext
+) -> DatasetRef:
+    """Load the policy, sample, write `generated.jsonl` with its lineage, log metrics and data. A round before
+    `generate.from_round` samples nothing (it trains on `select.gold_examples` alone) and loads no model."""
+    set_torch_threads(config.model.torch_threads)
+    seed = ctx.seed
+    sampling = ctx.round >= config.generate.from_round
+    prefix = few_shot_prefix(config) if sampling and uses_few_shot(config, ctx.round) else ""
+    started = time.perf_counter()
+    rows, tokens = (
+        ([], 0) if not sampling else sample_policy(config, policy, read_records(prompts), seed=seed, prefix=prefix)
+    )
     seconds = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(
@@ -113,7 +115,7 @@ def generate_task(
         {
             "generate/samples": len(rows),
             "generate/seconds": seconds,
-            "generate/tokens_per_s": engine.tokens_generated / max(seconds, 1e-9),
+            "generate/tokens_per_s": tokens / max(seconds, 1e-9),
             "generate/mean_chars": sum(len(r["response"]) for r in rows) / max(len(rows), 1),
             "generate/few_shot": float(bool(prefix)),
         }

@@ -294,7 +294,7 @@ def select_task(
         vectors = embed([f"{row['prompt']}\n{row['response']}" for row in rows])
         rows = [rows[i] for i in diverse_indices(vectors, cfg.diversity_clusters, seed=seed)]
     rows += gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
-    if cfg.gold_examples:
+    if cfg.gold_examples and (cfg.gold_rounds is None or ctx.round <= cfg.gold_rounds):
         rows += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)

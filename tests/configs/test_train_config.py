@@ -1,4 +1,5 @@
-"""train.init and train.grpo: settings that cannot work are one-line config errors naming the fields."""
+"""train.init, train.grpo and generate.from_round: settings that cannot work are one-line config errors naming the
+fields."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from configs.loader import ConfigError, load_config
         (
             ["train.method=grpo", "train.batch_size=4", "train.grpo.generation_batch_size=6"],
             ["generation_batch_size", "train.batch_size"],
+        ),
+        (["generate.from_round=2"], ["generate.from_round", "select.gold_examples"]),
+        (
+            ["generate.from_round=2", "select.gold_examples=5", "train.method=dpo"],
+            ["generate.from_round", "train.method"],
         ),
     ],
 )

@@ -125,3 +125,35 @@ def test_a_grpo_round_logs_reward_spread_signal_and_kl(tiny_dir: Path, tmp_path:
     assert metrics["train/kl"] >= 0.0 and metrics["train/seconds"] > 0.0
     lineage = json.loads((CampaignLayout(tmp_path).in_round(1, ADAPTER) / "lineage.json").read_text())
     assert lineage["data"]["path"].endswith("prompts.jsonl") and lineage["train"]["method"] == "grpo"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_own_samples(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """generate.from_round=2: round 1 samples nothing and trains on the gold examples alone; select.gold_rounds=1:
+    round 2 samples from round 1's policy and trains on what it kept of its own, no gold rows."""
+    config = _config(
+        tmp_path,
+        "generate.from_round=2",
+        "select.gold_examples=5",
+        "select.gold_rounds=1",
+        "select.threshold=0",
+        "generate.rationalize=true",
+    )
+    base = ModelRef(source="tiny", base=str(tiny_dir))
+    state, validation = _start(config, base, base, tmp_path)
+    first, run = _run(config, 1, state, validation, tmp_path)
+
+    assert read_records(first.judged) == []
+    selected = read_records(first.selected)
+    assert len(selected) == 5 and {row["source"] for row in selected} == {"gold"}
+    assert first.candidate is not None and first.candidate.adapter is not None
+    assert run.data.metrics["generate/samples"] == 0 and run.data.metrics["generate/few_shot"] == 0
+
+    second, run = _run(config, 2, state.after(first), validation, tmp_path)
+    assert run.data.metrics["generate/samples"] == 6 * 2
+    sampled_from = json.loads(CampaignLayout(tmp_path).in_round(2, ROUND_INPUT).read_text())["policy"]
+    assert sampled_from == first.candidate.model_dump()
+    kept = read_records(second.selected)
+    assert kept and all(row.get("source") != "gold" and row["sample"] >= 0 for row in kept)
