@@ -1,12 +1,13 @@
-"""Compare a campaign's final test answers with the base model behind the default's own worked examples.
+"""Compare a campaign's final test answers with the base model behind plain worked examples.
 
 A campaign scores the base behind *its* few-shot prefix (`evaluate.few_shot_baseline`). When a campaign changes
 how examples are written (`prompts.working: ones`), that prefix changes too, and the base may imitate it worse
-than the default's (0.095 on test against 0.405): a lower bar. This script answers the campaign's test questions
-with the base model behind the default config's examples (plain working), greedily, and pairs the result with
-a round's `test-evaluated.jsonl` on the same items (exact McNemar).
+than plain ones (0.095 on test against 0.405): a lower bar. This script answers the campaign's test questions
+with the base model behind configs/few-shot-start.yaml's examples (plain working, 20 new tokens: the default
+before the warm start), greedily, and pairs the result with a round's `test-evaluated.jsonl` on the same items
+(exact McNemar).
 
-    .venv/bin/python benchmarks/few_shot_bar.py RUNS/CAMPAIGN round-05
+    .venv/bin/python benchmarks/few_shot_bar.py RUNS/CAMPAIGN round-05 [--split ood]
 
 Prints one JSON line and appends it to `benchmarks/results/few_shot_bar.jsonl`.
 """
@@ -48,11 +49,12 @@ def main() -> int:
     parser.add_argument("campaign", type=Path, help="a finished campaign's folder")
     parser.add_argument("round", help="the round whose test answers to compare, e.g. round-05")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--split", choices=("test", "ood"), default="test", help="the held-out set to pair on")
     ns = parser.parse_args()
     set_torch_threads(ns.threads)
-    config = load_config("default")
-    test = read_records(ns.campaign / "test.jsonl")
-    final = read_records(ns.campaign / ns.round / "test-evaluated.jsonl")
+    config = load_config("few-shot-start")
+    test = read_records(ns.campaign / f"{ns.split}.jsonl")
+    final = read_records(ns.campaign / ns.round / f"{ns.split}-evaluated.jsonl")
     model, tokenizer = load_policy(str(ensure_packaged_gemma(cache_root() / "models")), None)
     scored, metrics = evaluate_greedy(
         HFSampler(model, tokenizer),
@@ -63,12 +65,13 @@ def main() -> int:
         batch_size=config.generate.batch_size,
         prefix=few_shot_prefix(config),
     )
-    _, policy, base = paired_credit(final, scored, names=("policy", "3-shot base", "test"))
+    _, policy, base = paired_credit(final, scored, names=("policy", "3-shot base", ns.split))
     counts = paired_counts(policy, base)
     result = {
         "commit": git_commit(),
         "campaign": ns.campaign.name,
         "round": ns.round,
+        **({"split": ns.split} if ns.split != "test" else {}),
         "items": counts.items,
         "policy_accuracy": counts.candidate_right / counts.items,
         "base_3shot_plain_accuracy": metrics["accuracy"],

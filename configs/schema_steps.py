@@ -120,7 +120,8 @@ class SelectConfig(Strict):
             "Real (gold) examples added to every round's selected rows: the worked `solution` (arithmetic, and "
             "files with a `solution` column; else ' The answer is N.') of this many training-split prompts, the "
             "same draw in every round of a campaign (seeded by `seed`), whatever prompts the round samples. A "
-            "supervised warm start on real data: under `train.init: base` the accumulated set holds them once. "
+            "supervised warm start on real data: under `train.init: base` the accumulated set holds them once; "
+            "under judge.require_work only targets that show right working are added (so not ' The answer is N.'). "
             "DPO pairs only those among the round's prompts. 0: none."
         ),
     )

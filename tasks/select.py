@@ -19,6 +19,8 @@ import numpy as np
 from prefect import task
 
 from configs.schema import CampaignConfig, SelectConfig
+from tasks.judge import requires_work
+from tasks.judging.verifier import shows_work
 from tasks.layout import RESUMABLE
 from tasks.prompts import gold_prompts
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
@@ -190,6 +192,12 @@ def gold_count(selected: int, share: float) -> int:
     return round(share * selected / (1.0 - share)) if share > 0 else 0
 
 
+def worked_gold(rows: Sequence[Record], answer_pattern: str) -> list[Record]:
+    """The gold rows whose target shows right working (`shows_work`): under `judge.require_work` a prompt with only
+    an answer (" The answer is N.") would teach the bare answer that the judge refuses in a sample."""
+    return [row for row in rows if shows_work(row["response"], answer_pattern)]
+
+
 def to_sft_examples(rows: Sequence[Record], template: str) -> list[dict[str, str]]:
     """Selected rows as TRL prompt-completion examples.
 
@@ -293,9 +301,10 @@ def select_task(
 
         vectors = embed([f"{row['prompt']}\n{row['response']}" for row in rows])
         rows = [rows[i] for i in diverse_indices(vectors, cfg.diversity_clusters, seed=seed)]
-    rows += gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
+    gold = gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
     if cfg.gold_examples and (cfg.gold_rounds is None or ctx.round <= cfg.gold_rounds):
-        rows += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed)
+        gold += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed)
+    rows += worked_gold(gold, config.judge.answer_pattern) if requires_work(config) else gold
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
     ctx.log_metrics({f"select/{k}": v for k, v in select_summary(rows, judged_rows).items()})

@@ -67,9 +67,9 @@ def test_good_values_load() -> None:
 
 def test_the_warm_start_config_is_the_measured_run() -> None:
     """configs/gemma-warm-start.yaml is what benchmarks/results/gold_warm_start_run.txt ran as overrides of the
-    default (the name aside), so its figures describe it."""
+    default of that day (configs/few-shot-start.yaml), the name aside, so its figures describe it."""
     measured = load_config(
-        "default",
+        "few-shot-start",
         [
             "prompts.working=ones_all",
             "select.gold_examples=300",
@@ -80,3 +80,11 @@ def test_the_warm_start_config_is_the_measured_run() -> None:
         ],
     )
     assert load_config("gemma-warm-start") == measured
+
+
+def test_the_default_is_the_measured_warm_start() -> None:
+    """configs/default.yaml is what benchmarks/results/warm_start_rounds.txt measured (gemma-warm-start with
+    generate.from_round=2), the name aside; configs/few-shot-start.yaml is the default before it."""
+    measured = load_config("gemma-warm-start", ["generate.from_round=2", "name=gemma-arithmetic"])
+    assert load_config("default") == measured
+    assert load_config("few-shot-start").select.gold_examples == 0

@@ -30,8 +30,8 @@ def test_prefix_shows_worked_training_examples_and_is_stable() -> None:
 
 
 def test_under_the_ones_working_the_examples_show_it_and_the_splits_stay_the_same() -> None:
-    plain = load_config("default")
-    ones = load_config("default", ["prompts.working=ones"])
+    plain = load_config("few-shot-start")
+    ones = load_config("few-shot-start", ["prompts.working=ones"])
     shots = few_shot_prefix(ones).split("\n\n")[:3]
     assert all(shot.count("=") == 3 and shows_work(shot.split("\nAnswer:")[1]) for shot in shots), shots
     for split in ("train", "validation", "test"):
