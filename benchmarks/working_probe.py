@@ -9,9 +9,13 @@ the ones' fact 4 + 9 is in 9 + 4, 14 + 9 and 19 + 4 alike.
 This probe trains a fresh LoRA on the base model (the default's training settings, as a `train.init: base`
 round does) on gold rows of the training split written in one working, answers the default campaign's 200
 validation problems greedily with no examples in front, and prints the strict accuracy with its 95% interval,
-split by whether the equation carries or borrows. Validation only: test stays untouched.
+split by whether the equation carries or borrows. Validation only: test stays untouched. With `--ood N` it
+also scores N problems of the OOD kind (operands beyond the training range, the OOD phrasings) that are not
+problems of the OOD test slices of campaign seeds 0-2 (`ood_development`): a working meant to carry beyond the
+range is chosen there, and the OOD slices that report stay untouched.
 
     .venv/bin/python benchmarks/working_probe.py tens --rows 300 --seed 1
+    .venv/bin/python benchmarks/working_probe.py digits --rows 300 --seed 1 --ood 150
 
 Appends one JSON line per probe to `benchmarks/results/working_probe.jsonl`.
 """
@@ -38,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import append_line
 from configs.loader import load_config
+from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
@@ -104,11 +109,48 @@ def columns(op: str, a: int, b: int) -> str:
     return " " + ". ".join(steps) + f". The answer is {result}."
 
 
+def digits(op: str, a: int, b: int) -> str:
+    """Digit by digit, each column a one-digit fact: the ones' fact, the tens digits' fact with the carry or
+    borrow written as "+ 1" or "- 1", then the equation ("4 + 9 = 13. 1 + 1 + 1 = 3. 14 + 19 = 33.",
+    "12 - 9 = 3. 3 - 2 - 1 = 0. 32 - 29 = 3."); both operands below 10 get the plain working. The tens' step
+    is the same kind of fact as the ones', so a training range whose tens digits are 1 and 2 still teaches
+    the step that operands beyond it (OOD) need; "ones" writes the tens as a sum the model recalls whole
+    ("33 + 26 = 50 + 9")."""
+    if (a < 10 and b < 10) or op not in ("add", "sub"):
+        return plain(op, a, b)
+    x, y, ta, tb = a % 10, b % 10, a // 10, b // 10
+    if op == "add":
+        result = a + b
+        carry = (x + y) // 10
+        steps = [f"{x} + {y} = {x + y}", f"{ta} + {tb}" + (" + 1" if carry else "") + f" = {ta + tb + carry}"]
+    else:
+        result = a - b
+        borrow = int(x < y)
+        ones_fact = f"{x + 10 * borrow} - {y} = {x + 10 * borrow - y}"
+        steps = [ones_fact, f"{ta} - {tb}" + (" - 1" if borrow else "") + f" = {ta - tb - borrow}"]
+    sign = "+" if op == "add" else "-"
+    steps.append(f"{a} {sign} {b} = {result}")
+    return " " + ". ".join(steps) + f". The answer is {result}."
+
+
 def ones_all(op: str, a: int, b: int) -> str:
     """The built-in task's "ones_all" working (`prompts.working: ones_all`, `tasks.arithmetic.ones_all_working`):
     "ones", and the ones' fact also where the tens or the ones cancel ("8 - 2 = 6. 18 - 12 = 6."), which "ones"
     writes plain."""
     return ones_all_working(op, a, b) or plain(op, a, b)
+
+
+def ones_tens(op: str, a: int, b: int) -> str:
+    """The "ones_all" working with the tens digits' fact after the ones' ("4 + 9 = 13. 1 + 1 = 2. 14 + 19 =
+    20 + 13 = 33.", "9 - 7 = 2. 1 - 0 = 1. 17 - 9 = 10 - 2 = 8.", "8 - 2 = 6. 1 - 1 = 0. 18 - 12 = 6."); plain
+    where "ones_all" is. The tens ("20" above) then follow from a one-digit fact, as they must beyond the
+    training range ("3 + 2 = 5. 33 + 26 = 50 + 9"), where "ones_all" recalls them whole."""
+    written = ones_all_working(op, a, b)
+    if written is None:
+        return plain(op, a, b)
+    ones_fact, rest = written.split(". ", 1)
+    sign, tens = ("+", a // 10 + b // 10) if op == "add" else ("-", a // 10 - b // 10)
+    return f"{ones_fact}. {a // 10} {sign} {b // 10} = {tens}. {rest}"
 
 
 WORKINGS: dict[str, Callable[[str, int, int], str]] = {
@@ -117,7 +159,39 @@ WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "ones": ones,
     "columns": columns,
     "ones_all": ones_all,
+    "digits": digits,
+    "ones_tens": ones_tens,
 }
+
+# Campaign seeds whose OOD test slices the development slice (--ood) leaves out, problem by problem.
+REPORTED_SEEDS = (0, 1, 2)
+
+
+def ood_development(config: CampaignConfig, n: int) -> list[Record]:
+    """`n` OOD problems (the OOD phrasings and operand range) none of which is a problem of the OOD test slice
+    of a reported campaign seed (`REPORTED_SEEDS`), one phrasing per problem: a working is chosen on these,
+    and the OOD test slices only report.
+
+    Raises:
+        ValueError: when fewer than `n` such problems exist.
+    """
+    cfg = config.prompts
+    draw = partial(sample_problems, split="ood", min_operand=cfg.min_operand, max_operand=cfg.max_operand)
+    draw = partial(draw, operations=cfg.operations)
+    taken = {equation(p) for seed in REPORTED_SEEDS for p in draw(cfg.ood_size, seed=seed)}
+    chosen: list[Record] = []
+    for p in draw(20 * n, seed=1000):
+        if equation(p) not in taken:
+            taken.add(equation(p))
+            chosen.append({**p, "id": f"ood-dev-{len(chosen)}"})
+    if len(chosen) < n:
+        raise ValueError(f"only {len(chosen)} OOD problems lie outside the reported test slices, not {n}")
+    return chosen[:n]
+
+
+def equation(p: Record) -> tuple[str, int, int]:
+    """A one-step problem's equation, unordered where it commutes."""
+    return (p["op"], min(p["a"], p["b"]), max(p["a"], p["b"]))
 
 
 def carries(op: str, a: int, b: int) -> bool:
@@ -132,12 +206,18 @@ def rate(rows: list[Record]) -> dict[str, float]:
     return {"accuracy": hits / len(rows), "ci_low": low, "ci_high": high, "items": len(rows)}
 
 
+def credit(rows: list[Record]) -> str:
+    """Each row's strict credit in order, "1" right and "0" wrong."""
+    return "".join("1" if row["correct"] else "0" for row in rows)
+
+
 def equations_first(problems: list[Record], n: int) -> list[Record]:
     """`n` of `problems`: the first of each equation in draw order, then the repeats in draw order."""
     seen: set[tuple[str, int, int]] = set()
-    first, repeats = [], []
+    first: list[Record] = []
+    repeats: list[Record] = []
     for p in problems:
-        key = (p["op"], min(p["a"], p["b"]), max(p["a"], p["b"]))
+        key = equation(p)
         (repeats if key in seen else first).append(p)
         seen.add(key)
     return (first + repeats)[:n]
@@ -152,6 +232,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="training seed")
     parser.add_argument(
         "--distinct", action="store_true", help="one row per equation (first drawn phrasing) before any repeat"
+    )
+    parser.add_argument(
+        "--ood", type=int, default=0, help="also score N OOD problems outside the reported OOD test slices"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="config overrides on configs/default.yaml")
@@ -171,18 +254,21 @@ def main() -> int:
     ]
     assert all(shows_work(e["completion"]) for e in examples), "a gold row's working does not verify"
     validation = campaign_prompts(config, "validation", 0)
+    development = ood_development(config, ns.ood) if ns.ood else []
     with tempfile.TemporaryDirectory() as scratch:
         trained = train_sft(base, None, examples, config.train, Path(scratch) / "adapter", seed=ns.seed)
         model, tokenizer = load_policy(base, str(Path(scratch) / "adapter"))
         started = time.perf_counter()
-        scored, metrics = evaluate_greedy(
+        score = partial(
+            evaluate_greedy,
             HFSampler(model, tokenizer),
-            validation,
             template=cfg.template,
             max_new_tokens=config.evaluate.max_new_tokens,
             stop=config.generate.stop,
             batch_size=config.generate.batch_size,
         )
+        scored, metrics = score(validation)
+        ood_scored = score(development)[0] if development else []
     parsed = [parse_problem(row["prompt"]) for row in scored]
     by_carry = {
         name: rate([row for row, p in zip(scored, parsed, strict=True) if p and carries(p[0], p[1], p[2]) == flag])
@@ -204,7 +290,12 @@ def main() -> int:
         **{key: metrics[key] for key in ("accuracy", "ci_low", "ci_high", "items")},
         "shows_work": sum(shows_work(row["response"]) for row in scored) / len(scored),
         "by_carry": by_carry,
+        **({"ood_development": rate(ood_scored)} if ood_scored else {}),
         "sample_responses": [row["response"] for row in scored[:5]],
+        **({"ood_sample_responses": [row["response"] for row in ood_scored[:5]]} if ood_scored else {}),
+        # Per item, in the order drawn ("1": right), for paired tests between probes on the same items.
+        "validation_credit": credit(scored),
+        **({"ood_credit": credit(ood_scored)} if ood_scored else {}),
     }
     append_line(RESULTS, result)
     return 0

@@ -1,0 +1,59 @@
+"""benchmarks/working_probe.py: its workings verify, and its OOD development slice shares no problem with the OOD
+test slices it leaves out (a working is chosen there, never on the slices that report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.working_probe import (  # noqa: E402
+    REPORTED_SEEDS,
+    WORKINGS,
+    digits,
+    equation,
+    ones_tens,
+    ood_development,
+)
+from configs.loader import load_config  # noqa: E402
+from tasks.arithmetic import sample_problems  # noqa: E402
+from tasks.judging.verifier import shows_work  # noqa: E402
+
+
+def test_the_digit_workings_state_one_digit_facts_and_verify() -> None:
+    assert digits("add", 39, 35) == " 9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74. The answer is 74."
+    assert digits("sub", 32, 29) == " 12 - 9 = 3. 3 - 2 - 1 = 0. 32 - 29 = 3. The answer is 3."
+    assert ones_tens("add", 33, 26) == " 3 + 6 = 9. 3 + 2 = 5. 33 + 26 = 50 + 9 = 59. The answer is 59."
+    assert ones_tens("sub", 18, 12) == " 8 - 2 = 6. 1 - 1 = 0. 18 - 12 = 6. The answer is 6."
+    for write in WORKINGS.values():
+        for a in range(1, 41):
+            for b in range(1, a + 1):
+                assert shows_work(write("add", a, b)) and shows_work(write("sub", a, b)), (write.__name__, a, b)
+
+
+def test_the_ood_development_slice_leaves_out_every_reported_ood_test_problem() -> None:
+    config = load_config("default", [])
+    cfg = config.prompts
+    development = ood_development(config, 150)
+    reported = {
+        equation(p)
+        for seed in REPORTED_SEEDS
+        for p in sample_problems(
+            cfg.ood_size,
+            split="ood",
+            seed=seed,
+            min_operand=cfg.min_operand,
+            max_operand=cfg.max_operand,
+            operations=cfg.operations,
+        )
+    }
+    keys = [equation(p) for p in development]
+    assert len(keys) == len(set(keys)) == 150
+    assert not set(keys) & reported
+    assert all(p["a"] > cfg.max_operand or p["b"] > cfg.max_operand for p in development)
+    with pytest.raises(ValueError, match="outside the reported test slices"):
+        ood_development(config, 400)
