@@ -176,8 +176,13 @@ def ood_development(config: CampaignConfig, n: int) -> list[Record]:
         ValueError: when fewer than `n` such problems exist.
     """
     cfg = config.prompts
-    draw = partial(sample_problems, split="ood", min_operand=cfg.min_operand, max_operand=cfg.max_operand)
-    draw = partial(draw, operations=cfg.operations)
+    draw = partial(
+        sample_problems,
+        split="ood",
+        min_operand=cfg.min_operand,
+        max_operand=cfg.max_operand,
+        operations=cfg.operations,
+    )
     taken = {equation(p) for seed in REPORTED_SEEDS for p in draw(cfg.ood_size, seed=seed)}
     chosen: list[Record] = []
     for p in draw(20 * n, seed=1000):
@@ -286,7 +291,7 @@ def main() -> int:
         "train_seconds": round(trained["seconds"], 1),
         "steps": trained["steps"],
         "final_loss": trained["final_loss"],
-        "eval_seconds": round(time.perf_counter() - started, 1),
+        "eval_seconds": round(time.perf_counter() - started, 1),  # validation, and the OOD slice with --ood
         **{key: metrics[key] for key in ("accuracy", "ci_low", "ci_high", "items")},
         "shows_work": sum(shows_work(row["response"]) for row in scored) / len(scored),
         "by_carry": by_carry,
