@@ -46,7 +46,7 @@ from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
-from tasks.arithmetic import ones_all_working, ones_working, parse_problem, sample_problems
+from tasks.arithmetic import digits_working, ones_all_working, ones_working, parse_problem, sample_problems
 from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
 from tasks.judging.verifier import shows_work
@@ -110,27 +110,10 @@ def columns(op: str, a: int, b: int) -> str:
 
 
 def digits(op: str, a: int, b: int) -> str:
-    """Digit by digit, each column a one-digit fact: the ones' fact, the tens digits' fact with the carry or
-    borrow written as "+ 1" or "- 1", then the equation ("4 + 9 = 13. 1 + 1 + 1 = 3. 14 + 19 = 33.",
-    "12 - 9 = 3. 3 - 2 - 1 = 0. 32 - 29 = 3."); both operands below 10 get the plain working. The tens' step
-    is the same kind of fact as the ones', so a training range whose tens digits are 1 and 2 still teaches
-    the step that operands beyond it (OOD) need; "ones" writes the tens as a sum the model recalls whole
-    ("33 + 26 = 50 + 9")."""
-    if (a < 10 and b < 10) or op not in ("add", "sub"):
-        return plain(op, a, b)
-    x, y, ta, tb = a % 10, b % 10, a // 10, b // 10
-    if op == "add":
-        result = a + b
-        carry = (x + y) // 10
-        steps = [f"{x} + {y} = {x + y}", f"{ta} + {tb}" + (" + 1" if carry else "") + f" = {ta + tb + carry}"]
-    else:
-        result = a - b
-        borrow = int(x < y)
-        ones_fact = f"{x + 10 * borrow} - {y} = {x + 10 * borrow - y}"
-        steps = [ones_fact, f"{ta} - {tb}" + (" - 1" if borrow else "") + f" = {ta - tb - borrow}"]
-    sign = "+" if op == "add" else "-"
-    steps.append(f"{a} {sign} {b} = {result}")
-    return " " + ". ".join(steps) + f". The answer is {result}."
+    """The built-in task's "digits" working (`prompts.working: digits`, `tasks.arithmetic.digits_working`): each
+    column a one-digit fact with its carry or borrow, then the equation ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 =
+    74."); plain where both operands are below 10."""
+    return digits_working(op, a, b) or plain(op, a, b)
 
 
 def ones_all(op: str, a: int, b: int) -> str:

@@ -108,13 +108,15 @@ class PromptsConfig(Strict):
         "Validation, test and OOD keep `operations` and min..max_operand, so rounds compare across levels. "
         "Empty: training uses `operations` too.",
     )
-    working: Literal["plain", "ones", "ones_all"] = Field(
+    working: Literal["plain", "ones", "ones_all", "digits"] = Field(
         "plain",
         description="source=arithmetic: how worked solutions (the few-shot examples, gold rows) write one-step "
         'addition and subtraction: plain ("14 + 19 = 33."), ones (the ones digits\' fact first, then tens and '
         'ones: "4 + 9 = 13. 14 + 19 = 20 + 13 = 33."), which lets a small model carry facts that training rows '
         "state to held-out equations (benchmarks/working_probe.py), or ones_all (ones, and the ones' fact also "
-        'where the tens or the ones cancel: "8 - 2 = 6. 18 - 12 = 6."). Needs ~40 new tokens per answer.',
+        'where the tens or the ones cancel: "8 - 2 = 6. 18 - 12 = 6."), or digits (each column a one-digit '
+        'fact with its carry: "9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74."; carries further past the training '
+        "range, scores lower within it). Needs ~40 new tokens per answer.",
         # Left out of the dump while plain, so campaign identities and logged params stay as they were.
         exclude_if=lambda working: working == "plain",
     )

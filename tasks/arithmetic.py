@@ -209,6 +209,26 @@ def ones_all_working(op: str, a: int, b: int) -> str | None:
     return f" {max(x, y)} - {min(x, y)} = {abs(x - y)}. {a} - {b} = {a - b}. The answer is {a - b}."
 
 
+def digits_working(op: str, a: int, b: int) -> str | None:
+    """The "digits" working (`WORKINGS`): column by column, each a one-digit fact, the carry or borrow written
+    as "+ 1" or "- 1" in the tens' fact, then the equation: "9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74.", "12 - 9 =
+    3. 3 - 2 - 1 = 0. 32 - 29 = 3."; None where both operands are below 10 or for another operation."""
+    if (a < 10 and b < 10) or op not in ("add", "sub"):
+        return None
+    x, y, ta, tb = a % 10, b % 10, a // 10, b // 10
+    if op == "add":
+        carry = (x + y) // 10
+        steps = [f"{x} + {y} = {x + y}", f"{ta} + {tb}" + (" + 1" if carry else "") + f" = {ta + tb + carry}"]
+        result, sign = a + b, "+"
+    else:
+        borrow = int(x < y)
+        steps = [f"{x + 10 * borrow} - {y} = {x + 10 * borrow - y}"]
+        steps.append(f"{ta} - {tb}" + (" - 1" if borrow else "") + f" = {ta - tb - borrow}")
+        result, sign = a - b, "-"
+    steps.append(f"{a} {sign} {b} = {result}")
+    return " " + ". ".join(steps) + f". The answer is {result}."
+
+
 # How a worked solution writes one-step addition and subtraction (`prompts.working`). "plain": the equation and its
 # result. "ones": the ones digits' fact first, then tens and ones apart and together ("4 + 9 = 13. 14 + 19 =
 # 20 + 13 = 33."), so every fact a held-out equation needs is one that training rows state (the split is by
@@ -216,8 +236,15 @@ def ones_all_working(op: str, a: int, b: int) -> str | None:
 # Gemma 270M: 300 gold rows score 0.775 on validation written "ones", 0.605 written "plain". "ones_all": "ones", and
 # the ones' fact also where "ones" writes a two-digit subtraction plain because the tens or the ones cancel ("8 - 2 =
 # 6. 18 - 12 = 6."): 0.855 from the same 300 rows (the ones gold arm got 20 of 35 such subtractions wrong, seed 0).
+# "digits": each column a one-digit fact with its carry, so the tens' step is the same kind of fact as the ones' and
+# carries past the training range; 300 gold rows score 0.320 on the probe's OOD development slice against ones_all's
+# 0.233, and 0.745 on validation against 0.855 (400 rows: 0.380 against 0.227, and 0.815 against 0.915).
 # Each working but plain, by the function that writes a one-step problem in it (None: the plain working instead).
-WRITERS: dict[str, Callable[[str, int, int], str | None]] = {"ones": ones_working, "ones_all": ones_all_working}
+WRITERS: dict[str, Callable[[str, int, int], str | None]] = {
+    "ones": ones_working,
+    "ones_all": ones_all_working,
+    "digits": digits_working,
+}
 WORKINGS = ("plain", *WRITERS)
 
 

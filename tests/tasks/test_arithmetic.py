@@ -8,6 +8,7 @@ from tasks.arithmetic import (
     OOD_TEMPLATES,
     TEMPLATES,
     TWO_STEP,
+    digits_working,
     ones_all_working,
     ones_working,
     parse_problem,
@@ -190,8 +191,8 @@ def test_ones_working_states_the_ones_fact_then_tens_and_ones_and_every_step_hol
     assert rewritten > 150  # most operand pairs up to 20 have tens to split
     two_step = sample_problems(20, split="train", seed=7, operations=["add-sub", "mul-add", "mul"])
     assert all(worked_solution(row, "ones") == row["solution"] for row in two_step)
-    with pytest.raises(ValueError, match="working must be one of plain, ones, ones_all"):
-        worked_solution(rows[0], "digits")
+    with pytest.raises(ValueError, match="working must be one of plain, ones, ones_all, digits"):
+        worked_solution(rows[0], "columns")
 
 
 def test_ones_all_working_adds_the_ones_fact_where_ones_writes_a_subtraction_plain() -> None:
@@ -210,6 +211,19 @@ def test_ones_all_working_adds_the_ones_fact_where_ones_writes_a_subtraction_pla
             assert solution.count("=") == 2, solution  # the tens or the ones cancel: the ones' fact first
         else:
             assert solution == worked_solution(row, "ones")
+
+
+def test_digits_working_writes_each_column_as_a_one_digit_fact_with_its_carry() -> None:
+    assert digits_working("add", 39, 35) == " 9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74. The answer is 74."
+    assert digits_working("add", 33, 26) == " 3 + 6 = 9. 3 + 2 = 5. 33 + 26 = 59. The answer is 59."
+    assert digits_working("sub", 32, 29) == " 12 - 9 = 3. 3 - 2 - 1 = 0. 32 - 29 = 3. The answer is 3."
+    assert digits_working("sub", 17, 9) == " 17 - 9 = 8. 1 - 0 - 1 = 0. 17 - 9 = 8. The answer is 8."
+    assert [digits_working(*args) for args in [("add", 8, 7), ("sub", 9, 3), ("mul", 4, 12)]] == [None] * 3
+    for row in sample_problems(300, split="train", seed=7, min_operand=1, max_operand=20):
+        solution = worked_solution(row, "digits")
+        assert shows_work(solution) and final_answer(solution) == row["answer"], solution
+    for row in sample_problems(100, split="ood", seed=0, min_operand=1, max_operand=20):
+        assert shows_work(worked_solution(row, "digits")), row  # beyond the range too
 
 
 def test_the_ones_facts_of_held_out_equations_are_stated_by_training_rows() -> None:
