@@ -50,7 +50,7 @@ from tasks.arithmetic import digits_working, ones_all_working, ones_working, par
 from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
 from tasks.judging.verifier import shows_work
-from tasks.prompts import campaign_prompts
+from tasks.prompts import campaign_prompts, split_draw
 from tasks.records import Record
 from tasks.stats import wilson_interval
 from tasks.tracking import git_commit
@@ -152,34 +152,39 @@ REPORTED_SEEDS = (0, 1, 2)
 
 def ood_development(config: CampaignConfig, n: int) -> list[Record]:
     """`n` OOD problems (the OOD phrasings and operand range) none of which is a problem of the OOD test slice
-    of a reported campaign seed (`REPORTED_SEEDS`), one phrasing per problem: a working is chosen on these,
-    and the OOD test slices only report.
+    that a campaign of `config` scores under a reported seed (`REPORTED_SEEDS`), one phrasing per problem: a
+    working is chosen on these, and the OOD test slices only report.
 
     Raises:
         ValueError: when fewer than `n` such problems exist.
     """
-    cfg = config.prompts
-    draw = partial(
-        sample_problems,
-        split="ood",
-        min_operand=cfg.min_operand,
-        max_operand=cfg.max_operand,
-        operations=cfg.operations,
-    )
-    taken = {equation(p) for seed in REPORTED_SEEDS for p in draw(cfg.ood_size, seed=seed)}
+    reported = [config.model_copy(update={"seed": seed}) for seed in REPORTED_SEEDS]
+    taken = {question_equation(p) for campaign in reported for p in campaign_prompts(campaign, "ood", 0)}
     chosen: list[Record] = []
-    for p in draw(20 * n, seed=1000):
-        if equation(p) not in taken:
-            taken.add(equation(p))
+    for p in split_draw(config, "ood", 20 * n, seed=1000):
+        if question_equation(p) not in taken:
+            taken.add(question_equation(p))
             chosen.append({**p, "id": f"ood-dev-{len(chosen)}"})
     if len(chosen) < n:
         raise ValueError(f"only {len(chosen)} OOD problems lie outside the reported test slices, not {n}")
     return chosen[:n]
 
 
-def equation(p: Record) -> tuple[str, int, int]:
+def equation(op: str, a: int, b: int) -> tuple[str, int, int]:
     """A one-step problem's equation, unordered where it commutes."""
-    return (p["op"], min(p["a"], p["b"]), max(p["a"], p["b"]))
+    return (op, min(a, b), max(a, b))
+
+
+def question_equation(row: Record) -> tuple[str, int, int]:
+    """The equation of a built-in one-step question (`row["prompt"]`), read from its text.
+
+    Raises:
+        ValueError: for a question no one-step phrasing matches.
+    """
+    parsed = parse_problem(row["prompt"])
+    if parsed is None:
+        raise ValueError(f"not a built-in one-step question: {row['prompt']!r}")
+    return equation(*parsed[:3])
 
 
 def carries(op: str, a: int, b: int) -> bool:
@@ -205,7 +210,7 @@ def equations_first(problems: list[Record], n: int) -> list[Record]:
     first: list[Record] = []
     repeats: list[Record] = []
     for p in problems:
-        key = equation(p)
+        key = equation(p["op"], p["a"], p["b"])
         (repeats if key in seen else first).append(p)
         seen.add(key)
     return (first + repeats)[:n]

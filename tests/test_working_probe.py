@@ -15,13 +15,13 @@ from benchmarks.working_probe import (  # noqa: E402
     REPORTED_SEEDS,
     WORKINGS,
     digits,
-    equation,
     ones_tens,
     ood_development,
+    question_equation,
 )
 from configs.loader import load_config  # noqa: E402
-from tasks.arithmetic import sample_problems  # noqa: E402
 from tasks.judging.verifier import shows_work  # noqa: E402
+from tasks.prompts import campaign_prompts  # noqa: E402
 
 
 def test_the_digit_workings_state_one_digit_facts_and_verify() -> None:
@@ -37,23 +37,15 @@ def test_the_digit_workings_state_one_digit_facts_and_verify() -> None:
 
 def test_the_ood_development_slice_leaves_out_every_reported_ood_test_problem() -> None:
     config = load_config("default", [])
-    cfg = config.prompts
     development = ood_development(config, 150)
     reported = {
-        equation(p)
+        question_equation(p)
         for seed in REPORTED_SEEDS
-        for p in sample_problems(
-            cfg.ood_size,
-            split="ood",
-            seed=seed,
-            min_operand=cfg.min_operand,
-            max_operand=cfg.max_operand,
-            operations=cfg.operations,
-        )
+        for p in campaign_prompts(config.model_copy(update={"seed": seed}), "ood", 0)
     }
-    keys = [equation(p) for p in development]
+    keys = [question_equation(p) for p in development]
     assert len(keys) == len(set(keys)) == 150
     assert not set(keys) & reported
-    assert all(p["a"] > cfg.max_operand or p["b"] > cfg.max_operand for p in development)
+    assert all(max(key[1:]) > config.prompts.max_operand for key in keys)
     with pytest.raises(ValueError, match="outside the reported test slices"):
         ood_development(config, 400)
