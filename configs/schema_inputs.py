@@ -116,7 +116,8 @@ class PromptsConfig(Strict):
         "state to held-out equations (benchmarks/working_probe.py), or ones_all (ones, and the ones' fact also "
         'where the tens or the ones cancel: "8 - 2 = 6. 18 - 12 = 6."), or digits (each column a one-digit '
         'fact with its carry: "9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74."; carries further past the training '
-        "range, scores lower within it). Needs ~40 new tokens per answer.",
+        "range). Longer answers: up to 37 Gemma tokens in ones_all, 41 in digits; preflight refuses a "
+        "generate/evaluate.max_new_tokens that would cut one.",
         # Left out of the dump while plain, so campaign identities and logged params stay as they were.
         exclude_if=lambda working: working == "plain",
     )

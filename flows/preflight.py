@@ -54,6 +54,7 @@ def preflight(config: CampaignConfig) -> None:
     if config.judge.reward_model:
         check_reward_model(config.judge.reward_model)
     check_context(config)
+    check_answer_length(config)
     check_chat_template(config)
 
 
@@ -382,6 +383,62 @@ def check_context(config: CampaignConfig) -> None:
                 f"({'few-shot prefix, ' if shown_prefix else ''}template); with {new_field}={new_tokens} it "
                 f"exceeds the model's context of {positions} positions"
             )
+
+
+def check_answer_length(config: CampaignConfig) -> None:
+    """Raise when a worked answer of the built-in task is longer than the new tokens the campaign allows.
+
+    A `prompts.working` other than plain writes longer answers ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74. The
+    answer is 74." is 41 Gemma tokens, one per digit), and an answer cut before its final "." fails the strict
+    answer check however right it is. The campaign's own problems (every split) are tokenized with the model's
+    `tokenizer.json` through `tokenizers` (not transformers: `selftrain validate` stays light); skipped when that
+    file is not at hand without loading or converting a model (the tiny model, an unconverted packaged Gemma, a
+    hub model not in the cache).
+    """
+    prompts = config.prompts
+    if prompts.source != "arithmetic" or prompts.working == "plain":
+        return
+    tokenizer_file = _tokenizer_file(config)
+    if tokenizer_file is None:
+        return
+    from tokenizers import Tokenizer
+
+    from tasks.prompts import campaign_prompts
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    limits: list[tuple[str, int, tuple[str, ...]]] = [
+        ("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("validation", "test", "ood"))
+    ]
+    if config.rounds >= config.generate.from_round:  # some round samples
+        limits.insert(0, ("generate.max_new_tokens", config.generate.max_new_tokens, ("train",)))
+    for field, new_tokens, splits in limits:
+        solutions = [row["solution"] for split in splits for row in campaign_prompts(config, split, 1)]
+        if not solutions:
+            continue
+        lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(solutions, add_special_tokens=False)]
+        longest = max(range(len(solutions)), key=lengths.__getitem__)
+        if lengths[longest] > new_tokens:
+            cut = sum(length > new_tokens for length in lengths)
+            raise PreflightError(
+                f"{field}={new_tokens}: {cut} of {len(solutions)} worked answers of the {'/'.join(splits)} "
+                f"problems in prompts.working={prompts.working} are longer (the longest, {solutions[longest]!r}, "
+                f"is {lengths[longest]} tokens), and a cut answer fails the strict answer check: set {field} to "
+                f"at least {lengths[longest]}"
+            )
+
+
+def _tokenizer_file(config: CampaignConfig) -> Path | None:
+    """The campaign model's tokenizer.json when it is on disk already (nothing is converted or downloaded)."""
+    model = config.model
+    if model.source == "packaged-gemma":
+        from models.gemma import converted_path
+        from tasks.base_model import cache_root
+
+        directory = converted_path(cache_root() / "models")
+    else:
+        directory = _context_of(config)[1]
+    found = directory / "tokenizer.json" if directory is not None else None
+    return found if found is not None and found.is_file() else None
 
 
 def check_chat_template(config: CampaignConfig) -> None:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
-from models.integrity import RECORD, DamagedModelError, check_record, has_record, write_record
+from models.integrity import RECORD, REQUIRED_FILES, DamagedModelError, check_record, has_record, write_record
 
 # torch and transformers are imported by `convert`: preflight calls check_package for `selftrain validate`, which
 # must not load them (tests/flows/test_cli.py).
@@ -65,6 +65,21 @@ def _package() -> tuple[ModuleType, str]:
     return module, version
 
 
+def _directory(cache_root: Path, version: str) -> Path:
+    return cache_root / f"gemma3-270m-{version}"
+
+
+def converted_path(cache_root: str | Path) -> Path | None:
+    """The finished conversion's directory under `cache_root`, or None (not converted yet, or the package is
+    not installed); converts nothing and imports neither torch nor transformers."""
+    try:
+        version = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = _directory(Path(cache_root), version)
+    return path if is_complete(path) else None
+
+
 def check_package() -> str:
     """The installed package version; raises PackagedModelError (saying what to install) when it is missing."""
     return _package()[1]
@@ -73,8 +88,6 @@ def check_package() -> str:
 def is_complete(path: Path) -> bool:
     """Whether `path` is a finished conversion: a marker of the current recipe listing every required file
     at its recorded size (a truncated or missing file, or no marker, means an interrupted conversion)."""
-    from models.loading import REQUIRED_FILES
-
     try:
         marker = json.loads((path / MARKER).read_text())
         files = marker["files"]
@@ -228,7 +241,7 @@ def ensure_packaged_gemma(cache_root: str | Path, *, progress: Progress | None =
     package, version = _package()
     root = Path(cache_root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"gemma3-270m-{version}"
+    final = _directory(root, version)
     for path in remove_leftovers(final):
         report(f"removed an interrupted conversion: {path}")
     if is_complete(final):

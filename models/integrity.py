@@ -33,6 +33,16 @@ RECORD = ".content.json"
 NOT_CONTENT = frozenset({"lineage.json"})
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 
+# What a cached checkpoint directory (built or converted by selftrain) must hold; lineage.json is written last.
+REQUIRED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "lineage.json",
+)
+
 
 class DamagedModelError(ValueError):
     """A model file no longer holds the bytes it was recorded with; the message names the file and the fix."""

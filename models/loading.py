@@ -59,17 +59,6 @@ TOKENIZER_STATE = (
 )
 
 
-# What a cached checkpoint directory (built or converted by selftrain) must hold; lineage.json is written last.
-REQUIRED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "lineage.json",
-)
-
-
 def set_torch_threads(n: int) -> None:
     """Limit torch to `n` intra-op threads (and inter-op threads while that can still change).
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.integrity import DamagedModelError, check_record, write_record
+from models.integrity import REQUIRED_FILES, DamagedModelError, check_record, write_record
 
 # torch, tokenizers and transformers are imported by the functions that build: preflight reads MAX_POSITIONS
 # here for `selftrain validate`, which must not load them (tests/flows/test_cli.py).
@@ -53,8 +53,6 @@ def _sha256_json(value: object) -> str:
 
 
 def _is_complete(path: Path) -> bool:
-    from models.loading import REQUIRED_FILES
-
     return all((path / name).is_file() and (path / name).stat().st_size > 0 for name in REQUIRED_FILES)
 
 

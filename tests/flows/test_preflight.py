@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from configs.loader import load_config
+from configs.schema import CampaignConfig
 from flows.cli import main
 from flows.preflight import (
     PreflightError,
+    check_answer_length,
     check_chat_template,
     check_model_dir,
     preflight,
@@ -209,6 +211,25 @@ def test_prompt_length_against_a_local_models_context(tmp_path: Path, tiny_dir: 
     preflight(config)  # ~70 tokens + 24 fit 256 positions
     with pytest.raises(PreflightError, match=r"evaluate.max_new_tokens=250 it exceeds the model's context of 256"):
         preflight(config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"max_new_tokens": 250})}))
+
+
+def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_dir: Path) -> None:
+    # The digit working's carry ("1 + 1 + 1 = 3.") makes an answer 41 tokens (one per digit): cut shorter, its final
+    # "The answer is N." never comes, and the strict check fails it however right it is.
+    model = _copy_model(tiny_dir, tmp_path / "model")
+    local = ["model.source=local", f"model.name={model}", "prompts.max_operand=20"]  # two-digit operands
+
+    def digits(generate: int, evaluate: int) -> CampaignConfig:
+        lengths = [f"generate.max_new_tokens={generate}", f"evaluate.max_new_tokens={evaluate}"]
+        return load_config("tiny", [*local, "prompts.working=digits", *lengths])
+
+    with pytest.raises(PreflightError, match=r"^generate.max_new_tokens=24: \d+ of 128 worked answers of the train "):
+        check_answer_length(digits(24, 41))
+    evaluate = r"^evaluate.max_new_tokens=40: \d+ of 320 worked answers .* is 41 tokens\), .* at least 41$"
+    with pytest.raises(PreflightError, match=evaluate):
+        check_answer_length(digits(41, 40))
+    check_answer_length(digits(41, 41))
+    check_answer_length(load_config("tiny", local))  # plain answers: not checked
 
 
 def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:

@@ -24,7 +24,8 @@ from transformers import AutoTokenizer
 from configs.schema import CampaignConfig
 from models import gemma
 from models.gemma import MARKER, PackagedModelError, ensure_packaged_gemma, is_complete
-from models.loading import REQUIRED_FILES, load_policy
+from models.integrity import REQUIRED_FILES
+from models.loading import load_policy
 from models.sampling import HFSampler
 from tasks.base_model import ModelSourceError, cache_root, prepare_base
 

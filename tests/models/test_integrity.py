@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM
 from configs.schema import CampaignConfig
 from models import gemma, integrity
 from models.gemma import ensure_packaged_gemma, is_complete
-from models.integrity import RECORD, DamagedModelError, check_record, content_files, write_record
-from models.loading import REQUIRED_FILES, load_policy
+from models.integrity import RECORD, REQUIRED_FILES, DamagedModelError, check_record, content_files, write_record
+from models.loading import load_policy
 from tasks.base_model import ModelSourceError, fingerprint, prepare_base
 
 

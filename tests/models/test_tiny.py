@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models.loading import REQUIRED_FILES
+from models.integrity import REQUIRED_FILES
 from models.tiny import ensure_tiny_model
 
 
