@@ -1,0 +1,102 @@
+"""Score campaigns' policies on the OOD development slice, to choose between recipes without touching the
+OOD slices that report.
+
+A campaign's OOD slice (operands beyond the training range, phrasings never trained on) only reports. To choose
+a recipe for its reach beyond the range, this script answers the problems of `working_probe.ood_development`
+(the same kind, none a problem of the OOD slice of campaign seeds 0-2) greedily with each policy named, and
+pairs every policy with the first on the same items (exact McNemar).
+
+A policy is a round folder of a finished campaign (`RUNS/CAMPAIGN/round-02`: its adapter on the base, with the
+campaign's template and `evaluate.max_new_tokens`), or `base-3shot`: the base behind configs/few-shot-start.yaml's
+plain worked examples, greedy (the bar of `few_shot_bar.py`).
+
+    .venv/bin/python benchmarks/ood_development.py runs/A/round-02 runs/B/round-02 base-3shot
+
+Prints one JSON line and appends it to `benchmarks/results/ood_development.jsonl`.
+"""
+
+# ruff: noqa: E402  (offline settings before transformers is imported)
+
+from __future__ import annotations
+
+import os
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._results import append_line
+from benchmarks.working_probe import credit, ood_development, rate
+from configs.loader import load_config
+from configs.schema import CampaignConfig
+from models.gemma import ensure_packaged_gemma
+from models.loading import load_policy, set_torch_threads
+from models.sampling import HFSampler
+from tasks.base_model import cache_root
+from tasks.evaluate import evaluate_greedy
+from tasks.prompts import few_shot_prefix
+from tasks.records import Record
+from tasks.stats import mcnemar_exact
+from tasks.tracking import git_commit
+
+RESULTS = ROOT / "benchmarks" / "results" / "ood_development.jsonl"
+BASE = "base-3shot"
+
+
+def answer(policy: str, problems: list[Record], base: str) -> list[Record]:
+    """`policy`'s scored answers to `problems` (see the module's docstring for what a policy is)."""
+    if policy == BASE:
+        config, adapter, prefix = load_config("few-shot-start"), None, None
+    else:
+        round_dir = Path(policy)
+        config = CampaignConfig.model_validate_json((round_dir.parent / "config.json").read_text(encoding="utf-8"))
+        adapter, prefix = str(round_dir / "adapter"), ""
+    model, tokenizer = load_policy(base, adapter)
+    scored, _ = evaluate_greedy(
+        HFSampler(model, tokenizer),
+        problems,
+        template=config.prompts.template,
+        max_new_tokens=config.evaluate.max_new_tokens,
+        stop=config.generate.stop,
+        batch_size=config.generate.batch_size,
+        prefix=few_shot_prefix(config) if prefix is None else prefix,
+    )
+    return scored
+
+
+def main() -> int:
+    """Answer with each policy, pair with the first, append."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("policies", nargs="+", help=f"round folders of finished campaigns, or {BASE}")
+    parser.add_argument("--n", type=int, default=150, help="problems in the development slice")
+    parser.add_argument("--threads", type=int, default=2)
+    ns = parser.parse_args()
+    set_torch_threads(ns.threads)
+    problems = ood_development(load_config("default"), ns.n)
+    base = str(ensure_packaged_gemma(cache_root() / "models"))
+    credits = {policy: credit(answer(policy, problems, base)) for policy in ns.policies}
+    first = ns.policies[0]
+    results = {}
+    for policy, marks in credits.items():
+        rows = [{"correct": mark == "1"} for mark in marks]
+        results[policy] = {**rate(rows), "credit": marks}
+        if policy != first:
+            only_first = sum(a == "1" and b == "0" for a, b in zip(credits[first], marks, strict=True))
+            only_this = sum(a == "0" and b == "1" for a, b in zip(credits[first], marks, strict=True))
+            results[policy] |= {
+                "only_first_right": only_first,
+                "only_this_right": only_this,
+                "mcnemar_p": mcnemar_exact(only_first, only_this),
+            }
+    append_line(RESULTS, {"commit": git_commit(), "items": len(problems), "policies": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
