@@ -42,7 +42,7 @@ from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
 from tasks.prompts import few_shot_prefix
 from tasks.records import Record
-from tasks.stats import mcnemar_exact
+from tasks.stats import mcnemar_exact, paired_counts
 from tasks.tracking import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "ood_development.jsonl"
@@ -52,7 +52,8 @@ BASE = "base-3shot"
 def answer(policy: str, problems: list[Record], base: str) -> list[Record]:
     """`policy`'s scored answers to `problems` (see the module's docstring for what a policy is)."""
     if policy == BASE:
-        config, adapter, prefix = load_config("few-shot-start"), None, None
+        config = load_config("few-shot-start")
+        adapter, prefix = None, few_shot_prefix(config)
     else:
         round_dir = Path(policy)
         config = CampaignConfig.model_validate_json((round_dir.parent / "config.json").read_text(encoding="utf-8"))
@@ -65,9 +66,13 @@ def answer(policy: str, problems: list[Record], base: str) -> list[Record]:
         max_new_tokens=config.evaluate.max_new_tokens,
         stop=config.generate.stop,
         batch_size=config.generate.batch_size,
-        prefix=few_shot_prefix(config) if prefix is None else prefix,
+        prefix=prefix,
     )
     return scored
+
+
+def _right(rows: list[Record]) -> list[float]:
+    return [float(row["correct"]) for row in rows]
 
 
 def main() -> int:
@@ -80,19 +85,17 @@ def main() -> int:
     set_torch_threads(ns.threads)
     problems = ood_development(load_config("default"), ns.n)
     base = str(ensure_packaged_gemma(cache_root() / "models"))
-    credits = {policy: credit(answer(policy, problems, base)) for policy in ns.policies}
+    scored = {policy: answer(policy, problems, base) for policy in ns.policies}
     first = ns.policies[0]
     results = {}
-    for policy, marks in credits.items():
-        rows = [{"correct": mark == "1"} for mark in marks]
-        results[policy] = {**rate(rows), "credit": marks}
+    for policy, rows in scored.items():
+        results[policy] = {**rate(rows), "credit": credit(rows)}
         if policy != first:
-            only_first = sum(a == "1" and b == "0" for a, b in zip(credits[first], marks, strict=True))
-            only_this = sum(a == "0" and b == "1" for a, b in zip(credits[first], marks, strict=True))
+            counts = paired_counts(_right(rows), _right(scored[first]))  # b: only the first right; c: only this
             results[policy] |= {
-                "only_first_right": only_first,
-                "only_this_right": only_this,
-                "mcnemar_p": mcnemar_exact(only_first, only_this),
+                "only_first_right": counts.b,
+                "only_this_right": counts.c,
+                "mcnemar_p": mcnemar_exact(counts.b, counts.c),
             }
     append_line(RESULTS, {"commit": git_commit(), "items": len(problems), "policies": results})
     return 0
