@@ -1,7 +1,8 @@
 """The training losses selftrain's trainers use, each following the paper or upstream code it names.
 
 - `completion_loss`: supervised fine-tuning on completion tokens only (TRL 1.16's SFT loss), with the LM head
-  applied only where a loss is taken.
+  applied only where a loss is taken, and the logged entropy read off the loss's own softmax
+  (`CrossEntropyWithEntropy`).
 - `kl_sft_loss`: SuperHF's KL-regularised SFT loss (Mukobi et al. 2023, "SuperHF: Supervised Iterative Learning
   from Human Feedback").
 - `completion_logps`: the summed log-probability of a completion after its prompt, the quantity DPO's implicit
@@ -14,7 +15,7 @@ tokens that carry no loss (prompt, padding).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,38 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE = -100
+
+
+class CrossEntropyWithEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `(tokens, vocab)` logits against labels, and each row's entropy, from one softmax.
+
+    The same loss and gradient as `F.cross_entropy(logits, labels, reduction="sum")`, whose log-softmax
+    autograd keeps one `(tokens, vocab)` tensor for the backward pass; this keeps the probabilities instead
+    (the same size) and reads the entropy off them, where logging it beside the loss took a second
+    log-softmax, an exp and a product over the whole vocabulary (Gemma's 262k tokens:
+    benchmarks/head_loss.py). The entropy is detached: no gradient flows through it.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed negative log-likelihood, per-row entropy), both float32."""
+        logits = logits.float()
+        log_probs = torch.log_softmax(logits, -1)
+        log_normaliser = logits[:, 0] - log_probs[:, 0]  # logsumexp, without another pass over the vocabulary
+        nll = -log_probs.gather(1, labels[:, None]).sum()
+        probs = log_probs.exp_()  # in place: the log-probabilities are not needed again
+        entropy = log_normaliser - torch.linalg.vecdot(probs, logits)
+        ctx.save_for_backward(probs, labels)
+        ctx.mark_non_differentiable(entropy)
+        return nll, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad_nll: torch.Tensor, _grad_entropy: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """d nll / d logits = probabilities - one-hot(label), times the incoming gradient."""
+        probs, labels = ctx.saved_tensors
+        grad = probs.mul_(grad_nll)  # the saved probabilities are not needed again either
+        grad[torch.arange(len(labels)), labels] -= grad_nll
+        return grad, None
 
 
 def completion_loss(
@@ -62,12 +95,10 @@ def completion_loss(
     if cap:
         logits = torch.tanh(logits / cap) * cap
     labels = targets[scored]
-    nll = F.cross_entropy(logits.float(), labels, reduction="sum")
+    nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
     count = scored.sum()
     loss = nll / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
     with torch.no_grad():
-        log_probs = logits.float().log_softmax(-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
         correct = logits.argmax(-1) == labels
         n = max(int(count), 1)
         stats = {"tokens": float(count), "entropy": float(entropy.sum()) / n, "accuracy": float(correct.sum()) / n}

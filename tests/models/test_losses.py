@@ -12,7 +12,7 @@ from peft import get_peft_model
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from configs.schema import TrainConfig
-from models.losses import IGNORE, completion_logps, completion_loss, kl_sft_loss
+from models.losses import IGNORE, CrossEntropyWithEntropy, completion_logps, completion_loss, kl_sft_loss
 from models.training import lora_config
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -119,6 +119,23 @@ def test_completion_loss_equals_cross_entropy_over_all_logits() -> None:
     peft_model = get_peft_model(model, lora_config(TrainConfig(target_modules=["q_proj", "v_proj"])))
     wrapped, _ = completion_loss(peft_model, inputs)
     assert wrapped.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_fused_cross_entropy_matches_torch_in_value_gradient_and_entropy() -> None:
+    torch.manual_seed(2)
+    logits = (3 * torch.randn(6, 50)).requires_grad_()
+    labels = torch.tensor([0, 7, 49, 3, 3, 20])
+    nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
+    (2.5 * nll).backward()
+    reference = logits.detach().clone().requires_grad_()
+    (2.5 * F.cross_entropy(reference, labels, reduction="sum")).backward()
+    assert nll.item() == pytest.approx(F.cross_entropy(reference, labels, reduction="sum").item(), rel=1e-6)
+    assert torch.allclose(logits.grad, reference.grad, atol=1e-6)
+    log_probs = reference.detach().log_softmax(-1)
+    assert torch.allclose(entropy, -(log_probs.exp() * log_probs).sum(-1), atol=1e-5)
+    assert not entropy.requires_grad
+    empty_nll, empty_entropy = CrossEntropyWithEntropy.apply(torch.zeros(0, 50), torch.zeros(0, dtype=torch.long))
+    assert empty_nll.item() == 0.0 and empty_entropy.shape == (0,)
 
 
 # completion_logps (DPO's log-probabilities, Rafailov et al. 2023)
