@@ -15,6 +15,7 @@ from benchmarks.working_probe import (  # noqa: E402
     REPORTED_SEEDS,
     WORKINGS,
     digits,
+    facts,
     ones_tens,
     ood_development,
     question_equation,
@@ -29,6 +30,8 @@ def test_the_digit_workings_state_one_digit_facts_and_verify() -> None:
     assert digits("sub", 32, 29) == " 12 - 9 = 3. 3 - 2 - 1 = 0. 32 - 29 = 3. The answer is 3."
     assert ones_tens("add", 33, 26) == " 3 + 6 = 9. 3 + 2 = 5. 33 + 26 = 50 + 9 = 59. The answer is 59."
     assert ones_tens("sub", 18, 12) == " 8 - 2 = 6. 1 - 1 = 0. 18 - 12 = 6. The answer is 6."
+    assert facts("add", 39, 35) == " 9 + 5 = 14. 3 + 3 = 6. 6 + 1 = 7. 39 + 35 = 74. The answer is 74."
+    assert facts("sub", 32, 29) == " 10 - 9 = 1. 1 + 2 = 3. 3 - 2 = 1. 1 - 1 = 0. 32 - 29 = 3. The answer is 3."
     for write in WORKINGS.values():
         for a in range(1, 41):
             for b in range(1, a + 1):

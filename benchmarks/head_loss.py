@@ -1,0 +1,110 @@
+"""Measure the LM head's share of an SFT step: the loss with its logged entropy, fused or as before.
+
+`models.losses.completion_loss` applies Gemma's head (262,144 tokens x 640) to the completion positions only;
+what remains per step is the head's matmul, the softmax over the vocabulary for the loss, its backward, and
+the entropy logged beside the loss. Three arms, on one batch's worth of completion positions (the default
+campaign's round-1 gold rows average 267 per batch of 8), with random weights of Gemma's shapes:
+
+- `separate`: `F.cross_entropy` forward and backward, then the entropy from a second log-softmax, an exp and
+  a product, and the argmax accuracy (selftrain's loss until this benchmark);
+- `fused`: `models.losses.CrossEntropyWithEntropy` (one softmax for loss, gradient and entropy) and the argmax;
+- `no_stats`: `F.cross_entropy` forward and backward alone, the floor.
+
+Each repeat times the three arms in turn (median over repeats after a warm-up, CPU seconds of this process
+with `--threads` torch threads); the ratios are within this one run. Appends to
+`benchmarks/results/head_loss.jsonl` with the git commit.
+
+Run: `.venv/bin/python benchmarks/head_loss.py [--tokens 267] [--repeats 7] [--threads 2]` (about a minute).
+"""
+
+# ruff: noqa: E402  (the project root goes on sys.path before its modules are imported)
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks._results import append_line
+from models.losses import CrossEntropyWithEntropy
+from tasks.tracking import git_commit
+
+RESULTS = ROOT / "benchmarks" / "results" / "head_loss.jsonl"
+HIDDEN, VOCAB = 640, 262_144  # Gemma 3 270M
+
+
+def arms(hidden: torch.Tensor, head: torch.Tensor, labels: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """The three ways of taking one batch's loss and statistics through the head, each with its backward."""
+
+    def separate() -> None:
+        h = hidden.clone().requires_grad_()
+        logits = h @ head.T
+        F.cross_entropy(logits, labels, reduction="sum").backward()
+        with torch.no_grad():
+            log_probs = logits.log_softmax(-1)
+            _entropy = -(log_probs.exp() * log_probs).sum(-1)
+            _correct = logits.argmax(-1) == labels
+
+    def fused() -> None:
+        h = hidden.clone().requires_grad_()
+        logits = h @ head.T
+        nll, _entropy = CrossEntropyWithEntropy.apply(logits, labels)
+        nll.backward()
+        with torch.no_grad():
+            _correct = logits.argmax(-1) == labels
+
+    def no_stats() -> None:
+        h = hidden.clone().requires_grad_()
+        F.cross_entropy(h @ head.T, labels, reduction="sum").backward()
+
+    return {"separate": separate, "fused": fused, "no_stats": no_stats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=267, help="completion positions per batch")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    head = torch.randn(VOCAB, HIDDEN) * 0.03
+    hidden = torch.randn(args.tokens, HIDDEN)
+    labels = torch.randint(0, VOCAB, (args.tokens,))
+    timed = arms(hidden, head, labels)
+    seconds: dict[str, list[float]] = {name: [] for name in timed}
+    for repeat in range(args.repeats + 1):
+        for name, run in timed.items():
+            started = time.process_time()
+            run()
+            if repeat:  # the first round warms the allocator
+                seconds[name].append(time.process_time() - started)
+        print(f"repeat {repeat}/{args.repeats}", flush=True)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    append_line(
+        RESULTS,
+        {
+            "commit": git_commit(),
+            "date": datetime.date.today().isoformat(),
+            "tokens": args.tokens,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "cpu_seconds_median": {name: round(value, 4) for name, value in median.items()},
+            "fused_over_separate": round(median["fused"] / median["separate"], 3),
+            "fused_over_no_stats": round(median["fused"] / median["no_stats"], 3),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
