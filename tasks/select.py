@@ -156,7 +156,9 @@ def diverse_indices(points: np.ndarray, k: int, *, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def gold_rows(prompt_rows: Sequence[Record], count: int, *, seed: int) -> list[Record]:
+def gold_rows(
+    prompt_rows: Sequence[Record], count: int, *, seed: int, answer_pattern: str | None = None
+) -> list[Record]:
     """Real training examples for `count` of the round's prompts, drawn without replacement.
 
     The target is the prompt's worked `solution` (arithmetic), else " The answer is {answer}." (the
@@ -166,20 +168,25 @@ def gold_rows(prompt_rows: Sequence[Record], count: int, *, seed: int) -> list[R
         prompt_rows: The round's prompt, generated or judged rows (repeats of an `id` count once).
         count: Gold rows wanted (fewer when fewer prompts have a target).
         seed: Seeds the draw.
+        answer_pattern: Under `judge.require_work`, the answer form: a prompt whose target does not show right
+            working (`shows_work`; a file row with only an answer, " The answer is N.") is skipped before the draw,
+            as a sample saying only that would be refused, so `count` rows come from the prompts that have one.
 
     Returns:
         Rows `{"id", "prompt", "answer", "response", "score": 1.0, "sample": -1, "source": "gold"}`.
     """
-    by_id: dict[str, Record] = {}
+    targets: dict[str, tuple[Record, str]] = {}
     for row in prompt_rows:
-        if row.get("solution") or row.get("answer") is not None:
-            by_id.setdefault(row["id"], row)
-    ids = sorted(by_id)
+        if row["id"] in targets or not (row.get("solution") or row.get("answer") is not None):
+            continue
+        target = row.get("solution") or f" The answer is {row['answer']}."
+        if answer_pattern is None or shows_work(target, answer_pattern):
+            targets[row["id"]] = (row, target)
+    ids = sorted(targets)
     random.Random(seed).shuffle(ids)
     out = []
     for pid in ids[: max(count, 0)]:
-        row = by_id[pid]
-        target = row.get("solution") or f" The answer is {row['answer']}."
+        row, target = targets[pid]
         out.append(
             {"id": pid, "prompt": row["prompt"], "answer": row.get("answer"), "response": target}
             | {"score": 1.0, "sample": -1, "source": "gold"}
@@ -190,12 +197,6 @@ def gold_rows(prompt_rows: Sequence[Record], count: int, *, seed: int) -> list[R
 def gold_count(selected: int, share: float) -> int:
     """Gold rows to add to `selected` self-generated rows so that gold makes up `share` of the mix."""
     return round(share * selected / (1.0 - share)) if share > 0 else 0
-
-
-def worked_gold(rows: Sequence[Record], answer_pattern: str) -> list[Record]:
-    """The gold rows whose target shows right working (`shows_work`): under `judge.require_work` a prompt with only
-    an answer (" The answer is N.") would teach the bare answer that the judge refuses in a sample."""
-    return [row for row in rows if shows_work(row["response"], answer_pattern)]
 
 
 def to_sft_examples(rows: Sequence[Record], template: str) -> list[dict[str, str]]:
@@ -301,10 +302,10 @@ def select_task(
 
         vectors = embed([f"{row['prompt']}\n{row['response']}" for row in rows])
         rows = [rows[i] for i in diverse_indices(vectors, cfg.diversity_clusters, seed=seed)]
-    gold = gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
+    worked = config.judge.answer_pattern if requires_work(config) else None  # gold rows must show their working
+    rows += gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed, answer_pattern=worked)
     if cfg.gold_examples and (cfg.gold_rounds is None or ctx.round <= cfg.gold_rounds):
-        gold += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed)
-    rows += worked_gold(gold, config.judge.answer_pattern) if requires_work(config) else gold
+        rows += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed, answer_pattern=worked)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
     ctx.log_metrics({f"select/{k}": v for k, v in select_summary(rows, judged_rows).items()})

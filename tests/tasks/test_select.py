@@ -9,7 +9,7 @@ import pytest
 
 from configs.fields import DEFAULT_ANSWER_PATTERN
 from tasks.records import Record
-from tasks.select import diverse_indices, gold_count, gold_rows, select, select_summary, to_sft_examples, worked_gold
+from tasks.select import diverse_indices, gold_count, gold_rows, select, select_summary, to_sft_examples
 
 
 def rows_with_scores(*specs: tuple[str, int, float] | tuple[str, int, float, str]) -> list[Record]:
@@ -135,11 +135,15 @@ def test_kmeans_choice_then_gold_rows_make_the_configured_mix() -> None:
 
 def test_under_require_work_a_gold_row_with_only_an_answer_is_not_trained_on() -> None:
     """A file prompt with an answer but no `solution` column makes the gold row " The answer is N.": under
-    judge.require_work it is left out, as a sample saying only that would be; worked solutions stay."""
+    judge.require_work it is left out before the draw, as a sample saying only that would be, so the rows asked for
+    come from the prompts with right worked solutions, whatever the seed."""
     prompts = [
         {"id": "bare", "prompt": "Ann has 3 pens and buys 4. How many?", "answer": "7"},
         {"id": "worked", "prompt": "Bo has 9 and breaks 2.", "answer": "7", "solution": " 9 - 2 = 7. The answer is 7."},
         {"id": "wrong", "prompt": "Cy has 5 and gets 5.", "answer": "10", "solution": " 5 + 5 = 11. The answer is 10."},
+        {"id": "also", "prompt": "Di has 4 and gets 4.", "answer": "8", "solution": " 4 + 4 = 8. The answer is 8."},
     ]  # fmt: skip
-    gold = gold_rows(prompts, 3, seed=0)
-    assert {row["id"] for row in worked_gold(gold, DEFAULT_ANSWER_PATTERN)} == {"worked"}
+    for seed in range(6):
+        drawn = gold_rows(prompts, 2, seed=seed, answer_pattern=DEFAULT_ANSWER_PATTERN)
+        assert {row["id"] for row in drawn} == {"worked", "also"}
+    assert {row["id"] for row in gold_rows(prompts, 4, seed=0)} == {"bare", "worked", "wrong", "also"}
