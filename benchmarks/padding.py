@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import append_line  # noqa: E402
 from configs.loader import load_config  # noqa: E402
-from models.gemma import converted_path  # noqa: E402
-from tasks.base_model import cache_root  # noqa: E402
+from flows.preflight import model_tokenizer_file  # noqa: E402
 from tasks.prompts import gold_prompts  # noqa: E402
+from tasks.select import gold_rows, to_sft_examples  # noqa: E402
 from tasks.tracking import git_commit  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "padding.jsonl"
@@ -51,16 +51,18 @@ def main() -> int:
     ns = parser.parse_args()
     from tokenizers import Tokenizer
 
-    tokenizer_file = converted_path(cache_root() / "models") / "tokenizer.json"  # the packaged Gemma's
-    if not tokenizer_file.is_file():
-        print("padding.py: the converted Gemma is not on disk; run `bash infra/bootstrap.sh` first")
+    tokenizer_file = model_tokenizer_file(load_config("default", ns.overrides))  # the seed does not change it
+    if tokenizer_file is None:
+        print("padding.py: the model's tokenizer.json is not on disk; run `bash infra/bootstrap.sh` first")
         return 1
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     by_seed = {}
     for seed in ns.seeds:
         config = load_config("default", [*ns.overrides, f"seed={seed}"])
-        rows = gold_prompts(config, config.select.gold_examples)
-        texts = [config.prompts.template.format(prompt=row["prompt"]) + row["solution"] for row in rows]
+        n = config.select.gold_examples
+        # the gold rows as a round trains on them: select's gold rows as TRL's prompt and completion
+        rows = gold_rows(gold_prompts(config, n), n, seed=seed)
+        texts = [ex["prompt"] + ex["completion"] for ex in to_sft_examples(rows, config.prompts.template)]
         lengths = [len(encoding.ids) + 1 for encoding in tokenizer.encode_batch(texts)]  # + end of sequence
         shares = [real_share(lengths, config.train.batch_size, seed=s) for s in range(ns.shuffles)]
         by_seed[str(seed)] = {

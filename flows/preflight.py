@@ -398,7 +398,7 @@ def check_answer_length(config: CampaignConfig) -> None:
     prompts = config.prompts
     if prompts.source != "arithmetic" or prompts.working == "plain":
         return
-    tokenizer_file = _tokenizer_file(config)
+    tokenizer_file = model_tokenizer_file(config)
     if tokenizer_file is None:
         return
     from tokenizers import Tokenizer
@@ -427,7 +427,7 @@ def check_answer_length(config: CampaignConfig) -> None:
             )
 
 
-def _tokenizer_file(config: CampaignConfig) -> Path | None:
+def model_tokenizer_file(config: CampaignConfig) -> Path | None:
     """The campaign model's tokenizer.json when it is on disk already (nothing is converted or downloaded)."""
     model = config.model
     if model.source == "packaged-gemma":
