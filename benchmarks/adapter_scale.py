@@ -1,0 +1,92 @@
+"""Does a trained policy reach further beyond the training range with its adapter scaled toward the base or past it?
+
+WiSE-FT (Wortsman et al., 2022) interpolates the weights of a fine-tuned model with those of the model it started
+from and finds the mix more robust out of distribution than either end; extrapolating past the fine-tuned weights
+(ExPO, Zheng et al., 2024) is the other direction. A `train.init: base` round's adapter is exactly a change to the
+base, so scaling it by `s` (PEFT's `LoraLayer.set_scale`) gives the base at 0, the trained policy at 1, and beyond 1
+the extrapolation, with no training at all.
+
+This script loads one finished round's policy, and for each scale answers the campaign's 200 validation problems
+and the OOD development slice (`working_probe.ood_development`: OOD problems that are in no reported OOD test slice)
+greedily, as `ood_development.py` does. Validation and the development slice only: test and the OOD test slices
+stay untouched.
+
+    .venv/bin/python benchmarks/adapter_scale.py runs/CAMPAIGN/round-02 --scales 1.0,0.85,0.7,0.5,1.2,1.4
+
+Appends one JSON line per scale to `benchmarks/results/adapter_scale.jsonl`, with each item's credit in order.
+"""
+
+# ruff: noqa: E402  (offline settings before transformers is imported)
+
+from __future__ import annotations
+
+import os
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from peft.tuners.lora import LoraLayer
+
+from benchmarks._results import append_line
+from benchmarks.working_probe import credit, ood_development, rate
+from configs.loader import load_config
+from configs.schema import CampaignConfig
+from models.gemma import ensure_packaged_gemma
+from models.loading import load_policy, set_torch_threads
+from models.sampling import HFSampler
+from tasks.base_model import cache_root
+from tasks.evaluate import evaluate_greedy
+from tasks.prompts import campaign_prompts
+from tasks.tracking import git_commit
+
+RESULTS = ROOT / "benchmarks" / "results" / "adapter_scale.jsonl"
+
+
+def main() -> int:
+    """Score the round's policy at each scale, append one line per scale."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("round", help="a finished campaign's round folder (RUNS/CAMPAIGN/round-NN)")
+    parser.add_argument("--scales", default="1.0,0.85,0.7,0.5,1.2,1.4", help="comma-separated adapter scales")
+    parser.add_argument("--n", type=int, default=150, help="problems in the OOD development slice")
+    parser.add_argument("--threads", type=int, default=2)
+    ns = parser.parse_args()
+    set_torch_threads(ns.threads)
+    round_dir = Path(ns.round)
+    config = CampaignConfig.model_validate_json((round_dir.parent / "config.json").read_text(encoding="utf-8"))
+    base = str(ensure_packaged_gemma(cache_root() / "models"))
+    model, tokenizer = load_policy(base, str(round_dir / "adapter"))
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    slices = {
+        "validation": campaign_prompts(config, "validation", 0),
+        "development": ood_development(load_config("default"), ns.n),
+    }
+    for scale in (float(text) for text in ns.scales.split(",")):
+        for layer in layers:
+            layer.set_scale("default", scale)
+        started = time.perf_counter()
+        line: dict[str, object] = {"commit": git_commit(), "round": str(round_dir), "scale": scale}
+        for name, problems in slices.items():
+            scored, _ = evaluate_greedy(
+                HFSampler(model, tokenizer),
+                problems,
+                template=config.prompts.template,
+                max_new_tokens=config.evaluate.max_new_tokens,
+                stop=config.generate.stop,
+                batch_size=config.generate.batch_size,
+            )
+            line[name] = {**rate(scored), "credit": credit(scored)}
+        line["seconds"] = round(time.perf_counter() - started, 1)
+        append_line(RESULTS, line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
