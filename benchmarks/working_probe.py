@@ -162,6 +162,21 @@ def facts(op: str, a: int, b: int) -> str:
     return " " + ". ".join(steps) + f". The answer is {result}."
 
 
+def places(op: str, a: int, b: int) -> str:
+    """The "digits" working with its last step putting the two columns together by place value instead of
+    restating the problem: "4 + 4 = 8. 2 + 2 = 4. 40 + 8 = 48.", "9 + 5 = 14. 3 + 3 + 1 = 7. 70 + 4 = 74.",
+    "12 - 9 = 3. 3 - 2 - 1 = 0. 0 + 3 = 3."; plain where both operands are below 10. In "digits" the answer's
+    first digit follows "24 + 24 = ", which training rows answer only for tens digits 0-2, and beyond them the
+    policy writes the ones digit alone ("24 + 24 = 8"); here it is the tens' fact's result just stated, with a 0."""
+    written = digits_working(op, a, b)
+    if written is None:
+        return plain(op, a, b)
+    ones_fact, tens_fact = written.split(". ")[:2]
+    tens, ones = int(tens_fact.rsplit("= ", 1)[1]), int(ones_fact.rsplit("= ", 1)[1]) % 10
+    result = a + b if op == "add" else a - b
+    return f"{ones_fact}. {tens_fact}. {10 * tens} + {ones} = {result}. The answer is {result}."
+
+
 WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "plain": plain,
     "tens": tens,
@@ -171,6 +186,7 @@ WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "digits": digits,
     "ones_tens": ones_tens,
     "facts": facts,
+    "places": places,
 }
 
 # Campaign seeds whose OOD test slices the development slice (--ood) leaves out, problem by problem.
