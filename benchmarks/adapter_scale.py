@@ -7,9 +7,9 @@ base, so scaling it by `s` (PEFT's `LoraLayer.set_scale`) gives the base at 0, t
 the extrapolation, with no training at all.
 
 This script loads one finished round's policy, and for each scale answers the campaign's 200 validation problems
-and the OOD development slice (`working_probe.ood_development`: OOD problems that are in no reported OOD test slice)
-greedily, as `ood_development.py` does. Validation and the development slice only: test and the OOD test slices
-stay untouched.
+and the OOD development slice (`working_probe.ood_development`: OOD problems that are in no reported OOD test
+slice) greedily, as `ood_development.py` does (its `score`). Validation and the development slice only: test and
+the OOD test slices stay untouched.
 
     .venv/bin/python benchmarks/adapter_scale.py runs/CAMPAIGN/round-02 --scales 1.0,0.85,0.7,0.5,1.2,1.4
 
@@ -36,14 +36,13 @@ sys.path.insert(0, str(ROOT))
 from peft.tuners.lora import LoraLayer
 
 from benchmarks._results import append_line
+from benchmarks.ood_development import score
 from benchmarks.working_probe import credit, ood_development, rate
 from configs.loader import load_config
 from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
-from models.sampling import HFSampler
 from tasks.base_model import cache_root
-from tasks.evaluate import evaluate_greedy
 from tasks.prompts import campaign_prompts
 from tasks.tracking import git_commit
 
@@ -74,14 +73,7 @@ def main() -> int:
         started = time.perf_counter()
         line: dict[str, object] = {"commit": git_commit(), "round": str(round_dir), "scale": scale}
         for name, problems in slices.items():
-            scored, _ = evaluate_greedy(
-                HFSampler(model, tokenizer),
-                problems,
-                template=config.prompts.template,
-                max_new_tokens=config.evaluate.max_new_tokens,
-                stop=config.generate.stop,
-                batch_size=config.generate.batch_size,
-            )
+            scored = score(model, tokenizer, config, problems)
             line[name] = {**rate(scored), "credit": credit(scored)}
         line["seconds"] = round(time.perf_counter() - started, 1)
         append_line(RESULTS, line)

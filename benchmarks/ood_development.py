@@ -31,6 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from benchmarks._results import append_line
 from benchmarks.working_probe import credit, ood_development, rate
 from configs.loader import load_config
@@ -59,6 +62,19 @@ def answer(policy: str, problems: list[Record], base: str) -> list[Record]:
         config = CampaignConfig.model_validate_json((round_dir.parent / "config.json").read_text(encoding="utf-8"))
         adapter, prefix = str(round_dir / "adapter"), ""
     model, tokenizer = load_policy(base, adapter)
+    return score(model, tokenizer, config, problems, prefix=prefix)
+
+
+def score(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: CampaignConfig,
+    problems: list[Record],
+    *,
+    prefix: str = "",
+) -> list[Record]:
+    """A loaded policy's greedy answers to `problems`, scored, with `config`'s template, `evaluate.max_new_tokens`,
+    stop strings and batch size (as the campaign evaluates)."""
     scored, _ = evaluate_greedy(
         HFSampler(model, tokenizer),
         problems,
