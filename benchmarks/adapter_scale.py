@@ -36,10 +36,9 @@ sys.path.insert(0, str(ROOT))
 from peft.tuners.lora import LoraLayer
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import score
+from benchmarks.ood_development import round_policy, score
 from benchmarks.working_probe import credit, ood_development, rate
 from configs.loader import load_config
-from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from tasks.base_model import cache_root
@@ -59,19 +58,20 @@ def main() -> int:
     ns = parser.parse_args()
     set_torch_threads(ns.threads)
     round_dir = Path(ns.round)
-    config = CampaignConfig.model_validate_json((round_dir.parent / "config.json").read_text(encoding="utf-8"))
+    config, adapter = round_policy(round_dir)
     base = str(ensure_packaged_gemma(cache_root() / "models"))
-    model, tokenizer = load_policy(base, str(round_dir / "adapter"))
+    model, tokenizer = load_policy(base, adapter)
     layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
     slices = {
         "validation": campaign_prompts(config, "validation", 0),
         "development": ood_development(load_config("default"), ns.n),
     }
+    commit = git_commit()
     for scale in (float(text) for text in ns.scales.split(",")):
         for layer in layers:
             layer.set_scale("default", scale)
         started = time.perf_counter()
-        line: dict[str, object] = {"commit": git_commit(), "round": str(round_dir), "scale": scale}
+        line: dict[str, object] = {"commit": commit, "round": str(round_dir), "scale": scale}
         for name, problems in slices.items():
             scored = score(model, tokenizer, config, problems)
             line[name] = {**rate(scored), "credit": credit(scored)}

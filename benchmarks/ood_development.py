@@ -43,6 +43,7 @@ from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
 from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
+from tasks.layout import ADAPTER, CampaignLayout
 from tasks.prompts import few_shot_prefix
 from tasks.records import Record
 from tasks.stats import mcnemar_exact, paired_counts
@@ -58,11 +59,16 @@ def answer(policy: str, problems: list[Record], base: str) -> list[Record]:
         config = load_config("few-shot-start")
         adapter, prefix = None, few_shot_prefix(config)
     else:
-        round_dir = Path(policy)
-        config = CampaignConfig.model_validate_json((round_dir.parent / "config.json").read_text(encoding="utf-8"))
-        adapter, prefix = str(round_dir / "adapter"), ""
+        config, adapter = round_policy(Path(policy))
+        prefix = ""
     model, tokenizer = load_policy(base, adapter)
     return score(model, tokenizer, config, problems, prefix=prefix)
+
+
+def round_policy(round_dir: Path) -> tuple[CampaignConfig, str]:
+    """A finished round's campaign config (its campaign folder's `config.json`) and the round's adapter folder."""
+    layout = CampaignLayout(round_dir.parent)
+    return CampaignConfig.model_validate_json(layout.config.read_text(encoding="utf-8")), str(round_dir / ADAPTER)
 
 
 def score(

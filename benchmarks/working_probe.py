@@ -171,10 +171,9 @@ def places(op: str, a: int, b: int) -> str:
     written = digits_working(op, a, b)
     if written is None:
         return plain(op, a, b)
-    ones_fact, tens_fact = written.split(". ")[:2]
-    tens, ones = int(tens_fact.rsplit("= ", 1)[1]), int(ones_fact.rsplit("= ", 1)[1]) % 10
+    columns = ". ".join(written.split(". ")[:2])  # the ones' and the tens' facts
     result = a + b if op == "add" else a - b
-    return f"{ones_fact}. {tens_fact}. {10 * tens} + {ones} = {result}. The answer is {result}."
+    return f"{columns}. {result - result % 10} + {result % 10} = {result}. The answer is {result}."
 
 
 WORKINGS: dict[str, Callable[[str, int, int], str]] = {
