@@ -16,7 +16,8 @@ from configs.fields import Strict
 SHARE = "Share of the filter's input rows kept, in (0, 1] (rounded up, so at least one row)."
 TARGET = (
     "Gold solutions in the target set: that many training prompts (of the round's prompts, seeded draw) with a worked "
-    "`solution` or an `answer`; at least 1."
+    "`solution` or an `answer` (under judge.require_work, a `solution` showing right working, as training's gold "
+    "rows); at least 1."
 )
 
 

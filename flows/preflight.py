@@ -186,10 +186,10 @@ def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[d
     if config.prompts.source != "file" or not targets:
         return
     from tasks.filters import check_target_source
-    from tasks.select import gold_rows  # MLflow and Prefect come with it: only for a config that needs the check
+    from tasks.select import gold_draw  # MLflow and Prefect come with it: only for a config that needs the check
 
     source = f"prompts.train_path={config.prompts.train_path}"
-    check_target_source(config.select.filters, train_rows(), source, gold_rows)
+    check_target_source(config.select.filters, train_rows(), source, gold_draw(config))
 
 
 def check_model(field: str, model: ModelConfig) -> None:

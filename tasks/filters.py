@@ -185,19 +185,22 @@ def apply_filters(rows: Sequence[Record], filters: Sequence[FilterConfig], *, se
     return current
 
 
-GoldDraw = Callable[..., list[Record]]  # `tasks.select.gold_rows`: (prompt_rows, count, *, seed) -> gold rows
+GoldDraw = Callable[..., list[Record]]  # `tasks.select.gold_draw`: (prompt_rows, count, *, seed) -> gold rows
+# What the draw counts, for the errors: under judge.require_work a target must show right working.
+GOLD_TARGET = (
+    "a gold target (a `solution` or an `answer`; under judge.require_work, a `solution` showing right working)"
+)
 
 
 def target_set(prompt_rows: Sequence[Record], size: int, *, seed: int, field: str, draw: GoldDraw) -> list[Record]:
     """The target set of `color` and `dsir`: gold solutions of `size` training prompts drawn by `draw`
-    (`tasks.select.gold_rows`, the one owner of "a prompt's gold target", passed in by selection), raising a
+    (`tasks.select.gold_draw`, the one owner of "a prompt's gold target", passed in by selection), raising a
     one-line error naming `field` and the round's prompt count when no prompt has one."""
     rows = draw(prompt_rows, size, seed=seed)
     if not rows:
         prompts = len({row["id"] for row in prompt_rows})
         raise ValueError(
-            f"{field}: the target set is empty: none of the round's {prompts} training prompts has a `solution` "
-            "or an `answer`"
+            f"{field}: the target set is empty: none of the round's {prompts} training prompts has {GOLD_TARGET}"
         )
     return rows
 
@@ -216,7 +219,7 @@ def check_target_source(
     ]
     if fields and not draw(prompt_rows, 1, seed=0):
         raise ValueError(
-            f"{source}: none of its {len(prompt_rows)} training rows has a `solution` or an `answer`, so the target "
+            f"{source}: none of its {len(prompt_rows)} training rows has {GOLD_TARGET}, so the target "
             f"set of {fields[0]} would be empty"
         )
 
@@ -260,7 +263,7 @@ def filter_scores(
         filters: The `select.filters` entries.
         template: The policy's prompt template (responses are scored after the rendered prompt).
         seed: Seeds the target-set draws (filter i: seed + i) and the CoLoR tuning.
-        draw: Draws the gold target rows (`tasks.select.gold_rows`).
+        draw: Draws the gold target rows (`tasks.select.gold_draw`).
         models: The log-probability source; needed by perplexity, confidence and color.
 
     Returns:

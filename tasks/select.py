@@ -10,9 +10,10 @@ self-training on its own output from collapsing (Shumailov et al. 2024; Gerstgra
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,12 @@ def gold_rows(
     return out
 
 
+def gold_draw(config: CampaignConfig) -> Callable[..., list[Record]]:
+    """`gold_rows` as `config` draws gold targets, for the gold rows of training and the filters' target sets
+    alike: under `judge.require_work` (`tasks.judge.requires_work`) only targets that show right working."""
+    return functools.partial(gold_rows, answer_pattern=config.judge.answer_pattern if requires_work(config) else None)
+
+
 def gold_count(selected: int, share: float) -> int:
     """Gold rows to add to `selected` self-generated rows so that gold makes up `share` of the mix."""
     return round(share * selected / (1.0 - share)) if share > 0 else 0
@@ -274,6 +281,7 @@ def select_task(
     judged_rows = read_records(judged)
     cfg = config.select
     seed = ctx.seed
+    draw = gold_draw(config)
     if cfg.filters:
         from tasks.base_model import prepare_base
         from tasks.filters import score_round
@@ -286,7 +294,7 @@ def select_task(
             base=start.base,
             policy=(start.base, start.adapter),
             seed=seed,
-            draw=gold_rows,
+            draw=draw,
         )
     rows = select_by(judged_rows, cfg)
     if cfg.filters:
@@ -302,10 +310,9 @@ def select_task(
 
         vectors = embed([f"{row['prompt']}\n{row['response']}" for row in rows])
         rows = [rows[i] for i in diverse_indices(vectors, cfg.diversity_clusters, seed=seed)]
-    worked = config.judge.answer_pattern if requires_work(config) else None  # gold rows must show their working
-    rows += gold_rows(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed, answer_pattern=worked)
+    rows += draw(judged_rows, gold_count(len(rows), cfg.gold_share), seed=seed)
     if cfg.gold_examples and (cfg.gold_rounds is None or ctx.round <= cfg.gold_rounds):
-        rows += gold_rows(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed, answer_pattern=worked)
+        rows += draw(gold_prompts(config, cfg.gold_examples), cfg.gold_examples, seed=seed)
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), judged=judged, select=cfg, seed=seed)
     ctx.log_metrics({f"select/{k}": v for k, v in select_summary(rows, judged_rows).items()})

@@ -26,6 +26,7 @@ from flows.preflight import (
     reachable,
     safetensors_problem,
 )
+from tasks.filters import GOLD_TARGET
 from tasks.judging.reference_bank import BankError
 
 
@@ -271,10 +272,11 @@ def test_training_rows_without_gold_cannot_feed_a_target_set_or_a_round_bank(
     validation = _jsonl(tmp_path / "validation.jsonl", [{"prompt": "What is 1 plus 2?", "answer": "3"}])
     files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     filters = "select.filters=[{kind: perplexity}, {kind: dsir}]"
-    assert _rejected(capsys, tmp_path, *files, filters) == (
-        f"prompts.train_path={train}: none of its 20 training rows has a `solution` or an `answer`, so the target "
-        "set of select.filters.1 (dsir) would be empty"
+    refused = (
+        f"prompts.train_path={train}: none of its 20 training rows has {GOLD_TARGET}, so the target set of "
+        "select.filters.1 (dsir) would be empty"
     )
+    assert _rejected(capsys, tmp_path, *files, filters) == refused
     # Meta Ranking's round-1 bank labels only samples of answered prompts: none here, and too few samples here.
     with pytest.raises(
         BankError, match=rf"^prompts\.train_path={train}: round 1's judge\.bank=rounds holds at most 0 "
@@ -283,6 +285,10 @@ def test_training_rows_without_gold_cannot_feed_a_target_set_or_a_round_bank(
     message = r"^prompts\.train_size=1: .* at most 2 labelled rows .* fewer than judge\.references \(5\) asks for$"
     with pytest.raises(BankError, match=message):
         preflight(load_config("tiny", ["judge.kind=meta-ranking", "prompts.train_size=1", "generate.k=2"]))
+    # Answers alone make a target set, but not under judge.require_work: a bare answer shows no working.
+    _jsonl(train, [{"id": f"t{i}", "prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(20)])
+    preflight(load_config("tiny", [*files, filters]))
+    assert _rejected(capsys, tmp_path, *files, filters, "judge.require_work=true") == refused
     _jsonl(train, [{"id": "t0", "prompt": "What is 1 plus 1?", "solution": " 1 + 1 = 2."}])
     preflight(load_config("tiny", [*files, filters]))  # one worked solution is a target set
 

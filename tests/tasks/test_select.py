@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from configs.fields import DEFAULT_ANSWER_PATTERN
+from configs.loader import load_config
 from tasks.records import Record
-from tasks.select import diverse_indices, gold_count, gold_rows, select, select_summary, to_sft_examples
+from tasks.select import diverse_indices, gold_count, gold_draw, gold_rows, select, select_summary, to_sft_examples
 
 
 def rows_with_scores(*specs: tuple[str, int, float] | tuple[str, int, float, str]) -> list[Record]:
@@ -136,7 +137,7 @@ def test_kmeans_choice_then_gold_rows_make_the_configured_mix() -> None:
 def test_under_require_work_a_gold_row_with_only_an_answer_is_not_trained_on() -> None:
     """A file prompt with an answer but no `solution` column makes the gold row " The answer is N.": under
     judge.require_work it is left out before the draw, as a sample saying only that would be, so the rows asked for
-    come from the prompts with right worked solutions, whatever the seed."""
+    come from the prompts with right worked solutions, whatever the seed; the filters' target sets draw the same way."""
     prompts = [
         {"id": "bare", "prompt": "Ann has 3 pens and buys 4. How many?", "answer": "7"},
         {"id": "worked", "prompt": "Bo has 9 and breaks 2.", "answer": "7", "solution": " 9 - 2 = 7. The answer is 7."},
@@ -147,3 +148,6 @@ def test_under_require_work_a_gold_row_with_only_an_answer_is_not_trained_on() -
         drawn = gold_rows(prompts, 2, seed=seed, answer_pattern=DEFAULT_ANSWER_PATTERN)
         assert {row["id"] for row in drawn} == {"worked", "also"}
     assert {row["id"] for row in gold_rows(prompts, 4, seed=0)} == {"bare", "worked", "wrong", "also"}
+    # The campaign's draw, for training's gold rows and the color and dsir filters' target sets alike.
+    assert {row["id"] for row in gold_draw(load_config("tiny"))(prompts, 4, seed=0)} == {"worked", "also"}
+    assert len(gold_draw(load_config("tiny", ["judge.require_work=false"]))(prompts, 4, seed=0)) == 4
