@@ -4,7 +4,7 @@
   applied only where a loss is taken, and the logged entropy read off the loss's own softmax
   (`CrossEntropyWithEntropy`).
 - `kl_sft_loss`: SuperHF's KL-regularised SFT loss (Mukobi et al. 2023, "SuperHF: Supervised Iterative Learning
-  from Human Feedback").
+  from Human Feedback"); `scored_kl_sft_loss` the same on `completion_logits`' rows (the head applied only there).
 - `completion_logps`: the summed log-probability of a completion after its prompt, the quantity DPO's implicit
   reward compares (Rafailov et al. 2023, "Direct Preference Optimization").
 
@@ -57,16 +57,47 @@ class CrossEntropyWithEntropy(torch.autograd.Function):
         return grad, None
 
 
+def completion_logits(
+    model: PreTrainedModel | PeftModel, inputs: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits at the positions whose next token has a label (a completion token), and those labels.
+
+    Runs the transformer body (LoRA layers included: PEFT injects them into the modules, and a `PeftModel`'s
+    `disable_adapter()` holds here too) for every position, then applies the LM head only to the hidden states
+    a loss is taken on: with Gemma's 262k-token vocabulary the head over every position is most of a step.
+
+    Args:
+        model: A causal LM or a `PeftModel` around one.
+        inputs: A collated batch: `input_ids`, `attention_mask`, `labels` (-100 where no loss is taken),
+            optionally `position_ids`.
+
+    Returns:
+        `(logits, labels)`: `(tokens, vocab)` and `(tokens,)`, one row per labelled next token, in batch order.
+    """
+    causal_lm = cast(PreTrainedModel, model.get_base_model() if isinstance(model, PeftModel) else model)
+    body = causal_lm.base_model
+    head = cast(torch.nn.Module, causal_lm.get_output_embeddings())  # transformers leaves its return untyped
+    body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    hidden = body(**body_inputs, use_cache=False).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    scored = targets != IGNORE
+    logits = head(hidden[:, :-1][scored])
+    # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
+    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits, targets[scored]
+
+
 def completion_loss(
     model: PreTrainedModel | PeftModel,
     inputs: dict[str, torch.Tensor],
     num_items_in_batch: torch.Tensor | int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Next-token cross-entropy over completion tokens, with logits computed only where they are needed.
+    """Next-token cross-entropy over completion tokens, with logits computed only where they are needed
+    (`completion_logits`).
 
-    Runs the transformer body (LoRA layers included: PEFT injects them into the modules) for every
-    position, then applies the LM head only to the hidden states whose next token has a label, i.e.
-    a completion token. The loss is TRL 1.16's SFT loss (`SFTTrainer.compute_loss`, fused-LM-head
+    The loss is TRL 1.16's SFT loss (`SFTTrainer.compute_loss`, fused-LM-head
     branch): the summed negative log-likelihood divided by `num_items_in_batch` when the Trainer passes
     it (the count of labelled next tokens over the gradient-accumulation window), else by the batch's
     own count (at least 1). TRL's fused head on a CPU scores every position (it compacts to the
@@ -82,21 +113,9 @@ def completion_loss(
         The loss, and detached statistics over the scored tokens: `tokens`, `entropy` (mean entropy of
         the next-token distribution) and `accuracy` (share where the label is the top token).
     """
-    causal_lm = cast(PreTrainedModel, model.get_base_model() if isinstance(model, PeftModel) else model)
-    body = causal_lm.base_model
-    head = cast(torch.nn.Module, causal_lm.get_output_embeddings())  # transformers leaves its return untyped
-    body_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-    hidden = body(**body_inputs, use_cache=False).last_hidden_state
-    targets = inputs["labels"][:, 1:]
-    scored = targets != IGNORE
-    logits = head(hidden[:, :-1][scored])
-    # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
-    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    labels = targets[scored]
+    logits, labels = completion_logits(model, inputs)
     nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
-    count = scored.sum()
+    count = torch.tensor(labels.numel())
     loss = nll / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
     with torch.no_grad():
         correct = logits.argmax(-1) == labels
@@ -125,12 +144,29 @@ def kl_sft_loss(
     """
     targets = labels[:, 1:]
     mask = targets != IGNORE
-    if not mask.any():
+    return scored_kl_sft_loss(logits[:, :-1][mask], ref_logits[:, :-1][mask], targets[mask], kl_weight)
+
+
+def scored_kl_sft_loss(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`kl_sft_loss` on the scored positions only, as `completion_logits` gives them (the trainer's form).
+
+    Args:
+        logits: Policy logits, `(tokens, vocab)`, one row per labelled next token.
+        ref_logits: Reference logits at the same positions (no gradient needed).
+        labels: `(tokens,)`, the next token of each row.
+        kl_weight: Weight of the KL term.
+
+    Returns:
+        `(loss, cross_entropy, kl)`, each a scalar tensor; no rows give zeros.
+    """
+    if not labels.numel():
         zero = logits.sum() * 0.0
         return zero, zero, zero
-    logp = F.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # (tokens, vocab)
-    cross_entropy = -logp.gather(-1, targets[mask][:, None]).mean()
-    ref_logp = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    cross_entropy = -logp.gather(-1, labels[:, None]).mean()
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
     kl = (logp.exp() * (logp - ref_logp)).sum(-1).mean()
     return cross_entropy + kl_weight * kl, cross_entropy, kl
 

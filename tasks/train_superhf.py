@@ -6,7 +6,8 @@ best-of-k samples, and keeps RLHF's KL prior to stay near the starting policy:
     loss = CE(completion tokens) + kl_weight * mean over completion positions of KL(policy || reference)
 
 with the KL over the whole next-token distribution at each completion position (exact, so it is zero
-when the two models agree; the loss is `models.losses.kl_sft_loss`). The reference is the round's
+when the two models agree; the loss is `models.losses.scored_kl_sft_loss`, with the LM head applied only at
+completion positions, for the policy and the reference alike). The reference is the round's
 starting policy: with no adapter yet, the policy with its fresh adapter disabled; otherwise a frozen
 copy of the starting adapter. A small torch loop, not TRL's SFTTrainer, because the loss needs the
 reference's logits at every step. Tokenisation follows TRL's prompt-completion format (prompt tokens
@@ -29,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
-from models.losses import IGNORE, kl_sft_loss
+from models.losses import IGNORE, completion_logits, scored_kl_sft_loss
 from models.training import lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
 from tasks.layout import RESUMABLE
@@ -70,11 +71,12 @@ def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
 def reference_logits(
     policy: PeftModel, reference: PreTrainedModel | PeftModel | None, inputs: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The reference's logits: a separate frozen model, or (None) the policy with its adapters disabled."""
+    """The reference's logits at the completion positions (`completion_logits`): a separate frozen model, or
+    (None) the policy with its adapters disabled."""
     context = policy.disable_adapter() if reference is None else contextlib.nullcontext()
     with torch.no_grad(), context:
-        model = policy if reference is None else reference
-        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        logits, _ = completion_logits(policy if reference is None else reference, inputs)
+        return logits
 
 
 def _batches(
@@ -136,8 +138,8 @@ def train_superhf(
     for step, batch in enumerate(_batches(encoded, cfg.batch_size, steps, seed), start=1):
         inputs = collate(batch, tokenizer.pad_token_id)
         ref = reference_logits(model, reference, inputs)
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        loss, cross_entropy, kl = kl_sft_loss(logits, ref, inputs["labels"], cfg.kl_weight)
+        logits, labels = completion_logits(model, inputs)
+        loss, cross_entropy, kl = scored_kl_sft_loss(logits, ref, labels, cfg.kl_weight)
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)  # the HF Trainer default, as in train_sft

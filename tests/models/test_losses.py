@@ -12,7 +12,15 @@ from peft import get_peft_model
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from configs.schema import TrainConfig
-from models.losses import IGNORE, CrossEntropyWithEntropy, completion_logps, completion_loss, kl_sft_loss
+from models.losses import (
+    IGNORE,
+    CrossEntropyWithEntropy,
+    completion_logits,
+    completion_logps,
+    completion_loss,
+    kl_sft_loss,
+    scored_kl_sft_loss,
+)
 from models.training import lora_config
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -119,6 +127,31 @@ def test_completion_loss_equals_cross_entropy_over_all_logits() -> None:
     peft_model = get_peft_model(model, lora_config(TrainConfig(target_modules=["q_proj", "v_proj"])))
     wrapped, _ = completion_loss(peft_model, inputs)
     assert wrapped.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_superhf_on_completion_logits_equals_its_loss_over_all_logits() -> None:
+    # The trainer's form (the head only at labelled positions, for the policy and its reference) gives the same
+    # loss, cross-entropy, KL and gradient as the loss over every position's logits.
+    policy, reference = tiny_llama(8, zero_head=False), tiny_llama(8, zero_head=False)
+    with torch.no_grad():
+        for weight in reference.parameters():
+            weight.add_(0.2 * torch.randn_like(weight))
+    inputs = batch([[IGNORE, 1, 2, 3, IGNORE], [IGNORE, IGNORE, IGNORE, 6, 4]])
+    full = kl_sft_loss(policy(input_ids=inputs["input_ids"]).logits, reference(**inputs).logits, inputs["labels"], 0.3)
+    full[0].backward()
+    expected = [weight.grad.clone() for weight in policy.parameters()]
+    policy.zero_grad()
+    logits, labels = completion_logits(policy, inputs)
+    with torch.no_grad():
+        ref_logits, _ = completion_logits(reference, inputs)
+    scored = scored_kl_sft_loss(logits, ref_logits, labels, 0.3)
+    scored[0].backward()
+    assert labels.tolist() == [1, 2, 3, 6, 4] and scored[2].item() > 0
+    assert [t.item() for t in scored] == pytest.approx([t.item() for t in full], rel=1e-5)
+    for weight, grad in zip(policy.parameters(), expected, strict=True):
+        torch.testing.assert_close(weight.grad, grad, rtol=1e-4, atol=1e-6)
+    zero = scored_kl_sft_loss(logits[:0], ref_logits[:0], labels[:0], 0.3)
+    assert [t.item() for t in zero] == [0.0, 0.0, 0.0]
 
 
 def test_fused_cross_entropy_matches_torch_in_value_gradient_and_entropy() -> None:
