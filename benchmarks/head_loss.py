@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._results import append_line
+from benchmarks._timing import interleaved_cpu_medians
 from models.losses import CrossEntropyWithEntropy
 from tasks.tracking import git_commit
 
@@ -81,16 +80,7 @@ def main() -> None:
     head = torch.randn(VOCAB, HIDDEN) * 0.03
     hidden = torch.randn(args.tokens, HIDDEN)
     labels = torch.randint(0, VOCAB, (args.tokens,))
-    timed = arms(hidden, head, labels)
-    seconds: dict[str, list[float]] = {name: [] for name in timed}
-    for repeat in range(args.repeats + 1):
-        for name, run in timed.items():
-            started = time.process_time()
-            run()
-            if repeat:  # the first round warms the allocator
-                seconds[name].append(time.process_time() - started)
-        print(f"repeat {repeat}/{args.repeats}", flush=True)
-    median = {name: statistics.median(values) for name, values in seconds.items()}
+    median = interleaved_cpu_medians(arms(hidden, head, labels), args.repeats)
     append_line(
         RESULTS,
         {

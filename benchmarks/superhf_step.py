@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -38,6 +36,7 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from benchmarks._results import append_line
+from benchmarks._timing import interleaved_cpu_medians
 from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
@@ -96,16 +95,7 @@ def main() -> None:
     examples = to_sft_examples(rows, config.prompts.template)
     inputs = collate(encode_examples(tokenizer, examples, config.train.max_length), tokenizer.pad_token_id)
     completion_tokens = int((inputs["labels"][:, 1:] != -100).sum())
-    timed = arms(model, inputs, config.train.kl_weight)
-    seconds: dict[str, list[float]] = {name: [] for name in timed}
-    for repeat in range(args.repeats + 1):
-        for name, run in timed.items():
-            started = time.process_time()
-            run()
-            if repeat:  # the first round warms the allocator
-                seconds[name].append(time.process_time() - started)
-        print(f"repeat {repeat}/{args.repeats}: " + ", ".join(f"{n} {v[-1]:.1f} s" for n, v in seconds.items() if v))
-    median = {name: statistics.median(values) for name, values in seconds.items()}
+    median = interleaved_cpu_medians(arms(model, inputs, config.train.kl_weight), args.repeats)
     append_line(
         RESULTS,
         {
