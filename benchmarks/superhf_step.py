@@ -8,7 +8,8 @@ gold rows (its template, the digit working) with a fresh LoRA on Gemma 3 270M (`
 
 - `superhf_all_positions`: policy and reference (the policy with its adapter disabled, as with `train.init: base`)
   through their ordinary forward, logits at every position, then the loss on the completion rows;
-- `superhf`: `tasks.train_superhf`'s step: both through `completion_logits`, the head only where a loss is taken;
+- `superhf`: `tasks.train_superhf.superhf_loss`, the trainer's: both through `completion_logits`, the head only
+  where a loss is taken;
 - `sft`: `models.losses.completion_loss` alone (the SFT trainer's loss, no reference), the floor.
 
 Each repeat times the three arms in turn; the median over repeats after a warm-up, in CPU seconds of this process
@@ -40,13 +41,13 @@ from benchmarks._timing import interleaved_cpu_medians
 from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
-from models.losses import completion_logits, completion_loss, kl_sft_loss, scored_kl_sft_loss
+from models.losses import IGNORE, completion_loss, kl_sft_loss
 from models.training import lora_config
 from tasks.base_model import cache_root
 from tasks.prompts import gold_prompts
 from tasks.select import gold_rows, to_sft_examples
 from tasks.tracking import git_commit
-from tasks.train_superhf import collate, encode_examples, reference_logits
+from tasks.train_superhf import collate, encode_examples, superhf_loss
 
 RESULTS = ROOT / "benchmarks" / "results" / "superhf_step.jsonl"
 
@@ -69,9 +70,7 @@ def arms(model: PeftModel, inputs: dict[str, torch.Tensor], kl_weight: float) ->
         step(kl_sft_loss(logits, ref, inputs["labels"], kl_weight)[0])
 
     def superhf() -> None:
-        ref = reference_logits(model, None, inputs)
-        logits, labels = completion_logits(model, inputs)
-        step(scored_kl_sft_loss(logits, ref, labels, kl_weight)[0])
+        step(superhf_loss(model, None, inputs, kl_weight)[0])
 
     def sft() -> None:
         step(completion_loss(model, inputs)[0])
@@ -94,7 +93,7 @@ def main() -> None:
     rows = gold_rows(gold_prompts(config, config.select.gold_examples), 8, seed=0)
     examples = to_sft_examples(rows, config.prompts.template)
     inputs = collate(encode_examples(tokenizer, examples, config.train.max_length), tokenizer.pad_token_id)
-    completion_tokens = int((inputs["labels"][:, 1:] != -100).sum())
+    completion_tokens = int((inputs["labels"][:, 1:] != IGNORE).sum())
     median = interleaved_cpu_medians(arms(model, inputs, config.train.kl_weight), args.repeats)
     append_line(
         RESULTS,

@@ -115,11 +115,11 @@ def completion_loss(
     """
     logits, labels = completion_logits(model, inputs)
     nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
-    count = torch.tensor(labels.numel())
-    loss = nll / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+    count = labels.numel()
+    loss = nll / (max(count, 1) if num_items_in_batch is None else num_items_in_batch)
     with torch.no_grad():
         correct = logits.argmax(-1) == labels
-        n = max(int(count), 1)
+        n = max(count, 1)
         stats = {"tokens": float(count), "entropy": float(entropy.sum()) / n, "accuracy": float(correct.sum()) / n}
     return loss, stats
 

@@ -79,6 +79,16 @@ def reference_logits(
         return logits
 
 
+def superhf_loss(
+    policy: PeftModel, reference: PreTrainedModel | PeftModel | None, inputs: dict[str, torch.Tensor], kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch's `(loss, cross_entropy, kl)` as the trainer takes it: policy and reference through
+    `completion_logits` (the head only at completion positions), then `scored_kl_sft_loss`."""
+    ref = reference_logits(policy, reference, inputs)
+    logits, labels = completion_logits(policy, inputs)
+    return scored_kl_sft_loss(logits, ref, labels, kl_weight)
+
+
 def _batches(
     encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, steps: int, seed: int
 ) -> Iterator[list[tuple[list[int], list[int]]]]:
@@ -137,9 +147,7 @@ def train_superhf(
     started = last = time.perf_counter()
     for step, batch in enumerate(_batches(encoded, cfg.batch_size, steps, seed), start=1):
         inputs = collate(batch, tokenizer.pad_token_id)
-        ref = reference_logits(model, reference, inputs)
-        logits, labels = completion_logits(model, inputs)
-        loss, cross_entropy, kl = scored_kl_sft_loss(logits, ref, labels, cfg.kl_weight)
+        loss, cross_entropy, kl = superhf_loss(model, reference, inputs, cfg.kl_weight)
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)  # the HF Trainer default, as in train_sft

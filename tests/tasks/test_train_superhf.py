@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from configs.schema import TrainConfig
 from models.loading import load_policy
-from models.losses import completion_logits, kl_sft_loss, scored_kl_sft_loss
+from models.losses import kl_sft_loss
 from models.training import lora_config
 from tasks.arithmetic import sample_problems
-from tasks.train_superhf import collate, encode_examples, reference_logits, train_superhf
+from tasks.train_superhf import collate, encode_examples, superhf_loss, train_superhf
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 
@@ -32,9 +32,7 @@ def test_superhf_loss_equals_sft_loss_on_the_tiny_model_at_the_start(tiny_dir: P
     inputs = collate(encode_examples(tok, examples(6), 128), tok.pad_token_id)
     with torch.no_grad():
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"])
-        ref = reference_logits(model, None, inputs)  # at the completion positions, as the trainer scores them
-        logits, labels = completion_logits(model, inputs)
-        loss, ce, kl = scored_kl_sft_loss(logits, ref, labels, kl_weight=1.0)
+        loss, ce, kl = superhf_loss(model, None, inputs, kl_weight=1.0)  # the trainer's, head at completions only
     assert kl.item() == pytest.approx(0.0, abs=1e-6)
     assert loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
 
