@@ -30,6 +30,7 @@ for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
 import argparse
+import random
 import sys
 import tempfile
 import time
@@ -46,7 +47,17 @@ from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
-from tasks.arithmetic import digits_working, ones_all_working, ones_working, parse_problem, sample_problems
+from tasks.arithmetic import (
+    ITEMS,
+    NAMES,
+    TEMPLATES,
+    digits_working,
+    ones_all_working,
+    ones_working,
+    parse_problem,
+    problem_split,
+    sample_problems,
+)
 from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
 from tasks.judging.verifier import shows_work
@@ -188,6 +199,46 @@ WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "places": places,
 }
 
+# Two-step phrasings for --chains: "add-sub" is the built-in task's kind, "add-add" the probe's own.
+CHAIN_TEMPLATES = {
+    "add-add": (
+        "{n} has {a} {i}, gets {b} more and then {c} more. How many {i} does {n} have now?",
+        "A box holds {a} {i}. {n} puts in {b} more and then {c} more. How many {i} are in the box now?",
+        "What is {a} plus {b} plus {c}?",
+    ),
+    "add-sub": tuple(t for op, t in TEMPLATES if op == "add-sub"),
+}
+
+
+def chain_problems(n: int, seed: int, low: int, high: int, write: Callable[[str, int, int], str]) -> list[Record]:
+    """`n` two-step problems, half "a + b + c" and half "a + b - c" (operands `low..high`), each step written
+    by `write` and the steps chained into one working ("7 + 5 = 12. 0 + 1 + 1 = 2. 7 + 15 = 22. 2 + 2 = 4. 2 + 1
+    = 3. 22 + 12 = 34. The answer is 34."). Every step that is an in-range equation is one of the training
+    split (`problem_split`), so no validation or test equation is worked; the second step's other operand is in
+    range, so no OOD equation (both operands above `high`) is either."""
+    rng = random.Random(f"chains:{seed}")
+    out: list[Record] = []
+    seen: set[tuple[str, int, int, int]] = set()
+    while len(out) < n:
+        kind = ("add-add", "add-sub")[len(out) % 2]
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        c = rng.randint(low, min(high, a + b))
+        second = "add" if kind == "add-add" else "sub"
+        steps = [("add", a, b), (second, a + b, c)]
+        if (kind, min(a, b), max(a, b), c) in seen or any(
+            x <= high and y <= high and problem_split(op, x, y) != "train" for op, x, y in steps
+        ):
+            continue
+        seen.add((kind, min(a, b), max(a, b), c))
+        result = a + b + c if kind == "add-add" else a + b - c
+        worked = "".join(write(*step).split(" The answer is")[0] for step in steps)
+        name, other = rng.sample(NAMES, 2)
+        phrasing = rng.choice(CHAIN_TEMPLATES[kind])
+        prompt = phrasing.format(n=name, m=other, i=rng.choice(ITEMS), a=a, b=b, c=c)
+        out.append({"prompt": prompt, "completion": f"{worked} The answer is {result}.", "answer": str(result)})
+    return out
+
+
 # Campaign seeds whose OOD test slices the development slice (--ood) leaves out, problem by problem.
 REPORTED_SEEDS = (0, 1, 2)
 
@@ -271,6 +322,9 @@ def main() -> int:
     parser.add_argument(
         "--ood", type=int, default=0, help="also score N OOD problems outside the reported OOD test slices"
     )
+    parser.add_argument(
+        "--chains", type=int, default=0, help="replace the last N gold rows by two-step problems (chain_problems)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="config overrides on configs/default.yaml")
     ns = parser.parse_args()
@@ -283,10 +337,13 @@ def main() -> int:
     if ns.distinct:
         problems = equations_first(draw(2000, max_operand=cfg.max_operand), ns.rows)
     write = WORKINGS[ns.working]
+    problems = problems[: len(problems) - ns.chains]
     examples = [
         {"prompt": cfg.template.format(prompt=p["prompt"]), "completion": write(p["op"], p["a"], p["b"])}
         for p in problems
     ]
+    chains = chain_problems(ns.chains, ns.draw_seed, cfg.min_operand, cfg.max_operand, write)
+    examples += [{"prompt": cfg.template.format(prompt=c["prompt"]), "completion": c["completion"]} for c in chains]
     assert all(shows_work(e["completion"]) for e in examples), "a gold row's working does not verify"
     validation = campaign_prompts(config, "validation", 0)
     development = ood_development(config, ns.ood) if ns.ood else []
@@ -316,6 +373,7 @@ def main() -> int:
         "distinct_equations": len({(p["op"], p["a"], p["b"]) for p in problems}),
         "draw_seed": ns.draw_seed,
         "distinct_first": ns.distinct,
+        **({"chains": ns.chains} if ns.chains else {}),
         "overrides": ns.overrides,
         "seed": ns.seed,
         "train_seconds": round(trained["seconds"], 1),

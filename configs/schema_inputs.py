@@ -93,11 +93,12 @@ class PromptsConfig(Strict):
     )
     min_operand: int = Field(1, ge=0, description="source=arithmetic: smallest operand (difficulty knob).")
     max_operand: int = Field(9, ge=1, description="source=arithmetic: largest operand (difficulty knob).")
-    operations: list[Literal["add", "sub", "mul", "add-sub", "mul-add"]] = Field(
+    operations: list[Literal["add", "sub", "mul", "add-sub", "mul-add", "add-add"]] = Field(
         ["add", "sub"],
         min_length=1,
         description="source=arithmetic: operations the problems use: add, sub, mul (one step), add-sub "
-        "(a + b - c) and mul-add (a * b + c), two steps, each worked step by step in the solutions.",
+        "(a + b - c), add-add (a + b + c) and mul-add (a * b + c), two steps, each worked step by step in the "
+        "solutions.",
     )
     level: int | None = Field(
         None,
@@ -107,6 +108,18 @@ class PromptsConfig(Strict):
         "1: add/sub 1-9; 2: add/sub 1-20; 3: and mul 1-9; 4: and two-step (add-sub 1-20, mul-add 1-9). "
         "Validation, test and OOD keep `operations` and min..max_operand, so rounds compare across levels. "
         "Empty: training uses `operations` too.",
+    )
+    two_step_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="source=arithmetic: the share of the training draw (gold rows and sampled prompts) that is "
+        "two-step a + b + c and a + b - c problems in min..max_operand, each step written in the working "
+        '("7 + 5 = 12. 0 + 1 + 1 = 2. 7 + 15 = 22. 2 + 2 = 4. 2 + 1 = 3. 22 + 12 = 34." in digits): their second '
+        "step carries, borrows and sums on a number up to 2*max_operand, while no equation of two operands "
+        "above max_operand (the OOD slice's) is worked. Validation, test and OOD keep `operations`. 0: none.",
+        # Left out of the dump while 0, so campaign identities and logged params stay as they were.
+        exclude_if=lambda share: share == 0.0,
     )
     working: Literal["plain", "ones", "ones_all", "digits"] = Field(
         "plain",
@@ -195,6 +208,10 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.working is for source 'arithmetic'; a file's rows carry their own solution")
         if self.source == "file" and self.level is not None:
             raise ValueError("prompts.level is for source 'arithmetic'; leave it empty for files")
+        if self.two_step_share and (self.source == "file" or self.level is not None):
+            raise ValueError(
+                "prompts.two_step_share is for source 'arithmetic' without prompts.level (a level sets its own kinds)"
+            )
         if self.curriculum and self.source == "arithmetic" and self.level is None:
             raise ValueError(f"prompts.curriculum needs prompts.level (1..{ARITHMETIC_LEVELS - 1}) to start from")
         if self.curriculum and self.level == ARITHMETIC_LEVELS:

@@ -403,7 +403,7 @@ def check_answer_length(config: CampaignConfig) -> None:
         return
     from tokenizers import Tokenizer
 
-    from tasks.prompts import campaign_prompts
+    from tasks.prompts import campaign_prompts, gold_prompts
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     limits: list[tuple[str, int, tuple[str, ...]]] = [
@@ -425,6 +425,19 @@ def check_answer_length(config: CampaignConfig) -> None:
                 f"is {lengths[longest]} tokens), and a cut answer fails the strict answer check: set {field} to "
                 f"at least {lengths[longest]}"
             )
+    # A training row is its prompt and its worked answer; one longer than train.max_length loses its end, the
+    # final answer included (two-step problems under prompts.two_step_share run to some 110 Gemma tokens).
+    rows = campaign_prompts(config, "train", 1) + gold_prompts(config, config.select.gold_examples)
+    texts = [prompts.template.format(prompt=row["prompt"]) + row["solution"] for row in rows]
+    lengths = [len(encoding.ids) + 1 for encoding in tokenizer.encode_batch(texts)]  # and the EOS training adds
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    if lengths[longest] > config.train.max_length:
+        cut = sum(length > config.train.max_length for length in lengths)
+        raise PreflightError(
+            f"train.max_length={config.train.max_length}: {cut} of {len(texts)} training rows (prompt and worked "
+            f"answer, the gold rows included) are longer (the longest, {texts[longest]!r}, is {lengths[longest]} "
+            f"tokens), and a cut row loses its final answer: set train.max_length to at least {lengths[longest]}"
+        )
 
 
 def model_tokenizer_file(config: CampaignConfig) -> Path | None:

@@ -1,7 +1,8 @@
 """The built-in task: seeded arithmetic word problems with verifiable integer answers, split by problem.
 
 Problems come in several phrasings and kinds: one-step addition, subtraction and multiplication ("mul"),
-and two-step problems ("add-sub": a + b - c, "mul-add": a * b + c) whose worked solutions show each step.
+and two-step problems ("add-sub": a + b - c, "add-add": a + b + c, "mul-add": a * b + c) whose worked
+solutions show each step.
 Difficulty is the operand range, or a level of `LEVELS` (kinds and ranges, easiest first) that a
 curriculum climbs. A problem's split is fixed by a stable hash of the underlying problem, its operation
 and operands (unordered where the operation commutes; a two-step problem's third operand in place), never
@@ -44,6 +45,10 @@ TEMPLATES: list[tuple[str, str]] = [
     ("mul-add", "{n} buys {a} packs of {b} {i} and finds {c} more. How many {i} does {n} have?"),
     ("mul-add", "There are {a} rows of {b} {i} and {c} more {i}. How many {i} are there in total?"),
     ("mul-add", "What is {a} times {b} plus {c}?"),
+    # Words the phrasings above already use, so the tiny tokenizer's corpus (vocabulary_corpus) covers them.
+    ("add-add", "{n} has {a} {i}, gets {b} more and finds {c} more. How many {i} does {n} have now?"),
+    ("add-add", "A box holds {a} {i}. {n} puts in {b} more and {c} more. How many {i} are in the box now?"),
+    ("add-add", "What is {a} plus {b} plus {c}?"),
 ]
 # Phrasings reserved for the out-of-distribution slice: never used by the train, validation or test splits.
 OOD_TEMPLATES: list[tuple[str, str]] = [
@@ -54,9 +59,13 @@ OOD_TEMPLATES: list[tuple[str, str]] = [
     ("mul", "Compute the product of {a} and {b}."),
     ("add-sub", "Compute {a} plus {b}, then subtract {c}."),
     ("mul-add", "Compute {a} times {b}, then add {c}."),
+    ("add-add", "Compute {a} plus {b}, then add {c}."),
 ]
-OPERATIONS = ("add", "sub", "mul", "add-sub", "mul-add")
-TWO_STEP = ("add-sub", "mul-add")  # three operands, two worked steps
+OPERATIONS = ("add", "sub", "mul", "add-sub", "mul-add", "add-add")
+TWO_STEP = ("add-sub", "mul-add", "add-add")  # three operands, two worked steps
+# The two-step kinds made of one-step additions and subtractions, which a working writes step by step, and which
+# `two_step_share` mixes into a draw: their second step works on a number up to twice the operand range.
+CHAINED = ("add-add", "add-sub")
 # Difficulty levels, easiest first (level 1 is LEVELS[0]): the kinds of problem and each kind's operand range.
 LEVELS: list[dict[str, tuple[int, int]]] = [
     {"add": (1, 9), "sub": (1, 9)},
@@ -168,7 +177,7 @@ def make_problem(
         sign = {"add": "+", "sub": "-", "mul": "*"}[op]
         solution = f" {a} {sign} {b} = {result}. The answer is {result}."
     else:
-        first, sign = (a + b, "+") if op == "add-sub" else (a * b, "*")
+        first, sign = (a * b, "*") if op == "mul-add" else (a + b, "+")
         c = rng.randint(low, min(high, first)) if op == "add-sub" else rng.randint(low, high)
         result = first - c if op == "add-sub" else first + c
         last = "-" if op == "add-sub" else "+"
@@ -248,20 +257,52 @@ WRITERS: dict[str, Callable[[str, int, int], str | None]] = {
 WORKINGS = ("plain", *WRITERS)
 
 
+def _in_range_steps(
+    problem: Record, ranges: Mapping[str, tuple[int, int]] | None, low: int, high: int
+) -> list[tuple[str, int, int]]:
+    """A two-step problem's steps that are problems of the task themselves (both operands in their operation's
+    range: "7 + 15" in 7 + 15 + 12, not "22 + 12"); none for a one-step problem."""
+    if "c" not in problem:
+        return []
+    op, a, b, c = problem["op"], problem["a"], problem["b"], problem["c"]
+    first_op, first = ("mul", a * b) if op == "mul-add" else ("add", a + b)
+    steps = [(first_op, a, b), ("sub" if op == "add-sub" else "add", first, c)]
+    bounds = ranges or {}
+    return [
+        (o, x, y)
+        for o, x, y in steps
+        if all(bounds.get(o, (low, high))[0] <= n <= bounds.get(o, (low, high))[1] for n in (x, y))
+    ]
+
+
+def _worked_step(working: str, op: str, a: int, b: int) -> str:
+    """One step of a chained problem as `working` writes it, without "The answer is": " 7 + 5 = 12. 0 + 1 + 1 =
+    2. 7 + 15 = 22." (digits), or " 3 + 4 = 7." where the working says nothing the plain one does not."""
+    written = WRITERS[working](op, a, b)
+    if written is None:
+        sign, result = ("+", a + b) if op == "add" else ("-", a - b)
+        return f" {a} {sign} {b} = {result}."
+    return written.split(" The answer is")[0]
+
+
 def worked_solution(problem: Record, working: str) -> str:
-    """A drawn problem's worked solution written in `working` (`WORKINGS`); two-step and multiplication
-    problems keep their own.
+    """A drawn problem's worked solution written in `working` (`WORKINGS`): a two-step addition or subtraction
+    (`CHAINED`) step by step, each step as the working writes it ("7 + 5 = 12. 0 + 1 + 1 = 2. 7 + 15 = 22. 2 + 2 =
+    4. 2 + 1 = 3. 22 + 12 = 34." in digits); multiplication and "mul-add" keep their own.
 
     Raises:
         ValueError: for an unknown working.
     """
     if working not in WORKINGS:
         raise ValueError(f"working must be one of {', '.join(WORKINGS)}, not {working!r}")
-    if working in WRITERS and "c" not in problem:
-        written = WRITERS[working](problem["op"], problem["a"], problem["b"])
-        if written is not None:
-            return written
-    return str(problem["solution"])
+    if working not in WRITERS or problem["op"] not in ("add", "sub", *CHAINED):
+        return str(problem["solution"])
+    a, b, op = problem["a"], problem["b"], problem["op"]
+    if op in ("add", "sub"):
+        return WRITERS[working](op, a, b) or str(problem["solution"])
+    steps = [("add", a, b), ("add" if op == "add-add" else "sub", a + b, problem["c"])]
+    worked = "".join(_worked_step(working, *step) for step in steps)
+    return f"{worked} The answer is {problem['answer']}."
 
 
 def sample_problems(
@@ -273,6 +314,7 @@ def sample_problems(
     max_operand: int = 9,
     operations: Sequence[str] = ("add", "sub"),
     level: int | None = None,
+    two_step_share: float = 0.0,
 ) -> list[Record]:
     """`n` distinct problems from one split, reproducible from `seed`.
 
@@ -289,6 +331,8 @@ def sample_problems(
         max_operand: Largest in-range operand.
         operations: Operations to use (of `OPERATIONS`).
         level: A difficulty level, 1..len(LEVELS); None: `operations` and the operand range.
+        two_step_share: The chance that a draw is a two-step addition or subtraction (`CHAINED`, in the
+            operand range) instead of one of `operations`; 0 leaves the draw as it was.
 
     Returns:
         Records `{"id", "prompt", "answer", "solution", "op", "a", "b"}` (and `c` for two-step problems).
@@ -319,14 +363,22 @@ def sample_problems(
     templates = OOD_TEMPLATES if ood else TEMPLATES
     seen: set[str] = set()
     out: list[Record] = []
+    chained: bool | None = None  # whether the next problem kept is a two-step one, drawn until one is kept
     for _ in range(200 * n + 1000):
-        problem = make_problem(rng, low, high, operations, templates, ranges)
+        if chained is None:
+            chained = bool(two_step_share) and rng.random() < two_step_share
+        problem = make_problem(rng, low, high, CHAINED if chained else operations, templates, ranges)
         if problem["prompt"] in seen:
             continue
         operands = (problem["a"], problem["b"], problem.get("c"))
         if not ood and problem_split(problem["op"], *operands) != split:
             continue
+        if split == "train" and any(
+            problem_split(*step) != "train" for step in _in_range_steps(problem, ranges, low, high)
+        ):
+            continue  # a training row never works a held-out equation, not even as a step
         seen.add(problem["prompt"])
+        chained = None
         problem["id"] = f"{split}-{hashlib.sha256(problem['prompt'].encode()).hexdigest()[:12]}"
         out.append(problem)
         if len(out) == n:
@@ -338,6 +390,7 @@ def sample_problems(
 def vocabulary_corpus() -> list[str]:
     """Every word the built-in task can produce, for building a tokenizer that covers it."""
     # The OOD phrasings stay out: the byte-level tokenizer still encodes them, and their words are unseen by design.
-    words = " ".join(t for _, t in TEMPLATES) + " " + " ".join(NAMES + ITEMS)
+    # add-add's phrasings use the others' words and stay out, so the tokenizer trained on this is as it was.
+    words = " ".join(t for op, t in TEMPLATES if op != "add-add") + " " + " ".join(NAMES + ITEMS)
     words += " Question: Answer: The answer is = + - . ? 0 1 2 3 4 5 6 7 8 9"
     return [words]

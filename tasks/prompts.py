@@ -44,6 +44,7 @@ def arithmetic_prompts(
     operations: Sequence[str],
     level: int | None = None,
     working: str = "plain",
+    two_step_share: float = 0.0,
 ) -> list[Record]:
     """`n` built-in arithmetic problems from one split, as prompt records.
 
@@ -56,13 +57,21 @@ def arithmetic_prompts(
         operations: Operations to use (of `tasks.arithmetic.OPERATIONS`).
         level: A difficulty level (`tasks.arithmetic.LEVELS`) replacing operations and range; None: those.
         working: How `solution` writes its working (`tasks.arithmetic.WORKINGS`); the draw is the same.
+        two_step_share: The share of two-step additions and subtractions mixed into the draw.
 
     Returns:
         Records `{"id", "prompt", "answer", "solution"}` (and `level` when drawn at one); `solution` is a
         worked answer, shown by few-shot examples and used for gold rows.
     """
     problems = sample_problems(
-        n, split=split, seed=seed, min_operand=min_operand, max_operand=max_operand, operations=operations, level=level
+        n,
+        split=split,
+        seed=seed,
+        min_operand=min_operand,
+        max_operand=max_operand,
+        operations=operations,
+        level=level,
+        two_step_share=two_step_share,
     )
     extra = {"level": level} if level is not None else {}
     return [
@@ -243,7 +252,9 @@ def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> li
     return split_draw(config, split, split_size(config, split), seed=seed)
 
 
-def builtin_prompts(cfg: PromptsConfig, n: int, *, split: str, seed: int, level: int | None) -> list[Record]:
+def builtin_prompts(
+    cfg: PromptsConfig, n: int, *, split: str, seed: int, level: int | None, two_step_share: float = 0.0
+) -> list[Record]:
     """`arithmetic_prompts` at the campaign's operand range, operations and working."""
     return arithmetic_prompts(
         n,
@@ -254,15 +265,19 @@ def builtin_prompts(cfg: PromptsConfig, n: int, *, split: str, seed: int, level:
         operations=cfg.operations,
         level=level,
         working=cfg.working,
+        two_step_share=two_step_share,
     )
 
 
 def split_draw(config: CampaignConfig, split: str, n: int, *, seed: int) -> list[Record]:
-    """`n` prompts of one split drawn with `seed`: built-in problems (training at the campaign's `prompts.level`;
-    validation, test and ood stay fixed across levels), else a seeded draw of the split's file rows."""
+    """`n` prompts of one split drawn with `seed`: built-in problems (training at the campaign's `prompts.level`
+    and `two_step_share`; validation, test and ood stay fixed across both), else a seeded draw of the split's file
+    rows."""
     cfg = config.prompts
     if cfg.source == "arithmetic":
-        return builtin_prompts(cfg, n, split=split, seed=seed, level=cfg.level if split == "train" else None)
+        if split != "train":
+            return builtin_prompts(cfg, n, split=split, seed=seed, level=None)
+        return builtin_prompts(cfg, n, split=split, seed=seed, level=cfg.level, two_step_share=cfg.two_step_share)
     return draw(file_split(cfg, split), n, seed=seed)
 
 

@@ -3,6 +3,7 @@ test slices it leaves out (a working is chosen there, never on the slices that r
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.working_probe import (  # noqa: E402
     REPORTED_SEEDS,
     WORKINGS,
+    chain_problems,
     digits,
     facts,
     ones_tens,
@@ -21,7 +23,8 @@ from benchmarks.working_probe import (  # noqa: E402
     question_equation,
 )
 from configs.loader import load_config  # noqa: E402
-from tasks.judging.verifier import shows_work  # noqa: E402
+from tasks.arithmetic import problem_split  # noqa: E402
+from tasks.judging.verifier import final_answer, shows_work  # noqa: E402
 from tasks.prompts import campaign_prompts  # noqa: E402
 
 
@@ -52,3 +55,18 @@ def test_the_ood_development_slice_leaves_out_every_reported_ood_test_problem() 
     assert all(max(key[1:]) > config.prompts.max_operand for key in keys)
     with pytest.raises(ValueError, match="outside the reported test slices"):
         ood_development(config, 400)
+
+
+def test_chained_rows_verify_and_work_no_held_out_or_ood_equation() -> None:
+    rows = chain_problems(75, 7, 1, 20, digits)
+    assert len({row["prompt"] for row in rows}) == 75
+    for row in rows:
+        assert shows_work(row["completion"]) and final_answer(row["completion"]) == row["answer"]
+        a, b, c = (int(n) for n in re.findall(r"\d+", row["prompt"]))
+        second = "add" if int(row["answer"]) == a + b + c else "sub"
+        assert f" {a + b} {'+' if second == 'add' else '-'} {c} = {row['answer']}." in row["completion"]
+        # its two equations: of the training split where in range; the second never has two operands above the
+        # range, as the OOD slice's do
+        assert problem_split("add", a, b) == "train" and c <= 20
+        if a + b <= 20:
+            assert problem_split(second, a + b, c) == "train"

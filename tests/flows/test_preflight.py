@@ -231,6 +231,13 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
         check_answer_length(digits(41, 40))
     check_answer_length(digits(41, 41))
     check_answer_length(load_config("tiny", local))  # plain answers: not checked
+    # Two-step problems (prompts.two_step_share) in the working: a training row cut at train.max_length loses its
+    # final answer too.
+    chained = [*local, "prompts.working=digits", "prompts.two_step_share=0.5"]
+    chained += ["generate.max_new_tokens=80", "evaluate.max_new_tokens=41"]
+    with pytest.raises(PreflightError, match=r"^train.max_length=64: \d+ of \d+ training rows .* at least \d+$"):
+        check_answer_length(load_config("tiny", [*chained, "train.max_length=64"]))
+    check_answer_length(load_config("tiny", [*chained, "train.max_length=256"]))
 
 
 def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:

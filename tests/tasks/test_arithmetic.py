@@ -118,7 +118,7 @@ def _key(row: dict) -> tuple:
 
 
 def test_multiplication_and_two_step_problems_have_worked_steps_and_stay_split_by_problem() -> None:
-    kinds = ["add", "sub", "mul", "add-sub", "mul-add"]
+    kinds = ["add", "sub", "mul", "add-sub", "mul-add", "add-add"]
     drawn = {
         split: sample_problems(n, split=split, seed=5, min_operand=1, max_operand=9, operations=kinds)
         for split, n in (("train", 600), ("validation", 200), ("test", 200))
@@ -139,6 +139,7 @@ def test_multiplication_and_two_step_problems_have_worked_steps_and_stay_split_b
                 "mul": a * b,
                 "add-sub": a + b - (c or 0),
                 "mul-add": a * b + (c or 0),
+                "add-add": a + b + (c or 0),
             }[op]
             assert int(row["answer"]) == expected >= 0
             assert shows_work(row["solution"]) and final_answer(row["solution"]) == row["answer"]
@@ -189,8 +190,8 @@ def test_ones_working_states_the_ones_fact_then_tens_and_ones_and_every_step_hol
         rewritten += solution != row["solution"]
         assert worked_solution(row, "plain") == row["solution"]
     assert rewritten > 150  # most operand pairs up to 20 have tens to split
-    two_step = sample_problems(20, split="train", seed=7, operations=["add-sub", "mul-add", "mul"])
-    assert all(worked_solution(row, "ones") == row["solution"] for row in two_step)
+    kept = sample_problems(20, split="train", seed=7, operations=["mul-add", "mul"])
+    assert all(worked_solution(row, "ones") == row["solution"] for row in kept)
     with pytest.raises(ValueError, match="working must be one of plain, ones, ones_all, digits"):
         worked_solution(rows[0], "columns")
 
@@ -244,3 +245,29 @@ def test_the_ones_facts_of_held_out_equations_are_stated_by_training_rows() -> N
     needed = facts(validation)
     # seen here: 40 of the 49 facts that 200 validation problems need are in 300 training rows
     assert len(needed) > 40 and len(needed - facts(train)) <= len(needed) // 4, sorted(needed - facts(train))
+
+
+def test_a_two_step_share_mixes_chained_problems_into_training_written_step_by_step() -> None:
+    one_step = sample_problems(300, split="train", seed=3, min_operand=1, max_operand=20)
+    assert one_step == sample_problems(300, split="train", seed=3, min_operand=1, max_operand=20, two_step_share=0.0)
+    rows = sample_problems(400, split="train", seed=3, min_operand=1, max_operand=20, two_step_share=0.25)
+    chained = [row for row in rows if "c" in row]
+    assert {row["op"] for row in chained} == {"add-add", "add-sub"} and 70 <= len(chained) <= 130
+    assert any(row["a"] + row["b"] + row["c"] > 40 for row in chained if row["op"] == "add-add")
+    for row in chained:
+        assert problem_split(row["op"], row["a"], row["b"], row["c"]) == "train"
+        # and neither step is a held-out problem: 7 + 15 + 12 is trained on only if 7 + 15 is a training problem
+        assert problem_split("add", row["a"], row["b"]) == "train"
+        if row["a"] + row["b"] <= 20:
+            assert problem_split(row["op"][4:], row["a"] + row["b"], row["c"]) == "train"
+        written = worked_solution(row, "digits")
+        # each step in the working, and the second step on the first's result
+        assert shows_work(written) and final_answer(written) == row["answer"]
+        assert f"{row['a']} + {row['b']} = {row['a'] + row['b']}." in written
+    worked = {"op": "add-add", "a": 7, "b": 15, "c": 12, "answer": "34", "solution": "unused"}
+    assert worked_solution(worked, "digits") == (
+        " 7 + 5 = 12. 0 + 1 + 1 = 2. 7 + 15 = 22. 2 + 2 = 4. 2 + 1 = 3. 22 + 12 = 34. The answer is 34."
+    )
+    borrow = {"op": "add-sub", "a": 9, "b": 7, "c": 4, "answer": "12", "solution": "unused"}
+    assert worked_solution(borrow, "digits") == " 9 + 7 = 16. 6 - 4 = 2. 1 - 0 = 1. 16 - 4 = 12. The answer is 12."
+    assert worked_solution(borrow, "ones") == " 9 + 7 = 16. 6 - 4 = 2. 16 - 4 = 10 + 2 = 12. The answer is 12."

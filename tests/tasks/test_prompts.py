@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from configs.loader import load_config
+from configs.loader import ConfigError, load_config
 from tasks.accumulate import accumulate
 from tasks.arithmetic import parse_problem, problem_split
 from tasks.prompt_files import PromptFileError
@@ -17,6 +17,7 @@ from tasks.prompts import (
     carved_for_validation,
     check_prompt_sources,
     draw,
+    few_shot_rows,
     file_split,
     gold_prompts,
     has_split,
@@ -108,6 +109,23 @@ def test_gold_examples_are_one_fixed_training_draw_in_the_campaign_working() -> 
     assert {row["prompt"] for row in other} != {row["prompt"] for row in gold}
     two_rounds = [gold_rows(gold, 40, seed=seed) for seed in (1, 2)]  # select adds them in every round ...
     assert len(accumulate(two_rounds, max_per_prompt=2)) == 40  # ... and ReST-EM's training set holds them once
+
+
+def test_a_two_step_share_changes_the_training_draw_alone() -> None:
+    """prompts.two_step_share mixes chained problems, written in the working, into gold rows and sampled prompts;
+    validation, test, ood and the few-shot examples are drawn as without it. With a level, or for a file, it is a
+    one-line error naming the fields."""
+    plain = load_config("tiny", ["prompts.working=digits", "prompts.max_operand=20"])
+    mixed = load_config("tiny", ["prompts.working=digits", "prompts.max_operand=20", "prompts.two_step_share=0.5"])
+    for split in ("validation", "test", "ood"):
+        assert campaign_prompts(mixed, split, 1) == campaign_prompts(plain, split, 1)
+    assert few_shot_rows(mixed) == few_shot_rows(plain)
+    trained = campaign_prompts(mixed, "train", 1) + gold_prompts(mixed, 40)
+    chained = [row for row in trained if parse_problem(row["prompt"]) is None]
+    assert len(chained) > 10 and all(row["solution"].count("=") >= 2 for row in chained)  # two steps
+    assert any(row["solution"].count("=") == 6 for row in chained)  # each in the digit working
+    with pytest.raises(ConfigError, match="prompts.two_step_share is for source 'arithmetic' without"):
+        load_config("tiny", ["prompts.two_step_share=0.5", "prompts.level=2"])
 
 
 def _file_config(tmp_path: Path, *extra: str) -> object:
