@@ -10,9 +10,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Before transformers, datasets or prefect are imported: nothing in the tests may touch the network.
@@ -21,6 +22,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every temporary Prefect server of the session (prefect_test_harness, and each `selftrain` subprocess, which inherits
+# this environment) gets 300 s to start: Prefect's 20 s default timed out in CI beside a worker training Gemma.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
 import pytest  # noqa: E402
 
@@ -136,11 +140,46 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_build_args: dict) ->
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny-cache"), **tiny_build_args)
 
 
+def _make_prefect_database() -> dict:
+    """A Prefect database migrated once (`prefect server database upgrade`), which every temporary server of the
+    session starts from as a copy: on a new database a start took 19 s, on a copy 8 s (quiet machine); beside a
+    worker training Gemma a start on a new database took 47 s, past Prefect's 20 s timeout in CI."""
+    home = Path(os.environ[SHARED]) / "prefect-database"
+    home.mkdir(exist_ok=True)
+    prefect = Path(sys.executable).parent / "prefect"
+    command = [str(prefect), "server", "database", "upgrade", "--yes"]
+    env = {k: v for k, v in os.environ.items() if "DATABASE" not in k}  # never a database the user configured
+    subprocess.run(command, env={**env, "PREFECT_HOME": str(home)}, check=True, capture_output=True, timeout=600)
+    return {"path": str(home / "prefect.db")}  # closed: no write-ahead log beside it
+
+
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def prefect_database() -> Path:
+    """A migrated Prefect database made once per test session, to be copied (never opened) by its users."""
+    return Path(_shared_once("prefect-database", _make_prefect_database)["path"])
+
+
+@pytest.fixture(scope="module")
+def prefect_server(prefect_database: Path) -> Iterator[None]:
+    """A private temporary Prefect server for a module whose flows run in the test process, so the user's Prefect
+    home is never touched: Prefect's `prefect_test_harness`, whose database starts as a copy of the session's."""
+    from prefect.testing import utilities
+
+    folder = tempfile.mkdtemp(prefix="prefect-harness-")  # the harness removes it at exit
+    shutil.copyfile(prefect_database, Path(folder) / "prefect-test.db")  # the name the harness gives its database
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(utilities, "mkdtemp", lambda: folder)  # the harness's folder for its database
+            stack.enter_context(utilities.prefect_test_harness())
+        yield
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory: pytest.TempPathFactory, prefect_database: Path) -> dict[str, str]:
     """Environment for `selftrain` subprocesses: a fresh PREFECT_HOME (cached results otherwise leak
-    between sessions) and no inherited tracking URI or Prefect API."""
+    between sessions) whose database starts as a copy of the session's, and no inherited tracking URI or Prefect API."""
     home = tmp_path_factory.mktemp("prefect-home")
+    shutil.copyfile(prefect_database, home / "prefect.db")  # the temporary server's database under PREFECT_HOME
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
     env.update(PREFECT_HOME=str(Path(home)), PYTHONUNBUFFERED="1")
     return env

@@ -45,8 +45,7 @@ def ablation(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
     proc = subprocess.run(
         [SELFTRAIN, "ablation", *ARMS, "--name", "ci", *[arg for o in overrides for arg in ("--set", o)]],
         cwd=REPO,
-        # A loaded machine can take longer than Prefect's 20 s default to start the temporary server.
-        env={**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"},
+        env=cli_env,
         capture_output=True,
         text=True,
         timeout=900,

@@ -52,7 +52,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]
         + [arg for s in sets for arg in ("--set", s)]
         + ["--name", "ci", "--out", str(root / "report")],
         cwd=REPO,
-        env={**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"},
+        env=cli_env,
         capture_output=True,
         text=True,
         timeout=900,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ def _labelled(path: Path) -> Path:
         ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    """judge-eval runs as a Prefect flow: here against a private temporary server, not the user's Prefect home."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=None):
-        yield
 
 
 def _flow_run_states(flow_name: str) -> list[str]:

@@ -33,8 +33,7 @@ def test_meta_ranking_campaign_runs_and_logs_its_judge(tmp_path: Path, cli_env: 
             f"tracking.output_dir={tmp_path / 'runs'}",
         ],
         cwd=REPO,
-        # A loaded shared machine can take longer than Prefect's default 20 s to start the temporary server.
-        env={**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"},
+        env=cli_env,
         capture_output=True,
         text=True,
         timeout=600,

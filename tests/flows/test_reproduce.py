@@ -50,15 +50,14 @@ def _selftrain(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
     """One finished two-round tiny campaign, shared by the tests of this module."""
     root = tmp_path_factory.mktemp("reproduce")
-    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
-    _selftrain(["run", *SMALL, f"tracking.output_dir={root / 'runs'}"], env)
+    _selftrain(["run", *SMALL, f"tracking.output_dir={root / 'runs'}"], cli_env)
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("selftrain-tiny").experiment_id
     (parent,) = client.search_runs([experiment], "tags.`selftrain.kind` = 'campaign'")
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     rounds = {int(r.data.tags["selftrain.round"]): r for r in children}
-    return {"root": root, "env": env, "uri": uri, "client": client, "parent": parent, "rounds": rounds}
+    return {"root": root, "env": cli_env, "uri": uri, "client": client, "parent": parent, "rounds": rounds}
 
 
 def test_reproduce_round_two_matches_exactly(campaign: dict) -> None:

@@ -96,13 +96,12 @@ def test_relogged_metrics_keep_one_point_per_round_and_success_clears_the_failur
 
 @pytest.mark.slow
 def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    env = {**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
     runs = tmp_path / "runs"
     command = [SELFTRAIN, "run", *SMALL, f"tracking.output_dir={runs}"]
     with open(tmp_path / "first.log", "w") as log:
         # Own session: SIGKILL to the group also kills the temporary Prefect server the CLI started.
         first = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=REPO, env=cli_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + 600
         while not (scratch := list(runs.glob("*/round-02/.adapter.*"))):  # round 2's trainer is running
@@ -116,7 +115,7 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     mtimes = {path: path.stat().st_mtime_ns for path in [workdir / "validation.jsonl", *done]}
     assert not (workdir / "round-02" / "adapter").exists()
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    second = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     logs = second.stderr
     assert f"resuming campaign {workdir.name}" in logs

@@ -38,7 +38,7 @@ def test_reward_model_campaign_trains_on_earlier_rounds_and_calibrates(tmp_path:
             f"tracking.output_dir={tmp_path / 'runs'}",
         ],
         cwd=REPO,
-        env={**cli_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"},
+        env=cli_env,
         capture_output=True,
         text=True,
         timeout=900,

@@ -4,7 +4,6 @@ model, against a private Prefect server and an MLflow SQLite store."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +31,6 @@ SMALL = [
     "evaluate.promotion_margin=1.0",
     "evaluate.max_new_tokens=16",
 ]
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    """The round is a Prefect flow: here against a private temporary server (its default 20 s to start was too
-    short twice at load 15-23 on the 2 shared cores)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _config(root: Path, *overrides: str) -> CampaignConfig:
