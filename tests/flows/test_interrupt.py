@@ -147,13 +147,26 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, s
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_training_exits_within_seconds_and_resumes_to_the_same_accuracies(
+def test_sigterm_then_ctrl_c_exit_within_seconds_and_resume_to_the_same_accuracies(
     tmp_path: Path, cli_env: dict[str, str], uninterrupted: dict[int, float]
 ) -> None:
+    """One campaign stopped twice: by SIGTERM in round 1's generation, started on 2 threads; then, resumed on 1 (the
+    default), by Ctrl-C in round 1's training; the second resume ends with the uninterrupted run's accuracies.
+    model.torch_threads says only how fast, so the campaign resumes though its runs recorded 2."""
     args = [*SMALL, f"tracking.output_dir={tmp_path / 'runs'}"]
-    proc = _start(args, tmp_path, cli_env)
-    seconds = _interrupt_when(proc, tmp_path, "train: starting", signal.SIGINT)  # before any step ends
-    _assert_interrupted(proc, seconds, tmp_path, args, 130)
+    started = [*SMALL, "model.torch_threads=2", args[-1]]
+    first, second = tmp_path / "sigterm", tmp_path / "ctrl-c"
+    first.mkdir()
+    second.mkdir()
+
+    proc = _start(started, first, cli_env)
+    seconds = _interrupt_when(proc, first, "generate:", signal.SIGTERM)
+    _assert_interrupted(proc, seconds, first, started, 143)
+
+    proc = _start(args, second, cli_env)
+    seconds = _interrupt_when(proc, second, "train: starting", signal.SIGINT)  # before any step ends
+    _assert_interrupted(proc, seconds, second, args, 130)
+    assert "resuming campaign" in (second / "stderr.txt").read_text()
     assert not [p for p in (tmp_path / "runs").glob("*/round-01/adapter")]  # stopped inside round 1's training
 
     resumed = subprocess.run(
@@ -165,36 +178,9 @@ def test_ctrl_c_in_training_exits_within_seconds_and_resumes_to_the_same_accurac
     client, runs = _runs(tmp_path / "runs")
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
     assert not [r for r in runs if "selftrain.failure" in r.data.tags]  # stale tags cleared on success
-    for run in runs:  # a stage run twice keeps one point per round
-        for key in run.data.metrics:
-            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-            assert len(steps) == len(set(steps)), (run.info.run_name, key, steps)
-
-
-@pytest.mark.slow
-def test_sigterm_exits_within_seconds_and_resumes_with_another_thread_count(
-    tmp_path: Path, cli_env: dict[str, str]
-) -> None:
-    # Started on 2 threads, resumed on 1 (the default): the long part runs on one thread beside the other worker.
-    args = [*SMALL, f"tracking.output_dir={tmp_path / 'runs'}"]
-    started = [*SMALL, "model.torch_threads=2", args[-1]]
-    proc = _start(started, tmp_path, cli_env)
-    seconds = _interrupt_when(proc, tmp_path, "generate:", signal.SIGTERM)
-    _assert_interrupted(proc, seconds, tmp_path, started, 143)
-
-    # model.torch_threads says only how fast: the same campaign resumes, though its runs recorded 2
-    resumed = subprocess.run(
-        [SELFTRAIN, "run", *args],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming campaign" in resumed.stderr
-    _, runs = _runs(tmp_path / "runs")
-    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
     for run in runs:
         assert "model.torch_threads" not in run.data.params
         assert run.data.tags["selftrain.config.model.torch_threads"] == "1"
+        for key in run.data.metrics:  # a stage run three times keeps one point per round
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), (run.info.run_name, key, steps)

@@ -284,6 +284,8 @@ def test_two_campaigns_started_together_in_a_new_sqlite_folder_both_finish(
         "rounds=1",
         "prompts.train_size=32",
         "prompts.heldout_size=32",
+        "prompts.test_size=16",
+        "prompts.ood_size=8",
         "train.epochs=1",
     ]
     procs = [
