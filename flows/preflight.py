@@ -406,13 +406,14 @@ def check_answer_length(config: CampaignConfig) -> None:
     from tasks.prompts import campaign_prompts, gold_prompts
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    drawn = {split: campaign_prompts(config, split, 1) for split in ("train", "validation", "test", "ood")}
     limits: list[tuple[str, int, tuple[str, ...]]] = [
         ("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("validation", "test", "ood"))
     ]
     if config.rounds >= config.generate.from_round:  # some round samples
         limits.insert(0, ("generate.max_new_tokens", config.generate.max_new_tokens, ("train",)))
     for field, new_tokens, splits in limits:
-        solutions = [row["solution"] for split in splits for row in campaign_prompts(config, split, 1)]
+        solutions = [row["solution"] for split in splits for row in drawn[split]]
         if not solutions:
             continue
         lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(solutions, add_special_tokens=False)]
@@ -427,7 +428,7 @@ def check_answer_length(config: CampaignConfig) -> None:
             )
     # A training row is its prompt and its worked answer; one longer than train.max_length loses its end, the
     # final answer included (two-step problems under prompts.two_step_share run to some 110 Gemma tokens).
-    rows = campaign_prompts(config, "train", 1) + gold_prompts(config, config.select.gold_examples)
+    rows = drawn["train"] + gold_prompts(config, config.select.gold_examples)
     texts = [prompts.template.format(prompt=row["prompt"]) + row["solution"] for row in rows]
     lengths = [len(encoding.ids) + 1 for encoding in tokenizer.encode_batch(texts)]  # and the EOS training adds
     longest = max(range(len(texts)), key=lengths.__getitem__)

@@ -149,6 +149,11 @@ def parse_problem(question: str) -> tuple[str, int, int, bool] | None:
     return op, a, b, ood
 
 
+def _stated(a: int, sign: str, b: int, result: int) -> str:
+    """One computation as the plain worked solution states it: " 7 + 5 = 12." """
+    return f" {a} {sign} {b} = {result}."
+
+
 def make_problem(
     rng: random.Random,
     min_operand: int,
@@ -175,13 +180,13 @@ def make_problem(
     if op in ("add", "sub", "mul"):
         result = a + b if op == "add" else a - b if op == "sub" else a * b
         sign = {"add": "+", "sub": "-", "mul": "*"}[op]
-        solution = f" {a} {sign} {b} = {result}. The answer is {result}."
+        solution = f"{_stated(a, sign, b, result)} The answer is {result}."
     else:
         first, sign = (a * b, "*") if op == "mul-add" else (a + b, "+")
         c = rng.randint(low, min(high, first)) if op == "add-sub" else rng.randint(low, high)
         result = first - c if op == "add-sub" else first + c
         last = "-" if op == "add-sub" else "+"
-        solution = f" {a} {sign} {b} = {first}. {first} {last} {c} = {result}. The answer is {result}."
+        solution = f"{_stated(a, sign, b, first)}{_stated(first, last, c, result)} The answer is {result}."
         problem["c"] = c
     question = phrasing.format(n=name, m=other, i=item, a=a, b=b, c=problem.get("c"))
     return {"prompt": question, "answer": str(result), "solution": solution, **problem}
@@ -280,8 +285,7 @@ def _worked_step(working: str, op: str, a: int, b: int) -> str:
     2. 7 + 15 = 22." (digits), or " 3 + 4 = 7." where the working says nothing the plain one does not."""
     written = WRITERS[working](op, a, b)
     if written is None:
-        sign, result = ("+", a + b) if op == "add" else ("-", a - b)
-        return f" {a} {sign} {b} = {result}."
+        return _stated(a, "+", b, a + b) if op == "add" else _stated(a, "-", b, a - b)
     return written.split(" The answer is")[0]
 
 
