@@ -227,6 +227,7 @@ def ensure_tiny_model(
         `lineage.json` recording what it was built from.
     """
     import torch
+    from transformers.utils import logging as hf_logging
 
     root = Path(cache_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,13 @@ def ensure_tiny_model(
             tokenizer = build_tokenizer(corpus)
             model = build_model(tokenizer, seed)
             final_loss = warm_up(model, tokenizer, warmup, steps=steps, seed=seed, progress=progress)
-        model.save_pretrained(tmp)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a one-shard bar on stderr would precede a caller's one-line error
+        try:
+            model.save_pretrained(tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(tmp)
         lineage |= {
             "parameters": sum(p.numel() for p in model.parameters()),

@@ -53,10 +53,15 @@ def test_different_inputs_get_a_different_directory(tmp_path: Path, quick_build:
     assert a != b and a.parent == b.parent == tmp_path
 
 
-def test_progress_lines_report_steps(tmp_path: Path, quick_build: Callable[..., Path]) -> None:
+def test_progress_lines_report_steps(
+    tmp_path: Path, quick_build: Callable[..., Path], capfd: pytest.CaptureFixture[str]
+) -> None:
     lines: list[str] = []
     quick_build(tmp_path, steps=2, progress=lines.append)
     assert lines and "2/2" in lines[-1] and "loss" in lines[-1]
+    # Its own lines only: a CLI that builds it on first use and then refuses a config prints one line
+    # (transformers' "Writing model shards" bar once preceded it; tests/flows/test_preflight.py).
+    assert capfd.readouterr().err == ""
 
 
 def test_leftover_temp_dir_is_never_used(tmp_path: Path, quick_build: Callable[..., Path]) -> None:
