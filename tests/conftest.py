@@ -170,7 +170,8 @@ def prefect_server(prefect_database: Path) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(utilities, "mkdtemp", lambda: folder)  # the harness's folder for its database
-            stack.enter_context(utilities.prefect_test_harness())
+            # None: the harness waits PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (above); its own default is 30 s
+            stack.enter_context(utilities.prefect_test_harness(server_startup_timeout=None))
         yield
 
 
