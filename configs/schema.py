@@ -153,7 +153,21 @@ class CampaignConfig(Strict):
                 "generate.from_round: rounds before it sample nothing, so they need select.gold_examples > 0 and "
                 "train.method sft or superhf (DPO pairs and GRPO groups come from samples)"
             )
+        if self.train.warm_start_epochs is not None and self.generate.from_round == 1:
+            raise ValueError(
+                "train.warm_start_epochs sets the epochs of the rounds before generate.from_round, and "
+                "generate.from_round is 1: no round is a warm start; set generate.from_round above 1 or leave "
+                "train.warm_start_epochs empty"
+            )
         return self
+
+    def train_for_round(self, round_number: int) -> TrainConfig:
+        """The training settings of round `round_number`: `train`, with `train.warm_start_epochs` as its epochs in
+        the rounds before `generate.from_round` when that is set."""
+        warm = self.train.warm_start_epochs
+        if warm is None or round_number >= self.generate.from_round:
+            return self.train
+        return self.train.model_copy(update={"epochs": warm})
 
     @model_validator(mode="after")
     def _shards_within_prompts(self) -> CampaignConfig:

@@ -220,6 +220,17 @@ class TrainConfig(Strict):
 
     learning_rate: float = Field(2e-3, gt=0.0, description="Peak learning rate (AdamW, linear decay).")
     epochs: float = bounded(2.0, 20, "Passes over the round's training data.", gt=0.0)
+    warm_start_epochs: float | None = Field(
+        None,
+        gt=0.0,
+        le=20,
+        exclude_if=lambda epochs: epochs is None,
+        description=(
+            "Passes over the gold rows in the rounds before generate.from_round (the warm start, which samples "
+            "nothing); empty: train.epochs. The warm start's policy only samples the next round's rows, and with "
+            "train.init: base the next round retrains from the base model on those rows and the gold ones."
+        ),
+    )
     batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
     max_length: int = bounded(128, 4_096, "Prompt + completion tokens kept per example.", ge=8)
     min_examples: int = Field(

@@ -23,9 +23,10 @@ def record_adapter(
     seed: int,
     **data: DatasetRef,
 ) -> ModelRef:
-    """After any trainer saved an adapter in `out_dir`: write its lineage (parent policy, `data` refs, train
-    config, seed), log `train/*` metrics and the adapter, and return the new policy's reference."""
-    write_lineage(Path(out_dir), parent=policy, **data, train=config.train, seed=seed)
+    """After any trainer saved an adapter in `out_dir`: write its lineage (parent policy, `data` refs, the train
+    config the round trained with, seed), log `train/*` metrics and the adapter, and return the new policy's
+    reference."""
+    write_lineage(Path(out_dir), parent=policy, **data, train=config.train_for_round(ctx.round), seed=seed)
     ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
     ctx.log_artifact(out_dir, "adapter")
     return ModelRef(

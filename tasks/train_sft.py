@@ -202,5 +202,6 @@ def sft_train_task(
     set_torch_threads(config.model.torch_threads)
     seed = ctx.seed
     emit(f"train: starting on {len(examples)} examples")
-    metrics = train_sft(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
+    train = config.train_for_round(ctx.round)  # the warm start may take its own epochs
+    metrics = train_sft(policy.base, policy.adapter, examples, train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)

@@ -183,5 +183,6 @@ def superhf_train_task(
         return None
     set_torch_threads(config.model.torch_threads)
     seed = ctx.seed
-    metrics = train_superhf(policy.base, policy.adapter, examples, config.train, out_dir, seed=seed, progress=emit)
+    train = config.train_for_round(ctx.round)  # the warm start may take its own epochs
+    metrics = train_superhf(policy.base, policy.adapter, examples, train, out_dir, seed=seed, progress=emit)
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)

@@ -23,6 +23,7 @@ from configs.loader import ConfigError, load_config
             ["generate.from_round=2", "select.gold_examples=5", "train.method=dpo"],
             ["generate.from_round", "train.method"],
         ),
+        (["train.warm_start_epochs=1"], ["train.warm_start_epochs", "generate.from_round"]),
     ],
 )
 def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:
@@ -37,3 +38,12 @@ def test_grpo_with_whole_groups_and_batches_and_rest_em_with_sft_are_accepted() 
     assert (config.train.grpo.generation_batch_size, config.train.grpo.num_generations) == (8, 4)
     assert load_config("tiny", ["train.init=base"]).train.init == "base"
     assert load_config("tiny").train.init == "continue"  # today's behaviour stays the default
+
+
+def test_warm_start_epochs_apply_to_the_rounds_before_the_first_that_samples() -> None:
+    config = load_config("tiny", ["generate.from_round=3", "select.gold_examples=5", "train.warm_start_epochs=0.5"])
+    assert [config.train_for_round(n).epochs for n in (1, 2, 3, 4)] == [0.5, 0.5, 2.0, 2.0]
+    assert config.train_for_round(3) is config.train
+    unset = load_config("tiny", ["generate.from_round=2", "select.gold_examples=5"])
+    assert unset.train_for_round(1) is unset.train  # empty: every round trains train.epochs
+    assert "warm_start_epochs" not in unset.model_dump()["train"]  # left out of the dump: identities unchanged

@@ -120,8 +120,9 @@ def test_a_grpo_round_logs_reward_spread_signal_and_kl(tiny_dir: Path, tmp_path:
 def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_own_samples(
     tiny_dir: Path, tmp_path: Path
 ) -> None:
-    """generate.from_round=2: round 1 samples nothing and trains on the gold examples alone; select.gold_rounds=1:
-    round 2 samples from round 1's policy and trains on what it kept of its own, no gold rows."""
+    """generate.from_round=2: round 1 samples nothing and trains on the gold examples alone, for
+    train.warm_start_epochs; select.gold_rounds=1: round 2 samples from round 1's policy and trains on what it kept
+    of its own, no gold rows, for train.epochs."""
     config = _config(
         tmp_path,
         "generate.from_round=2",
@@ -129,6 +130,7 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
         "select.gold_rounds=1",
         "select.threshold=0",
         "generate.rationalize=true",
+        "train.warm_start_epochs=2",
     )
     base = ModelRef(source="tiny", base=str(tiny_dir))
     state, validation = _start(config, base, base, tmp_path)
@@ -139,6 +141,9 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
     assert len(selected) == 5 and {row["source"] for row in selected} == {"gold"}
     assert first.candidate is not None and first.candidate.adapter is not None
     assert run.data.metrics["generate/samples"] == 0 and run.data.metrics["generate/few_shot"] == 0
+    assert run.data.metrics["train/steps"] == 2 * 2  # 5 rows at batch 4, two epochs (train.epochs is 1)
+    adapter_lineage = json.loads((CampaignLayout(tmp_path).in_round(1, ADAPTER) / "lineage.json").read_text())
+    assert adapter_lineage["train"]["epochs"] == 2
 
     second, run = _run(config, 2, state.after(first), validation, tmp_path)
     assert run.data.metrics["generate/samples"] == 6 * 2
@@ -146,3 +151,5 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
     assert sampled_from == first.candidate.model_dump()
     kept = read_records(second.selected)
     assert kept and all(row.get("source") != "gold" and row["sample"] >= 0 for row in kept)
+    adapter_lineage = json.loads((CampaignLayout(tmp_path).in_round(2, ADAPTER) / "lineage.json").read_text())
+    assert adapter_lineage["train"]["epochs"] == 1
