@@ -2,7 +2,8 @@
 
 - `completion_loss`: supervised fine-tuning on completion tokens only (TRL 1.16's SFT loss), with the LM head
   applied only where a loss is taken, and the logged entropy read off the loss's own softmax
-  (`CrossEntropyWithEntropy`).
+  (`CrossEntropyWithEntropy`); with a frozen head (a LoRA policy's), the head, the loss and its gradient in one
+  pass over vocabulary chunks (`ChunkedHeadCrossEntropy`).
 - `kl_sft_loss`: SuperHF's KL-regularised SFT loss (Mukobi et al. 2023, "SuperHF: Supervised Iterative Learning
   from Human Feedback"); `scored_kl_sft_loss` the same on `completion_logits`' rows (the head applied only there).
 - `completion_logps`: the summed log-probability of a completion after its prompt, the quantity DPO's implicit
@@ -57,14 +58,75 @@ class CrossEntropyWithEntropy(torch.autograd.Function):
         return grad, None
 
 
-def completion_logits(
+HEAD_CHUNK = 8192
+"""Vocabulary rows per pass of `ChunkedHeadCrossEntropy`: the fastest of 4,096-32,768 at Gemma's shapes here
+(benchmarks/head_loss.py)."""
+
+
+class ChunkedHeadCrossEntropy(torch.autograd.Function):
+    """`CrossEntropyWithEntropy` of `hidden @ weight.T`, the LM head applied one vocabulary chunk at a time, with
+    the gradient with respect to `hidden` computed in the same pass.
+
+    The `(tokens, vocab)` logits never exist whole, where the head's product alone wrote 280 MB for a batch of
+    Gemma's (267 completion tokens x 262,144). Each chunk's logits update a running maximum, the softmax's
+    normaliser, the sum of probability times logit (for the entropy) and the sum of probability times the
+    chunk's head rows (for the gradient), each rescaled when the maximum rises: the online softmax of flash
+    attention, as Liger Kernel's and Cut Cross-Entropy's fused linear cross-entropy do on GPUs. The gradient of
+    the summed loss with respect to `hidden` is `softmax(logits) @ weight - weight[labels]`, known when the
+    pass ends, so backward only scales it. The head's weight gets no gradient: `completion_loss` uses this only
+    for a frozen head (a LoRA policy's tied embedding).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed negative log-likelihood, per-row entropy, per-row top token)."""
+        rows = hidden.shape[0]
+        top_logit = hidden.new_full((rows,), float("-inf"))
+        top = torch.zeros(rows, dtype=torch.long, device=hidden.device)
+        normaliser = hidden.new_zeros(rows)  # sum of exp(logit - top_logit)
+        mass_logit = hidden.new_zeros(rows)  # sum of exp(logit - top_logit) * logit
+        mass_rows = torch.zeros_like(hidden)  # sum of exp(logit - top_logit) * the logit's head row
+        for start in range(0, weight.shape[0], chunk):
+            head_rows = weight[start : start + chunk]
+            logits = hidden @ head_rows.T
+            chunk_top, chunk_arg = logits.max(dim=1)
+            top = torch.where(chunk_top > top_logit, chunk_arg + start, top)  # the first maximum, as argmax
+            new_top = torch.maximum(top_logit, chunk_top)
+            rescale = torch.exp(top_logit - new_top)
+            probs = torch.exp(logits - new_top[:, None])
+            normaliser.mul_(rescale).add_(probs.sum(dim=1))
+            mass_logit.mul_(rescale).add_(torch.linalg.vecdot(probs, logits))
+            mass_rows.mul_(rescale[:, None]).addmm_(probs, head_rows)
+            top_logit = new_top
+        log_normaliser = top_logit + normaliser.log()
+        label_rows = weight[labels]
+        nll = (log_normaliser - torch.linalg.vecdot(hidden, label_rows)).sum()
+        entropy = log_normaliser - mass_logit / normaliser
+        grad = mass_rows.div_(normaliser[:, None]).sub_(label_rows)
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(entropy, top)
+        return nll, entropy, top
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_nll: torch.Tensor, _grad_entropy: torch.Tensor, _grad_top: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None]:
+        """The pass's gradient, times the incoming one."""
+        (grad,) = ctx.saved_tensors
+        return grad * grad_nll, None, None, None
+
+
+def completion_hidden(
     model: PreTrainedModel | PeftModel, inputs: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The logits at the positions whose next token has a label (a completion token), and those labels.
+) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module, float | None]:
+    """The body's hidden states at the positions whose next token has a label (a completion token), those
+    labels, the LM head, and the model's logit cap (None for most).
 
     Runs the transformer body (LoRA layers included: PEFT injects them into the modules, and a `PeftModel`'s
-    `disable_adapter()` holds here too) for every position, then applies the LM head only to the hidden states
-    a loss is taken on: with Gemma's 262k-token vocabulary the head over every position is most of a step.
+    `disable_adapter()` holds here too) for every position and keeps the rows a loss is taken on: with Gemma's
+    262k-token vocabulary the head over every position is most of a step.
 
     Args:
         model: A causal LM or a `PeftModel` around one.
@@ -72,7 +134,8 @@ def completion_logits(
             optionally `position_ids`.
 
     Returns:
-        `(logits, labels)`: `(tokens, vocab)` and `(tokens,)`, one row per labelled next token, in batch order.
+        `(hidden, labels, head, cap)`: `(tokens, dim)` and `(tokens,)`, one row per labelled next token, in batch
+        order.
     """
     causal_lm = cast(PreTrainedModel, model.get_base_model() if isinstance(model, PeftModel) else model)
     body = causal_lm.base_model
@@ -81,12 +144,37 @@ def completion_logits(
     hidden = body(**body_inputs, use_cache=False).last_hidden_state
     targets = inputs["labels"][:, 1:]
     scored = targets != IGNORE
-    logits = head(hidden[:, :-1][scored])
-    # Models that cap their logits (Gemma 2, say) do it in forward after the head; do the same here.
+    # Models that cap their logits (Gemma 2, say) do it in forward after the head.
     cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
+    return hidden[:, :-1][scored], targets[scored], head, cap or None
+
+
+def completion_logits(
+    model: PreTrainedModel | PeftModel, inputs: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits at the positions whose next token has a label (a completion token), and those labels: the LM
+    head (and the model's logit cap) on `completion_hidden`'s rows.
+
+    Returns:
+        `(logits, labels)`: `(tokens, vocab)` and `(tokens,)`, one row per labelled next token, in batch order.
+    """
+    hidden, labels, head, cap = completion_hidden(model, inputs)
+    logits = head(hidden)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return logits, targets[scored]
+    return logits, labels
+
+
+def _frozen_linear_head(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None) -> bool:
+    """Whether `ChunkedHeadCrossEntropy` computes what the head and `CrossEntropyWithEntropy` would: a bias-free
+    linear head whose weight takes no gradient, no logit cap, float32 throughout."""
+    return (
+        isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and not head.weight.requires_grad
+        and cap is None
+        and head.weight.dtype == hidden.dtype == torch.float32
+    )
 
 
 def completion_loss(
@@ -95,7 +183,8 @@ def completion_loss(
     num_items_in_batch: torch.Tensor | int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Next-token cross-entropy over completion tokens, with logits computed only where they are needed
-    (`completion_logits`).
+    (`completion_hidden`): through `ChunkedHeadCrossEntropy` when the head is frozen (a LoRA policy), else the
+    head's logits and `CrossEntropyWithEntropy`.
 
     The loss is TRL 1.16's SFT loss (`SFTTrainer.compute_loss`, fused-LM-head
     branch): the summed negative log-likelihood divided by `num_items_in_batch` when the Trainer passes
@@ -113,12 +202,19 @@ def completion_loss(
         The loss, and detached statistics over the scored tokens: `tokens`, `entropy` (mean entropy of
         the next-token distribution) and `accuracy` (share where the label is the top token).
     """
-    logits, labels = completion_logits(model, inputs)
-    nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
+    hidden, labels, head, cap = completion_hidden(model, inputs)
+    if _frozen_linear_head(head, hidden, cap):
+        nll, entropy, top = ChunkedHeadCrossEntropy.apply(hidden, head.weight, labels, HEAD_CHUNK)
+    else:
+        logits = head(hidden)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
+        top = logits.detach().argmax(-1)
     count = labels.numel()
     loss = nll / (max(count, 1) if num_items_in_batch is None else num_items_in_batch)
     with torch.no_grad():
-        correct = logits.argmax(-1) == labels
+        correct = top == labels
         n = max(count, 1)
         stats = {"tokens": float(count), "entropy": float(entropy.sum()) / n, "accuracy": float(correct.sum()) / n}
     return loss, stats

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from peft import get_peft_model
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+import models.losses
 from configs.schema import TrainConfig
 from models.losses import (
     IGNORE,
+    ChunkedHeadCrossEntropy,
     CrossEntropyWithEntropy,
     completion_logits,
     completion_logps,
@@ -169,6 +171,52 @@ def test_fused_cross_entropy_matches_torch_in_value_gradient_and_entropy() -> No
     assert not entropy.requires_grad
     empty_nll, empty_entropy = CrossEntropyWithEntropy.apply(torch.zeros(0, 50), torch.zeros(0, dtype=torch.long))
     assert empty_nll.item() == 0.0 and empty_entropy.shape == (0,)
+
+
+def test_chunked_head_matches_the_whole_logits_in_value_gradient_entropy_and_top_token() -> None:
+    # A vocabulary of 50 in chunks of 8, the last one short; label 49 sits in it.
+    torch.manual_seed(3)
+    weight = 2 * torch.randn(50, 16)
+    hidden = torch.randn(6, 16, requires_grad=True)
+    labels = torch.tensor([0, 7, 49, 3, 3, 20])
+    nll, entropy, top = ChunkedHeadCrossEntropy.apply(hidden, weight, labels, 8)
+    (2.5 * nll).backward()
+    reference = hidden.detach().clone().requires_grad_()
+    logits = reference @ weight.T
+    whole_nll, whole_entropy = CrossEntropyWithEntropy.apply(logits, labels)
+    (2.5 * whole_nll).backward()
+    assert nll.item() == pytest.approx(whole_nll.item(), rel=1e-5)
+    torch.testing.assert_close(hidden.grad, reference.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(entropy, whole_entropy, rtol=1e-4, atol=1e-5)
+    assert top.tolist() == logits.argmax(-1).tolist() and not entropy.requires_grad
+    empty = ChunkedHeadCrossEntropy.apply(torch.zeros(0, 16), weight, torch.zeros(0, dtype=torch.long), 8)
+    assert empty[0].item() == 0.0 and empty[1].shape == empty[2].shape == (0,)
+
+
+def test_completion_loss_through_a_frozen_head_in_chunks_is_the_loss_through_whole_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A LoRA policy's head is frozen, so completion_loss takes the chunked pass (3 of the 8 tokens at a time
+    # here); forced onto the whole logits it gives the same loss, statistics and LoRA gradients.
+    model = get_peft_model(tiny_llama(8, zero_head=False), lora_config(TrainConfig(target_modules=["q_proj"])))
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_()  # a trained adapter, so its gradients are not zero
+    inputs = batch([[IGNORE, 1, 2, 3, IGNORE], [IGNORE, IGNORE, IGNORE, 6, 4]])
+    lora = [weight for weight in model.parameters() if weight.requires_grad]
+    monkeypatch.setattr(models.losses, "HEAD_CHUNK", 3)
+    chunked, chunked_stats = completion_loss(model, inputs)
+    chunked.backward()
+    chunked_grads = [weight.grad.clone() for weight in lora]
+    model.zero_grad()
+    monkeypatch.setattr(models.losses, "_frozen_linear_head", lambda *_: False)
+    whole, whole_stats = completion_loss(model, inputs)
+    whole.backward()
+    assert chunked.item() == pytest.approx(whole.item(), rel=1e-5)
+    assert chunked_stats == pytest.approx(whole_stats, rel=1e-5)
+    for got, expected in zip(chunked_grads, (weight.grad for weight in lora), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
 # completion_logps (DPO's log-probabilities, Rafailov et al. 2023)
