@@ -12,14 +12,16 @@ Two ratios, each measured within this one run with one torch thread (the machine
   the prefix. Goal: at least 2x. A few batches only: the machine is shared.
 
 - `batch_size` (`--part batch`, not in `all`): the default campaign's decoding on Gemma at batch 32 against
-  128 (its `generate.batch_size`): greedy validation answers and k=4 training samples, both behind the
-  few-shot prefix, alternated with `--repeats` 2 or more; its entry keeps its own commit, date and threads
-  (`--threads 2`: the default campaign's). Decoding one token costs the same weight reads (1.1 GB in fp32,
-  most of it the 262k-token head) for 32 rows as for 128, so larger batches raise throughput until compute binds.
+  128 (`--sizes`: two others, kept under `batch_size_A_B`; the default decodes 256 since 2026-12-05): greedy
+  validation answers and k=4 training samples, both behind the few-shot prefix, alternated with `--repeats` 2 or
+  more; its entry keeps its own commit, date and threads (`--threads 2`: the default campaign's). Decoding one
+  token costs the same weight reads (1.1 GB in fp32, most of it the 262k-token head) for 32 rows as for 128, so
+  larger batches raise throughput until compute binds.
 
 Prints a table and writes `benchmarks/results/generation.json` (with the git commit).
 
-Run: `.venv/bin/python benchmarks/generation.py [--part tiny|gemma|batch|all] [--gemma-prompts 16] [--batch-size 32]`
+Run: `.venv/bin/python benchmarks/generation.py [--part tiny|gemma|batch|all] [--gemma-prompts 16] [--batch-size 32]
+[--sizes 32 128]`
 (tiny part ~1 min; Gemma part a few minutes on 2 shared cores).
 """
 
@@ -216,13 +218,16 @@ def main() -> int:
     parser.add_argument("--gemma-prompts", type=int, default=16, help="Gemma: prompts (x k=4 sequences)")
     parser.add_argument("--batch-size", type=int, default=32, help="Gemma: sequences per batch")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sizes", type=int, nargs=2, default=[32, 128], help="batch: the two batch sizes")
     ns = parser.parse_args()
     set_torch_threads(ns.threads)
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if ns.part == "batch":  # its own commit, date and threads: the other parts' figures keep theirs
-        results["batch_size"] = bench_batch_size((32, 128), ns.repeats)
+        small, large = ns.sizes
+        key = "batch_size" if (small, large) == (32, 128) else f"batch_size_{small}_{large}"
+        results[key] = bench_batch_size((small, large), ns.repeats)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print_batch_size(results["batch_size"])
+        print_batch_size(results[key])
         return 0
     results |= {
         "commit": git_commit(),
