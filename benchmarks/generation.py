@@ -12,7 +12,7 @@ Two ratios, each measured within this one run with one torch thread (the machine
   the prefix. Goal: at least 2x. A few batches only: the machine is shared.
 
 - `batch_size` (`--part batch`, not in `all`): the default campaign's decoding on Gemma at batch 32 against
-  128 (`--sizes`: two others, kept under `batch_size_A_B`; the default decodes 256 since 2026-12-05): greedy
+  128 (`--sizes`: two others, kept under `batch_size_A_B`): greedy
   validation answers and k=4 training samples, both behind the few-shot prefix, alternated with `--repeats` 2 or
   more; its entry keeps its own commit, date and threads (`--threads 2`: the default campaign's). Decoding one
   token costs the same weight reads (1.1 GB in fp32, most of it the 262k-token head) for 32 rows as for 128, so
