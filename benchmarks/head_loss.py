@@ -16,7 +16,7 @@ Each repeat times the arms in turn (median over repeats after a warm-up, CPU sec
 with `--threads` torch threads); the ratios are within this one run. Appends to
 `benchmarks/results/head_loss.jsonl` with the git commit.
 
-Run: `.venv/bin/python benchmarks/head_loss.py [--tokens 267] [--repeats 7] [--threads 2] [--chunk 8192]` (about
+Run: `.venv/bin/python benchmarks/head_loss.py [--tokens 267] [--repeats 7] [--threads 2] [--chunk 4096]` (about
 a minute).
 """
 

@@ -160,10 +160,13 @@ def completion_logits(
         `(logits, labels)`: `(tokens, vocab)` and `(tokens,)`, one row per labelled next token, in batch order.
     """
     hidden, labels, head, cap = completion_hidden(model, inputs)
+    return _head_logits(head, hidden, cap), labels
+
+
+def _head_logits(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """The head on `hidden`'s rows, capped as the model's forward caps them (`final_logit_softcapping`)."""
     logits = head(hidden)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits, labels
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _frozen_linear_head(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None) -> bool:
@@ -207,9 +210,7 @@ def completion_loss(
     if _frozen_linear_head(head, hidden, cap):
         nll, entropy, top = ChunkedHeadCrossEntropy.apply(hidden, head.weight, labels, HEAD_CHUNK)
     else:
-        logits = head(hidden)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+        logits = _head_logits(head, hidden, cap)
         nll, entropy = CrossEntropyWithEntropy.apply(logits, labels)
         top = logits.detach().argmax(-1)
     count = labels.numel()
