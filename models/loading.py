@@ -1,8 +1,9 @@
 """Load a policy (base weights plus an optional LoRA adapter) ready for batched generation or training.
 
-Whatever the source, the policy comes back in float32 on the CPU, in eval mode, with a tokenizer that
-pads on the left with a pad token distinct from EOS whenever the model allows one. A pad equal to EOS
-would let SFT collators mask the EOS labels too, and the policy would never learn to stop.
+Whatever the source, the policy comes back on the CPU in float32 (a trainer may ask for bfloat16 base
+weights, `train.base_dtype`), in eval mode, with a tokenizer that pads on the left with a pad token distinct
+from EOS whenever the model allows one. A pad equal to EOS would let SFT collators mask the EOS labels too,
+and the policy would never learn to stop.
 
 The stages of a round (generate, judge, train, evaluate) each need the policy; in one process they share
 what is costly to load through `PolicyCache` (module instance `POLICIES`, used by `shared_policy`):
@@ -112,14 +113,14 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 @overload
 def load_policy(
-    base: str, adapter: None = None, *, trainable: bool = False
+    base: str, adapter: None = None, *, trainable: bool = False, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
 @overload
 def load_policy(
-    base: str, adapter: str | None, *, trainable: bool = False
+    base: str, adapter: str | None, *, trainable: bool = False, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]: ...
 def load_policy(
-    base: str, adapter: str | None = None, *, trainable: bool = False
+    base: str, adapter: str | None = None, *, trainable: bool = False, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, optionally with a LoRA adapter on top.
 
@@ -128,25 +129,31 @@ def load_policy(
             resolves from the local cache only.
         adapter: A directory written by `PeftModel.save_pretrained`, or None for the bare base model.
         trainable: Load the adapter's weights as trainable (PEFT loads them frozen by default).
+        dtype: The base weights' dtype (`train.base_dtype` for a trainer: bfloat16 only pays on CPUs with
+            bfloat16 instructions). An adapter stays float32 (PEFT's `autocast_adapter_dtype`).
 
     Returns:
-        The model (a `PeftModel` when `adapter` is given) in float32 and eval mode, and its tokenizer
+        The model (a `PeftModel` when `adapter` is given) in `dtype` and eval mode, and its tokenizer
         padding on the left. The weights are always a private copy the caller may train; the tokenizer is
         this process's shared one (`POLICIES.tokenizer`), which callers use but do not change.
 
     Raises:
         DamagedModelError: a directory selftrain built whose files changed since (`models.integrity`).
     """
-    return _load(base, adapter, trainable, POLICIES.tokenizer(base))
+    return _load(base, adapter, trainable, POLICIES.tokenizer(base), dtype)
 
 
 def _load(
-    base: str, adapter: str | None, trainable: bool, tokenizer: PreTrainedTokenizerBase
+    base: str,
+    adapter: str | None,
+    trainable: bool,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """`load_policy`'s loading, around a given tokenizer."""
     if has_record(Path(base)):  # built by selftrain: a stat per file, a hash only for a file whose mtime changed
         check_record(Path(base), fix=f"`selftrain run` rebuilds it, or clear it with `rm -rf {base}`")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     ensure_pad_token(model, tokenizer)
     policy: PreTrainedModel | PeftModel = model
     if adapter is not None:

@@ -76,6 +76,9 @@ class ChunkedHeadCrossEntropy(torch.autograd.Function):
     the summed loss with respect to `hidden` is `softmax(logits) @ weight - weight[labels]`, known when the
     pass ends, so backward only scales it. The head's weight gets no gradient: `completion_loss` uses this only
     for a frozen head (a LoRA policy's tied embedding).
+
+    With bfloat16 `hidden` and `weight` (`model.dtype: bfloat16`) each chunk's products run in bfloat16 and
+    everything else in float32; the gradient returns in bfloat16.
     """
 
     @staticmethod
@@ -83,15 +86,16 @@ class ChunkedHeadCrossEntropy(torch.autograd.Function):
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed negative log-likelihood, per-row entropy, per-row top token)."""
-        rows = hidden.shape[0]
-        top_logit = hidden.new_full((rows,), float("-inf"))
+        rows, exact = hidden.shape[0], weight.dtype == torch.float32
+        hidden32 = hidden.float()  # hidden itself when float32
+        top_logit = hidden32.new_full((rows,), float("-inf"))
         top = torch.zeros(rows, dtype=torch.long, device=hidden.device)
-        normaliser = hidden.new_zeros(rows)  # sum of exp(logit - top_logit)
-        mass_logit = hidden.new_zeros(rows)  # sum of exp(logit - top_logit) * logit
-        mass_rows = torch.zeros_like(hidden)  # sum of exp(logit - top_logit) * the logit's head row
+        normaliser = hidden32.new_zeros(rows)  # sum of exp(logit - top_logit)
+        mass_logit = hidden32.new_zeros(rows)  # sum of exp(logit - top_logit) * logit
+        mass_rows = torch.zeros_like(hidden32)  # sum of exp(logit - top_logit) * the logit's head row
         for start in range(0, weight.shape[0], chunk):
             head_rows = weight[start : start + chunk]
-            logits = hidden @ head_rows.T
+            logits = (hidden @ head_rows.T).float()  # bfloat16: the product in bfloat16, the rest in float32
             chunk_top, chunk_arg = logits.max(dim=1)
             top = torch.where(chunk_top > top_logit, chunk_arg + start, top)  # the first maximum, as argmax
             new_top = torch.maximum(top_logit, chunk_top)
@@ -99,13 +103,16 @@ class ChunkedHeadCrossEntropy(torch.autograd.Function):
             probs = torch.exp(logits - new_top[:, None])
             normaliser.mul_(rescale).add_(probs.sum(dim=1))
             mass_logit.mul_(rescale).add_(torch.linalg.vecdot(probs, logits))
-            mass_rows.mul_(rescale[:, None]).addmm_(probs, head_rows)
+            if exact:
+                mass_rows.mul_(rescale[:, None]).addmm_(probs, head_rows)
+            else:
+                mass_rows.mul_(rescale[:, None]).add_(probs.to(weight.dtype) @ head_rows)
             top_logit = new_top
         log_normaliser = top_logit + normaliser.log()
-        label_rows = weight[labels]
-        nll = (log_normaliser - torch.linalg.vecdot(hidden, label_rows)).sum()
+        label_rows = weight[labels].float()
+        nll = (log_normaliser - torch.linalg.vecdot(hidden32, label_rows)).sum()
         entropy = log_normaliser - mass_logit / normaliser
-        grad = mass_rows.div_(normaliser[:, None]).sub_(label_rows)
+        grad = mass_rows.div_(normaliser[:, None]).sub_(label_rows).to(hidden.dtype)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(entropy, top)
         return nll, entropy, top
@@ -171,13 +178,15 @@ def _head_logits(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None)
 
 def _frozen_linear_head(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None) -> bool:
     """Whether `ChunkedHeadCrossEntropy` computes what the head and `CrossEntropyWithEntropy` would: a bias-free
-    linear head whose weight takes no gradient, no logit cap, float32 throughout."""
+    linear head whose weight takes no gradient, no logit cap, head and hidden states both float32 (exactly) or
+    both bfloat16 (`model.dtype`: the products in bfloat16, the softmax and its sums in float32)."""
     return (
         isinstance(head, torch.nn.Linear)
         and head.bias is None
         and not head.weight.requires_grad
         and cap is None
-        and head.weight.dtype == hidden.dtype == torch.float32
+        and head.weight.dtype == hidden.dtype
+        and hidden.dtype in (torch.float32, torch.bfloat16)
     )
 
 

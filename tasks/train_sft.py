@@ -160,7 +160,8 @@ def train_sft(
     Returns:
         Metrics: `loss` (mean over logged steps), `final_loss`, `steps`, `examples`, `seconds`.
     """
-    model, tokenizer = load_policy(base, adapter, trainable=True)
+    dtype = torch.bfloat16 if cfg.base_dtype == "bfloat16" else torch.float32
+    model, tokenizer = load_policy(base, adapter, trainable=True, dtype=dtype)
     callback = _ProgressCallback(progress or (lambda _line: None))
     with train_then_replace(out_dir) as scratch:
         trainer = make_trainer(

@@ -24,6 +24,8 @@ from configs.loader import ConfigError, load_config
             ["generate.from_round", "train.method"],
         ),
         (["train.warm_start_epochs=1"], ["train.warm_start_epochs", "generate.from_round"]),
+        (["train.base_dtype=bfloat16", "train.method=superhf"], ["train.base_dtype", "train.method"]),
+        (["train.base_dtype=float16"], ["train.base_dtype", "bfloat16"]),
     ],
 )
 def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:
@@ -47,3 +49,9 @@ def test_warm_start_epochs_apply_to_the_rounds_before_the_first_that_samples() -
     unset = load_config("tiny", ["generate.from_round=2", "select.gold_examples=5"])
     assert unset.train_for_round(1) is unset.train  # empty: every round trains train.epochs
     assert "warm_start_epochs" not in unset.model_dump()["train"]  # left out of the dump: identities unchanged
+
+
+def test_base_dtype_defaults_to_float32_and_stays_out_of_the_dump() -> None:
+    assert load_config("tiny").train.base_dtype == "float32"
+    assert "base_dtype" not in load_config("tiny").model_dump()["train"]  # identities of past configs unchanged
+    assert load_config("tiny", ["train.base_dtype=bfloat16"]).model_dump()["train"]["base_dtype"] == "bfloat16"

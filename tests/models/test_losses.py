@@ -193,6 +193,25 @@ def test_chunked_head_matches_the_whole_logits_in_value_gradient_entropy_and_top
     assert empty[0].item() == 0.0 and empty[1].shape == empty[2].shape == (0,)
 
 
+def test_chunked_head_in_bfloat16_is_the_float32_loss_to_bfloat16_precision() -> None:
+    # model.dtype: bfloat16 gives a bfloat16 head and hidden states: the products round to bfloat16's 8 bits,
+    # the softmax and its sums stay float32, and the gradient comes back in bfloat16.
+    torch.manual_seed(4)
+    weight, hidden = 2 * torch.randn(50, 16), torch.randn(6, 16)
+    labels = torch.tensor([0, 7, 49, 3, 3, 20])
+    low = hidden.bfloat16().requires_grad_()
+    nll, entropy, top = ChunkedHeadCrossEntropy.apply(low, weight.bfloat16(), labels, 8)
+    nll.backward()
+    exact = hidden.bfloat16().float().requires_grad_()  # the same inputs, rounded, through float32
+    whole_nll, whole_entropy = CrossEntropyWithEntropy.apply(exact @ weight.bfloat16().float().T, labels)
+    whole_nll.backward()
+    assert nll.dtype == entropy.dtype == torch.float32 and low.grad.dtype == torch.bfloat16
+    assert nll.item() == pytest.approx(whole_nll.item(), rel=2e-2)
+    torch.testing.assert_close(entropy, whole_entropy, rtol=5e-2, atol=5e-2)
+    torch.testing.assert_close(low.grad.float(), exact.grad, rtol=5e-2, atol=5e-2)
+    assert top.shape == (6,)
+
+
 def test_completion_loss_through_a_frozen_head_in_chunks_is_the_loss_through_whole_logits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

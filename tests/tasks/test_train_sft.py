@@ -43,6 +43,21 @@ def test_fresh_adapter_trains_only_lora_and_saves_an_adapter(tiny_dir: Path, tmp
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before), "the base is untouched"
 
 
+def test_bfloat16_base_trains_a_float32_adapter_that_loads_on_the_float32_base(tiny_dir: Path, tmp_path: Path) -> None:
+    # train.base_dtype: bfloat16 holds the frozen base in bfloat16 while training; the adapter, its gradients
+    # and the optimiser stay float32, so what is saved is an ordinary adapter for the float32 policy.
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, base_dtype="bfloat16")
+    metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
+    assert math.isfinite(metrics["loss"]) and metrics["steps"] == 4
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert weights and {w.dtype for w in weights.values()} == {torch.float32}
+    assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
+    policy, _ = load_policy(str(tiny_dir), str(tmp_path / "adapter"))
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}
+    low, _ = load_policy(str(tiny_dir), dtype=torch.bfloat16)
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+
+
 def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
     """The same tensor names, and every tensor equal up to what a 1e-12 learning rate can move it."""
     return first.keys() == second.keys() and all(
