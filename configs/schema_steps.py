@@ -231,13 +231,15 @@ class TrainConfig(Strict):
             "train.init: base the next round retrains from the base model on those rows and the gold ones."
         ),
     )
-    base_dtype: Literal["float32", "bfloat16"] = Field(
+    base_dtype: Literal["float32", "bfloat16", "auto"] = Field(
         "float32",
         exclude_if=lambda dtype: dtype == "float32",
         description=(
             "method=sft: the frozen base weights' dtype while training (the LoRA adapter, its gradients and the "
             "optimiser stay float32; generation and evaluation always load float32). bfloat16 is faster only on "
-            "CPUs with bfloat16 instructions (AVX512-BF16 or AMX); elsewhere it is emulated and slower."
+            "CPUs with bfloat16 instructions (AVX512-BF16 or AMX); elsewhere it is emulated and slower. auto: "
+            "bfloat16 where the CPU has them, else float32; the choice goes into the adapter's lineage and the "
+            "metric train/base_bfloat16."
         ),
     )
     batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
@@ -286,7 +288,7 @@ class TrainConfig(Strict):
     def _consistent(self) -> TrainConfig:
         if self.init == "base" and self.method not in ("sft", "superhf"):
             raise ValueError(f"train.init=base needs train.method sft or superhf, not {self.method}")
-        if self.base_dtype != "float32" and self.method != "sft":
+        if self.base_dtype == "bfloat16" and self.method != "sft":
             raise ValueError(
                 f"train.base_dtype={self.base_dtype} is built for train.method=sft only, not {self.method} "
                 "(whose reference model and losses assume float32); use train.base_dtype: float32"

@@ -93,6 +93,7 @@ class ChunkedHeadCrossEntropy(torch.autograd.Function):
         normaliser = hidden32.new_zeros(rows)  # sum of exp(logit - top_logit)
         mass_logit = hidden32.new_zeros(rows)  # sum of exp(logit - top_logit) * logit
         mass_rows = torch.zeros_like(hidden32)  # sum of exp(logit - top_logit) * the logit's head row
+        label_logit = hidden32.new_zeros(rows)  # each row's label's logit, from the chunk that holds it
         for start in range(0, weight.shape[0], chunk):
             head_rows = weight[start : start + chunk]
             logits = (hidden @ head_rows.T).float()  # bfloat16: the product in bfloat16, the rest in float32
@@ -108,9 +109,11 @@ class ChunkedHeadCrossEntropy(torch.autograd.Function):
             else:
                 mass_rows.mul_(rescale[:, None]).add_(probs.to(weight.dtype) @ head_rows)
             top_logit = new_top
+            held = (labels >= start) & (labels < start + logits.shape[1])
+            label_logit[held] = logits[held, labels[held] - start]
         log_normaliser = top_logit + normaliser.log()
         label_rows = weight[labels].float()
-        nll = (log_normaliser - torch.linalg.vecdot(hidden32, label_rows)).sum()
+        nll = (log_normaliser - label_logit).sum()  # the label's logit as rounded in the softmax: never below 0
         entropy = log_normaliser - mass_logit / normaliser
         grad = mass_rows.div_(normaliser[:, None]).sub_(label_rows).to(hidden.dtype)
         ctx.save_for_backward(grad)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from configs.schema import CampaignConfig
+from configs.schema import CampaignConfig, TrainConfig
 from tasks.records import DatasetRef, ModelRef, sha256_dir, write_lineage
 from tasks.tracking import RoundContext
 
@@ -21,12 +21,14 @@ def record_adapter(
     metrics: dict[str, float],
     *,
     seed: int,
+    train: TrainConfig | None = None,
     **data: DatasetRef,
 ) -> ModelRef:
     """After any trainer saved an adapter in `out_dir`: write its lineage (parent policy, `data` refs, the train
     config the round trained with, seed), log `train/*` metrics and the adapter, and return the new policy's
-    reference."""
-    write_lineage(Path(out_dir), parent=policy, **data, train=config.train_for_round(ctx.round), seed=seed)
+    reference. `train`: the settings as the trainer resolved them on this machine (default: the round's)."""
+    train = train or config.train_for_round(ctx.round)
+    write_lineage(Path(out_dir), parent=policy, **data, train=train, seed=seed)
     ctx.log_metrics({"train/skipped": 0.0, **{f"train/{k}": v for k, v in metrics.items()}})
     ctx.log_artifact(out_dir, "adapter")
     return ModelRef(

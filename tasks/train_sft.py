@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallba
 from trl import SFTConfig, SFTTrainer
 
 from configs.schema import CampaignConfig, TrainConfig
-from models.loading import load_policy, set_torch_threads
+from models.loading import DTYPES, load_policy, resolve_base_dtype, set_torch_threads
 from models.losses import completion_loss
 from models.training import cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
@@ -160,8 +160,7 @@ def train_sft(
     Returns:
         Metrics: `loss` (mean over logged steps), `final_loss`, `steps`, `examples`, `seconds`.
     """
-    dtype = torch.bfloat16 if cfg.base_dtype == "bfloat16" else torch.float32
-    model, tokenizer = load_policy(base, adapter, trainable=True, dtype=dtype)
+    model, tokenizer = load_policy(base, adapter, trainable=True, dtype=DTYPES[resolve_base_dtype(cfg.base_dtype)])
     callback = _ProgressCallback(progress or (lambda _line: None))
     with train_then_replace(out_dir) as scratch:
         trainer = make_trainer(
@@ -204,5 +203,7 @@ def sft_train_task(
     seed = ctx.seed
     emit(f"train: starting on {len(examples)} examples")
     train = config.train_for_round(ctx.round)  # the warm start may take its own epochs
+    train = train.model_copy(update={"base_dtype": resolve_base_dtype(train.base_dtype)})  # auto: by this CPU
     metrics = train_sft(policy.base, policy.adapter, examples, train, out_dir, seed=seed, progress=emit)
-    return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, data=selected)
+    metrics["base_bfloat16"] = float(train.base_dtype == "bfloat16")
+    return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, train=train, data=selected)

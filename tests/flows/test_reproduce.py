@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from configs.loader import load_config
 from models.integrity import write_record
 from tasks.model_registry import registered_name
 from tasks.records import sha256_file
@@ -226,3 +227,15 @@ def test_an_unknown_or_campaign_run_id_is_one_line_naming_what_to_pass(
         f" ({rounds})\n"
     )
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_round_trained_with_base_dtype_auto_names_the_dtype_as_a_source_of_difference() -> None:
+    from flows.reproduce import nondeterminism
+    from models.loading import resolve_base_dtype
+
+    config = load_config("tiny", ["train.base_dtype=auto"])
+    recorded = {"config": config.model_dump(mode="json"), "versions": {}}
+    (source,) = nondeterminism(recorded, config)
+    assert f"trains in {resolve_base_dtype('auto')} on this CPU" in source and "train/base_bfloat16" in source
+    plain = load_config("tiny")
+    assert nondeterminism({"config": plain.model_dump(mode="json"), "versions": {}}, plain) == []

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from configs.loader import load_config
 from configs.schema import CampaignConfig, TrainConfig
 from flows.round import RoundInputs, round_flow
+from models.loading import resolve_base_dtype
 from tasks.arithmetic import sample_problems
 from tasks.evaluate import Evaluation, score_responses
 from tasks.layout import ACCUMULATED, ADAPTER, ROUND_INPUT, CampaignLayout
@@ -131,6 +132,7 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
         "select.threshold=0",
         "generate.rationalize=true",
         "train.warm_start_epochs=2",
+        "train.base_dtype=auto",
     )
     base = ModelRef(source="tiny", base=str(tiny_dir))
     state, validation = _start(config, base, base, tmp_path)
@@ -144,6 +146,10 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
     assert run.data.metrics["train/steps"] == 2 * 2  # 5 rows at batch 4, two epochs (train.epochs is 1)
     adapter_lineage = json.loads((CampaignLayout(tmp_path).in_round(1, ADAPTER) / "lineage.json").read_text())
     assert adapter_lineage["train"]["epochs"] == 2
+    # auto is resolved by this machine's CPU, and the lineage and metrics say which dtype trained.
+    resolved = resolve_base_dtype("auto")
+    assert adapter_lineage["train"].get("base_dtype", "float32") == resolved  # float32 is left out of dumps
+    assert run.data.metrics["train/base_bfloat16"] == float(resolved == "bfloat16")
 
     second, run = _run(config, 2, state.after(first), validation, tmp_path)
     assert run.data.metrics["generate/samples"] == 6 * 2

@@ -11,7 +11,16 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from models.loading import POLICIES, PolicyCache, ensure_pad_token, load_policy, set_torch_threads, shared_policy
+import models.loading
+from models.loading import (
+    POLICIES,
+    PolicyCache,
+    ensure_pad_token,
+    load_policy,
+    resolve_base_dtype,
+    set_torch_threads,
+    shared_policy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +137,18 @@ def test_training_gets_private_weights_and_a_restored_tokenizer(tiny_dir: Path, 
     torch.testing.assert_close(_logits(again), before)
     assert restored.padding_side == "left" and restored.pad_token_id != restored.eos_token_id
     assert POLICIES.hits >= 1
+
+
+def test_base_dtype_auto_follows_the_cpus_bfloat16_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_base_dtype("float32") == "float32" and resolve_base_dtype("bfloat16") == "bfloat16"
+    monkeypatch.setattr(models.loading, "cpu_has_bfloat16", lambda: True)
+    assert resolve_base_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(models.loading, "cpu_has_bfloat16", lambda: False)
+    assert resolve_base_dtype("auto") == "float32"
+    with pytest.raises(ValueError, match="float16"):
+        resolve_base_dtype("float16")
+
+
+def test_the_cpu_flags_are_read_from_proc_cpuinfo() -> None:
+    flags = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").exists() else ""
+    assert models.loading.cpu_has_bfloat16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

@@ -206,6 +206,10 @@ def test_chunked_head_in_bfloat16_is_the_float32_loss_to_bfloat16_precision() ->
     whole_nll, whole_entropy = CrossEntropyWithEntropy.apply(exact @ weight.bfloat16().float().T, labels)
     whole_nll.backward()
     assert nll.dtype == entropy.dtype == torch.float32 and low.grad.dtype == torch.bfloat16
+    # Each token's loss uses its label's logit as rounded in the softmax, so none falls below zero even where
+    # the label is the top token by far (a trained policy's case).
+    sure = ChunkedHeadCrossEntropy.apply(10 * weight[labels].bfloat16(), weight.bfloat16(), labels, 8)[0]
+    assert sure.item() > -1e-6
     assert nll.item() == pytest.approx(whole_nll.item(), rel=2e-2)
     torch.testing.assert_close(entropy, whole_entropy, rtol=5e-2, atol=5e-2)
     torch.testing.assert_close(low.grad.float(), exact.grad, rtol=5e-2, atol=5e-2)
