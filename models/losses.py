@@ -77,7 +77,7 @@ class ChunkedHeadCrossEntropy(torch.autograd.Function):
     pass ends, so backward only scales it. The head's weight gets no gradient: `completion_loss` uses this only
     for a frozen head (a LoRA policy's tied embedding).
 
-    With bfloat16 `hidden` and `weight` (`model.dtype: bfloat16`) each chunk's products run in bfloat16 and
+    With bfloat16 `hidden` and `weight` (`train.base_dtype: bfloat16`) each chunk's products run in bfloat16 and
     everything else in float32; the gradient returns in bfloat16.
     """
 
@@ -182,7 +182,7 @@ def _head_logits(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None)
 def _frozen_linear_head(head: torch.nn.Module, hidden: torch.Tensor, cap: float | None) -> bool:
     """Whether `ChunkedHeadCrossEntropy` computes what the head and `CrossEntropyWithEntropy` would: a bias-free
     linear head whose weight takes no gradient, no logit cap, head and hidden states both float32 (exactly) or
-    both bfloat16 (`model.dtype`: the products in bfloat16, the softmax and its sums in float32)."""
+    both bfloat16 (`train.base_dtype`: the products in bfloat16, the softmax and its sums in float32)."""
     return (
         isinstance(head, torch.nn.Linear)
         and head.bias is None

@@ -194,7 +194,7 @@ def test_chunked_head_matches_the_whole_logits_in_value_gradient_entropy_and_top
 
 
 def test_chunked_head_in_bfloat16_is_the_float32_loss_to_bfloat16_precision() -> None:
-    # model.dtype: bfloat16 gives a bfloat16 head and hidden states: the products round to bfloat16's 8 bits,
+    # train.base_dtype: bfloat16 gives a bfloat16 head and hidden states: the products round to bfloat16's 8 bits,
     # the softmax and its sums stay float32, and the gradient comes back in bfloat16.
     torch.manual_seed(4)
     weight, hidden = 2 * torch.randn(50, 16), torch.randn(6, 16)
