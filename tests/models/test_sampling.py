@@ -115,6 +115,21 @@ def _few_shot_prefix() -> str:
     return few_shot_prefix(load_config("tiny", ["prompts.few_shot=3"]))
 
 
+def test_screened_greedy_head_gives_the_same_answers(
+    tiny_dir: Path, heldout_prompts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through a LoRA adapter, behind a cached few-shot prefix, in padded batches: the same greedy answers.
+    monkeypatch.setattr("models.greedy_head.cpu_has_bfloat16", lambda: True)
+    model, tokenizer = load_policy(str(tiny_dir))
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    greedy = dict(n=1, temperature=0.0, max_new_tokens=12, batch_size=5, prefix=_few_shot_prefix())
+    peft.eval()
+    screened, plain = HFSampler(peft, tokenizer), HFSampler(peft, tokenizer, screen_greedy_head=False)
+    assert screened._greedy_head() is not None and plain._greedy_head() is None
+    assert _sample(screened, heldout_prompts, **greedy) == _sample(plain, heldout_prompts, **greedy)
+    assert screened.tokens_generated == plain.tokens_generated > 0
+
+
 def test_prefix_cache_reuse_gives_the_same_greedy_outputs(policy: Policy, heldout_prompts: list[str]) -> None:
     prefix = _few_shot_prefix()
     assert len(policy[1](prefix)["input_ids"]) > 40
@@ -133,7 +148,8 @@ def test_prefix_cache_reuse_matches_logits(policy: Policy, heldout_prompts: list
     prefix = _few_shot_prefix()
     first_logits = {}
     for reuse in (True, False):
-        sampler = HFSampler(*policy, reuse_prefix_cache=reuse)
+        # The model's own head: a screened greedy head hands the decoding loop hidden states, not logits.
+        sampler = HFSampler(*policy, reuse_prefix_cache=reuse, screen_greedy_head=False)
         calls: list = []
         forward = sampler._forward
         sampler._forward = lambda *args, _f=forward, _calls=calls: _calls.append(_f(*args)) or _calls[-1]
@@ -143,10 +159,18 @@ def test_prefix_cache_reuse_matches_logits(policy: Policy, heldout_prompts: list
     assert torch.allclose(first_logits[True], first_logits[False], atol=1e-4)
 
 
-def test_greedy_matches_transformers_generate(policy: Policy, heldout_prompts: list[str]) -> None:
+@pytest.mark.parametrize("screen", [True, False])
+def test_greedy_matches_transformers_generate(
+    policy: Policy, heldout_prompts: list[str], screen: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Screened or not, greedy decoding is generate's argmax; the screen is forced on here even where the CPU
+    # would emulate bfloat16 (it would not be used there), so every machine checks it.
+    monkeypatch.setattr("models.greedy_head.cpu_has_bfloat16", lambda: True)
     model, tokenizer = policy
     prompts = heldout_prompts[:6]
-    ours = _sample(HFSampler(model, tokenizer), prompts, n=1, temperature=0.0, max_new_tokens=12, stop=[])
+    sampler = HFSampler(model, tokenizer, screen_greedy_head=screen)
+    ours = _sample(sampler, prompts, n=1, temperature=0.0, max_new_tokens=12, stop=[])
+    assert (sampler._greedy_head() is not None) == screen
     inputs = tokenizer.pad(
         {"input_ids": [tokenizer(p)["input_ids"] for p in prompts]}, padding_side="left", return_tensors="pt"
     )
