@@ -242,6 +242,16 @@ class TrainConfig(Strict):
             "metric train/base_bfloat16."
         ),
     )
+    head_dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32",
+        exclude_if=lambda dtype: dtype == "float32",
+        description=(
+            "method=sft: the dtype of the LM head's products in the training loss, for a frozen bias-free head "
+            "(a LoRA policy's); the body, the softmax and its sums stay float32. bfloat16 is faster only on CPUs "
+            "with bfloat16 instructions; auto: bfloat16 where the CPU has them, else float32; the choice goes "
+            "into the adapter's lineage and the metric train/head_bfloat16."
+        ),
+    )
     batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
     max_length: int = bounded(128, 4_096, "Prompt + completion tokens kept per example.", ge=8)
     min_examples: int = Field(
@@ -288,11 +298,12 @@ class TrainConfig(Strict):
     def _consistent(self) -> TrainConfig:
         if self.init == "base" and self.method not in ("sft", "superhf"):
             raise ValueError(f"train.init=base needs train.method sft or superhf, not {self.method}")
-        if self.base_dtype == "bfloat16" and self.method != "sft":
-            raise ValueError(
-                f"train.base_dtype={self.base_dtype} is built for train.method=sft only, not {self.method} "
-                "(whose reference model and losses assume float32); use train.base_dtype: float32"
-            )
+        for field in ("base_dtype", "head_dtype"):
+            if getattr(self, field) == "bfloat16" and self.method != "sft":
+                raise ValueError(
+                    f"train.{field}=bfloat16 is built for train.method=sft only, not {self.method} "
+                    f"(whose reference model and losses assume float32); use train.{field}: float32"
+                )
         if self.method == "grpo":
             groups, size = self.grpo.num_generations, self.grpo.generation_batch_size or self.batch_size
             if size % groups or size % self.batch_size:

@@ -251,7 +251,7 @@ def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) 
 
 def nondeterminism(recorded: dict, config: CampaignConfig) -> list[str]:
     """The sources of difference this machine shows against the original round (empty: none known)."""
-    from models.loading import resolve_base_dtype
+    from models.loading import resolve_train_dtype
     from tasks.tracking import library_versions
 
     sources = []
@@ -261,12 +261,12 @@ def nondeterminism(recorded: dict, config: CampaignConfig) -> list[str]:
             sources.append(f"{name} {version} then, {now.get(name)} now")
     if recorded["config"]["model"]["torch_threads"] != config.model.torch_threads:
         sources.append("a different torch thread count changes the order of float reductions")
-    if recorded["config"]["train"].get("base_dtype") == "auto":
-        here = resolve_base_dtype("auto")
-        sources.append(
-            f"train.base_dtype=auto trains in {here} on this CPU; the original's metric train/base_bfloat16 says "
-            "which it trained in (1: bfloat16)"
-        )
+    for field, metric in (("base_dtype", "base_bfloat16"), ("head_dtype", "head_bfloat16")):
+        if recorded["config"]["train"].get(field) == "auto":
+            sources.append(
+                f"train.{field}=auto trains in {resolve_train_dtype('auto')} on this CPU; the original's metric "
+                f"train/{metric} says which it trained in (1: bfloat16)"
+            )
     return sources
 
 

@@ -76,8 +76,9 @@ def cpu_has_bfloat16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_base_dtype(name: str) -> str:
-    """`train.base_dtype` on this machine: "float32" or "bfloat16" as named, and "auto" as `cpu_has_bfloat16`."""
+def resolve_train_dtype(name: str) -> str:
+    """`train.base_dtype` or `train.head_dtype` on this machine: "float32" or "bfloat16" as named, "auto" as
+    `cpu_has_bfloat16`."""
     if name == "auto":
         return "bfloat16" if cpu_has_bfloat16() else "float32"
     if name not in DTYPES:

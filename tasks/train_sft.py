@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallba
 from trl import SFTConfig, SFTTrainer
 
 from configs.schema import CampaignConfig, TrainConfig
-from models.loading import DTYPES, load_policy, resolve_base_dtype, set_torch_threads
+from models.loading import DTYPES, load_policy, resolve_train_dtype, set_torch_threads
 from models.losses import completion_loss
 from models.training import cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
@@ -52,7 +52,13 @@ def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
 
 class CompletionLogitsSFTTrainer(SFTTrainer):
     """TRL's `SFTTrainer` with `completion_loss` as its training loss; everything else (data, collator,
-    optimiser, schedule, logging of `entropy`, `mean_token_accuracy` and `num_tokens`) is TRL's."""
+    optimiser, schedule, logging of `entropy`, `mean_token_accuracy` and `num_tokens`) is TRL's.
+
+    Attributes:
+        head_dtype: The dtype of the head's products in the loss (`train.head_dtype`, resolved).
+    """
+
+    head_dtype: torch.dtype = torch.float32
 
     def compute_loss(
         self,
@@ -64,7 +70,8 @@ class CompletionLogitsSFTTrainer(SFTTrainer):
         """The loss of one batch; with `return_outputs` (evaluation asking for logits) TRL's own path."""
         if return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss, stats = completion_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss, stats = completion_loss(unwrapped, inputs, num_items_in_batch, head_dtype=self.head_dtype)
         # As TRL: with num_items_in_batch counted over every process, DDP's gradient averaging is undone.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
@@ -113,6 +120,8 @@ def make_trainer(
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # added when tqdm is off; it prints raw log dicts
+    if isinstance(trainer, CompletionLogitsSFTTrainer):
+        trainer.head_dtype = DTYPES[resolve_train_dtype(cfg.head_dtype)]
     return trainer
 
 
@@ -160,7 +169,7 @@ def train_sft(
     Returns:
         Metrics: `loss` (mean over logged steps), `final_loss`, `steps`, `examples`, `seconds`.
     """
-    model, tokenizer = load_policy(base, adapter, trainable=True, dtype=DTYPES[resolve_base_dtype(cfg.base_dtype)])
+    model, tokenizer = load_policy(base, adapter, trainable=True, dtype=DTYPES[resolve_train_dtype(cfg.base_dtype)])
     callback = _ProgressCallback(progress or (lambda _line: None))
     with train_then_replace(out_dir) as scratch:
         trainer = make_trainer(
@@ -203,7 +212,9 @@ def sft_train_task(
     seed = ctx.seed
     emit(f"train: starting on {len(examples)} examples")
     train = config.train_for_round(ctx.round)  # the warm start may take its own epochs
-    train = train.model_copy(update={"base_dtype": resolve_base_dtype(train.base_dtype)})  # auto: by this CPU
+    dtypes = {field: resolve_train_dtype(getattr(train, field)) for field in ("base_dtype", "head_dtype")}
+    train = train.model_copy(update=dtypes)  # auto: by this CPU
     metrics = train_sft(policy.base, policy.adapter, examples, train, out_dir, seed=seed, progress=emit)
     metrics["base_bfloat16"] = float(train.base_dtype == "bfloat16")
+    metrics["head_bfloat16"] = float(train.head_dtype == "bfloat16")
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, train=train, data=selected)

@@ -231,11 +231,11 @@ def test_an_unknown_or_campaign_run_id_is_one_line_naming_what_to_pass(
 
 def test_a_round_trained_with_base_dtype_auto_names_the_dtype_as_a_source_of_difference() -> None:
     from flows.reproduce import nondeterminism
-    from models.loading import resolve_base_dtype
+    from models.loading import resolve_train_dtype
 
     config = load_config("tiny", ["train.base_dtype=auto"])
     recorded = {"config": config.model_dump(mode="json"), "versions": {}}
     (source,) = nondeterminism(recorded, config)
-    assert f"trains in {resolve_base_dtype('auto')} on this CPU" in source and "train/base_bfloat16" in source
+    assert f"trains in {resolve_train_dtype('auto')} on this CPU" in source and "train/base_bfloat16" in source
     plain = load_config("tiny")
     assert nondeterminism({"config": plain.model_dump(mode="json"), "versions": {}}, plain) == []

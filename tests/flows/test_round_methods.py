@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from configs.loader import load_config
 from configs.schema import CampaignConfig, TrainConfig
 from flows.round import RoundInputs, round_flow
-from models.loading import resolve_base_dtype
+from models.loading import resolve_train_dtype
 from tasks.arithmetic import sample_problems
 from tasks.evaluate import Evaluation, score_responses
 from tasks.layout import ACCUMULATED, ADAPTER, ROUND_INPUT, CampaignLayout
@@ -147,7 +147,7 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
     adapter_lineage = json.loads((CampaignLayout(tmp_path).in_round(1, ADAPTER) / "lineage.json").read_text())
     assert adapter_lineage["train"]["epochs"] == 2
     # auto is resolved by this machine's CPU, and the lineage and metrics say which dtype trained.
-    resolved = resolve_base_dtype("auto")
+    resolved = resolve_train_dtype("auto")
     assert adapter_lineage["train"].get("base_dtype", "float32") == resolved  # float32 is left out of dumps
     assert run.data.metrics["train/base_bfloat16"] == float(resolved == "bfloat16")
 

@@ -17,7 +17,7 @@ from models.loading import (
     PolicyCache,
     ensure_pad_token,
     load_policy,
-    resolve_base_dtype,
+    resolve_train_dtype,
     set_torch_threads,
     shared_policy,
 )
@@ -140,13 +140,13 @@ def test_training_gets_private_weights_and_a_restored_tokenizer(tiny_dir: Path, 
 
 
 def test_base_dtype_auto_follows_the_cpus_bfloat16_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_base_dtype("float32") == "float32" and resolve_base_dtype("bfloat16") == "bfloat16"
+    assert resolve_train_dtype("float32") == "float32" and resolve_train_dtype("bfloat16") == "bfloat16"
     monkeypatch.setattr(models.loading, "cpu_has_bfloat16", lambda: True)
-    assert resolve_base_dtype("auto") == "bfloat16"
+    assert resolve_train_dtype("auto") == "bfloat16"
     monkeypatch.setattr(models.loading, "cpu_has_bfloat16", lambda: False)
-    assert resolve_base_dtype("auto") == "float32"
+    assert resolve_train_dtype("auto") == "float32"
     with pytest.raises(ValueError, match="float16"):
-        resolve_base_dtype("float16")
+        resolve_train_dtype("float16")
 
 
 def test_the_cpu_flags_are_read_from_proc_cpuinfo() -> None:
