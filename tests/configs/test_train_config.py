@@ -26,6 +26,7 @@ from configs.loader import ConfigError, load_config
         (["train.warm_start_epochs=1"], ["train.warm_start_epochs", "generate.from_round"]),
         (["train.base_dtype=bfloat16", "train.method=superhf"], ["train.base_dtype", "train.method"]),
         (["train.base_dtype=float16"], ["train.base_dtype", "bfloat16"]),
+        (["train.head_dtype=bfloat16", "train.method=dpo", "train.init=continue"], ["train.head_dtype", "train.method"]),
     ],
 )
 def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:
@@ -51,7 +52,8 @@ def test_warm_start_epochs_apply_to_the_rounds_before_the_first_that_samples() -
     assert "warm_start_epochs" not in unset.model_dump()["train"]  # left out of the dump: identities unchanged
 
 
-def test_base_dtype_defaults_to_float32_and_stays_out_of_the_dump() -> None:
-    assert load_config("tiny").train.base_dtype == "float32"
-    assert "base_dtype" not in load_config("tiny").model_dump()["train"]  # identities of past configs unchanged
-    assert load_config("tiny", ["train.base_dtype=bfloat16"]).model_dump()["train"]["base_dtype"] == "bfloat16"
+@pytest.mark.parametrize("field", ["base_dtype", "head_dtype"])
+def test_training_dtypes_default_to_float32_and_stay_out_of_the_dump(field: str) -> None:
+    assert getattr(load_config("tiny").train, field) == "float32"
+    assert field not in load_config("tiny").model_dump()["train"]  # identities of past configs unchanged
+    assert load_config("tiny", [f"train.{field}=bfloat16"]).model_dump()["train"][field] == "bfloat16"

@@ -229,13 +229,15 @@ def test_an_unknown_or_campaign_run_id_is_one_line_naming_what_to_pass(
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_a_round_trained_with_base_dtype_auto_names_the_dtype_as_a_source_of_difference() -> None:
+@pytest.mark.parametrize(("field", "metric"), [("base_dtype", "base_bfloat16"), ("head_dtype", "head_bfloat16")])
+def test_a_round_trained_with_a_dtype_auto_names_it_as_a_source_of_difference(field: str, metric: str) -> None:
     from flows.reproduce import nondeterminism
     from models.loading import resolve_train_dtype
 
-    config = load_config("tiny", ["train.base_dtype=auto"])
+    config = load_config("tiny", [f"train.{field}=auto"])
     recorded = {"config": config.model_dump(mode="json"), "versions": {}}
     (source,) = nondeterminism(recorded, config)
-    assert f"trains in {resolve_train_dtype('auto')} on this CPU" in source and "train/base_bfloat16" in source
+    assert f"train.{field}=auto trains in {resolve_train_dtype('auto')} on this CPU" in source
+    assert f"train/{metric}" in source
     plain = load_config("tiny")
     assert nondeterminism({"config": plain.model_dump(mode="json"), "versions": {}}, plain) == []

@@ -133,6 +133,7 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
         "generate.rationalize=true",
         "train.warm_start_epochs=2",
         "train.base_dtype=auto",
+        "train.head_dtype=auto",
     )
     base = ModelRef(source="tiny", base=str(tiny_dir))
     state, validation = _start(config, base, base, tmp_path)
@@ -150,6 +151,8 @@ def test_a_warm_start_round_trains_on_gold_rows_alone_and_the_next_round_on_its_
     resolved = resolve_train_dtype("auto")
     assert adapter_lineage["train"].get("base_dtype", "float32") == resolved  # float32 is left out of dumps
     assert run.data.metrics["train/base_bfloat16"] == float(resolved == "bfloat16")
+    assert adapter_lineage["train"].get("head_dtype", "float32") == resolved
+    assert run.data.metrics["train/head_bfloat16"] == float(resolved == "bfloat16")
 
     second, run = _run(config, 2, state.after(first), validation, tmp_path)
     assert run.data.metrics["generate/samples"] == 6 * 2

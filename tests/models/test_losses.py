@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 import models.losses
 from configs.schema import TrainConfig
 from models.losses import (
+    bfloat16_copy,
     IGNORE,
     ChunkedHeadCrossEntropy,
     CrossEntropyWithEntropy,
@@ -242,6 +243,29 @@ def test_completion_loss_through_a_frozen_head_in_chunks_is_the_loss_through_who
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_a_bfloat16_head_gives_the_float32_loss_and_gradients_to_bfloat16_precision() -> None:
+    # train.head_dtype: bfloat16 rounds only the head's products; the body and its LoRA gradients stay float32.
+    model = get_peft_model(tiny_llama(64, zero_head=False), lora_config(TrainConfig(target_modules=["q_proj"])))
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_()
+    inputs = batch([[IGNORE, 1, 2, 30, IGNORE], [IGNORE, IGNORE, IGNORE, 60, 4]])
+    lora = [weight for weight in model.parameters() if weight.requires_grad]
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model.zero_grad()
+        loss, stats = completion_loss(model, inputs, head_dtype=dtype)
+        loss.backward()
+        results[dtype] = loss, [weight.grad.clone() for weight in lora]
+    (exact, exact_grads), (low, low_grads) = results[torch.float32], results[torch.bfloat16]
+    assert low.dtype == torch.float32 and low.item() != exact.item()  # rounded, so not identical
+    assert low.item() == pytest.approx(exact.item(), rel=2e-2)
+    assert all(grad.dtype == torch.float32 for grad in low_grads)
+    for got, expected in zip(low_grads, exact_grads, strict=True):
+        assert (got - expected).norm() <= 5e-2 * expected.norm()
+
+
 # completion_logps (DPO's log-probabilities, Rafailov et al. 2023)
 
 
@@ -258,3 +282,12 @@ def test_completion_logps_by_hand_with_uniform_logits(tiny_dir: Path) -> None:
     ]
     assert counts[0] > counts[1] >= 2
     assert got.tolist() == pytest.approx([-n * math.log(vocab) for n in counts], rel=1e-5)
+
+
+def test_the_bfloat16_head_copy_is_made_once_and_renewed_when_the_weight_changes() -> None:
+    weight = torch.randn(8, 4)
+    first = bfloat16_copy(weight)
+    assert first.dtype == torch.bfloat16 and torch.equal(first, weight.bfloat16())
+    assert bfloat16_copy(weight) is first
+    weight.mul_(2)  # an in-place change bumps the version counter
+    assert torch.equal(bfloat16_copy(weight), weight.bfloat16())

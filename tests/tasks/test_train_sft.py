@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from trl import SFTTrainer
@@ -56,6 +58,21 @@ def test_bfloat16_base_trains_a_float32_adapter_that_loads_on_the_float32_base(t
     assert {p.dtype for p in policy.parameters()} == {torch.float32}
     low, _ = load_policy(str(tiny_dir), dtype=torch.bfloat16)
     assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+
+
+def test_a_bfloat16_head_trains_a_float32_adapter(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # train.head_dtype: the trainer takes the resolved dtype (auto: by the CPU); the adapter it saves is float32.
+    monkeypatch.setattr("models.loading.cpu_has_bfloat16", lambda: True)
+    model, tokenizer = load_policy(str(tiny_dir), trainable=True)
+    auto = TrainConfig(epochs=1, batch_size=8, head_dtype="auto")
+    trainer = make_trainer(model, tokenizer, _examples(8), auto, str(tmp_path / "t"), seed=0, fresh_adapter=True)
+    assert cast(CompletionLogitsSFTTrainer, trainer).head_dtype == torch.bfloat16
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, head_dtype="bfloat16")
+    metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
+    assert math.isfinite(metrics["loss"]) and metrics["steps"] == 4
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert weights and {w.dtype for w in weights.values()} == {torch.float32}
+    assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
 
 
 def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
