@@ -4,11 +4,11 @@ A greedy decoding step needs one token per row: the argmax of the head's float32
 262,144-token vocabulary the head is about half of a decoding step on a CPU (a (128, 640) x (640, 262,144)
 product takes 0.40 s in float32 here). On CPUs with AVX512-BF16 the same product in bfloat16 takes 0.13 s,
 but its logits are off by up to about 0.1, enough to swap near-tied tokens, so the bfloat16 logits only
-screen: every token whose bfloat16 logit is within twice a proven error bound of the row's largest is
-rescored exactly in float32 (a few tokens a row), and the argmax is taken among those. The true argmax is
-always among them (`screen_bound`), so the answer is the float32 argmax; only the summation order of the
-rescoring differs from the full product's (a few float32 ulps, which could only matter for two tokens
-tied to within about 1e-6).
+screen: each row's 32 best screened tokens are rescored exactly in float32 and the argmax is taken among them.
+When the 32nd screened logit is more than twice a proven error bound below the largest (`screen_bound`), no
+token outside the 32 can be the float32 argmax; a row where that fails takes the whole float32 head. So the
+answer is the float32 argmax; only the summation order of the rescoring differs from the full product's (a
+few float32 ulps, which could only matter for two tokens tied to about 1e-7 of their size).
 
 Sampling (temperature > 0) needs the whole distribution and keeps the float32 head (`models.sampling`).
 """
@@ -84,11 +84,11 @@ def screened_head_for(head: torch.nn.Module, cap: float | None) -> ScreenedGreed
     """A `ScreenedGreedyHead` for `head` where it pays and is exact, else None (decode with the model's head).
 
     It pays only where the CPU multiplies bfloat16 natively (`cpu_has_bfloat16`; elsewhere bfloat16 is
-    emulated and slower than float32), and applies to a bias-free float32 `nn.Linear` head. A logit cap
-    (`final_logit_softcapping`) is monotonic, so it cannot change an argmax; the head is screened before it.
+    emulated and slower than float32), and applies to a bias-free float32 `nn.Linear` head whose logits the
+    model does not cap (`final_logit_softcapping`: tanh is monotonic, but rounding near its saturation can tie
+    logits that the head's products tell apart, and argmax then takes the lower id).
     """
-    del cap  # tanh(x / c) * c keeps the order of x: the argmax is the uncapped one
-    if not cpu_has_bfloat16():
+    if cap or not cpu_has_bfloat16():
         return None
     if not isinstance(head, torch.nn.Linear) or head.bias is not None or head.weight.dtype != torch.float32:
         return None

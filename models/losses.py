@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch.utils.weak import WeakTensorKeyDictionary
 from peft import PeftModel
+from torch.utils.weak import WeakTensorKeyDictionary
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE = -100
@@ -239,7 +239,7 @@ def completion_loss(
     """
     hidden, labels, head, cap = completion_hidden(model, inputs)
     if _frozen_linear_head(head, hidden, cap):
-        weight = head.weight
+        weight = cast(torch.Tensor, head.weight)  # a Linear's, checked just above
         if head_dtype == torch.bfloat16 and weight.dtype == torch.float32:
             hidden, weight = hidden.to(torch.bfloat16), bfloat16_copy(weight)
         nll, entropy, top = ChunkedHeadCrossEntropy.apply(hidden, weight, labels, HEAD_CHUNK)

@@ -26,7 +26,10 @@ from configs.loader import ConfigError, load_config
         (["train.warm_start_epochs=1"], ["train.warm_start_epochs", "generate.from_round"]),
         (["train.base_dtype=bfloat16", "train.method=superhf"], ["train.base_dtype", "train.method"]),
         (["train.base_dtype=float16"], ["train.base_dtype", "bfloat16"]),
-        (["train.head_dtype=bfloat16", "train.method=dpo", "train.init=continue"], ["train.head_dtype", "train.method"]),
+        (
+            ["train.head_dtype=bfloat16", "train.method=dpo", "train.init=continue"],
+            ["train.head_dtype", "train.method"],
+        ),
     ],
 )
 def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:

@@ -73,7 +73,7 @@ def test_a_flat_row_falls_back_to_the_whole_head() -> None:
 def test_built_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("models.greedy_head.cpu_has_bfloat16", lambda: True)
     assert isinstance(screened_head_for(torch.nn.Linear(8, 32, bias=False), None), ScreenedGreedyHead)
-    assert isinstance(screened_head_for(torch.nn.Linear(8, 32, bias=False), 30.0), ScreenedGreedyHead)
+    assert screened_head_for(torch.nn.Linear(8, 32, bias=False), 30.0) is None  # a logit cap
     assert screened_head_for(torch.nn.Linear(8, 32), None) is None  # a bias
     assert screened_head_for(torch.nn.Linear(8, 32, bias=False).bfloat16(), None) is None
     assert screened_head_for(torch.nn.Embedding(32, 8), None) is None

@@ -14,10 +14,10 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 import models.losses
 from configs.schema import TrainConfig
 from models.losses import (
-    bfloat16_copy,
     IGNORE,
     ChunkedHeadCrossEntropy,
     CrossEntropyWithEntropy,
+    bfloat16_copy,
     completion_logits,
     completion_logps,
     completion_loss,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import cast
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -60,7 +60,9 @@ def test_bfloat16_base_trains_a_float32_adapter_that_loads_on_the_float32_base(t
     assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
 
 
-def test_a_bfloat16_head_trains_a_float32_adapter(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bfloat16_head_trains_a_float32_adapter(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # train.head_dtype: the trainer takes the resolved dtype (auto: by the CPU); the adapter it saves is float32.
     monkeypatch.setattr("models.loading.cpu_has_bfloat16", lambda: True)
     model, tokenizer = load_policy(str(tiny_dir), trainable=True)
