@@ -188,7 +188,7 @@ class HFSampler:
     `GenerationMixin.generate` does for every model whose forward accepts it, `generation/utils.py`,
     step 6 of `generate`). Sampling is `draw_tokens`: temperature, optional nucleus, no top-k. Greedy decoding
     on a CPU with bfloat16 instructions takes the body's hidden state instead and its argmax through
-    `models.greedy_head.ScreenedGreedyHead` (the float32 argmax at about 0.35x the head's cost).
+    `models.greedy_head.ScreenedGreedyHead` (the float32 argmax at about 0.37x the head's cost).
 
     Attributes:
         tokens_generated: New tokens produced so far (up to and including each row's EOS or stop
@@ -215,7 +215,7 @@ class HFSampler:
                 batch; off, every row prefills prefix and prompt (same outputs, slower; for tests and
                 benchmarks).
             screen_greedy_head: At temperature 0, take each step's argmax through a bfloat16 screen of the
-                head rescored in float32 (`models.greedy_head`: the float32 argmax, at about 0.4x the head's
+                head rescored in float32 (`models.greedy_head`: the float32 argmax, at about 0.37x the head's
                 cost) where the CPU has bfloat16 instructions; off, the model's own float32 head.
         """
         if tokenizer.pad_token_id is None:
