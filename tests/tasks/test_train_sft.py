@@ -8,6 +8,7 @@ from typing import cast
 
 import pytest
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file
 from trl import SFTTrainer
 
@@ -45,10 +46,14 @@ def test_fresh_adapter_trains_only_lora_and_saves_an_adapter(tiny_dir: Path, tmp
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before), "the base is untouched"
 
 
-def test_bfloat16_base_trains_a_float32_adapter_that_loads_on_the_float32_base(tiny_dir: Path, tmp_path: Path) -> None:
-    # train.base_dtype: bfloat16 holds the frozen base in bfloat16 while training; the adapter, its gradients
-    # and the optimiser stay float32, so what is saved is an ordinary adapter for the float32 policy.
-    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, base_dtype="bfloat16")
+@pytest.mark.parametrize("field", ["base_dtype", "head_dtype"])
+def test_bfloat16_training_saves_a_float32_adapter_that_loads_on_the_float32_base(
+    field: str, tiny_dir: Path, tmp_path: Path
+) -> None:
+    # train.base_dtype: bfloat16 holds the frozen base in bfloat16 while training; train.head_dtype: bfloat16
+    # rounds only the head's products in the loss. Either way the adapter, its gradients and the optimiser stay
+    # float32, so what is saved is an ordinary adapter for the float32 policy.
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, **{field: "bfloat16"})
     metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
     assert math.isfinite(metrics["loss"]) and metrics["steps"] == 4
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
@@ -56,25 +61,20 @@ def test_bfloat16_base_trains_a_float32_adapter_that_loads_on_the_float32_base(t
     assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
     policy, _ = load_policy(str(tiny_dir), str(tmp_path / "adapter"))
     assert {p.dtype for p in policy.parameters()} == {torch.float32}
-    low, _ = load_policy(str(tiny_dir), dtype=torch.bfloat16)
+    low, _ = load_policy(str(tiny_dir), dtype=torch.bfloat16)  # what base_dtype's trainer loads
     assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
 
 
-def test_a_bfloat16_head_trains_a_float32_adapter(
+def test_the_trainer_takes_the_head_dtype_resolved_by_the_cpu(
     tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # train.head_dtype: the trainer takes the resolved dtype (auto: by the CPU); the adapter it saves is float32.
-    monkeypatch.setattr("models.loading.cpu_has_bfloat16", lambda: True)
     model, tokenizer = load_policy(str(tiny_dir), trainable=True)
     auto = TrainConfig(epochs=1, batch_size=8, head_dtype="auto")
-    trainer = make_trainer(model, tokenizer, _examples(8), auto, str(tmp_path / "t"), seed=0, fresh_adapter=True)
-    assert cast(CompletionLogitsSFTTrainer, trainer).head_dtype == torch.bfloat16
-    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, head_dtype="bfloat16")
-    metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
-    assert math.isfinite(metrics["loss"]) and metrics["steps"] == 4
-    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
-    assert weights and {w.dtype for w in weights.values()} == {torch.float32}
-    assert any(name.endswith("lora_B.weight") and w.abs().sum() > 0 for name, w in weights.items())
+    for has_bfloat16, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr("models.loading.cpu_has_bfloat16", lambda has=has_bfloat16: has)
+        trainer = make_trainer(model, tokenizer, _examples(8), auto, str(tmp_path / "t"), seed=0, fresh_adapter=True)
+        assert cast(CompletionLogitsSFTTrainer, trainer).head_dtype == dtype
+        model = cast(PeftModel, trainer.model).unload()  # the next trainer wraps a fresh adapter again
 
 
 def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
