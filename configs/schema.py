@@ -34,6 +34,7 @@ from configs.schema_inputs import ModelConfig, PromptsConfig
 from configs.schema_judge import CascadeConfig, JudgeConfig
 from configs.schema_scale import ScaleConfig, StorageConfig
 from configs.schema_steps import (
+    TRAIN_DTYPE_METRICS,
     EvaluateConfig,
     ExtraSetConfig,
     GenerateConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "OLD_NAMES",
     "SAFE_NAME",
     "SAFE_NAME_RULE",
+    "TRAIN_DTYPE_METRICS",
     "CampaignConfig",
     "CascadeConfig",
     "EvaluateConfig",

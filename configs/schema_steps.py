@@ -174,6 +174,11 @@ class GRPOSettings(Strict):
     )
 
 
+TRAIN_DTYPE_METRICS = {"base_dtype": "base_bfloat16", "head_dtype": "head_bfloat16"}
+"""`TrainConfig`'s training dtypes (float32, bfloat16 or auto), each with the `train/` metric that records 1 when the
+round trained in bfloat16 (what `auto` resolved to on that machine)."""
+
+
 class TrainConfig(Strict):
     """LoRA fine-tuning on the round's judged data: SFT, DPO or SuperHF (TRL + PEFT)."""
 
@@ -298,7 +303,7 @@ class TrainConfig(Strict):
     def _consistent(self) -> TrainConfig:
         if self.init == "base" and self.method not in ("sft", "superhf"):
             raise ValueError(f"train.init=base needs train.method sft or superhf, not {self.method}")
-        for field in ("base_dtype", "head_dtype"):
+        for field in TRAIN_DTYPE_METRICS:
             if getattr(self, field) == "bfloat16" and self.method != "sft":
                 raise ValueError(
                     f"train.{field}=bfloat16 is built for train.method=sft only, not {self.method} "

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configs.schema import CampaignConfig, TrackingConfig
+from configs.schema import TRAIN_DTYPE_METRICS, CampaignConfig, TrackingConfig
 from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 
@@ -261,7 +261,7 @@ def nondeterminism(recorded: dict, config: CampaignConfig) -> list[str]:
             sources.append(f"{name} {version} then, {now.get(name)} now")
     if recorded["config"]["model"]["torch_threads"] != config.model.torch_threads:
         sources.append("a different torch thread count changes the order of float reductions")
-    for field, metric in (("base_dtype", "base_bfloat16"), ("head_dtype", "head_bfloat16")):
+    for field, metric in TRAIN_DTYPE_METRICS.items():
         if recorded["config"]["train"].get(field) == "auto":
             sources.append(
                 f"train.{field}=auto trains in {resolve_train_dtype('auto')} on this CPU; the original's metric "

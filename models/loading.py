@@ -82,7 +82,7 @@ def resolve_train_dtype(name: str) -> str:
     if name == "auto":
         return "bfloat16" if cpu_has_bfloat16() else "float32"
     if name not in DTYPES:
-        raise ValueError(f"base dtype {name!r}: expected auto, float32 or bfloat16")
+        raise ValueError(f"training dtype {name!r}: expected auto, float32 or bfloat16")
     return name
 
 

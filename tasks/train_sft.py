@@ -24,7 +24,7 @@ from prefect import task
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from configs.schema import CampaignConfig, TrainConfig
+from configs.schema import TRAIN_DTYPE_METRICS, CampaignConfig, TrainConfig
 from models.loading import DTYPES, load_policy, resolve_train_dtype, set_torch_threads
 from models.losses import completion_loss
 from models.training import cpu_trainer_settings, lora_config, train_then_replace
@@ -212,9 +212,8 @@ def sft_train_task(
     seed = ctx.seed
     emit(f"train: starting on {len(examples)} examples")
     train = config.train_for_round(ctx.round)  # the warm start may take its own epochs
-    dtypes = {field: resolve_train_dtype(getattr(train, field)) for field in ("base_dtype", "head_dtype")}
+    dtypes = {field: resolve_train_dtype(getattr(train, field)) for field in TRAIN_DTYPE_METRICS}
     train = train.model_copy(update=dtypes)  # auto: by this CPU
     metrics = train_sft(policy.base, policy.adapter, examples, train, out_dir, seed=seed, progress=emit)
-    metrics["base_bfloat16"] = float(train.base_dtype == "bfloat16")
-    metrics["head_bfloat16"] = float(train.head_dtype == "bfloat16")
+    metrics |= {metric: float(dtypes[field] == "bfloat16") for field, metric in TRAIN_DTYPE_METRICS.items()}
     return record_adapter(config, policy, out_dir, ctx, metrics, seed=seed, train=train, data=selected)
