@@ -41,12 +41,12 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks._results import append_line
+from benchmarks.ood_development import score
 from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
 from tasks.base_model import cache_root
-from tasks.evaluate import evaluate_greedy
 from tasks.generate import generate_responses
 from tasks.layout import ADAPTER, CampaignLayout
 from tasks.records import Record, read_records
@@ -76,15 +76,7 @@ def greedy_texts(
     records: list[Record],
 ) -> list[str]:
     """The policy's greedy answers to `records`, as the campaign's evaluation decodes them."""
-    rows, _ = evaluate_greedy(
-        HFSampler(model, tokenizer),
-        records,
-        template=config.prompts.template,
-        max_new_tokens=config.evaluate.max_new_tokens,
-        stop=config.generate.stop,
-        batch_size=config.generate.batch_size,
-    )
-    return [row["response"] for row in rows]
+    return [row["response"] for row in score(model, tokenizer, config, records)]
 
 
 def sample_texts(
