@@ -8,11 +8,11 @@ decodes through the unmerged adapter; this checks whether merging would pay on t
 - `sample`: round 1's policy sampling round 2's prompts (k samples each at the campaign's temperature and round 2's
   seed), as round 2's generate does.
 
-Merged and unmerged arms alternate `--repeats` times; wall seconds per arm (median) and whether the two give the
-same responses. Appends to `benchmarks/results/merged_lora.jsonl`.
+Merged and unmerged arms alternate `--repeats` times after a warm-up round (`interleaved_cpu_medians`): CPU seconds
+per arm (median) and whether every run gave the same responses. Appends to `benchmarks/results/merged_lora.jsonl`.
 
 Run: `.venv/bin/python benchmarks/merged_lora.py RUNS/CAMPAIGN [--repeats 2] [--threads 2]` (a finished campaign
-of at least two rounds; about 5 minutes on the default's).
+of at least two rounds; about 11 minutes on the default's).
 """
 
 # ruff: noqa: E402  (offline settings before transformers is imported)
@@ -25,10 +25,7 @@ for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -41,32 +38,19 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import score
+from benchmarks._timing import interleaved_cpu_medians
+from benchmarks.ood_development import round_policy, score
 from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
 from tasks.base_model import cache_root
 from tasks.generate import generate_responses
-from tasks.layout import ADAPTER, CampaignLayout
+from tasks.layout import ADAPTER, PROMPTS, CampaignLayout, round_seed
 from tasks.records import Record, read_records
 from tasks.tracking import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "merged_lora.jsonl"
-
-
-def alternate(arms: dict[str, Callable[[], list[str]]], repeats: int) -> tuple[dict[str, float], bool]:
-    """Run the arms in turn `repeats` times: median wall seconds per arm, and whether every run gave the same texts."""
-    seconds: dict[str, list[float]] = {name: [] for name in arms}
-    outputs: list[list[str]] = []
-    for _ in range(repeats):
-        for name, arm in arms.items():
-            started = time.perf_counter()
-            outputs.append(arm())
-            seconds[name].append(time.perf_counter() - started)
-    return {name: round(statistics.median(values), 2) for name, values in seconds.items()}, all(
-        out == outputs[0] for out in outputs
-    )
 
 
 def greedy_texts(
@@ -93,6 +77,11 @@ def sample_texts(
     return [row["response"] for row in rows]
 
 
+def record(outputs: list[list[str]], run: Callable[..., list[str]], model: PreTrainedModel | PeftModel) -> None:
+    """Run `run(model)` and keep its texts in `outputs` (the timing helper discards what an arm returns)."""
+    outputs.append(run(model))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("campaign", type=Path, help="a finished campaign folder (RUNS/NAME-DATE-ID)")
@@ -101,24 +90,32 @@ def main() -> int:
     ns = parser.parse_args()
     set_torch_threads(ns.threads)
     layout = CampaignLayout(ns.campaign)
-    config = CampaignConfig.model_validate_json(layout.config.read_text(encoding="utf-8"))
+    config, _ = round_policy(layout.round_dir(2))
     base = str(ensure_packaged_gemma(cache_root() / "models"))
-    round1, round2 = ns.campaign / "round-01", ns.campaign / "round-02"
-    seed = json.loads((round2 / "generated.jsonl.lineage.json").read_text(encoding="utf-8"))["seed"]
-    validation = read_records(ns.campaign / "validation.jsonl")
-    prompts = read_records(round2 / "prompts.jsonl")
+    validation = read_records(layout.split_prompts("validation"))
+    prompts = read_records(layout.in_round(2, PROMPTS))
 
     results = {}
-    for part, adapter in (("greedy", round2 / ADAPTER), ("sample", round1 / ADAPTER)):
-        unmerged, tokenizer = load_policy(base, str(adapter))
-        copy, _ = load_policy(base, str(adapter))  # merged in place: a private copy
+    for part, index in (("greedy", 2), ("sample", 1)):  # round 2's policy evaluates; round 1's samples round 2
+        adapter = str(layout.in_round(index, ADAPTER))
+        unmerged, tokenizer = load_policy(base, adapter)
+        copy, _ = load_policy(base, adapter)  # merged in place: a private copy
         merged = cast(PeftModel, copy).merge_and_unload()
         if part == "greedy":
             run = partial(greedy_texts, tokenizer=tokenizer, config=config, records=validation)
         else:
-            run = partial(sample_texts, tokenizer=tokenizer, config=config, records=prompts, seed=seed)
-        seconds, same = alternate({"unmerged": partial(run, unmerged), "merged": partial(run, merged)}, ns.repeats)
-        results[part] = {**seconds, "ratio": round(seconds["merged"] / seconds["unmerged"], 3), "same_responses": same}
+            run = partial(
+                sample_texts, tokenizer=tokenizer, config=config, records=prompts, seed=round_seed(config.seed, 2)
+            )
+        outputs: list[list[str]] = []
+        arms = {
+            name: partial(record, outputs, run, model) for name, model in (("unmerged", unmerged), ("merged", merged))
+        }
+        cpu = interleaved_cpu_medians(arms, ns.repeats)
+        results[part] = {name: round(value, 2) for name, value in cpu.items()} | {
+            "ratio": round(cpu["merged"] / cpu["unmerged"], 3),
+            "same_responses": all(out == outputs[0] for out in outputs),
+        }
 
     append_line(
         RESULTS,
@@ -129,7 +126,7 @@ def main() -> int:
             "repeats": ns.repeats,
             "validation_prompts": len(validation),
             "samples": len(prompts) * config.generate.k,
-            "wall_seconds_median": results,
+            "cpu_seconds_median": results,
         },
     )
     return 0
