@@ -12,7 +12,7 @@ Merged and unmerged arms alternate `--repeats` times after a warm-up round (`int
 per arm (median) and whether every run gave the same responses. Appends to `benchmarks/results/merged_lora.jsonl`.
 
 Run: `.venv/bin/python benchmarks/merged_lora.py RUNS/CAMPAIGN [--repeats 2] [--threads 2]` (a finished campaign
-of at least two rounds; about 11 minutes on the default's).
+of at least two rounds; about 12 minutes on the default's).
 """
 
 # ruff: noqa: E402  (offline settings before transformers is imported)
