@@ -172,6 +172,20 @@ class CampaignConfig(Strict):
         return self.train.model_copy(update={"epochs": warm})
 
     @model_validator(mode="after")
+    def _few_shot_working_applies(self) -> CampaignConfig:
+        if self.evaluate.few_shot_working is not None and not self.evaluate.few_shot_baseline:
+            raise ValueError(
+                "evaluate.few_shot_working writes the few-shot baseline's examples, and evaluate.few_shot_baseline "
+                "is off; turn it on or leave evaluate.few_shot_working empty"
+            )
+        if self.evaluate.few_shot_working is not None and self.prompts.source != "arithmetic":
+            raise ValueError(
+                "evaluate.few_shot_working rewrites the built-in task's examples (prompts.source: arithmetic); a "
+                "file's examples show their own solution column, so leave it empty"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _shards_within_prompts(self) -> CampaignConfig:
         for field, shards, prompts, what in (
             ("generate.shards", self.generate.shards, self.prompts.train_size, "prompts.train_size"),

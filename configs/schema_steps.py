@@ -359,6 +359,16 @@ class EvaluateConfig(Strict):
             "paired on the same items (final/vs_few_shot/*)."
         ),
     )
+    few_shot_working: Literal["plain", "ones", "ones_all", "digits"] | None = Field(
+        None,
+        description=(
+            "source=arithmetic: the working the few-shot baseline's examples are written in (prompts.working's "
+            "choices); empty: the campaign's prompts.working. The base imitates a long working worse than plain "
+            "examples (the default's test: 0.105 behind its digit examples, 0.405 behind plain ones), so a campaign "
+            "that trains a long working sets plain here: the higher bar."
+        ),
+        exclude_if=lambda working: working is None,
+    )
     test_rounds: Literal["promoted", "final"] = Field(
         "promoted",
         description=(

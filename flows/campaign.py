@@ -280,13 +280,26 @@ def few_shot_baseline(
 ) -> dict[str, Evaluation]:
     """The starting policy behind the few-shot prefix on test and OOD (`evaluate.few_shot_baseline`), keyed by
     split as `score` returns them; {} when not asked for or the campaign has no few-shot examples or test set.
+    The examples are written in `evaluate.few_shot_working` when set, else in the campaign's working.
     Logged as `test-few-shot/*` and `ood-few-shot/*` at round 0."""
     if not (config.evaluate.few_shot_baseline and config.prompts.few_shot > 0 and "test" in tests):
         return {}
-    shot = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"few_shot": True})})
+    shot = few_shot_baseline_config(config)
     sets = {f"{split}-few-shot": ref for split, ref in tests.items() if split in ("test", "ood")}
     scored = score(shot, policy, sets, layout, ctx, results)
     return {split.removesuffix("-few-shot"): evaluation for split, evaluation in scored.items()}
+
+
+def few_shot_baseline_config(config: CampaignConfig) -> CampaignConfig:
+    """The campaign as the few-shot baseline scores it: held-out prompts behind the worked examples
+    (`evaluate.few_shot`), written in `evaluate.few_shot_working` when set, else in `prompts.working`."""
+    working = config.evaluate.few_shot_working or config.prompts.working
+    return config.model_copy(
+        update={
+            "evaluate": config.evaluate.model_copy(update={"few_shot": True}),
+            "prompts": config.prompts.model_copy(update={"working": working}),
+        }
+    )
 
 
 def final_report(

@@ -40,6 +40,8 @@ def test_overrides_parse_yaml_values() -> None:
         ("colour=red", "colour: unknown field"),
         ("model.source=hub", "model.name is required when model.source is 'hub'"),
         ("prompts.min_operand=20", "prompts.min_operand must not exceed prompts.max_operand"),
+        ("evaluate.few_shot_working=plain", "evaluate.few_shot_baseline is off"),
+        ("evaluate.few_shot_working=long", "evaluate.few_shot_working: Input should be 'plain', 'ones'"),
     ],
 )
 def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
@@ -135,3 +137,8 @@ def test_default_campaign_is_the_packaged_gemma(capsys: pytest.CaptureFixture[st
     assert resolved["model"]["source"] == "packaged-gemma"
     assert resolved["prompts"]["validation_size"] >= 200  # the issue asks for at least 200 held-out problems
     assert resolved["prompts"]["test_size"] >= 200 and resolved["prompts"]["ood_size"] > 0
+
+
+def test_few_shot_working_is_for_the_built_in_task() -> None:
+    with pytest.raises(ConfigError, match="evaluate.few_shot_working rewrites the built-in task's examples"):
+        load_config("word-problems", ["evaluate.few_shot_working=plain"])
