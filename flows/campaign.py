@@ -81,7 +81,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         base=base,
     )
     policies = {0: policy}
-    rows = [row(0, True, parent, start, tested[0])]
+    rows = [row(0, True, parent, start, tested[0]) | baseline_cells(shot)]
     for index in range(1, config.rounds + 1):
         result = finished_round(config, parent, index, layout) or round_flow.with_options(result_storage=results)(
             config, index, state, validation, parent, str(layout.root)
@@ -106,6 +106,8 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     report_task(rows, str(layout.plot), config.name, ctx)
     run = client_for(config.tracking).get_run(parent)
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
+    if sentence and shot_claim:
+        sentence += f". Against {few_shot_label(config)}: {shot_claim.sentence()}"
     publish_campaign(config.name, rows, sentence, tracking_uri=uri, experiment_id=run.info.experiment_id, run_id=parent)
     set_tags(config.tracking, parent, {"selftrain.final_policy": policies[final_round].label})
     return {
@@ -288,6 +290,23 @@ def few_shot_baseline(
     sets = {f"{split}-few-shot": ref for split, ref in tests.items() if split in ("test", "ood")}
     scored = score(shot, policy, sets, layout, ctx, results)
     return {split.removesuffix("-few-shot"): evaluation for split, evaluation in scored.items()}
+
+
+def baseline_cells(shot: dict[str, Evaluation]) -> dict[str, Any]:
+    """Round 0's cells for the few-shot baseline (`few_shot_test_accuracy`, ..., `few_shot_ood_ci_high`), drawn in
+    the campaign's plot as the bar to clear; {} without the baseline."""
+    return {
+        f"few_shot_{split}_{key}": evaluation.metrics.get(key)
+        for split, evaluation in shot.items()
+        for key in ("accuracy", "ci_low", "ci_high")
+    }
+
+
+def few_shot_label(config: CampaignConfig) -> str:
+    """Who the few-shot baseline is, in words: 'the starting policy behind 3 worked examples (plain working)'."""
+    working = config.evaluate.few_shot_working or config.prompts.working
+    shown = f" ({working} working)" if config.prompts.source == "arithmetic" else ""
+    return f"the starting policy behind {config.prompts.few_shot} worked examples{shown}"
 
 
 def few_shot_baseline_config(config: CampaignConfig) -> CampaignConfig:

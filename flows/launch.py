@@ -130,7 +130,9 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
 
     print("\n" + render_table(summary["rounds"], summary.get("claim")))
     if summary.get("few_shot_claim") is not None:  # evaluate.few_shot_baseline: the base behind its examples
-        print("against the starting policy's own few-shot answers, " + summary["few_shot_claim"].sentence())
+        from flows.campaign import few_shot_label
+
+        print(f"against {few_shot_label(config)}, " + summary["few_shot_claim"].sentence())
     uri = tracking_uri(config.tracking)
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")

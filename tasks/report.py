@@ -6,7 +6,8 @@ biased by the choice of rounds. The plot and the table show both, each with its 
 
 A round row is a dict with `round`, `promoted`, the validation `accuracy`, `ci_low`, `ci_high` (None when
 the round's training was skipped) and, when the policy was scored on test, `test_accuracy`, `test_ci_low`,
-`test_ci_high` and optionally `ood_accuracy`, `ood_ci_low`, `ood_ci_high`.
+`test_ci_high` and optionally `ood_accuracy`, `ood_ci_low`, `ood_ci_high`. Round 0 may carry the few-shot
+baseline (`evaluate.few_shot_baseline`) as `few_shot_test_accuracy`, ... and `few_shot_ood_accuracy`, ...
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ SERIES = (  # key prefix, legend label, colour, marker, x offset (so intervals a
     ("test_", "test (promoted policies)", "tab:orange", "s", 0.12),
     ("ood_", "OOD test", "tab:green", "^", 0.24),
 )
+BARS = (  # the few-shot baseline at round 0, and a dotted line at its level across the rounds: the bar to clear
+    ("few_shot_test_", "test, starting policy behind its worked examples", "tab:red", "D", -0.12),
+    ("few_shot_ood_", "OOD test, starting policy behind its examples", "tab:purple", "v", -0.24),
+)
 
 
 def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
     """Draw validation accuracy per round and test (and OOD) accuracy where scored, with 95% intervals.
 
     Validation points are filled for promoted rounds and hollow for refused ones; test and OOD points are
-    drawn only for the rounds that carry them (round 0 and the promoted ones).
+    drawn only for the rounds that carry them (round 0 and the promoted ones). The few-shot baseline, when round 0
+    carries it, is drawn beside round 0 with a dotted line at its level across the rounds (`BARS`).
 
     Args:
         rows: one dict per round (module docstring); rounds without a validation accuracy are left out.
@@ -60,6 +66,15 @@ def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
             face = colour if prefix or r.get("promoted", True) else "white"  # hollow: refused by the gate
             ax.scatter([x], [y], s=44, marker=marker, facecolors=face, edgecolors=colour, zorder=2)
         ax.scatter([], [], s=44, marker=marker, color=colour, label=label)  # one legend entry per series
+    for prefix, label, colour, marker, offset in BARS:
+        bar = next((r for r in rows if r.get(f"{prefix}accuracy") is not None), None)
+        if bar is None:
+            continue
+        y = bar[f"{prefix}accuracy"]
+        low, high = y - _given(bar.get(f"{prefix}ci_low"), y), _given(bar.get(f"{prefix}ci_high"), y) - y
+        ax.errorbar([bar["round"] + offset], [y], yerr=[[low], [high]], color=colour, capsize=3, lw=1.2, zorder=1)
+        ax.scatter([bar["round"] + offset], [y], s=44, marker=marker, color=colour, zorder=2, label=label)
+        ax.axhline(y, color=colour, lw=0.9, ls=":", zorder=0)
     if any(r.get("accuracy") is not None and not r.get("promoted", True) for r in rows):
         ax.scatter(
             [], [], s=44, marker="o", facecolors="white", edgecolors="tab:blue", label="validation, not promoted"
@@ -92,6 +107,8 @@ class FinalClaim:
         p_value: exact McNemar p-value, final vs start on the same test items.
         b, c: items only the start policy got right, and only the final one.
         ood_items, ood_start, ood_final: the out-of-distribution slice (0 items and None without one).
+        ood_p_value, ood_b, ood_c: its exact McNemar p-value and discordant counts, final vs start on the
+            same OOD items (None without the slice).
     """
 
     items: int
@@ -108,6 +125,9 @@ class FinalClaim:
     ood_items: int = 0
     ood_start: float | None = None
     ood_final: float | None = None
+    ood_p_value: float | None = None
+    ood_b: int | None = None
+    ood_c: int | None = None
 
     def metrics(self) -> dict[str, float]:
         """`final/*` metrics for the campaign run."""
@@ -122,6 +142,8 @@ class FinalClaim:
             values |= {"final/test_lenient_accuracy": self.final_lenient}
         if self.ood_start is not None and self.ood_final is not None:
             values |= {"final/start_ood_accuracy": self.ood_start, "final/ood_accuracy": self.ood_final}
+        if self.ood_p_value is not None:
+            values |= {"final/ood_p_value": self.ood_p_value}
         return values
 
     def sentence(self) -> str:
@@ -134,7 +156,10 @@ class FinalClaim:
         if self.start_lenient is not None and self.final_lenient is not None:
             text += f"; lenient {self.start_lenient:.3f} -> {self.final_lenient:.3f}"
         if self.ood_start is not None and self.ood_final is not None:
-            text += f"; OOD {self.ood_start:.3f} -> {self.ood_final:.3f} ({self.ood_items} items)"
+            text += f"; OOD {self.ood_start:.3f} -> {self.ood_final:.3f} ({self.ood_items} items"
+            if self.ood_p_value is not None:
+                text += f", p={self.ood_p_value:.2g}, b={self.ood_b}, c={self.ood_c}"
+            text += ")"
         return text
 
 
@@ -157,14 +182,15 @@ def final_claim(
     counts = paired_counts(final_credit, start_credit)
     n = counts.items
     lenient = all(lenient_key in row for row in (*start, *final))
-    ood_start = ood_final = None
-    ood_items = 0
+    ood_start = ood_final = ood_p = None
+    ood_items, ood_b, ood_c = 0, None, None
     if start_ood and final_ood:
         names = ("final policy", "starting policy", "OOD test")
         _, ood_final_credit, ood_start_credit = paired_credit(final_ood, start_ood, names=names)
         ood = paired_counts(ood_final_credit, ood_start_credit)
         ood_items = ood.items
         ood_start, ood_final = ood.reference_right / ood.items, ood.candidate_right / ood.items
+        ood_p, ood_b, ood_c = mcnemar_exact(ood.b, ood.c), ood.b, ood.c
     return FinalClaim(
         items=n,
         start_accuracy=counts.reference_right / n,
@@ -180,6 +206,9 @@ def final_claim(
         ood_items=ood_items,
         ood_start=ood_start,
         ood_final=ood_final,
+        ood_p_value=ood_p,
+        ood_b=ood_b,
+        ood_c=ood_c,
     )
 
 

@@ -165,7 +165,9 @@ def test_final_policy_is_compared_with_the_base_behind_its_few_shot_examples(cam
     assert final["final/vs_few_shot/test_accuracy"] == pytest.approx(final["final/test_accuracy"])
     assert final["final/vs_few_shot/test_gain"] == pytest.approx(final["final/test_accuracy"] - shot[0].value)
     assert 0.0 <= final["final/vs_few_shot/p_value"] <= 1.0
-    assert "against the starting policy's own few-shot answers, test, start -> final:" in campaign["stdout"]
+    assert 0.0 <= final["final/vs_few_shot/ood_p_value"] <= 1.0  # the OOD slice is paired too
+    line = "against the starting policy behind 2 worked examples (plain working), test, start -> final:"
+    assert line in campaign["stdout"]
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +184,7 @@ def prefect_state(campaign: dict) -> dict:
             found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="tiny-")))
         print(json.dumps({
             "runs": [[r.name, r.state.type.value if r.state else None, str(r.id)] for r in runs],
-            "artifacts": [[a.key, a.type, a.data, str(a.flow_run_id), str(a.created)] for a in found],
+            "artifacts": [[a.key, a.type, a.data, str(a.flow_run_id), str(a.created), a.description] for a in found],
         }))
         """
     )
@@ -212,13 +214,13 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     parents, children = _runs(campaign)
     own = {run.data.tags["prefect.flow_run_id"] for run in [*parents, *children]}
     latest: dict[str, tuple] = {}
-    for key, kind, data, flow_run_id, _created in sorted(prefect_state["artifacts"], key=lambda a: a[4]):
+    for key, kind, data, flow_run_id, _created, description in sorted(prefect_state["artifacts"], key=lambda a: a[4]):
         if flow_run_id in own:
-            latest[key] = (kind, data, flow_run_id)  # a key given again is a new version: the last one counts
+            latest[key] = (kind, data, flow_run_id, description)  # a key given again is a new version: the last counts
     client = campaign["client"]
     for child in children:
         index = int(child.data.params["round"])
-        kind, data, flow_run_id = latest[f"tiny-round-{index}"]
+        kind, data, flow_run_id, _ = latest[f"tiny-round-{index}"]
         assert (kind, flow_run_id) == ("table", child.data.tags["prefect.flow_run_id"])
         assert flow_runs[flow_run_id] == f"tiny-round-{index}"
         rows = {row["metric"]: row["value"] for row in json.loads(data)}
@@ -252,3 +254,7 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     ]
     assert latest["tiny-summary"][2] == parents[0].data.tags["prefect.flow_run_id"]
     assert flow_runs[latest["tiny-summary"][2]] == "tiny"
+    claim = parents[0].data.tags["selftrain.final_claim"]  # the description carries both claims
+    shot_claim = parents[0].data.tags["selftrain.final_claim.vs_few_shot"]
+    assert f"Claim: {claim}. Against the starting policy behind 2 worked examples" in latest["tiny-summary"][3]
+    assert latest["tiny-summary"][3].endswith(shot_claim)

@@ -52,6 +52,18 @@ def test_plot_draws_validation_test_and_ood_series(tmp_path: Path) -> None:
     assert _blue_pixels(bare_path) > 200
 
 
+def test_plot_draws_the_few_shot_bar_when_given(tmp_path: Path) -> None:
+    def red(path: Path) -> int:
+        image = imread(path)[..., :3]
+        tab_red = (0.84, 0.15, 0.16)
+        return int(((abs(image - tab_red) < 0.06).all(axis=-1)).sum())
+
+    without = plot_accuracy(ROWS, tmp_path / "without.png", "demo")
+    bar = {"few_shot_test_accuracy": 0.3, "few_shot_test_ci_low": 0.24, "few_shot_test_ci_high": 0.37}
+    with_bar = plot_accuracy([ROWS[0] | bar, *ROWS[1:]], tmp_path / "with.png", "demo")
+    assert red(without) == 0 and red(with_bar) > 200  # its point, interval, dotted line and legend entry
+
+
 def test_table_shows_validation_per_round_and_test_for_promoted_ones() -> None:
     lines = render_table(ROWS).splitlines()
     assert lines[0].split() == ["round", "validation", "[95%", "CI]", "promoted", "test", "[95%", "CI]", "OOD"] + [
@@ -81,19 +93,22 @@ def test_final_claim_pairs_start_and_final_on_test() -> None:
     assert claim.p_value == pytest.approx(2 * (1 + 21) / 2**21)  # 2 * P(X <= 1), X ~ Bin(21, 1/2)
     assert claim.start_lenient == 0.3 and claim.final_lenient == 0.8
     assert (claim.ood_items, claim.ood_start, claim.ood_final) == (10, 0.1, 0.3)
+    assert (claim.ood_b, claim.ood_c) == (0, 2) and claim.ood_p_value == pytest.approx(0.5)  # 2 * P(X = 0), n = 2
+    assert claim.metrics()["final/ood_p_value"] == claim.ood_p_value
     assert claim.start_ci == pytest.approx((0.0546, 0.2612), abs=1e-4)  # Wilson, 5 of 40
     assert claim.metrics()["final/test_gain"] == pytest.approx(0.475)
     assert claim.metrics()["final/p_value"] == claim.p_value
     table = render_table(ROWS, claim)
     assert table.splitlines()[-1] == (
         "test, start -> final: 0.125 [0.055, 0.261] -> 0.600 [0.446, 0.737], gain +0.475 on 40 items "
-        "(exact McNemar p=2.1e-05, b=1, c=20); lenient 0.300 -> 0.800; OOD 0.100 -> 0.300 (10 items)"
+        "(exact McNemar p=2.1e-05, b=1, c=20); lenient 0.300 -> 0.800; OOD 0.100 -> 0.300 (10 items, p=0.5, b=0, c=2)"
     )
 
 
 def test_final_claim_without_lenient_or_ood_and_on_mismatched_items() -> None:
     claim = final_claim(evaluated({0}, 4), evaluated({0, 1}, 4))
-    assert claim.start_lenient is None and claim.ood_start is None and "final/ood_accuracy" not in claim.metrics()
+    assert claim.start_lenient is None and claim.ood_start is None and claim.ood_p_value is None
+    assert not {"final/ood_accuracy", "final/ood_p_value"} & set(claim.metrics())
     assert claim.sentence().endswith("(exact McNemar p=1, b=0, c=1)")
     with pytest.raises(ValueError, match="final policy and starting policy were scored on different test items"):
         final_claim(evaluated({0}, 4), evaluated({0}, 5))
