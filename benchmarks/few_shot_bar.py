@@ -2,7 +2,9 @@
 
 A campaign scores the base behind *its* few-shot prefix (`evaluate.few_shot_baseline`). When a campaign changes
 how examples are written (`prompts.working: ones`), that prefix changes too, and the base may imitate it worse
-than plain ones (0.095 on test against 0.405): a lower bar. This script answers the campaign's test questions
+than plain ones (0.095 on test against 0.405): a lower bar, unless the campaign sets `evaluate.few_shot_working:
+plain` (the default campaign does since 2026-12-05), which draws plain examples with the campaign's seed. This
+script gives any finished campaign, and every seed, one fixed bar instead: it answers the campaign's test questions
 with the base model behind configs/few-shot-start.yaml's examples (plain working, 20 new tokens: the default
 before the warm start), greedily, and pairs the result with a round's `test-evaluated.jsonl` on the same items
 (exact McNemar).
