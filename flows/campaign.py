@@ -304,7 +304,7 @@ def baseline_cells(shot: dict[str, Evaluation]) -> dict[str, Any]:
 
 def few_shot_label(config: CampaignConfig) -> str:
     """Who the few-shot baseline is, in words: 'the starting policy behind 3 worked examples (plain working)'."""
-    working = config.evaluate.few_shot_working or config.prompts.working
+    working = few_shot_baseline_config(config).prompts.working
     shown = f" ({working} working)" if config.prompts.source == "arithmetic" else ""
     return f"the starting policy behind {config.prompts.few_shot} worked examples{shown}"
 

@@ -396,7 +396,11 @@ def check_answer_length(config: CampaignConfig) -> None:
     hub model not in the cache).
     """
     prompts = config.prompts
-    if prompts.source != "arithmetic" or prompts.working == "plain":
+    # The few-shot baseline's examples in a longer working than the campaign's: its answers must fit too, or the bar
+    # it sets is low for no fault of the base's.
+    shown = config.evaluate.few_shot_working if config.evaluate.few_shot_baseline else None
+    bar_working = shown if shown not in (None, "plain", prompts.working) else None
+    if prompts.source != "arithmetic" or (prompts.working == "plain" and bar_working is None):
         return
     tokenizer_file = model_tokenizer_file(config)
     if tokenizer_file is None:
@@ -406,6 +410,28 @@ def check_answer_length(config: CampaignConfig) -> None:
     from tasks.prompts import campaign_prompts, gold_prompts
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
+
+    def refuse_cut(field: str, new_tokens: int, splits: tuple[str, ...], working: str, drawn: dict) -> None:
+        solutions = [row["solution"] for split in splits for row in drawn[split]]
+        if not solutions:
+            return
+        lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(solutions, add_special_tokens=False)]
+        longest = max(range(len(solutions)), key=lengths.__getitem__)
+        if lengths[longest] > new_tokens:
+            cut = sum(length > new_tokens for length in lengths)
+            raise PreflightError(
+                f"{field}={new_tokens}: {cut} of {len(solutions)} worked answers of the {'/'.join(splits)} "
+                f"problems in {working} are longer (the longest, {solutions[longest]!r}, is {lengths[longest]} "
+                f"tokens), and a cut answer fails the strict answer check: set {field} to at least {lengths[longest]}"
+            )
+
+    if bar_working is not None:
+        bar = config.model_copy(update={"prompts": prompts.model_copy(update={"working": bar_working})})
+        held_out = {split: campaign_prompts(bar, split, 1) for split in ("test", "ood")}
+        working = f"evaluate.few_shot_working={bar_working}"
+        refuse_cut("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("test", "ood"), working, held_out)
+    if prompts.working == "plain":
+        return
     drawn = {split: campaign_prompts(config, split, 1) for split in ("train", "validation", "test", "ood")}
     limits: list[tuple[str, int, tuple[str, ...]]] = [
         ("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("validation", "test", "ood"))
@@ -413,19 +439,7 @@ def check_answer_length(config: CampaignConfig) -> None:
     if config.rounds >= config.generate.from_round:  # some round samples
         limits.insert(0, ("generate.max_new_tokens", config.generate.max_new_tokens, ("train",)))
     for field, new_tokens, splits in limits:
-        solutions = [row["solution"] for split in splits for row in drawn[split]]
-        if not solutions:
-            continue
-        lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(solutions, add_special_tokens=False)]
-        longest = max(range(len(solutions)), key=lengths.__getitem__)
-        if lengths[longest] > new_tokens:
-            cut = sum(length > new_tokens for length in lengths)
-            raise PreflightError(
-                f"{field}={new_tokens}: {cut} of {len(solutions)} worked answers of the {'/'.join(splits)} "
-                f"problems in prompts.working={prompts.working} are longer (the longest, {solutions[longest]!r}, "
-                f"is {lengths[longest]} tokens), and a cut answer fails the strict answer check: set {field} to "
-                f"at least {lengths[longest]}"
-            )
+        refuse_cut(field, new_tokens, splits, f"prompts.working={prompts.working}", drawn)
     # A training row is its prompt and its worked answer; one longer than train.max_length loses its end, the
     # final answer included (two-step problems under prompts.two_step_share run to some 110 Gemma tokens).
     rows = drawn["train"] + gold_prompts(config, config.select.gold_examples)

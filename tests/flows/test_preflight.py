@@ -231,6 +231,12 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
         check_answer_length(digits(41, 40))
     check_answer_length(digits(41, 41))
     check_answer_length(load_config("tiny", local))  # plain answers: not checked
+    # The few-shot baseline's examples in a longer working than the campaign's: the base's answers in it must fit.
+    bar = ["evaluate.few_shot_baseline=true", "evaluate.few_shot_working=digits"]
+    refused = r"^evaluate.max_new_tokens=24: \d+ of 192 worked answers of the test/ood problems in evaluate.few_shot"
+    with pytest.raises(PreflightError, match=refused):
+        check_answer_length(load_config("tiny", [*local, *bar]))
+    check_answer_length(load_config("tiny", [*local, *bar, "evaluate.max_new_tokens=41"]))
     # Two-step problems (prompts.two_step_share) in the working: a training row cut at train.max_length loses its
     # final answer too.
     chained = [*local, "prompts.working=digits", "prompts.two_step_share=0.5"]
