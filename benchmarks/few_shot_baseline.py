@@ -32,7 +32,6 @@ from benchmarks._results import append_line
 from benchmarks._timing import interleaved_cpu_medians
 from configs.loader import load_config
 from configs.schema import CampaignConfig
-from flows.campaign import few_shot_baseline_config
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, set_torch_threads
 from models.sampling import HFSampler
@@ -54,10 +53,10 @@ def main() -> int:
     set_torch_threads(ns.threads)
     default = load_config("default", [f"seed={ns.seed}"])
     arms: dict[str, CampaignConfig] = {
-        "digits": few_shot_baseline_config(
-            load_config("default", [f"seed={ns.seed}", "evaluate.few_shot_working=null"])
-        ),
-        "plain": few_shot_baseline_config(default),
+        "digits": load_config(
+            "default", [f"seed={ns.seed}", "evaluate.few_shot_working=null"]
+        ).few_shot_baseline_config(),
+        "plain": default.few_shot_baseline_config(),
     }
     sets = {split: campaign_prompts(default, split, 0) for split in ("test", "ood")}
     model, tokenizer = load_policy(str(ensure_packaged_gemma(cache_root() / "models")), None)

@@ -171,6 +171,18 @@ class CampaignConfig(Strict):
             return self.train
         return self.train.model_copy(update={"epochs": warm})
 
+    def few_shot_baseline_config(self) -> CampaignConfig:
+        """The campaign as its few-shot baseline (`evaluate.few_shot_baseline`) is scored: held-out prompts behind the
+        worked examples (`evaluate.few_shot`), written in `evaluate.few_shot_working` when set, else in
+        `prompts.working`."""
+        working = self.evaluate.few_shot_working or self.prompts.working
+        return self.model_copy(
+            update={
+                "evaluate": self.evaluate.model_copy(update={"few_shot": True}),
+                "prompts": self.prompts.model_copy(update={"working": working}),
+            }
+        )
+
     @model_validator(mode="after")
     def _few_shot_working_applies(self) -> CampaignConfig:
         if self.evaluate.few_shot_working is not None and not self.evaluate.few_shot_baseline:

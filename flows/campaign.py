@@ -267,9 +267,14 @@ def row(
     """One row of the campaign's table and plot (`tasks/report.py`): validation, and test and OOD where scored."""
     out: dict[str, Any] = {"round": index, "promoted": promoted, "run_id": run_id}
     for prefix, evaluation in (("", validation), *((f"{k}_", v) for k, v in (tested or {}).items())):
-        metrics = evaluation.metrics if evaluation is not None else {}
-        out |= {f"{prefix}{key}": metrics.get(key) for key in ("accuracy", "ci_low", "ci_high")}
+        out |= cells(prefix, evaluation)
     return out
+
+
+def cells(prefix: str, evaluation: Evaluation | None) -> dict[str, Any]:
+    """An evaluation's accuracy and 95% interval as a row's cells (`<prefix>accuracy`, ...); None when not scored."""
+    metrics = evaluation.metrics if evaluation is not None else {}
+    return {f"{prefix}{key}": metrics.get(key) for key in ("accuracy", "ci_low", "ci_high")}
 
 
 def few_shot_baseline(
@@ -286,7 +291,7 @@ def few_shot_baseline(
     Logged as `test-few-shot/*` and `ood-few-shot/*` at round 0."""
     if not (config.evaluate.few_shot_baseline and config.prompts.few_shot > 0 and "test" in tests):
         return {}
-    shot = few_shot_baseline_config(config)
+    shot = config.few_shot_baseline_config()
     sets = {f"{split}-few-shot": ref for split, ref in tests.items() if split in ("test", "ood")}
     scored = score(shot, policy, sets, layout, ctx, results)
     return {split.removesuffix("-few-shot"): evaluation for split, evaluation in scored.items()}
@@ -295,30 +300,17 @@ def few_shot_baseline(
 def baseline_cells(shot: dict[str, Evaluation]) -> dict[str, Any]:
     """Round 0's cells for the few-shot baseline (`few_shot_test_accuracy`, ..., `few_shot_ood_ci_high`), drawn in
     the campaign's plot as the bar to clear; {} without the baseline."""
-    return {
-        f"few_shot_{split}_{key}": evaluation.metrics.get(key)
-        for split, evaluation in shot.items()
-        for key in ("accuracy", "ci_low", "ci_high")
-    }
+    out: dict[str, Any] = {}
+    for split, evaluation in shot.items():
+        out |= cells(f"few_shot_{split}_", evaluation)
+    return out
 
 
 def few_shot_label(config: CampaignConfig) -> str:
     """Who the few-shot baseline is, in words: 'the starting policy behind 3 worked examples (plain working)'."""
-    working = few_shot_baseline_config(config).prompts.working
+    working = config.few_shot_baseline_config().prompts.working
     shown = f" ({working} working)" if config.prompts.source == "arithmetic" else ""
     return f"the starting policy behind {config.prompts.few_shot} worked examples{shown}"
-
-
-def few_shot_baseline_config(config: CampaignConfig) -> CampaignConfig:
-    """The campaign as the few-shot baseline scores it: held-out prompts behind the worked examples
-    (`evaluate.few_shot`), written in `evaluate.few_shot_working` when set, else in `prompts.working`."""
-    working = config.evaluate.few_shot_working or config.prompts.working
-    return config.model_copy(
-        update={
-            "evaluate": config.evaluate.model_copy(update={"few_shot": True}),
-            "prompts": config.prompts.model_copy(update={"working": working}),
-        }
-    )
 
 
 def final_report(

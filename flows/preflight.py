@@ -398,8 +398,8 @@ def check_answer_length(config: CampaignConfig) -> None:
     prompts = config.prompts
     # The few-shot baseline's examples in a longer working than the campaign's: its answers must fit too, or the bar
     # it sets is low for no fault of the base's.
-    shown = config.evaluate.few_shot_working if config.evaluate.few_shot_baseline else None
-    bar_working = shown if shown not in (None, "plain", prompts.working) else None
+    bar = config.few_shot_baseline_config()
+    bar_working = bar.prompts.working if bar.prompts.working not in ("plain", prompts.working) else None
     if prompts.source != "arithmetic" or (prompts.working == "plain" and bar_working is None):
         return
     tokenizer_file = model_tokenizer_file(config)
@@ -426,7 +426,6 @@ def check_answer_length(config: CampaignConfig) -> None:
             )
 
     if bar_working is not None:
-        bar = config.model_copy(update={"prompts": prompts.model_copy(update={"working": bar_working})})
         held_out = {split: campaign_prompts(bar, split, 1) for split in ("test", "ood")}
         working = f"evaluate.few_shot_working={bar_working}"
         refuse_cut("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("test", "ood"), working, held_out)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from configs.loader import load_config
-from flows.campaign import few_shot_baseline_config
 from tasks.prompts import few_shot_prefix
 
 
 def test_the_default_campaign_scores_its_base_behind_plain_examples() -> None:
     config = load_config("default")
     assert config.prompts.working == "digits" and config.evaluate.few_shot_working == "plain"
-    shot = few_shot_baseline_config(config)
+    shot = config.few_shot_baseline_config()
     assert shot.evaluate.few_shot and not config.evaluate.few_shot  # held-out prompts behind the examples
     # The plain examples of the campaign's seed: configs/few-shot-start.yaml's, which benchmarks/few_shot_bar.py uses.
     assert few_shot_prefix(shot) == few_shot_prefix(load_config("few-shot-start"))
@@ -23,6 +22,6 @@ def test_the_default_campaign_scores_its_base_behind_plain_examples() -> None:
 def test_without_it_the_baseline_uses_the_campaigns_working() -> None:
     config = load_config("default", ["evaluate.few_shot_working=null"])
     assert "evaluate.few_shot_working" not in config.model_dump_json()  # unset: as configs before the field
-    shot = few_shot_baseline_config(config)
+    shot = config.few_shot_baseline_config()
     assert few_shot_prefix(shot) == few_shot_prefix(config.model_copy(update={"evaluate": shot.evaluate}))
     assert shot.prompts.working == "digits"
