@@ -28,7 +28,7 @@ from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
 from tasks.model_registry import champion, download_policy, register_policy, registered_name
 from tasks.prefect_artifacts import publish_campaign, publish_round
 from tasks.progress import emit
-from tasks.prompts import has_split, prompts_task, split_size
+from tasks.prompts import has_split, item_kind, prompts_task, split_size
 from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
 from tasks.report import FinalClaim, final_claim, report_task
 from tasks.tracking import (
@@ -101,13 +101,17 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         rows[final_round] = row(final_round, True, rows[final_round]["run_id"], state.champion, tested[final_round])
     for index in sorted({0, final_round}):  # extra sets: the starting and the final policy
         score(config, policies[index], extras, layout, at(index), results)
-    claim = final_report(tested[0], tested[final_round], at(config.rounds))
-    shot_claim = final_report(shot, tested[final_round], at(config.rounds), key="vs_few_shot") if shot else None
+    claim = final_report(config, tested[0], tested[final_round], at(config.rounds))
+    shot_claim = final_report(config, shot, tested[final_round], at(config.rounds), "vs_few_shot") if shot else None
     report_task(rows, str(layout.plot), config.name, ctx)
     run = client_for(config.tracking).get_run(parent)
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
     if sentence and shot_claim:
         sentence += f". Against {few_shot_label(config)}: {shot_claim.sentence()}"
+    against = shot_claim or claim  # per kind against the bar when there is one
+    by_kind = against.kinds_line() if against is not None else None
+    if sentence and by_kind:
+        sentence += f". {by_kind[0].upper()}{by_kind[1:]}"
     publish_campaign(config.name, rows, sentence, tracking_uri=uri, experiment_id=run.info.experiment_id, run_id=parent)
     set_tags(config.tracking, parent, {"selftrain.final_policy": policies[final_round].label})
     return {
@@ -314,11 +318,16 @@ def few_shot_label(config: CampaignConfig) -> str:
 
 
 def final_report(
-    start: dict[str, Evaluation], final: dict[str, Evaluation], ctx: RoundContext, key: str = ""
+    config: CampaignConfig,
+    start: dict[str, Evaluation],
+    final: dict[str, Evaluation],
+    ctx: RoundContext,
+    key: str = "",
 ) -> FinalClaim | None:
     """The campaign's claim, the final policy (the champion) against the starting one on test, logged as
-    `final/*` and the tag `selftrain.final_claim`; with `key` (the few-shot baseline as the start) logged as
-    `final/<key>/*` and the tag `selftrain.final_claim.<key>`. None when the campaign has no test set."""
+    `final/*` (per kind of item, `tasks.prompts.item_kind`, as `final/by_kind/<split>/<kind>/*`) and the tag
+    `selftrain.final_claim`; with `key` (the few-shot baseline as the start) logged as `final/<key>/*` and the tag
+    `selftrain.final_claim.<key>`. None when the campaign has no test set."""
     if "test" not in start:
         return None
     claim = final_claim(
@@ -326,6 +335,7 @@ def final_report(
         read_records(final["test"].ref),
         start_ood=read_records(start["ood"].ref) if "ood" in start else None,
         final_ood=read_records(final["ood"].ref) if "ood" in final else None,
+        kind_of=item_kind(config),
     )
     metrics = claim.metrics()
     if key:

@@ -1,8 +1,8 @@
 """Reading prompt files: JSONL, CSV or Parquet rows as prompt records, or an error naming file, line and reason.
 
 Every format yields the same shape, `{"id", "prompt", "answer"}` (answer may be None; a row's worked
-`solution` is kept when it has one, for few-shot examples), so the rest of
-the loop never asks which format a file had. A bad file fails here, once, with a message that names
+`solution` is kept when it has one, for few-shot examples, and its `kind`, for the claim per kind), so the rest
+of the loop never asks which format a file had. A bad file fails here, once, with a message that names
 the file, the line or row and the reason, instead of as a KeyError three tasks later.
 """
 
@@ -268,7 +268,10 @@ def _to_record(raw: Any, *, default_id: str, require_answer: bool) -> Record:
     record = {"id": row_id if row_id is not None else default_id, "prompt": prompt, "answer": answer}
     # A worked `solution`, when the file has one, is what a few-shot example shows (tasks.prompts.few_shot_pairs).
     solution = _scalar_text(raw.get("solution"), "solution")
-    return record | ({"solution": solution} if solution is not None else {})
+    # A `kind`, when the file has one, breaks the campaign's claim down by kind (tasks.prompts.item_kind).
+    kind = _scalar_text(raw.get("kind"), "kind")
+    extras = {"solution": solution, "kind": kind}
+    return record | {field: value for field, value in extras.items() if value is not None}
 
 
 def _scalar_text(value: Any, field: str) -> str | None:

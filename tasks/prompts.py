@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
-from tasks.arithmetic import LEVELS, SPLIT_ALIASES, sample_problems, worked_solution
+from tasks.arithmetic import LEVELS, SPLIT_ALIASES, parse_question, sample_problems, worked_solution
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
@@ -230,6 +230,25 @@ def split_size(config: CampaignConfig, split: str) -> int:
     split = SPLIT_ALIASES.get(split, split)
     sizes = {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size, "ood": cfg.ood_size}
     return sizes[split]
+
+
+def item_kind(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str | None]:
+    """What kind of problem a prompt row is, for the claim per kind (`tasks.report.kind_claims`): the built-in
+    task's operation ("add", "sub", "mul", "add-sub", ...), read back from the question; a file row's `kind`
+    column (None where a row has none)."""
+    if config.prompts.source == "arithmetic":
+
+        def operation(row: Mapping[str, Any]) -> str | None:
+            parsed = parse_question(str(row["prompt"]))
+            return parsed[0] if parsed else None
+
+        return operation
+
+    def column(row: Mapping[str, Any]) -> str | None:
+        kind = row.get("kind")
+        return None if kind is None or str(kind) == "" else str(kind)
+
+    return column
 
 
 def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> list[Record]:

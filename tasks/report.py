@@ -8,11 +8,15 @@ A round row is a dict with `round`, `promoted`, the validation `accuracy`, `ci_l
 the round's training was skipped) and, when the policy was scored on test, `test_accuracy`, `test_ci_low`,
 `test_ci_high` and optionally `ood_accuracy`, `ood_ci_low`, `ood_ci_high`. Round 0 may carry the few-shot
 baseline (`evaluate.few_shot_baseline`) as `few_shot_test_accuracy`, ... and `few_shot_ood_accuracy`, ...
+
+Given each item's kind (`tasks.prompts.item_kind`: the built-in task's operation, a prompt file's `kind` column),
+the claim is also made per kind, paired on the same items: where a policy gains and where it loses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ from tasks.stats import accuracy_cell, mcnemar_exact, paired_counts, paired_cred
 from tasks.tracking import RoundContext  # noqa: E402
 
 Rows = Sequence[Mapping[str, Any]]
+KindOf = Callable[[Mapping[str, Any]], str | None]  # an item's kind, None when it has none
+METRIC_UNSAFE = re.compile(r"[^0-9A-Za-z_\-. ]")  # what an MLflow metric name may not hold
 SERIES = (  # key prefix, legend label, colour, marker, x offset (so intervals at one round do not overlap)
     ("", "validation, promoted (decides)", "tab:blue", "o", 0.0),
     ("test_", "test (promoted policies)", "tab:orange", "s", 0.12),
@@ -95,6 +101,67 @@ def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
 
 
 @dataclass(frozen=True)
+class KindClaim:
+    """The claim on the items of one kind in one split: start vs final policy, paired.
+
+    Attributes:
+        split: "test" or "ood".
+        kind: the items' kind.
+        items: how many items of that kind the split has.
+        start_right, final_right: how many each policy got right (strict credit).
+        b, c: items only the start policy got right, and only the final one.
+        p_value: exact McNemar p-value on them.
+    """
+
+    split: str
+    kind: str
+    items: int
+    start_right: int
+    final_right: int
+    b: int
+    c: int
+    p_value: float
+
+    def metric(self, name: str) -> str:
+        """`final/by_kind/<split>/<kind>/<name>`, the kind reduced to the characters MLflow allows."""
+        return f"final/by_kind/{self.split}/{METRIC_UNSAFE.sub('_', self.kind)}/{name}"
+
+    def text(self) -> str:
+        """'add 13/55 -> 5/55 (p=0.077, b=12, c=4)'."""
+        n, p = self.items, self.p_value
+        return f"{self.kind} {self.start_right}/{n} -> {self.final_right}/{n} (p={p:.2g}, b={self.b}, c={self.c})"
+
+
+def kind_claims(split: str, start: Rows, final: Rows, kind_of: KindOf) -> tuple[KindClaim, ...]:
+    """The claim per kind on one split's items (both policies' rows, as `final_claim` pairs them); () when fewer
+    than two kinds are present, where a breakdown would only repeat the whole."""
+    ids, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", split))
+    kind = {row["id"]: kind_of(row) for row in start}
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(ids):
+        if kind[item] is not None:
+            groups.setdefault(str(kind[item]), []).append(index)
+    if len(groups) < 2:
+        return ()
+    claims = []
+    for name, indices in sorted(groups.items()):
+        counts = paired_counts([final_credit[i] for i in indices], [start_credit[i] for i in indices])
+        claims.append(
+            KindClaim(
+                split=split,
+                kind=name,
+                items=counts.items,
+                start_right=counts.reference_right,
+                final_right=counts.candidate_right,
+                b=counts.b,
+                c=counts.c,
+                p_value=mcnemar_exact(counts.b, counts.c),
+            )
+        )
+    return tuple(claims)
+
+
+@dataclass(frozen=True)
 class FinalClaim:
     """Start vs final policy on the test set: the campaign's claim.
 
@@ -109,6 +176,7 @@ class FinalClaim:
         ood_items, ood_start, ood_final: the out-of-distribution slice (0 items and None without one).
         ood_p_value, ood_b, ood_c: its exact McNemar p-value and discordant counts, final vs start on the
             same OOD items (None without the slice).
+        kinds: the claim per kind of item on test, then on OOD (`kind_claims`; () without kinds).
     """
 
     items: int
@@ -128,6 +196,7 @@ class FinalClaim:
     ood_p_value: float | None = None
     ood_b: int | None = None
     ood_c: int | None = None
+    kinds: tuple[KindClaim, ...] = ()
 
     def metrics(self) -> dict[str, float]:
         """`final/*` metrics for the campaign run."""
@@ -144,7 +213,25 @@ class FinalClaim:
             values |= {"final/start_ood_accuracy": self.ood_start, "final/ood_accuracy": self.ood_final}
         if self.ood_p_value is not None:
             values |= {"final/ood_p_value": self.ood_p_value}
+        for kind in self.kinds:
+            values |= {
+                kind.metric("start_accuracy"): kind.start_right / kind.items,
+                kind.metric("accuracy"): kind.final_right / kind.items,
+                kind.metric("p_value"): kind.p_value,
+            }
         return values
+
+    def kinds_line(self) -> str | None:
+        """The claim per kind in one line ('by kind, right of n, start -> final: test add 40/98 -> ...; OOD ...'),
+        None without kinds."""
+        if not self.kinds:
+            return None
+        splits = {kind.split: "" for kind in self.kinds}
+        parts = [
+            f"{'OOD' if split == 'ood' else split} " + ", ".join(k.text() for k in self.kinds if k.split == split)
+            for split in splits
+        ]
+        return "by kind, right of n, start -> final: " + "; ".join(parts)
 
     def sentence(self) -> str:
         """The claim in one line (the last line of the table)."""
@@ -170,8 +257,10 @@ def final_claim(
     start_ood: Rows | None = None,
     final_ood: Rows | None = None,
     lenient_key: str = "lenient_correct",
+    kind_of: KindOf | None = None,
 ) -> FinalClaim:
-    """Compare the starting and the final policy's evaluated test rows (`id`, `score`, optionally `lenient_key`).
+    """Compare the starting and the final policy's evaluated test rows (`id`, `score`, optionally `lenient_key`);
+    with `kind_of`, per kind of item too (`kind_claims`, on test and OOD).
 
     Raises:
         ValueError: the two evaluations are not on the same items, or there are none.
@@ -191,6 +280,11 @@ def final_claim(
         ood_items = ood.items
         ood_start, ood_final = ood.reference_right / ood.items, ood.candidate_right / ood.items
         ood_p, ood_b, ood_c = mcnemar_exact(ood.b, ood.c), ood.b, ood.c
+    kinds: tuple[KindClaim, ...] = ()
+    if kind_of is not None:
+        kinds = kind_claims("test", start, final, kind_of)
+        if start_ood and final_ood:
+            kinds += kind_claims("ood", start_ood, final_ood, kind_of)
     return FinalClaim(
         items=n,
         start_accuracy=counts.reference_right / n,
@@ -209,6 +303,7 @@ def final_claim(
         ood_p_value=ood_p,
         ood_b=ood_b,
         ood_c=ood_c,
+        kinds=kinds,
     )
 
 

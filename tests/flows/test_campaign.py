@@ -168,6 +168,15 @@ def test_final_policy_is_compared_with_the_base_behind_its_few_shot_examples(cam
     assert 0.0 <= final["final/vs_few_shot/ood_p_value"] <= 1.0  # the OOD slice is paired too
     line = "against the starting policy behind 2 worked examples (plain working), test, start -> final:"
     assert line in campaign["stdout"]
+    # And per kind of problem (the built-in task's operations), paired on the same items of each kind.
+    for split in ("test", "ood"):
+        for op in ("add", "sub"):
+            kind = f"final/vs_few_shot/by_kind/{split}/{op}"
+            assert 0.0 <= final[f"{kind}/p_value"] <= 1.0
+            assert final[f"{kind}/start_accuracy"] >= 0.0 and final[f"{kind}/accuracy"] >= 0.0
+    add = final["final/vs_few_shot/by_kind/test/add/accuracy"]
+    assert final["final/by_kind/test/add/accuracy"] == pytest.approx(add)  # the same final policy either way
+    assert "by kind, right of n, start -> final: test add " in campaign["stdout"]
 
 
 @pytest.fixture(scope="module")
@@ -257,4 +266,4 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     claim = parents[0].data.tags["selftrain.final_claim"]  # the description carries both claims
     shot_claim = parents[0].data.tags["selftrain.final_claim.vs_few_shot"]
     assert f"Claim: {claim}. Against the starting policy behind 2 worked examples" in latest["tiny-summary"][3]
-    assert latest["tiny-summary"][3].endswith(shot_claim)
+    assert f"{shot_claim}. By kind, right of n, start -> final: test add " in latest["tiny-summary"][3]

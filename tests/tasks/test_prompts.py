@@ -21,6 +21,7 @@ from tasks.prompts import (
     file_split,
     gold_prompts,
     has_split,
+    item_kind,
     load_extra_sets,
 )
 from tasks.select import gold_rows
@@ -217,3 +218,16 @@ def test_draw_edges() -> None:
     assert draw([{"id": "a"}], 0, seed=0) == []
     with pytest.raises(ValueError, match="n must be >= 0"):
         draw([{"id": "a"}], -1, seed=0)
+
+
+def test_item_kind_is_a_builtin_question_s_operation_or_a_file_row_s_kind_column() -> None:
+    config = load_config("tiny", ["prompts.test_size=30", "prompts.ood_size=10"])
+    kind = item_kind(config)
+    for split in ("test", "ood"):
+        rows = campaign_prompts(config, split, 0)
+        assert [kind(row) for row in rows] == [parse_problem(row["prompt"])[0] for row in rows]  # type: ignore[index]
+        assert {kind(row) for row in rows} == {"add", "sub"}
+    assert kind({"prompt": "Not a question of the task."}) is None
+    from_file = item_kind(load_config("tiny", ["prompts.source=file", "prompts.train_path=t.jsonl"]))
+    assert from_file({"prompt": "q", "kind": "ages"}) == "ages"
+    assert from_file({"prompt": "q"}) is None and from_file({"prompt": "q", "kind": ""}) is None

@@ -112,3 +112,57 @@ def test_final_claim_without_lenient_or_ood_and_on_mismatched_items() -> None:
     assert claim.sentence().endswith("(exact McNemar p=1, b=0, c=1)")
     with pytest.raises(ValueError, match="final policy and starting policy were scored on different test items"):
         final_claim(evaluated({0}, 4), evaluated({0}, 5))
+
+
+def test_final_claim_per_kind_pairs_the_items_of_each_kind() -> None:
+    # 12 test items, even ids "add", odd "sub", t11 without a kind: the final policy gains on additions, loses on
+    # subtractions. Start right: 0-5; final right: 0, 2, 4, 6, 8, 10 (every addition) and 1.
+    kind_of = {f"t{i}": ("add" if i % 2 == 0 else "sub") for i in range(11)}
+    start = [{**row, "prompt": row["id"]} for row in evaluated(set(range(6)), 12)]
+    final = evaluated({0, 2, 4, 6, 8, 10, 1}, 12)
+    claim = final_claim(start, final, kind_of=lambda row: kind_of.get(row["prompt"]))
+    add, sub = claim.kinds
+    assert (add.split, add.kind, add.items, add.start_right, add.final_right, add.b, add.c) == (
+        "test",
+        "add",
+        6,
+        3,
+        6,
+        0,
+        3,
+    )
+    assert (sub.kind, sub.items, sub.start_right, sub.final_right, sub.b, sub.c) == ("sub", 5, 3, 1, 2, 0)
+    assert add.p_value == pytest.approx(0.25) and sub.p_value == pytest.approx(0.5)
+    assert (claim.items, claim.b, claim.c) == (12, 2, 3)  # the whole claim keeps the kindless item
+    metrics = claim.metrics()
+    assert metrics["final/by_kind/test/add/start_accuracy"] == 0.5 and metrics["final/by_kind/test/add/accuracy"] == 1
+    assert metrics["final/by_kind/test/sub/p_value"] == sub.p_value
+    assert claim.kinds_line() == (
+        "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, b=0, c=3), sub 3/5 -> 1/5 (p=0.5, b=2, c=0)"
+    )
+
+
+def test_final_claim_per_kind_on_ood_and_names_mlflow_accepts() -> None:
+    start, final = evaluated({0}, 4), evaluated({0, 1}, 4)
+    ood_start, ood_final = evaluated({0, 1}, 4), evaluated({2}, 4)
+    kinds = {"t0": "how many more?", "t1": "how many more?", "t2": "ages", "t3": "ages"}
+    claim = final_claim(start, final, start_ood=ood_start, final_ood=ood_final, kind_of=lambda row: kinds[row["id"]])
+    assert [(k.split, k.kind) for k in claim.kinds] == [
+        ("test", "ages"),
+        ("test", "how many more?"),
+        ("ood", "ages"),
+        ("ood", "how many more?"),
+    ]
+    assert "final/by_kind/ood/how many more_/accuracy" in claim.metrics()  # "?" is not allowed in a metric name
+    assert "; OOD ages 0/2 -> 1/2 (p=1, b=0, c=1), how many more? 2/2 -> 0/2 (p=0.5, b=2, c=0)" in str(
+        claim.kinds_line()
+    )
+
+
+def test_final_claim_without_kinds_or_with_one_kind_has_no_breakdown() -> None:
+    one_kind = final_claim(evaluated({0}, 4), evaluated({0, 1}, 4), kind_of=lambda row: "add")
+    none = final_claim(evaluated({0}, 4), evaluated({0, 1}, 4), kind_of=lambda row: None)
+    plain = final_claim(evaluated({0}, 4), evaluated({0, 1}, 4))
+    for claim in (one_kind, none, plain):
+        assert claim.kinds == () and claim.kinds_line() is None
+        assert not any("by_kind" in name for name in claim.metrics())

@@ -16,7 +16,7 @@ from tasks.judging.base import judge_records
 from tasks.judging.build import build_judge
 from tasks.judging.verifier import is_correct, shows_work
 from tasks.prompt_files import load_prompt_file
-from tasks.prompts import few_shot_pairs, file_split
+from tasks.prompts import few_shot_pairs, file_split, item_kind
 from tasks.records import Record
 from tasks.select import select_by
 
@@ -68,6 +68,12 @@ def test_the_config_shows_three_worked_solutions_from_the_training_file(tmp_path
         question = user.removeprefix("Question: ").removesuffix("\nAnswer:")
         assert train[question] == solution and shows_work(solution)  # the file's working, not a bare answer
     assert load_prompt_file(DATA / "test.jsonl", require_answer=True)[-1]["solution"].endswith("The answer is 9.")
+
+
+def test_the_claim_is_broken_down_by_the_file_s_kind_column(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    kinds = [item_kind(config)(row) for row in file_split(config.prompts, "test")]
+    assert kinds == [row["kind"] for row in _raw("test")] and kinds.count("hand-written") == 22
 
 
 def _judge_and_select(config: CampaignConfig) -> tuple[list[Record], list[Record]]:
