@@ -119,6 +119,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         "rounds": rows,
         "claim": claim,
         "few_shot_claim": shot_claim,
+        "by_kind": by_kind,
     }
 
 

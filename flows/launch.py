@@ -128,16 +128,13 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     from tasks.report import render_table
     from tasks.tracking_store import tracking_uri
 
-    claim, shot_claim = summary.get("claim"), summary.get("few_shot_claim")
-    print("\n" + render_table(summary["rounds"], claim))
-    if shot_claim is not None:  # evaluate.few_shot_baseline: the base behind its examples
+    print("\n" + render_table(summary["rounds"], summary.get("claim")))
+    if summary.get("few_shot_claim") is not None:  # evaluate.few_shot_baseline: the base behind its examples
         from flows.campaign import few_shot_label
 
-        print(f"against {few_shot_label(config)}, " + shot_claim.sentence())
-    # Per kind of item against the bar when there is one (against a bare start that scores 0 it says little).
-    by_kind = shot_claim or claim
-    if by_kind is not None and by_kind.kinds_line():
-        print(by_kind.kinds_line())
+        print(f"against {few_shot_label(config)}, " + summary["few_shot_claim"].sentence())
+    if summary.get("by_kind"):  # the claim per kind of problem, against the few-shot bar when there is one
+        print(summary["by_kind"])
     uri = tracking_uri(config.tracking)
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")

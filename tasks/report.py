@@ -226,10 +226,9 @@ class FinalClaim:
         None without kinds."""
         if not self.kinds:
             return None
-        splits = {kind.split: "" for kind in self.kinds}
         parts = [
             f"{'OOD' if split == 'ood' else split} " + ", ".join(k.text() for k in self.kinds if k.split == split)
-            for split in splits
+            for split in dict.fromkeys(kind.split for kind in self.kinds)
         ]
         return "by kind, right of n, start -> final: " + "; ".join(parts)
 
