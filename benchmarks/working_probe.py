@@ -187,6 +187,22 @@ def places(op: str, a: int, b: int) -> str:
     return f"{columns}. {result - result % 10} + {result % 10} = {result}. The answer is {result}."
 
 
+def carry_first(op: str, a: int, b: int) -> str:
+    """The "digits" working with an addition's carry written first in the tens' fact, right after the ones' sum
+    it comes from: "9 + 5 = 14. 1 + 3 + 3 = 7. 39 + 35 = 74." (subtraction as in "digits"); plain where both
+    operands are below 10. In "digits" the carry comes last ("3 + 3 + 1"), and in range every carried tens'
+    fact is "1 + 1 + 1" or "0 + 1 + 1", so "+ 1" after the tens digits reads as well as a copy of the second
+    operand's tens digit as a carry: beyond the range some policies write "3 + 2 + 2 = 5" for 39 + 28. Here the
+    carry is the tens digit of the sum just written, and the tens digits follow it."""
+    written = digits_working(op, a, b)
+    if written is None:
+        return plain(op, a, b)
+    if op != "add" or (a % 10 + b % 10) < 10:
+        return written
+    ta, tb = a // 10, b // 10
+    return written.replace(f" {ta} + {tb} + 1 = ", f" 1 + {ta} + {tb} = ", 1)
+
+
 WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "plain": plain,
     "tens": tens,
@@ -197,6 +213,7 @@ WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "ones_tens": ones_tens,
     "facts": facts,
     "places": places,
+    "carry_first": carry_first,
 }
 
 # Two-step phrasings for --chains: "add-sub" is the built-in task's kind, "add-add" the probe's own.
