@@ -12,13 +12,26 @@ LOG="$PWD/.venv-setup.log"
 : > "$LOG"
 started=$SECONDS
 
-quietly() {  # run a command with its output in the log; on failure show the log's tail and where it is
-    if ! "$@" >>"$LOG" 2>&1; then
-        echo "bootstrap: failed: $*" >&2
-        tail -n 25 "$LOG" >&2
-        echo "bootstrap: the full log is $LOG" >&2
-        exit 1
-    fi
+failed() {  # show the log's tail and where it is, then stop
+    echo "bootstrap: failed: $*" >&2
+    tail -n 25 "$LOG" >&2
+    echo "bootstrap: the full log is $LOG" >&2
+    exit 1
+}
+
+quietly() {  # run a command with its output in the log; on failure say so
+    "$@" >>"$LOG" 2>&1 || failed "$@"
+}
+
+apt_quietly() {  # quietly, waiting up to 5 minutes for a lock another apt run holds (a second bootstrap, say)
+    local try
+    for try in $(seq 60); do
+        "$@" >>"$LOG" 2>&1 && return 0
+        tail -n 3 "$LOG" | grep -q -e 'Could not get lock' -e 'Unable to lock' || break
+        [ "$try" = 1 ] && echo "bootstrap: another apt run holds its lock; waiting"
+        sleep 5
+    done
+    failed "$@"
 }
 
 extra=""
@@ -31,8 +44,8 @@ if [ "${1:-}" = "--test" ]; then
         SUDO=""
         [ "$(id -u)" = 0 ] || SUDO="sudo"
         echo "bootstrap: installing Debian packages: ${need[*]} (about a minute)"
-        quietly $SUDO apt-get update -q
-        quietly env DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+        apt_quietly $SUDO apt-get update -q
+        apt_quietly env DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
     fi
 fi
 
