@@ -112,7 +112,16 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     by_kind = against.kinds_line() if against is not None else None
     if sentence and by_kind:
         sentence += f". {by_kind[0].upper()}{by_kind[1:]}"
-    publish_campaign(config.name, rows, sentence, tracking_uri=uri, experiment_id=run.info.experiment_id, run_id=parent)
+    publish_campaign(
+        config.name,
+        rows,
+        sentence,
+        tracking_uri=uri,
+        experiment_id=run.info.experiment_id,
+        run_id=parent,
+        kinds=against.kinds if against is not None else (),
+        kinds_start=few_shot_label(config) if shot_claim else "the starting policy",
+    )
     set_tags(config.tracking, parent, {"selftrain.final_policy": policies[final_round].label})
     return {
         "final_policy": policies[final_round].label,

@@ -267,3 +267,14 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     shot_claim = parents[0].data.tags["selftrain.final_claim.vs_few_shot"]
     assert f"Claim: {claim}. Against the starting policy behind 2 worked examples" in latest["tiny-summary"][3]
     assert f"{shot_claim}. By kind, right of n, start -> final: test add " in latest["tiny-summary"][3]
+    kind, data, flow_run_id, description = latest["tiny-by-kind"]  # the same claim per kind, as a table
+    assert (kind, flow_run_id) == ("table", latest["tiny-summary"][2])
+    assert "against the starting policy behind 2 worked examples" in description
+    metrics = parents[0].data.metrics
+    for row in json.loads(data):
+        split = "ood" if row["split"] == "OOD" else row["split"]
+        prefix = f"final/vs_few_shot/by_kind/{split}/{row['kind']}"
+        assert row["start right"] / row["items"] == pytest.approx(metrics[f"{prefix}/start_accuracy"])
+        assert row["final right"] / row["items"] == pytest.approx(metrics[f"{prefix}/accuracy"])
+        assert row["p (exact McNemar)"] == pytest.approx(metrics[f"{prefix}/p_value"], rel=1e-3)
+    assert {row["kind"] for row in json.loads(data)} == {"add", "sub"}
