@@ -119,7 +119,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         tracking_uri=uri,
         experiment_id=run.info.experiment_id,
         run_id=parent,
-        kinds=against.kinds if against is not None else (),
+        kinds=[kind.cells() for kind in against.kinds] if against is not None else [],
         kinds_start=few_shot_label(config) if shot_claim else "the starting policy",
     )
     set_tags(config.tracking, parent, {"selftrain.final_policy": policies[final_round].label})

@@ -14,13 +14,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from uuid import UUID
 
 from tasks.stats import accuracy_cell
-
-if TYPE_CHECKING:
-    from tasks.report import KindClaim
 
 # The round table: MLflow metric key and what the row is called in the UI, in table order. Test rows exist only
 # for rounds whose policy was scored on test (the starting policy and the promoted ones).
@@ -100,25 +97,6 @@ def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             cells["OOD test [95% CI]"] = accuracy_cell(r, "ood_")
         out.append(cells | {"mlflow run": r.get("run_id", "")})
     return out
-
-
-def kind_rows(kinds: Sequence[KindClaim]) -> list[dict[str, Any]]:
-    """The claim per kind of problem as a table (`tasks.report.kind_claims`): one row per split and kind, how many
-    of its items each policy got right, the items only one of them got right, and the exact McNemar p-value (4
-    significant digits; the campaign's MLflow run holds it exactly, `final/.../by_kind/*`)."""
-    return [
-        {
-            "split": "OOD" if claim.split == "ood" else claim.split,
-            "kind": claim.kind,
-            "items": claim.items,
-            "start right": claim.start_right,
-            "final right": claim.final_right,
-            "only start right": claim.b,
-            "only final right": claim.c,
-            "p (exact McNemar)": float(f"{claim.p_value:.4g}"),
-        }
-        for claim in kinds
-    ]
 
 
 # ---- creators: the Prefect API, never fatal ----
@@ -278,14 +256,15 @@ def publish_campaign(
     tracking_uri: str,
     experiment_id: str,
     run_id: str,
-    kinds: Sequence[KindClaim] = (),
+    kinds: Sequence[Mapping[str, Any]] = (),
     kinds_start: str = "the starting policy",
 ) -> None:
     """The campaign's artifacts on its flow run: the summary table (the claim as its description), the claim per
-    kind of problem (`kinds`, the final policy against `kinds_start`) when there is one, and its MLflow run."""
+    kind of problem as a table (`kinds`, rows of `tasks.report.KindClaim.cells`: the final policy against
+    `kinds_start`) when there is one, and its MLflow run."""
     description = f"{name}: validation decides, test reports" + (f". Claim: {claim}" if claim else "")
     publish_table(artifact_key(name, "summary"), summary_rows(rows), description)
     if kinds:
         about = f"{name}: the final policy against {kinds_start} per kind of problem, paired on each kind's items"
-        publish_table(artifact_key(name, "by-kind"), kind_rows(kinds), about)
+        publish_table(artifact_key(name, "by-kind"), [dict(row) for row in kinds], about)
     publish_mlflow_run(artifact_key(name, "mlflow"), tracking_uri, experiment_id, run_id, f"Campaign {name} in MLflow")

@@ -126,6 +126,20 @@ class KindClaim:
         """`final/by_kind/<split>/<kind>/<name>`, the kind reduced to the characters MLflow allows."""
         return f"final/by_kind/{self.split}/{METRIC_UNSAFE.sub('_', self.kind)}/{name}"
 
+    def cells(self) -> dict[str, Any]:
+        """The claim as a table row (the Prefect artifact `<name>-by-kind`): items, each policy's right answers, the
+        items only one of them got right, the p-value to 4 significant digits (the metrics hold it exactly)."""
+        return {
+            "split": "OOD" if self.split == "ood" else self.split,
+            "kind": self.kind,
+            "items": self.items,
+            "start right": self.start_right,
+            "final right": self.final_right,
+            "only start right": self.b,
+            "only final right": self.c,
+            "p (exact McNemar)": float(f"{self.p_value:.4g}"),
+        }
+
     def text(self) -> str:
         """'add 13/55 -> 5/55 (p=0.077, b=12, c=4)'."""
         n, p = self.items, self.p_value

@@ -8,7 +8,7 @@ from prefect.types.names import raise_on_name_alphanumeric_dashes_only
 
 import tasks.prefect_artifacts as pa
 from tasks.progress import STEP_LINE
-from tasks.report import KindClaim, render_table
+from tasks.report import render_table
 from tasks.select import judged_table, select
 
 
@@ -85,35 +85,6 @@ def test_summary_rows_are_the_printed_table() -> None:
         expected += f"{cells['test [95% CI]']:<22}  {cells['OOD test [95% CI]']:<22}"
         assert line == expected.rstrip()
     assert "OOD test [95% CI]" not in pa.summary_rows(ROWS[1:])[0]
-
-
-def test_kind_rows_are_the_claim_per_kind() -> None:
-    kinds = (
-        KindClaim("test", "add", 111, 37, 102, 4, 69, 2.4e-16),
-        KindClaim("ood", "sub", 45, 14, 24, 4, 14, 0.0308837890625),
-    )
-    assert pa.kind_rows(kinds) == [
-        {
-            "split": "test",
-            "kind": "add",
-            "items": 111,
-            "start right": 37,
-            "final right": 102,
-            "only start right": 4,
-            "only final right": 69,
-            "p (exact McNemar)": 2.4e-16,
-        },
-        {
-            "split": "OOD",
-            "kind": "sub",
-            "items": 45,
-            "start right": 14,
-            "final right": 24,
-            "only start right": 4,
-            "only final right": 14,
-            "p (exact McNemar)": 0.03088,
-        },
-    ]
 
 
 def test_a_refused_artifact_is_one_warning_line(capsys: pytest.CaptureFixture[str]) -> None:

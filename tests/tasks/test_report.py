@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from matplotlib.image import imread
 
-from tasks.report import final_claim, plot_accuracy, render_table
+from tasks.report import KindClaim, final_claim, plot_accuracy, render_table
 
 ROWS: list[dict[str, Any]] = [
     {"round": 0, "promoted": True, "accuracy": 0.125, "ci_low": 0.085, "ci_high": 0.178}
@@ -166,3 +166,32 @@ def test_final_claim_without_kinds_or_with_one_kind_has_no_breakdown() -> None:
     for claim in (one_kind, none, plain):
         assert claim.kinds == () and claim.kinds_line() is None
         assert not any("by_kind" in name for name in claim.metrics())
+
+
+def test_kind_claim_cells_are_a_table_row() -> None:
+    kinds = (
+        KindClaim("test", "add", 111, 37, 102, 4, 69, 2.4e-16),
+        KindClaim("ood", "sub", 45, 14, 24, 4, 14, 0.0308837890625),
+    )
+    assert [kind.cells() for kind in kinds] == [
+        {
+            "split": "test",
+            "kind": "add",
+            "items": 111,
+            "start right": 37,
+            "final right": 102,
+            "only start right": 4,
+            "only final right": 69,
+            "p (exact McNemar)": 2.4e-16,
+        },
+        {
+            "split": "OOD",
+            "kind": "sub",
+            "items": 45,
+            "start right": 14,
+            "final right": 24,
+            "only start right": 4,
+            "only final right": 14,
+            "p (exact McNemar)": 0.03088,
+        },
+    ]
