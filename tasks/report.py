@@ -122,6 +122,11 @@ class KindClaim:
     c: int
     p_value: float
 
+    @property
+    def split_label(self) -> str:
+        """The split as the console and the Prefect table name it: "test" or "OOD"."""
+        return "OOD" if self.split == "ood" else self.split
+
     def metric(self, name: str) -> str:
         """`final/by_kind/<split>/<kind>/<name>`, the kind reduced to the characters MLflow allows."""
         return f"final/by_kind/{self.split}/{METRIC_UNSAFE.sub('_', self.kind)}/{name}"
@@ -130,7 +135,7 @@ class KindClaim:
         """The claim as a table row (the Prefect artifact `<name>-by-kind`): items, each policy's right answers, the
         items only one of them got right, the p-value to 4 significant digits (the metrics hold it exactly)."""
         return {
-            "split": "OOD" if self.split == "ood" else self.split,
+            "split": self.split_label,
             "kind": self.kind,
             "items": self.items,
             "start right": self.start_right,
@@ -146,10 +151,17 @@ class KindClaim:
         return f"{self.kind} {self.start_right}/{n} -> {self.final_right}/{n} (p={p:.2g}, b={self.b}, c={self.c})"
 
 
-def kind_claims(split: str, start: Rows, final: Rows, kind_of: KindOf) -> tuple[KindClaim, ...]:
-    """The claim per kind on one split's items (both policies' rows, as `final_claim` pairs them); () when fewer
-    than two kinds are present, where a breakdown would only repeat the whole."""
-    ids, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", split))
+def kind_claims(
+    split: str,
+    ids: Sequence[str],
+    final_credit: Sequence[float],
+    start_credit: Sequence[float],
+    start: Rows,
+    kind_of: KindOf,
+) -> tuple[KindClaim, ...]:
+    """The claim per kind on one split's items, given the pairs `final_claim` made (`paired_credit`: ids and each
+    policy's credit) and the starting policy's rows, whose kinds `kind_of` reads; () when fewer than two kinds are
+    present, where a breakdown would only repeat the whole."""
     kind = {row["id"]: kind_of(row) for row in start}
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(ids):
@@ -241,8 +253,8 @@ class FinalClaim:
         if not self.kinds:
             return None
         parts = [
-            f"{'OOD' if split == 'ood' else split} " + ", ".join(k.text() for k in self.kinds if k.split == split)
-            for split in dict.fromkeys(kind.split for kind in self.kinds)
+            f"{label} " + ", ".join(k.text() for k in self.kinds if k.split_label == label)
+            for label in dict.fromkeys(kind.split_label for kind in self.kinds)
         ]
         return "by kind, right of n, start -> final: " + "; ".join(parts)
 
@@ -278,7 +290,7 @@ def final_claim(
     Raises:
         ValueError: the two evaluations are not on the same items, or there are none.
     """
-    _, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", "test"))
+    ids, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", "test"))
     if not final_credit:
         raise ValueError("the final claim needs at least one test item scored for both policies")
     counts = paired_counts(final_credit, start_credit)
@@ -286,18 +298,16 @@ def final_claim(
     lenient = all(lenient_key in row for row in (*start, *final))
     ood_start = ood_final = ood_p = None
     ood_items, ood_b, ood_c = 0, None, None
+    kinds = kind_claims("test", ids, final_credit, start_credit, start, kind_of) if kind_of is not None else ()
     if start_ood and final_ood:
         names = ("final policy", "starting policy", "OOD test")
-        _, ood_final_credit, ood_start_credit = paired_credit(final_ood, start_ood, names=names)
+        ood_ids, ood_final_credit, ood_start_credit = paired_credit(final_ood, start_ood, names=names)
         ood = paired_counts(ood_final_credit, ood_start_credit)
         ood_items = ood.items
         ood_start, ood_final = ood.reference_right / ood.items, ood.candidate_right / ood.items
         ood_p, ood_b, ood_c = mcnemar_exact(ood.b, ood.c), ood.b, ood.c
-    kinds: tuple[KindClaim, ...] = ()
-    if kind_of is not None:
-        kinds = kind_claims("test", start, final, kind_of)
-        if start_ood and final_ood:
-            kinds += kind_claims("ood", start_ood, final_ood, kind_of)
+        if kind_of is not None:
+            kinds += kind_claims("ood", ood_ids, ood_final_credit, ood_start_credit, start_ood, kind_of)
     return FinalClaim(
         items=n,
         start_accuracy=counts.reference_right / n,
