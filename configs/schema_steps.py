@@ -107,7 +107,8 @@ class SelectConfig(Strict):
         lt=1.0,
         description=(
             "Share of each round's training examples that are real (gold) examples, added on top of the selected "
-            "rows: arithmetic prompts' worked `solution`, file prompts' `answer` (' The answer is N.'), drawn "
+            "rows: a prompt's worked `solution` (the built-in task's, or a file's `solution` column), else its "
+            "`answer` (' The answer is N.'), drawn "
             "from the round's prompts. Keeping real data in the mix guards against model collapse (Shumailov et "
             "al. 2024; Gerstgrasser et al. 2024). 0: none."
         ),
