@@ -258,6 +258,17 @@ class TrainConfig(Strict):
             "into the adapter's lineage and the metric train/head_bfloat16."
         ),
     )
+    average_from: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        exclude_if=lambda share: share is None,
+        description=(
+            "method=sft: save the uniform average of the adapter's weights after every optimiser step from this "
+            "share of training on (0.5: the last half), not the last step's weights: stochastic weight averaging "
+            "(Izmailov et al. 2018; dense, as SWAD, Cha et al. 2021, for out-of-domain reach); empty: the last step's."
+        ),
+    )
     batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)
     max_length: int = bounded(128, 4_096, "Prompt + completion tokens kept per example.", ge=8)
     min_examples: int = Field(
@@ -310,6 +321,8 @@ class TrainConfig(Strict):
                     f"train.{field}=bfloat16 is built for train.method=sft only, not {self.method} "
                     f"(whose reference model and losses assume float32); use train.{field}: float32"
                 )
+        if self.average_from is not None and self.method != "sft":
+            raise ValueError(f"train.average_from is built for train.method=sft only, not {self.method}")
         if self.method == "grpo":
             groups, size = self.grpo.num_generations, self.grpo.generation_batch_size or self.batch_size
             if size % groups or size % self.batch_size:

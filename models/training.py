@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import LoraConfig
+from transformers import TrainerCallback
 
 from configs.schema import TrainConfig
 
@@ -50,6 +52,47 @@ def cpu_trainer_settings(seed: int) -> dict[str, Any]:
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }
+
+
+class WeightAverage(TrainerCallback):
+    """Stochastic weight averaging of the trainable weights (Izmailov et al. 2018), dense as in SWAD (Cha et
+    al. 2021): the uniform mean of the weights after every optimiser step from `start_share` of training on,
+    copied into the model when training ends, so what is saved is the average, not the last step.
+
+    Attributes:
+        averaged_steps: How many steps' weights the average holds (0 before training ends).
+    """
+
+    def __init__(self, start_share: float) -> None:
+        self.start_share = start_share
+        self.averaged_steps = 0
+        self._mean: dict[str, torch.Tensor] = {}
+        self._start = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        self._start = int(state.max_steps * self.start_share)
+        self._mean, self.averaged_steps = {}, 0
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: torch.nn.Module | None = None, **_: Any) -> None:
+        if model is None or state.global_step <= self._start:
+            return
+        self.averaged_steps += 1
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if not param.requires_grad:
+                    continue
+                if name not in self._mean:
+                    self._mean[name] = param.detach().clone()
+                else:
+                    self._mean[name].add_(param.detach() - self._mean[name], alpha=1.0 / self.averaged_steps)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: torch.nn.Module | None = None, **_: Any) -> None:
+        if model is None or not self._mean:
+            return
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in self._mean:
+                    param.copy_(self._mean[name])
 
 
 @dataclass(frozen=True)

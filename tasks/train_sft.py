@@ -27,7 +27,7 @@ from trl import SFTConfig, SFTTrainer
 from configs.schema import TRAIN_DTYPE_METRICS, CampaignConfig, TrainConfig
 from models.loading import DTYPES, load_policy, resolve_train_dtype, set_torch_threads
 from models.losses import completion_loss
-from models.training import cpu_trainer_settings, lora_config, train_then_replace
+from models.training import WeightAverage, cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
@@ -167,10 +167,12 @@ def train_sft(
         progress: receives one-line progress reports.
 
     Returns:
-        Metrics: `loss` (mean over logged steps), `final_loss`, `steps`, `examples`, `seconds`.
+        Metrics: `loss` (mean over logged steps), `final_loss`, `steps`, `examples`, `seconds`, and with
+        `cfg.average_from` `averaged_steps` (the steps whose weights the saved adapter averages).
     """
     model, tokenizer = load_policy(base, adapter, trainable=True, dtype=DTYPES[resolve_train_dtype(cfg.base_dtype)])
     callback = _ProgressCallback(progress or (lambda _line: None))
+    average = WeightAverage(cfg.average_from) if cfg.average_from is not None else None
     with train_then_replace(out_dir) as scratch:
         trainer = make_trainer(
             model,
@@ -180,7 +182,7 @@ def train_sft(
             str(scratch.work),
             seed=seed,
             fresh_adapter=adapter is None,
-            callbacks=[callback],
+            callbacks=[callback, *([average] if average else [])],
         )
         started = time.perf_counter()
         trainer.train()
@@ -193,6 +195,7 @@ def train_sft(
         "steps": float(trainer.state.global_step),
         "examples": float(len(examples)),
         "seconds": seconds,
+        **({"averaged_steps": float(average.averaged_steps)} if average else {}),
     }
 
 

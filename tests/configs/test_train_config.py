@@ -25,6 +25,8 @@ from configs.loader import ConfigError, load_config
         ),
         (["train.warm_start_epochs=1"], ["train.warm_start_epochs", "generate.from_round"]),
         (["train.base_dtype=bfloat16", "train.method=superhf"], ["train.base_dtype", "train.method"]),
+        (["train.average_from=0.5", "train.method=superhf"], ["train.average_from", "train.method"]),
+        (["train.average_from=1.0"], ["train.average_from"]),
         (["train.base_dtype=float16"], ["train.base_dtype", "bfloat16"]),
         (
             ["train.head_dtype=bfloat16", "train.method=dpo", "train.init=continue"],

@@ -1,14 +1,17 @@
-"""The shared trainer pieces: LoRA settings, CPU trainer settings as TRL reads them, and train-then-replace."""
+"""The shared trainer pieces: LoRA settings, CPU trainer settings as TRL reads them, train-then-replace and weight
+averaging."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from trl import DPOConfig, SFTConfig
 
 from configs.schema import TrainConfig
-from models.training import cpu_trainer_settings, lora_config, train_then_replace
+from models.training import WeightAverage, cpu_trainer_settings, lora_config, train_then_replace
 
 
 def test_lora_config_carries_the_train_settings() -> None:
@@ -51,3 +54,20 @@ def test_a_failed_training_leaves_the_old_output(tmp_path: Path) -> None:
         pass
     assert (out / "weights").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"], "no scratch folder is left behind"
+
+
+def test_weight_average_saves_the_mean_of_the_steps_from_its_start() -> None:
+    model = torch.nn.Linear(2, 1)
+    model.bias.requires_grad_(False)  # frozen weights are left as they are
+    average = WeightAverage(0.5)
+    state = SimpleNamespace(max_steps=4, global_step=0)
+    average.on_train_begin(None, state, None)
+    for step, value in enumerate([1.0, 2.0, 4.0, 8.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.bias.fill_(-value)
+        state.global_step = step
+        average.on_step_end(None, state, None, model=model)
+    average.on_train_end(None, state, None, model=model)
+    assert average.averaged_steps == 2  # steps 3 and 4: after the first half
+    assert torch.equal(model.weight, torch.full((1, 2), 6.0)) and torch.equal(model.bias, torch.tensor([-8.0]))

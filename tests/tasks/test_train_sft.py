@@ -101,6 +101,19 @@ def test_round_two_starts_from_exactly_round_ones_saved_adapter(tiny_dir: Path, 
     assert first.keys() == second.keys() and not same_weights(first, second)
 
 
+def test_weight_averaging_saves_another_adapter_from_the_same_steps(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3)
+    last = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "last", seed=0)
+    averaged_cfg = cfg.model_copy(update={"average_from": 0.5})
+    averaged = train_sft(str(tiny_dir), None, _examples(32), averaged_cfg, tmp_path / "swa", seed=0)
+    # Averaging reads the weights and never steers them: the same four steps and losses, and the saved weights
+    # are the mean after steps 3 and 4 instead of step 4's.
+    assert averaged["averaged_steps"] == 2 and "averaged_steps" not in last
+    assert (averaged["steps"], averaged["loss"], averaged["final_loss"]) == (4, last["loss"], last["final_loss"])
+    first, second = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("last", "swa"))
+    assert first.keys() == second.keys() and not same_weights(first, second)
+
+
 def test_completion_logits_loss_and_gradients_equal_trls(tiny_dir: Path, tmp_path: Path) -> None:
     model, tokenizer = load_policy(str(tiny_dir))
     cfg = TrainConfig(batch_size=8, lora_dropout=0.0)
