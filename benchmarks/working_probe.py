@@ -187,6 +187,13 @@ def places(op: str, a: int, b: int) -> str:
     return f"{columns}. {result - result % 10} + {result % 10} = {result}. The answer is {result}."
 
 
+def places_add(op: str, a: int, b: int) -> str:
+    """"places" for additions, "digits" for subtractions: "4 + 4 = 8. 2 + 2 = 4. 40 + 8 = 48.", "12 - 9 = 3. 3 -
+    2 - 1 = 0. 32 - 29 = 3.". "places" mended additions without a carry on the development slice and lost
+    subtractions, where its "0 + 3 = 3" replaced the restated problem (warm_start_rounds.txt section 11c-d)."""
+    return places(op, a, b) if op == "add" else digits(op, a, b)
+
+
 def carry_first(op: str, a: int, b: int) -> str:
     """The "digits" working with an addition's carry written first in the tens' fact, right after the ones' sum
     it comes from: "9 + 5 = 14. 1 + 3 + 3 = 7. 39 + 35 = 74." (subtraction as in "digits"); plain where both
@@ -213,6 +220,7 @@ WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "ones_tens": ones_tens,
     "facts": facts,
     "places": places,
+    "places_add": places_add,
     "carry_first": carry_first,
 }
 
