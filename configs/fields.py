@@ -59,6 +59,10 @@ def check_template(template: str) -> str:
     if not fields:
         hint = " ('{{prompt}}' is an escaped, literal brace)" if "{{prompt}}" in template else ""
         raise ValueError(f"must contain the placeholder {{prompt}}, or the model never sees the question{hint}")
+    try:  # a conversion or format spec the question's text cannot take: "{prompt!z}", "{prompt:d}"
+        template.format(prompt="")
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{{prompt}} cannot be filled in ({err})") from None
     return template
 
 

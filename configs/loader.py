@@ -170,14 +170,28 @@ def config_from_mapping(data: dict[str, Any], overrides: Sequence[str] = ()) -> 
         raise ConfigError(format_validation_error(err)) from None
 
 
+def _override_value(key: str, raw: str) -> Any:
+    """An override's value read as YAML (`[a, b]`, `{k: v}`, `0.5`), a key given twice in one of its mappings
+    refused as in a config file; text YAML cannot read stays the text itself."""
+    if not raw.strip():
+        return ""
+    loader = _UniqueKeyLoader(raw)
+    loader.name = f"override {key}"
+    try:
+        return loader.get_single_data()
+    except ConfigError as err:
+        raise ConfigError(str(err).replace(", line 1:", ":")) from None
+    except yaml.YAMLError:
+        return raw
+    finally:
+        loader.dispose()
+
+
 def _apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    value = _override_value(key.strip(), raw)
     node = data
     # An override by an old name replaces the value the file gives under the new one.
     parts = OLD_NAMES.get(key.strip(), key.strip()).split(".")

@@ -39,7 +39,8 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _name_when_needed(self) -> ModelConfig:
         if self.source in ("hub", "local") and not self.name:
-            raise ValueError(f"model.name is required when model.source is {self.source!r}")
+            # No "model." here: the error's location (model, judge.model, judge.cascade.model) names which one.
+            raise ValueError(f"name is required when source is {self.source!r}")
         return self
 
 

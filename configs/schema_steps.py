@@ -64,11 +64,11 @@ class GenerateConfig(Strict):
     @classmethod
     def _hint(cls, value: str) -> str:
         if "{prompt}" not in value or "{answer}" not in value:
-            raise ValueError("generate.hint must contain {prompt} and {answer}")
+            raise ValueError("must contain {prompt} and {answer}")  # the loader names the field
         try:
             value.format(prompt="", answer="")
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(f"generate.hint: only {{prompt}} and {{answer}} may be placeholders ({error})") from None
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:  # {answer.x}, {answer[0]}
+            raise ValueError(f"only {{prompt}} and {{answer}} may be placeholders ({error})") from None
         return value
 
 

@@ -48,6 +48,14 @@ def main(ns: argparse.Namespace) -> int:
     config = load_checked(ns.args, default="judge-eval")
     if config is None:
         return 2
+    if ns.labelled:
+        from tasks.judging.reference_bank import BankError, load_bank_file
+
+        try:
+            load_bank_file(ns.labelled)  # here, so a bad line is one line on stderr, not a flow's traceback
+        except BankError as err:
+            print(f"selftrain: error: --labelled: {err}", file=sys.stderr)
+            return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = ns.out or str(Path(config.tracking.output_dir) / f"{config.name}-judge-eval-{stamp}")
     quiet_defaults()

@@ -15,6 +15,7 @@ from prefect import flow
 
 from configs.loader import flatten
 from configs.schema import CampaignConfig
+from tasks.records import atomic_write_text
 
 # Of the prompts: reference bank, calibration (Meta Ranking's reference weights), validation (every threshold);
 # the rest, half, is the test split.
@@ -107,14 +108,14 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
         print(f"judge-eval: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         # Long runs: keep what is done, scores included (the paired comparisons can be redone from them).
         partial = {"test_labels": [bool(r["correct"]) for r in test], "results": results}
-        (out / "partial.json").write_text(json.dumps(partial))
+        atomic_write_text(out / "partial.json", json.dumps(partial))  # a kill mid-write keeps the last one
     labels = [bool(r["correct"]) for r in test]
     results.update(bracket_rows(labels, config.seed))
     compare_with(results, labels, "pointwise", config.seed)
     wrong_share = 1 - sum(labels) / max(len(labels), 1)
     table = format_table(results, len(test), wrong_share)
     print(table)
-    (out / "results.md").write_text(markdown_table(results) + "\n")
+    atomic_write_text(out / "results.md", markdown_table(results) + "\n")
     png = plot_roc(results, labels, out / "roc.png", f"{config.name}: judges on {judge_ref.source}")
     figures = {name: {k: v for k, v in r.items() if k != "scores"} for name, r in results.items()}
     summary = {
@@ -130,7 +131,7 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
         "test_wrong_share": wrong_share,
         "results": figures,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     run_id = start_run(
         config.tracking,
         f"{config.name}-judge-eval",
@@ -167,6 +168,7 @@ def judge_eval_flow(config: CampaignConfig, judges: list[str], out: str, labelle
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     rows = load_bank_file(labelled) if labelled else labelled_set(config, prepare_base(config).base)
-    with open(folder / "labelled.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    copy = folder / "labelled.jsonl"
+    if not (labelled and copy.exists() and Path(labelled).resolve() == copy.resolve()):  # never rewrite the input
+        atomic_write_text(copy, "".join(json.dumps(row) + "\n" for row in rows))
     return evaluate(config, rows, judges, folder, labelled or "the sampled labelled set")

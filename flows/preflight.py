@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from configs.schema import CampaignConfig, ModelConfig, TrackingConfig
+from configs.schema import CampaignConfig, ModelConfig, StorageConfig, TrackingConfig
 
 HUB_PROBE_SECONDS = 3.0  # an unreachable hub otherwise costs ~75 s of retries, then a traceback
 MIN_FREE_BYTES = 100 * 2**20  # adapters, round data and the MLflow store need at least this much
@@ -44,6 +44,7 @@ def preflight(config: CampaignConfig) -> None:
             field, file or line at fault and the reason.
     """
     check_output_dir(config.tracking)
+    check_storage(config.storage)
     check_tracking_uri(config.tracking)
     check_prompts(config)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
@@ -73,9 +74,24 @@ def check_output_dir(cfg: TrackingConfig) -> None:
     check_folder(f"tracking.output_dir={cfg.output_dir}", Path(cfg.output_dir))
 
 
+def check_storage(cfg: StorageConfig) -> None:
+    """Raise unless `storage.base`, when it names a folder here (a path or a file:// URL), is a writable folder
+    or can be created as one; an object-store URL is mirrored to from a folder under tracking.output_dir."""
+    if cfg.base and not cfg.mirrored:
+        check_folder(f"storage.base={cfg.base}", Path(cfg.base.removeprefix("file://")))
+
+
+def expanded(where: str, path: Path) -> Path:
+    """`path` with a leading `~` or `~user` expanded; a user with no home directory is `where`'s error."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise PreflightError(f"{where}: {path.parts[0]} names no user with a home directory") from None
+
+
 def check_folder(where: str, folder: Path) -> None:
     """Raise unless `folder` is a writable folder, or can be created as one, on a disk with room left."""
-    path = folder.expanduser().absolute()
+    path = expanded(where, folder).absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -113,6 +129,8 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
         scheme = get_uri_scheme(uri)
     except MlflowException as err:
         raise PreflightError(f"{where}: {_first_line(err.message)}") from None
+    except ValueError as err:  # urllib's own: "Invalid IPv6 URL"
+        raise PreflightError(f"{where}: {err}") from None
     known = _tracking_store_registry._registry  # scheme -> store builder, as MLflow resolves it
     if scheme not in known:
         names = ", ".join(sorted(s for s in known if s))
@@ -202,14 +220,15 @@ def check_model(field: str, model: ModelConfig) -> None:
         except PackagedModelError as error:
             raise PreflightError(f"{field}.source packaged-gemma: {error}") from None
     elif model.source == "local":
-        check_model_dir(f"{field}.name={model.name}", Path(str(model.name)).expanduser())
+        where = f"{field}.name={model.name}"
+        check_model_dir(where, expanded(where, Path(str(model.name))))
     elif model.source == "hub":
         check_hub_model(f"{field}.name", str(model.name))
 
 
 def check_reward_model(name: str) -> None:
     """judge.reward_model: a local directory holding a model, else a hub id that can be fetched."""
-    path = Path(name).expanduser()
+    path = expanded(f"judge.reward_model={name}", Path(name))
     if path.exists():
         check_model_dir(f"judge.reward_model={name}", path)
     else:

@@ -9,6 +9,7 @@ the file, the line or row and the reason, instead of as a KeyError three tasks l
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import tempfile
@@ -102,6 +103,7 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
     first_seen: dict[str, int] = {}
     for index, (number, raw) in enumerate(rows):
         try:
+            _check_text(raw)
             record = _to_record(raw, default_id=f"{path.stem}-{index}", require_answer=require_answer)
         except _RowError as error:
             raise PromptFileError(path, str(error), number, unit) from None
@@ -112,6 +114,20 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
         first_seen[record["id"]] = number
         records.append(record)
     return records
+
+
+def _check_text(raw: Any) -> None:
+    """Raise `_RowError` for a text cell holding a lone surrogate ("\\ud800" escaped in JSON): Python reads it,
+    but it is not text, and writing the row out (UTF-8) would fail rounds later, far from this line."""
+    if not isinstance(raw, dict):
+        return
+    for key, value in raw.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                where = f"U+{ord(value[error.start]):04X} at character {error.start}"
+                raise _RowError(f"{key!r} holds a lone surrogate ({where}), not text") from None
 
 
 def load_response_file(path: str | Path) -> list[Record]:
@@ -147,16 +163,24 @@ def _tabular_rows(path: Path) -> list[tuple[int, Any]]:
     return _read_csv(path) if path.suffix.lower() == ".csv" else _read_parquet(path)
 
 
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a leading byte-order mark dropped: editors on Windows prepend one); bytes that
+    are not UTF-8 are an error naming their line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise PromptFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})", line) from None
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     """(1-based line number, parsed value) for each non-blank line.
 
     Parsed with `json` rather than `datasets`: this names the bad line, and Arrow's column typing would
     turn an integer answer into a float (12 -> 12.0) when another row's answer is a float.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows prepend a byte-order mark
-    except UnicodeDecodeError as error:
-        raise PromptFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    text = _read_text(path)
     rows = []
     # Split on "\n" only: str.splitlines would also break inside strings holding U+2028 and similar.
     for number, line in enumerate(text.split("\n"), start=1):
@@ -171,14 +195,10 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
 
 def _read_csv(path: Path) -> list[tuple[int, Any]]:
     """(1-based data row number, row dict) for each CSV row; every cell is read as text."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            # `datasets` reports a header-only file as 'Instruction "train" corresponds to no data!'.
-            has_rows = any(any(cell.strip() for cell in cells) for cells in reader)
-    except UnicodeDecodeError as error:
-        raise PromptFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    header = next(reader, [])
+    # `datasets` reports a header-only file as 'Instruction "train" corresponds to no data!'.
+    has_rows = any(any(cell.strip() for cell in cells) for cells in reader)
     _check_columns(path, header)
     if not has_rows:
         return []

@@ -35,8 +35,15 @@ def load_bank_file(path: str | Path) -> list[Record]:
     path = Path(path)
     if not path.exists():
         raise BankError(f"{path}: reference bank file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        at = data[: error.start].count(b"\n") + 1
+        raise BankError(f"{path}:{at}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     bank = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Split on "\n" only: str.splitlines would also break inside strings holding U+2028 and similar.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -48,6 +55,11 @@ def load_bank_file(path: str | Path) -> list[Record]:
         for field, kind in (("prompt", str), ("response", str), ("correct", bool)):
             if not isinstance(row.get(field), kind):
                 raise BankError(f"{path}:{number}: field {field!r} must be a {kind.__name__}")
+            if kind is str and not row[field].isascii():
+                try:
+                    row[field].encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BankError(f"{path}:{number}: field {field!r} holds a lone surrogate, not text") from None
         bank.append({"prompt": row["prompt"], "response": row["response"], "correct": row["correct"]})
     return bank
 

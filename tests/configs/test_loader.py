@@ -38,7 +38,7 @@ def test_overrides_parse_yaml_values() -> None:
         ("generate.k=many", "generate.k: Input should be a valid integer"),
         ("train.learnig_rate=0.1", "train.learnig_rate: unknown field (did you mean 'learning_rate'?)"),
         ("colour=red", "colour: unknown field"),
-        ("model.source=hub", "model.name is required when model.source is 'hub'"),
+        ("model.source=hub", "model: name is required when source is 'hub'"),
         ("prompts.min_operand=20", "prompts.min_operand must not exceed prompts.max_operand"),
         ("evaluate.few_shot_working=plain", "evaluate.few_shot_baseline is off"),
         ("evaluate.few_shot_working=long", "evaluate.few_shot_working: Input should be 'plain', 'ones'"),

@@ -113,3 +113,9 @@ def test_judge_eval_accepts_the_reward_model(tmp_path: Path, tiny_dir: Path, cap
     assert (out / "reward-model" / "lineage.json").exists()
     bad = parser.parse_args([*args, "--judges", "reward", "--labelled", str(labelled), "--out", str(out)])
     assert judge_eval.main(bad) == 2
+    capsys.readouterr()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "a", "response": "b"}\n')
+    bad_file = parser.parse_args([*args, "--judges", "reward-model", "--labelled", str(broken), "--out", str(out)])
+    assert judge_eval.main(bad_file) == 2
+    assert capsys.readouterr().err == f"selftrain: error: --labelled: {broken}:1: field 'correct' must be a bool\n"

@@ -157,6 +157,10 @@ def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.Captur
     assert blocker.read_text() == ""
     sqlite = f"tracking.tracking_uri=sqlite:///{blocker}/mlflow.db"
     assert "is a file" in _rejected(capsys, tmp_path / "other", sqlite)
+    for base in (f"{blocker}/sub", f"file://{blocker}/sub"):  # storage.base, a folder here, is checked the same way
+        assert main(["validate", "configs/tiny.yaml", f"storage.base={base}"]) == 2
+        expected = f"selftrain: error: storage.base={base}: cannot be created, {blocker} is a file\n"
+        assert capsys.readouterr().err == expected
 
 
 @pytest.mark.parametrize(
@@ -166,6 +170,12 @@ def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.Captur
         (["tracking.experiment="], "tracking.experiment: must not be empty"),
         (["prompts.template='Question: {{prompt}} Answer:'"], "prompts.template: must contain the placeholder"),
         (["prompts.template='{question}'"], "prompts.template: unknown placeholder {question}"),
+        (["prompts.template='Q {prompt!z}'"], "prompts.template: {prompt} cannot be filled in (Unknown conversion"),
+        (["generate.hint='{prompt} {answer} {answer.x}'"], "generate.hint: only {prompt} and {answer} may be"),
+        (["select.filters=[{kind: dsir, share: 0.2, share: 0.9}]"], "override select.filters: duplicate key 'share'"),
+        (["tracking.output_dir=~nosuchuser-st/runs"], "~nosuchuser-st names no user with a home directory"),
+        (["tracking.tracking_uri=http://[::1"], "tracking.tracking_uri=http://[::1: Invalid IPv6 URL"),
+        (["judge.cascade.model.source=hub"], "judge.cascade.model: name is required when source is 'hub'"),
         (["select.threshold=.nan"], "select.threshold: Input should be a finite number (got nan)"),
         (["train.epochs=.inf"], "train.epochs: Input should be a finite number (got inf)"),
         (["train.target_modules=[]"], "train.target_modules: name at least one module"),

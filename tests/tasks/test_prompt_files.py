@@ -244,8 +244,20 @@ def test_duplicate_id(tmp_path: Path) -> None:
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
-    path.write_bytes(b'{"prompt": "caf\xe9"}\n')
-    with pytest.raises(PromptFileError, match=r"l\.jsonl: not UTF-8 text"):
+    path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(PromptFileError, match=r"l\.jsonl, line 2: not UTF-8 text"):
+        load_prompt_file(path)
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"prompt\nok\n\ncaf\xe9\n")
+    with pytest.raises(PromptFileError, match=r"t\.csv, line 4: not UTF-8 text"):
+        load_prompt_file(table)
+
+
+def test_a_lone_surrogate_is_refused_at_its_line(tmp_path: Path) -> None:
+    # JSON's "\ud800" escape reads into Python, but is not text: writing the row out would fail rounds later.
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"prompt": "ok", "answer": "1"}\n{"prompt": "x", "answer": "2", "response": "bad \\ud800"}\n')
+    with pytest.raises(PromptFileError, match=r"s\.jsonl, line 2: 'response' holds a lone surrogate \(U\+D800"):
         load_prompt_file(path)
 
 

@@ -92,6 +92,12 @@ def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
         load_bank_file(path)
     with pytest.raises(BankError, match="not found"):
         load_bank_file(tmp_path / "missing.jsonl")
+    # A line separator inside a string is text, not the end of a line; bytes that are not UTF-8 name their line.
+    path.write_text('{"prompt": "a\u2028b", "response": "r", "correct": true}\n', encoding="utf-8")
+    assert load_bank_file(path) == [{"prompt": "a\u2028b", "response": "r", "correct": True}]
+    path.write_bytes(b'{"prompt": "a", "response": "r", "correct": true}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(BankError, match=r"bank.jsonl:2: not UTF-8 text"):
+        load_bank_file(path)
 
 
 def test_round_bank_reads_earlier_rounds_and_bootstraps_the_shortfall(tmp_path: Path) -> None:
