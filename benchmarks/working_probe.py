@@ -188,7 +188,7 @@ def places(op: str, a: int, b: int) -> str:
 
 
 def places_add(op: str, a: int, b: int) -> str:
-    """"places" for additions, "digits" for subtractions: "4 + 4 = 8. 2 + 2 = 4. 40 + 8 = 48.", "12 - 9 = 3. 3 -
+    """ "places" for additions, "digits" for subtractions: "4 + 4 = 8. 2 + 2 = 4. 40 + 8 = 48.", "12 - 9 = 3. 3 -
     2 - 1 = 0. 32 - 29 = 3.". "places" mended additions without a carry on the development slice and lost
     subtractions, where its "0 + 3 = 3" replaced the restated problem (warm_start_rounds.txt section 11c-d)."""
     return places(op, a, b) if op == "add" else digits(op, a, b)
@@ -350,6 +350,13 @@ def main() -> int:
     parser.add_argument(
         "--chains", type=int, default=0, help="replace the last N gold rows by two-step problems (chain_problems)"
     )
+    parser.add_argument(
+        "--train-max-operand",
+        type=int,
+        default=None,
+        help="draw the gold rows' operands up to N instead of prompts.max_operand (validation and the OOD "
+        "development slice stay the config's): how far a wider training range reaches",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="config overrides on configs/default.yaml")
     ns = parser.parse_args()
@@ -358,9 +365,10 @@ def main() -> int:
     cfg = config.prompts
     base = str(ensure_packaged_gemma(cache_root() / "models"))
     draw = partial(sample_problems, split="train", seed=ns.draw_seed, min_operand=cfg.min_operand)
-    problems = draw(ns.rows, max_operand=cfg.max_operand)
+    train_max = ns.train_max_operand or cfg.max_operand
+    problems = draw(ns.rows, max_operand=train_max)
     if ns.distinct:
-        problems = equations_first(draw(2000, max_operand=cfg.max_operand), ns.rows)
+        problems = equations_first(draw(2000, max_operand=train_max), ns.rows)
     write = WORKINGS[ns.working]
     problems = problems[: len(problems) - ns.chains]
     examples = [
@@ -399,6 +407,7 @@ def main() -> int:
         "draw_seed": ns.draw_seed,
         "distinct_first": ns.distinct,
         **({"chains": ns.chains} if ns.chains else {}),
+        **({"train_max_operand": train_max} if train_max != cfg.max_operand else {}),
         "overrides": ns.overrides,
         "seed": ns.seed,
         "train_seconds": round(trained["seconds"], 1),
