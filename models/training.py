@@ -1,4 +1,5 @@
-"""What every selftrain trainer shares: the LoRA adapter settings, the CPU trainer options, train-then-replace.
+"""What every selftrain trainer shares: the LoRA adapter settings, the CPU trainer options, train-then-replace,
+weight averaging.
 
 The SFT, DPO, SuperHF and reward-model trainers import these instead of borrowing from one another, as
 torchtune's recipes import their shared components.
