@@ -22,6 +22,7 @@ import datasets
 import pyarrow.parquet as pq
 
 from tasks.records import Record
+from tasks.text_files import TextFileError, lone_surrogate, numbered_lines, read_text
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
@@ -117,17 +118,13 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
 
 
 def _check_text(raw: Any) -> None:
-    """Raise `_RowError` for a text cell holding a lone surrogate ("\\ud800" escaped in JSON): Python reads it,
-    but it is not text, and writing the row out (UTF-8) would fail rounds later, far from this line."""
+    """Raise `_RowError` for a text cell holding a lone surrogate (`tasks.text_files.lone_surrogate`)."""
     if not isinstance(raw, dict):
         return
     for key, value in raw.items():
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as error:
-                where = f"U+{ord(value[error.start]):04X} at character {error.start}"
-                raise _RowError(f"{key!r} holds a lone surrogate ({where}), not text") from None
+        where = lone_surrogate(value) if isinstance(value, str) else None
+        if where:
+            raise _RowError(f"{key!r} holds a lone surrogate ({where}), not text")
 
 
 def load_response_file(path: str | Path) -> list[Record]:
@@ -164,14 +161,11 @@ def _tabular_rows(path: Path) -> list[tuple[int, Any]]:
 
 
 def _read_text(path: Path) -> str:
-    """The file's text (UTF-8, a leading byte-order mark dropped: editors on Windows prepend one); bytes that
-    are not UTF-8 are an error naming their line."""
-    data = path.read_bytes()
+    """`tasks.text_files.read_text`, its error a `PromptFileError` naming the file and the line."""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise PromptFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})", line) from None
+        return read_text(path)
+    except TextFileError as error:
+        raise PromptFileError(path, error.reason, error.line) from None
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -180,12 +174,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     Parsed with `json` rather than `datasets`: this names the bad line, and Arrow's column typing would
     turn an integer answer into a float (12 -> 12.0) when another row's answer is a float.
     """
-    text = _read_text(path)
     rows = []
-    # Split on "\n" only: str.splitlines would also break inside strings holding U+2028 and similar.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(_read_text(path)):
         try:
             rows.append((number, json.loads(line)))
         except json.JSONDecodeError as error:

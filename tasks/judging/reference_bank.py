@@ -20,6 +20,7 @@ from configs.schema import JudgeConfig
 from configs.schema_judge import REFERENCE_KINDS
 from tasks.judging.verifier import is_correct
 from tasks.records import DatasetRef, Record, read_records
+from tasks.text_files import TextFileError, lone_surrogate, numbered_lines, read_text
 
 
 class BankError(ValueError):
@@ -35,17 +36,12 @@ def load_bank_file(path: str | Path) -> list[Record]:
     path = Path(path)
     if not path.exists():
         raise BankError(f"{path}: reference bank file not found")
-    data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        at = data[: error.start].count(b"\n") + 1
-        raise BankError(f"{path}:{at}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        text = read_text(path)
+    except TextFileError as error:
+        raise BankError(f"{path}:{error.line}: {error.reason}") from None
     bank = []
-    # Split on "\n" only: str.splitlines would also break inside strings holding U+2028 and similar.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(text):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
@@ -55,11 +51,9 @@ def load_bank_file(path: str | Path) -> list[Record]:
         for field, kind in (("prompt", str), ("response", str), ("correct", bool)):
             if not isinstance(row.get(field), kind):
                 raise BankError(f"{path}:{number}: field {field!r} must be a {kind.__name__}")
-            if kind is str and not row[field].isascii():
-                try:
-                    row[field].encode("utf-8")
-                except UnicodeEncodeError:
-                    raise BankError(f"{path}:{number}: field {field!r} holds a lone surrogate, not text") from None
+            where = lone_surrogate(row[field]) if kind is str else None
+            if where:
+                raise BankError(f"{path}:{number}: field {field!r} holds a lone surrogate ({where}), not text")
         bank.append({"prompt": row["prompt"], "response": row["response"], "correct": row["correct"]})
     return bank
 
