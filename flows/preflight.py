@@ -228,9 +228,10 @@ def check_model(field: str, model: ModelConfig) -> None:
 
 def check_reward_model(name: str) -> None:
     """judge.reward_model: a local directory holding a model, else a hub id that can be fetched."""
-    path = expanded(f"judge.reward_model={name}", Path(name))
+    where = f"judge.reward_model={name}"
+    path = expanded(where, Path(name))
     if path.exists():
-        check_model_dir(f"judge.reward_model={name}", path)
+        check_model_dir(where, path)
     else:
         check_hub_model("judge.reward_model", name)
 
