@@ -31,13 +31,14 @@ SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
 class PromptFileError(ValueError):
     """A prompt file that cannot be used, with the file, the place in it and the reason.
 
-    The message reads `path, line 7: reason` (JSONL lines and CSV/Parquet data rows are 1-based; a CSV
-    header is not a row) or `path: reason` when the problem is the whole file.
+    The message reads `path, line 7: reason` (the 1-based line of a JSONL or CSV file where the row starts;
+    a Parquet file's 1-based data row reads `path, row 7: reason`) or `path: reason` when the problem is the
+    whole file.
 
     Attributes:
         path: The file as the caller named it.
         reason: What is wrong, in a few words.
-        line: The 1-based line (JSONL) or data row (CSV, Parquet), or None for a whole-file problem.
+        line: The 1-based line (JSONL, CSV) or data row (Parquet), or None for a whole-file problem.
         unit: "line" or "row", the word used for `line` in the message.
     """
 
@@ -88,13 +89,7 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
     if path.stat().st_size == 0:
         raise PromptFileError(path, "empty file")
 
-    unit = "line" if suffix in JSONL_SUFFIXES else "row"
-    if suffix in JSONL_SUFFIXES:
-        rows = _read_jsonl(path)
-    elif suffix == ".csv":
-        rows = _read_csv(path)
-    else:
-        rows = _read_parquet(path)
+    rows, unit = _read_rows(path)
     if not rows:
         raise PromptFileError(path, "no rows")
     if require_answer and not any(isinstance(raw, dict) and "answer" in raw for _, raw in rows):
@@ -142,9 +137,7 @@ def load_response_file(path: str | Path) -> list[Record]:
     """
     path = Path(path)
     records = load_prompt_file(path, require_answer=True)  # checks the file, prompt, answer and ids
-    suffix = path.suffix.lower()
-    unit = "line" if suffix in JSONL_SUFFIXES else "row"
-    rows = _read_jsonl(path) if suffix in JSONL_SUFFIXES else [(i, row) for i, row in _tabular_rows(path)]
+    rows, unit = _read_rows(path)
     out = []
     for record, (number, raw) in zip(records, rows, strict=True):
         response = raw.get("response")
@@ -156,8 +149,16 @@ def load_response_file(path: str | Path) -> list[Record]:
     return out
 
 
-def _tabular_rows(path: Path) -> list[tuple[int, Any]]:
-    return _read_csv(path) if path.suffix.lower() == ".csv" else _read_parquet(path)
+def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
+    """(place, parsed row) for each row of a JSONL, CSV or Parquet file, and the word for the place: "line" (of
+    the file, where the row starts) for JSONL and CSV, "row" (1-based data row) for Parquet and for a CSV file
+    whose rows `csv` and pandas count differently."""
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path), "line"
+    if suffix == ".csv":
+        return _read_csv(path)
+    return _read_parquet(path), "row"
 
 
 def _read_text(path: Path) -> str:
@@ -183,20 +184,35 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def _read_csv(path: Path) -> list[tuple[int, Any]]:
-    """(1-based data row number, row dict) for each CSV row; every cell is read as text."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
+    """(1-based line of the file where the row starts, row dict) for each CSV row, and "line"; every cell is read
+    as text.
+
+    The rows are `datasets`' (pandas'), which skips blank and whitespace-only lines and lets a quoted cell run
+    over several lines; `csv` finds where each kept row starts, so an error names the line an editor shows. Where
+    the two count the rows differently, the places are data rows, and the word "row".
+    """
+    text = _read_text(path)
+    lines = io.StringIO(text, newline="").readlines()  # the physical lines `csv` counts in `line_num`
+    reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, [])
-    # `datasets` reports a header-only file as 'Instruction "train" corresponds to no data!'.
-    has_rows = any(any(cell.strip() for cell in cells) for cells in reader)
+    starts = []
+    start = reader.line_num + 1
+    for _cells in reader:
+        if reader.line_num > start or lines[start - 1].strip():  # pandas skips a blank one-line record
+            starts.append(start)
+        start = reader.line_num + 1
     _check_columns(path, header)
-    if not has_rows:
-        return []
+    # `datasets` reports a header-only file as 'Instruction "train" corresponds to no data!'.
+    if not starts:
+        return [], "line"
     # All-string features keep cells as written ("012" stays "012"); keep_default_na=False keeps "NA" or
     # "null" answers as text, so only an empty cell means "no answer".
     features = datasets.Features({name: datasets.Value("string") for name in header})
     rows = _load_with_datasets(path, "csv", features=features, keep_default_na=False)
-    return list(enumerate(rows, start=1))
+    if len(starts) != len(rows):
+        return list(enumerate(rows, start=1)), "row"
+    return list(zip(starts, rows, strict=True)), "line"
 
 
 def _read_parquet(path: Path) -> list[tuple[int, Any]]:

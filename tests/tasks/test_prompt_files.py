@@ -146,11 +146,28 @@ def test_bad_jsonl_row_names_the_line(tmp_path: Path, row: dict[str, object], re
     assert str(caught.value) == f"{path}, line 2: {reason}"
 
 
-def test_empty_csv_prompt_names_the_row(tmp_path: Path) -> None:
+def test_empty_csv_prompt_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "prompt,answer\nfine,1\n,2\n")
     with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path)
-    assert str(caught.value) == f"{path}, row 2: empty 'prompt'"
+    assert str(caught.value) == f"{path}, line 3: empty 'prompt'"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # blank and whitespace-only lines (pandas skips them) and a quoted cell over two lines before the bad row
+        ('prompt,answer\n\nfine,1\n   \n"two\nlines",2\n\t\n,3\nlast,4\n', 8),
+        ("prompt,answer\r\nfine,1\r\n\r\n,2\r\n", 4),
+        ('prompt\nfine\n"   "\n', 3),  # a quoted blank is a row, not a blank line
+    ],
+)
+def test_csv_error_names_the_line_an_editor_shows(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == f"{path}, line {line}: empty 'prompt'"
 
 
 def test_parquet_empty_prompt_names_the_row(tmp_path: Path) -> None:
@@ -232,7 +249,7 @@ def test_require_answer_names_the_row(tmp_path: Path) -> None:
 
 def test_require_answer_csv(tmp_path: Path) -> None:
     path = write(tmp_path / "h.csv", "prompt,answer\na,1\nb,\n")
-    with pytest.raises(PromptFileError, match=r"h\.csv, row 2: no 'answer'"):
+    with pytest.raises(PromptFileError, match=r"h\.csv, line 3: no 'answer'"):
         load_prompt_file(path, require_answer=True)
 
 
