@@ -210,6 +210,32 @@ def carry_first(op: str, a: int, b: int) -> str:
     return written.replace(f" {ta} + {tb} + 1 = ", f" 1 + {ta} + {tb} = ", 1)
 
 
+def carry_always(op: str, a: int, b: int) -> str:
+    """The "digits" working with the carry in every tens' fact of an addition, as the tens digit of the ones' sum
+    just written: "9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74.", "4 + 3 = 7. 3 + 2 + 0 = 5. 34 + 23 = 57."
+    (subtraction as in "digits"); plain where both operands are below 10. In range no addition with a tens digit
+    of 2 carries (such an operand is 20), so "no '+ 1' after a 2" fits every training row, and past the range
+    the carry is dropped ("3 + 3 = 6" for 39 + 35); here the third term is always there, a copy of a stated
+    digit."""
+    written = digits_working(op, a, b)
+    if written is None or op != "add" or (a % 10 + b % 10) >= 10:
+        return written or plain(op, a, b)
+    ta, tb = a // 10, b // 10
+    return written.replace(f" {ta} + {tb} = ", f" {ta} + {tb} + 0 = ", 1)
+
+
+def carry_digit(op: str, a: int, b: int) -> str:
+    """`carry_always` with the carry first, right after the ones' sum whose tens digit it is: "9 + 5 = 14. 1 + 3
+    + 3 = 7. 39 + 35 = 74.", "4 + 3 = 7. 0 + 3 + 2 = 5. 34 + 23 = 57." (subtraction as in "digits")."""
+    written = digits_working(op, a, b)
+    if written is None or op != "add":
+        return written or plain(op, a, b)
+    ta, tb = a // 10, b // 10
+    carry = (a % 10 + b % 10) // 10
+    old = f" {ta} + {tb}" + (" + 1" if carry else "") + " = "
+    return written.replace(old, f" {carry} + {ta} + {tb} = ", 1)
+
+
 WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "plain": plain,
     "tens": tens,
@@ -222,6 +248,8 @@ WORKINGS: dict[str, Callable[[str, int, int], str]] = {
     "places": places,
     "places_add": places_add,
     "carry_first": carry_first,
+    "carry_always": carry_always,
+    "carry_digit": carry_digit,
 }
 
 # Two-step phrasings for --chains: "add-sub" is the built-in task's kind, "add-add" the probe's own.
