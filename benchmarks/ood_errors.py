@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tasks.arithmetic import parse_question  # noqa: E402
+from tasks.judging.verifier import computations  # noqa: E402
 
-STEP = re.compile(r"(\d+(?: [+-] \d+)+) = (\d+)")
 CLASSES = (
     "fewer steps",
     "ones digits misread",
@@ -50,7 +49,7 @@ CLASSES = (
 
 def first_wrong_step(a: int, b: int, response: str) -> str:
     """The class (`CLASSES`) of a wrong answer to `a + b` written in the digit working."""
-    steps = STEP.findall(response)
+    steps = [(text.split(" = ")[0], value) for text, _, value in computations(response)]
     if len(steps) < 3:
         return "fewer steps"
     x, y, ta, tb = a % 10, b % 10, a // 10, b // 10
@@ -59,7 +58,7 @@ def first_wrong_step(a: int, b: int, response: str) -> str:
     tens_digits = tens_terms.removesuffix(" + 1")
     if ones_terms not in (f"{x} + {y}", f"{y} + {x}"):
         return "ones digits misread"
-    if int(ones_sum) != x + y:
+    if ones_sum != x + y:
         return "ones fact wrong"
     if tens_digits not in (f"{ta} + {tb}", f"{tb} + {ta}"):
         return "tens digits misread"
@@ -67,10 +66,10 @@ def first_wrong_step(a: int, b: int, response: str) -> str:
         return "carry dropped"
     if not carry and tens_digits != tens_terms:
         return "carry invented"
-    if int(tens_sum) != ta + tb + carry:
+    if tens_sum != ta + tb + carry:
         return "tens fact wrong"
-    if int(result) != a + b:
-        return "answer is the ones' sum" if int(result) in (x + y, (x + y) % 10) else "equation wrong"
+    if result != a + b:
+        return "answer is the ones' sum" if result in (x + y, (x + y) % 10) else "equation wrong"
     return "other"
 
 
