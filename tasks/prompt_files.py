@@ -79,6 +79,12 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
             is unusable.
     """
     path = Path(path)
+    rows, unit = _file_rows(path)
+    return _records(path, rows, unit, require_answer=require_answer)
+
+
+def _file_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
+    """`_read_rows` of a file checked first to be there, of a supported type and not empty; no rows is an error."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise PromptFileError(path, f"unsupported file type {suffix or '(none)'!r} (use {', '.join(SUFFIXES)})")
@@ -92,6 +98,11 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
     rows, unit = _read_rows(path)
     if not rows:
         raise PromptFileError(path, "no rows")
+    return rows, unit
+
+
+def _records(path: Path, rows: list[tuple[int, Any]], unit: str, *, require_answer: bool) -> list[Record]:
+    """`load_prompt_file`'s records of a file's `rows` (`_file_rows`), each row checked."""
     if require_answer and not any(isinstance(raw, dict) and "answer" in raw for _, raw in rows):
         raise PromptFileError(path, "no 'answer' column (this file is scored against answers)")
 
@@ -136,8 +147,8 @@ def load_response_file(path: str | Path) -> list[Record]:
             prompt, a response that is not text, a row without an answer).
     """
     path = Path(path)
-    records = load_prompt_file(path, require_answer=True)  # checks the file, prompt, answer and ids
-    rows, unit = _read_rows(path)
+    rows, unit = _file_rows(path)
+    records = _records(path, rows, unit, require_answer=True)  # checks the prompt, answer and ids
     out = []
     for record, (number, raw) in zip(records, rows, strict=True):
         response = raw.get("response")
