@@ -12,9 +12,13 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 SAFE_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ - , not starting with '.'"
 # Deprecated dotted names and their new ones (validation and test used to be one "held-out" set).
 OLD_NAMES = {"prompts.heldout_size": "prompts.validation_size", "prompts.heldout_path": "prompts.validation_path"}
-# "The answer is N." at the very end, said only once in the response (the lookahead refuses a second
-# "answer is"); "the" may start lower-case after "so". One group: the answer. Read by tasks/judging/verifier.py.
-DEFAULT_ANSWER_PATTERN = r"(?s)^(?!.*answer is.*answer is)(?:.*\s)?[Tt]he answer is (-?\d+)\.\s*$"
+# "The answer is N." at the very end, said only once in the response: the lookahead refuses a second answer
+# stated in any case, as "answer is" or "Answer:" ("The Answer is 8. The answer is 7." earns nothing). "the" may
+# start lower-case after "so". N is ASCII digits (`\d` also takes "７" or "٧"). One group: the answer. Read by
+# tasks/judging/verifier.py.
+DEFAULT_ANSWER_PATTERN = (
+    r"(?s)^(?!(?i:.*answer(?:\s+is|\s*:).*answer(?:\s+is|\s*:)))(?:.*\s)?[Tt]he answer is (-?[0-9]+)\.\s*$"
+)
 
 
 class Strict(BaseModel):

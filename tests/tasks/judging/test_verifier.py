@@ -17,6 +17,7 @@ from tasks.judging.verifier import (
     shows_work,
     verify_rows,
 )
+from tasks.records import Record
 
 
 @pytest.mark.parametrize(
@@ -74,7 +75,7 @@ def test_a_configured_pattern_replaces_the_default() -> None:
 
 
 def test_verify_rows_keeps_strict_lenient_and_form_side_by_side() -> None:
-    rows = [
+    rows: list[Record] = [
         {"response": "The answer is 5.", "answer": "5"},
         {"response": "The answer is 6.", "answer": "5"},
         {"response": " 2 + 3 = 5", "answer": "5"},
@@ -117,9 +118,88 @@ def test_shows_work(response: str, kept: bool) -> None:
 
 def test_computations_are_read_in_order_with_their_truth() -> None:
     steps = computations(" Tom has 4 * 3 = 12 apples, then 12 + 5 = 17, so 17 - 2 = 16. The answer is 16.")
-    assert [(text, holds, float(value)) for text, holds, value in steps] == [
-        ("4 * 3 = 12", True, 12.0),
-        ("12 + 5 = 17", True, 17.0),
-        ("17 - 2 = 16", False, 16.0),
-    ]
+    assert steps == [("4 * 3 = 12", True, 12), ("12 + 5 = 17", True, 17), ("17 - 2 = 16", False, 16)]
     assert computations(" 2 + 3 * 4 = 14") == [("2 + 3 * 4 = 14", True, 14)]  # * before +
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The Answer is 8. The answer is 7.",  # the "said once" check ignores case
+        "ANSWER IS 8. The answer is 7.",
+        "Answer: 8. The answer is 7.",  # "Answer:" states an answer too
+        "answer:8\nThe answer is 7.",
+        "The answer  is 8. The answer is 7.",  # however many spaces
+        "The answer is ７.",  # full-width digit: ASCII digits only
+        "The answer is ٧.",  # Arabic-Indic digit
+        "The answer is 7\u0663.",  # an ASCII 7 followed by an Arabic-Indic 3
+    ],
+)
+def test_a_second_answer_or_a_digit_of_another_script_earns_nothing(response: str) -> None:
+    assert not is_correct(response, "7")
+    assert VerifierJudge().score([{"prompt": "q", "response": response, "answer": "7"}]) == [0.0]
+
+
+def test_only_ascii_digits_are_compared_as_integers() -> None:
+    assert is_correct("The answer is 07.", "7")
+    assert not is_correct("#### ٧", "7", r"#### (\d+)")  # a configured `\d` pattern finds "٧", which is no 7
+    assert not is_correct("The answer is 7.", "٧")
+
+
+@pytest.mark.parametrize(
+    ("response", "kept"),
+    [
+        # typographic and word operators are read, so a wrong step written with them fails the row
+        (" 50 − 8 = 41. 40 + 2 = 42. The answer is 42.", False),  # U+2212 minus
+        (" 50 − 8 = 42. The answer is 42.", True),
+        (" 84 ÷ 2 = 41. 40 + 2 = 42. The answer is 42.", False),
+        (" 84 ÷ 2 = 42. The answer is 42.", True),
+        (" 6 · 7 = 43. 40 + 2 = 42. The answer is 42.", False),
+        (" 6 · 7 = 42. The answer is 42.", True),
+        (" 6 × 7 = 43. 40 + 2 = 42. The answer is 42.", False),
+        (" 6 × 7 = 42. The answer is 42.", True),
+        (" 12 plus 30 is 52, so 40 + 2 = 42. The answer is 42.", False),  # a wrong step in words
+        (" 12 plus 30 is 42. The answer is 42.", True),
+        (" 6 times 7 equals 42, 42 divided by 2 = 21. The answer is 21.", True),
+        # negative numbers and results
+        (" 3 - 5 = -3. 44 - 2 = 42. The answer is 42.", False),
+        (" 3 - 5 = -2. 44 - 2 = 42. The answer is 42.", True),
+        (" 16 - 18 = -2. The answer is -2.", True),
+        (" 5 * -2 = -10. The answer is -10.", True),
+        # percentages
+        (" 20% of 50 = 12. 30 + 12 = 42. The answer is 42.", False),
+        (" 20% of 50 = 10. 32 + 10 = 42. The answer is 42.", True),
+        (" 20 % of 50 = 12. 30 + 12 = 42. The answer is 42.", False),
+        # thousands separators, and list commas that are none
+        (" 1,000 + 5 = 1,005. The answer is 1005.", True),
+        (" 12,345 + 1 = 12,346. The answer is 12346.", True),
+        (" 1,000 + 5 = 1,006. The answer is 1006.", False),
+        (" Of 3, 4 and 5: 3 + 4 + 5 = 12. The answer is 12.", True),
+        (" $12 + $30 = $42. The answer is 42.", True),
+        # parentheses
+        (" (2 + 5) * 6 = 42. The answer is 42.", True),
+        (" 2 * (3 + 4) = 15. The answer is 15.", False),
+        (" 2 + 5 * 6 = 42. The answer is 42.", False),
+        (" (so 3 + 4 = 7) The answer is 7.", True),
+        # a computation the parser cannot read fails the row; prose without one does not
+        (" 2^3 = 8. The answer is 8.", False),
+        (" 2^3 + 1 = 4. The answer is 4.", False),  # not read as "3 + 1 = 4"
+        (" twelve plus 30 = 42. The answer is 42.", False),  # not read as "30 = 42"
+        (" 3 + 4\n= 8. 4 + 4 = 8. The answer is 8.", False),
+        (" What is 3 + 4 = ? 3 + 4 = 7. The answer is 7.", True),  # "= ?" asks, it states nothing
+        (" Tom is 7 years old; x = 7 and 7 + 3 = 10. The answer is 10.", True),
+        ("- 3 + 4 = 7\n- 7 * 2 = 14. The answer is 14.", True),  # a list item's "- " is no minus
+    ],
+)
+def test_shows_work_reads_every_stated_computation(response: str, kept: bool) -> None:
+    assert shows_work(response) is kept
+
+
+def test_computations_keep_their_text_and_mark_what_they_cannot_read() -> None:
+    assert computations(" 20 % of 50 = 12, 1,000 − 8 = 992. (2 + 5) * 6 = 42") == [
+        ("20 % of 50 = 12", False, 12),
+        ("1,000 − 8 = 992", True, 992),
+        ("(2 + 5) * 6 = 42", True, 42),
+    ]
+    assert computations(" 2^3 = 8") == [("2^3 = 8", False, None)]
+    assert computations("We had 3 apples. Tom has 3 = 3 + 0 = 3.") == [("3 + 0 = 3", True, 3)]
