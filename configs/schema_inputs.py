@@ -75,8 +75,8 @@ class PromptsConfig(Strict):
     max_overlap: int = Field(
         0,
         ge=0,
-        description="source=file: most prompts a validation or test file may share with the training prompts "
-        "(compared after trimming whitespace); more is refused before anything runs.",
+        description="source=file: most prompts any two of the training, validation and test files may share "
+        "(compared casefolded, runs of whitespace as one space); more is refused before anything runs.",
     )
     train_size: int = bounded(64, 10_000, "Training prompts used per round.", ge=1)
     validation_size: int = bounded(

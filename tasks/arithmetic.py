@@ -5,12 +5,13 @@ and two-step problems ("add-sub": a + b - c, "add-add": a + b + c, "mul-add": a 
 solutions show each step.
 Difficulty is the operand range, or a level of `LEVELS` (kinds and ranges, easiest first) that a
 curriculum climbs. A problem's split is fixed by a stable hash of the underlying problem, its operation
-and operands (unordered where the operation commutes; a two-step problem's third operand in place), never
-by its text: "3 plus 5" and "Ana has 5 pens and gets 3 more" are one problem and always land in the same
-split, so no wording of a validation or test problem is ever trained on. Three splits have fixed roles
-(train; validation decides; test reports), and an out-of-distribution slice (`ood`) asks test-style
-questions in phrasings reserved for it (never used for training) with operands beyond the training range
-(max_operand+1 .. 2*max_operand).
+and operands in canonical form (`problem_key`: unordered where the operation commutes, all three addends of
+"add-add" too; the operand subtracted, or added after a product, in place), never by its text: "3 plus 5"
+and "Ana has 5 pens and gets 3 more" are one problem and always land in the same split, and so are "1 plus
+8 plus 7" and "1 plus 7 plus 8", so no wording of a validation or test problem is ever trained on. Three
+splits have fixed roles (train; validation decides; test reports), and an out-of-distribution slice (`ood`)
+asks test-style questions in phrasings reserved for it (never used for training) with operands beyond the
+training range (max_operand+1 .. 2*max_operand).
 """
 
 from __future__ import annotations
@@ -75,28 +76,47 @@ LEVELS: list[dict[str, tuple[int, int]]] = [
 ]
 
 SPLITS = ("train", "validation", "test", "ood")
-# Share of the problem space (operation, unordered operands) in each in-range split; the rest is train.
+# Share of the problem space (`problem_key`) in each in-range split; the rest is train.
 VALIDATION_SHARE = 0.2
 TEST_SHARE = 0.2
 # Deprecated: "heldout" is the old name of validation (the flows ask for "validation"); kept for old callers.
 SPLIT_ALIASES = {"heldout": "validation"}
 
 
-def problem_split(op: str, a: int, b: int, c: int | None = None) -> str:
-    """The split ("train", "validation" or "test") of a problem, by a stable hash of its operation and operands.
+def problem_key(op: str, a: int, b: int, c: int | None = None) -> str:
+    """A problem's canonical form, which `problem_split` hashes: one key for every way of writing the same sum.
 
-    Args:
-        op: One of `OPERATIONS`.
-        a: One operand.
-        b: The other operand (order of a and b does not matter: 3 + 5 and 5 + 3 are one problem).
-        c: A two-step problem's third operand (the one subtracted or added last); None for one step.
+    a + b, a * b: a and b unordered. a + b - c, a * b + c: a and b unordered, c in place (it is subtracted,
+    or added to a product). a + b + c: all three unordered, so "1 plus 8 plus 7" and "1 plus 7 plus 8" are one
+    problem. The key of an arrangement already in that order (a <= b <= c) is the one it had when only a and b
+    were sorted, so those keep their split.
 
     Raises:
         ValueError: for a two-step operation without `c`, or a one-step one with it.
     """
     if (c is not None) != (op in TWO_STEP):
         raise ValueError(f"operation {op!r} takes {3 if op in TWO_STEP else 2} operands")
-    key = (f"{op}:{min(a, b)}:{max(a, b)}" + (f":{c}" if c is not None else "")).encode()
+    if op == "add-add" and c is not None:
+        low, middle, high = sorted((a, b, c))
+        return f"{op}:{low}:{middle}:{high}"
+    return f"{op}:{min(a, b)}:{max(a, b)}" + (f":{c}" if c is not None else "")
+
+
+def problem_split(op: str, a: int, b: int, c: int | None = None) -> str:
+    """The split ("train", "validation" or "test") of a problem, by a stable hash of its canonical form
+    (`problem_key`).
+
+    Args:
+        op: One of `OPERATIONS`.
+        a: One operand.
+        b: The other operand (order of a and b does not matter: 3 + 5 and 5 + 3 are one problem).
+        c: A two-step problem's third operand (the one subtracted or added last; for "add-add" its order does not
+            matter either); None for one step.
+
+    Raises:
+        ValueError: for a two-step operation without `c`, or a one-step one with it.
+    """
+    key = problem_key(op, a, b, c).encode()
     bucket = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") / 2**32
     if bucket < VALIDATION_SHARE:
         return "validation"
@@ -320,7 +340,9 @@ def sample_problems(
     level: int | None = None,
     two_step_share: float = 0.0,
 ) -> list[Record]:
-    """`n` distinct problems from one split, reproducible from `seed`.
+    """`n` distinct questions from one split, reproducible from `seed`. Distinct as text: several may ask one
+    problem in other words (the default's 200 validation questions are 75-80 of the split's 85 problems), so
+    statistics over them count problems (`tasks.prompts.item_problem`, `tasks.stats.clustered_interval`).
 
     train, validation and test draw operands from `min_operand..max_operand` and keep the problems whose
     `problem_split` is theirs; ood draws operands from `max_operand+1..2*max_operand` and uses only
@@ -343,7 +365,7 @@ def sample_problems(
 
     Raises:
         ValueError: for an unknown split, operation or level, or if the split cannot supply `n` distinct
-            problems at this difficulty.
+            questions at this difficulty.
     """
     split = SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:

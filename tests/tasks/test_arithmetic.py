@@ -1,6 +1,8 @@
 """The built-in task: splits by problem (not by text), the OOD slice, phrasings, the difficulty knob and levels,
 multiplication and two-step problems, and how worked solutions are written."""
 
+import itertools
+
 import pytest
 
 from tasks.arithmetic import (
@@ -13,6 +15,7 @@ from tasks.arithmetic import (
     ones_working,
     parse_problem,
     parse_question,
+    problem_key,
     problem_split,
     sample_problems,
     worked_solution,
@@ -27,10 +30,9 @@ def _problem(row: dict) -> tuple[str, int, int]:
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 11])
 @pytest.mark.parametrize(("low", "high"), [(1, 9), (1, 20), (10, 40)])
 def test_no_problem_is_shared_between_train_and_validation_or_test(seed: int, low: int, high: int) -> None:
-    ranges = {"min_operand": low, "max_operand": high}
-    train = sample_problems(400, split="train", seed=seed, **ranges)
-    validation = sample_problems(150, split="validation", seed=seed, **ranges)
-    test = sample_problems(150, split="test", seed=seed, **ranges)
+    train = sample_problems(400, split="train", seed=seed, min_operand=low, max_operand=high)
+    validation = sample_problems(150, split="validation", seed=seed, min_operand=low, max_operand=high)
+    test = sample_problems(150, split="test", seed=seed, min_operand=low, max_operand=high)
     train_problems = {_problem(p) for p in train}
     assert not train_problems & {_problem(p) for p in validation}
     assert not train_problems & {_problem(p) for p in test}
@@ -113,7 +115,10 @@ def test_the_default_splits_are_unchanged_by_the_harder_kinds() -> None:
 
 
 def _key(row: dict) -> tuple:
-    # the underlying problem: operation, unordered (a, b), and a two-step problem's third operand
+    # the underlying problem: operation, unordered (a, b), and a two-step problem's third operand in place, except
+    # for a + b + c, whose three addends are unordered
+    if row["op"] == "add-add":
+        return row["op"], *sorted((row["a"], row["b"], row["c"]))
     return row["op"], min(row["a"], row["b"]), max(row["a"], row["b"]), row.get("c")
 
 
@@ -149,6 +154,30 @@ def test_multiplication_and_two_step_problems_have_worked_steps_and_stay_split_b
     assert problem_split("mul", 3, 7) == problem_split("mul", 7, 3)
     with pytest.raises(ValueError, match="takes 3 operands"):
         problem_split("add-sub", 3, 5)
+
+
+def test_every_arrangement_of_three_addends_is_one_problem_in_one_split() -> None:
+    # "What is 1 plus 8 plus 7?" and "What is 1 plus 7 plus 8?" are one problem: one split, one key
+    for a, b, c in [(1, 8, 7), (3, 5, 7), (2, 2, 9), (20, 1, 13)]:
+        arrangements = set(itertools.permutations((a, b, c)))
+        assert len({problem_key("add-add", *order) for order in arrangements}) == 1
+        assert len({problem_split("add-add", *order) for order in arrangements}) == 1
+    assert problem_key("add-add", 7, 5, 3) == "add-add:3:5:7"  # sorted: the key a <= b <= c always had
+    # a + b - c and a * b + c: a and b commute, c does not (3 + 5 - 2 is not 3 + 2 - 5, 2 * 3 + 4 is not 2 * 4 + 3)
+    assert problem_key("add-sub", 5, 3, 2) == problem_key("add-sub", 3, 5, 2) == "add-sub:3:5:2"
+    assert problem_key("add-sub", 3, 2, 5) != problem_key("add-sub", 3, 5, 2)
+    assert problem_key("mul-add", 3, 2, 4) == "mul-add:2:3:4" != problem_key("mul-add", 2, 4, 3)
+    assert problem_key("add", 5, 3) == "add:3:5"
+    # the audit's draw: 150 problems a split, add-add only, operands 1..9, shared 19 train/validation problems
+    drawn = {
+        split: sample_problems(150, split=split, seed=0, operations=["add-add"], max_operand=9)
+        for split in ("train", "validation", "test")
+    }
+    keys = {split: {_key(row) for row in rows} for split, rows in drawn.items()}
+    assert not keys["train"] & keys["validation"] and not keys["train"] & keys["test"]
+    assert not keys["validation"] & keys["test"]
+    with pytest.raises(ValueError, match="takes 3 operands"):
+        problem_key("add-add", 3, 5)
 
 
 def test_levels_climb_in_kinds_and_range_and_draw_their_own_problems() -> None:
