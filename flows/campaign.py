@@ -109,7 +109,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
     if sentence and shot_claim:
         sentence += f". Against {few_shot_label(config)}: {shot_claim.sentence()}"
     against = shot_claim or claim  # per kind against the bar when there is one
-    by_kind = against.kinds_line() if against is not None else None
+    by_kind = against.kinds_line("few-shot bar" if shot_claim else "start") if against is not None else None
     if sentence and by_kind:
         sentence += f". {by_kind[0].upper()}{by_kind[1:]}"
     publish_campaign(

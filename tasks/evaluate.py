@@ -9,7 +9,7 @@ that is only the policy learning the format shows as such.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -22,38 +22,53 @@ from models.sampling import HFSampler, SamplingEngine
 from tasks.judging.verifier import verify_rows
 from tasks.layout import RESUMABLE
 from tasks.progress import Progress
-from tasks.prompts import ChatFormat, chat_format, few_shot_prefix
+from tasks.prompts import ChatFormat, chat_format, few_shot_prefix, item_problem
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.sharding import map_shards
-from tasks.stats import wilson_interval
+from tasks.stats import clustered_interval, wilson_interval
 from tasks.tracking import RoundContext
 
 __all__ = ["Evaluation", "evaluate_greedy", "evaluate_task", "metric_prefix", "score_responses", "wilson_interval"]
 
 
 def score_responses(
-    rows: Sequence[Record], answer_pattern: str = DEFAULT_ANSWER_PATTERN
+    rows: Sequence[Record],
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN,
+    problem_of: Callable[[Mapping[str, object]], str] | None = None,
 ) -> tuple[list[Record], dict[str, float]]:
     """Score responses against their answers with the strict verifier, keeping the lenient reading beside it.
 
     Args:
         rows: Records with `response` and `answer`.
         answer_pattern: The expected form of a final answer (one group).
+        problem_of: Each row's problem (`tasks.prompts.item_problem`), stamped on it as `problem`: rewordings of
+            one problem count as one group in the interval (`tasks.stats.clustered_interval`). None: every
+            row is its own problem.
 
     Returns:
-        The rows with `score` (1.0 strict credit, else 0.0), `correct`, `lenient_correct` and `in_form`; and
-        `accuracy` (strict), `ci_low`, `ci_high` (Wilson 95%), `lenient_accuracy`, `format_rate`, `items`.
+        The rows with `score` (1.0 strict credit, else 0.0), `correct`, `lenient_correct` and `in_form` (and
+        `problem`); and `accuracy` (strict), `ci_low`, `ci_high` (95%, Wilson's over the problems), `problems`,
+        `lenient_accuracy`, `format_rate`, `items`.
+
+    Raises:
+        ValueError: no rows to score.
     """
-    scored = [{**row, "score": 1.0 if row["correct"] else 0.0} for row in verify_rows(rows, answer_pattern)]
+    if not rows:
+        raise ValueError("nothing to score: no rows")
+    verified = verify_rows(rows, answer_pattern)
+    stamp = (lambda row: {"problem": problem_of(row)}) if problem_of is not None else (lambda row: {})
+    scored = [{**row, **stamp(row), "score": 1.0 if row["correct"] else 0.0} for row in verified]
     total = len(scored)
     correct = sum(1 for row in scored if row["correct"])
-    low, high = wilson_interval(correct, total)
+    groups = [row.get("problem") or index for index, row in enumerate(scored)]
+    low, high = clustered_interval([row["score"] for row in scored], groups)
     return scored, {
-        "accuracy": correct / max(total, 1),
+        "accuracy": correct / total,
         "ci_low": low,
         "ci_high": high,
-        "lenient_accuracy": sum(1 for row in scored if row["lenient_correct"]) / max(total, 1),
-        "format_rate": sum(1 for row in scored if row["in_form"]) / max(total, 1),
+        "problems": len(set(groups)),
+        "lenient_accuracy": sum(1 for row in scored if row["lenient_correct"]) / total,
+        "format_rate": sum(1 for row in scored if row["in_form"]) / total,
         "items": total,
     }
 
@@ -178,7 +193,7 @@ def evaluate_task(
         )
     else:
         answered = answer(HFSampler(model, tokenizer), records)
-    rows, metrics = score_responses(answered, config.judge.answer_pattern)
+    rows, metrics = score_responses(answered, config.judge.answer_pattern, item_problem(config))
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), policy=policy, heldout=prompts, few_shot_prefix=prefix)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.stats import mcnemar_exact, paired_counts, paired_credit
+from tasks.stats import clustered_mcnemar, item_groups, paired_counts, paired_credit
 
 KEEP_ALL, ORACLE = "filter-keep-all", "filter-oracle"
 MIN_GAP = 0.02  # below this (absolute test accuracy) the gap is too small to divide by
@@ -76,19 +76,21 @@ def filter_rows(rows: Sequence[Mapping[str, Any]], min_gap: float = MIN_GAP) -> 
 def paired_test(
     candidate: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], names: tuple[str, str]
 ) -> dict[str, Any]:
-    """Exact McNemar of two policies' credit on the same test items: `{"b", "c", "p", "items"}`.
+    """Exact McNemar of two policies' credit on the same test items, each problem counted once
+    (`tasks.stats.clustered_mcnemar`): `{"b", "c", "p", "items"}`.
 
     Args:
-        candidate: the arm's evaluated test rows (`id`, `score`).
+        candidate: the arm's evaluated test rows (`id`, `score`, and `problem` where the task names it).
         reference: the reference arm's evaluated test rows on the same items.
         names: the two arms' names, for the error.
 
     Raises:
         ValueError: a row lacks `id` or `score`, or the two were scored on different items.
     """
-    _, cand, ref = paired_credit(candidate, reference, names=(names[0], names[1], "test"))
+    ids, cand, ref = paired_credit(candidate, reference, names=(names[0], names[1], "test"))
     counts = paired_counts(cand, ref)
-    return {"b": counts.b, "c": counts.c, "p": mcnemar_exact(counts.b, counts.c), "items": counts.items}
+    p = clustered_mcnemar(cand, ref, item_groups(reference, ids))
+    return {"b": counts.b, "c": counts.c, "p": p, "items": counts.items}
 
 
 def add_paired(

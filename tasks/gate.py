@@ -8,7 +8,8 @@ The rule (`decide`). A candidate is promoted iff all three hold:
    and the campaign would give away N x margin without one refusal.
 2. **Not significantly worse than the champion.** When `alpha` is given, the candidate is refused if it
    is below the champion (the best promoted policy so far) on the same validation items and the exact
-   McNemar test on the items where they disagree gives p < alpha (`tasks/stats.py`).
+   McNemar test on the items where they disagree gives p < alpha (`tasks/stats.py`; its form for items in
+   groups, `clustered_mcnemar`, where the rows name their problem: rewordings of one problem are one group).
 3. **Few negative flips.** When `max_flip_rate` is given, the share of validation items the champion
    answered right and the candidate answers wrong must not exceed it (MUSCLE, Echterhoff et al. 2024).
 
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks.stats import mcnemar_exact, paired_counts, paired_credit
+from tasks.stats import clustered_mcnemar, item_groups, paired_counts, paired_credit
 
 TOLERANCE = 1e-9  # accuracies are k/n and bars are sums of floats: 0.6 - 0.02 must still admit 0.58
 
@@ -44,7 +45,8 @@ class GateDecision:
         best_accuracy: the best validation accuracy reached before this decision (the margin's origin).
         best_after: the best after it (the candidate's accuracy if promoted above it); the next round's input.
         margin: how far below `best_accuracy` a promoted candidate may be.
-        p_value: exact McNemar p-value, candidate vs champion (1.0 when they never disagree).
+        p_value: exact McNemar p-value, candidate vs champion (1.0 when they never disagree), over the rows'
+            problems (`tasks.stats.clustered_mcnemar`).
         b: items the champion answered right and the candidate wrong.
         c: items the champion answered wrong and the candidate right.
         flip_rate: b / items.
@@ -82,7 +84,8 @@ def decide(
     """Decide promotion by the rule in the module docstring.
 
     Args:
-        candidate: the candidate's evaluated validation rows (`id`, `score`; right means score >= 0.5).
+        candidate: the candidate's evaluated validation rows (`id`, `score`; right means score >= 0.5; `problem`,
+            when rows name it, groups rewordings of one problem for the test).
         champion: the champion's evaluated rows on the same items.
         best_accuracy: the best validation accuracy any promoted policy reached (the champion's own counts
             too, so a caller cannot set the bar below it).
@@ -99,14 +102,14 @@ def decide(
         raise ValueError(f"alpha={alpha}: must be between 0 and 1 (exclusive)")
     if max_flip_rate is not None:
         _check_unit("max_flip_rate", max_flip_rate)
-    _, cand, champ = paired_credit(candidate, champion)
+    ids, cand, champ = paired_credit(candidate, champion)
     if not cand:
         raise ValueError("the gate needs at least one validation item scored for both policies")
     counts = paired_counts(cand, champ)
     n = counts.items
     acc, champ_acc = counts.candidate_right / n, counts.reference_right / n
     best = max(best_accuracy, champ_acc)
-    p_value = mcnemar_exact(counts.b, counts.c)
+    p_value = clustered_mcnemar(cand, champ, item_groups(champion, ids))
     flip_rate = counts.b / n
 
     refusals = []

@@ -58,10 +58,19 @@ def round_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     ]
 
 
-def gate_markdown(round_index: int, promoted: bool, reason: str, accuracy: float | None) -> str:
-    """The gate's decision on a round as markdown: the verdict as a heading, the reason, the validation accuracy."""
+def gate_markdown(
+    round_index: int,
+    promoted: bool,
+    reason: str,
+    accuracy: float | None,
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """The gate's decision on a round as markdown: the verdict as a heading, the reason, the validation accuracy
+    (with its 95% interval when given)."""
     verdict = "promoted" if promoted else "not promoted"
     measured = f"{accuracy:.3f}" if accuracy is not None else "not measured (training was skipped)"
+    if accuracy is not None and interval is not None:
+        measured += f" [{interval[0]:.3f}, {interval[1]:.3f}] (95% interval)"
     return f"# Round {round_index}: {verdict}\n\n**Gate:** {reason}\n\n**Validation accuracy:** {measured}\n"
 
 
@@ -239,10 +248,10 @@ def publish_round(
     """A round's artifacts on its flow run: the table of its metrics, the gate's decision, its MLflow run."""
     key = artifact_key(name, "round", round_index)
     publish_table(key, round_rows(metrics), f"Round {round_index}: metrics of MLflow run {run_id}", flow_run_id)
-    accuracy = metrics.get("val/accuracy")
-    publish_markdown(
-        f"{key}-gate", gate_markdown(round_index, promoted, reason, accuracy), "The promotion gate", flow_run_id
-    )
+    accuracy, low, high = (metrics.get(f"val/{name}") for name in ("accuracy", "ci_low", "ci_high"))
+    interval = (low, high) if low is not None and high is not None else None
+    gate = gate_markdown(round_index, promoted, reason, accuracy, interval)
+    publish_markdown(f"{key}-gate", gate, "The promotion gate", flow_run_id)
     publish_mlflow_run(
         f"{key}-mlflow", tracking_uri, experiment_id, run_id, f"Round {round_index} in MLflow", flow_run_id
     )

@@ -1,7 +1,8 @@
 """Reading prompt files: JSONL, CSV or Parquet rows as prompt records, or an error naming file, line and reason.
 
 Every format yields the same shape, `{"id", "prompt", "answer"}` (answer may be None; a row's worked
-`solution` is kept when it has one, for few-shot examples, and its `kind`, for the claim per kind), so the rest
+`solution` is kept when it has one, for few-shot examples, its `kind`, for the claim per kind, and its `problem`,
+for statistics that count each problem once), so the rest
 of the loop never asks which format a file had. A bad file fails here, once, with a message that names
 the file, the line or row and the reason, instead of as a KeyError three tasks later.
 """
@@ -307,7 +308,10 @@ def _to_record(raw: Any, *, default_id: str, require_answer: bool) -> Record:
     solution = _scalar_text(raw.get("solution"), "solution")
     # A `kind`, when the file has one, breaks the campaign's claim down by kind (tasks.prompts.item_kind).
     kind = _scalar_text(raw.get("kind"), "kind")
-    extras = {"solution": solution, "kind": kind}
+    # A `problem`, when the file has one, groups rows that ask one problem in other words: statistics count each
+    # problem once (tasks.prompts.item_problem, tasks.stats.clustered_interval).
+    problem = _scalar_text(raw.get("problem"), "problem")
+    extras = {"solution": solution, "kind": kind, "problem": problem}
     return record | {field: value for field, value in extras.items() if value is not None}
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
-from tasks.arithmetic import LEVELS, SPLIT_ALIASES, parse_question, sample_problems, worked_solution
+from tasks.arithmetic import LEVELS, SPLIT_ALIASES, parse_question, problem_key, sample_problems, worked_solution
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
@@ -152,17 +152,30 @@ def has_split(config: CampaignConfig, split: str) -> bool:
     return True
 
 
-def overlap(train: Sequence[Record], other: Sequence[Record]) -> list[str]:
-    """Ids (in `other`'s order) of `other`'s rows whose prompt, trimmed, is also a training prompt."""
-    seen = {row["prompt"].strip() for row in train}
-    return [row["id"] for row in other if row["prompt"].strip() in seen]
+def normalized(prompt: str) -> str:
+    """A prompt as the overlap checks compare it: case folded, every run of whitespace one space, trimmed, so
+    "tom has 5 apples.  How many" and "Tom has 5 apples. How many" are one prompt. Punctuation and numbers
+    count: a rewording is not caught (the built-in task splits by problem for that)."""
+    return " ".join(prompt.casefold().split())
+
+
+def overlap(reference: Sequence[Record], other: Sequence[Record]) -> list[str]:
+    """Ids (in `other`'s order) of `other`'s rows whose prompt, `normalized`, is also one of `reference`'s."""
+    seen = {normalized(row["prompt"]) for row in reference}
+    return [row["id"] for row in other if normalized(row["prompt"]) in seen]
+
+
+# Each pair of splits the overlap check compares: (earlier, later); the later split's rows are reported.
+OVERLAP_PAIRS = (("train", "validation"), ("train", "test"), ("validation", "test"))
+SPLIT_NAMES = {"train": "training", "validation": "validation", "test": "test"}
 
 
 def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) -> list[str]:
     """Read the configured prompt files once, so a bad file fails before any run is recorded.
 
-    Also compares the validation and test prompts with the training prompts: any shared prompt is reported
-    (count and first ids), and more than `prompts.max_overlap` is refused.
+    Also compares the splits pairwise (validation and test with training, test with validation): a prompt in
+    both, compared `normalized` (case folded, whitespace collapsed and trimmed), is reported with the count
+    and the first ids, and more than `prompts.max_overlap` in any one pair is refused.
 
     Args:
         cfg: The prompts section.
@@ -170,30 +183,32 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
             the sampler for tens of GB.
 
     Returns:
-        Notes for the user (validation or test prompts shared with training, within max_overlap).
+        Notes for the user (prompts one split shares with another, within max_overlap).
 
     Raises:
         PromptFileError: naming the file, the line or row (or the prompt's id), and the reason.
     """
     if cfg.source != "file":
         return []
-    train = file_split(cfg, "train")
     paths = {"train": cfg.train_path, "validation": cfg.validation_path or cfg.train_path, "test": cfg.test_path}
-    notes = []
-    for split in ("train", "validation", "test"):
-        records = train if split == "train" else file_split(cfg, split)
-        path = str(paths[split])
+    splits = {}
+    for split, path in paths.items():
+        splits[split] = file_split(cfg, split)
         if max_chars is not None:
-            check_lengths(path, records, max_chars)
-        if split == "train" or not records:
+            check_lengths(str(path), splits[split], max_chars)
+    notes = []
+    for earlier, later in OVERLAP_PAIRS:
+        shared = overlap(splits[earlier], splits[later])
+        if not shared:
             continue
-        shared = overlap(train, records)
-        if shared:
-            first = ", ".join(repr(i) for i in shared[:OVERLAP_IDS_SHOWN]) + (", ..." if len(shared) > 5 else "")
-            reason = f"{len(shared)} {split} prompt(s) also in the training prompts (first ids: {first})"
-            if len(shared) > cfg.max_overlap:
-                raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={cfg.max_overlap} allowed")
-            notes.append(f"{path}: {reason}; allowed by prompts.max_overlap={cfg.max_overlap}")
+        first = ", ".join(repr(i) for i in shared[:OVERLAP_IDS_SHOWN]) + (
+            ", ..." if len(shared) > OVERLAP_IDS_SHOWN else ""
+        )
+        reason = f"{len(shared)} {later} prompt(s) also in the {SPLIT_NAMES[earlier]} prompts (first ids: {first})"
+        path = str(paths[later])
+        if len(shared) > cfg.max_overlap:
+            raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={cfg.max_overlap} allowed")
+        notes.append(f"{path}: {reason}; allowed by prompts.max_overlap={cfg.max_overlap}")
     return notes
 
 
@@ -247,6 +262,29 @@ def item_kind(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str | Non
     def column(row: Mapping[str, Any]) -> str | None:
         kind = row.get("kind")
         return None if kind is None or str(kind) == "" else str(kind)
+
+    return column
+
+
+def item_problem(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str]:
+    """Which problem a prompt row asks, for statistics that count each problem once (`tasks.stats`): the built-in
+    task's canonical problem (`tasks.arithmetic.problem_key`, read back from the question: "What is 3 plus 5?"
+    and "Ana has 5 pens and gets 3 more" are one problem); a file row's `problem` column when it has one, else
+    the row itself (its id)."""
+    if config.prompts.source == "arithmetic":
+
+        def canonical(row: Mapping[str, Any]) -> str:
+            parsed = parse_question(str(row["prompt"]))
+            if parsed is None:
+                return str(row["id"])
+            op, operands, _ = parsed
+            return problem_key(op, *operands)
+
+        return canonical
+
+    def column(row: Mapping[str, Any]) -> str:
+        problem = row.get("problem")
+        return str(row["id"]) if problem is None or str(problem) == "" else str(problem)
 
     return column
 

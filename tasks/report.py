@@ -28,7 +28,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from tasks.stats import accuracy_cell, mcnemar_exact, paired_counts, paired_credit, wilson_interval  # noqa: E402
+from tasks.stats import (  # noqa: E402
+    accuracy_cell,
+    clustered_interval,
+    clustered_mcnemar,
+    item_groups,
+    paired_counts,
+    paired_credit,
+)
 from tasks.tracking import RoundContext  # noqa: E402
 
 Rows = Sequence[Mapping[str, Any]]
@@ -110,7 +117,7 @@ class KindClaim:
         items: how many items of that kind the split has.
         start_right, final_right: how many each policy got right (strict credit).
         b, c: items only the start policy got right, and only the final one.
-        p_value: exact McNemar p-value on them.
+        p_value: exact McNemar p-value on them, over the items' problems (`tasks.stats.clustered_mcnemar`).
     """
 
     split: str
@@ -163,6 +170,7 @@ def kind_claims(
     policy's credit) and the starting policy's rows, whose kinds `kind_of` reads; () when fewer than two kinds are
     present, where a breakdown would only repeat the whole."""
     kind = {row["id"]: kind_of(row) for row in start}
+    problems = item_groups(start, ids)
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(ids):
         if kind[item] is not None:
@@ -171,7 +179,8 @@ def kind_claims(
         return ()
     claims = []
     for name, indices in sorted(groups.items()):
-        counts = paired_counts([final_credit[i] for i in indices], [start_credit[i] for i in indices])
+        final_part, start_part = [final_credit[i] for i in indices], [start_credit[i] for i in indices]
+        counts = paired_counts(final_part, start_part)
         claims.append(
             KindClaim(
                 split=split,
@@ -181,7 +190,7 @@ def kind_claims(
                 final_right=counts.candidate_right,
                 b=counts.b,
                 c=counts.c,
-                p_value=mcnemar_exact(counts.b, counts.c),
+                p_value=clustered_mcnemar(final_part, start_part, [problems[i] for i in indices]),
             )
         )
     return tuple(claims)
@@ -191,21 +200,28 @@ def kind_claims(
 class FinalClaim:
     """Start vs final policy on the test set: the campaign's claim.
 
+    Intervals and p-values count the items' problems (`tasks.stats`: rewordings of one problem are one group,
+    where the rows name their `problem`), so a set that asks one problem in several wordings claims no more
+    than its problems show.
+
     Attributes:
         items: test items both policies were scored on.
+        problems: the distinct problems among them (`items` when the rows name none).
         start_accuracy, final_accuracy: strict accuracy (credit only for the answer in the stated form).
-        start_ci, final_ci: their 95% Wilson intervals.
+        start_ci, final_ci: their 95% intervals (`tasks.stats.clustered_interval`).
         start_lenient, final_lenient: lenient accuracy (a diagnostic; None when rows carry no lenient credit).
         gain: final minus start accuracy.
-        p_value: exact McNemar p-value, final vs start on the same test items.
+        p_value: exact McNemar p-value, final vs start on the same test items (`tasks.stats.clustered_mcnemar`).
         b, c: items only the start policy got right, and only the final one.
-        ood_items, ood_start, ood_final: the out-of-distribution slice (0 items and None without one).
+        ood_items, ood_problems, ood_start, ood_final: the out-of-distribution slice (0 and None without one).
+        ood_start_ci, ood_final_ci: their 95% intervals (None without the slice).
         ood_p_value, ood_b, ood_c: its exact McNemar p-value and discordant counts, final vs start on the
             same OOD items (None without the slice).
         kinds: the claim per kind of item on test, then on OOD (`kind_claims`; () without kinds).
     """
 
     items: int
+    problems: int
     start_accuracy: float
     final_accuracy: float
     start_ci: tuple[float, float]
@@ -217,8 +233,11 @@ class FinalClaim:
     b: int
     c: int
     ood_items: int = 0
+    ood_problems: int = 0
     ood_start: float | None = None
     ood_final: float | None = None
+    ood_start_ci: tuple[float, float] | None = None
+    ood_final_ci: tuple[float, float] | None = None
     ood_p_value: float | None = None
     ood_b: int | None = None
     ood_c: int | None = None
@@ -231,12 +250,21 @@ class FinalClaim:
             "final/p_value": self.p_value,
             "final/start_test_accuracy": self.start_accuracy,
             "final/test_accuracy": self.final_accuracy,
+            "final/start_test_ci_low": self.start_ci[0],
+            "final/start_test_ci_high": self.start_ci[1],
+            "final/test_ci_low": self.final_ci[0],
+            "final/test_ci_high": self.final_ci[1],
+            "final/test_problems": float(self.problems),
         }
         if self.start_lenient is not None and self.final_lenient is not None:
             values |= {"final/start_test_lenient_accuracy": self.start_lenient}
             values |= {"final/test_lenient_accuracy": self.final_lenient}
         if self.ood_start is not None and self.ood_final is not None:
             values |= {"final/start_ood_accuracy": self.ood_start, "final/ood_accuracy": self.ood_final}
+            values |= {"final/ood_problems": float(self.ood_problems)}
+        if self.ood_start_ci is not None and self.ood_final_ci is not None:
+            values |= {"final/start_ood_ci_low": self.ood_start_ci[0], "final/start_ood_ci_high": self.ood_start_ci[1]}
+            values |= {"final/ood_ci_low": self.ood_final_ci[0], "final/ood_ci_high": self.ood_final_ci[1]}
         if self.ood_p_value is not None:
             values |= {"final/ood_p_value": self.ood_p_value}
         for kind in self.kinds:
@@ -247,28 +275,29 @@ class FinalClaim:
             }
         return values
 
-    def kinds_line(self) -> str | None:
+    def kinds_line(self, start: str = "start") -> str | None:
         """The claim per kind in one line ('by kind, right of n, start -> final: test add 40/98 -> ...; OOD ...'),
-        None without kinds."""
+        `start` naming the policy compared with (the few-shot bar, say); None without kinds."""
         if not self.kinds:
             return None
         parts = [
             f"{label} " + ", ".join(k.text() for k in self.kinds if k.split_label == label)
             for label in dict.fromkeys(kind.split_label for kind in self.kinds)
         ]
-        return "by kind, right of n, start -> final: " + "; ".join(parts)
+        return f"by kind, right of n, {start} -> final: " + "; ".join(parts)
 
     def sentence(self) -> str:
         """The claim in one line (the last line of the table)."""
         text = (
-            f"test, start -> final: {self.start_accuracy:.3f} [{self.start_ci[0]:.3f}, {self.start_ci[1]:.3f}] -> "
-            f"{self.final_accuracy:.3f} [{self.final_ci[0]:.3f}, {self.final_ci[1]:.3f}], gain {self.gain:+.3f} "
-            f"on {self.items} items (exact McNemar p={self.p_value:.2g}, b={self.b}, c={self.c})"
+            f"test, start -> final: {_with_ci(self.start_accuracy, self.start_ci)} -> "
+            f"{_with_ci(self.final_accuracy, self.final_ci)}, gain {self.gain:+.3f} "
+            f"on {_items(self.items, self.problems)} (exact McNemar p={self.p_value:.2g}, b={self.b}, c={self.c})"
         )
         if self.start_lenient is not None and self.final_lenient is not None:
-            text += f"; lenient {self.start_lenient:.3f} -> {self.final_lenient:.3f}"
+            text += f"; lenient (a diagnostic) {self.start_lenient:.3f} -> {self.final_lenient:.3f}"
         if self.ood_start is not None and self.ood_final is not None:
-            text += f"; OOD {self.ood_start:.3f} -> {self.ood_final:.3f} ({self.ood_items} items"
+            start, final = _with_ci(self.ood_start, self.ood_start_ci), _with_ci(self.ood_final, self.ood_final_ci)
+            text += f"; OOD {start} -> {final} ({_items(self.ood_items, self.ood_problems)}"
             if self.ood_p_value is not None:
                 text += f", p={self.ood_p_value:.2g}, b={self.ood_b}, c={self.ood_c}"
             text += ")"
@@ -294,35 +323,44 @@ def final_claim(
     if not final_credit:
         raise ValueError("the final claim needs at least one test item scored for both policies")
     counts = paired_counts(final_credit, start_credit)
+    groups = item_groups(start, ids)
     n = counts.items
     lenient = all(lenient_key in row for row in (*start, *final))
     ood_start = ood_final = ood_p = None
-    ood_items, ood_b, ood_c = 0, None, None
+    ood_start_ci = ood_final_ci = None
+    ood_items, ood_problems, ood_b, ood_c = 0, 0, None, None
     kinds = kind_claims("test", ids, final_credit, start_credit, start, kind_of) if kind_of is not None else ()
     if start_ood and final_ood:
         names = ("final policy", "starting policy", "OOD test")
         ood_ids, ood_final_credit, ood_start_credit = paired_credit(final_ood, start_ood, names=names)
         ood = paired_counts(ood_final_credit, ood_start_credit)
-        ood_items = ood.items
+        ood_groups = item_groups(start_ood, ood_ids)
+        ood_items, ood_problems = ood.items, len(set(ood_groups))
         ood_start, ood_final = ood.reference_right / ood.items, ood.candidate_right / ood.items
-        ood_p, ood_b, ood_c = mcnemar_exact(ood.b, ood.c), ood.b, ood.c
+        ood_start_ci = clustered_interval(ood_start_credit, ood_groups)
+        ood_final_ci = clustered_interval(ood_final_credit, ood_groups)
+        ood_p, ood_b, ood_c = clustered_mcnemar(ood_final_credit, ood_start_credit, ood_groups), ood.b, ood.c
         if kind_of is not None:
             kinds += kind_claims("ood", ood_ids, ood_final_credit, ood_start_credit, start_ood, kind_of)
     return FinalClaim(
         items=n,
+        problems=len(set(groups)),
         start_accuracy=counts.reference_right / n,
         final_accuracy=counts.candidate_right / n,
-        start_ci=wilson_interval(counts.reference_right, n),
-        final_ci=wilson_interval(counts.candidate_right, n),
+        start_ci=clustered_interval(start_credit, groups),
+        final_ci=clustered_interval(final_credit, groups),
         start_lenient=sum(float(r[lenient_key]) for r in start) / n if lenient else None,
         final_lenient=sum(float(r[lenient_key]) for r in final) / n if lenient else None,
         gain=(counts.candidate_right - counts.reference_right) / n,
-        p_value=mcnemar_exact(counts.b, counts.c),
+        p_value=clustered_mcnemar(final_credit, start_credit, groups),
         b=counts.b,
         c=counts.c,
         ood_items=ood_items,
+        ood_problems=ood_problems,
         ood_start=ood_start,
         ood_final=ood_final,
+        ood_start_ci=ood_start_ci,
+        ood_final_ci=ood_final_ci,
         ood_p_value=ood_p,
         ood_b=ood_b,
         ood_c=ood_c,
@@ -344,6 +382,16 @@ def render_table(rows: Rows, claim: FinalClaim | None = None) -> str:
     if claim is not None:
         lines.append(claim.sentence())
     return "\n".join(lines)
+
+
+def _with_ci(accuracy: float, interval: tuple[float, float] | None) -> str:
+    """'0.875 [0.804, 0.935]', or the accuracy alone without an interval."""
+    return f"{accuracy:.3f}" if interval is None else f"{accuracy:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _items(items: int, problems: int) -> str:
+    """'200 items (79 problems)', or '200 items' when every item is its own problem."""
+    return f"{items} items" if problems in (0, items) else f"{items} items ({problems} problems)"
 
 
 def _given(value: float | None, default: float) -> float:

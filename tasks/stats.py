@@ -1,15 +1,27 @@
-"""Statistics for accuracy claims: Wilson intervals, the exact McNemar test, a paired bootstrap.
+"""Statistics for accuracy claims: Wilson intervals, the exact McNemar test, a paired bootstrap, and their forms
+for items that come in groups.
 
 Two policies scored on the same items are compared on the items where they disagree: `b` items the
 reference answered right and the candidate wrong, `c` the reverse. Under "neither is better" each
 discordant item is a fair coin, so the exact McNemar test is a two-sided binomial test of `b` in `b + c`
 trials at 0.5 (McNemar 1947; the exact form is the one recommended for small counts, Fagerland et al. 2013).
+
+Items in groups. A held-out set may ask one problem several times in other words (the built-in task's 200
+validation questions are rewordings of about 80 problems), and a policy mostly gives every wording of a problem
+the same verdict, so the items are not independent and counting each as one overstates what the set shows.
+With each item's group given (its problem), `clustered_interval` is the Wilson interval at the effective
+sample size, the items divided by the design effect of the cluster-robust variance (Kish 1965; floored at 1, as
+Korn and Graubard 1998 do for complex surveys), and `clustered_mcnemar` is the exact randomization test that
+flips the sign of each group's paired difference as a whole (under "neither is better" each group's two sets of
+verdicts are exchangeable). Both reduce to the item forms when every item is its own group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -33,6 +45,96 @@ def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tup
         return 0.0, 1.0
     ci = binomtest(successes, total).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def clustered_interval(
+    credit: Sequence[float], groups: Sequence[Hashable], confidence: float = 0.95, threshold: float = 0.5
+) -> tuple[float, float]:
+    """The Wilson interval of an accuracy over items that come in groups (module docstring): Wilson's formula at
+    the effective sample size `n / deff`, `deff` the design effect of the cluster-robust variance of the
+    accuracy, `K / (K - 1) * sum_j (y_j - p m_j)^2 / n^2` over the K groups (y_j right of m_j items), against
+    the binomial `p (1 - p) / n`, floored at 1. When every group gives all its items one verdict (the variance
+    is then 0 at p = 0 or 1), the K groups count as the sample. With every item its own group, exactly
+    `wilson_interval`.
+
+    Args:
+        credit: each item's credit (right means credit >= `threshold`).
+        groups: each item's group (its problem), in the same order.
+        confidence: the interval's coverage.
+
+    Raises:
+        ValueError: the sequences differ in length.
+    """
+    right, n, members = _grouped(credit, groups, threshold)
+    if n == 0 or len(members) == n:
+        return wilson_interval(sum(right), n, confidence)
+    p = sum(right) / n
+    k = len(members)
+    if 0.0 < p < 1.0:
+        spread = sum((sum(right[i] for i in items) - p * len(items)) ** 2 for items in members.values())
+        variance = k / (k - 1) * spread / n**2
+        effective = n / max(1.0, variance / (p * (1 - p) / n))
+    else:
+        effective = float(k)
+    return _wilson(p, effective, confidence)
+
+
+def clustered_mcnemar(
+    candidate: Sequence[float], reference: Sequence[float], groups: Sequence[Hashable], threshold: float = 0.5
+) -> float:
+    """Two-sided exact p-value of the paired comparison of two policies over items that come in groups: each
+    group's difference `d_j` (items only the candidate got right minus items only the reference got right) has
+    its sign flipped at random under "neither is better", and the p-value is the chance that `|sum_j +-d_j|`
+    reaches the observed `|sum_j d_j|`, summed exactly over all sign patterns. With every item its own group,
+    exactly `mcnemar_exact(b, c)`; 1.0 when the two never disagree.
+
+    Raises:
+        ValueError: the sequences differ in length.
+    """
+    if len(candidate) != len(reference):
+        raise ValueError(f"paired credit needs equal lengths, got {len(candidate)} and {len(reference)}")
+    cand, _, members = _grouped(candidate, groups, threshold)
+    ref = [x >= threshold for x in reference]
+    diffs = [abs(sum(cand[i] - ref[i] for i in items)) for items in members.values()]
+    observed = abs(sum(sum(cand[i] - ref[i] for i in items) for items in members.values()))
+    total = sum(diffs)
+    if total == 0:
+        return 1.0
+    # The null distribution of sum_j s_j d_j over s_j = +-1, index t + total for the value t.
+    law = np.zeros(2 * total + 1)
+    law[total] = 1.0
+    for d in (d for d in diffs if d):
+        law = 0.5 * (np.roll(law, d) + np.roll(law, -d))  # no wrap: |sum| never exceeds total
+    values = np.arange(-total, total + 1)
+    return float(min(1.0, law[np.abs(values) >= observed].sum()))
+
+
+def _grouped(
+    credit: Sequence[float], groups: Sequence[Hashable], threshold: float
+) -> tuple[list[int], int, dict[Hashable, list[int]]]:
+    """Each item right (1) or not (0), the item count, and each group's item indices in first-seen order."""
+    if len(credit) != len(groups):
+        raise ValueError(f"credit and groups need equal lengths, got {len(credit)} and {len(groups)}")
+    members: dict[Hashable, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    return [int(x >= threshold) for x in credit], len(credit), members
+
+
+def _wilson(p: float, n: float, confidence: float) -> tuple[float, float]:
+    """Wilson's score interval for an observed proportion `p` at a (possibly fractional) sample size `n`."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def item_groups(rows: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> list[str]:
+    """Each paired item's group, in `ids`' order: the row's `problem` (the built-in task stamps it when it scores
+    a row, `tasks.prompts.item_problem`), else its own id."""
+    problem = {str(row["id"]): str(row.get("problem") or row["id"]) for row in rows}
+    return [problem[item] for item in ids]
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def paired_difference(
 
     Returns:
         `diff` (on the rows as they are), `low`, `high` (95% interval of the resampled differences) and
-        `p`: two-sided, twice the smaller share of resampled differences on either side of 0 (at most 1).
+        `p`: two-sided, `2 (t + 1) / (B + 1)` at most 1, `t` the resampled differences on the smaller side of 0
+        of the `B` (Davison and Hinkley 1997): never 0, since a bootstrap shows p only down to `2 / (B + 1)`.
     """
     both = bootstrap_aurocs([scores, baseline], labels, seed=seed)
     diffs = both[0] - both[1]
@@ -96,7 +97,8 @@ def paired_difference(
     diff = auroc(scores, labels) - auroc(baseline, labels)
     if not len(diffs):
         return {"diff": diff, "low": math.nan, "high": math.nan, "p": math.nan}
-    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    tail = min(int(np.sum(diffs <= 0)), int(np.sum(diffs >= 0)))
+    p = min(1.0, 2 * (tail + 1) / (len(diffs) + 1))
     return {"diff": diff, "low": float(np.percentile(diffs, 2.5)), "high": float(np.percentile(diffs, 97.5)), "p": p}
 
 

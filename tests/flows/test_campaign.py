@@ -176,7 +176,7 @@ def test_final_policy_is_compared_with_the_base_behind_its_few_shot_examples(cam
             assert final[f"{kind}/start_accuracy"] >= 0.0 and final[f"{kind}/accuracy"] >= 0.0
     add = final["final/vs_few_shot/by_kind/test/add/accuracy"]
     assert final["final/by_kind/test/add/accuracy"] == pytest.approx(add)  # the same final policy either way
-    assert "by kind, right of n, start -> final: test add " in campaign["stdout"]
+    assert "by kind, right of n, few-shot bar -> final: test add " in campaign["stdout"]
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
     claim = parents[0].data.tags["selftrain.final_claim"]  # the description carries both claims
     shot_claim = parents[0].data.tags["selftrain.final_claim.vs_few_shot"]
     assert f"Claim: {claim}. Against the starting policy behind 2 worked examples" in latest["tiny-summary"][3]
-    assert f"{shot_claim}. By kind, right of n, start -> final: test add " in latest["tiny-summary"][3]
+    assert f"{shot_claim}. By kind, right of n, few-shot bar -> final: test add " in latest["tiny-summary"][3]
     kind, data, flow_run_id, description = latest["tiny-by-kind"]  # the same claim per kind, as a table
     assert (kind, flow_run_id) == ("table", latest["tiny-summary"][2])
     assert "against the starting policy behind 2 worked examples" in description

@@ -5,8 +5,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from configs.schema import CampaignConfig
 from tasks.evaluate import evaluate_greedy, score_responses, wilson_interval
 from tasks.gate import should_promote
+from tasks.prompts import item_problem
 
 
 def test_wilson_interval_matches_hand_computation() -> None:
@@ -49,6 +51,21 @@ def test_score_responses_is_strict_and_keeps_the_lenient_rate_and_format_rate() 
     assert (metrics["ci_low"], metrics["ci_high"]) == pytest.approx(wilson_interval(1, 5))
     _, custom = score_responses(rows, answer_pattern=r"= (\d+)")
     assert custom["accuracy"] == pytest.approx(2 / 5) and custom["format_rate"] == pytest.approx(2 / 5)
+    assert metrics["problems"] == 5  # no problem given: each row its own
+
+
+def test_score_responses_stamps_the_problem_and_counts_problems() -> None:
+    rows = [
+        {"id": f"r{i}", "prompt": p, "response": "The answer is 8.", "answer": "8"}
+        for i, p in enumerate(["What is 3 plus 5?", "What is 5 plus 3?", "What is 4 plus 4?"])
+    ]
+    config = CampaignConfig.model_validate({"prompts": {"source": "arithmetic"}})
+    scored, metrics = score_responses(rows, problem_of=item_problem(config))
+    assert [row["problem"] for row in scored] == ["add:3:5", "add:3:5", "add:4:4"]
+    assert metrics["problems"] == 2 and metrics["items"] == 3
+    assert (metrics["ci_low"], metrics["ci_high"]) == pytest.approx(wilson_interval(2, 2))  # all right: 2 problems
+    with pytest.raises(ValueError, match="nothing to score"):
+        score_responses([])
 
 
 class CannedEngine:

@@ -80,6 +80,14 @@ def test_significantly_worse_than_the_champion_is_refused_even_within_the_margin
     assert better.promoted and better.p_value < 0.05
 
 
+def test_the_test_counts_a_problem_asked_in_several_wordings_once() -> None:
+    # The 8 lost items are 2 problems asked 4 times each: 2 coins, not 8 (p = 0.5, not 0.0078).
+    champion = [{**row, "problem": f"p{i // 4}" if i < 8 else f"q{i}"} for i, row in enumerate(rows(set(range(60))))]
+    candidate = [{**row, "problem": champion[i]["problem"]} for i, row in enumerate(rows(set(range(8, 60))))]
+    grouped = decide(candidate, champion, best_accuracy=0.60, margin=0.10, alpha=0.05)
+    assert grouped.promoted and (grouped.b, grouped.c) == (8, 0) and grouped.p_value == pytest.approx(0.5)
+
+
 def test_best_accuracy_cannot_be_set_below_the_champion() -> None:
     champion = rows(set(range(60)))
     candidate = rows(set(range(55)))

@@ -44,6 +44,8 @@ def test_gate_markdown() -> None:
     assert pa.gate_markdown(2, True, "promoted: 0.61 > 0.44", 0.61) == (
         "# Round 2: promoted\n\n**Gate:** promoted: 0.61 > 0.44\n\n**Validation accuracy:** 0.610\n"
     )
+    with_ci = pa.gate_markdown(2, True, "promoted", 0.61, (0.5, 0.7))
+    assert with_ci.endswith("**Validation accuracy:** 0.610 [0.500, 0.700] (95% interval)\n")
     skipped = pa.gate_markdown(3, False, "refused: training was skipped", None)
     assert skipped.startswith("# Round 3: not promoted\n") and "not measured (training was skipped)" in skipped
 

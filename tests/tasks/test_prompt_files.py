@@ -33,10 +33,10 @@ def test_jsonl_with_and_without_answers(tmp_path: Path) -> None:
     ]
 
 
-def test_solution_and_kind_columns_are_kept_other_columns_dropped(tmp_path: Path) -> None:
-    rows = [{"prompt": "2+3?", "answer": 5, "solution": " 2 + 3 = 5.", "kind": "sums", "numbers": [2, 3]}]
+def test_solution_kind_and_problem_columns_are_kept_other_columns_dropped(tmp_path: Path) -> None:
+    rows = [{"prompt": "2+3?", "answer": 5, "solution": " 2 + 3 = 5.", "kind": "sums", "problem": 7, "numbers": [2]}]
     assert load_prompt_file(jsonl(tmp_path / "a.jsonl", rows + [{"prompt": "b", "kind": ""}])) == [
-        {"id": "a-0", "prompt": "2+3?", "answer": "5", "solution": " 2 + 3 = 5.", "kind": "sums"},
+        {"id": "a-0", "prompt": "2+3?", "answer": "5", "solution": " 2 + 3 = 5.", "kind": "sums", "problem": "7"},
         {"id": "a-1", "prompt": "b", "answer": None},  # an empty kind is no kind
     ]
     csv = write(tmp_path / "b.csv", "prompt,answer,kind\n2+3?,5,sums\n")

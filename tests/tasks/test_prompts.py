@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from tasks.prompts import (
     has_split,
     item_kind,
     load_extra_sets,
+    normalized,
+    overlap,
 )
 from tasks.select import gold_rows
 
@@ -32,7 +35,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def jsonl(path: Path, rows: list[object]) -> Path:
+def jsonl(path: Path, rows: Sequence[object]) -> Path:
     return write(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
@@ -174,6 +177,58 @@ def test_overlap_with_training_is_refused_with_count_and_first_ids(tmp_path: Pat
     allowed = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'val.jsonl'}", "prompts.max_overlap=3")
     notes = check_prompt_sources(allowed.prompts)  # type: ignore[attr-defined]
     assert len(notes) == 1 and "3 validation prompt(s)" in notes[0] and "max_overlap=3" in notes[0]
+
+
+def test_prompts_are_compared_case_folded_with_whitespace_collapsed() -> None:
+    assert normalized("  tom has 5 apples.\t How MANY?\n") == "tom has 5 apples. how many?"
+    assert normalized("Tom has 5 apples. How many?") == normalized("tom has 5 apples.  how many?")
+    assert normalized("Tom has 5 apples.") != normalized("Tom has 5 apples")  # punctuation counts
+    train = [{"id": "t0", "prompt": "Tom has 5 apples. How many?"}]
+    other = [{"id": "v0", "prompt": " tom has 5 APPLES.  How many?"}, {"id": "v1", "prompt": "Tom has 6 apples."}]
+    assert overlap(train, other) == ["v0"]
+
+
+def test_validation_and_test_are_compared_with_each_other_and_after_normalising(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"prompt": f"Tom has {i} apples. How many?"} for i in range(10)])
+    jsonl(
+        tmp_path / "val.jsonl",
+        [{"id": "shared", "prompt": "What is 12 plus 30?", "answer": 42}, {"id": "v1", "prompt": "new", "answer": 1}],
+    )
+    jsonl(tmp_path / "test.jsonl", [{"id": "t0", "prompt": "what is 12  plus 30?", "answer": 42}])
+    files = (f"prompts.validation_path={tmp_path / 'val.jsonl'}", f"prompts.test_path={tmp_path / 'test.jsonl'}")
+    with pytest.raises(PromptFileError) as caught:
+        check_prompt_sources(_file_config(tmp_path, *files).prompts)  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"{tmp_path / 'test.jsonl'}: 1 test prompt(s) also in the validation prompts (first ids: 't0'); "
+        "at most prompts.max_overlap=0 allowed"
+    )
+    # a training prompt in another case and spacing is the same prompt; each pair is noted within max_overlap
+    jsonl(
+        tmp_path / "val.jsonl",
+        [{"id": "v0", "prompt": "tom has 3 apples.  how many?", "answer": 3}, {"id": "v1", "prompt": "x", "answer": 1}],
+    )
+    jsonl(
+        tmp_path / "test.jsonl",
+        [{"id": f"t{i}", "prompt": f" TOM HAS {i} apples. How many? ", "answer": i} for i in range(7)]
+        + [{"id": "t7", "prompt": "X", "answer": 1}],
+    )
+    notes = check_prompt_sources(_file_config(tmp_path, *files, "prompts.max_overlap=7").prompts)  # type: ignore[attr-defined]
+    assert notes == [
+        f"{tmp_path / 'val.jsonl'}: 1 validation prompt(s) also in the training prompts (first ids: 'v0'); "
+        "allowed by prompts.max_overlap=7",
+        f"{tmp_path / 'test.jsonl'}: 7 test prompt(s) also in the training prompts (first ids: 't0', 't1', 't2', "
+        "'t3', 't4', ...); allowed by prompts.max_overlap=7",
+        f"{tmp_path / 'test.jsonl'}: 2 test prompt(s) also in the validation prompts (first ids: 't3', 't7'); "
+        "allowed by prompts.max_overlap=7",
+    ]
+
+
+def test_the_shipped_word_problem_files_share_no_prompt_between_splits() -> None:
+    # configs/data/word-problems: no prompt of one split is another's after normalising (an audit found test rows
+    # that repeat a training row's numbers and answer in another story; that is not the same prompt)
+    data = Path(__file__).resolve().parents[2] / "configs" / "data" / "word-problems"
+    files = [f"prompts.{split}_path={data / f'{split}.jsonl'}" for split in ("train", "validation", "test")]
+    assert check_prompt_sources(load_config("word-problems", files).prompts) == []
 
 
 def test_test_file_without_answers_is_refused(tmp_path: Path) -> None:

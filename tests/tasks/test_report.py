@@ -9,6 +9,7 @@ import pytest
 from matplotlib.image import imread
 
 from tasks.report import KindClaim, final_claim, plot_accuracy, render_table
+from tasks.stats import mcnemar_exact, wilson_interval
 
 ROWS: list[dict[str, Any]] = [
     {"round": 0, "promoted": True, "accuracy": 0.125, "ci_low": 0.085, "ci_high": 0.178}
@@ -101,7 +102,8 @@ def test_final_claim_pairs_start_and_final_on_test() -> None:
     table = render_table(ROWS, claim)
     assert table.splitlines()[-1] == (
         "test, start -> final: 0.125 [0.055, 0.261] -> 0.600 [0.446, 0.737], gain +0.475 on 40 items "
-        "(exact McNemar p=2.1e-05, b=1, c=20); lenient 0.300 -> 0.800; OOD 0.100 -> 0.300 (10 items, p=0.5, b=0, c=2)"
+        "(exact McNemar p=2.1e-05, b=1, c=20); lenient (a diagnostic) 0.300 -> 0.800; "
+        "OOD 0.100 [0.018, 0.404] -> 0.300 [0.108, 0.603] (10 items, p=0.5, b=0, c=2)"
     )
 
 
@@ -195,3 +197,17 @@ def test_kind_claim_cells_are_a_table_row() -> None:
             "p (exact McNemar)": 0.03088,
         },
     ]
+
+
+def test_final_claim_counts_each_problem_once() -> None:
+    # 12 problems each asked three times, one verdict per problem: the claim's test and interval are those of
+    # the 12 problems (b=2, c=10), not of 36 independent items, and the line says how many problems there are.
+    start = [{"id": f"t{i}", "score": float(i % 12 >= 10), "problem": f"p{i % 12}"} for i in range(36)]
+    final = [{"id": f"t{i}", "score": float(i % 12 < 10), "problem": f"p{i % 12}"} for i in range(36)]
+    claim = final_claim(start, final, start_ood=start, final_ood=final)
+    assert (claim.items, claim.problems, claim.b, claim.c) == (36, 12, 6, 30)
+    assert claim.p_value == pytest.approx(mcnemar_exact(2, 10)) and claim.ood_p_value == claim.p_value
+    assert claim.p_value > mcnemar_exact(6, 30)
+    assert claim.final_ci[0] <= wilson_interval(10, 12)[0] and claim.ood_final_ci == claim.final_ci
+    assert "on 36 items (12 problems)" in claim.sentence() and "(36 items (12 problems), p=" in claim.sentence()
+    assert claim.metrics()["final/test_problems"] == 12.0

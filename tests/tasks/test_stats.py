@@ -1,8 +1,18 @@
 """Accuracy statistics against hand-computed values: Wilson interval, exact McNemar, paired bootstrap."""
 
+import random
+
 import pytest
 
-from tasks.stats import mcnemar_exact, paired_bootstrap, paired_counts, wilson_interval
+from tasks.stats import (
+    clustered_interval,
+    clustered_mcnemar,
+    item_groups,
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_counts,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_matches_hand_computation() -> None:
@@ -55,3 +65,50 @@ def test_paired_bootstrap_brackets_the_observed_difference() -> None:
     assert paired_bootstrap(candidate, reference, resamples=2_000, seed=1) == (diff, low, high)  # seeded
     identical = paired_bootstrap(reference, reference, resamples=200)
     assert identical == (0.0, 0.0, 0.0)
+
+
+def test_grouped_forms_reduce_to_the_item_forms_when_every_item_is_its_own_group() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 40)
+        cand = [float(rng.random() < 0.6) for _ in range(n)]
+        ref = [float(rng.random() < 0.5) for _ in range(n)]
+        counts = paired_counts(cand, ref)
+        alone = list(range(n))
+        assert clustered_mcnemar(cand, ref, alone) == pytest.approx(mcnemar_exact(counts.b, counts.c), rel=1e-9)
+        assert clustered_interval(cand, alone) == pytest.approx(wilson_interval(counts.candidate_right, n))
+
+
+def test_a_problem_asked_three_times_counts_once() -> None:
+    # 12 problems, each asked in three wordings with one verdict per problem: the paired test is the 12-item
+    # one (b=2, c=10), not the 36-item one, and the interval is at least as wide as over the 12 problems.
+    cand, ref = [1.0] * 10 + [0.0] * 2, [0.0] * 10 + [1.0] * 2
+    groups = list(range(12)) * 3
+    assert clustered_mcnemar(cand * 3, ref * 3, groups) == pytest.approx(mcnemar_exact(2, 10))
+    assert mcnemar_exact(6, 30) < mcnemar_exact(2, 10)
+    low, high = clustered_interval(cand * 3, groups)
+    alone_low, alone_high = wilson_interval(10, 12)
+    assert low <= alone_low and high >= alone_high
+    # All right: the groups are the sample (12 problems, not 36 items).
+    assert clustered_interval([1.0] * 36, groups) == pytest.approx(wilson_interval(12, 12))
+
+
+def test_grouped_mcnemar_counts_opposite_flips_within_a_problem_as_cancelling() -> None:
+    # One problem where the candidate gains one wording and loses another: no evidence either way.
+    assert clustered_mcnemar([1.0, 0.0], [0.0, 1.0], ["p", "p"]) == 1.0
+    assert clustered_mcnemar([1.0, 0.0], [0.0, 1.0], ["p", "q"]) == 1.0
+    # Two problems of one gain each against one problem of a double gain: the same sum, fewer coins.
+    assert clustered_mcnemar([1.0, 1.0], [0.0, 0.0], ["p", "p"]) == 1.0
+    assert clustered_mcnemar([1.0, 1.0], [0.0, 0.0], ["p", "q"]) == pytest.approx(0.5)
+
+
+def test_grouped_forms_refuse_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="equal lengths"):
+        clustered_interval([1.0, 0.0], ["p"])
+    with pytest.raises(ValueError, match="equal lengths"):
+        clustered_mcnemar([1.0], [0.0, 1.0], ["p"])
+
+
+def test_item_groups_read_the_problem_else_the_id() -> None:
+    rows = [{"id": "a", "problem": "add:3:5"}, {"id": "b", "problem": "add:3:5"}, {"id": "c"}]
+    assert item_groups(rows, ["c", "b", "a"]) == ["c", "add:3:5", "add:3:5"]
