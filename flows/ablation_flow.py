@@ -29,16 +29,29 @@ def round_seconds(runs: Iterable[Run]) -> dict[str, float]:
 
 
 @flow(name="selftrain-ablation", flow_run_name="{name}")
-def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict:
+def ablation_flow(configs: list[CampaignConfig], name: str = "ablation", reference: str | None = None) -> dict:
     """Run the arms as campaign subflows, then write `ablation.json`, `table.txt` and `ablation.png` and log
-    them to MLflow; return the ablation run id, its folder, the final accuracies and the table's rows."""
-    from tasks.ablation_report import ablation_rows, final_accuracy, format_table, plot_ablation
+    them to MLflow; return the ablation run id, its folder, each arm's final policy (its champion) with its
+    paired comparison against the `reference` arm's (default: the first arm) and the table's rows."""
+    from tasks.ablation_report import (
+        ablation_rows,
+        final_figures,
+        final_metrics,
+        final_test_rows,
+        format_table,
+        paired_finals,
+        plot_ablation,
+        row_metrics,
+    )
     from tasks.tracking import end_run, log_artifact, log_metrics, set_tags, start_run
     from tasks.tracking_store import client_for
 
     tracking = configs[0].tracking
     folder = Path(tracking.output_dir).resolve() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     arms = {c.name: c for c in configs}
+    reference = reference or next(iter(arms))
+    if reference not in arms:  # checked before any arm runs: the comparison comes after all of them
+        raise ValueError(f"reference arm {reference!r} is not one of the arms ({', '.join(arms)})")
     parent = start_run(tracking, name, params={"arms": ",".join(arms)}, tags={"selftrain.kind": "ablation"})
     try:
         rows, campaigns, dirs = [], {}, {}
@@ -52,16 +65,25 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
             runs = {r["run_id"]: client.get_run(r["run_id"]) for r in summary["rounds"][1:]}
             metrics = {run_id: run.data.metrics for run_id, run in runs.items()}
             rows += ablation_rows(arm, summary["rounds"], metrics, round_seconds(runs.values()))
-        table = format_table(rows)
+        finals = final_figures(rows)  # each arm's champion; its per-item test rows are in its campaign folder
+        credit = {arm: final_test_rows(dirs[arm], final["round"]) for arm, final in finals.items()}
+        paired = paired_finals(finals, credit, reference)
+        table = format_table(rows, paired, reference)
         print(f"\nAblation {name!r}: validation and test accuracy, diversity and minutes per round\n{table}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "table.txt").write_text(table + "\n")
-        summary_json = {"campaigns": campaigns, "dirs": dirs, "rows": rows}  # dirs: where per-item evaluations are
+        summary_json = {
+            "campaigns": campaigns,
+            "dirs": dirs,
+            "rows": rows,
+            "final": finals,
+            "paired": paired,
+        }  # dirs: per-item evaluations
         (folder / "ablation.json").write_text(json.dumps(summary_json, indent=2))
         plot_ablation(rows, folder / "ablation.png", f"{name}: {', '.join(arms)}")
         for row in rows:
-            values = {f"{row['arm']}/{k}": row[k] for k in ("accuracy", "distinct-2") if row.get(k) is not None}
-            log_metrics(tracking, [parent], values, row["round"])
+            log_metrics(tracking, [parent], row_metrics(row), row["round"])
+        log_metrics(tracking, [parent], final_metrics(finals, paired), max(row["round"] for row in rows))
         set_tags(tracking, parent, {f"selftrain.campaign.{arm}": run_id for arm, run_id in campaigns.items()})
         for file in ("table.txt", "ablation.json", "ablation.png"):
             log_artifact(tracking, parent, folder / file)
@@ -70,4 +92,4 @@ def ablation_flow(configs: list[CampaignConfig], name: str = "ablation") -> dict
         raise
     end_run(tracking, parent)
     print(f"\nAblation run {parent}; table and plot in {folder}")
-    return {"run_id": parent, "folder": str(folder), "final": final_accuracy(rows), "rows": rows}
+    return {"run_id": parent, "folder": str(folder), "final": finals, "paired": paired, "rows": rows}
