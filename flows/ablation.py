@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from configs.fields import SAFE_NAME, SAFE_NAME_RULE
 from configs.loader import ConfigError
 from configs.schema import CampaignConfig
 from flows.launch import checked_config, launch, quiet_progress_bars
@@ -58,6 +59,8 @@ def main(ns: argparse.Namespace) -> int:
     config (before anything is recorded)."""
     paths = ns.configs or sorted(str(p) for p in EXPERIMENTS.glob("*.yaml"))
     try:
+        if not SAFE_NAME.match(ns.name):  # it names a folder under each arm's output_dir
+            raise ValueError(f"--name {ns.name!r}: {SAFE_NAME_RULE}")
         configs = [checked_config([path, *ns.set]) for path in paths]
         check_comparable(configs)
     except (ConfigError, ValueError, OSError) as err:

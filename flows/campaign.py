@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from configs.schema import CampaignConfig
 from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import is_interruption
+from flows.preflight import preflight_once
 from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
 from tasks.evaluate import Evaluation, evaluate_task, metric_prefix
@@ -47,7 +48,10 @@ from tasks.tracking_store import client_for, tracking_uri
 @flow(name="selftrain-campaign", flow_run_name="{config.name}")
 def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
     """Run (or resume, unless `fresh`) a whole campaign; return its MLflow run ids, one row per round (validation,
-    and test for the starting and each promoted policy) and the final claim on test (None without a test set)."""
+    and test for the starting and each promoted policy) and the final claim on test (None without a test set).
+    Its inputs are checked first, where it runs (`flows.preflight.preflight_once`): a run from the UI, a schedule
+    or `selftrain submit` with a missing file fails in one line before any folder or MLflow run exists."""
+    preflight_once(config)
     with campaign_run(config, fresh) as campaign:
         return {
             "parent_run_id": campaign.parent_run_id,
@@ -89,7 +93,8 @@ def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
         campaign.push()  # the finished round reaches storage.base's mirror at once (no-op for a folder)
         state = state.after(result)
         if result.promoted and result.candidate is not None:
-            register(config, result, base, validation)
+            if state.champion_round == index:  # promoted within the margin below the best is no champion
+                register(config, result, base, validation)
             policies[index] = result.candidate
             if config.evaluate.test_rounds == "promoted":
                 tested[index] = score(config, result.candidate, tests, layout, at(index), results)
@@ -201,7 +206,9 @@ def finished_round(config: CampaignConfig, parent: str, index: int, layout: Camp
 
 
 def register(config: CampaignConfig, result: RoundResult, base: ModelRef, validation: DatasetRef) -> None:
-    """Register a promoted round's policy in the MLflow model registry."""
+    """Register a round's policy in the MLflow model registry: a round that became the campaign's champion (with
+    `evaluate.promotion_margin` 0, every promoted round), so the registry's alias never moves to a policy the
+    campaign ranked below one it had (the starting policy included, which is no version)."""
     assert result.candidate is not None
     name = registered_name(config.name)
     version, aliased = register_policy(

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema_p.add_argument("--json", action="store_true", help="print the JSON schema instead")
     for name, (module, help_text) in commands.items():
         module.configure(sub.add_parser(name, help=help_text))
-    ns = parser.parse_args(argv)
+    ns = parse_intermixed(parser, argv)
 
     if ns.command in commands:
         return commands[ns.command][0].main(ns)
@@ -78,7 +78,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "validate":
         print(config.model_dump_json(indent=2))
         return 0
+    problem = prefect_server_problem()
+    if problem:
+        print(f"selftrain: error: {problem}", file=sys.stderr)
+        return 2
     return run_interruptible(config, ns.args, fresh=ns.fresh)
+
+
+def prefect_server_problem() -> str | None:
+    """Why the Prefect server PREFECT_API_URL names (in the environment or the active profile) cannot take the
+    run, or None: none is named (the temporary one starts) or it answers."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import server_problem
+
+    url = PREFECT_API_URL.value()
+    return server_problem(url) if url else None
+
+
+# The list positionals of the subcommands (config, overrides, arm configs), which may go on after a flag.
+INTERMIXED = ("args", "overrides", "configs")
+
+
+def parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse as `parser.parse_args`, but positionals after a flag join the subcommand's list positional:
+    `selftrain run tiny --fresh rounds=0` is `run tiny rounds=0 --fresh` (argparse's `parse_intermixed_args` does
+    not support subcommands). An unknown flag is still argparse's usual error."""
+    ns, extra = parser.parse_known_args(argv)
+    target = next((name for name in INTERMIXED if isinstance(getattr(ns, name, None), list)), None)
+    if not extra or target is None or any(item.startswith("-") for item in extra):
+        return parser.parse_args(argv)  # nothing left over, or argparse's error for what is
+    getattr(ns, target).extend(extra)
+    return ns
 
 
 def console() -> int:

@@ -81,12 +81,13 @@ def local_prefect_settings() -> Iterator[None]:
     Flow-run heartbeats exist so that a server can mark runs of a dead process as crashed. The
     temporary server dies with this process, so they buy nothing here, while Prefect 3.8 waits up to
     a second at the end of every flow run for the heartbeat thread (benchmarks/round_overhead.py).
-    With a real server (PREFECT_API_URL set) they stay on.
+    With a real server (PREFECT_API_URL set, in the environment or the active Prefect profile) they stay on.
     """
-    if os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
         yield
         return
-    from prefect.settings import temporary_settings
 
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
         yield
@@ -139,5 +140,7 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")
     print(f"See it in MLflow:  mlflow ui --backend-store-uri {uri}")
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL  # the variable or the active Prefect profile
+
+    if not PREFECT_API_URL.value():
         print("See flow runs in Prefect: start `prefect server start` and run again with PREFECT_API_URL set")

@@ -5,7 +5,9 @@ at: prompt files, model directories, the Hugging Face hub, the MLflow tracking U
 the judge's reference bank, the filters' target set, and whether the longest prompt fits the model's context.
 `selftrain run`, `validate`, `serve`, `ablation` and `judge-eval` call `preflight` before any MLflow run or
 campaign folder exists, so a bad input costs one line on stderr (`selftrain: error: <field or file>: <reason>`),
-never a traceback after a round of work.
+never a traceback after a round of work. The campaign flow checks again where it runs (`preflight_once`), so a
+campaign started from the Prefect UI, a schedule or `selftrain submit`, whose inputs live on the machine that runs
+it, fails in one line before it writes anything there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class PreflightError(ValueError):
     """An input the config points at cannot be used; the message names the field or file and the reason."""
 
 
+_PASSED: set[str] = set()  # configs (as JSON) this process has checked: `preflight_once` skips them
+
+
 def preflight(config: CampaignConfig) -> None:
     """Check the inputs that live outside the config, before any run or folder is created.
 
@@ -57,6 +62,17 @@ def preflight(config: CampaignConfig) -> None:
     check_context(config)
     check_answer_length(config)
     check_chat_template(config)
+    _PASSED.add(config.model_dump_json())
+
+
+def preflight_once(config: CampaignConfig) -> None:
+    """`preflight`, unless this process has already checked this config (the CLI did, before starting the flow).
+
+    Raises:
+        As `preflight`.
+    """
+    if config.model_dump_json() not in _PASSED:
+        preflight(config)
 
 
 def models_of(config: CampaignConfig) -> list[tuple[str, ModelConfig]]:
@@ -108,7 +124,7 @@ def check_folder(where: str, folder: Path) -> None:
 
 
 def check_tracking_uri(cfg: TrackingConfig) -> None:
-    """Raise unless MLflow has a store for the tracking URI's scheme and would open it.
+    """Raise unless MLflow has a store for the tracking URI's scheme and would open it (an MLflow server: answers).
 
     The list of schemes is MLflow's own store registry, so a plug-in store registered by another package
     is accepted too. A plain path or `file:` URI needs MLFLOW_ALLOW_FILE_STORE=true in MLflow 3.
@@ -139,6 +155,11 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
         raise PreflightError(
             f"{where}: MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true; "
             "use sqlite:///<folder>/mlflow.db (the default when tracking_uri is empty)"
+        )
+    if scheme in ("http", "https") and not reachable(uri.rstrip("/") + "/health", HUB_PROBE_SECONDS):
+        raise PreflightError(
+            f"{where}: no MLflow server answers there within {HUB_PROBE_SECONDS:g} s "
+            "(start one: `bash infra/start-stack.sh start`, or `mlflow server`; see README 'Running on servers')"
         )
     if scheme == "sqlite":
         database = uri.split("://", 1)[-1].removeprefix("/")

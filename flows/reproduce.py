@@ -67,6 +67,13 @@ def main(ns: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_progress_bars()
     uri = ns.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs').resolve()}/mlflow.db"
+    source = (
+        "--tracking-uri " if ns.tracking_uri else "MLFLOW_TRACKING_URI=" if "MLFLOW_TRACKING_URI" in os.environ else ""
+    )
+    problem = store_problem(uri, source)
+    if problem:
+        print(f"selftrain: error: {problem}", file=sys.stderr)
+        return 2
     try:
         with local_prefect_settings():
             report = reproduce(ns.run_id, uri, ns.output_dir)
@@ -78,6 +85,25 @@ def main(ns: argparse.Namespace) -> int:
         return 2
     print(format_report(report))
     return 0 if report["match"] else 1
+
+
+def store_problem(uri: str, source: str = "") -> str | None:
+    """Why the MLflow store at `uri` cannot hold the run, or None: a scheme MLflow has no store for, a file store,
+    or a SQLite file that does not exist (which MLflow would create, empty). `source` prefixes the URI in the
+    message ("--tracking-uri ", "MLFLOW_TRACKING_URI="; empty for the default, runs/mlflow.db in this folder)."""
+    from flows.preflight import PreflightError, check_tracking_uri
+
+    try:
+        check_tracking_uri(TrackingConfig(tracking_uri=uri))
+    except PreflightError as err:
+        return str(err).replace("tracking.tracking_uri=", source, 1)
+    if uri.startswith("sqlite:///"):
+        database = uri.removeprefix("sqlite:///")
+        path = Path("/" + database.removeprefix("/") if uri.startswith("sqlite:////") else database)
+        if not path.is_file():
+            hint = "" if source else " (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+            return f"no MLflow store at {path}{hint}"
+    return None
 
 
 def _download(client: MlflowClient, uri: str, dest: Path) -> Path:

@@ -95,14 +95,33 @@ def serve(config: CampaignConfig, name: str | None = None, cron: str | None = No
     prefect_serve(deployment, limit=limit)
 
 
+def option_problem(cron: str | None, name: str | None, limit: int | None) -> str | None:
+    """Why `--cron`, `--name` or `--limit` cannot make a deployment, or None: checked before serving, so a bad one
+    is one line, not Prefect's traceback (or, for a limit of 0, runs that never start)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.types.names import BANNED_CHARACTERS
+
+    if cron is not None:
+        try:
+            CronSchedule(cron=cron)
+        except ValueError:
+            return f"--cron {cron!r}: not a cron expression (five fields, e.g. '0 2 * * *': 02:00 every day)"
+    if name is not None and (not name.strip() or any(c in name for c in BANNED_CHARACTERS)):
+        return f"--name {name!r}: a deployment name is not empty and has none of {' '.join(BANNED_CHARACTERS)}"
+    if limit is not None and limit < 1:
+        return f"--limit {limit}: must be at least 1 (runs at once); leave it out for no limit"
+    return None
+
+
 def main(ns: argparse.Namespace) -> int:
-    """Run `selftrain serve`: validate the config, check the server, then serve (blocks until Ctrl-C)."""
+    """Run `selftrain serve`: validate the config and the options, check the server, then serve (blocks until
+    Ctrl-C)."""
     config = load_checked(ns.args)
     if config is None:
         return 2
     from prefect.settings import PREFECT_API_URL  # the variable or the active Prefect profile
 
-    problem = server_problem(PREFECT_API_URL.value())
+    problem = option_problem(ns.cron, ns.name, ns.limit) or server_problem(PREFECT_API_URL.value())
     if problem:
         print(f"selftrain: error: {problem}", file=sys.stderr)
         return 2

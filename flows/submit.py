@@ -101,7 +101,7 @@ def main(ns: argparse.Namespace) -> int:
         full_name(ns.deployment), parameters={"config": config.model_dump(mode="json")}, timeout=0
     )
     assert isinstance(flow_run, FlowRun)  # a coroutine only when called from async code
-    print(f"submitted {flow_run.name}: {run_url(flow_run.id)}")
+    print(f"submitted {config.name}: {run_url(flow_run.id)}")  # the run takes that name when it starts
     if not ns.watch:
         return 0
     return 0 if watch(flow_run.id) == "COMPLETED" else 1

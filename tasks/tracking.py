@@ -53,21 +53,36 @@ def start_run(
     tags: Mapping[str, str | None],
     parent_run_id: str | None = None,
 ) -> str:
-    """Create a run (a child when `parent_run_id` is given), log params and tags, return its id."""
+    """Create a run (a child when `parent_run_id` is given), log params and tags, return its id. The run carries
+    the tags `mlflow.start_run` would set (`mlflow.user`, `mlflow.source.name`, `mlflow.source.type`: the UI's User
+    and Source columns), under ours."""
+    from mlflow.tracking.context.registry import resolve_tags
+
     client = client_for(cfg)
     all_tags = {k: v for k, v in tags.items() if v is not None}
     all_tags["mlflow.source.git.commit"] = git_commit() or "unknown"
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    run = client.create_run(ensure_experiment(cfg), run_name=name, tags=all_tags)
+    run = client.create_run(ensure_experiment(cfg), run_name=name, tags=resolve_tags(all_tags))
     log_params(cfg, run.info.run_id, params)
     return run.info.run_id
 
 
+PARAM_LIMIT = 6000  # MLflow's longest param value
+CUT = " ...[cut: the whole value is in the campaign run's config.json]"
+
+
+def param_value(value: object) -> str:
+    """A param's text, cut to MLflow's limit with a note saying so (a long prompt template, say)."""
+    text = str(value)
+    return text if len(text) <= PARAM_LIMIT else text[: PARAM_LIMIT - len(CUT)] + CUT
+
+
 def log_params(cfg: TrackingConfig, run_id: str, params: Mapping[str, str]) -> None:
-    """Log params in batches; re-logging a param with the same value is a no-op in MLflow (a new value fails)."""
+    """Log params in batches; re-logging a param with the same value is a no-op in MLflow (a new value fails).
+    A value past MLflow's limit is cut with a note (`param_value`)."""
     client = client_for(cfg)
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    items = [Param(k, param_value(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
 
@@ -178,8 +193,11 @@ def set_tags(cfg: TrackingConfig, run_id: str, tags: Mapping[str, str]) -> None:
     client_for(cfg).log_batch(run_id, tags=entries, synchronous=True)
 
 
-def log_dataset(cfg: TrackingConfig, run_id: str, ref: DatasetRef, name: str, context: str) -> None:
-    """Record a record file as an MLflow dataset input (digest, schema) and as an artifact (the data)."""
+def log_dataset(
+    cfg: TrackingConfig, run_id: str, ref: DatasetRef, name: str, context: str, artifact_path: str = "data"
+) -> None:
+    """Record a record file as an MLflow dataset input (digest, schema) and as an artifact (the data, and its
+    lineage beside it, under `artifact_path`)."""
     frame = pd.DataFrame(read_records(ref))
     with warnings.catch_warnings():  # schema hints about int columns and an ambiguous local source
         warnings.simplefilter("ignore", UserWarning)
@@ -191,10 +209,10 @@ def log_dataset(cfg: TrackingConfig, run_id: str, ref: DatasetRef, name: str, co
     # the same moment: the loser's unique-key error is retried, and then finds the row and links to it
     # (MLflow's log_inputs reuses an existing dataset and input, so a repeat writes nothing twice).
     retry_conflicts(lambda: client.log_inputs(run_id, datasets=[entry]), f"dataset input {name!r}")
-    client.log_artifact(run_id, ref.path, artifact_path="data")
+    client.log_artifact(run_id, ref.path, artifact_path=artifact_path)
     lineage = Path(ref.path).with_name(Path(ref.path).name + ".lineage.json")
     if lineage.exists():
-        client.log_artifact(run_id, str(lineage), artifact_path="data")
+        client.log_artifact(run_id, str(lineage), artifact_path=artifact_path)
 
 
 def log_artifact(cfg: TrackingConfig, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
@@ -300,8 +318,12 @@ class RoundContext(BaseModel):
         log_metrics(self.tracking, runs, metrics, self.round)
 
     def log_dataset(self, ref: DatasetRef, name: str, context: str) -> None:
-        """Record a dataset input and its file on the round run."""
-        log_dataset(self.tracking, self.run_id, ref, name, context)
+        """Record a dataset input and its file on the round run, under `data/`. On the campaign run (no parent) a
+        file of a round's folder goes under `data/round-NN/`: that run holds the starting and the final policy's
+        scores, whose files share names, and the claim is rebuilt from both."""
+        folder = Path(self.folder)
+        nested = self.parent_run_id is None and Path(ref.path).parent == folder
+        log_dataset(self.tracking, self.run_id, ref, name, context, f"data/{folder.name}" if nested else "data")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or directory to the round run."""

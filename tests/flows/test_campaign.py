@@ -94,6 +94,9 @@ def test_mlflow_holds_one_parent_and_three_finished_rounds(campaign: dict) -> No
     assert parent.data.params["generate.k"] == "4"
     assert parent.data.tags["mlflow.source.git.commit"]
     assert parent.data.tags["prefect.flow_run_id"]
+    # The tags mlflow.start_run sets: the UI's User and Source columns.
+    assert parent.data.tags["mlflow.user"] and parent.data.tags["mlflow.source.type"] == "LOCAL"
+    assert parent.data.tags["mlflow.source.name"]
     for index, child in enumerate(children, start=1):
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -152,6 +155,13 @@ def test_campaign_run_reports_test_for_start_and_promoted_rounds_and_the_final_c
     champion = max(promoted, key=lambda step: (val[step], step))
     assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
     assert parent.data.tags["selftrain.final_claim"].startswith("test, start -> final:")
+    # The claim's two sides are both in MLflow, each round's scored files apart (they share names).
+    run_id, root = parent.info.run_id, campaign["root"] / "mlflow-claim"
+    root.mkdir(exist_ok=True)
+    for step in sorted({0, champion}):
+        logged = Path(client.download_artifacts(run_id, f"data/round-{step:02d}/test-evaluated.jsonl", str(root)))
+        local = next(campaign["root"].glob(f"runs/*/round-{step:02d}/test-evaluated.jsonl"))
+        assert logged.read_bytes() == local.read_bytes()
 
 
 def test_final_policy_is_compared_with_the_base_behind_its_few_shot_examples(campaign: dict) -> None:

@@ -38,6 +38,24 @@ def test_bad_config_values(capsys: pytest.CaptureFixture[str], tmp_path: Path, o
     assert expected in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "configs/tiny.yaml", "--fresh", "rounds=0"],
+        ["serve", "configs/tiny.yaml", "--name", "x", "rounds=0"],
+        ["judge-eval", "configs/tiny.yaml", "--judges", "pointwise", "rounds=0"],
+    ],
+)
+def test_overrides_may_follow_a_flag(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    # The override reaches the config (its one-line error), not argparse's "unrecognized arguments".
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "rounds: Input should be greater than or equal to 1" in err and "unrecognized" not in err
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "configs/tiny.yaml", "--no-such-flag", "rounds=0"])
+    assert exited.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
 def _file_prompts(tmp_path: Path, train: Path, heldout: Path) -> list[str]:
     return ["prompts.source=file", f"prompts.train_path={train}", f"prompts.heldout_path={heldout}"]
 
@@ -78,6 +96,22 @@ def test_the_installed_command_exits_non_zero_without_traceback(tmp_path: Path, 
     assert proc.returncode == 2
     assert proc.stderr.strip() == "selftrain: error: generate.k: Input should be greater than or equal to 1 (got 0)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prefect_server_that_does_not_answer_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [SELFTRAIN, "run", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**cli_env, "PREFECT_API_URL": "http://127.0.0.1:1/api"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        "selftrain: error: no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:1/api"
+    )
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
 def test_validate_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,3 +156,8 @@ def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]
     assert codes == [0, 2, 0, 0]
     assert before_validate == [], f"--help, schema or a config error imported {before_validate}"
     assert [m for m in after_validate if m in HEAVY] == [], f"validate imported {after_validate}"
+
+
+def test_an_ablation_name_that_is_no_safe_folder_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablation", "configs/tiny.yaml", "--name", "my abl/x"]) == 2
+    assert capsys.readouterr().err.startswith("selftrain ablation: error: --name 'my abl/x': 1-100 characters")

@@ -145,6 +145,11 @@ def test_tracking_uri_scheme(
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
     assert _rejected(capsys, tmp_path).startswith("MLFLOW_TRACKING_URI=bogus://x: unknown tracking URI scheme")
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    message = _rejected(capsys, tmp_path, f"tracking.tracking_uri=http://127.0.0.1:{port}")
+    assert message.startswith(f"tracking.tracking_uri=http://127.0.0.1:{port}: no MLflow server answers there")
 
 
 def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -332,3 +337,24 @@ def test_a_reference_bank_file_too_small_or_with_one_label_is_refused_before_the
         preflight(load_config("tiny", [*judge[:2], f"judge.bank_path={tmp_path / 'missing.jsonl'}"]))
     _jsonl(bank, [{"prompt": f"q{i}", "response": "r", "correct": i % 2 == 0} for i in range(8)])
     preflight(load_config("tiny", judge))  # both labels, enough rows
+
+
+def test_the_campaign_flow_checks_its_inputs_where_it_runs(tmp_path: Path) -> None:
+    # A run from the Prefect UI, a schedule or `selftrain submit` never passed the CLI's check: the flow checks
+    # before it creates a folder or an MLflow run. A config this process has checked is not checked twice.
+    from flows.campaign import campaign_flow
+    from flows.preflight import preflight_once
+
+    out = tmp_path / "runs"
+    missing = tmp_path / "missing.jsonl"
+    config = load_config("tiny", [f"tracking.output_dir={out}", "prompts.source=file", f"prompts.train_path={missing}"])
+    with pytest.raises(ValueError, match=f"^{missing}: file not found$"):
+        campaign_flow.fn(config)
+    assert not out.exists(), "a run with a bad input must not create its output folder"
+    rows = [{"prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(12)]
+    missing.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    preflight(config)  # now it passes, and this process remembers that
+    missing.unlink()
+    preflight_once(config)  # not read again
+    with pytest.raises(ValueError, match="file not found"):
+        preflight(config)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from configs.loader import load_config
-from flows.serve import default_parameters, server_problem
+from flows.cli import main
+from flows.serve import default_parameters, option_problem, server_problem
 
 
 def test_default_parameters_are_the_config_with_an_absolute_output_dir() -> None:
@@ -26,3 +29,19 @@ def test_no_server_names_the_way_to_start_one() -> None:
     message = server_problem(f"http://127.0.0.1:{port}/api")
     assert f"no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:{port}/api" in message
     assert "infra/start-stack.sh start" in message
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--cron", "bogus"], "--cron 'bogus': not a cron expression"),
+        (["--name", "a/b"], "--name 'a/b': a deployment name is not empty and has none of / % & > <"),
+        (["--limit", "0"], "--limit 0: must be at least 1"),
+        (["--limit", "-1"], "--limit -1: must be at least 1"),
+    ],
+)
+def test_bad_serve_options_are_one_line(capsys: pytest.CaptureFixture[str], option: list[str], expected: str) -> None:
+    assert main(["serve", "configs/tiny.yaml", *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"selftrain: error: {expected}") and err.count("\n") == 1, err
+    assert option_problem("0 2 * * *", "nightly", 1) is None

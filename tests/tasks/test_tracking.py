@@ -333,3 +333,11 @@ def test_a_signal_inside_a_store_write_lands_after_its_commit_and_leaves_no_lock
     client.set_tag(run_id, "second", "2")  # a new session finds no lock left behind
     assert time.monotonic() - started < 5
     assert {"first": "1", "second": "2"}.items() <= client.get_run(run_id).data.tags.items()
+
+
+def test_a_long_param_is_cut_with_a_note() -> None:
+    from tasks.tracking import PARAM_LIMIT, param_value
+
+    assert param_value("x" * PARAM_LIMIT) == "x" * PARAM_LIMIT
+    cut = param_value("y" * 7000 + "{prompt}")
+    assert len(cut) == PARAM_LIMIT and cut.startswith("yyy") and cut.endswith("config.json]")
