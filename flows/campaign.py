@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 
 from configs.schema import CampaignConfig
 from flows.campaign_state import Campaign, open_campaign
-from flows.interrupt import is_interruption
+from flows.interrupt import StopError, is_interruption
 from flows.preflight import preflight_once
 from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
@@ -30,7 +30,7 @@ from tasks.model_registry import champion, download_policy, register_policy, reg
 from tasks.prefect_artifacts import publish_campaign, publish_round
 from tasks.progress import emit
 from tasks.prompts import has_split, item_kind, prompts_task, split_size
-from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records
+from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records, sha256_dir, sha256_file
 from tasks.report import FinalClaim, final_claim, report_task
 from tasks.tracking import (
     PARENT_TAG,
@@ -200,9 +200,38 @@ def finished_round(config: CampaignConfig, parent: str, index: int, layout: Camp
     runs = find_runs(config.tracking, {PARENT_TAG: parent, "selftrain.round": str(index)}, ("FINISHED",))
     if not runs:
         return None
-    saved = download_json(config.tracking, runs[0].info.run_id, ROUND_RESULT, layout.downloads)
-    emit(f"round {index}: finished before the resume (run {runs[0].info.run_id}), not run again")
-    return RoundResult.model_validate(saved)
+    run_id = runs[0].info.run_id
+    result = RoundResult.model_validate(download_json(config.tracking, run_id, ROUND_RESULT, layout.downloads))
+    problem = changed_files(result)
+    if problem:
+        raise CampaignFilesError(
+            f"round {index} finished before the resume, but {problem}; restore it (MLflow run {run_id} holds a "
+            "copy: the data under data/, the adapter under adapter/) or start a new campaign with --fresh"
+        )
+    emit(f"round {index}: finished before the resume (run {run_id}), not run again")
+    return result
+
+
+class CampaignFilesError(StopError):
+    """A resumed campaign's finished round lost a file the later rounds read, or the file changed."""
+
+
+def changed_files(result: RoundResult) -> str | None:
+    """What a finished round's files no longer hold (`<path> is missing` / `<path> changed since the round wrote
+    it`, by the content hashes the round recorded), or None when all are as it left them."""
+    refs = [result.judged, result.selected, result.evaluation.ref if result.evaluation else None]
+    for ref in (ref for ref in refs if ref is not None):
+        if not Path(ref.path).is_file():
+            return f"{ref.path} is missing"
+        if sha256_file(ref.path) != ref.sha256:
+            return f"{ref.path} changed since the round wrote it"
+    adapter = result.candidate.adapter if result.candidate else None
+    if result.candidate and adapter:
+        if not Path(adapter).is_dir():
+            return f"its adapter {adapter} is missing"
+        if result.candidate.sha256 and sha256_dir(adapter) != result.candidate.sha256:
+            return f"its adapter {adapter} changed since the round wrote it"
+    return None
 
 
 def register(config: CampaignConfig, result: RoundResult, base: ModelRef, validation: DatasetRef) -> None:
@@ -251,9 +280,14 @@ def publish_round_artifacts(config: CampaignConfig, result: RoundResult, tested:
 def campaign_context(config: CampaignConfig, layout: CampaignLayout, parent: str, index: int) -> RoundContext:
     """The campaign run's context at round `index`: what the campaign's own steps (round 0, test scores of a
     promoted policy, the report) log at that step."""
-    folder = str(layout.round_dir(index))
+    folder = layout.round_dir(index)
     return RoundContext(
-        tracking=config.tracking, round=index, seed=round_seed(config.seed, index), folder=folder, run_id=parent
+        tracking=config.tracking,
+        round=index,
+        seed=round_seed(config.seed, index),
+        folder=str(folder),
+        run_id=parent,
+        data_dir=f"data/{folder.name}",  # the start's and the final policy's scores share file names
     )
 
 

@@ -20,6 +20,7 @@ whose lock is free; a FINISHED campaign is never reopened (the same config again
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -27,6 +28,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -40,7 +42,7 @@ from configs.schema import CampaignConfig
 from flows.liveness import flow_run_verdict, host_name
 from tasks.progress import emit
 from tasks.storage_mirror import LOCK, Manifest, pull_tree, push_tree
-from tasks.tracking import fail_running, find_runs, reopen_run, set_tags, start_run
+from tasks.tracking import fail_running, find_runs, kill_running, log_params, reopen_run, set_tags, start_run
 
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
 
@@ -147,7 +149,15 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         wanted = resumable is None and tags.get("selftrain.campaign_key") == key and not fresh  # the one to resume
         stored = "" if workdir.is_dir() or not wanted else tags.get("selftrain.storage", "")
         if not workdir.is_dir() and not stored:
-            continue  # its folder is gone (or not shared with this machine): nothing to check or resume here
+            if tags.get("selftrain.host") == host_name() and run.info.status == "RUNNING":
+                # Its folder is gone from this machine: nothing to resume, and its runs would stay RUNNING forever.
+                gone = f"its folder {workdir} is gone (found by a later selftrain run)"
+                failed = fail_running(cfg, run.info.run_id, gone)
+                emit(f"campaign {tags.get('selftrain.campaign_id')}: {gone}; marked {len(failed)} run(s) FAILED")
+                crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
+            elif wanted:
+                emit(f"campaign {tags.get('selftrain.campaign_id')}: not resumed, its folder {workdir} is gone")
+            continue  # nothing to check or resume here (or the folder is not shared with this machine)
         reason = "its process died (found by a later selftrain run)"
         if tags.get("selftrain.host") != host_name():  # another machine's: only the Prefect server can tell
             verdict = flow_run_verdict(tags.get("prefect.flow_run_id", ""), own_flow_run_id=flow_run_id)
@@ -172,13 +182,33 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         else:
             lock.close()
     if resumable is not None:
-        reopen_run(cfg, resumable.parent_run_id)
-        mirrored = {"selftrain.storage": resumable.mirror} if resumable.mirror else {}
-        update = {"prefect.flow_run_id": str(flow_run_id), **mirrored, **recorded_config(config)[1]}
-        set_tags(cfg, resumable.parent_run_id, update)
-        emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
+        with closed_on_failure(config, resumable):
+            reopen_run(cfg, resumable.parent_run_id)
+            params, config_tags = recorded_config(config)
+            log_params(cfg, resumable.parent_run_id, params)  # the same values (the key): a no-op unless it died
+            mirrored = {"selftrain.storage": resumable.mirror} if resumable.mirror else {}
+            update = {"prefect.flow_run_id": str(flow_run_id), **mirrored, **config_tags}
+            set_tags(cfg, resumable.parent_run_id, update)
+            emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
         return resumable
     return _new_campaign(config, key, flow_run_id)
+
+
+@contextlib.contextmanager
+def closed_on_failure(config: CampaignConfig, campaign: Campaign) -> Iterator[None]:
+    """While a campaign is being opened (its parent run RUNNING, nothing yet in charge of closing it): on Ctrl-C or
+    SIGTERM mark its runs KILLED (tagged interrupted), on an error FAILED, release its lock, and re-raise."""
+    from flows.interrupt import is_interruption
+
+    try:
+        yield
+    except BaseException as error:
+        if is_interruption(error):
+            kill_running(config.tracking, campaign.parent_run_id)
+        else:
+            fail_running(config.tracking, campaign.parent_run_id, "the campaign raised while it was being opened")
+        campaign.release()
+        raise
 
 
 def fetch_working_copy(url: str, workdir: Path) -> Manifest | None:
@@ -242,5 +272,7 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
             **({"selftrain.storage": mirror} if mirror else {}),
         },
     )
-    emit(f"new campaign {campaign_id} in {workdir}" + (f", mirrored to {mirror}" if mirror else ""))
-    return Campaign(campaign_id, workdir, parent, False, lock, mirror)
+    campaign = Campaign(campaign_id, workdir, parent, False, lock, mirror)
+    with closed_on_failure(config, campaign):
+        emit(f"new campaign {campaign_id} in {workdir}" + (f", mirrored to {mirror}" if mirror else ""))
+    return campaign

@@ -45,6 +45,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+class StopError(ValueError):
+    """An error whose message says all a user needs (what, where, what to do): `flows.launch.launch` prints it
+    as one line, `selftrain: error: ...`, and exits 2, where another error shows its traceback."""
+
+
 def interruption(error: BaseException | None) -> BaseException | None:
     """The Ctrl-C or SIGTERM behind `error`, if any: `error` itself or one it was raised while handling.
 

@@ -99,14 +99,21 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
     Prefect's temporary server is started first in its own session (`flows/interrupt.py`), so a terminal's
     Ctrl-C reaches only this process, which records the interruption while the server still answers. On an
     interruption one line says so (with the command that resumes, when `resume` is given) and the process
-    exits with 128 + the signal number (130, 143).
+    exits with 128 + the signal number (130, 143); a `StopError` is one line too, with exit status 2.
 
     Args:
         start: Runs the flow and returns its result.
         resume: The command's arguments after `selftrain` that resume the interrupted work, if any.
         preload: Modules `start` imports (its flow's), imported while the temporary server starts up.
     """
-    from flows.interrupt import exit_now, interruptible, is_interruption, signal_number, start_own_session_server
+    from flows.interrupt import (
+        StopError,
+        exit_now,
+        interruptible,
+        is_interruption,
+        signal_number,
+        start_own_session_server,
+    )
 
     try:
         with interruptible(), local_prefect_settings():
@@ -115,6 +122,9 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
                 importlib.import_module(module)
             server_ready()
             return start()
+    except StopError as error:
+        print(f"selftrain: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     except BaseException as error:
         if not is_interruption(error):
             raise

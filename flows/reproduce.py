@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configs.schema import TRAIN_DTYPE_METRICS, CampaignConfig, TrackingConfig
-from flows.launch import local_prefect_settings, quiet_defaults, quiet_progress_bars
+from flows.launch import launch, quiet_defaults, quiet_progress_bars
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 
 if TYPE_CHECKING:
@@ -74,9 +74,8 @@ def main(ns: argparse.Namespace) -> int:
     if problem:
         print(f"selftrain: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        with local_prefect_settings():
-            report = reproduce(ns.run_id, uri, ns.output_dir)
+    try:  # through `launch`, as `run`: Prefect's temporary server dies with this process, Ctrl-C is one line
+        report = launch(lambda: reproduce(ns.run_id, uri, ns.output_dir), preload=["flows.round"])
     except BaseMismatchError as error:
         print(f"selftrain: error: {error}", file=sys.stderr)
         return 1

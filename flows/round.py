@@ -191,6 +191,12 @@ def train(
     return step(config, start, data, out_dir, ctx)
 
 
+def failure_line(error: BaseException) -> str:
+    """An error in one line for the `selftrain.failure` tag: its type and its message's first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
 @contextmanager
 def round_run(
     config: CampaignConfig, layout: CampaignLayout, round_index: int, policy: ModelRef, parent_run_id: str
@@ -217,8 +223,10 @@ def round_run(
     try:
         yield ctx
     except BaseException as error:
-        if is_interruption(error):  # Ctrl-C or SIGTERM: KILLED, resumable like a crash
-            set_tags(config.tracking, run_id, {"selftrain.failure": "interrupted"})
+        # Ctrl-C or SIGTERM: KILLED, resumable like a crash; else FAILED with the error's first line (never the
+        # reason an earlier attempt of the round left)
+        reason = "interrupted" if is_interruption(error) else failure_line(error)
+        set_tags(config.tracking, run_id, {"selftrain.failure": reason})
         end_run(config.tracking, run_id, "KILLED" if is_interruption(error) else "FAILED")
         raise
     finish_run(config.tracking, run_id)

@@ -110,7 +110,8 @@ def train_then_replace(out_dir: str | Path) -> Iterator[Scratch]:
 
     The scratch folder sits in the same parent (so the final move is a rename on one file system) under a hidden
     name, and is removed however the block ends: a crash or an interrupt leaves `out_dir` as it was, never
-    half-written.
+    half-written. A process killed outright (SIGKILL) cannot remove its scratch folder; the next training into
+    `out_dir` does (the campaign's folder lock means no other process trains there).
 
     Args:
         out_dir: The folder the finished result becomes (its parents are created).
@@ -123,6 +124,8 @@ def train_then_replace(out_dir: str | Path) -> Iterator[Scratch]:
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # a killed process's scratch folder
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         paths = Scratch(work=scratch / "work", result=scratch / "result")

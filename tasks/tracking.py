@@ -311,6 +311,9 @@ class RoundContext(BaseModel):
     folder: str
     run_id: str
     parent_run_id: str | None = None
+    # Where the run's artifacts keep the files of `folder`: the campaign run holds several rounds' scored sets, whose
+    # files share names, under `data/round-NN/` (flows.campaign.campaign_context); a round run under `data/`.
+    data_dir: str = "data"
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Log metrics at this round on the round run and, for the campaign's curves, on the parent."""
@@ -318,12 +321,10 @@ class RoundContext(BaseModel):
         log_metrics(self.tracking, runs, metrics, self.round)
 
     def log_dataset(self, ref: DatasetRef, name: str, context: str) -> None:
-        """Record a dataset input and its file on the round run, under `data/`. On the campaign run (no parent) a
-        file of a round's folder goes under `data/round-NN/`: that run holds the starting and the final policy's
-        scores, whose files share names, and the claim is rebuilt from both."""
-        folder = Path(self.folder)
-        nested = self.parent_run_id is None and Path(ref.path).parent == folder
-        log_dataset(self.tracking, self.run_id, ref, name, context, f"data/{folder.name}" if nested else "data")
+        """Record a dataset input and its file on the round run: a file of the context's folder under
+        `data_dir`, any other under `data/`."""
+        inside = Path(ref.path).parent == Path(self.folder)
+        log_dataset(self.tracking, self.run_id, ref, name, context, self.data_dir if inside else "data")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or directory to the round run."""

@@ -89,8 +89,11 @@ def initialise_store(uri: str) -> None:
 
     MLflow migrates a new SQLite file (Alembic) when a process first touches it, without a lock of its
     own, so two campaigns starting together in a new output folder crash each other. The first process
-    to hold the lock migrates; the others wait, then find the tables ready. Done once per process and
-    URI, before any other MLflow call; server URIs need nothing (the server owns its schema).
+    to hold the lock migrates; the others wait, then find the tables ready. A new file is built under a
+    temporary name and renamed into place when every table is there, so a process killed while it migrates
+    leaves no half-built store that every later run would fail on (it leaves the temporary file, removed by
+    the next process to take the lock). Done once per process and URI, before any other MLflow call; server
+    URIs need nothing (the server owns its schema).
     """
     with _stores_lock:
         if uri in _stores_ready:
@@ -110,10 +113,23 @@ def initialise_store(uri: str) -> None:
                 db.parent.mkdir(parents=True, exist_ok=True)
                 with open(db.with_name(db.name + ".lock"), "a", encoding="utf-8") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel on death
-                    client = MlflowClient(tracking_uri=uri)
-                    client.search_experiments(max_results=1)  # builds the tracking store: migrates if new
-                    client.search_registered_models(max_results=1)  # and the registry store on the same file
+                    for stale in db.parent.glob(f"{db.name}.building-*"):  # a killed builder's
+                        stale.unlink(missing_ok=True)
+                    if db.exists():
+                        _touch_stores(uri)  # an existing store: MLflow upgrades its schema if it must
+                    else:
+                        building = db.with_name(f"{db.name}.building-{os.getpid()}")
+                        _touch_stores(f"sqlite:///{building.resolve()}")
+                        os.replace(building, db)  # atomic: the store appears whole or not at all
+                        _touch_stores(uri)
         _stores_ready.add(uri)
+
+
+def _touch_stores(uri: str) -> None:
+    """Build MLflow's tracking and registry stores on `uri` (migrating a new SQLite file)."""
+    client = MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:

@@ -67,3 +67,45 @@ def test_a_new_campaign_run_holds_exactly_these_params_and_tags(tmp_path: Path) 
     assert {key: run.data.tags[key] for key in tags} == tags
     assert not [key for key in run.data.params if key.startswith(("tracking.", "selftrain."))]
     assert run.data.tags["selftrain.kind"] == "campaign" and run.data.tags["selftrain.dir"] == str(campaign.workdir)
+
+
+def test_a_dead_campaign_whose_folder_is_gone_is_closed_not_left_running(tmp_path: Path) -> None:
+    import shutil
+
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=gone-folder"])
+    dead = open_campaign(config, fresh=True)
+    dead.release()  # its process died: the lock is free
+    shutil.rmtree(dead.workdir)  # and its folder was moved away
+    campaign = open_campaign(config)
+    try:
+        client = client_for(config.tracking)
+        old = client.get_run(dead.parent_run_id)
+        assert campaign.parent_run_id != dead.parent_run_id and not campaign.resumed
+        assert old.info.status == "FAILED"
+        reason = f"its folder {dead.workdir} is gone (found by a later selftrain run)"
+        assert old.data.tags["selftrain.failure"] == reason
+    finally:
+        campaign.release()
+
+
+def test_ctrl_c_while_a_campaign_opens_marks_its_run_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.campaign_state as state
+
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=opening"])
+
+    def interrupted(message: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(state, "emit", interrupted)  # Ctrl-C right after the parent run exists
+    with pytest.raises(KeyboardInterrupt):
+        open_campaign(config, fresh=True)
+    client = client_for(config.tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("opening").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["selftrain.failure"] == "interrupted"
+    monkeypatch.undo()
+    campaign = open_campaign(config)  # its lock was released: the next run resumes it, with its params
+    try:
+        assert campaign.resumed and campaign.parent_run_id == run.info.run_id
+        assert client.get_run(run.info.run_id).data.params == recorded_config(config)[0]
+    finally:
+        campaign.release()

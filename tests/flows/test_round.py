@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flows.round import RoundInputs, RoundResult
 from tasks.evaluate import Evaluation
 from tasks.records import DatasetRef, ModelRef
@@ -46,3 +48,44 @@ def test_the_champion_is_the_best_promoted_policy_not_the_last() -> None:
     tie = skipped.after(_result(5, 0.6, promoted=True, best_after=0.6))  # a tie goes to the newer, as the alias
     assert tie.champion_round == 5
     assert [ref.path for ref in tie.earlier] == [f"/w/round-0{i}/judged.jsonl" for i in range(1, 6)]  # oldest first
+
+
+def test_a_finished_rounds_lost_or_changed_file_is_named(tmp_path: Path) -> None:
+    from flows.campaign import CampaignFilesError, changed_files
+    from flows.interrupt import StopError
+    from tasks.records import sha256_dir, sha256_file
+
+    judged, evaluated, adapter = tmp_path / "judged.jsonl", tmp_path / "evaluated.jsonl", tmp_path / "adapter"
+    judged.write_text('{"id": "a"}\n')
+    evaluated.write_text('{"id": "a", "score": 1.0}\n')
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+
+    def ref(path: Path) -> DatasetRef:
+        return DatasetRef(path=str(path), sha256=sha256_file(path), rows=1)
+
+    result = RoundResult(
+        round=2,
+        run_id="r2",
+        candidate=ModelRef(source="tiny", base="b", adapter=str(adapter), sha256=sha256_dir(adapter)),
+        evaluation=Evaluation(split="validation", ref=ref(evaluated), metrics={"accuracy": 1.0}),
+        judged=ref(judged),
+        promoted=True,
+        reason="promoted",
+        best_after=1.0,
+    )
+    assert changed_files(result) is None
+    (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert changed_files(result) == f"its adapter {adapter} changed since the round wrote it"
+    evaluated.write_text('{"id": "a", "score": 0.0}\n')
+    assert changed_files(result) == f"{evaluated} changed since the round wrote it"
+    judged.unlink()
+    assert changed_files(result) == f"{judged} is missing"
+    assert issubclass(CampaignFilesError, StopError)  # `launch` prints it in one line, exit status 2
+
+
+def test_failure_line() -> None:
+    from flows.round import failure_line
+
+    assert failure_line(ValueError("bad row\nmore")) == "ValueError: bad row"
+    assert failure_line(RuntimeError()) == "RuntimeError"

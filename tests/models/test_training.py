@@ -42,6 +42,18 @@ def test_train_then_replace_swaps_in_the_result(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == ["adapter"], "no scratch folder is left behind"
 
 
+def test_a_killed_trainings_scratch_folder_is_swept_by_the_next(tmp_path: Path) -> None:
+    out = tmp_path / "round-02" / "adapter"
+    killed = tmp_path / "round-02" / ".adapter.k1ll3d"  # SIGKILL: no finally ran
+    (killed / "work").mkdir(parents=True)
+    other = tmp_path / "round-02" / ".other.keep"  # another output's scratch is not this one's to sweep
+    other.mkdir()
+    with train_then_replace(out) as scratch:
+        scratch.result.mkdir()
+        (scratch.result / "weights").write_text("new")
+    assert sorted(p.name for p in out.parent.iterdir()) == [".other.keep", "adapter"]
+
+
 def test_a_failed_training_leaves_the_old_output(tmp_path: Path) -> None:
     out = tmp_path / "adapter"
     out.mkdir()

@@ -341,3 +341,19 @@ def test_a_long_param_is_cut_with_a_note() -> None:
     assert param_value("x" * PARAM_LIMIT) == "x" * PARAM_LIMIT
     cut = param_value("y" * 7000 + "{prompt}")
     assert len(cut) == PARAM_LIMIT and cut.startswith("yyy") and cut.endswith("config.json]")
+
+
+def test_a_new_store_is_built_aside_and_a_killed_builders_file_is_swept(tmp_path: Path) -> None:
+    # A process killed while MLflow migrates a new SQLite file leaves `mlflow.db.building-<pid>`, never a
+    # half-built `mlflow.db` that every later run would fail on; the next process removes it and builds anew.
+    from mlflow import MlflowClient
+
+    from tasks.tracking_store import initialise_store
+
+    half = tmp_path / "mlflow.db.building-999999"
+    half.write_bytes(b"SQLite format 3\0 a store cut short")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    initialise_store(uri)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment(client.create_experiment("after")).name == "after"
