@@ -7,7 +7,10 @@ script runs both arms' passes (test and OOD, greedy, the campaign's decoding set
 sets, alternated after a warm-up round (`benchmarks._timing.interleaved_cpu_medians`, CPU seconds), and reports
 each arm's accuracy, new tokens and the CPU ratio.
 
-    .venv/bin/python benchmarks/few_shot_baseline.py [--repeats 2] [--seed 0]
+    .venv/bin/python benchmarks/few_shot_baseline.py [--repeats 2] [--seed 0] [--splits test ood]
+
+The bar's form (plain) was first chosen on this script's test figures; `--splits validation` asks whether
+validation, which should have decided, chooses the same (warm_start_rounds.txt section 41).
 
 Prints one JSON line and appends it to `benchmarks/results/few_shot_baseline.jsonl`.
 """
@@ -49,6 +52,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="the campaign seed (its sets and examples)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--splits", nargs="+", default=["test", "ood"], help="the sets to score (validation: the form chosen there)"
+    )
     ns = parser.parse_args()
     set_torch_threads(ns.threads)
     default = load_config("default", [f"seed={ns.seed}"])
@@ -58,7 +64,7 @@ def main() -> int:
         ).few_shot_baseline_config(),
         "plain": default.few_shot_baseline_config(),
     }
-    sets = {split: campaign_prompts(default, split, 0) for split in ("test", "ood")}
+    sets = {split: campaign_prompts(default, split, 0) for split in ns.splits}
     model, tokenizer = load_policy(str(ensure_packaged_gemma(cache_root() / "models")), None)
     sampler = HFSampler(model, tokenizer)
     answers: dict[str, list[list[str]]] = {name: [] for name in arms}
@@ -86,6 +92,7 @@ def main() -> int:
     result = {
         "commit": git_commit(),
         "seed": ns.seed,
+        "splits": ns.splits,
         "repeats": ns.repeats,
         "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
         "plain_over_digits": round(cpu["plain"] / cpu["digits"], 3),

@@ -19,6 +19,7 @@ DEFAULT_CONFIG = "default"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare `selftrain score [CONFIG] [key=value ...] FILE`."""
+    parser.usage = "%(prog)s [-h] [CONFIG] [key=value ...] FILE"  # argparse would repeat a "+" metavar
     parser.add_argument(
         "args",
         nargs="+",
