@@ -230,7 +230,7 @@ def changed_files(result: RoundResult) -> str | None:
         if not Path(adapter).is_dir():
             return f"its adapter {adapter} is missing"
         if result.candidate.sha256 and sha256_dir(adapter) != result.candidate.sha256:
-            return f"its adapter {adapter} changed since the round wrote it"
+            return f"its adapter {adapter} changed since the round wrote it (a file in it is missing or different)"
     return None
 
 

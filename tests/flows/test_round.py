@@ -76,7 +76,10 @@ def test_a_finished_rounds_lost_or_changed_file_is_named(tmp_path: Path) -> None
     )
     assert changed_files(result) is None
     (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
-    assert changed_files(result) == f"its adapter {adapter} changed since the round wrote it"
+    assert (
+        changed_files(result)
+        == f"its adapter {adapter} changed since the round wrote it (a file in it is missing or different)"
+    )
     evaluated.write_text('{"id": "a", "score": 0.0}\n')
     assert changed_files(result) == f"{evaluated} changed since the round wrote it"
     judged.unlink()
