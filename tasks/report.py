@@ -118,6 +118,7 @@ class KindClaim:
         start_right, final_right: how many each policy got right (strict credit).
         b, c: items only the start policy got right, and only the final one.
         p_value: exact McNemar p-value on them, over the items' problems (`tasks.stats.clustered_mcnemar`).
+        start_ci, final_ci: each policy's 95% interval on the kind's items (`tasks.stats.clustered_interval`).
     """
 
     split: str
@@ -128,6 +129,8 @@ class KindClaim:
     b: int
     c: int
     p_value: float
+    start_ci: tuple[float, float] = (0.0, 1.0)
+    final_ci: tuple[float, float] = (0.0, 1.0)
 
     @property
     def split_label(self) -> str:
@@ -191,6 +194,8 @@ def kind_claims(
                 b=counts.b,
                 c=counts.c,
                 p_value=clustered_mcnemar(final_part, start_part, [problems[i] for i in indices]),
+                start_ci=clustered_interval(start_part, [problems[i] for i in indices]),
+                final_ci=clustered_interval(final_part, [problems[i] for i in indices]),
             )
         )
     return tuple(claims)
@@ -272,6 +277,10 @@ class FinalClaim:
                 kind.metric("start_accuracy"): kind.start_right / kind.items,
                 kind.metric("accuracy"): kind.final_right / kind.items,
                 kind.metric("p_value"): kind.p_value,
+                kind.metric("start_ci_low"): kind.start_ci[0],
+                kind.metric("start_ci_high"): kind.start_ci[1],
+                kind.metric("ci_low"): kind.final_ci[0],
+                kind.metric("ci_high"): kind.final_ci[1],
             }
         return values
 

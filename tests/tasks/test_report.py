@@ -139,6 +139,8 @@ def test_final_claim_per_kind_pairs_the_items_of_each_kind() -> None:
     metrics = claim.metrics()
     assert metrics["final/by_kind/test/add/start_accuracy"] == 0.5 and metrics["final/by_kind/test/add/accuracy"] == 1
     assert metrics["final/by_kind/test/sub/p_value"] == sub.p_value
+    assert add.final_ci == pytest.approx(wilson_interval(6, 6)) and sub.start_ci == pytest.approx(wilson_interval(3, 5))
+    assert metrics["final/by_kind/test/add/ci_low"] == add.final_ci[0]
     assert claim.kinds_line() == (
         "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, b=0, c=3), sub 3/5 -> 1/5 (p=0.5, b=2, c=0)"
     )
