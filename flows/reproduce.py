@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+    from flows.round import RoundInputs
 
 # The round machinery (flows.round, MLflow, torch and the models behind them) is imported by the functions that
 # run it, so that `selftrain --help` and the other subcommands do not load it: this module is imported for every
@@ -74,8 +77,10 @@ def main(ns: argparse.Namespace) -> int:
     if problem:
         print(f"selftrain: error: {problem}", file=sys.stderr)
         return 2
-    try:  # through `launch`, as `run`: Prefect's temporary server dies with this process, Ctrl-C is one line
-        report = launch(lambda: reproduce(ns.run_id, uri, ns.output_dir), preload=["flows.round"])
+    try:
+        prepared = prepare(ns.run_id, uri, ns.output_dir)  # a wrong id or base is one line, before any server
+        # Through `launch`, as `run`: Prefect's temporary server dies with this process, Ctrl-C is one line.
+        report = launch(lambda: rerun(prepared), preload=["flows.round"])
     except BaseMismatchError as error:
         print(f"selftrain: error: {error}", file=sys.stderr)
         return 1
@@ -182,13 +187,34 @@ def _round_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
 
 def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     """Re-run round `run_id` into a new folder and compare its metrics, data and adapter with the original."""
+    return rerun(prepare(run_id, tracking_uri, output_dir))
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """What re-running a round needs, fetched from MLflow and checked (`prepare`) before anything runs."""
+
+    client: MlflowClient
+    original: Run
+    workdir: Path
+    config: CampaignConfig
+    validation: DatasetRef
+    state: RoundInputs
+    index: int
+    recorded: dict
+
+
+def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
+    """Fetch round `run_id`'s recorded inputs and check them (the run is a round, the base model is the one it
+    used, the logged files hold the recorded bytes); nothing runs and nothing is recorded.
+
+    Raises:
+        UnknownRunError, BaseMismatchError, ValueError: as named in their messages.
+    """
     from mlflow import MlflowClient
 
-    from flows.campaign_state import RESULTS_DIR
-    from flows.round import RoundInputs, round_flow
+    from flows.round import RoundInputs
     from tasks.base_model import prepare_base
-    from tasks.layout import CampaignLayout, round_seed
-    from tasks.tracking import RoundContext, end_run, start_run
 
     client = MlflowClient(tracking_uri=tracking_uri)
     original = _round_run(client, run_id, tracking_uri)
@@ -216,7 +242,19 @@ def reproduce(run_id: str, tracking_uri: str, output_dir: str) -> dict:
     # train.init=base: the fresh adapter starts from the checked base, not the original's local base path.
     update = {"policy": policy, "champion": champion, "base": base, **earlier}
     state = recorded_state.model_copy(update=update)
-    index = int(recorded["round"])
+    return Reproduction(client, original, workdir, config, validation, state, int(recorded["round"]), recorded)
+
+
+def rerun(prepared: Reproduction) -> dict:
+    """Run the prepared round again under a `reproduce-...` run and compare it with the original."""
+    from flows.campaign_state import RESULTS_DIR
+    from flows.round import round_flow
+    from tasks.layout import CampaignLayout, round_seed
+    from tasks.tracking import RoundContext, end_run, start_run
+
+    client, original, workdir, config = prepared.client, prepared.original, prepared.workdir, prepared.config
+    validation, state, index, recorded = prepared.validation, prepared.state, prepared.index, prepared.recorded
+    tracking, run_id = config.tracking, original.info.run_id
     parent = start_run(
         tracking,
         f"reproduce-{original.info.run_name}",

@@ -39,7 +39,10 @@ COMMON = [
     "train.epochs=1",
     f"tracking.experiment={EXPERIMENT}",
 ]
-CAMPAIGNS = [("stress-a", ["evaluate.promotion_margin=1.0"])] * 4 + [
+# Stress-a answers in one token (evaluate.max_new_tokens=1), so no policy states an answer and every one scores 0:
+# each round ties with its start and, ties going to the newer, becomes its campaign's champion, which is what is
+# registered. So the four registrations race whatever the tiny model learns in a round.
+CAMPAIGNS = [("stress-a", ["evaluate.promotion_margin=1.0", "evaluate.max_new_tokens=1"])] * 4 + [
     ("stress-b", ["train.learning_rate=0.002"]),
     ("stress-b", []),
 ]
