@@ -15,7 +15,7 @@ from flows.campaign_state import recorded_config
 from flows.interrupt import is_interruption
 from tasks.accumulate import accumulate_task
 from tasks.evaluate import Evaluation, evaluate_task
-from tasks.gate import TOLERANCE, GateDecision, decide
+from tasks.gate import GateDecision, decide, holds_the_best
 from tasks.generate import generate_task
 from tasks.judge import judge_task
 from tasks.layout import (
@@ -87,7 +87,7 @@ class RoundInputs(BaseModel):
             update["earlier_selected_runs"] = (*self.earlier_selected_runs, result.run_id)
         if result.promoted and result.candidate is not None and result.evaluation is not None:
             update |= {"policy": result.candidate, "policy_source": f"runs:/{result.run_id}/{ADAPTER}"}
-            if result.evaluation.accuracy >= result.best_after - TOLERANCE:
+            if holds_the_best(result.evaluation.accuracy, result.best_after):
                 update |= {"champion": result.evaluation, "champion_round": result.round}
         return self.model_copy(update=update)
 

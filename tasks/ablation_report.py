@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.gate import TOLERANCE  # noqa: E402
+from tasks.gate import holds_the_best  # noqa: E402
 from tasks.layout import CampaignLayout  # noqa: E402
 from tasks.records import Record, read_records  # noqa: E402
 from tasks.stats import (  # noqa: E402
@@ -96,7 +96,7 @@ def final_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]
         last[arm] = row
         if arm not in champions:  # the starting policy: the first champion
             champions[arm], best[arm] = row, accuracy if accuracy is not None else -math.inf
-        elif row["promoted"] and accuracy is not None and accuracy >= best[arm] - TOLERANCE:  # RoundInputs.after
+        elif row["promoted"] and accuracy is not None and holds_the_best(accuracy, best[arm]):
             champions[arm], best[arm] = row, max(best[arm], accuracy)
     return {
         arm: {"round": row["round"], "last_round": last[arm]["round"], "last_promoted": last[arm]["promoted"]}

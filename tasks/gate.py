@@ -146,6 +146,13 @@ def decide(
     )
 
 
+def holds_the_best(accuracy: float, best: float) -> bool:
+    """Whether a validation accuracy is at least the best so far (to float tolerance): ties go to the newer. The rule
+    that makes a promoted round the campaign's champion (`flows.round.RoundInputs.after`, the ablation report's final
+    policy) and a registered version the registry's (`alias_displaces`)."""
+    return accuracy >= best - TOLERANCE
+
+
 def alias_displaces(
     candidate_accuracy: float, candidate_set: str | None, champion_accuracy: float, champion_set: str | None
 ) -> bool:
@@ -157,7 +164,7 @@ def alias_displaces(
     """
     if candidate_set is None or candidate_set != champion_set:
         return False
-    return candidate_accuracy >= champion_accuracy - TOLERANCE
+    return holds_the_best(candidate_accuracy, champion_accuracy)
 
 
 def should_promote(
