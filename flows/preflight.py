@@ -137,7 +137,7 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
     from mlflow.utils.uri import get_uri_scheme
 
-    from tasks.tracking_store import tracking_uri
+    from tasks.tracking_store import sqlite_file, tracking_uri
 
     uri = tracking_uri(cfg)
     where = f"tracking.tracking_uri={uri}" if cfg.tracking_uri else f"MLFLOW_TRACKING_URI={uri}"
@@ -161,11 +161,9 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
             f"{where}: no MLflow server answers there within {HUB_PROBE_SECONDS:g} s "
             "(start one: `bash infra/start-stack.sh start`, or `mlflow server`; see README 'Running on servers')"
         )
-    if scheme == "sqlite":
-        database = uri.split("://", 1)[-1].removeprefix("/")
-        if database and database != ":memory:":
-            folder = Path("/" + database if uri.startswith("sqlite:////") else database).parent
-            check_folder(f"{where} (folder {folder})", folder)
+    database = sqlite_file(uri) if scheme == "sqlite" else None
+    if database is not None:
+        check_folder(f"{where} (folder {database.parent})", database.parent)
 
 
 def check_prompts(config: CampaignConfig) -> None:

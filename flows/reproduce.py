@@ -101,12 +101,12 @@ def store_problem(uri: str, source: str = "") -> str | None:
         check_tracking_uri(TrackingConfig(tracking_uri=uri))
     except PreflightError as err:
         return str(err).replace("tracking.tracking_uri=", source, 1)
-    if uri.startswith("sqlite:///"):
-        database = uri.removeprefix("sqlite:///")
-        path = Path("/" + database.removeprefix("/") if uri.startswith("sqlite:////") else database)
-        if not path.is_file():
-            hint = "" if source else " (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-            return f"no MLflow store at {path}{hint}"
+    from tasks.tracking_store import sqlite_file
+
+    path = sqlite_file(uri)
+    if path is not None and not path.is_file():
+        hint = "" if source else " (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+        return f"no MLflow store at {path}{hint}"
     return None
 
 

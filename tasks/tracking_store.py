@@ -98,31 +98,38 @@ def initialise_store(uri: str) -> None:
     with _stores_lock:
         if uri in _stores_ready:
             return
-        if uri.startswith("sqlite:"):
-            from sqlalchemy.engine import make_url
-
-            database = make_url(uri).database
-            if database and database != ":memory:":
-                # The store modules take seconds to import on a loaded machine: not while holding the lock.
-                for module in (
-                    "mlflow.store.tracking.sqlalchemy_store",
-                    "mlflow.store.model_registry.sqlalchemy_store",
-                ):
-                    importlib.import_module(module)
-                db = Path(database)
-                db.parent.mkdir(parents=True, exist_ok=True)
-                with open(db.with_name(db.name + ".lock"), "a", encoding="utf-8") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel on death
-                    for stale in db.parent.glob(f"{db.name}.building-*"):  # a killed builder's
-                        stale.unlink(missing_ok=True)
-                    if db.exists():
-                        _touch_stores(uri)  # an existing store: MLflow upgrades its schema if it must
-                    else:
-                        building = db.with_name(f"{db.name}.building-{os.getpid()}")
-                        _touch_stores(f"sqlite:///{building.resolve()}")
-                        os.replace(building, db)  # atomic: the store appears whole or not at all
-                        _touch_stores(uri)
+        db = sqlite_file(uri)
+        if db is not None:
+            # The store modules take seconds to import on a loaded machine: not while holding the lock.
+            for module in (
+                "mlflow.store.tracking.sqlalchemy_store",
+                "mlflow.store.model_registry.sqlalchemy_store",
+            ):
+                importlib.import_module(module)
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with open(db.with_name(db.name + ".lock"), "a", encoding="utf-8") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel on death
+                for stale in db.parent.glob(f"{db.name}.building-*"):  # a killed builder's
+                    stale.unlink(missing_ok=True)
+                if db.exists():
+                    _touch_stores(uri)  # an existing store: MLflow upgrades its schema if it must
+                else:
+                    building = db.with_name(f"{db.name}.building-{os.getpid()}")
+                    _touch_stores(f"sqlite:///{building.resolve()}")
+                    os.replace(building, db)  # atomic: the store appears whole or not at all
+                    _touch_stores(uri)
         _stores_ready.add(uri)
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file a `sqlite:` tracking URI names (relative to the working folder when it is relative, as
+    SQLAlchemy reads it); None for another scheme or an in-memory store."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def _touch_stores(uri: str) -> None:
