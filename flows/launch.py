@@ -83,9 +83,11 @@ def local_prefect_settings() -> Iterator[None]:
     a second at the end of every flow run for the heartbeat thread (benchmarks/round_overhead.py).
     With a real server (PREFECT_API_URL set, in the environment or the active Prefect profile) they stay on.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
-    if PREFECT_API_URL.value():
+    from flows.liveness import server_configured
+
+    if server_configured():
         yield
         return
 
@@ -150,7 +152,7 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")
     print(f"See it in MLflow:  mlflow ui --backend-store-uri {uri}")
-    from prefect.settings import PREFECT_API_URL  # the variable or the active Prefect profile
+    from flows.liveness import server_configured
 
-    if not PREFECT_API_URL.value():
+    if not server_configured():
         print("See flow runs in Prefect: start `prefect server start` and run again with PREFECT_API_URL set")

@@ -42,7 +42,8 @@ def host_name() -> str:
 
 
 def server_configured() -> bool:
-    """Whether a real Prefect server is used (PREFECT_API_URL set), not the temporary embedded one."""
+    """Whether a real Prefect server is used (PREFECT_API_URL set, in the environment or the active Prefect
+    profile), not the temporary embedded one."""
     from prefect.settings import PREFECT_API_URL
 
     return bool(PREFECT_API_URL.value())
