@@ -31,19 +31,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from uuid import UUID
 
 import httpx
 from prefect.exceptions import PrefectException
 
 from configs.loader import flatten
-from configs.schema import CampaignConfig
+from configs.schema import CampaignConfig, TrackingConfig
 from flows.liveness import flow_run_verdict, host_name
 from tasks.progress import emit
 from tasks.storage_mirror import LOCK, Manifest, pull_tree, push_tree
 from tasks.tracking import fail_running, find_runs, kill_running, log_params, reopen_run, set_tags, start_run
 from tasks.tracking_store import client_for
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
 
@@ -152,10 +155,7 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         if not workdir.is_dir() and not stored:
             if tags.get("selftrain.host") == host_name() and run.info.status == "RUNNING":
                 # Its folder is gone from this machine: nothing to resume, and its runs would stay RUNNING forever.
-                gone = f"its folder {workdir} is gone (found by a later selftrain run)"
-                failed = fail_running(cfg, run.info.run_id, gone)
-                emit(f"campaign {tags.get('selftrain.campaign_id')}: {gone}; marked {len(failed)} run(s) FAILED")
-                crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
+                close_dead(cfg, run, f"its folder {workdir} is gone (found by a later selftrain run)")
             elif wanted:
                 emit(f"campaign {tags.get('selftrain.campaign_id')}: not resumed, its folder {workdir} is gone")
             continue  # nothing to check or resume here (or the folder is not shared with this machine)
@@ -171,10 +171,7 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         lock = try_lock(workdir)
         if lock is None:
             continue  # its process is alive (on this host, whatever Prefect says)
-        failed = fail_running(cfg, run.info.run_id, reason)
-        if failed:
-            emit(f"campaign {tags.get('selftrain.campaign_id')}: {reason}; marked {len(failed)} run(s) FAILED")
-            crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
+        close_dead(cfg, run, reason)
         if wanted:
             campaign_id = tags["selftrain.campaign_id"]
             mirror = config.storage.mirror(campaign_id)  # this run's storage.base (it may have changed)
@@ -195,6 +192,15 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
             emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
         return resumable
     return _new_campaign(config, key, flow_run_id)
+
+
+def close_dead(cfg: TrackingConfig, run: Run, reason: str) -> None:
+    """Close a dead campaign: its RUNNING runs become FAILED with `reason` (`selftrain.failure`) and their Prefect
+    flow runs Crashed, and one line says so."""
+    failed = fail_running(cfg, run.info.run_id, reason)
+    if failed:
+        emit(f"campaign {run.data.tags.get('selftrain.campaign_id')}: {reason}; marked {len(failed)} run(s) FAILED")
+        crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
 
 
 @contextlib.contextmanager
