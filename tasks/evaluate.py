@@ -55,9 +55,10 @@ def score_responses(
     """
     if not rows:
         raise ValueError("nothing to score: no rows")
-    verified = verify_rows(rows, answer_pattern)
-    stamp = (lambda row: {"problem": problem_of(row)}) if problem_of is not None else (lambda row: {})
-    scored = [{**row, **stamp(row), "score": 1.0 if row["correct"] else 0.0} for row in verified]
+    scored = [{**row, "score": 1.0 if row["correct"] else 0.0} for row in verify_rows(rows, answer_pattern)]
+    if problem_of is not None:
+        for row in scored:
+            row["problem"] = problem_of(row)
     total = len(scored)
     correct = sum(1 for row in scored if row["correct"])
     groups = [row.get("problem") or index for index, row in enumerate(scored)]

@@ -183,7 +183,7 @@ def kind_claims(
     claims = []
     for name, indices in sorted(groups.items()):
         final_part, start_part = [final_credit[i] for i in indices], [start_credit[i] for i in indices]
-        counts = paired_counts(final_part, start_part)
+        counts, kind_problems = paired_counts(final_part, start_part), [problems[i] for i in indices]
         claims.append(
             KindClaim(
                 split=split,
@@ -193,9 +193,9 @@ def kind_claims(
                 final_right=counts.candidate_right,
                 b=counts.b,
                 c=counts.c,
-                p_value=clustered_mcnemar(final_part, start_part, [problems[i] for i in indices]),
-                start_ci=clustered_interval(start_part, [problems[i] for i in indices]),
-                final_ci=clustered_interval(final_part, [problems[i] for i in indices]),
+                p_value=clustered_mcnemar(final_part, start_part, kind_problems),
+                start_ci=clustered_interval(start_part, kind_problems),
+                final_ci=clustered_interval(final_part, kind_problems),
             )
         )
     return tuple(claims)
