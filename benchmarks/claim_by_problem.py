@@ -21,7 +21,6 @@ Prints each campaign's claims; appends nothing (the folders are the record).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,20 +50,22 @@ def stamped(path: Path, problem_of: Any) -> Rows:
     return [{**row, "problem": problem_of(row)} for row in read_records(path)]
 
 
-def development_problems(config: CampaignConfig) -> set[str]:
+def development_problems() -> set[str]:
     """The problems of the OOD development slice the default's working was chosen on (150, as in its sections)."""
     from benchmarks.working_probe import ood_development
 
-    problem_of = item_problem(config)
-    return {problem_of(row) for row in ood_development(load_config("default"), 150)}
+    default = load_config("default")
+    problem_of = item_problem(default)
+    return {problem_of(row) for row in ood_development(default, 150)}
 
 
-def claims(campaign: Path, outside_development: bool) -> list[str]:
-    """The campaign's claim lines, each problem counted once."""
+def claims(campaign: Path, developed: set[str] | None) -> list[str]:
+    """The campaign's claim lines, each problem counted once; with `developed` (`development_problems`), its OOD
+    claims again on the problems outside them."""
     config = CampaignConfig.model_validate_json((campaign / "config.json").read_text())
     problem_of = item_problem(config)
     start, final = campaign / "round-00", final_round(campaign)
-    lines = []
+    lines = [f"{campaign.name} (seed {config.seed}, final policy {final.name}):"]
     for label, prefix in (("starting policy", ""), ("few-shot bar", "few-shot-")):
         if not (start / f"test-{prefix}evaluated.jsonl").exists():
             continue
@@ -76,8 +77,7 @@ def claims(campaign: Path, outside_development: bool) -> list[str]:
             start_rows["test"], final_rows["test"], start_ood=start_rows["ood"], final_ood=final_rows["ood"]
         )
         lines.append(f"  against the {label}: {claim.sentence()}")
-        if outside_development:
-            developed = development_problems(config)
+        if developed is not None:
             kept = {row["id"] for row in start_rows["ood"] if row["problem"] not in developed}
             outside = final_claim(
                 [row for row in start_rows["ood"] if row["id"] in kept],
@@ -100,10 +100,9 @@ def main() -> int:
         help="also the OOD claim on problems outside the development slice",
     )
     args = parser.parse_args()
+    developed = development_problems() if args.outside_development else None  # drawn once for every campaign
     for campaign in args.campaigns:
-        config = json.loads((campaign / "config.json").read_text())
-        print(f"{campaign.name} (seed {config['seed']}, final policy {final_round(campaign).name}):")
-        print("\n".join(claims(campaign, args.outside_development)))
+        print("\n".join(claims(campaign, developed)))
     return 0
 
 
