@@ -195,11 +195,13 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
 
 
 def close_dead(cfg: TrackingConfig, run: Run, reason: str) -> None:
-    """Close a dead campaign: its RUNNING runs become FAILED with `reason` (`selftrain.failure`) and their Prefect
-    flow runs Crashed, and one line says so."""
+    """Close a dead campaign (or reproduction): its RUNNING runs become FAILED with `reason` (`selftrain.failure`)
+    and their Prefect flow runs Crashed, and one line says so."""
     failed = fail_running(cfg, run.info.run_id, reason)
     if failed:
-        emit(f"campaign {run.data.tags.get('selftrain.campaign_id')}: {reason}; marked {len(failed)} run(s) FAILED")
+        tags = run.data.tags
+        kind, name = tags.get("selftrain.kind", "campaign"), tags.get("selftrain.campaign_id") or run.info.run_name
+        emit(f"{kind} {name}: {reason}; marked {len(failed)} run(s) FAILED")
         crash_flow_runs([r.data.tags.get("prefect.flow_run_id", "") for r in failed])
 
 

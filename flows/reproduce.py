@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
 EARLIER = ("earlier", "earlier_selected")  # the RoundInputs fields holding earlier rounds' record files
+KIND = "reproduce"  # the re-run's parent run's selftrain.kind tag
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -247,26 +248,31 @@ def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
 
 def rerun(prepared: Reproduction) -> dict:
     """Run the prepared round again under a `reproduce-...` run and compare it with the original."""
-    from flows.campaign_state import RESULTS_DIR
-    from flows.round import round_flow
+    from flows.campaign_state import RESULTS_DIR, try_lock
+    from flows.interrupt import is_interruption
+    from flows.liveness import host_name
+    from flows.round import failure_line, round_flow
     from tasks.layout import CampaignLayout, round_seed
-    from tasks.tracking import RoundContext, end_run, start_run
+    from tasks.tracking import RoundContext, end_run, fail_running, kill_running, start_run
 
     client, original, workdir, config = prepared.client, prepared.original, prepared.workdir, prepared.config
     validation, state, index, recorded = prepared.validation, prepared.state, prepared.index, prepared.recorded
     tracking, run_id = config.tracking, original.info.run_id
+    close_dead_reproductions(tracking)
+    lock = try_lock(workdir)  # held while this process lives: a later reproduce sees a free lock as a dead one
+    tags = {"selftrain.kind": KIND, "selftrain.reproduces": run_id, "selftrain.dir": str(workdir)}
     parent = start_run(
         tracking,
         f"reproduce-{original.info.run_name}",
         params={"reproduces": run_id},
-        tags={"selftrain.kind": "reproduce", "selftrain.reproduces": run_id, "selftrain.dir": str(workdir)},
+        tags={**tags, "selftrain.host": host_name()},
     )
     layout = CampaignLayout(workdir)
     ctx = RoundContext(
         tracking=tracking, round=0, seed=round_seed(config.seed, 0), folder=str(layout.round_dir(0)), run_id=parent
     )
-    ctx.log_dataset(validation, name="validation-prompts", context="validation")
     try:
+        ctx.log_dataset(validation, name="validation-prompts", context="validation")
         result = round_flow.with_options(result_storage=workdir / RESULTS_DIR)(
             config, index, state, validation, parent, str(workdir)
         )
@@ -276,11 +282,36 @@ def rerun(prepared: Reproduction) -> dict:
         ctx.log_json(workdir / "comparison.json", report)
         ctx.log_metrics({"reproduce/mismatches": float(len(report["mismatches"]))})
         client.set_tag(parent, "selftrain.reproduce.match", str(report["match"]).lower())
-    except BaseException:
-        end_run(tracking, parent, "FAILED")
+    except BaseException as error:
+        if is_interruption(error):  # Ctrl-C or SIGTERM: KILLED, as a campaign's runs
+            kill_running(tracking, parent)
+        else:
+            fail_running(tracking, parent, failure_line(error))
         raise
+    finally:
+        if lock is not None:
+            lock.close()
     end_run(tracking, parent)
     return report
+
+
+def close_dead_reproductions(cfg: TrackingConfig) -> None:
+    """Close this host's reproductions whose process died without closing its runs (SIGKILL, the OOM killer, a
+    power cut): their runs still RUNNING become FAILED, tagged with why. As for campaigns, a free lock on the
+    re-run's folder says its process died, and so does a folder that is gone."""
+    from flows.campaign_state import close_dead, try_lock
+    from flows.liveness import host_name
+    from tasks.tracking import find_runs
+
+    for run in find_runs(cfg, {"selftrain.kind": KIND, "selftrain.host": host_name()}, ("RUNNING",)):
+        workdir = Path(run.data.tags.get("selftrain.dir", ""))
+        if not workdir.is_dir():
+            close_dead(cfg, run, f"its folder {workdir} is gone (found by a later selftrain reproduce)")
+            continue
+        lock = try_lock(workdir)
+        if lock is not None:  # nobody holds it: the process died
+            lock.close()
+            close_dead(cfg, run, "its process died (found by a later selftrain reproduce)")
 
 
 def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) -> dict:

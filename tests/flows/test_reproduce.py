@@ -270,3 +270,40 @@ def test_a_store_that_cannot_hold_the_run_is_one_line_and_nothing_is_created(
         err = capsys.readouterr().err
         assert err.startswith(f"selftrain: error: {expected}") and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []  # no empty store made on the way
+
+
+def test_a_killed_reproduce_is_closed_by_the_next_one_not_left_running(campaign: dict, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from configs.schema import TrackingConfig
+    from flows.reproduce import close_dead_reproductions
+
+    client, round1 = campaign["client"], campaign["rounds"][1]
+    args = ["reproduce", round1.info.run_id, "--tracking-uri", campaign["uri"], "--output-dir", str(tmp_path)]
+    proc = subprocess.Popen([SELFTRAIN, *args], cwd=REPO, env=campaign["env"], stdout=subprocess.DEVNULL)
+    cfg = TrackingConfig(tracking_uri=campaign["uri"], experiment="selftrain-tiny")
+    query = f"tags.`selftrain.reproduces` = '{round1.info.run_id}'"
+
+    def ours() -> list:
+        runs = client.search_runs([round1.info.experiment_id], query)
+        return [r for r in runs if r.data.tags["selftrain.dir"].startswith(str(tmp_path))]
+
+    try:
+        deadline = time.monotonic() + 300
+        while not ours() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (run,) = ours()
+        close_dead_reproductions(cfg)  # alive: its lock is held, so it is left alone
+        assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # no handler runs: what an OOM kill or a power cut leaves
+        proc.wait()
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    close_dead_reproductions(cfg)
+    closed = client.get_run(run.info.run_id)
+    assert closed.info.status == "FAILED"
+    assert closed.data.tags["selftrain.failure"] == "its process died (found by a later selftrain reproduce)"
+    children = client.search_runs([round1.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert all(child.info.status == "FAILED" for child in children)
