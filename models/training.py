@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,27 @@ def cpu_trainer_settings(seed: int) -> dict[str, Any]:
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }
+
+
+class StepProgress(TrainerCallback):
+    """Base of the trainers' progress callbacks: a line through a plain callable (no tqdm bars in Prefect logs)
+    every `every_seconds` and at the last step, never two for one step (the last step logs twice: its values,
+    then the run's summary)."""
+
+    def __init__(self, report: Callable[[str], None], every_seconds: float = 5.0) -> None:
+        self.report = report
+        self.every = every_seconds
+        self.start = self.last = time.perf_counter()
+        self.reported = -1
+
+    def rate_if_due(self, state: Any) -> float | None:
+        """Steps per second so far when a line is due now (and counted as given), else None."""
+        now = time.perf_counter()
+        due = now - self.last >= self.every or state.global_step == state.max_steps
+        if not due or state.global_step == self.reported:
+            return None
+        self.last, self.reported = now, state.global_step
+        return state.global_step / max(now - self.start, 1e-9)
 
 
 class WeightAverage(TrainerCallback):

@@ -20,12 +20,12 @@ from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar
 from peft import PeftModel
 from prefect import task
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
 from configs.schema import CampaignConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
-from models.training import cpu_trainer_settings, lora_config, train_then_replace
+from models.training import StepProgress, cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
@@ -126,24 +126,18 @@ def dpo_args(cfg: TrainConfig, output_dir: str, seed: int) -> DPOConfig:
     )
 
 
-class _LogCallback(TrainerCallback):
-    """Keeps TRL's logged values and reports step, loss and reward margin through a plain callable."""
+class _LogCallback(StepProgress):
+    """Keeps TRL's logged values and reports step, loss and reward margin."""
 
-    def __init__(self, report: Callable[[str], None], every_seconds: float = 5.0) -> None:
-        self.report = report
-        self.every = every_seconds
-        self.start = self.last = time.perf_counter()
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__(report)
         self.logs: list[dict[str, float]] = []
-        self.reported = -1
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
         if logs and "loss" in logs:
             self.logs.append({k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
-        now = time.perf_counter()
-        final = state.global_step == state.max_steps and self.reported != state.global_step
-        if self.logs and (now - self.last >= self.every or final):
-            self.last, self.reported = now, state.global_step
-            rate = state.global_step / max(now - self.start, 1e-9)
+        rate = self.rate_if_due(state) if self.logs else None
+        if rate is not None:
             last = self.logs[-1]
             self.report(
                 f"train(dpo): step {state.global_step}/{state.max_steps}, loss {last['loss']:.4f}, "

@@ -27,13 +27,13 @@ from typing import Any, cast
 from datasets import Dataset
 from peft import PeftModel
 from prefect import task
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from configs.schema import CampaignConfig, GenerateConfig, TrainConfig
 from models.loading import load_policy, set_torch_threads
 from models.sampling import cut_at_stop
-from models.training import cpu_trainer_settings, lora_config, train_then_replace
+from models.training import StepProgress, cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
 from tasks.judge import requires_work
 from tasks.judging.verifier import is_correct, shows_work
@@ -110,23 +110,19 @@ def group_summary(groups: Sequence[Sequence[float]]) -> dict[str, float]:
     }
 
 
-class _LogCallback(TrainerCallback):
-    """Keeps TRL's per-step logs (reward, kl, loss) and reports progress through a plain callable."""
+class _LogCallback(StepProgress):
+    """Keeps TRL's per-step logs (reward, kl, loss) and reports progress."""
 
-    def __init__(self, report: Callable[[str], None], every_seconds: float = 5.0) -> None:
-        self.report = report
-        self.every = every_seconds
-        self.start = self.last = time.perf_counter()
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__(report)
         self.logs: list[dict[str, float]] = []
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
         if logs and "reward" in logs:
             self.logs.append({k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
-        now = time.perf_counter()
-        if self.logs and (now - self.last >= self.every or state.global_step == state.max_steps):
-            self.last = now
+        rate = self.rate_if_due(state) if self.logs else None
+        if rate is not None:
             last = self.logs[-1]
-            rate = state.global_step / max(now - self.start, 1e-9)
             self.report(
                 f"train(grpo): step {state.global_step}/{state.max_steps}, reward {last['reward']:.3f}, "
                 f"kl {last.get('kl', float('nan')):.4f}, {rate:.2f} steps/s"

@@ -27,7 +27,7 @@ from trl import SFTConfig, SFTTrainer
 from configs.schema import TRAIN_DTYPE_METRICS, CampaignConfig, TrainConfig
 from models.loading import DTYPES, load_policy, resolve_train_dtype, set_torch_threads
 from models.losses import completion_loss
-from models.training import WeightAverage, cpu_trainer_settings, lora_config, train_then_replace
+from models.training import StepProgress, WeightAverage, cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
@@ -125,22 +125,18 @@ def make_trainer(
     return trainer
 
 
-class _ProgressCallback(TrainerCallback):
-    """Reports step, loss and steps/s through a plain callable (no tqdm bars in Prefect logs)."""
+class _ProgressCallback(StepProgress):
+    """Reports step, loss and steps/s."""
 
-    def __init__(self, report: Callable[[str], None], every_seconds: float = 5.0) -> None:
-        self.report = report
-        self.every = every_seconds
-        self.start = self.last = time.perf_counter()
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__(report)
         self.losses: list[float] = []
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
-        now = time.perf_counter()
-        if now - self.last >= self.every or state.global_step == state.max_steps:
-            self.last = now
-            rate = state.global_step / max(now - self.start, 1e-9)
+        rate = self.rate_if_due(state)
+        if rate is not None:
             loss = f"{self.losses[-1]:.4f}" if self.losses else "n/a"
             self.report(f"train: step {state.global_step}/{state.max_steps}, loss {loss}, {rate:.2f} steps/s")
 

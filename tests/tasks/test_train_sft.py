@@ -30,9 +30,12 @@ def _examples(n: int) -> list[dict[str, str]]:
 def test_fresh_adapter_trains_only_lora_and_saves_an_adapter(tiny_dir: Path, tmp_path: Path) -> None:
     base_before = {k: v.clone() for k, v in load_policy(str(tiny_dir))[0].state_dict().items()}
     cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3)
-    metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
+    lines: list[str] = []
+    metrics = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0, progress=lines.append)
 
     assert math.isfinite(metrics["loss"]) and metrics["steps"] == 4 and metrics["examples"] == 32
+    steps = [line for line in lines if line.startswith("train: step ")]
+    assert steps[-1].startswith("train: step 4/4, loss ") and len(steps) == len(set(s.split(",")[0] for s in steps))
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
         "README.md",
         "adapter_config.json",
