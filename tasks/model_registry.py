@@ -1,4 +1,5 @@
-"""The MLflow model registry: every promoted policy as a model version, the alias `champion` on the best.
+"""The MLflow model registry: every policy that became its campaign's champion as a model version, the alias
+`champion` on the best.
 
 A version is an MLflow pyfunc model logged under the round run's `policy/` folder
 (`tasks/champion_model.py`): the LoRA adapter, a reference to the base model (source, path or hub id,
