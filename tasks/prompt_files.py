@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -63,9 +64,9 @@ class _RowError(ValueError):
 def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[Record]:
     """Read prompt records from a JSONL (`.jsonl`/`.json`, one object per line), CSV or Parquet file.
 
-    Each row needs a non-empty string `prompt`. `answer` is optional: any single value becomes a string
-    (integral floats lose their `.0`), while null, NaN and empty become None. The id is the row's `id`
-    when it has one, else `<file stem>-<0-based row index>`.
+    Each row needs a non-empty string `prompt`. `answer` is optional: text or a finite number becomes a string
+    (integral floats lose their `.0`), while null, NaN and empty become None; a boolean or an infinity is an
+    error. The id is the row's `id` when it has one, else `<file stem>-<0-based row index>`.
 
     Args:
         path: The prompt file; its extension picks the format.
@@ -108,7 +109,7 @@ def _records(path: Path, rows: list[tuple[int, Any]], unit: str, *, require_answ
         raise PromptFileError(path, "no 'answer' column (this file is scored against answers)")
 
     records: list[Record] = []
-    first_seen: dict[str, int] = {}
+    first_seen: dict[str, tuple[int, bool]] = {}  # id -> (place, whether the id was given by default)
     for index, (number, raw) in enumerate(rows):
         try:
             _check_text(raw)
@@ -116,10 +117,19 @@ def _records(path: Path, rows: list[tuple[int, Any]], unit: str, *, require_answ
         except _RowError as error:
             raise PromptFileError(path, str(error), number, unit) from None
         # Later steps group samples by id, so two prompts sharing one would silently merge.
+        by_default = _scalar_text(raw.get("id"), "id") is None
         if record["id"] in first_seen:
-            reason = f"duplicate id {record['id']!r} (first at {unit} {first_seen[record['id']]})"
+            first, first_by_default = first_seen[record["id"]]
+            # A default id the user never wrote would otherwise read as a typo on a line that has no id.
+            reason = f"duplicate id {record['id']!r} (first at {unit} {first}"
+            if by_default:
+                reason += "; this row has no 'id', so it got the default <file stem>-<row index>)"
+            elif first_by_default:
+                reason += ", which has no 'id', so it got the default <file stem>-<row index>)"
+            else:
+                reason += ")"
             raise PromptFileError(path, reason, number, unit)
-        first_seen[record["id"]] = number
+        first_seen[record["id"]] = (number, by_default)
         records.append(record)
     return records
 
@@ -187,13 +197,50 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     Parsed with `json` rather than `datasets`: this names the bad line, and Arrow's column typing would
     turn an integer answer into a float (12 -> 12.0) when another row's answer is a float.
     """
-    rows = []
-    for number, line in numbered_lines(_read_text(path)):
+    text = _read_text(path)
+    rows: list[tuple[int, Any]] = []
+    for number, line in numbered_lines(text):
         try:
-            rows.append((number, json.loads(line)))
+            value = json.loads(line, object_pairs_hook=_json_object)
         except json.JSONDecodeError as error:
+            if not rows:
+                _check_whole_json(path, text, first_line_read=False)
             raise PromptFileError(path, f"not valid JSON ({error.msg})", number) from None
+        except _RowError as error:
+            raise PromptFileError(path, str(error), number) from None
+        if not rows and isinstance(value, list):
+            _check_whole_json(path, text, first_line_read=True)
+        rows.append((number, value))
     return rows
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (`json` would silently keep the last value)."""
+    seen = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise _RowError(f"duplicate key {key!r}")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _check_whole_json(path: Path, text: str, *, first_line_read: bool) -> None:
+    """Raise `PromptFileError` for a file that is one JSON document (an array of rows, or an object over several
+    lines) rather than JSON Lines: read line by line, its first line gives a misleading reason (an array row, or
+    broken JSON)."""
+    wanted = "not JSON Lines (one object per line)"
+    try:
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        # An array over several lines with a mistake in it is still not JSON Lines; a first line that reads as an
+        # array is a row, named at its line.
+        if not first_line_read and text.lstrip().startswith("["):
+            raise PromptFileError(path, f"starts like a JSON array, {wanted}") from None
+        return
+    if isinstance(whole, list):
+        raise PromptFileError(path, f"one JSON array, {wanted}")
+    if isinstance(whole, dict):
+        raise PromptFileError(path, f"one JSON object over several lines, {wanted}")
 
 
 def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
@@ -204,17 +251,13 @@ def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
     over several lines; `csv` finds where each kept row starts, so an error names the line an editor shows. Where
     the two count the rows differently, the places are data rows, and the word "row".
     """
-    text = _read_text(path)
-    lines = io.StringIO(text, newline="").readlines()  # the physical lines `csv` counts in `line_num`
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, [])
-    starts = []
-    start = reader.line_num + 1
-    for _cells in reader:
-        if reader.line_num > start or lines[start - 1].strip():  # pandas skips a blank one-line record
-            starts.append(start)
-        start = reader.line_num + 1
+    header, records = _csv_records(path, _read_text(path))
     _check_columns(path, header)
+    # pandas refuses a longer row naming a line it counts its own way, and pads a shorter one, shifting its cells.
+    for start, cells in records:
+        if len(cells) != len(header):
+            raise PromptFileError(path, f"{len(cells)} fields where the header has {len(header)}", start)
+    starts = [start for start, _cells in records]
     # `datasets` reports a header-only file as 'Instruction "train" corresponds to no data!'.
     if not starts:
         return [], "line"
@@ -225,6 +268,37 @@ def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
     if len(starts) != len(rows):
         return list(enumerate(rows, start=1)), "row"
     return list(zip(starts, rows, strict=True)), "line"
+
+
+def _csv_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header's cells, and (1-based file line where it starts, cells) for each record after it that pandas
+    keeps (it skips a blank or whitespace-only one-line record).
+
+    Raises:
+        PromptFileError: a quoted field never closed, at the line where it opens; a record `csv` cannot read.
+    """
+    # A probe line after the text tells whether the file ends inside a quoted field: then `csv` (not strict) puts
+    # the probe in that field's cell instead of reading it as a record of its own.
+    probe = text + ("" if text.endswith(("\n", "\r")) else "\n") + "x"
+    lines = io.StringIO(probe, newline="").readlines()  # the physical lines `csv` counts in `line_num`
+    reader = csv.reader(io.StringIO(probe, newline=""))
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            if reader.line_num > start or lines[start - 1].strip() or not records:
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise PromptFileError(path, f"not valid CSV ({error})", start) from None
+    last_start, last_cells = records.pop()
+    if last_start != len(lines):
+        # The open field's cell runs from its quote to the probe, so its line breaks count back to the quote.
+        opened = len(lines) - (len(io.StringIO(last_cells[-1], newline="").readlines()) - 1)
+        raise PromptFileError(path, "unclosed quote (the quoted field opened here runs to the end of the file)", opened)
+    if not records:
+        return [], []
+    return records[0][1], records[1:]
 
 
 def _read_parquet(path: Path) -> list[tuple[int, Any]]:
@@ -258,7 +332,7 @@ def _load_with_datasets(path: Path, builder: str, **options: Any) -> list[dict[s
     so repeated loads neither grow `~/.cache/huggingface` nor reuse a stale cache of an edited file.
     Packaged builders ("csv", "parquet") run locally, so no network is needed.
     """
-    with tempfile.TemporaryDirectory(prefix="selftrain-prompts-") as cache_dir, _quiet_progress_bars():
+    with tempfile.TemporaryDirectory(prefix="selftrain-prompts-") as cache_dir, _quiet_datasets():
         try:
             dataset = datasets.load_dataset(
                 builder, data_files=str(path.resolve()), split="train", cache_dir=cache_dir, **options
@@ -269,13 +343,18 @@ def _load_with_datasets(path: Path, builder: str, **options: Any) -> list[dict[s
 
 
 @contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Hide the "Generating train split" bar of a small local read, restoring the caller's setting."""
+def _quiet_datasets() -> Iterator[None]:
+    """Hide the "Generating train split" bar of a small local read, and `datasets`' ERROR log of a file it cannot
+    read (the `PromptFileError` says it once, with its reason), restoring the caller's settings."""
     was_enabled = datasets.is_progress_bar_enabled()
+    logger = logging.getLogger("datasets")
+    level = logger.level
     datasets.disable_progress_bars()
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if was_enabled:
             datasets.enable_progress_bars()
 
@@ -321,9 +400,14 @@ def _scalar_text(value: Any, field: str) -> str | None:
         return None
     if isinstance(value, dict | list | tuple):
         raise _RowError(f"{field!r} must be a single value, got {_json_type(value)}")
+    # "True" or "inf" as text would match no model's answer, so the row could never be credited.
+    if isinstance(value, bool):
+        raise _RowError(f"{field!r} must be text or a number, got boolean")
     if isinstance(value, float):
         if math.isnan(value):
             return None
+        if math.isinf(value):
+            raise _RowError(f"{field!r} must be a finite number, got {json.dumps(value)}")
         # pandas and Parquet store an integer column with gaps as float64, so 12 arrives as 12.0.
         if value.is_integer():
             return str(int(value))

@@ -137,6 +137,12 @@ def test_jsonl_row_that_is_not_an_object(tmp_path: Path) -> None:
         ({"prompt": "   "}, "empty 'prompt'"),
         ({"prompt": 5}, "'prompt' must be a string, got number"),
         ({"prompt": "a", "answer": [1]}, "'answer' must be a single value, got array"),
+        # "True" and "inf" would match no model's answer
+        ({"prompt": "a", "answer": True}, "'answer' must be text or a number, got boolean"),
+        ({"prompt": "a", "answer": False}, "'answer' must be text or a number, got boolean"),
+        ({"prompt": "a", "answer": float("inf")}, "'answer' must be a finite number, got Infinity"),
+        ({"prompt": "a", "answer": float("-inf")}, "'answer' must be a finite number, got -Infinity"),
+        ({"id": True, "prompt": "a"}, "'id' must be text or a number, got boolean"),
     ],
 )
 def test_bad_jsonl_row_names_the_line(tmp_path: Path, row: dict[str, object], reason: str) -> None:
@@ -144,6 +150,58 @@ def test_bad_jsonl_row_names_the_line(tmp_path: Path, row: dict[str, object], re
     with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path)
     assert str(caught.value) == f"{path}, line 2: {reason}"
+
+
+def test_numbers_and_text_answers_are_still_accepted(tmp_path: Path) -> None:
+    rows = [{"prompt": "a", "answer": 0}, {"prompt": "b", "answer": -2.5}, {"prompt": "c", "answer": "true"}]
+    assert [r["answer"] for r in load_prompt_file(jsonl(tmp_path / "a.jsonl", rows))] == ["0", "-2.5", "true"]
+
+
+def test_parquet_boolean_answer_names_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "b.parquet"
+    pd.DataFrame({"prompt": ["a", "b"], "answer": [True, False]}).to_parquet(path)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == f"{path}, row 1: 'answer' must be text or a number, got boolean"
+
+
+def test_jsonl_key_given_twice_names_key_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "d.jsonl",
+        '{"id": "b", "prompt": "ok"}\n{"id": "c", "prompt": "What is 1+1?", "answer": "2", "prompt": "other"}\n',
+    )
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == f"{path}, line 2: duplicate key 'prompt'"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        (
+            "a.json",
+            '[\n  {"prompt": "What is 1+1?", "answer": "2"},\n  {"prompt": "b", "answer": "3"}\n]\n',
+            "one JSON array",
+        ),
+        ("a.jsonl", '[{"prompt": "What is 1+1?", "answer": "2"}, {"prompt": "b", "answer": "3"}]\n', "one JSON array"),
+        ("a.json", '\n[\n  {"prompt": "a", "answer": "2"}\n  {"prompt": "b"}\n]\n', "starts like a JSON array"),
+        ("a.json", '{\n  "prompt": "What is 1+1?",\n  "answer": "2"\n}\n', "one JSON object over several lines"),
+    ],
+)
+@pytest.mark.parametrize("require_answer", [False, True])
+def test_json_document_is_not_json_lines(
+    tmp_path: Path, name: str, text: str, reason: str, require_answer: bool
+) -> None:
+    path = write(tmp_path / name, text)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path, require_answer=require_answer)
+    assert str(caught.value) == f"{path}: {reason}, not JSON Lines (one object per line)"
+
+
+def test_a_jsonl_row_that_is_an_array_still_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.jsonl", '["b"]\n{"prompt": "a"}\n')
+    with pytest.raises(PromptFileError, match=r"t\.jsonl, line 1: expected an object, got array$"):
+        load_prompt_file(path)
 
 
 def test_empty_csv_prompt_names_the_line(tmp_path: Path) -> None:
@@ -191,10 +249,77 @@ def test_parquet_without_prompt_column(tmp_path: Path) -> None:
         load_prompt_file(path)
 
 
-def test_ragged_csv(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.csv", "prompt,answer\na,1\nb,2,3\n")
-    with pytest.raises(PromptFileError, match=r"t\.csv: not valid CSV \(.*Expected 2 fields in line 3, saw 3"):
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("prompt,answer\nok,1\nWhat is 1+1?,2,extra\n", 3, "3 fields where the header has 2"),
+        # pandas would count the rows of a quoted cell over several lines, and name line 5
+        (
+            'prompt,answer\nok,1\n"two\nlines",2\n"three\nmore\nlines",3\nbad,4,5\n',
+            8,
+            "3 fields where the header has 2",
+        ),
+        ("prompt,answer\nok,1\nok,2,\n", 3, "3 fields where the header has 2"),  # a trailing comma is a field
+        # pandas would pad a short row, shifting its cells into the wrong columns
+        ("id,prompt,answer\nWhat is 1+1?,2\n", 2, "2 fields where the header has 3"),
+        ("id,prompt,answer\n1,a,b\n\n\nc\n", 5, "1 fields where the header has 3"),
+        ("id,prompt,answer\r\n1,a,b\r\n\r\nc,d\r\n", 4, "2 fields where the header has 3"),
+    ],
+)
+def test_csv_row_with_other_than_the_header_field_count_names_its_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], text: str, line: int, reason: str
+) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path)
+    assert str(caught.value) == f"{path}, line {line}: {reason}"
+    assert capfd.readouterr().err == ""  # one message, the error's
+
+
+def test_csv_blank_lines_between_rows_are_still_skipped(tmp_path: Path) -> None:
+    path = write(tmp_path / "q.csv", "id,prompt,answer\n\n1,a,b\n   \n2,c,\n\n")
+    assert load_prompt_file(path) == [
+        {"id": "1", "prompt": "a", "answer": "b"},
+        {"id": "2", "prompt": "c", "answer": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('prompt,answer\nok,1\nfine,2\n"unclosed,3\nmore,4\n', 4),
+        ('prompt,answer\r\n"two\r\nlines",1\r\nok,"open\r\n', 4),  # the quote opens in a row's second cell
+        ('prompt,answer\n"two\nlines","open\nstill\n', 3),  # a row over two lines, then the open quote
+        ('prompt,answer\nok,"open', 2),  # no newline at the end
+    ],
+)
+def test_csv_unclosed_quote_names_the_line_where_it_opens(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}, line {line}: unclosed quote (the quoted field opened here runs to the end of the file)"
+    )
+
+
+def test_csv_cell_over_the_csv_field_limit_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", f"prompt\nok\n{'x' * 200_000}\n")
+    with pytest.raises(PromptFileError, match=r"t\.csv, line 3: not valid CSV \(field larger than field limit"):
+        load_prompt_file(path)
+
+
+def test_datasets_does_not_log_the_error_the_prompt_file_error_gives(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tasks.prompt_files import _load_with_datasets
+
+    path = write(tmp_path / "t.csv", "prompt,answer\na,1\nb,2,3\n")  # past the field check, pandas refuses it
+    with pytest.raises(PromptFileError, match=r"t\.csv: not valid CSV \(.*Expected 2 fields in line 3, saw 3"):
+        _load_with_datasets(path, "csv")
+    assert capfd.readouterr().err == ""
+    assert not [record for record in caplog.records if record.name.startswith("datasets")]
 
 
 def test_damaged_parquet(tmp_path: Path) -> None:
@@ -257,6 +382,23 @@ def test_duplicate_id(tmp_path: Path) -> None:
     path = jsonl(tmp_path / "d.jsonl", [{"id": 1, "prompt": "a"}, {"id": "1", "prompt": "b"}])
     with pytest.raises(PromptFileError, match=r"d\.jsonl, line 2: duplicate id '1' \(first at line 1\)"):
         load_prompt_file(path)
+
+
+def test_duplicate_of_a_default_id_says_it_was_given_by_default(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "x.jsonl", [{"id": "x-1", "prompt": "a"}, {"prompt": "b"}])
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}, line 2: duplicate id 'x-1' (first at line 1; this row has no 'id', so it got the default"
+        " <file stem>-<row index>)"
+    )
+    path = jsonl(tmp_path / "x.jsonl", [{"prompt": "a"}, {"id": "x-0", "prompt": "b"}])
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}, line 2: duplicate id 'x-0' (first at line 1, which has no 'id', so it got the default"
+        " <file stem>-<row index>)"
+    )
 
 
 def test_not_utf8(tmp_path: Path) -> None:
