@@ -100,11 +100,22 @@ class LimitsConfig(Strict):
     )
 
 
+MAX_SEED = (2**32 - 1 - 1001) // 1000  # round seeds (tasks.layout.round_seed, up to round 1000, + 1) fit 32 bits
+
+
 class CampaignConfig(Strict):
     """A self-training campaign: `rounds` rounds of generate, judge, select, train, evaluate."""
 
     name: str = Field("campaign", description=f"Campaign name, used in run names and folders: {SAFE_NAME_RULE}.")
-    seed: int = Field(0, description="Seed for prompts, sampling and training; each round derives its own.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description=(
+            f"Seed for prompts, sampling and training, 0..{MAX_SEED:,}; each round derives its own (seed * 1000 + "
+            "round, which numpy's and torch's seeding take only below 2**32)."
+        ),
+    )
     rounds: int = Field(3, ge=1, le=1000, description="Number of self-training rounds.")
     start_from: Literal["base", "champion"] = Field(
         "base",
@@ -184,7 +195,29 @@ class CampaignConfig(Strict):
         )
 
     @model_validator(mode="after")
+    def _method_has_data(self) -> CampaignConfig:
+        if self.train.method == "dpo" and self.generate.k < 2:
+            raise ValueError(
+                "train.method=dpo trains on a best and a worst sample of each prompt, and generate.k=1 samples one: "
+                "set generate.k to at least 2"
+            )
+        grpo = self.train.grpo
+        batch = (grpo.generation_batch_size or self.train.batch_size) // grpo.num_generations
+        if self.train.method == "grpo" and self.prompts.train_size < batch:
+            raise ValueError(
+                f"train.method=grpo samples {batch} prompts per generation batch (train.grpo.generation_batch_size or "
+                f"train.batch_size over train.grpo.num_generations), more than prompts.train_size="
+                f"{self.prompts.train_size}: raise prompts.train_size or lower the batch"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _few_shot_working_applies(self) -> CampaignConfig:
+        if self.evaluate.few_shot_baseline and self.prompts.few_shot == 0:
+            raise ValueError(
+                "evaluate.few_shot_baseline scores the start behind prompts.few_shot worked examples, and "
+                "prompts.few_shot is 0: set prompts.few_shot above 0 or turn evaluate.few_shot_baseline off"
+            )
         if self.evaluate.few_shot_working is not None and not self.evaluate.few_shot_baseline:
             raise ValueError(
                 "evaluate.few_shot_working writes the few-shot baseline's examples, and evaluate.few_shot_baseline "

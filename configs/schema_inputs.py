@@ -205,6 +205,12 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.min_operand must not exceed prompts.max_operand")
         if self.source == "file" and not self.train_path:
             raise ValueError("prompts.train_path is required when source is 'file'")
+        named = [field for field in ("train_path", "validation_path", "test_path") if getattr(self, field)]
+        if self.source == "arithmetic" and named:
+            raise ValueError(
+                f"prompts.{named[0]} names a file, and prompts.source is 'arithmetic', which would ignore it: "
+                "set prompts.source: file, or leave the paths empty"
+            )
         if self.source == "file" and self.working != "plain":
             raise ValueError("prompts.working is for source 'arithmetic'; a file's rows carry their own solution")
         if self.source == "file" and self.level is not None:

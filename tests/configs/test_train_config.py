@@ -32,6 +32,13 @@ from configs.loader import ConfigError, load_config
             ["train.head_dtype=bfloat16", "train.method=dpo", "train.init=continue"],
             ["train.head_dtype", "train.method"],
         ),
+        # Refused before a run, where they had failed in it or trained nothing:
+        (["seed=-1"], ["seed"]),
+        (["seed=20261206"], ["seed", "4294966"]),  # round seeds (seed * 1000 + round) must fit numpy's 32 bits
+        (["train.method=dpo", "train.init=continue", "generate.k=1"], ["train.method=dpo", "generate.k"]),
+        (["train.method=grpo", "prompts.train_size=2"], ["train.method=grpo", "prompts.train_size=2"]),
+        (["evaluate.few_shot_baseline=true", "prompts.few_shot=0"], ["evaluate.few_shot_baseline", "prompts.few_shot"]),
+        (["prompts.test_path=test.jsonl"], ["prompts.test_path", "prompts.source"]),
     ],
 )
 def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:
