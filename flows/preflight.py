@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -60,6 +61,7 @@ def preflight(config: CampaignConfig) -> None:
     if config.judge.reward_model:
         check_reward_model(config.judge.reward_model)
     check_context(config)
+    check_target_modules(config)
     check_answer_length(config)
     check_chat_template(config)
     _PASSED.add(config.model_dump_json())
@@ -425,21 +427,24 @@ def check_context(config: CampaignConfig) -> None:
 
 
 def check_answer_length(config: CampaignConfig) -> None:
-    """Raise when a worked answer of the built-in task is longer than the new tokens the campaign allows.
+    """Raise when a worked answer is longer than the new tokens the campaign allows, or a training row (prompt
+    and worked answer) longer than `train.max_length`.
 
-    A `prompts.working` other than plain writes longer answers ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74. The
-    answer is 74." is 41 Gemma tokens, one per digit), and an answer cut before its final "." fails the strict
-    answer check however right it is. The campaign's own problems (every split) are tokenized with the model's
-    `tokenizer.json` through `tokenizers` (not transformers: `selftrain validate` stays light); skipped when that
-    file is not at hand without loading or converting a model (the tiny model, an unconverted packaged Gemma, a
-    hub model not in the cache).
+    The built-in task's answers in a `prompts.working` other than plain are long ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 +
+    35 = 74. The answer is 74." is 41 Gemma tokens, one per digit), and so may a prompt file's `solution` column
+    be; the policy learns to answer as they do, and an answer cut before its final "." fails the strict answer
+    check however right it is. The campaign's own rows (every split; a file's rows with a solution) are tokenized
+    with the model's `tokenizer.json` through `tokenizers` (not transformers: `selftrain validate` stays light);
+    skipped when that file is not at hand without loading or converting a model (the tiny model, an unconverted
+    packaged Gemma, a hub model not in the cache).
     """
     prompts = config.prompts
+    builtin = prompts.source == "arithmetic"
     # The few-shot baseline's examples in a longer working than the campaign's: its answers must fit too, or the bar
     # it sets is low for no fault of the base's.
     bar = config.few_shot_baseline_config()
-    bar_working = bar.prompts.working if bar.prompts.working not in ("plain", prompts.working) else None
-    if prompts.source != "arithmetic" or (prompts.working == "plain" and bar_working is None):
+    bar_working = bar.prompts.working if builtin and bar.prompts.working not in ("plain", prompts.working) else None
+    if builtin and prompts.working == "plain" and bar_working is None:
         return
     tokenizer_file = model_tokenizer_file(config)
     if tokenizer_file is None:
@@ -468,19 +473,26 @@ def check_answer_length(config: CampaignConfig) -> None:
         held_out = {split: campaign_prompts(bar, split, 1) for split in ("test", "ood")}
         working = f"evaluate.few_shot_working={bar_working}"
         refuse_cut("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("test", "ood"), working, held_out)
-    if prompts.working == "plain":
+    if builtin and prompts.working == "plain":
         return
-    drawn = {split: campaign_prompts(config, split, 1) for split in ("train", "validation", "test", "ood")}
+
+    def worked(rows: list) -> list:
+        return [row for row in rows if row.get("solution")]  # a file's rows may come without one
+
+    drawn = {split: worked(campaign_prompts(config, split, 1)) for split in ("train", "validation", "test", "ood")}
+    working = f"prompts.working={prompts.working}" if builtin else "the prompt files' solution column"
     limits: list[tuple[str, int, tuple[str, ...]]] = [
         ("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("validation", "test", "ood"))
     ]
     if config.rounds >= config.generate.from_round:  # some round samples
         limits.insert(0, ("generate.max_new_tokens", config.generate.max_new_tokens, ("train",)))
     for field, new_tokens, splits in limits:
-        refuse_cut(field, new_tokens, splits, f"prompts.working={prompts.working}", drawn)
+        refuse_cut(field, new_tokens, splits, working, drawn)
     # A training row is its prompt and its worked answer; one longer than train.max_length loses its end, the
     # final answer included (two-step problems under prompts.two_step_share run to some 110 Gemma tokens).
-    rows = drawn["train"] + gold_prompts(config, config.select.gold_examples)
+    rows = drawn["train"] + worked(gold_prompts(config, config.select.gold_examples))
+    if not rows:
+        return
     texts = [prompts.template.format(prompt=row["prompt"]) + row["solution"] for row in rows]
     lengths = [len(encoding.ids) + 1 for encoding in tokenizer.encode_batch(texts)]  # and the EOS training adds
     longest = max(range(len(texts)), key=lengths.__getitem__)
@@ -491,6 +503,53 @@ def check_answer_length(config: CampaignConfig) -> None:
             f"answer, the gold rows included) are longer (the longest, {texts[longest]!r}, is {lengths[longest]} "
             f"tokens), and a cut row loses its final answer: set train.max_length to at least {lengths[longest]}"
         )
+
+
+def check_target_modules(config: CampaignConfig) -> None:
+    """Raise when `train.target_modules` names no module of the campaign's model (PEFT would refuse it at the
+    first training, after a round's sampling). The model's modules are read from its weights' names (the
+    safetensors headers); skipped when its files are not at hand without loading or converting it."""
+    targets = config.train.target_modules
+    if targets == "all-linear":
+        return
+    modules = model_module_names(config)
+    if not modules:
+        return
+    regex = "(a single name is a regular expression over a module's full name, as PEFT reads it; a list names "
+    if isinstance(targets, str):  # PEFT's rule: a string is a regular expression over the full module name
+        try:
+            matched = any(re.fullmatch(targets, name) for name in modules)
+        except re.error as error:
+            raise PreflightError(f"train.target_modules={targets}: not a regular expression ({error})") from None
+    else:
+        matched = any(name == target or name.endswith(f".{target}") for name in modules for target in targets)
+    if not matched:
+        leaves = sorted({name.rsplit(".", 1)[-1] for name in modules})
+        hint = f" {regex}modules by their last part, e.g. [q_proj, v_proj])" if isinstance(targets, str) else ""
+        raise PreflightError(
+            f"train.target_modules={targets}: no module of the model is named so; its modules end in "
+            f"{', '.join(leaves)}, or use 'all-linear'{hint}"
+        )
+
+
+def model_module_names(config: CampaignConfig) -> set[str]:
+    """The names of the campaign model's weighted modules (empty when its weights are not on disk already)."""
+    if config.model.source == "tiny":
+        from models.tiny import MODULE_NAMES
+
+        return set(MODULE_NAMES)
+    tokenizer_file = model_tokenizer_file(config)
+    if tokenizer_file is None:
+        return set()
+    names: set[str] = set()
+    for weights in tokenizer_file.parent.glob("*.safetensors"):
+        if safetensors_problem(weights) is not None:
+            continue  # check_model names a damaged file
+        with open(weights, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        names.update(key.rsplit(".", 1)[0] for key in header if key != "__metadata__")
+    return names
 
 
 def model_tokenizer_file(config: CampaignConfig) -> Path | None:

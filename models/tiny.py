@@ -43,6 +43,21 @@ PAD, EOS, BOS = "<pad>", "<eos>", "<bos>"
 VOCAB_SIZE = 512  # a target: BPE stops early when the corpus has no more pairs to merge
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 128, 4, 4, 384
 MAX_POSITIONS = 256
+# The weighted modules of the tiny Llama (its weights' names less .weight): what `train.target_modules` may name.
+MODULE_NAMES = (
+    "model.embed_tokens",
+    "model.norm",
+    *(
+        f"model.layers.{layer}.{module}"
+        for layer in range(LAYERS)
+        for module in (
+            *(f"self_attn.{proj}_proj" for proj in "qkvo"),
+            *(f"mlp.{proj}_proj" for proj in ("gate", "up", "down")),
+            "input_layernorm",
+            "post_attention_layernorm",
+        )
+    ),
+)
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 WARMUP_SHARE = 0.1  # share of the steps spent ramping the learning rate up

@@ -261,6 +261,50 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
     check_answer_length(load_config("tiny", [*chained, "train.max_length=256"]))
 
 
+def test_a_prompt_files_solutions_longer_than_the_new_tokens_or_max_length_are_refused(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    # A file's worked solutions are what the policy learns to write: cut, they lose their final answer.
+    model = _copy_model(tiny_dir, tmp_path / "model")
+    solution = " 12 + 9 = 21. 21 - 4 = 17. The answer is 17."
+    rows = [{"prompt": f"Tom has 12 apples and gets 9 more, then gives {i} away. How many?", "answer": "17"}
+            for i in range(4)]  # fmt: skip
+    train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    train.write_text("".join(json.dumps({**row, "solution": solution}) + "\n" for row in rows))
+    validation.write_text("".join(json.dumps(row) + "\n" for row in rows))  # no solutions: nothing to measure
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    local = ["model.source=local", f"model.name={model}", *files, "prompts.train_size=4", "prompts.validation_size=4"]
+    local += ["generate.max_new_tokens=48", "evaluate.max_new_tokens=48"]
+
+    def config(*overrides: str) -> CampaignConfig:
+        return load_config("tiny", [*local, *overrides])
+
+    check_answer_length(config())
+    with pytest.raises(PreflightError, match=r"^generate.max_new_tokens=8: 4 of 4 worked answers of the train "
+                       r"problems in the prompt files' solution column are longer .* at least \d+$"):  # fmt: skip
+        check_answer_length(config("generate.max_new_tokens=8"))
+    with pytest.raises(PreflightError, match=r"^train.max_length=24: 4 of 4 training rows .* at least \d+$"):
+        check_answer_length(config("train.max_length=24"))
+
+
+def test_target_modules_the_model_lacks_are_refused_naming_the_ones_it_has(tmp_path: Path, tiny_dir: Path) -> None:
+    from safetensors import safe_open
+
+    from models.tiny import MODULE_NAMES
+
+    with safe_open(str(tiny_dir / "model.safetensors"), "pt") as weights:  # the list is the model's own
+        assert set(MODULE_NAMES) == {key.rsplit(".", 1)[0] for key in weights.keys()}  # noqa: SIM118
+    model = _copy_model(tiny_dir, tmp_path / "model")
+    for source in (["model.source=tiny"], ["model.source=local", f"model.name={model}"]):
+        preflight(load_config("tiny", [*source, "train.target_modules=[q_proj,v_proj]"]))
+        preflight(load_config("tiny", [*source, "train.target_modules=.*_proj"]))  # PEFT's regular expression
+        with pytest.raises(PreflightError, match=r"^train.target_modules=\['qproj'\]: no module of the model is named "
+                           r"so; its modules end in down_proj, .* v_proj, or use 'all-linear'$"):  # fmt: skip
+            preflight(load_config("tiny", [*source, "train.target_modules=[qproj]"]))
+        with pytest.raises(PreflightError, match=r"^train.target_modules=q_proj: .* \(a single name is a regular"):
+            preflight(load_config("tiny", [*source, "train.target_modules=q_proj"]))
+
+
 def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:
     check_model_dir("model.name", tiny_dir)
 
