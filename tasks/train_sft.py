@@ -167,6 +167,7 @@ def train_sft(
         `cfg.average_from` `averaged_steps` (the steps whose weights the saved adapter averages).
     """
     model, tokenizer = load_policy(base, adapter, trainable=True, dtype=DTYPES[resolve_train_dtype(cfg.base_dtype)])
+    check_rows_fit(tokenizer, examples, cfg.max_length)
     callback = _ProgressCallback(progress or (lambda _line: None))
     average = WeightAverage(cfg.average_from) if cfg.average_from is not None else None
     with train_then_replace(out_dir) as scratch:
@@ -193,6 +194,20 @@ def train_sft(
         "seconds": seconds,
         **({"averaged_steps": float(average.averaged_steps)} if average else {}),
     }
+
+
+def check_rows_fit(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Mapping[str, Any]], max_length: int) -> None:
+    """Raise when no text example keeps a completion token within `max_length` (TRL would drop every row and fail
+    on an empty dataset, naming no setting). Chat examples are rendered by TRL and left to it."""
+    prompts = [example["prompt"] for example in examples if isinstance(example["prompt"], str)]
+    if not prompts or len(prompts) < len(examples):
+        return
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    if min(lengths) >= max_length:
+        raise ValueError(
+            f"train.max_length={max_length}: each of {len(prompts)} training rows' prompts is that long or longer "
+            f"(the shortest {min(lengths)} tokens), so no completion token is left to train on; raise train.max_length"
+        )
 
 
 @task(name="train", **RESUMABLE)

@@ -141,3 +141,10 @@ def test_completion_logits_loss_and_gradients_equal_trls(tiny_dir: Path, tmp_pat
         assert math.isfinite(ours) and abs(ours - trls) < 1e-5
         assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(our_grads, trl_grads, strict=True))
     assert trainer._metrics["train"]["mean_token_accuracy"], "TRL's token metrics are still logged"
+
+
+def test_a_max_length_that_leaves_no_completion_token_names_the_field(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=8, max_length=8)
+    with pytest.raises(ValueError, match=r"^train.max_length=8: each of 32 training rows' prompts is that long"):
+        train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "adapter", seed=0)
+    assert not (tmp_path / "adapter").exists()
