@@ -56,6 +56,7 @@ def preflight(config: CampaignConfig) -> None:
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
     check_judge_bank(config, train_rows)
     check_filter_targets(config, train_rows)
+    check_training_targets(config, train_rows)
     for field, model in models_of(config):
         check_model(field, model)
     if config.judge.reward_model:
@@ -229,6 +230,40 @@ def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[d
 
     source = f"prompts.train_path={config.prompts.train_path}"
     check_target_source(config.select.filters, train_rows(), source, gold_draw(config))
+
+
+def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
+    """Refuse a training file (`train_rows`) that gives a campaign nothing to train on: no row with an `answer`
+    when the verifier judges samples (or GRPO rewards them) against it, no row that can be a gold row when
+    `select.gold_examples` asks for some. Every round would run and train nothing (the built-in task's prompts
+    all have both)."""
+    if config.prompts.source != "file":
+        return
+    source = f"prompts.train_path={config.prompts.train_path}"
+    needs_answers = [
+        why
+        for applies, why in (
+            (config.judge.kind == "verifier", "judge.kind=verifier scores each sample against it"),
+            (config.train.method == "grpo", "train.method=grpo rewards each sample against it"),
+        )
+        if applies
+    ]
+    if needs_answers and not any(row.get("answer") is not None for row in train_rows()):
+        raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers[0]}: add answers to the file")
+    if config.select.gold_examples > 0:
+        from tasks.judge import requires_work
+        from tasks.select import gold_draw  # MLflow and Prefect come with it: only for a config that needs the check
+
+        if not gold_draw(config)(train_rows(), 1, seed=0):
+            what = (
+                "a 'solution' that shows right working (judge.require_work: a bare answer is no gold row)"
+                if requires_work(config)
+                else "an 'answer' or a 'solution'"
+            )
+            raise PreflightError(
+                f"select.gold_examples={config.select.gold_examples}: no row of {source} has {what} to be a gold "
+                "row; add them to the file or set select.gold_examples: 0"
+            )
 
 
 def check_model(field: str, model: ModelConfig) -> None:

@@ -247,7 +247,7 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
     check_answer_length(digits(41, 41))
     check_answer_length(load_config("tiny", local))  # plain answers: not checked
     # The few-shot baseline's examples in a longer working than the campaign's: the base's answers in it must fit.
-    bar = ["evaluate.few_shot_baseline=true", "evaluate.few_shot_working=digits"]
+    bar = ["evaluate.few_shot_baseline=true", "evaluate.few_shot_working=digits", "prompts.few_shot=3"]
     refused = r"^evaluate.max_new_tokens=24: \d+ of 192 worked answers of the test/ood problems in evaluate.few_shot"
     with pytest.raises(PreflightError, match=refused):
         check_answer_length(load_config("tiny", [*local, *bar]))
@@ -303,6 +303,26 @@ def test_target_modules_the_model_lacks_are_refused_naming_the_ones_it_has(tmp_p
             preflight(load_config("tiny", [*source, "train.target_modules=[qproj]"]))
         with pytest.raises(PreflightError, match=r"^train.target_modules=q_proj: .* \(a single name is a regular"):
             preflight(load_config("tiny", [*source, "train.target_modules=q_proj"]))
+
+
+def test_a_training_file_that_gives_nothing_to_train_on_is_refused(tmp_path: Path) -> None:
+    # Every round would run and train nothing: no answers for the verifier, no row that can be a gold row.
+    train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    train.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?"}) + "\n" for i in range(4)))
+    rows = [{"prompt": f"What is {i} plus 2?", "answer": "3"} for i in range(4)]
+    validation.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    files += ["prompts.train_size=4", "prompts.validation_size=4", "prompts.few_shot=0"]
+    with pytest.raises(PreflightError, match=r"^prompts.train_path=.*: no row has an 'answer', and judge.kind=verif"):
+        preflight(load_config("tiny", files))
+    gold = [*files, "judge.kind=pointwise", "select.gold_examples=2"]
+    with pytest.raises(PreflightError, match=r"^select.gold_examples=2: no row of prompts.train_path=.* to be a gold"):
+        preflight(load_config("tiny", gold))
+    preflight(load_config("tiny", [*files, "judge.kind=pointwise"]))  # a judge that needs no answers, no gold rows
+    train.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?", "answer": i + 1}) + "\n" for i in range(4)))
+    preflight(load_config("tiny", gold))
+    with pytest.raises(PreflightError, match=r"has a 'solution' that shows right working \(judge.require_work"):
+        preflight(load_config("tiny", [*gold, "judge.require_work=true"]))  # a bare answer shows no working
 
 
 def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:
@@ -362,7 +382,8 @@ def test_training_rows_without_gold_cannot_feed_a_target_set_or_a_round_bank(
     preflight(load_config("tiny", [*files, filters]))
     assert _rejected(capsys, tmp_path, *files, filters, "judge.require_work=true") == refused
     _jsonl(train, [{"id": "t0", "prompt": "What is 1 plus 1?", "solution": " 1 + 1 = 2."}])
-    preflight(load_config("tiny", [*files, filters]))  # one worked solution is a target set
+    # One worked solution is a target set (under a judge that needs no answers: the verifier refuses a file without).
+    preflight(load_config("tiny", [*files, filters, "judge.kind=pointwise"]))
 
 
 def test_a_reference_bank_file_too_small_or_with_one_label_is_refused_before_the_run(
