@@ -45,6 +45,16 @@ def check_comparable(configs: list[CampaignConfig]) -> None:
         raise ValueError("arm names (config `name`) must differ")
 
 
+def check_arm(path: str) -> None:
+    """Raise ValueError when an arm argument is an override (`key=value`, no file of that name), not a config:
+    taken as an arm, `rounds=1` would be the default config with one round, refused as an arm that differs."""
+    if "=" in path and not Path(path).expanduser().exists():
+        raise ValueError(
+            f"{path}: an override, not an arm config (no such file); pass overrides with --set {path} "
+            "(applied to every arm)"
+        )
+
+
 def _shared(config: CampaignConfig, key: str) -> object:
     """The part of `config`'s field `key` that every arm must agree on."""
     value = getattr(config, key)
@@ -61,10 +71,12 @@ def main(ns: argparse.Namespace) -> int:
     try:
         if not SAFE_NAME.match(ns.name):  # it names a folder under each arm's output_dir
             raise ValueError(f"--name {ns.name!r}: {SAFE_NAME_RULE}")
+        for path in paths:
+            check_arm(path)
         configs = [checked_config([path, *ns.set]) for path in paths]
         check_comparable(configs)
     except (ConfigError, ValueError, OSError) as err:
-        print(f"selftrain ablation: error: {err}", file=sys.stderr)
+        print(f"selftrain: error: {err}", file=sys.stderr)
         return 2
     quiet_progress_bars()
     sets = [item for override in ns.set for item in ("--set", override)]

@@ -70,6 +70,23 @@ def is_interruption(error: BaseException) -> bool:
     return interruption(error) is not None
 
 
+def failure_line(error: BaseException) -> str:
+    """An error in one line (the `selftrain.failure` tag, the CLI's last line): its type and its message's first
+    line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
+def raised_in_flow_run(error: BaseException) -> bool:
+    """Whether `error` came out of a Prefect flow run, whose engine has logged its traceback already."""
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.endswith(os.path.join("prefect", "flow_engine.py")):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def signal_number(error: BaseException) -> int:
     """The signal behind an interruption: as received here, SIGTERM for Prefect's `TerminationSignal`,
     else SIGINT."""

@@ -12,6 +12,7 @@ import importlib
 import os
 import shlex
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -101,7 +102,9 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
     Prefect's temporary server is started first in its own session (`flows/interrupt.py`), so a terminal's
     Ctrl-C reaches only this process, which records the interruption while the server still answers. On an
     interruption one line says so (with the command that resumes, when `resume` is given) and the process
-    exits with 128 + the signal number (130, 143); a `StopError` is one line too, with exit status 2.
+    exits with 128 + the signal number (130, 143); a `StopError` is one line too, with exit status 2; any other
+    error ends with one line naming it, exit status 1, after its traceback (Prefect's log of the flow run holds
+    it once, so Python does not print it again).
 
     Args:
         start: Runs the flow and returns its result.
@@ -111,8 +114,10 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
     from flows.interrupt import (
         StopError,
         exit_now,
+        failure_line,
         interruptible,
         is_interruption,
+        raised_in_flow_run,
         signal_number,
         start_own_session_server,
     )
@@ -128,11 +133,18 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
         print(f"selftrain: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as error:
-        if not is_interruption(error):
+        if is_interruption(error):
+            hint = f"; resume with: {shlex.join(['selftrain', *resume])}" if resume else ""
+            print(f"selftrain: interrupted{hint}", file=sys.stderr)
+            exit_now(128 + signal_number(error))
+        if not isinstance(error, Exception):
             raise
-        hint = f"; resume with: {shlex.join(['selftrain', *resume])}" if resume else ""
-        print(f"selftrain: interrupted{hint}", file=sys.stderr)
-        exit_now(128 + signal_number(error))
+        # A failure: the flow run's log above holds its traceback (Prefect logs it), which Python would print
+        # again; one line ends it instead. A failure outside a flow run keeps its traceback.
+        if not raised_in_flow_run(error):
+            traceback.print_exception(error)
+        print(f"selftrain: error: {failure_line(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def print_campaign(config: CampaignConfig, summary: dict) -> None:

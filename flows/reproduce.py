@@ -75,6 +75,13 @@ def main(ns: argparse.Namespace) -> int:
         "--tracking-uri " if ns.tracking_uri else "MLFLOW_TRACKING_URI=" if "MLFLOW_TRACKING_URI" in os.environ else ""
     )
     problem = store_problem(uri, source)
+    if problem is None:
+        from flows.preflight import PreflightError, check_folder
+
+        try:  # a file or an uncreatable folder is one line, before anything is fetched or run
+            check_folder(f"--output-dir {ns.output_dir}", Path(ns.output_dir))
+        except PreflightError as error:
+            problem = str(error)
     if problem:
         print(f"selftrain: error: {problem}", file=sys.stderr)
         return 2
@@ -249,9 +256,9 @@ def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
 def rerun(prepared: Reproduction) -> dict:
     """Run the prepared round again under a `reproduce-...` run and compare it with the original."""
     from flows.campaign_state import RESULTS_DIR, try_lock
-    from flows.interrupt import is_interruption
+    from flows.interrupt import failure_line, is_interruption
     from flows.liveness import host_name
-    from flows.round import failure_line, round_flow
+    from flows.round import round_flow
     from tasks.layout import CampaignLayout, round_seed
     from tasks.tracking import RoundContext, end_run, fail_running, kill_running, start_run
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from configs.schema import CampaignConfig
 from flows.campaign_state import recorded_config
-from flows.interrupt import is_interruption
+from flows.interrupt import failure_line, is_interruption
 from tasks.accumulate import accumulate_task
 from tasks.evaluate import Evaluation, evaluate_task
 from tasks.gate import GateDecision, decide, holds_the_best
@@ -189,12 +189,6 @@ def train(
     set_tags(config.tracking, ctx.run_id, {"selftrain.trained_from": start.label})
     step = superhf_train_task if config.train.method == "superhf" else sft_train_task
     return step(config, start, data, out_dir, ctx)
-
-
-def failure_line(error: BaseException) -> str:
-    """An error in one line for the `selftrain.failure` tag: its type and its message's first line."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
 
 
 @contextmanager

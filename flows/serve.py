@@ -13,15 +13,17 @@ import argparse
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from configs.schema import CampaignConfig
 from flows.launch import load_checked, quiet_defaults
 
+EXAMPLE_API_URL = "http://127.0.0.1:4200/api"
 START_STACK_HINT = (
     "start one with `bash infra/start-stack.sh start` (PostgreSQL + Prefect + MLflow, see README "
-    "'Running on servers') or `prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api"
+    "'Running on servers') or `prefect server start`, then export PREFECT_API_URL=" + EXAMPLE_API_URL
 )
 
 
@@ -49,11 +51,18 @@ def server_problem(api_url: str | None) -> str | None:
     if not api_url:
         return f"serve needs a Prefect server, and PREFECT_API_URL is not set: {START_STACK_HINT}"
     try:
+        parts = urllib.parse.urlsplit(api_url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as err:
+        return f"PREFECT_API_URL={api_url}: not a URL ({err}); expected one like {EXAMPLE_API_URL}"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"PREFECT_API_URL={api_url}: not an http(s) URL of a Prefect API; expected one like {EXAMPLE_API_URL}"
+    try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=10) as response:
             if response.status == 200:
                 return None
             return f"the Prefect API at {api_url} answered HTTP {response.status}; {START_STACK_HINT}"
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: http.client's InvalidURL
         return f"no Prefect server answers at PREFECT_API_URL={api_url} ({err}); {START_STACK_HINT}"
 
 

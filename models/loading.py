@@ -236,6 +236,25 @@ def policy_key(base: str, adapter: str | None = None) -> PolicyKey:
     return PolicyKey(base_id, _files_state(base_path), str(adapter_path), _adapter_sha256(adapter_path))
 
 
+def cache_size() -> int:
+    """The read-only policies `SELFTRAIN_POLICY_CACHE` asks this process to keep loaded (`DEFAULT_CACHE_SIZE` when
+    it is unset or empty).
+
+    Raises:
+        ValueError: a value that is not a whole number of 0 or more, in one line naming the variable and what it
+            takes.
+    """
+    raw = os.environ.get(CACHE_SIZE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_SIZE
+    if not (raw.isascii() and raw.isdigit()):
+        raise ValueError(
+            f"{CACHE_SIZE_ENV}={raw}: not a whole number of 0 or more (the read-only policies each process keeps "
+            f"loaded: 0 turns the cache off; unset, {DEFAULT_CACHE_SIZE})"
+        )
+    return int(raw)
+
+
 class PolicyCache:
     """Tokenizers per base and up to `size` read-only policies, kept loaded in this process (thread-safe).
 
@@ -250,11 +269,22 @@ class PolicyCache:
             (default 2); 0 keeps nothing, not even tokenizers (every load as without a cache). Tokenizers of
             as many bases are kept.
         """
-        self.size = int(os.environ.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE)) if size is None else size
+        self._size = size  # None: read from the environment at first use (`cache_size`), never at import
         self._policies: OrderedDict[PolicyKey, PreTrainedModel | PeftModel] = OrderedDict()
         self._tokenizers: OrderedDict[tuple, tuple[PreTrainedTokenizerBase, dict[str, object]]] = OrderedDict()
         self._lock = threading.RLock()
         self.hits = self.misses = 0
+
+    @property
+    def size(self) -> int:
+        """Read-only policies kept (and tokenizers of as many bases).
+
+        Raises:
+            ValueError: `SELFTRAIN_POLICY_CACHE` is not a whole number of 0 or more (`cache_size`).
+        """
+        if self._size is None:
+            self._size = cache_size()
+        return self._size
 
     def tokenizer(self, base: str) -> PreTrainedTokenizerBase:
         """The base's tokenizer, parsed once per content of its directory; `load_policy` sets its padding.

@@ -27,19 +27,30 @@ class BankError(ValueError):
     """A reference bank that cannot be used; the message names the file and line (or judge.bank) and the problem."""
 
 
-def load_bank_file(path: str | Path) -> list[Record]:
+def load_bank_file(path: str | Path, config_field: str | None = None) -> list[Record]:
     """References from a JSONL file with `prompt`, `response` (strings) and `correct` (boolean) per line.
 
+    Args:
+        path: The JSONL file.
+        config_field: The config field that names it (`judge.bank_path`), named with the path when it is no file.
+
     Raises:
-        BankError: a missing file, a line that is not a JSON object, or a missing or mistyped field.
+        BankError: a missing file, a directory or other non-file, an unreadable file, a line that is not a JSON
+            object, or a missing or mistyped field.
     """
     path = Path(path)
     if not path.exists():
         raise BankError(f"{path}: reference bank file not found")
+    named = f"{config_field}={path}" if config_field else str(path)
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "a device, pipe or socket"
+        raise BankError(f"{named}: not a file ({what}); expected a JSONL file")
     try:
         text = read_text(path)
     except TextFileError as error:
         raise BankError(f"{path}:{error.line}: {error.reason}") from None
+    except OSError as error:
+        raise BankError(f"{named}: cannot be read ({error.strerror or error})") from None
     bank = []
     for number, line in numbered_lines(text):
         try:
@@ -96,7 +107,7 @@ def file_bank(cfg: JudgeConfig) -> list[Record]:
     Raises:
         BankError: one line naming the file: missing, malformed, too few rows or one label.
     """
-    bank = load_bank_file(str(cfg.bank_path))[: cfg.bank_size]
+    bank = load_bank_file(str(cfg.bank_path), "judge.bank_path")[: cfg.bank_size]
     check_bank(bank, cfg.references, str(cfg.bank_path))
     return bank
 

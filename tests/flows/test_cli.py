@@ -160,4 +160,14 @@ def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]
 
 def test_an_ablation_name_that_is_no_safe_folder_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ablation", "configs/tiny.yaml", "--name", "my abl/x"]) == 2
-    assert capsys.readouterr().err.startswith("selftrain ablation: error: --name 'my abl/x': 1-100 characters")
+    assert capsys.readouterr().err.startswith("selftrain: error: --name 'my abl/x': 1-100 characters")
+
+
+def test_an_override_given_as_an_ablation_arm_says_to_pass_it_with_set(capsys: pytest.CaptureFixture[str]) -> None:
+    # Taken as an arm, `rounds=1` was the default config with one round: "arms differ in 'rounds'".
+    assert main(["ablation", "configs/tiny.yaml", "rounds=1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "selftrain: error: rounds=1: an override, not an arm config (no such file); pass overrides with "
+        "--set rounds=1 (applied to every arm)\n"
+    )

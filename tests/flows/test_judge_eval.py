@@ -119,3 +119,62 @@ def test_judge_eval_accepts_the_reward_model(tmp_path: Path, tiny_dir: Path, cap
     bad_file = parser.parse_args([*args, "--judges", "reward-model", "--labelled", str(broken), "--out", str(out)])
     assert judge_eval.main(bad_file) == 2
     assert capsys.readouterr().err == f"selftrain: error: --labelled: {broken}:1: field 'correct' must be a bool\n"
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, tmp_path: Path, args: list[str], **options: str | None) -> str:
+    """The error of a refused `selftrain judge-eval`: exit 2, one line on stderr, no runs folder."""
+    runs = tmp_path / "runs"
+    assert judge_eval.main(_ns(["configs/tiny.yaml", f"tracking.output_dir={runs}", *args], **options)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not runs.exists()
+    return err
+
+
+def _rows_file(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_labelled_set_the_judges_cannot_be_measured_on_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A directory: the reader's one line, not IsADirectoryError.
+    err = _one_line_error(capsys, tmp_path, [], labelled=str(tmp_path), judges="pointwise")
+    assert err == f"selftrain: error: --labelled: {tmp_path}: not a file (a directory); expected a JSONL file\n"
+    # 3 rows: the validation split (12.5% of 3 prompts) is empty, where "cannot calibrate a threshold on no scores".
+    few = _rows_file(
+        tmp_path / "few.jsonl", [{"prompt": f"p{i}", "response": "r", "correct": i != 1} for i in range(3)]
+    )
+    err = _one_line_error(capsys, tmp_path, [], labelled=str(few), judges="pointwise")
+    assert err.startswith(
+        f"selftrain: error: --labelled: {few}: its validation split holds no rows, and thresholds are calibrated on "
+        "both labels there (3 rows over 3 prompts, split by prompt: 25% bank, 12.5% calibration, 12.5% validation"
+    )
+    # One label: a table of NaNs before.
+    right = _rows_file(
+        tmp_path / "right.jsonl", [{"prompt": f"p{i}", "response": "r", "correct": True} for i in range(60)]
+    )
+    err = _one_line_error(capsys, tmp_path, [], labelled=str(right), judges="pointwise")
+    assert err == (
+        f"selftrain: error: --labelled: {right}: field 'correct': every row is correct (60 of 60); judging is "
+        "measured on correct and wrong responses\n"
+    )
+    # Both labels, but every wrong row on one prompt: the test split holds one label only.
+    rows = [{"prompt": f"p{i}", "response": "r", "correct": True} for i in range(30)]
+    lopsided = _rows_file(tmp_path / "lopsided.jsonl", [*rows, {"prompt": "p0", "response": "x", "correct": False}])
+    err = _one_line_error(capsys, tmp_path, [], labelled=str(lopsided), judges="pointwise")
+    assert err.startswith(f"selftrain: error: --labelled: {lopsided}: its ") and "split holds only correct rows" in err
+
+
+def test_no_judges_or_an_output_folder_that_is_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    err = _one_line_error(capsys, tmp_path, [], judges=",")
+    assert err.startswith("selftrain: error: --judges: ',' names no judge (choose from pointwise, ")
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    err = _one_line_error(capsys, tmp_path, [], out=str(taken))
+    assert err == f"selftrain: error: --out {taken}: is a file, not a folder\n"
+    err = _one_line_error(capsys, tmp_path, [], out=str(taken / "report"))
+    assert err == f"selftrain: error: --out {taken / 'report'}: cannot be created, {taken} is a file\n"

@@ -272,6 +272,31 @@ def test_a_store_that_cannot_hold_the_run_is_one_line_and_nothing_is_created(
     assert list(tmp_path.iterdir()) == []  # no empty store made on the way
 
 
+def test_an_output_dir_that_cannot_be_a_folder_is_one_line_after_the_store_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"")  # a store file is all the store check asks; the folder check comes before any run id
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    cases = {
+        str(taken): f"--output-dir {taken}: is a file, not a folder",
+        str(taken / "sub"): f"--output-dir {taken / 'sub'}: cannot be created, {taken} is a file",
+    }
+    for output_dir, expected in cases.items():
+        assert main(["reproduce", "abc", "--tracking-uri", f"sqlite:///{store}", "--output-dir", output_dir]) == 2
+        err = capsys.readouterr().err
+        assert err == f"selftrain: error: {expected}\n", err
+    assert store.read_bytes() == b""  # nothing opened the store
+    # A store that cannot hold the run is still named first.
+    none = tmp_path / "none.db"
+    assert main(["reproduce", "abc", "--tracking-uri", f"sqlite:///{none}", "--output-dir", str(taken)]) == 2
+    assert capsys.readouterr().err == f"selftrain: error: no MLflow store at {none}\n"
+
+
 def test_a_killed_reproduce_is_closed_by_the_next_one_not_left_running(campaign: dict, tmp_path: Path) -> None:
     import os
     import signal

@@ -88,7 +88,7 @@ def test_a_finished_rounds_lost_or_changed_file_is_named(tmp_path: Path) -> None
 
 
 def test_failure_line() -> None:
-    from flows.round import failure_line
+    from flows.interrupt import failure_line
 
     assert failure_line(ValueError("bad row\nmore")) == "ValueError: bad row"
     assert failure_line(RuntimeError()) == "RuntimeError"

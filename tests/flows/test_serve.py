@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 from configs.loader import load_config
 from flows.cli import main
 from flows.serve import default_parameters, option_problem, server_problem
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_parameters_are_the_config_with_an_absolute_output_dir() -> None:
@@ -45,3 +50,31 @@ def test_bad_serve_options_are_one_line(capsys: pytest.CaptureFixture[str], opti
     err = capsys.readouterr().err
     assert err.startswith(f"selftrain: error: {expected}") and err.count("\n") == 1, err
     assert option_problem("0 2 * * *", "nightly", 1) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("notaurl", "PREFECT_API_URL=notaurl: not an http(s) URL of a Prefect API; expected one like http://"),
+        ("http://", "PREFECT_API_URL=http://: not an http(s) URL of a Prefect API"),
+        ("ftp://host/api", "PREFECT_API_URL=ftp://host/api: not an http(s) URL of a Prefect API"),
+        ("http://host:port/api", "PREFECT_API_URL=http://host:port/api: not a URL (Port could not be cast"),
+    ],
+)
+def test_a_prefect_api_url_that_is_no_url_is_named(url: str, expected: str) -> None:
+    # Checked before any request: urllib's "unknown url type" was a traceback of `selftrain run` and `submit`.
+    message = server_problem(url)
+    assert message is not None and message.startswith(expected) and "\n" not in message, message
+
+
+def test_run_and_submit_name_a_bad_prefect_api_url_in_one_line(tmp_path: Path) -> None:
+    # The installed command, as a user runs it: Prefect reads PREFECT_API_URL once, at its import.
+    selftrain = str(Path(sys.executable).parent / "selftrain")
+    env = {**os.environ, "PREFECT_API_URL": "notaurl"}
+    runs = tmp_path / "runs"
+    for argv in (["run", "configs/tiny.yaml", f"tracking.output_dir={runs}"], ["submit", "x"]):
+        proc = subprocess.run([selftrain, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("selftrain: error: PREFECT_API_URL=notaurl: not an http(s) URL")
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not runs.exists()

@@ -3,7 +3,10 @@ in-process cache that lets a round's stages share a loaded policy without ever s
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from transformers import AutoModelForCausalLM
 
 import models.loading
 from models.loading import (
+    CACHE_SIZE_ENV,
+    DEFAULT_CACHE_SIZE,
     POLICIES,
     PolicyCache,
     ensure_pad_token,
@@ -152,3 +157,26 @@ def test_base_dtype_auto_follows_the_cpus_bfloat16_flags(monkeypatch: pytest.Mon
 def test_the_cpu_flags_are_read_from_proc_cpuinfo() -> None:
     flags = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").exists() else ""
     assert models.loading.cpu_has_bfloat16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
+def test_a_bad_policy_cache_size_is_named_where_the_cache_is_used(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(CACHE_SIZE_ENV, value)
+    cache = PolicyCache()  # as at import: nothing read yet
+    with pytest.raises(ValueError) as raised:
+        _ = cache.size
+    assert str(raised.value) == (
+        f"SELFTRAIN_POLICY_CACHE={value}: not a whole number of 0 or more (the read-only policies each process keeps "
+        f"loaded: 0 turns the cache off; unset, {DEFAULT_CACHE_SIZE})"
+    )
+    assert PolicyCache(size=3).size == 3  # a size given is not read from the environment
+    for good, size in (("", DEFAULT_CACHE_SIZE), (" 5 ", 5), ("0", 0)):
+        monkeypatch.setenv(CACHE_SIZE_ENV, good)
+        assert PolicyCache().size == size
+
+
+def test_a_bad_policy_cache_size_is_no_traceback_at_import() -> None:
+    code = "import models.loading"  # `selftrain run` imports it long before any policy is loaded
+    env = {**os.environ, CACHE_SIZE_ENV: "abc"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

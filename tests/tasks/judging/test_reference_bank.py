@@ -18,6 +18,7 @@ from tasks.judging.reference_bank import (
     build_bank,
     draw_panel,
     draw_references,
+    file_bank,
     load_bank_file,
     split_dev,
 )
@@ -92,6 +93,12 @@ def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
         load_bank_file(path)
     with pytest.raises(BankError, match="not found"):
         load_bank_file(tmp_path / "missing.jsonl")
+    # A directory is one line naming it (and the field, from a config), not an IsADirectoryError.
+    with pytest.raises(BankError, match=rf"^{re.escape(str(tmp_path))}: not a file \(a directory\); expected a JSONL"):
+        load_bank_file(tmp_path)
+    cfg = JudgeConfig(kind="meta-ranking", bank="file", bank_path=str(tmp_path))
+    with pytest.raises(BankError, match=rf"^judge\.bank_path={re.escape(str(tmp_path))}: not a file \(a directory\)"):
+        file_bank(cfg)
     # A line separator inside a string is text, not the end of a line; bytes that are not UTF-8 name their line.
     path.write_text('{"prompt": "a\u2028b", "response": "r", "correct": true}\n', encoding="utf-8")
     assert load_bank_file(path) == [{"prompt": "a\u2028b", "response": "r", "correct": True}]

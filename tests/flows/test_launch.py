@@ -1,0 +1,54 @@
+"""A command that fails ends with one line naming the error, exit status 1: Prefect's log of a flow run holds the
+traceback once (Python no longer prints it again); a failure outside any flow run keeps its traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = """
+from prefect import flow
+from flows.launch import launch, quiet_defaults
+
+quiet_defaults()
+
+
+@flow(name="fails")
+def fails() -> None:
+    raise ValueError("no rows left\\nsecond line")
+
+
+def outside() -> None:
+    raise KeyError("setting")
+
+
+launch(fails if sys.argv[1] == "flow" else outside)
+"""
+
+
+def _run(where: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    code = "import sys\n" + SCRIPT
+    return subprocess.run(
+        [sys.executable, "-c", code, where], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _ours(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("selftrain:")]
+
+
+def test_a_flow_run_that_fails_ends_with_one_line_after_prefects_traceback(cli_env: dict[str, str]) -> None:
+    proc = _run("flow", cli_env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("Traceback (most recent call last)") == 1  # Prefect's log of the flow run
+    assert "Encountered exception during execution" in proc.stderr
+    assert _ours(proc) == ["selftrain: error: ValueError: no rows left"]
+
+
+def test_a_failure_outside_a_flow_run_keeps_its_traceback(cli_env: dict[str, str]) -> None:
+    proc = _run("outside", cli_env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("Traceback (most recent call last)") == 1
+    assert _ours(proc) == ["selftrain: error: KeyError: 'setting'"]
