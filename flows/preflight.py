@@ -50,6 +50,7 @@ def preflight(config: CampaignConfig) -> None:
             field, file or line at fault and the reason.
     """
     check_output_dir(config.tracking)
+    check_model_cache()
     check_storage(config.storage)
     check_tracking_uri(config.tracking)
     check_prompts(config)
@@ -91,6 +92,15 @@ def models_of(config: CampaignConfig) -> list[tuple[str, ModelConfig]]:
 def check_output_dir(cfg: TrackingConfig) -> None:
     """Raise unless `tracking.output_dir` is a writable folder or can be created as one (nothing is created)."""
     check_folder(f"tracking.output_dir={cfg.output_dir}", Path(cfg.output_dir))
+
+
+def check_model_cache() -> None:
+    """Raise unless the model cache (`SELFTRAIN_CACHE`, else ~/.cache/selftrain), where models are built or
+    converted and their content hashes kept, is a writable folder or can be created as one."""
+    from tasks.base_model import cache_root
+
+    variable = os.environ.get("SELFTRAIN_CACHE")
+    check_folder(f"SELFTRAIN_CACHE={variable}" if variable else "the model cache", cache_root())
 
 
 def check_storage(cfg: StorageConfig) -> None:

@@ -325,6 +325,14 @@ def test_a_training_file_that_gives_nothing_to_train_on_is_refused(tmp_path: Pat
         preflight(load_config("tiny", [*gold, "judge.require_work=true"]))  # a bare answer shows no working
 
 
+def test_a_model_cache_that_cannot_be_a_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SELFTRAIN_CACHE", str(blocker / "cache"))  # the run failed building the tiny model
+    with pytest.raises(PreflightError, match=rf"^SELFTRAIN_CACHE={blocker / 'cache'}: cannot be created, .* is a file"):
+        preflight(load_config("tiny", [f"tracking.output_dir={tmp_path / 'runs'}"]))
+
+
 def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:
     check_model_dir("model.name", tiny_dir)
 
