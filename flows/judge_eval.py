@@ -96,18 +96,12 @@ def check_labelled(config: CampaignConfig, rows: Sequence[Record], judges: Seque
         BankError: one line naming `source`, the split and what it lacks.
     """
     from flows.judge_eval_flow import SHARES
-    from tasks.judging.reference_bank import BankError, check_bank
+    from tasks.judging.reference_bank import BankError, check_bank, check_both_labels
     from tasks.judging.report import split_by_prompt
 
     if not rows:
         raise BankError(f"{source}: holds no rows; judging is measured on correct and wrong responses")
-    labels = {bool(row["correct"]) for row in rows}
-    if len(labels) < 2:
-        only = "correct" if labels == {True} else "wrong"
-        raise BankError(
-            f"{source}: field 'correct': every row is {only} ({len(rows)} of {len(rows)}); "
-            "judging is measured on correct and wrong responses"
-        )
+    check_both_labels(rows, source, "judging is measured on correct and wrong responses")
     bank, _, dev, test = split_by_prompt(rows, SHARES, config.seed)
     prompts = len({row["prompt"] for row in rows})
     bank_share, calibration_share, dev_share = (f"{share * 100:g}%" for share in SHARES)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +84,15 @@ def check_bank(bank: Sequence[Record], references: int, source: str) -> None:
         raise BankError(
             f"{source}: holds {len(bank)} labelled rows, fewer than judge.references ({references}) asks for"
         )
-    labels = {bool(row["correct"]) for row in bank}
+    check_both_labels(bank, source, "Meta Ranking needs both labels")
+
+
+def check_both_labels(rows: Sequence[Mapping[str, Any]], source: str, why: str) -> None:
+    """Raise `BankError` (one line naming `source`, then `why`) unless `rows` hold both a correct and a wrong one."""
+    labels = {bool(row["correct"]) for row in rows}
     if len(labels) < 2:
         only = "correct" if labels == {True} else "wrong"
-        raise BankError(
-            f"{source}: field 'correct': every row is {only} ({len(bank)} of {len(bank)}); "
-            "Meta Ranking needs both labels"
-        )
+        raise BankError(f"{source}: field 'correct': every row is {only} ({len(rows)} of {len(rows)}); {why}")
 
 
 def reads_bank(cfg: JudgeConfig) -> bool:
