@@ -64,9 +64,12 @@ def prompt_list(model_input: Any) -> list[str]:
     if isinstance(model_input, str):
         return [model_input]
     if hasattr(model_input, "columns"):  # a pandas DataFrame, as the scoring server passes `dataframe_split`
-        if "prompt" not in model_input.columns:
+        if list(model_input.columns) == [0]:  # a list of strings, as MLflow hands it over under the signature
+            model_input = model_input[0]
+        elif "prompt" not in model_input.columns:
             raise ValueError(f"input: expected a 'prompt' column, got columns {list(model_input.columns)}")
-        model_input = model_input["prompt"]
+        else:
+            model_input = model_input["prompt"]
     elif isinstance(model_input, dict):
         if "prompt" not in model_input:
             raise ValueError(f"input: expected a 'prompt' key, got keys {sorted(model_input)}")

@@ -23,6 +23,7 @@ import json
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -32,7 +33,9 @@ from typing import Any
 import cloudpickle
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import models.pyfunc_policy as pyfunc_policy
 from tasks.records import ModelRef
@@ -52,8 +55,7 @@ class ChampionModel(PythonModel):
         self._settings = settings
         self._model, self._tokenizer = pyfunc_policy.load_serving_policy(base, context.artifacts[ADAPTER])
 
-    # MLflow reads predict's type hints as an input schema (and warns without one); a DataFrame hint is the
-    # one it infers nothing from, so lists and strings still pass through unchanged (`prompt_list`).
+    # The model's signature is given when it is saved (`signature`), so MLflow infers none from these hints.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
         """Greedy responses to the prompts in `model_input`: a DataFrame with a `prompt` column, a list of
         strings or one string (`params` may set `max_new_tokens`)."""
@@ -65,6 +67,17 @@ class ChampionModel(PythonModel):
             template=self._settings["template"],
             max_new_tokens=max_new_tokens,
         )
+
+
+def signature(max_new_tokens: int) -> ModelSignature:
+    """The model's signature, shown by MLflow's UI and checked by `mlflow models serve`: one string column in (a
+    list of prompts, or a DataFrame's `prompt` column), one out, and the `max_new_tokens` param. The column is
+    unnamed, so a plain list of strings still passes (MLflow hands it over as column 0, `prompt_list`)."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema([ParamSpec("max_new_tokens", "long", max_new_tokens)]),
+    )
 
 
 def embeds_base(base: ModelRef) -> bool:
@@ -126,11 +139,14 @@ def save_policy_model(
         if embeds_base(base):
             shutil.copytree(base.base, stage / BASE)
             artifacts[BASE] = str(stage / BASE)
-        with _pickled_by_value(pyfunc_policy, __import__(__name__, fromlist=["_"])):
+        with _pickled_by_value(pyfunc_policy, __import__(__name__, fromlist=["_"])), warnings.catch_warnings():
+            # No input example: MLflow would load the policy (the 1.1 GB Gemma) to check it at every registration.
+            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
             mlflow.pyfunc.save_model(
                 str(folder),
                 python_model=ChampionModel(),
                 artifacts=artifacts,
+                signature=signature(max_new_tokens),
                 # Listed, so MLflow does not load the model in a subprocess to infer them.
                 pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
             )

@@ -78,6 +78,9 @@ def test_pyfunc_answers_a_dataframe_and_a_list(registered: dict, monkeypatch: py
     # The variable, not mlflow.set_tracking_uri: a global URI would outlive the test and redirect later clients.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     model = mlflow.pyfunc.load_model("models:/selftrain-unit@champion")
+    signature = model.metadata.signature  # what MLflow's UI shows and `mlflow models serve` checks
+    assert signature.inputs.to_dict() == signature.outputs.to_dict() == [{"type": "string", "required": True}]
+    assert [(p.name, p.default) for p in signature.params.params] == [("max_new_tokens", 12)]
     assert model.predict(PROMPTS) == registered["expected"]
     assert model.predict(pd.DataFrame({"prompt": PROMPTS})) == registered["expected"]
     with pytest.raises(ValueError, match="expected a 'prompt' column"):
