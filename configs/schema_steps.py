@@ -75,7 +75,9 @@ class GenerateConfig(Strict):
 class SelectConfig(Strict):
     """Which judged responses survive into training, and what real data joins them."""
 
-    threshold: float = Field(0.5, description="Keep responses whose judge score is at least this (0 keeps all).")
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Keep responses whose judge score (0..1) is at least this (0 keeps all)."
+    )
     best_of_k: bool = Field(
         False, description="Keep only the highest-scoring response per prompt (ties: the earliest sample)."
     )

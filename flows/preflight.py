@@ -475,13 +475,13 @@ def check_answer_length(config: CampaignConfig) -> None:
     """Raise when a worked answer is longer than the new tokens the campaign allows, or a training row (prompt
     and worked answer) longer than `train.max_length`.
 
-    The built-in task's answers in a `prompts.working` other than plain are long ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 +
-    35 = 74. The answer is 74." is 41 Gemma tokens, one per digit), and so may a prompt file's `solution` column
-    be; the policy learns to answer as they do, and an answer cut before its final "." fails the strict answer
-    check however right it is. The campaign's own rows (every split; a file's rows with a solution) are tokenized
-    with the model's `tokenizer.json` through `tokenizers` (not transformers: `selftrain validate` stays light);
-    skipped when that file is not at hand without loading or converting a model (the tiny model, an unconverted
-    packaged Gemma, a hub model not in the cache).
+    The built-in task's answers are written in its `prompts.working` ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74.
+    The answer is 74." is 41 Gemma tokens in digits, one per digit; plain ones about 20), a prompt file's in its
+    `solution` column; the policy learns to answer as they do, and an answer cut before its final "." fails the
+    strict answer check however right it is. The campaign's own rows (every split; a file's rows with a
+    solution) are tokenized with the model's `tokenizer.json` through `tokenizers` (not transformers: `selftrain
+    validate` stays light); skipped when that file is not at hand without loading or converting a model (the tiny
+    model, an unconverted packaged Gemma, a hub model not in the cache).
     """
     prompts = config.prompts
     builtin = prompts.source == "arithmetic"
@@ -489,8 +489,6 @@ def check_answer_length(config: CampaignConfig) -> None:
     # it sets is low for no fault of the base's.
     bar = config.few_shot_baseline_config()
     bar_working = bar.prompts.working if builtin and bar.prompts.working not in ("plain", prompts.working) else None
-    if builtin and prompts.working == "plain" and bar_working is None:
-        return
     tokenizer_file = model_tokenizer_file(config)
     if tokenizer_file is None:
         return
@@ -518,8 +516,6 @@ def check_answer_length(config: CampaignConfig) -> None:
         held_out = {split: campaign_prompts(bar, split, 1) for split in ("test", "ood")}
         working = f"evaluate.few_shot_working={bar_working}"
         refuse_cut("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("test", "ood"), working, held_out)
-    if builtin and prompts.working == "plain":
-        return
 
     def worked(rows: list) -> list:
         return [row for row in rows if row.get("solution")]  # a file's rows may come without one

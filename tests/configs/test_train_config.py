@@ -39,6 +39,7 @@ from configs.loader import ConfigError, load_config
         (["train.method=grpo", "prompts.train_size=2"], ["train.method=grpo", "prompts.train_size=2"]),
         (["evaluate.few_shot_baseline=true", "prompts.few_shot=0"], ["evaluate.few_shot_baseline", "prompts.few_shot"]),
         (["prompts.test_path=test.jsonl"], ["prompts.test_path", "prompts.source"]),
+        (["select.threshold=2"], ["select.threshold", "less than or equal to 1"]),  # judge scores are 0..1
     ],
 )
 def test_settings_that_cannot_work_name_their_fields(overrides: list[str], names: list[str]) -> None:

@@ -245,7 +245,10 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
     with pytest.raises(PreflightError, match=evaluate):
         check_answer_length(digits(41, 40))
     check_answer_length(digits(41, 41))
-    check_answer_length(load_config("tiny", local))  # plain answers: not checked
+    check_answer_length(load_config("tiny", local))  # plain answers fit the tiny config's 24 new tokens
+    with pytest.raises(PreflightError, match=r"^generate.max_new_tokens=4: \d+ of 128 worked answers .* in prompts.w"
+                       r"orking=plain are longer"):  # fmt: skip
+        check_answer_length(load_config("tiny", [*local, "generate.max_new_tokens=4"]))
     # The few-shot baseline's examples in a longer working than the campaign's: the base's answers in it must fit.
     bar = ["evaluate.few_shot_baseline=true", "evaluate.few_shot_working=digits", "prompts.few_shot=3"]
     refused = r"^evaluate.max_new_tokens=24: \d+ of 192 worked answers of the test/ood problems in evaluate.few_shot"
