@@ -51,6 +51,7 @@ def preflight(config: CampaignConfig) -> None:
     """
     check_output_dir(config.tracking)
     check_model_cache()
+    check_policy_cache_size()
     check_storage(config.storage)
     check_tracking_uri(config.tracking)
     check_prompts(config)
@@ -101,6 +102,17 @@ def check_model_cache() -> None:
 
     variable = os.environ.get("SELFTRAIN_CACHE")
     check_folder(f"SELFTRAIN_CACHE={variable}" if variable else "the model cache", cache_root())
+
+
+def check_policy_cache_size() -> None:
+    """Raise when `SELFTRAIN_POLICY_CACHE` is not a whole number of 0 or more (it is read at the first policy load,
+    mid-round)."""
+    from models.cache_size import cache_size
+
+    try:
+        cache_size()
+    except ValueError as error:
+        raise PreflightError(str(error)) from None
 
 
 def check_storage(cfg: StorageConfig) -> None:

@@ -41,13 +41,12 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from models.cache_size import cache_size
 from models.integrity import check_record, has_record
 
 logger = logging.getLogger(__name__)
 
 PAD_TOKEN = "<pad>"
-CACHE_SIZE_ENV = "SELFTRAIN_POLICY_CACHE"  # read-only policies kept loaded per process (0: no cache)
-DEFAULT_CACHE_SIZE = 2  # the policy a round samples from and the candidate it evaluates
 # Tokenizer attributes callers set (ensure_pad_token, TRL, tests): restored on every hand-out of a shared one.
 TOKENIZER_STATE = (
     "pad_token",
@@ -234,25 +233,6 @@ def policy_key(base: str, adapter: str | None = None) -> PolicyKey:
         return PolicyKey(base_id, _files_state(base_path), None, "")
     adapter_path = Path(adapter).expanduser().resolve()
     return PolicyKey(base_id, _files_state(base_path), str(adapter_path), _adapter_sha256(adapter_path))
-
-
-def cache_size() -> int:
-    """The read-only policies `SELFTRAIN_POLICY_CACHE` asks this process to keep loaded (`DEFAULT_CACHE_SIZE` when
-    it is unset or empty).
-
-    Raises:
-        ValueError: a value that is not a whole number of 0 or more, in one line naming the variable and what it
-            takes.
-    """
-    raw = os.environ.get(CACHE_SIZE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_CACHE_SIZE
-    if not (raw.isascii() and raw.isdigit()):
-        raise ValueError(
-            f"{CACHE_SIZE_ENV}={raw}: not a whole number of 0 or more (the read-only policies each process keeps "
-            f"loaded: 0 turns the cache off; unset, {DEFAULT_CACHE_SIZE})"
-        )
-    return int(raw)
 
 
 class PolicyCache:

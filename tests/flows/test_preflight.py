@@ -336,6 +336,12 @@ def test_a_model_cache_that_cannot_be_a_folder_is_named(tmp_path: Path, monkeypa
         preflight(load_config("tiny", [f"tracking.output_dir={tmp_path / 'runs'}"]))
 
 
+def test_a_bad_policy_cache_size_is_named_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SELFTRAIN_POLICY_CACHE", "abc")  # read at the first policy load, mid-round
+    with pytest.raises(PreflightError, match=r"^SELFTRAIN_POLICY_CACHE=abc: not a whole number of 0 or more"):
+        preflight(load_config("tiny", [f"tracking.output_dir={tmp_path / 'runs'}"]))
+
+
 def test_check_model_dir_accepts_the_tiny_model(tiny_dir: Path) -> None:
     check_model_dir("model.name", tiny_dir)
 

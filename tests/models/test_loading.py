@@ -15,9 +15,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 import models.loading
+from models.cache_size import CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE
 from models.loading import (
-    CACHE_SIZE_ENV,
-    DEFAULT_CACHE_SIZE,
     POLICIES,
     PolicyCache,
     ensure_pad_token,
