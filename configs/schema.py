@@ -201,8 +201,7 @@ class CampaignConfig(Strict):
                 "train.method=dpo trains on a best and a worst sample of each prompt, and generate.k=1 samples one: "
                 "set generate.k to at least 2"
             )
-        grpo = self.train.grpo
-        batch = (grpo.generation_batch_size or self.train.batch_size) // grpo.num_generations
+        batch = self.train.grpo_batch_prompts
         if self.train.method == "grpo" and self.prompts.train_size < batch:
             raise ValueError(
                 f"train.method=grpo samples {batch} prompts per generation batch (train.grpo.generation_batch_size or "

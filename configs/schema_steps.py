@@ -313,6 +313,16 @@ class TrainConfig(Strict):
         ),
     )
 
+    @property
+    def grpo_generation_batch(self) -> int:
+        """GRPO's completions generated together: `grpo.generation_batch_size`, else `batch_size`."""
+        return self.grpo.generation_batch_size or self.batch_size
+
+    @property
+    def grpo_batch_prompts(self) -> int:
+        """The distinct prompts of one GRPO generation batch (its completions are whole groups of each)."""
+        return self.grpo_generation_batch // self.grpo.num_generations
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.init == "base" and self.method not in ("sft", "superhf"):
@@ -326,7 +336,7 @@ class TrainConfig(Strict):
         if self.average_from is not None and self.method != "sft":
             raise ValueError(f"train.average_from is built for train.method=sft only, not {self.method}")
         if self.method == "grpo":
-            groups, size = self.grpo.num_generations, self.grpo.generation_batch_size or self.batch_size
+            groups, size = self.grpo.num_generations, self.grpo_generation_batch
             if size % groups or size % self.batch_size:
                 raise ValueError(
                     f"train.grpo.generation_batch_size={size} must be a multiple of train.grpo.num_generations="

@@ -45,18 +45,13 @@ from tasks.tracking import RoundContext
 RewardFn = Callable[..., list[float]]
 
 
-def grpo_batch_prompts(cfg: TrainConfig) -> int:
-    """The distinct prompts of one GRPO generation batch (its completions are whole groups of each)."""
-    return (cfg.grpo.generation_batch_size or cfg.batch_size) // cfg.grpo.num_generations
-
-
 def grpo_args(cfg: TrainConfig, gen: GenerateConfig, output_dir: str, seed: int) -> GRPOConfig:
     """TRL settings for LoRA GRPO on this CPU: no bf16, no gradient checkpointing, `model.generate` sampling."""
     settings = cfg.grpo
     return GRPOConfig(
         output_dir=output_dir,
         per_device_train_batch_size=cfg.batch_size,
-        generation_batch_size=settings.generation_batch_size or cfg.batch_size,
+        generation_batch_size=cfg.grpo_generation_batch,
         num_generations=settings.num_generations,
         max_completion_length=gen.max_new_tokens,
         temperature=gen.temperature,
@@ -218,8 +213,8 @@ def grpo_train_task(
     `train.min_examples` prompts have one."""
     rows = [row for row in read_records(prompts) if row.get("answer") is not None]
     need, why = config.train.min_examples, f"train.min_examples={config.train.min_examples}"
-    if grpo_batch_prompts(config.train) > need:  # TRL forms no generation batch from fewer: zero steps
-        need, why = grpo_batch_prompts(config.train), "the prompts one generation batch takes"
+    if config.train.grpo_batch_prompts > need:  # TRL forms no generation batch from fewer: zero steps
+        need, why = config.train.grpo_batch_prompts, "the prompts one generation batch takes"
     if len(rows) < need:
         emit(f"train(grpo): skipped, {len(rows)} prompts with answers < {need}, {why}")
         ctx.log_metrics({"train/skipped": 1.0, "train/examples": float(len(rows))})
