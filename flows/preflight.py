@@ -262,16 +262,14 @@ def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list
     if config.prompts.source != "file":
         return
     source = f"prompts.train_path={config.prompts.train_path}"
-    needs_answers = [
-        why
-        for applies, why in (
-            (config.judge.kind == "verifier", "judge.kind=verifier scores each sample against it"),
-            (config.train.method == "grpo", "train.method=grpo rewards each sample against it"),
-        )
-        if applies
-    ]
+    if config.judge.kind == "verifier":
+        needs_answers = "judge.kind=verifier scores each sample against it"
+    elif config.train.method == "grpo":
+        needs_answers = "train.method=grpo rewards each sample against it"
+    else:
+        needs_answers = ""
     if needs_answers and not any(row.get("answer") is not None for row in train_rows()):
-        raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers[0]}: add answers to the file")
+        raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers}: add answers to the file")
     if config.select.gold_examples > 0:
         from tasks.judge import requires_work
         from tasks.select import gold_draw  # MLflow and Prefect come with it: only for a config that needs the check
@@ -363,7 +361,12 @@ def _check_index(where: str, index: Path) -> None:
 
 
 def safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be read (None when its header parses and its size matches it).
+    """Why a .safetensors file cannot be read (None when its header parses and its size matches it)."""
+    return read_safetensors_header(path)[1]
+
+
+def read_safetensors_header(path: Path) -> tuple[dict, None] | tuple[None, str]:
+    """(its header, None) for a readable .safetensors file, else (None, why it cannot be read).
 
     Reads the header only: 8 bytes of little-endian length, a JSON header, then the tensors' bytes, whose
     end offsets must fit the file (a truncated copy fails here instead of inside torch).
@@ -373,14 +376,14 @@ def safetensors_problem(path: Path) -> str | None:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > min(size - 8, 100 * 2**20):
-                return "is not a safetensors file (bad header length)"
+                return None, "is not a safetensors file (bad header length)"
             header = json.loads(handle.read(length))
         ends = [int(t["data_offsets"][1]) for name, t in header.items() if name != "__metadata__"]
     except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return "is not a safetensors file (unreadable header)"
+        return None, "is not a safetensors file (unreadable header)"
     if 8 + length + max(ends, default=0) > size:
-        return f"is truncated ({size:,} bytes, its header describes {8 + length + max(ends):,})"
-    return None
+        return None, f"is truncated ({size:,} bytes, its header describes {8 + length + max(ends):,})"
+    return header, None
 
 
 def check_hub_model(field: str, name: str) -> None:
@@ -568,7 +571,6 @@ def check_target_modules(config: CampaignConfig) -> None:
     modules = model_module_names(config)
     if not modules:
         return
-    regex = "(a single name is a regular expression over a module's full name, as PEFT reads it; a list names "
     if isinstance(targets, str):  # PEFT's rule: a string is a regular expression over the full module name
         try:
             matched = any(re.fullmatch(targets, name) for name in modules)
@@ -578,7 +580,12 @@ def check_target_modules(config: CampaignConfig) -> None:
         matched = any(name == target or name.endswith(f".{target}") for name in modules for target in targets)
     if not matched:
         leaves = sorted({name.rsplit(".", 1)[-1] for name in modules})
-        hint = f" {regex}modules by their last part, e.g. [q_proj, v_proj])" if isinstance(targets, str) else ""
+        hint = (
+            " (a single name is a regular expression over a module's full name, as PEFT reads it; a list names "
+            "modules by their last part, e.g. [q_proj, v_proj])"
+            if isinstance(targets, str)
+            else ""
+        )
         raise PreflightError(
             f"train.target_modules={targets}: no module of the model is named so; its modules end in "
             f"{', '.join(leaves)}, or use 'all-linear'{hint}"
@@ -596,12 +603,9 @@ def model_module_names(config: CampaignConfig) -> set[str]:
         return set()
     names: set[str] = set()
     for weights in tokenizer_file.parent.glob("*.safetensors"):
-        if safetensors_problem(weights) is not None:
-            continue  # check_model names a damaged file
-        with open(weights, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        names.update(key.rsplit(".", 1)[0] for key in header if key != "__metadata__")
+        header = read_safetensors_header(weights)[0]
+        if header is not None:  # else check_model names the damaged file
+            names.update(key.rsplit(".", 1)[0] for key in header if key != "__metadata__")
     return names
 
 
