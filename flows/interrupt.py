@@ -208,6 +208,30 @@ def start_own_session_server() -> Callable[[], None]:
     return server.start
 
 
+def stop_temporary_server(*, kill: bool = False) -> None:
+    """Drain Prefect's log and event workers (while the temporary server, if one runs, still answers), then stop
+    that server: killed with `kill`, else by Prefect's own stop, which logs "Stopping temporary server".
+
+    At exit Prefect stops the server itself (atexit), after whatever the command printed last; a command that
+    ends with one line of its own stops it first, so that line is the last.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=3)
+    server_module = sys.modules.get("prefect.server.api.server")  # not imported: no temporary server runs
+    server = server_module.SubprocessASGIServer._instances.get(None) if server_module is not None else None
+    if server is None or server.server_process is None:
+        return
+    if not kill:
+        server.stop()
+        return
+    server.server_process.kill()
+    server.server_process.wait()
+    server.server_process = None
+
+
 def exit_now(status: int) -> NoReturn:
     """Leave the process after an interruption, quickly and with everything recorded.
 
@@ -217,19 +241,9 @@ def exit_now(status: int) -> NoReturn:
     transformers, Prefect and MLflow loaded, the final garbage collection of every module took 11 s on a
     loaded 2-core machine. The campaign's own writes are synchronous, so nothing is pending by then.
     """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
-
-    for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=3)
-    server = SubprocessASGIServer._instances.get(None)
-    if server is not None and server.server_process is not None:
-        # Every state the CLI wrote is acknowledged and SQLite commits are atomic, so the server is killed:
-        # its graceful stop (Prefect's atexit) printed a CancelledError traceback from a pooled connection.
-        server.server_process.kill()
-        server.server_process.wait()
-        server.server_process = None
+    # Every state the CLI wrote is acknowledged and SQLite commits are atomic, so the server is killed: its
+    # graceful stop (Prefect's atexit) printed a CancelledError traceback from a pooled connection.
+    stop_temporary_server(kill=True)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

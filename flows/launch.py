@@ -130,6 +130,7 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
             server_ready()
             return start()
     except StopError as error:
+        _stop_server_quietly()
         print(f"selftrain: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as error:
@@ -141,10 +142,20 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
             raise
         # A failure: the flow run's log above holds its traceback (Prefect logs it), which Python would print
         # again; one line ends it instead. A failure outside a flow run keeps its traceback.
+        _stop_server_quietly()
         if not raised_in_flow_run(error):
             traceback.print_exception(error)
         print(f"selftrain: error: {failure_line(error)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _stop_server_quietly() -> None:
+    """Stop Prefect's temporary server before the command's last line, which would otherwise be followed by
+    Prefect's "Stopping temporary server" at exit; a failure to stop it is left to that exit."""
+    from flows.interrupt import stop_temporary_server
+
+    with contextlib.suppress(Exception):
+        stop_temporary_server()
 
 
 def print_campaign(config: CampaignConfig, summary: dict) -> None:

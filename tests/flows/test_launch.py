@@ -1,5 +1,6 @@
 """A command that fails ends with one line naming the error, exit status 1: Prefect's log of a flow run holds the
-traceback once (Python no longer prints it again); a failure outside any flow run keeps its traceback."""
+traceback once (Python no longer prints it again); a failure outside any flow run keeps its traceback. That line
+is the last: Prefect's "Stopping temporary server" comes before it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def _run(where: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def _ours(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("selftrain:")]
+    """The command's own lines, checked to end stderr: Prefect's temporary server is stopped before them."""
+    lines = proc.stderr.splitlines()
+    assert lines and lines[-1].startswith("selftrain:"), lines[-3:]
+    return [line for line in lines if line.startswith("selftrain:")]
 
 
 def test_a_flow_run_that_fails_ends_with_one_line_after_prefects_traceback(cli_env: dict[str, str]) -> None:
