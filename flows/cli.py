@@ -76,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return 2
     if ns.command == "validate":
+        problem = prefect_url_problem()
+        if problem:
+            print(f"selftrain: error: {problem}", file=sys.stderr)
+            return 2
         print(config.model_dump_json(indent=2))
         return 0
     problem = prefect_server_problem()
@@ -94,6 +98,17 @@ def prefect_server_problem() -> str | None:
 
     url = PREFECT_API_URL.value()
     return server_problem(url) if url else None
+
+
+def prefect_url_problem() -> str | None:
+    """Why PREFECT_API_URL (in the environment or the active profile) is not a URL `run` could use, or None.
+    For `validate`, which checks inputs, not servers: whether one answers there is `run`'s check."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import url_problem
+
+    url = PREFECT_API_URL.value()
+    return url_problem(url) if url else None
 
 
 # The list positionals of the subcommands (config, overrides, arm configs), which may go on after a flag.

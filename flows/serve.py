@@ -46,10 +46,8 @@ def default_parameters(config: CampaignConfig) -> dict:
     return {"config": data}
 
 
-def server_problem(api_url: str | None) -> str | None:
-    """Why `serve` cannot use the Prefect API at `api_url`, or None when its health check answers."""
-    if not api_url:
-        return f"serve needs a Prefect server, and PREFECT_API_URL is not set: {START_STACK_HINT}"
+def url_problem(api_url: str) -> str | None:
+    """Why `api_url` (PREFECT_API_URL's value) is not an http(s) URL, or None; nothing is asked of the server."""
     try:
         parts = urllib.parse.urlsplit(api_url)
         parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
@@ -57,6 +55,16 @@ def server_problem(api_url: str | None) -> str | None:
         return f"PREFECT_API_URL={api_url}: not a URL ({err}); expected one like {EXAMPLE_API_URL}"
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return f"PREFECT_API_URL={api_url}: not an http(s) URL of a Prefect API; expected one like {EXAMPLE_API_URL}"
+    return None
+
+
+def server_problem(api_url: str | None) -> str | None:
+    """Why `serve` cannot use the Prefect API at `api_url`, or None when its health check answers."""
+    if not api_url:
+        return f"serve needs a Prefect server, and PREFECT_API_URL is not set: {START_STACK_HINT}"
+    form = url_problem(api_url)
+    if form:
+        return form
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=10) as response:
             if response.status == 200:

@@ -140,6 +140,27 @@ print(json.dumps([codes, before_validate, loaded()]))
 """
 
 
+def test_validate_names_a_prefect_api_url_that_is_no_url_and_leaves_the_server_to_run(cli_env: dict[str, str]) -> None:
+    def validate(url: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [SELFTRAIN, "validate", "configs/tiny.yaml"],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**cli_env, "PREFECT_API_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bad = validate("localhost:4200/api")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == (
+        "selftrain: error: PREFECT_API_URL=localhost:4200/api: not an http(s) URL of a Prefect API; "
+        "expected one like http://127.0.0.1:4200/api"
+    )
+    # A URL no server answers at is `run`'s check (the test above): validate checks inputs, not servers.
+    assert validate("http://127.0.0.1:1/api").returncode == 0
+
+
 def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]) -> None:
     # `--help`, `schema`, `validate` and a config error take about a second: the subcommand modules import their
     # flows (Prefect, torch, transformers, PEFT, TRL, MLflow: 10+ s of CPU) only when a command runs one.
