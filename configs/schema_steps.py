@@ -169,8 +169,9 @@ class GRPOSettings(Strict):
     beta: float = Field(
         0.04,
         gt=0.0,
-        description="Weight of the KL to the base model (the policy with its LoRA disabled, TRL's reference for a PEFT "
-        "model); > 0, so TRL measures and logs it.",
+        description="Weight of the KL to the round's starting policy: the base model for a fresh LoRA (the policy "
+        "with it disabled), the continued adapter's starting copy otherwise (TRL's 'ref' adapter); > 0, so TRL "
+        "measures and logs it.",
     )
     learning_rate: float | None = Field(
         None, gt=0.0, description="Learning rate of GRPO steps; empty: train.learning_rate."

@@ -10,7 +10,8 @@ TRL samples its own completions with `model.generate` (no vLLM on this CPU), fro
 at `generate.temperature` / `generate.top_p`, at most `generate.max_new_tokens` tokens. The round's generate
 and judge steps still run before it (with `generate.k`, which can be small): they give the round's pass rate
 and the judged rows later rounds use, but GRPO does not train on them. The KL term (`train.grpo.beta` > 0)
-is to the base model: with a PEFT model TRL takes the policy with its adapters disabled as the reference.
+is to the round's starting policy: for a fresh LoRA, the base (TRL disables the adapter for the reference);
+for a continued adapter, a copy of it as it was loaded (TRL adds it as a "ref" adapter).
 A prompt whose group all scored the same gives no gradient (its advantages are all zero); the share of such
 groups is logged as `train/no_signal_share` (DAPO, Yu et al. 2025, resamples them away).
 """

@@ -1,0 +1,142 @@
+"""GRPO on Gemma from a policy that already answers in form: one round of RL with verifiable rewards on a finished
+campaign's champion, scored on validation and the OOD development slice.
+
+The Gemma ablation ran no GRPO arm: from the base every reward was 0 (`grpo_cost.json`), so no group had a signal.
+The default's warm-started champion answers 0.75-0.86 of validation in the strict form, so its groups do. This
+probe continues a finished round's adapter with `tasks.train_grpo.train_grpo` (TRL's GRPOTrainer, the campaign's
+strict verifier with `judge.require_work` as the reward, the KL term to the base) on the training prompts the
+campaign's next round would draw, with the campaign's own training and sampling settings, then answers the
+campaign's 200 validation problems and the OOD development slice greedily with the round's policy and with the
+GRPO one, paired item by item (exact McNemar). Test and the OOD test slices stay untouched.
+
+    .venv/bin/python benchmarks/grpo_probe.py runs/CAMPAIGN/round-02 [train.grpo.beta=0.0 ...]
+
+Appends one JSON line to `benchmarks/results/grpo_probe.jsonl`: the GRPO metrics (reward mean and spread, the
+share of groups with no signal, KL, first and last steps' rewards), its training seconds against the round's own
+SFT training seconds (`train/seconds` in the round's MLflow run, when the store is at hand), and each item's credit.
+"""
+
+# ruff: noqa: E402  (offline settings before transformers is imported)
+
+from __future__ import annotations
+
+import os
+
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._results import append_line
+from benchmarks.ood_development import round_policy, score
+from benchmarks.working_probe import credit, ood_development, rate
+from configs.loader import config_from_mapping, load_config
+from models.gemma import ensure_packaged_gemma
+from models.loading import load_policy, set_torch_threads
+from tasks.base_model import cache_root
+from tasks.judge import requires_work
+from tasks.layout import round_seed
+from tasks.prompts import campaign_prompts
+from tasks.records import Record
+from tasks.stats import mcnemar_exact, paired_counts
+from tasks.tracking import git_commit
+from tasks.train_grpo import train_grpo, verifier_reward
+
+RESULTS = ROOT / "benchmarks" / "results" / "grpo_probe.jsonl"
+
+
+def sft_seconds(round_dir: Path) -> float | None:
+    """The round's own SFT training seconds from its MLflow run (`round_result.json` names it), if the campaign's
+    store is a SQLite file beside the campaign folder."""
+    import sqlite3
+
+    result = json.loads((round_dir / "round_result.json").read_text(encoding="utf-8"))
+    store = round_dir.parent.parent / "mlflow.db"
+    if not store.is_file():
+        return None
+    with sqlite3.connect(store) as db:
+        found = db.execute(
+            "select value from latest_metrics where run_uuid = ? and key = 'train/seconds'", (result["run_id"],)
+        ).fetchone()
+    return float(found[0]) if found else None
+
+
+def paired(this: list[Record], first: list[Record]) -> dict[str, float]:
+    """Exact McNemar of `this` against `first` on the same items (b: only `first` right, c: only `this`)."""
+    counts = paired_counts([float(r["correct"]) for r in this], [float(r["correct"]) for r in first])
+    return {"only_round_right": counts.b, "only_grpo_right": counts.c, "mcnemar_p": mcnemar_exact(counts.b, counts.c)}
+
+
+def main() -> int:
+    """Score the round's policy, train GRPO from it, score again, append one line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("round", help="a finished campaign's round folder (RUNS/CAMPAIGN/round-NN)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value changes to the campaign's config")
+    parser.add_argument("--n", type=int, default=150, help="problems in the OOD development slice")
+    parser.add_argument("--threads", type=int, default=2)
+    ns = parser.parse_args()
+    set_torch_threads(ns.threads)
+    round_dir = Path(ns.round)
+    campaign, adapter = round_policy(round_dir)
+    config = config_from_mapping(campaign.model_dump(mode="json"), ns.overrides)
+    next_round = int(round_dir.name.split("-")[-1]) + 1
+    rows = campaign_prompts(config, "train", next_round)
+    base = str(ensure_packaged_gemma(cache_root() / "models"))
+    slices = {
+        "validation": campaign_prompts(config, "validation", 0),
+        "development": ood_development(load_config("default"), ns.n),
+    }
+    model, tokenizer = load_policy(base, adapter)
+    before = {name: score(model, tokenizer, config, problems) for name, problems in slices.items()}
+    del model
+    seed = round_seed(config.seed, next_round)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "adapter"
+        started = time.perf_counter()
+        result = train_grpo(
+            base,
+            adapter,
+            rows,
+            config.train,
+            config.generate,
+            out,
+            template=config.prompts.template,
+            reward=verifier_reward(
+                config.judge.answer_pattern, config.generate.stop, require_work=requires_work(config)
+            ),
+            seed=seed,
+            progress=print,
+        )
+        seconds = time.perf_counter() - started
+        model, tokenizer = load_policy(base, str(out))
+        after = {name: score(model, tokenizer, config, problems) for name, problems in slices.items()}
+    line: dict[str, object] = {
+        "commit": git_commit(),
+        "round": str(round_dir),
+        "overrides": ns.overrides,
+        "train_prompts": len(rows),
+        "grpo": result.metrics,
+        "step_rewards": result.step_rewards,
+        "grpo_seconds": round(seconds, 1),
+        "round_sft_seconds": sft_seconds(round_dir),
+    }
+    for name in slices:
+        line[name] = {
+            "round": {**rate(before[name]), "credit": credit(before[name])},
+            "grpo": {**rate(after[name]), "credit": credit(after[name])},
+            **paired(after[name], before[name]),
+        }
+    append_line(RESULTS, line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
