@@ -174,7 +174,11 @@ class GRPOSettings(Strict):
         "measures and logs it.",
     )
     learning_rate: float | None = Field(
-        None, gt=0.0, description="Learning rate of GRPO steps; empty: train.learning_rate."
+        None,
+        gt=0.0,
+        description="Learning rate of GRPO steps; empty: train.learning_rate. Continuing a trained adapter wants a "
+        "far lower rate than a fresh LoRA's SFT: Gemma's champion collapsed at 5e-4 and held at 2e-5 "
+        "(benchmarks/results/warm_start_rounds.txt section 43).",
     )
 
 
