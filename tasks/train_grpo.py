@@ -190,7 +190,9 @@ def train_grpo(
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-        cast(PeftModel, trainer.model).save_pretrained(str(scratch.result))
+        # Only the trained adapter: for a continued one TRL added its starting copy as "ref" (the KL reference),
+        # which PEFT would save beside it in ref/ (the starting policy again, in the round folder and the registry).
+        cast(PeftModel, trainer.model).save_pretrained(str(scratch.result), selected_adapters=["default"])
     steps = [log["reward"] for log in callback.logs]
     kls = [log["kl"] for log in callback.logs if "kl" in log]
     metrics = {

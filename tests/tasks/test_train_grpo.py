@@ -61,6 +61,38 @@ def test_grpo_raises_the_mean_reward_over_a_short_run(tiny_dir: Path, tmp_path: 
     assert all("lora_" in key for key in load_file(tmp_path / "adapter" / "adapter_model.safetensors"))
 
 
+def odd_length(prompts: list[str], completions: list[str], **_: object) -> list[float]:
+    """A reward that tells a group's samples apart, so that a single step has a gradient."""
+    return [float(len(text) % 2) for text in completions]
+
+
+def test_a_continued_adapter_is_saved_alone_and_trained_further(tiny_dir: Path, tmp_path: Path) -> None:
+    rows = sample_problems(4, split="train", seed=7)
+    cfg = TrainConfig(
+        method="grpo", batch_size=8, learning_rate=5e-3, grpo={"num_generations": 4, "max_steps": 1, "beta": 0.04}
+    )
+    gen = GenerateConfig(temperature=1.0, max_new_tokens=8)
+
+    def run(adapter: Path | None, out: Path) -> dict[str, float]:
+        start = str(adapter) if adapter else None
+        return train_grpo(
+            str(tiny_dir), start, rows, cfg, gen, out, template=TEMPLATE, reward=odd_length, seed=0
+        ).metrics
+
+    run(None, tmp_path / "first")
+    run(tmp_path / "first", tmp_path / "continued")
+    # TRL keeps the continued adapter's starting copy as its KL reference ("ref"); only the trained one is saved.
+    assert sorted(p.name for p in (tmp_path / "continued").iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    first = load_file(tmp_path / "first" / "adapter_model.safetensors")
+    continued = load_file(tmp_path / "continued" / "adapter_model.safetensors")
+    assert first.keys() == continued.keys()
+    assert any(not first[key].equal(continued[key]) for key in first)  # trained further, not the copy
+
+
 def test_verifier_reward_under_require_work_gives_a_bare_right_guess_nothing() -> None:
     reward = verifier_reward(DEFAULT_ANSWER_PATTERN, ["\n"], require_work=True)
     completions = [" The answer is 7.", " 3 + 4 = 7. The answer is 7.", " 3 + 4 = 8. The answer is 7."]
