@@ -25,7 +25,6 @@ import os
 for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -36,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 from peft.tuners.lora import LoraLayer
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import round_policy, score
+from benchmarks.ood_development import open_round_probe, score
 from benchmarks.working_probe import credit, ood_development, rate
 from configs.loader import load_config
 from models.gemma import ensure_packaged_gemma
-from models.loading import load_policy, set_torch_threads
+from models.loading import load_policy
 from tasks.base_model import cache_root
 from tasks.prompts import campaign_prompts
 from tasks.tracking import git_commit
@@ -50,15 +49,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "adapter_scale.jsonl"
 
 def main() -> int:
     """Score the round's policy at each scale, append one line per scale."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("round", help="a finished campaign's round folder (RUNS/CAMPAIGN/round-NN)")
-    parser.add_argument("--scales", default="1.0,0.85,0.7,0.5,1.2,1.4", help="comma-separated adapter scales")
-    parser.add_argument("--n", type=int, default=150, help="problems in the OOD development slice")
-    parser.add_argument("--threads", type=int, default=2)
-    ns = parser.parse_args()
-    set_torch_threads(ns.threads)
-    round_dir = Path(ns.round)
-    config, adapter = round_policy(round_dir)
+    ns, round_dir, config, adapter = open_round_probe(
+        __doc__.splitlines()[0],
+        lambda parser: parser.add_argument(
+            "--scales", default="1.0,0.85,0.7,0.5,1.2,1.4", help="comma-separated scales"
+        ),
+    )
     base = str(ensure_packaged_gemma(cache_root() / "models"))
     model, tokenizer = load_policy(base, adapter)
     layers = [module for module in model.modules() if isinstance(module, LoraLayer)]

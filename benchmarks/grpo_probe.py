@@ -25,7 +25,6 @@ import os
 for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
-import argparse
 import json
 import sys
 import tempfile
@@ -36,11 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import round_policy, score
+from benchmarks.ood_development import open_round_probe, score
 from benchmarks.working_probe import credit, ood_development, rate
 from configs.loader import config_from_mapping, load_config
 from models.gemma import ensure_packaged_gemma
-from models.loading import load_policy, set_torch_threads
+from models.loading import load_policy
 from tasks.base_model import cache_root
 from tasks.judge import requires_work
 from tasks.layout import round_seed
@@ -77,15 +76,10 @@ def paired(this: list[Record], first: list[Record]) -> dict[str, float]:
 
 def main() -> int:
     """Score the round's policy, train GRPO from it, score again, append one line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("round", help="a finished campaign's round folder (RUNS/CAMPAIGN/round-NN)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value changes to the campaign's config")
-    parser.add_argument("--n", type=int, default=150, help="problems in the OOD development slice")
-    parser.add_argument("--threads", type=int, default=2)
-    ns = parser.parse_args()
-    set_torch_threads(ns.threads)
-    round_dir = Path(ns.round)
-    campaign, adapter = round_policy(round_dir)
+    ns, round_dir, campaign, adapter = open_round_probe(
+        __doc__.splitlines()[0],
+        lambda parser: parser.add_argument("overrides", nargs="*", help="dotted key=value changes to the config"),
+    )
     config = config_from_mapping(campaign.model_dump(mode="json"), ns.overrides)
     next_round = int(round_dir.name.split("-")[-1]) + 1
     rows = campaign_prompts(config, "train", next_round)

@@ -26,6 +26,7 @@ for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +64,22 @@ def answer(policy: str, problems: list[Record], base: str) -> list[Record]:
         prefix = ""
     model, tokenizer = load_policy(base, adapter)
     return score(model, tokenizer, config, problems, prefix=prefix)
+
+
+def open_round_probe(
+    description: str, more: Callable[[argparse.ArgumentParser], object] = lambda _parser: None
+) -> tuple[argparse.Namespace, Path, CampaignConfig, str]:
+    """The command line of a probe of one finished round (the round folder, the development slice's size `--n`,
+    `--threads`, and what `more` adds), parsed, with torch's threads set and the round's config and adapter."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("round", help="a finished campaign's round folder (RUNS/CAMPAIGN/round-NN)")
+    parser.add_argument("--n", type=int, default=150, help="problems in the OOD development slice")
+    parser.add_argument("--threads", type=int, default=2)
+    more(parser)
+    ns = parser.parse_args()
+    set_torch_threads(ns.threads)
+    round_dir = Path(ns.round)
+    return ns, round_dir, *round_policy(round_dir)
 
 
 def round_policy(round_dir: Path) -> tuple[CampaignConfig, str]:
