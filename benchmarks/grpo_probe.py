@@ -13,7 +13,8 @@ GRPO one, paired item by item (exact McNemar). Test and the OOD test slices stay
 
 Appends one JSON line to `benchmarks/results/grpo_probe.jsonl`: the GRPO metrics (reward mean and spread, the
 share of groups with no signal, KL, first and last steps' rewards), its training seconds against the round's own
-SFT training seconds (`train/seconds` in the round's MLflow run, when the store is at hand), and each item's credit.
+SFT training seconds (`train/seconds` in the round's MLflow run, when the campaign's store holds it), and each
+item's credit.
 """
 
 # ruff: noqa: E402  (offline settings before transformers is imported)
@@ -34,10 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from benchmarks._results import append_line
 from benchmarks.ood_development import open_round_probe, score
 from benchmarks.working_probe import credit, ood_development, rate
 from configs.loader import config_from_mapping, load_config
+from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy
 from tasks.base_model import cache_root
@@ -47,25 +52,20 @@ from tasks.prompts import campaign_prompts
 from tasks.records import Record
 from tasks.stats import mcnemar_exact, paired_counts
 from tasks.tracking import git_commit
+from tasks.tracking_store import tracking_uri
 from tasks.train_grpo import train_grpo, verifier_reward
 
 RESULTS = ROOT / "benchmarks" / "results" / "grpo_probe.jsonl"
 
 
-def sft_seconds(round_dir: Path) -> float | None:
-    """The round's own SFT training seconds from its MLflow run (`round_result.json` names it), if the campaign's
-    store is a SQLite file beside the campaign folder."""
-    import sqlite3
-
-    result = json.loads((round_dir / "round_result.json").read_text(encoding="utf-8"))
-    store = round_dir.parent.parent / "mlflow.db"
-    if not store.is_file():
+def sft_seconds(config: CampaignConfig, round_dir: Path) -> float | None:
+    """The round's own SFT training seconds (`train/seconds`) from its MLflow run, which `round_result.json` names,
+    in the campaign's store (`tracking_uri`); None when the store does not hold the run."""
+    run_id = json.loads((round_dir / "round_result.json").read_text(encoding="utf-8"))["run_id"]
+    try:
+        return MlflowClient(tracking_uri(config.tracking)).get_run(run_id).data.metrics.get("train/seconds")
+    except MlflowException:
         return None
-    with sqlite3.connect(store) as db:
-        found = db.execute(
-            "select value from latest_metrics where run_uuid = ? and key = 'train/seconds'", (result["run_id"],)
-        ).fetchone()
-    return float(found[0]) if found else None
 
 
 def paired(this: list[Record], first: list[Record]) -> dict[str, float]:
@@ -120,7 +120,7 @@ def main() -> int:
         "grpo": result.metrics,
         "step_rewards": result.step_rewards,
         "grpo_seconds": round(seconds, 1),
-        "round_sft_seconds": sft_seconds(round_dir),
+        "round_sft_seconds": sft_seconds(config, round_dir),
     }
     for name in slices:
         line[name] = {
