@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return 2
     if ns.command == "validate":
-        problem = prefect_url_problem()
+        problem = prefect_server_problem(ask=False)
         if problem:
             print(f"selftrain: error: {problem}", file=sys.stderr)
             return 2
@@ -89,26 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_interruptible(config, ns.args, fresh=ns.fresh)
 
 
-def prefect_server_problem() -> str | None:
+def prefect_server_problem(*, ask: bool = True) -> str | None:
     """Why the Prefect server PREFECT_API_URL names (in the environment or the active profile) cannot take the
-    run, or None: none is named (the temporary one starts) or it answers."""
+    run, or None: none is named (the temporary one starts) or it answers. With `ask` false only the URL's form is
+    checked, for `validate`, which checks inputs, not servers."""
     from prefect.settings import PREFECT_API_URL
 
-    from flows.serve import server_problem
+    from flows.serve import server_problem, url_problem
 
     url = PREFECT_API_URL.value()
-    return server_problem(url) if url else None
-
-
-def prefect_url_problem() -> str | None:
-    """Why PREFECT_API_URL (in the environment or the active profile) is not a URL `run` could use, or None.
-    For `validate`, which checks inputs, not servers: whether one answers there is `run`'s check."""
-    from prefect.settings import PREFECT_API_URL
-
-    from flows.serve import url_problem
-
-    url = PREFECT_API_URL.value()
-    return url_problem(url) if url else None
+    if not url:
+        return None
+    return server_problem(url) if ask else url_problem(url)
 
 
 # The list positionals of the subcommands (config, overrides, arm configs), which may go on after a flag.
