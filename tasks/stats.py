@@ -53,9 +53,10 @@ def clustered_interval(
     """The Wilson interval of an accuracy over items that come in groups (module docstring): Wilson's formula at
     the effective sample size `n / deff`, `deff` the design effect of the cluster-robust variance of the
     accuracy, `K / (K - 1) * sum_j (y_j - p m_j)^2 / n^2` over the K groups (y_j right of m_j items), against
-    the binomial `p (1 - p) / n`, floored at 1. When every group gives all its items one verdict (the variance
-    is then 0 at p = 0 or 1), the K groups count as the sample. With every item its own group, exactly
-    `wilson_interval`.
+    the binomial `p (1 - p) / n`, floored at 1. At p = 0 or 1 (no spread to estimate it from) and with a single
+    group (no variance between groups), the K groups count as the sample: the cautious end, so just inside it,
+    where the estimate rests on a failure or two, an interval can be the narrower. With every item its own group,
+    exactly `wilson_interval`.
 
     Args:
         credit: each item's credit (right means credit >= `threshold`).
@@ -70,7 +71,7 @@ def clustered_interval(
         return wilson_interval(sum(right), n, confidence)
     p = sum(right) / n
     k = len(members)
-    if 0.0 < p < 1.0:
+    if 0.0 < p < 1.0 and k > 1:
         spread = sum((sum(right[i] for i in items) - p * len(items)) ** 2 for items in members.values())
         variance = k / (k - 1) * spread / n**2
         effective = n / max(1.0, variance / (p * (1 - p) / n))

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from tasks.stats import (
+    _wilson,
     clustered_interval,
     clustered_mcnemar,
     item_groups,
@@ -91,6 +92,14 @@ def test_a_problem_asked_three_times_counts_once() -> None:
     assert low <= alone_low and high >= alone_high
     # All right: the groups are the sample (12 problems, not 36 items).
     assert clustered_interval([1.0] * 36, groups) == pytest.approx(wilson_interval(12, 12))
+
+
+def test_one_problem_in_several_wordings_is_one_unit_of_evidence() -> None:
+    # A kind of the final report can hold a single problem asked in mixed-verdict wordings: there is no
+    # variance between groups to estimate (K / (K - 1) divided by zero), and one problem is one draw.
+    low, high = clustered_interval([1.0, 0.0, 1.0, 1.0], ["p"] * 4)
+    assert (low, high) == pytest.approx(_wilson(0.75, 1.0, 0.95))
+    assert low < 0.75 < high and high - low > wilson_interval(3, 4)[1] - wilson_interval(3, 4)[0]
 
 
 def test_grouped_mcnemar_counts_opposite_flips_within_a_problem_as_cancelling() -> None:
