@@ -160,6 +160,7 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
     from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
     from mlflow.exceptions import MlflowException
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.utils.file_utils import local_file_uri_to_path
     from mlflow.utils.uri import get_uri_scheme
 
     from tasks.tracking_store import sqlite_file, tracking_uri
@@ -186,9 +187,15 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
             f"{where}: no MLflow server answers there within {HUB_PROBE_SECONDS:g} s "
             "(start one: `bash infra/start-stack.sh start`, or `mlflow server`; see README 'Running on servers')"
         )
-    database = sqlite_file(uri) if scheme == "sqlite" else None
+    try:
+        database = sqlite_file(uri) if scheme == "sqlite" else None
+    except ValueError:
+        raise PreflightError(f"{where}: not a sqlite URL (expected sqlite:///<folder>/mlflow.db)") from None
     if database is not None:
         check_folder(f"{where} (folder {database.parent})", database.parent)
+    if scheme in ("", "file"):  # MLflow makes the store's folder on first use, with a traceback if it cannot
+        store = Path(local_file_uri_to_path(uri) if scheme == "file" else uri)
+        check_folder(f"{where} (folder {store})", store)
 
 
 def check_prompts(config: CampaignConfig) -> None:

@@ -127,8 +127,12 @@ def sqlite_file(uri: str) -> Path | None:
     if not uri.startswith("sqlite:"):
         return None
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    database = make_url(uri).database
+    try:
+        database = make_url(uri).database
+    except ArgumentError:
+        raise ValueError(f"not a sqlite URL (expected sqlite:///<folder>/mlflow.db): {uri}") from None
     return Path(database) if database and database != ":memory:" else None
 
 

@@ -152,7 +152,9 @@ def test_tracking_uri_scheme(
     assert message.startswith(f"tracking.tracking_uri=http://127.0.0.1:{port}: no MLflow server answers there")
 
 
-def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_output_folder_that_is_a_file_or_cannot_be_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "runs"
     blocker.write_text("")
     assert main(["run", "configs/tiny.yaml", f"tracking.output_dir={blocker}"]) == 2
@@ -162,6 +164,18 @@ def test_output_folder_that_is_a_file_or_cannot_be_created(capsys: pytest.Captur
     assert blocker.read_text() == ""
     sqlite = f"tracking.tracking_uri=sqlite:///{blocker}/mlflow.db"
     assert "is a file" in _rejected(capsys, tmp_path / "other", sqlite)
+    # A sqlite URL SQLAlchemy cannot read, and a file store under a file: one line each, not a traceback.
+    for bad in ("sqlite:/x.db", "sqlite:x.db"):
+        assert _rejected(capsys, tmp_path / "other", f"tracking.tracking_uri={bad}") == (
+            f"tracking.tracking_uri={bad}: not a sqlite URL (expected sqlite:///<folder>/mlflow.db)"
+        )
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    for store in (f"{blocker}/mlruns", f"file://{blocker}/mlruns"):
+        message = _rejected(capsys, tmp_path / "other", f"tracking.tracking_uri={store}")
+        assert (
+            message
+            == f"tracking.tracking_uri={store} (folder {blocker}/mlruns): cannot be created, {blocker} is a file"
+        )
     for base in (f"{blocker}/sub", f"file://{blocker}/sub"):  # storage.base, a folder here, is checked the same way
         assert main(["validate", "configs/tiny.yaml", f"storage.base={base}"]) == 2
         expected = f"selftrain: error: storage.base={base}: cannot be created, {blocker} is a file\n"
