@@ -51,9 +51,16 @@ fi
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    rm -rf .venv  # none yet, or one a failed attempt left without pip
     echo "bootstrap: creating .venv with $("$PY" --version)"
-    quietly "$PY" -m venv .venv
+    if ! "$PY" -m venv .venv >>"$LOG" 2>&1; then
+        # Debian's Python without its python3.11-venv package has no ensurepip: make the venv without pip,
+        # then the Python's own pip installs pip into it.
+        rm -rf .venv
+        quietly "$PY" -m venv --without-pip .venv
+        quietly "$PY" -m pip --python .venv/bin/python install --quiet pip
+    fi
 fi
 
 stamp=.venv/.selftrain-pins
