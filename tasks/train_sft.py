@@ -46,6 +46,7 @@ def sft_args(cfg: TrainConfig, output_dir: str, seed: int) -> SFTConfig:
         learning_rate=cfg.learning_rate,
         max_length=cfg.max_length,
         completion_only_loss=True,
+        neftune_noise_alpha=cfg.neftune_alpha,
         **cpu_trainer_settings(seed),
     )
 

@@ -27,6 +27,11 @@ from configs.loader import ConfigError, load_config
         (["train.base_dtype=bfloat16", "train.method=superhf"], ["train.base_dtype", "train.method"]),
         (["train.average_from=0.5", "train.method=superhf"], ["train.average_from", "train.method"]),
         (["train.average_from=1.0"], ["train.average_from"]),
+        (
+            ["train.neftune_alpha=40", "train.method=dpo", "train.init=continue"],
+            ["train.neftune_alpha", "train.method"],
+        ),
+        (["train.neftune_alpha=0"], ["train.neftune_alpha", "greater than 0"]),
         (["train.base_dtype=float16"], ["train.base_dtype", "bfloat16"]),
         (
             ["train.head_dtype=bfloat16", "train.method=dpo", "train.init=continue"],
