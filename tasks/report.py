@@ -152,7 +152,7 @@ class KindClaim:
             "final right": self.final_right,
             "only start right": self.b,
             "only final right": self.c,
-            "p (exact McNemar)": float(f"{self.p_value:.4g}"),
+            "p (exact McNemar, by problem)": float(f"{self.p_value:.4g}"),
         }
 
     def text(self) -> str:
@@ -300,7 +300,8 @@ class FinalClaim:
         text = (
             f"test, start -> final: {_with_ci(self.start_accuracy, self.start_ci)} -> "
             f"{_with_ci(self.final_accuracy, self.final_ci)}, gain {self.gain:+.3f} "
-            f"on {_items(self.items, self.problems)} (exact McNemar p={self.p_value:.2g}, b={self.b}, c={self.c})"
+            f"on {_items(self.items, self.problems)} ({_test(self.items, self.problems)} p={self.p_value:.2g}, "
+            f"b={self.b}, c={self.c})"
         )
         if self.start_lenient is not None and self.final_lenient is not None:
             text += f"; lenient (a diagnostic) {self.start_lenient:.3f} -> {self.final_lenient:.3f}"
@@ -401,6 +402,12 @@ def _with_ci(accuracy: float, interval: tuple[float, float] | None) -> str:
 def _items(items: int, problems: int) -> str:
     """'200 items (79 problems)', or '200 items' when every item is its own problem."""
     return f"{items} items" if problems in (0, items) else f"{items} items ({problems} problems)"
+
+
+def _test(items: int, problems: int) -> str:
+    """The paired test's name: McNemar's when every item is its own problem, else its form over problems (the
+    sign-flip test of `tasks.stats.clustered_mcnemar`, whose counts b and c are still items)."""
+    return "exact McNemar" if problems in (0, items) else "exact McNemar by problem"
 
 
 def _given(value: float | None, default: float) -> float:

@@ -286,5 +286,5 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
         prefix = f"final/vs_few_shot/by_kind/{split}/{row['kind']}"
         assert row["start right"] / row["items"] == pytest.approx(metrics[f"{prefix}/start_accuracy"])
         assert row["final right"] / row["items"] == pytest.approx(metrics[f"{prefix}/accuracy"])
-        assert row["p (exact McNemar)"] == pytest.approx(metrics[f"{prefix}/p_value"], rel=1e-3)
+        assert row["p (exact McNemar, by problem)"] == pytest.approx(metrics[f"{prefix}/p_value"], rel=1e-3)
     assert {row["kind"] for row in json.loads(data)} == {"add", "sub"}

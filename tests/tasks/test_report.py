@@ -186,7 +186,7 @@ def test_kind_claim_cells_are_a_table_row() -> None:
             "final right": 102,
             "only start right": 4,
             "only final right": 69,
-            "p (exact McNemar)": 2.4e-16,
+            "p (exact McNemar, by problem)": 2.4e-16,
         },
         {
             "split": "OOD",
@@ -196,7 +196,7 @@ def test_kind_claim_cells_are_a_table_row() -> None:
             "final right": 24,
             "only start right": 4,
             "only final right": 14,
-            "p (exact McNemar)": 0.03088,
+            "p (exact McNemar, by problem)": 0.03088,
         },
     ]
 
@@ -211,5 +211,6 @@ def test_final_claim_counts_each_problem_once() -> None:
     assert claim.p_value == pytest.approx(mcnemar_exact(2, 10)) and claim.ood_p_value == claim.p_value
     assert claim.p_value > mcnemar_exact(6, 30)
     assert claim.final_ci[0] <= wilson_interval(10, 12)[0] and claim.ood_final_ci == claim.final_ci
-    assert "on 36 items (12 problems)" in claim.sentence() and "(36 items (12 problems), p=" in claim.sentence()
+    assert "on 36 items (12 problems) (exact McNemar by problem p=0.039, b=6, c=30)" in claim.sentence()
+    assert "(36 items (12 problems), p=" in claim.sentence()
     assert claim.metrics()["final/test_problems"] == 12.0
