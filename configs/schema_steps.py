@@ -355,9 +355,11 @@ class TrainConfig(Strict):
         if self.method == "grpo":
             groups, size = self.grpo.num_generations, self.grpo_generation_batch
             if size % groups or size % self.batch_size:
+                given = "" if self.grpo.generation_batch_size else " (empty, so train.batch_size)"
                 raise ValueError(
-                    f"train.grpo.generation_batch_size={size} must be a multiple of train.grpo.num_generations="
-                    f"{groups} and of train.batch_size={self.batch_size} (whole groups, whole optimiser batches)"
+                    f"train.grpo.generation_batch_size={size}{given} must be a multiple of train.grpo."
+                    f"num_generations={groups} and of train.batch_size={self.batch_size} (whole groups, whole "
+                    "optimiser batches)"
                 )
         return self
 
