@@ -4,10 +4,11 @@ campaign's champion, scored on validation and the OOD development slice.
 The Gemma ablation ran no GRPO arm: from the base every reward was 0 (`grpo_cost.json`), so no group had a signal.
 The default's warm-started champion answers 0.75-0.86 of validation in the strict form, so its groups do. This
 probe continues a finished round's adapter with `tasks.train_grpo.train_grpo` (TRL's GRPOTrainer, the campaign's
-strict verifier with `judge.require_work` as the reward, the KL term to the base) on the training prompts the
-campaign's next round would draw, with the campaign's own training and sampling settings, then answers the
-campaign's 200 validation problems and the OOD development slice greedily with the round's policy and with the
-GRPO one, paired item by item (exact McNemar). Test and the OOD test slices stay untouched.
+strict verifier with `judge.require_work` as the reward, the KL term to the round's own policy, a frozen copy TRL
+keeps of the continued adapter) on the training prompts the campaign's next round would draw, with the campaign's
+own training and sampling settings, then answers the campaign's 200 validation problems and the OOD development
+slice greedily with the round's policy and with the GRPO one, paired item by item (exact McNemar). Test and the
+OOD test slices stay untouched.
 
     .venv/bin/python benchmarks/grpo_probe.py runs/CAMPAIGN/round-02 [train.grpo.beta=0.0 ...]
 
