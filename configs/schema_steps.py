@@ -439,8 +439,8 @@ class EvaluateConfig(Strict):
         lt=1.0,
         description=(
             "Refuse promotion when the candidate is worse than the champion on the same validation items and the "
-            "exact McNemar test on the items they disagree on gives a p-value below this (tasks/gate.py); "
-            "empty: no significance test, only the margin from the best accuracy."
+            "two-sided exact McNemar test on the items they disagree on gives a p-value below this (tasks/gate.py; "
+            "so a one-sided level of half of it); empty: no significance test, only the margin from the best accuracy."
         ),
     )
     extra_sets: list[ExtraSetConfig] = Field(

@@ -7,9 +7,10 @@ The rule (`decide`). A candidate is promoted iff all three hold:
    bar is never the last promoted accuracy: with that bar, N rounds could each lose just under `margin`
    and the campaign would give away N x margin without one refusal.
 2. **Not significantly worse than the champion.** When `alpha` is given, the candidate is refused if it
-   is below the champion (the best promoted policy so far) on the same validation items and the exact
-   McNemar test on the items where they disagree gives p < alpha (`tasks/stats.py`; its form for items in
-   groups, `clustered_mcnemar`, where the rows name their problem: rewordings of one problem are one group).
+   is below the champion (the best promoted policy so far) on the same validation items and the two-sided
+   exact McNemar test on the items where they disagree gives p < alpha, a one-sided level of alpha / 2
+   (`tasks/stats.py`; its form for items in groups, `clustered_mcnemar`, where the rows name their problem:
+   rewordings of one problem are one group).
 3. **Few negative flips.** When `max_flip_rate` is given, the share of validation items the champion
    answered right and the candidate answers wrong must not exceed it (MUSCLE, Echterhoff et al. 2024).
 
