@@ -284,7 +284,7 @@ class TrainConfig(Strict):
             "method=sft: NEFTune (Jain et al. 2023): uniform noise of magnitude alpha / sqrt(tokens x width) on the "
             "input embeddings while training (transformers' neftune_noise_alpha), never at inference. The paper's "
             "5 is for unscaled embeddings; Gemma scales its embeddings to an RMS near 1, so it needs far more "
-            "(40 is a tenth of that RMS for 65-token rows); empty: no noise."
+            "(40 is about a tenth of that RMS for 65-token rows); empty: no noise."
         ),
     )
     batch_size: int = bounded(16, 512, "Examples (dpo: pairs) per optimiser step.", ge=1)

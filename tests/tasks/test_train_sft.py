@@ -10,6 +10,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from configs.schema import TrainConfig
@@ -117,22 +118,29 @@ def test_weight_averaging_saves_another_adapter_from_the_same_steps(tiny_dir: Pa
     assert first.keys() == second.keys() and not same_weights(first, second)
 
 
-def test_neftune_noise_changes_training_and_leaves_the_embeddings_clean_after(tiny_dir: Path, tmp_path: Path) -> None:
+def test_neftune_noise_changes_training_and_is_gone_when_training_ends(tiny_dir: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3)
     plain = train_sft(str(tiny_dir), None, _examples(32), cfg, tmp_path / "plain", seed=0)
     noisy_cfg = cfg.model_copy(update={"neftune_alpha": 40.0})
-    model, tokenizer = load_policy(str(tiny_dir))
-    trainer = make_trainer(model, tokenizer, _examples(32), noisy_cfg, str(tmp_path / "t"), seed=0, fresh_adapter=True)
-    assert trainer.args.neftune_noise_alpha == 40.0
     noisy = train_sft(str(tiny_dir), None, _examples(32), noisy_cfg, tmp_path / "noisy", seed=0)
     # The same seed, rows and steps: only the noise on the embeddings while training tells the two runs apart.
     assert noisy["steps"] == plain["steps"] == 4 and noisy["loss"] != plain["loss"]
     first, second = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("plain", "noisy"))
     assert first.keys() == second.keys() and not same_weights(first, second)
-    # What is saved answers without noise: the loaded policy's embeddings carry no NEFTune hook.
-    policy, _ = load_policy(str(tiny_dir), str(tmp_path / "noisy"))
-    embeddings = policy.get_input_embeddings()
-    assert not embeddings._forward_hooks and not hasattr(embeddings, "neftune_noise_alpha")
+    # The noise is a hook on the embeddings that transformers adds for training and removes at its end, so the
+    # trained policy answers without it.
+    model, tokenizer = load_policy(str(tiny_dir))
+    trainer = make_trainer(model, tokenizer, _examples(8), noisy_cfg, str(tmp_path / "t"), seed=0, fresh_adapter=True)
+    embeddings = model.get_input_embeddings()
+    hooked: list[bool] = []
+
+    class Seen(TrainerCallback):
+        def on_step_end(self, *args: object, **kwargs: object) -> None:
+            hooked.append(bool(embeddings._forward_hooks))
+
+    trainer.add_callback(Seen())
+    trainer.train()
+    assert hooked == [True] and not embeddings._forward_hooks and not hasattr(embeddings, "neftune_noise_alpha")
 
 
 def test_completion_logits_loss_and_gradients_equal_trls(tiny_dir: Path, tmp_path: Path) -> None:
