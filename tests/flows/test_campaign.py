@@ -79,7 +79,7 @@ def test_console_shows_table_and_where_to_look(campaign: dict) -> None:
         assert cells[4] == ("start" if index == 0 else "yes" if promoted else "no")
         assert (cells[5] != "-") == promoted  # test only for the starting and the promoted policies
     claim = lines[header + 5]
-    assert claim.startswith("test, start -> final:") and "McNemar p=" in claim
+    assert claim.startswith("test, start -> final:") and "(exact McNemar by problem p=" in claim
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     logs = campaign["stderr"]  # Prefect's console log handler writes to stderr
     assert "generate:" in logs and "samples/s" in logs  # progress with counts and rates
