@@ -99,6 +99,8 @@ def resolve_config_path(name: str) -> Path:
         # Looks like an override of a field that does not exist: say that rather than "file not found".
         hint = _suggestion(key.strip().split("."))
         raise ConfigError(f"{name}: neither a config file nor an override of a known field{hint}")
+    if not sep and "." in name and config_key_exists(name.strip()):
+        raise ConfigError(f"{name}: config file not found; an override needs a value: {name.strip()}=VALUE")
     raise ConfigError(f"{name}: config file not found")
 
 

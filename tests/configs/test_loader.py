@@ -55,6 +55,11 @@ def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
         load_config(None, ["=3"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    # A known field given as the config, its value forgotten: the message says what an override looks like.
+    with pytest.raises(
+        ConfigError, match=r"^generate\.k: config file not found; an override needs a value: generate\.k=VALUE$"
+    ):
+        load_config("generate.k")
     bad = tmp_path / "bad.yaml"
     bad.write_text("rounds: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
