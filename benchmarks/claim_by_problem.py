@@ -13,7 +13,7 @@ show. Since this script's commit the campaign itself counts problems (`tasks.sta
   leaves out the OOD problems of the seeds it was drawn against (`REPORTED_SEEDS`, 0-2), so a later seed's OOD
   slice may share problems with it, and only the problems outside it were never used to choose.
 
-    .venv/bin/python benchmarks/claim_by_problem.py runs/kinds-s0-* runs/seeds-s3-* --outside-development
+    .venv/bin/python benchmarks/claim_by_problem.py runs/kinds-s0-* runs/seeds-s3-* --outside-development [--pool]
 
 Prints each campaign's claims; appends nothing (the folders are the record).
 """
@@ -59,9 +59,11 @@ def development_problems() -> set[str]:
     return {problem_of(row) for row in ood_development(default, 150)}
 
 
-def claims(campaign: Path, developed: set[str] | None) -> list[str]:
+def claims(campaign: Path, developed: set[str] | None, pooled: dict[str, Rows] | None = None) -> list[str]:
     """The campaign's claim lines, each problem counted once; with `developed` (`development_problems`), its OOD
-    claims again on the problems outside them."""
+    claims again on the problems outside them. With `pooled`, the few-shot bar's and the final policy's OOD rows
+    (all of them, and those outside the development slice) are added to it, ids and problems named by campaign,
+    so the campaigns' problems stay apart as groups."""
     config = CampaignConfig.model_validate_json((campaign / "config.json").read_text())
     problem_of = item_problem(config)
     start, final = campaign / "round-00", final_round(campaign)
@@ -83,6 +85,16 @@ def claims(campaign: Path, developed: set[str] | None) -> list[str]:
                 [row for row in start_rows["ood"] if row["id"] in kept],
                 [row for row in final_rows["ood"] if row["id"] in kept],
             )
+            if pooled is not None and prefix:
+                for key, rows in (("bar", start_rows["ood"]), ("final", final_rows["ood"])):
+                    tagged = [
+                        {**r, "id": f"{campaign.name}/{r['id']}", "problem": f"{campaign.name}/{r['problem']}"}
+                        for r in rows
+                    ]
+                    pooled.setdefault(f"all/{key}", []).extend(tagged)
+                    pooled.setdefault(f"outside/{key}", []).extend(
+                        r for r, raw in zip(tagged, rows, strict=True) if raw["id"] in kept
+                    )
             shared = len(start_rows["ood"]) - len(kept)
             lines.append(
                 f"    OOD outside the development slice ({shared} of {len(start_rows['ood'])} items share a problem "
@@ -99,10 +111,22 @@ def main() -> int:
         action="store_true",
         help="also the OOD claim on problems outside the development slice",
     )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="with --outside-development: also the OOD claim against the few-shot bar pooled over the campaigns "
+        "(all items, and those outside the development slice), each campaign's problems its own groups",
+    )
     args = parser.parse_args()
     developed = development_problems() if args.outside_development else None  # drawn once for every campaign
+    pooled: dict[str, Rows] | None = {} if args.pool and developed is not None else None
     for campaign in args.campaigns:
-        print("\n".join(claims(campaign, developed)))
+        print("\n".join(claims(campaign, developed, pooled)))
+    if pooled:
+        for part, label in (("all", "all OOD items"), ("outside", "OOD items outside the development slice")):
+            claim = final_claim(pooled[f"{part}/bar"], pooled[f"{part}/final"])
+            sentence = claim.sentence().replace("test, start -> final", "few-shot bar -> final")
+            print(f"pooled over {len(args.campaigns)} campaigns, {label}: {sentence}")
     return 0
 
 
