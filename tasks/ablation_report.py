@@ -28,6 +28,7 @@ from tasks.stats import (  # noqa: E402
     accuracy_cell,
     clustered_interval,
     clustered_mcnemar,
+    interval_extents,
     item_groups,
     paired_counts,
     paired_credit,
@@ -269,11 +270,8 @@ def plot_ablation(rows: Sequence[Mapping[str, Any]], path: str | Path, title: st
         tested = [row for row in mine if row.get("test_accuracy") is not None]
         if tested:
             mid = [r["test_accuracy"] for r in tested]
-            spread = [
-                [m - r["test_ci_low"] for m, r in zip(mid, tested, strict=True)],
-                [r["test_ci_high"] - m for m, r in zip(mid, tested, strict=True)],
-            ]
-            test_ax.errorbar([r["round"] for r in tested], mid, yerr=spread, marker="o", capsize=3, label=arm)
+            spread = interval_extents(mid, [r["test_ci_low"] for r in tested], [r["test_ci_high"] for r in tested])
+            test_ax.errorbar([r["round"] for r in tested], mid, yerr=list(spread), marker="o", capsize=3, label=arm)
         diverse = [row for row in mine if row.get("distinct-2") is not None]
         div_ax.plot([r["round"] for r in diverse], [r["distinct-2"] for r in diverse], marker="o", label=arm)
     acc_ax.set(xlabel="round (0 = starting policy)", ylabel="validation accuracy", ylim=(0, 1))

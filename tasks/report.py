@@ -32,6 +32,7 @@ from tasks.stats import (  # noqa: E402
     accuracy_cell,
     clustered_interval,
     clustered_mcnemar,
+    interval_extents,
     item_groups,
     paired_counts,
     paired_credit,
@@ -72,8 +73,11 @@ def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
             continue
         xs = [r["round"] + offset for r in shown]
         ys = [r[f"{prefix}accuracy"] for r in shown]
-        low = [y - _given(r.get(f"{prefix}ci_low"), y) for r, y in zip(shown, ys, strict=True)]
-        high = [_given(r.get(f"{prefix}ci_high"), y) - y for r, y in zip(shown, ys, strict=True)]
+        low, high = interval_extents(
+            ys,
+            [_given(r.get(f"{prefix}ci_low"), y) for r, y in zip(shown, ys, strict=True)],
+            [_given(r.get(f"{prefix}ci_high"), y) for r, y in zip(shown, ys, strict=True)],
+        )
         ax.errorbar(xs, ys, yerr=[low, high], color=colour, capsize=3, lw=1.2, ls="-" if not prefix else "--", zorder=1)
         for x, y, r in zip(xs, ys, shown, strict=True):
             face = colour if prefix or r.get("promoted", True) else "white"  # hollow: refused by the gate
@@ -84,8 +88,10 @@ def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
         if bar is None:
             continue
         y = bar[f"{prefix}accuracy"]
-        low, high = y - _given(bar.get(f"{prefix}ci_low"), y), _given(bar.get(f"{prefix}ci_high"), y) - y
-        ax.errorbar([bar["round"] + offset], [y], yerr=[[low], [high]], color=colour, capsize=3, lw=1.2, zorder=1)
+        extents = interval_extents(
+            [y], [_given(bar.get(f"{prefix}ci_low"), y)], [_given(bar.get(f"{prefix}ci_high"), y)]
+        )
+        ax.errorbar([bar["round"] + offset], [y], yerr=list(extents), color=colour, capsize=3, lw=1.2, zorder=1)
         ax.scatter([bar["round"] + offset], [y], s=44, marker=marker, color=colour, zorder=2, label=label)
         ax.axhline(y, color=colour, lw=0.9, ls=":", zorder=0)
     if any(r.get("accuracy") is not None and not r.get("promoted", True) for r in rows):

@@ -128,7 +128,18 @@ def _wilson(p: float, n: float, confidence: float) -> tuple[float, float]:
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p exactly (at 0 and 1 the bound is p itself), where rounding left 0 + 3.5e-18 at n = 81.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def interval_extents(
+    values: Sequence[float], lows: Sequence[float], highs: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """How far each value's interval reaches below and above it, as an error bar draws it (matplotlib's `yerr`),
+    never negative: an interval logged by an older run may miss its value by a rounding error."""
+    below = [max(0.0, v - low) for v, low in zip(values, lows, strict=True)]
+    above = [max(0.0, high - v) for v, high in zip(values, highs, strict=True)]
+    return below, above
 
 
 def item_groups(rows: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> list[str]:

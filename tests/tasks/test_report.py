@@ -65,6 +65,14 @@ def test_plot_draws_the_few_shot_bar_when_given(tmp_path: Path) -> None:
     assert red(without) == 0 and red(with_bar) > 200  # its point, interval, dotted line and legend entry
 
 
+def test_plot_draws_an_interval_that_misses_its_value_by_a_rounding_error(tmp_path: Path) -> None:
+    # Seed 5 of the default scored its bare start 0 of 200 on test, and the interval logged then began at 3.5e-18,
+    # above the value: matplotlib refused the negative error bar and the campaign failed in its last step.
+    edge = {"test_accuracy": 0.0, "test_ci_low": 3.5e-18, "test_ci_high": 0.045}
+    edge |= {"few_shot_ood_accuracy": 1.0, "few_shot_ood_ci_low": 0.96, "few_shot_ood_ci_high": 1.0 - 1e-16}
+    assert plot_accuracy([ROWS[0] | edge, *ROWS[1:]], tmp_path / "edge.png", "demo").exists()
+
+
 def test_table_shows_validation_per_round_and_test_for_promoted_ones() -> None:
     lines = render_table(ROWS).splitlines()
     assert lines[0].split() == ["round", "validation", "[95%", "CI]", "promoted", "test", "[95%", "CI]", "OOD"] + [

@@ -94,6 +94,18 @@ def test_a_problem_asked_three_times_counts_once() -> None:
     assert clustered_interval([1.0] * 36, groups) == pytest.approx(wilson_interval(12, 12))
 
 
+def test_an_accuracy_of_zero_or_one_is_the_end_of_its_interval_exactly() -> None:
+    # At p = 0 the K groups are the sample; Wilson's lower end there is 0 in exact arithmetic, and at K = 81 and
+    # 90 (seed 5's test and OOD problems) the float sum left 3.5e-18, above the accuracy it bounds.
+    for k in (81, 90, 73, 95):
+        groups = [i % k for i in range(2 * k + 3)]
+        assert clustered_interval([0.0] * len(groups), groups)[0] == 0.0
+        assert clustered_interval([1.0] * len(groups), groups)[1] == 1.0
+    for right in range(0, 41):
+        low, high = _wilson(right / 40, 37.5, 0.95)
+        assert low <= right / 40 <= high
+
+
 def test_one_problem_in_several_wordings_is_one_unit_of_evidence() -> None:
     # A kind of the final report can hold a single problem asked in mixed-verdict wordings: there is no
     # variance between groups to estimate (K / (K - 1) divided by zero), and one problem is one draw.
