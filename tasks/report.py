@@ -405,15 +405,20 @@ def _with_ci(accuracy: float, interval: tuple[float, float] | None) -> str:
     return f"{accuracy:.3f}" if interval is None else f"{accuracy:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
+def _in_problems(items: int, problems: int) -> bool:
+    """Whether the items come in problems (some problem asked more than once), so counts by problem differ."""
+    return problems not in (0, items)
+
+
 def _items(items: int, problems: int) -> str:
     """'200 items (79 problems)', or '200 items' when every item is its own problem."""
-    return f"{items} items" if problems in (0, items) else f"{items} items ({problems} problems)"
+    return f"{items} items ({problems} problems)" if _in_problems(items, problems) else f"{items} items"
 
 
 def _test(items: int, problems: int) -> str:
     """The paired test's name: McNemar's when every item is its own problem, else its form over problems (the
     sign-flip test of `tasks.stats.clustered_mcnemar`, whose counts b and c are still items)."""
-    return "exact McNemar" if problems in (0, items) else "exact McNemar by problem"
+    return "exact McNemar by problem" if _in_problems(items, problems) else "exact McNemar"
 
 
 def _given(value: float | None, default: float) -> float:
