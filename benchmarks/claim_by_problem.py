@@ -85,7 +85,7 @@ def claims(campaign: Path, developed: set[str] | None, pooled: dict[str, Rows] |
                 [row for row in start_rows["ood"] if row["id"] in kept],
                 [row for row in final_rows["ood"] if row["id"] in kept],
             )
-            if pooled is not None and prefix:
+            if pooled is not None and label == "few-shot bar":  # the bar against the final policy
                 for key, rows in (("bar", start_rows["ood"]), ("final", final_rows["ood"])):
                     tagged = [
                         {**r, "id": f"{campaign.name}/{r['id']}", "problem": f"{campaign.name}/{r['problem']}"}
