@@ -76,7 +76,9 @@ class PromptsConfig(Strict):
         0,
         ge=0,
         description="source=file: most prompts any two of the training, validation and test files may share "
-        "(compared casefolded, runs of whitespace as one space); more is refused before anything runs.",
+        "(compared casefolded, runs of whitespace as one space); also, for any source, the most problems a judge's "
+        "reference bank file may share with one scored set (validation, test, ood, an extra set) and a file-backed "
+        "campaign's extra set with its training rows. More is refused before anything runs.",
     )
     train_size: int = bounded(64, 10_000, "Training prompts used per round.", ge=1)
     validation_size: int = bounded(

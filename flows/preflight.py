@@ -206,6 +206,7 @@ def check_prompts(config: CampaignConfig) -> None:
     for note in check_prompt_sources(config.prompts, max_chars=limit):
         print(f"selftrain: note: {note}", file=sys.stderr)
     load_extra_sets(config)  # an extra evaluation set that does not load fails here, in one line
+    check_extra_set_leak(config)
     few_shot_prefix(config)  # a file-backed campaign may lack answered rows for its examples
     if config.prompts.source != "arithmetic":
         return
@@ -217,6 +218,19 @@ def check_prompts(config: CampaignConfig) -> None:
                 f"prompts.{split}_size={split_size(config, split)}: {err}; widen prompts.min_operand.."
                 "prompts.max_operand, add operations or ask for fewer prompts"
             ) from None
+
+
+def check_extra_set_leak(config: CampaignConfig) -> None:
+    """Refuse an extra evaluation set sharing more than `prompts.max_overlap` prompts with a file-backed campaign's
+    training rows (`tasks.leakage`), and note a smaller overlap."""
+    from tasks.leakage import extra_set_overlaps
+    from tasks.prompt_files import PromptFileError
+
+    allowed = config.prompts.max_overlap
+    for path, count, reason in extra_set_overlaps(config):
+        if count > allowed:
+            raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={allowed} allowed")
+        print(f"selftrain: note: {path}: {reason}; allowed by prompts.max_overlap={allowed}", file=sys.stderr)
 
 
 def _file_train_rows(config: CampaignConfig) -> list[dict]:
@@ -236,7 +250,7 @@ def check_judge_bank(config: CampaignConfig, train_rows: Callable[[], list[dict]
     if not reads_bank(cfg):
         return
     if cfg.bank == "file":
-        file_bank(cfg)
+        check_bank_leak(config, file_bank(cfg))
         return
     if prompts.source == "file":
         answered = len({row["id"] for row in train_rows() if row.get("answer") is not None})
@@ -244,6 +258,23 @@ def check_judge_bank(config: CampaignConfig, train_rows: Callable[[], list[dict]
     else:
         answered, source = prompts.train_size, f"prompts.train_size={prompts.train_size}"
     check_round_one_bank(cfg, answered, prompts.train_size, config.generate.k, source)
+
+
+def check_bank_leak(config: CampaignConfig, bank: list[dict]) -> None:
+    """Refuse a reference bank file sharing more than `prompts.max_overlap` problems with any set the campaign
+    scores (validation, test, OOD, extra sets; `tasks.leakage`), and note a smaller overlap."""
+    from tasks.judging.reference_bank import BankError, bank_file_lines
+    from tasks.leakage import bank_overlaps
+
+    path, allowed = config.judge.bank_path, config.prompts.max_overlap
+    for count, reason in bank_overlaps(config, bank, bank_file_lines(str(path))[: len(bank)]):
+        if count > allowed:
+            why = "a judge that learns a scored prompt's labelled answer picks training rows by it"
+            raise BankError(f"judge.bank_path={path}: {reason}; {why}; at most prompts.max_overlap={allowed} allowed")
+        print(
+            f"selftrain: note: judge.bank_path={path}: {reason}; allowed by prompts.max_overlap={allowed}",
+            file=sys.stderr,
+        )
 
 
 def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:

@@ -69,6 +69,11 @@ def load_bank_file(path: str | Path, config_field: str | None = None) -> list[Re
     return bank
 
 
+def bank_file_lines(path: str | Path) -> list[int]:
+    """The 1-based line of each row `load_bank_file` read from `path` (blank lines hold none), in its order."""
+    return [number for number, _ in numbered_lines(read_text(Path(path)))]
+
+
 def check_bank(bank: Sequence[Record], references: int, source: str) -> None:
     """Refuse a bank Meta Ranking cannot use: fewer labelled rows than `judge.references`, or only one label.
 

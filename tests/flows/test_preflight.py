@@ -454,3 +454,60 @@ def test_the_campaign_flow_checks_its_inputs_where_it_runs(tmp_path: Path) -> No
     preflight_once(config)  # not read again
     with pytest.raises(ValueError, match="file not found"):
         preflight(config)
+
+
+def test_a_reference_bank_file_sharing_a_scored_problem_is_refused_and_a_rewording_is_caught(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A judge that ranks against, calibrates on or trains on a test problem's labelled answer picks training rows
+    # by what it learnt from that problem: the problem is no longer held out.
+    from tasks.arithmetic import parse_question
+    from tasks.prompts import campaign_prompts
+
+    story = next(
+        row["prompt"] for row in campaign_prompts(load_config("tiny"), "test", 1) if "What is" not in row["prompt"]
+    )
+    op, (a, b), _ = parse_question(story)  # type: ignore[misc]
+    reworded = f"What is {b} plus {a}?" if op == "add" else f"What is {a} minus {b}?"  # a + b and b + a: one problem
+    rows = [{"prompt": f"q{i}", "response": "r", "correct": i % 2 == 0} for i in range(8)]
+    rows.insert(
+        3, {"prompt": reworded, "response": f" The answer is {a + b if op == 'add' else a - b}.", "correct": True}
+    )
+    bank = _jsonl(tmp_path / "bank.jsonl", rows)
+    judge = ["judge.kind=meta-ranking", "judge.bank=file", f"judge.bank_path={bank}"]
+    refused = _rejected(capsys, tmp_path, *judge)
+    assert refused.startswith(f"judge.bank_path={bank}: 1 row(s) (line 4: {reworded!r}) share a problem with the test ")
+    assert refused.endswith("picks training rows by it; at most prompts.max_overlap=0 allowed"), refused
+    preflight(load_config("tiny", [*judge, "prompts.max_overlap=1"]))  # allowed, and said
+    assert "selftrain: note: judge.bank_path=" in capsys.readouterr().err
+    del rows[3]
+    _jsonl(bank, rows)
+    preflight(load_config("tiny", judge))
+    assert capsys.readouterr().err == ""
+
+
+def test_an_extra_set_sharing_training_prompts_of_a_file_campaign_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    train = _jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": f"t{i}", "prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(20)],
+    )
+    extra = _jsonl(
+        tmp_path / "bench.jsonl",
+        [
+            {"id": "b1", "prompt": "What is 40 plus 2?", "answer": "42"},
+            {"id": "b2", "prompt": "what is  7 PLUS 1?", "answer": "8"},
+        ],
+    )
+    files = [
+        "prompts.source=file",
+        f"prompts.train_path={train}",
+        f"evaluate.extra_sets=[{{name: bench, path: {extra}}}]",
+    ]
+    assert _rejected(capsys, tmp_path, *files) == (
+        f"{extra}: 1 row(s) (id 'b2': 'what is  7 PLUS 1?') of evaluate.extra_sets 'bench' are training prompts; "
+        "at most prompts.max_overlap=0 allowed"
+    )
+    preflight(load_config("tiny", [*files, "prompts.max_overlap=1"]))
+    assert "are training prompts; allowed by prompts.max_overlap=1" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""Rows from outside the campaign's splits that share a problem with what it scores or trains on.
+
+The splits are kept apart where they are made (`tasks.arithmetic.problem_split`, `tasks.prompts.check_prompt_sources`).
+Two inputs join a campaign from elsewhere and are checked here, before anything runs:
+
+- a judge's reference bank file (`judge.bank_path`). A judge that ranks against, calibrates on or trains on a
+  scored prompt's labelled answer chooses training rows by what it learnt from a held-out item, so the item is no
+  longer held out;
+- an extra evaluation set (`evaluate.extra_sets`) of a file-backed campaign. A prompt that training may draw is
+  not a held-out one.
+
+Rows are matched by problem, not only by text: a built-in question is its canonical problem
+(`tasks.arithmetic.problem_key`), so "What is 3 plus 5?" in a bank matches "Ana has 5 pens and gets 3 more" in
+test; any other prompt is matched `normalized` (case folded, whitespace collapsed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from configs.schema import CampaignConfig
+from tasks.arithmetic import parse_question, problem_key
+from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normalized
+from tasks.records import Record
+
+SHOWN = 3  # rows named in a message
+
+
+def match_key(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str]:
+    """How a row is matched with another: the built-in task's canonical problem where the question parses, else
+    the prompt `normalized`."""
+    builtin = config.prompts.source == "arithmetic"
+
+    def key(row: Mapping[str, Any]) -> str:
+        prompt = str(row["prompt"])
+        parsed = parse_question(prompt) if builtin else None
+        return problem_key(parsed[0], *parsed[1]) if parsed else f"prompt:{normalized(prompt)}"
+
+    return key
+
+
+def scored_sets(config: CampaignConfig) -> dict[str, list[Record]]:
+    """What the campaign scores, by a name for messages: the validation, test and OOD prompts it has (each its
+    fixed draw) and every `evaluate.extra_sets` entry."""
+    sets = {split: campaign_prompts(config, split, 1) for split in ("validation", "test", "ood")}
+    extra = {f"evaluate.extra_sets {name!r}": rows for name, rows in load_extra_sets(config).items()}
+    return {name: rows for name, rows in (sets | extra).items() if rows}
+
+
+def shared_rows(rows: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]], key: Callable) -> list[int]:
+    """Indices (in `rows`' order) of the rows whose `key` is also one of `others`'."""
+    seen = {key(row) for row in others}
+    return [index for index, row in enumerate(rows) if key(row) in seen]
+
+
+def describe(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], places: Sequence[str]) -> str:
+    """ "2 row(s) (line 4: 'What is 3 plus 5?', line 9: ...)": the count and the first `SHOWN`, each at its place
+    (`places[i]`: "line 4", "id 'q7'") with the start of its prompt."""
+    named = ", ".join(f"{places[i]}: {str(rows[i]['prompt'])[:60]!r}" for i in indices[:SHOWN])
+    more = ", ..." if len(indices) > SHOWN else ""
+    return f"{len(indices)} row(s) ({named}{more})"
+
+
+def bank_overlaps(
+    config: CampaignConfig, bank: Sequence[Mapping[str, Any]], lines: Sequence[int]
+) -> list[tuple[int, str]]:
+    """Per scored set that shares a problem with the reference `bank` (its rows at `lines` of its file), how many
+    of the bank's rows do and the reason, naming their lines.
+
+    Returns:
+        (2, "2 row(s) (line 4: 'What is 3 plus 5?', ...) share a problem with the test prompts"), one per set,
+        in the order validation, test, ood, extra sets.
+    """
+    key, reasons, places = match_key(config), [], [f"line {line}" for line in lines]
+    for name, rows in scored_sets(config).items():
+        found = shared_rows(bank, rows, key)
+        if found:
+            reasons.append((len(found), f"{describe(found, bank, places)} share a problem with the {name} prompts"))
+    return reasons
+
+
+def extra_set_overlaps(config: CampaignConfig) -> list[tuple[str, int, str]]:
+    """(path, how many rows, reason) for each extra evaluation set of a file-backed campaign that shares prompts
+    with the training rows (the training file less any carved validation rows): each may be trained on.
+
+    The built-in task draws training problems by a hash of the problem (`problem_split`), per round and level,
+    so its extra sets are not compared here."""
+    if config.prompts.source != "file" or not config.evaluate.extra_sets:
+        return []
+    key, train, out = match_key(config), file_split(config.prompts, "train"), []
+    rows_by_name = load_extra_sets(config)
+    for extra in config.evaluate.extra_sets:
+        rows = rows_by_name[extra.name]
+        found = shared_rows(rows, train, key)
+        if found:
+            places = [f"id {row['id']!r}" for row in rows]
+            shared = describe(found, rows, places)
+            out.append((extra.path, len(found), f"{shared} of evaluate.extra_sets {extra.name!r} are training prompts"))
+    return out

@@ -1,0 +1,40 @@
+"""tasks.leakage: rows from outside the splits matched with scored and training prompts by problem."""
+
+from __future__ import annotations
+
+from configs.loader import load_config
+from tasks.leakage import bank_overlaps, describe, match_key, shared_rows
+
+
+def test_a_built_in_question_is_its_problem_and_any_other_prompt_its_normalized_text() -> None:
+    key = match_key(load_config("tiny"))
+    story = {"prompt": "Ana has 5 pens and gets 3 more. How many pens does Ana have now?"}
+    assert key(story) == key({"prompt": "What is 3 plus 5?"}) == "add:3:5"
+    assert key({"prompt": "  Name a  COLOUR "}) == key({"prompt": "name a colour"}) == "prompt:name a colour"
+    file_key = match_key(load_config("tiny", ["prompts.source=file", "prompts.train_path=x.jsonl"]))
+    assert file_key({"prompt": "What is 3 plus 5?"}) != file_key({"prompt": "What is 5 plus 3?"})  # text only
+
+
+def test_shared_rows_are_named_by_place_and_the_first_three_shown() -> None:
+    key = match_key(load_config("tiny"))
+    rows = [{"prompt": p} for p in ("q", "What is 1 plus 2?", "What is 2 plus 1?", "x", "What is 4 plus 4?", "y")]
+    others = [{"prompt": "What is 1 plus 2?"}, {"prompt": "What is 4 plus 4?"}, {"prompt": "y"}]
+    found = shared_rows(rows, others, key)
+    assert found == [1, 2, 4, 5]
+    places = [f"line {2 * i + 1}" for i in range(len(rows))]
+    assert describe(found, rows, places) == (
+        "4 row(s) (line 3: 'What is 1 plus 2?', line 5: 'What is 2 plus 1?', line 9: 'What is 4 plus 4?', ...)"
+    )
+
+
+def test_a_bank_is_compared_with_every_scored_set() -> None:
+    from tasks.prompts import campaign_prompts
+
+    config = load_config("tiny")
+    validation, ood = campaign_prompts(config, "validation", 1), campaign_prompts(config, "ood", 1)
+    bank = [{"prompt": "unrelated"}, {"prompt": ood[0]["prompt"]}, {"prompt": validation[0]["prompt"]}]
+    reasons = bank_overlaps(config, bank, [1, 2, 3])
+    assert [count for count, _ in reasons] == [1, 1]
+    assert reasons[0][1].endswith("share a problem with the validation prompts") and "line 3" in reasons[0][1]
+    assert reasons[1][1].endswith("share a problem with the ood prompts") and "line 2" in reasons[1][1]
+    assert bank_overlaps(config, bank[:1], [1]) == []
