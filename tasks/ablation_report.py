@@ -28,6 +28,7 @@ from tasks.stats import (  # noqa: E402
     accuracy_cell,
     clustered_interval,
     clustered_mcnemar,
+    holm,
     interval_extents,
     item_groups,
     paired_counts,
@@ -126,9 +127,10 @@ def paired_finals(
 
     Returns:
         Per arm (in `finals` order) `{"reference", "reference_round", "round", "items", "accuracy", "ci_low",
-        "ci_high", "reference_accuracy", "b", "c", "p"}` (`b`: items only the reference answered right, `c`: only
-        the arm; the interval and p count each problem once where the rows name it, `tasks.stats`), or None for
-        the reference itself and where either side's rows are not at hand.
+        "ci_high", "reference_accuracy", "b", "c", "p", "p_holm"}` (`b`: items only the reference answered right,
+        `c`: only the arm; the interval and p count each problem once where the rows name it, `tasks.stats`;
+        `p_holm`: p adjusted by Holm's method over the arms compared, since an ablation tests every arm against
+        the reference at once), or None for the reference itself and where either side's rows are not at hand.
 
     Raises:
         ValueError: `reference` is not an arm, a row lacks `id` or `score`, or two arms' final policies were
@@ -159,6 +161,9 @@ def paired_finals(
             "c": counts.c,
             "p": clustered_mcnemar(cand, ref, groups),
         }
+    compared = [found for found in out.values() if found is not None]
+    for found, adjusted in zip(compared, holm([found["p"] for found in compared]), strict=True):
+        found["p_holm"] = adjusted
     return out
 
 
@@ -212,7 +217,8 @@ def _paired_lines(
     lines = [
         f"Paired on the same test items, each final policy against {reference}'s (round {ref_round}), exact McNemar "
         f"(b: only {reference} right, c: only the arm right)",
-        f"{'arm':<{width}}  round  {'test [95% CI]':<21}  {'items':>5}  {'b':>4}  {'c':>4}  p",
+        f"{'arm':<{width}}  round  {'test [95% CI]':<21}  {'items':>5}  {'b':>4}  {'c':>4}  {'p':>7}  p (Holm, "
+        f"{sum(found is not None for found in paired.values())} arms)",
     ]
     for arm, final in finals.items():
         found = paired.get(arm)
@@ -223,7 +229,7 @@ def _paired_lines(
         else:
             test, p = accuracy_cell(found, ""), found["p"]
             counts = f"{found['items']:>5}  {found['b']:>4}  {found['c']:>4}"
-            lines.append(f"{arm:<{width}}  {found['round']:>5}  {test:<21}  {counts}  {p:.2g}")
+            lines.append(f"{arm:<{width}}  {found['round']:>5}  {test:<21}  {counts}  {p:>7.2g}  {found['p_holm']:.2g}")
     return lines
 
 
@@ -238,14 +244,14 @@ def final_metrics(
     finals: Mapping[str, Mapping[str, Any]], paired: Mapping[str, Mapping[str, Any] | None] | None = None
 ) -> dict[str, float]:
     """Each arm's final policy as MLflow metrics: `{arm}/final/round`, `{arm}/final/<figure>` where known, and
-    `{arm}/final/paired/{b,c,p}` where `paired` (`paired_finals`) compared it with the reference."""
+    `{arm}/final/paired/{b,c,p,p_holm}` where `paired` (`paired_finals`) compared it with the reference."""
     out: dict[str, float] = {}
     for arm, final in finals.items():
         out[f"{arm}/final/round"] = float(final["round"])
         out |= {f"{arm}/final/{key}": float(final[key]) for key in FIGURES if final.get(key) is not None}
         found = (paired or {}).get(arm)
         if found is not None:
-            out |= {f"{arm}/final/paired/{key}": float(found[key]) for key in ("b", "c", "p")}
+            out |= {f"{arm}/final/paired/{key}": float(found[key]) for key in ("b", "c", "p", "p_holm")}
     return out
 
 

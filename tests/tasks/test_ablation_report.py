@@ -163,7 +163,24 @@ def test_paired_finals_counts_discordant_items_and_tests_them() -> None:
     block = text.split("Paired on the same test items")[1].splitlines()
     assert "against armA's (round 1)" in block[0]
     assert "(the reference)" in block[2]
-    assert block[3].split() == ["armB", "2", "0.800", "[0.490,", "0.943]", "10", "1", "5", "0.22"]
+    assert block[1].endswith("p  p (Holm, 1 arms)")
+    assert block[3].split() == ["armB", "2", "0.800", "[0.490,", "0.943]", "10", "1", "5", "0.22", "0.22"]
+    assert found["p_holm"] == found["p"]  # one arm compared: nothing to adjust
+
+
+def test_paired_finals_adjust_p_over_the_arms_compared() -> None:
+    rows = [
+        {"arm": arm, "round": 1, "accuracy": 0.5, "promoted": True, "test_accuracy": 0.5}
+        for arm in ("ref", "strong", "weak", "absent")
+    ]
+    finals = final_figures(rows)
+    credit = {"ref": scored("0" * 12), "strong": scored("1" * 10 + "00"), "weak": scored("1" * 4 + "0" * 8)}
+    paired = paired_finals(finals, credit, "ref")  # "absent" has no rows: not one of the family
+    strong, weak = paired["strong"], paired["weak"]
+    assert strong is not None and weak is not None and paired["absent"] is None
+    assert (strong["p"], weak["p"]) == pytest.approx((2 * 0.5**10, 2 * 0.5**4))
+    assert (strong["p_holm"], weak["p_holm"]) == pytest.approx((2 * strong["p"], weak["p"]))
+    assert final_metrics(finals, paired)["weak/final/paired/p_holm"] == pytest.approx(0.125)
 
 
 def test_paired_finals_without_rows_or_on_other_items() -> None:
@@ -197,7 +214,7 @@ def test_mlflow_metrics_carry_intervals_and_the_final_policy() -> None:
     }
     assert set(row_metrics(rows[2])) == {"armA/accuracy", "armA/ci_low", "armA/ci_high"}  # refused: no test
     finals = final_figures(rows)
-    paired = {"armA": None, "armB": {"b": 1, "c": 5, "p": 0.21875}}
+    paired = {"armA": None, "armB": {"b": 1, "c": 5, "p": 0.21875, "p_holm": 0.21875}}
     metrics = final_metrics(finals, paired)
     assert metrics["armA/final/round"] == 1.0 and metrics["armA/final/test_accuracy"] == 0.79
     assert metrics["armA/final/accuracy"] == 0.80 and metrics["armA/final/ci_high"] == 0.85

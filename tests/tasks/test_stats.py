@@ -8,6 +8,7 @@ from tasks.stats import (
     _wilson,
     clustered_interval,
     clustered_mcnemar,
+    holm,
     item_groups,
     mcnemar_exact,
     paired_bootstrap,
@@ -133,3 +134,11 @@ def test_grouped_forms_refuse_mismatched_lengths() -> None:
 def test_item_groups_read_the_problem_else_the_id() -> None:
     rows = [{"id": "a", "problem": "add:3:5"}, {"id": "b", "problem": "add:3:5"}, {"id": "c"}]
     assert item_groups(rows, ["c", "b", "a"]) == ["c", "add:3:5", "add:3:5"]
+
+
+def test_holm_adjusts_by_rank_keeps_order_and_never_falls() -> None:
+    # m = 3: the smallest times 3, the next times 2 (but no smaller than the one before), the largest times 1.
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 2 * 0.6 capped at 1; 0.7 may not fall below it
+    assert holm([0.02]) == [0.02] and holm([]) == []
