@@ -25,9 +25,10 @@ from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normali
 from tasks.records import Record
 
 SHOWN = 3  # rows named in a message
+Key = Callable[[Mapping[str, Any]], str]  # what a row is matched by
 
 
-def match_key(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str]:
+def match_key(config: CampaignConfig) -> Key:
     """How a row is matched with another: the built-in task's canonical problem where the question parses, else
     the prompt `normalized`."""
     builtin = config.prompts.source == "arithmetic"
@@ -48,15 +49,15 @@ def scored_sets(config: CampaignConfig) -> dict[str, list[Record]]:
     return {name: rows for name, rows in (sets | extra).items() if rows}
 
 
-def shared_rows(rows: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]], key: Callable) -> list[int]:
+def shared_rows(rows: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]], key: Key) -> list[int]:
     """Indices (in `rows`' order) of the rows whose `key` is also one of `others`'."""
     seen = {key(row) for row in others}
     return [index for index, row in enumerate(rows) if key(row) in seen]
 
 
 def describe(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], places: Sequence[str]) -> str:
-    """ "2 row(s) (line 4: 'What is 3 plus 5?', line 9: ...)": the count and the first `SHOWN`, each at its place
-    (`places[i]`: "line 4", "id 'q7'") with the start of its prompt."""
+    """The count and the first `SHOWN` rows, each at its place (`places[i]`: "line 4", "id 'q7'") with the start
+    of its prompt: "2 row(s) (line 4: 'What is 3 plus 5?', line 9: ...)"."""
     named = ", ".join(f"{places[i]}: {str(rows[i]['prompt'])[:60]!r}" for i in indices[:SHOWN])
     more = ", ..." if len(indices) > SHOWN else ""
     return f"{len(indices)} row(s) ({named}{more})"
