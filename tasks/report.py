@@ -15,9 +15,9 @@ the claim is also made per kind, paired on the same items: where a policy gains 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tasks.stats import (  # noqa: E402
     accuracy_cell,
     clustered_interval,
     clustered_mcnemar,
+    holm,
     interval_extents,
     item_groups,
     paired_counts,
@@ -113,7 +114,7 @@ def plot_accuracy(rows: Rows, path: str | Path, title: str) -> Path:
     return target
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class KindClaim:
     """The claim on the items of one kind in one split: start vs final policy, paired.
 
@@ -125,6 +126,8 @@ class KindClaim:
         b, c: items only the start policy got right, and only the final one.
         p_value: exact McNemar p-value on them, over the items' problems (`tasks.stats.clustered_mcnemar`).
         start_ci, final_ci: each policy's 95% interval on the kind's items (`tasks.stats.clustered_interval`).
+        p_holm: p_value adjusted by Holm's method over the split's kinds (`tasks.stats.holm`), since a breakdown
+            tests every kind at once and the smallest of several p-values is small by chance; None: not adjusted.
     """
 
     split: str
@@ -137,6 +140,7 @@ class KindClaim:
     p_value: float
     start_ci: tuple[float, float] = (0.0, 1.0)
     final_ci: tuple[float, float] = (0.0, 1.0)
+    p_holm: float | None = None
 
     @property
     def split_label(self) -> str:
@@ -149,7 +153,9 @@ class KindClaim:
 
     def cells(self) -> dict[str, Any]:
         """The claim as a table row (the Prefect artifact `<name>-by-kind`): items, each policy's right answers, the
-        items only one of them got right, the p-value to 4 significant digits (the metrics hold it exactly)."""
+        items only one of them got right, the p-value and its Holm adjustment over the split's kinds where made, to 4
+        significant digits (the metrics hold them exactly)."""
+        holm = {} if self.p_holm is None else {"p, Holm over the kinds": float(f"{self.p_holm:.4g}")}
         return {
             "split": self.split_label,
             "kind": self.kind,
@@ -159,12 +165,15 @@ class KindClaim:
             "only start right": self.b,
             "only final right": self.c,
             "p (exact McNemar, by problem)": float(f"{self.p_value:.4g}"),
+            **holm,
         }
 
     def text(self) -> str:
-        """'add 13/55 -> 5/55 (p=0.077, b=12, c=4)'."""
+        """'add 13/55 -> 5/55 (p=0.077, Holm 0.077, b=12, c=4)' (no Holm figure where none was made)."""
         n, p = self.items, self.p_value
-        return f"{self.kind} {self.start_right}/{n} -> {self.final_right}/{n} (p={p:.2g}, b={self.b}, c={self.c})"
+        holm = "" if self.p_holm is None else f", Holm {self.p_holm:.2g}"
+        counts = f"b={self.b}, c={self.c}"
+        return f"{self.kind} {self.start_right}/{n} -> {self.final_right}/{n} (p={p:.2g}{holm}, {counts})"
 
 
 def kind_claims(
@@ -204,10 +213,11 @@ def kind_claims(
                 final_ci=clustered_interval(final_part, kind_problems),
             )
         )
-    return tuple(claims)
+    adjusted = holm([claim.p_value for claim in claims])
+    return tuple(dataclasses.replace(claim, p_holm=p) for claim, p in zip(claims, adjusted, strict=True))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FinalClaim:
     """Start vs final policy on the test set: the campaign's claim.
 
@@ -283,6 +293,7 @@ class FinalClaim:
                 kind.metric("start_accuracy"): kind.start_right / kind.items,
                 kind.metric("accuracy"): kind.final_right / kind.items,
                 kind.metric("p_value"): kind.p_value,
+                **({} if kind.p_holm is None else {kind.metric("p_holm"): kind.p_holm}),
                 kind.metric("start_ci_low"): kind.start_ci[0],
                 kind.metric("start_ci_high"): kind.start_ci[1],
                 kind.metric("ci_low"): kind.final_ci[0],

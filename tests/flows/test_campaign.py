@@ -182,7 +182,7 @@ def test_final_policy_is_compared_with_the_base_behind_its_few_shot_examples(cam
     for split in ("test", "ood"):
         for op in ("add", "sub"):
             kind = f"final/vs_few_shot/by_kind/{split}/{op}"
-            assert 0.0 <= final[f"{kind}/p_value"] <= 1.0
+            assert 0.0 <= final[f"{kind}/p_value"] <= final[f"{kind}/p_holm"] <= 1.0  # Holm over add and sub
             assert final[f"{kind}/start_accuracy"] >= 0.0 and final[f"{kind}/accuracy"] >= 0.0
     add = final["final/vs_few_shot/by_kind/test/add/accuracy"]
     assert final["final/by_kind/test/add/accuracy"] == pytest.approx(add)  # the same final policy either way
@@ -287,4 +287,5 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
         assert row["start right"] / row["items"] == pytest.approx(metrics[f"{prefix}/start_accuracy"])
         assert row["final right"] / row["items"] == pytest.approx(metrics[f"{prefix}/accuracy"])
         assert row["p (exact McNemar, by problem)"] == pytest.approx(metrics[f"{prefix}/p_value"], rel=1e-3)
+        assert row["p, Holm over the kinds"] == pytest.approx(metrics[f"{prefix}/p_holm"], rel=1e-3)
     assert {row["kind"] for row in json.loads(data)} == {"add", "sub"}

@@ -150,8 +150,13 @@ def test_final_claim_per_kind_pairs_the_items_of_each_kind() -> None:
     assert add.final_ci == pytest.approx(wilson_interval(6, 6)) and sub.start_ci == pytest.approx(wilson_interval(3, 5))
     assert metrics["final/by_kind/test/add/ci_low"] == add.final_ci[0]
     assert claim.kinds_line() == (
-        "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, b=0, c=3), sub 3/5 -> 1/5 (p=0.5, b=2, c=0)"
+        "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, Holm 0.5, b=0, c=3), "
+        "sub 3/5 -> 1/5 (p=0.5, Holm 0.5, b=2, c=0)"
     )
+    # Holm over the split's two kinds: the smaller p doubled, the larger no smaller than it.
+    assert (add.p_holm, sub.p_holm) == pytest.approx((0.5, 0.5))
+    assert metrics["final/by_kind/test/add/p_holm"] == add.p_holm
+    assert add.cells()["p, Holm over the kinds"] == 0.5
 
 
 def test_final_claim_per_kind_on_ood_and_names_mlflow_accepts() -> None:
@@ -166,7 +171,7 @@ def test_final_claim_per_kind_on_ood_and_names_mlflow_accepts() -> None:
         ("ood", "how many more?"),
     ]
     assert "final/by_kind/ood/how many more_/accuracy" in claim.metrics()  # "?" is not allowed in a metric name
-    assert "; OOD ages 0/2 -> 1/2 (p=1, b=0, c=1), how many more? 2/2 -> 0/2 (p=0.5, b=2, c=0)" in str(
+    assert "; OOD ages 0/2 -> 1/2 (p=1, Holm 1, b=0, c=1), how many more? 2/2 -> 0/2 (p=0.5, Holm 1, b=2, c=0)" in str(
         claim.kinds_line()
     )
 
