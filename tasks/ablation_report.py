@@ -217,8 +217,8 @@ def _paired_lines(
     lines = [
         f"Paired on the same test items, each final policy against {reference}'s (round {ref_round}), exact McNemar "
         f"(b: only {reference} right, c: only the arm right)",
-        f"{'arm':<{width}}  round  {'test [95% CI]':<21}  {'items':>5}  {'b':>4}  {'c':>4}  {'p':>7}  p (Holm, "
-        f"{sum(found is not None for found in paired.values())} arms)",
+        f"{'arm':<{width}}  round  {'test [95% CI]':<21}  {'items':>5}  {'b':>4}  {'c':>4}  {'p':>7}  "
+        f"p (Holm over {_count(sum(found is not None for found in paired.values()), 'arm')})",
     ]
     for arm, final in finals.items():
         found = paired.get(arm)
@@ -231,6 +231,10 @@ def _paired_lines(
             counts = f"{found['items']:>5}  {found['b']:>4}  {found['c']:>4}"
             lines.append(f"{arm:<{width}}  {found['round']:>5}  {test:<21}  {counts}  {p:>7.2g}  {found['p_holm']:.2g}")
     return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def row_metrics(row: Mapping[str, Any]) -> dict[str, float]:

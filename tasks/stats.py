@@ -1,5 +1,5 @@
-"""Statistics for accuracy claims: Wilson intervals, the exact McNemar test, a paired bootstrap, and their forms
-for items that come in groups.
+"""Statistics for accuracy claims: Wilson intervals, the exact McNemar test, a paired bootstrap, their forms for
+items that come in groups, and Holm's adjustment for a family of tests.
 
 Two policies scored on the same items are compared on the items where they disagree: `b` items the
 reference answered right and the candidate wrong, `c` the reverse. Under "neither is better" each

@@ -163,7 +163,7 @@ def test_paired_finals_counts_discordant_items_and_tests_them() -> None:
     block = text.split("Paired on the same test items")[1].splitlines()
     assert "against armA's (round 1)" in block[0]
     assert "(the reference)" in block[2]
-    assert block[1].endswith("p  p (Holm, 1 arms)")
+    assert block[1].endswith("p  p (Holm over 1 arm)")
     assert block[3].split() == ["armB", "2", "0.800", "[0.490,", "0.943]", "10", "1", "5", "0.22", "0.22"]
     assert found["p_holm"] == found["p"]  # one arm compared: nothing to adjust
 
