@@ -21,7 +21,7 @@ from typing import Any
 
 from configs.schema import CampaignConfig
 from tasks.arithmetic import parse_question, problem_key
-from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normalized
+from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normalized, shared_rows
 from tasks.records import Record
 
 SHOWN = 3  # rows named in a message
@@ -47,12 +47,6 @@ def scored_sets(config: CampaignConfig) -> dict[str, list[Record]]:
     sets = {split: campaign_prompts(config, split, 1) for split in ("validation", "test", "ood")}
     extra = {f"evaluate.extra_sets {name!r}": rows for name, rows in load_extra_sets(config).items()}
     return {name: rows for name, rows in (sets | extra).items() if rows}
-
-
-def shared_rows(rows: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]], key: Key) -> list[int]:
-    """Indices (in `rows`' order) of the rows whose `key` is also one of `others`'."""
-    seen = {key(row) for row in others}
-    return [index for index, row in enumerate(rows) if key(row) in seen]
 
 
 def describe(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], places: Sequence[str]) -> str:

@@ -159,10 +159,17 @@ def normalized(prompt: str) -> str:
     return " ".join(prompt.casefold().split())
 
 
+def shared_rows(
+    rows: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], str]
+) -> list[int]:
+    """Indices (in `rows`' order) of the rows whose `key` is also one of `others`'."""
+    seen = {key(row) for row in others}
+    return [index for index, row in enumerate(rows) if key(row) in seen]
+
+
 def overlap(reference: Sequence[Record], other: Sequence[Record]) -> list[str]:
     """Ids (in `other`'s order) of `other`'s rows whose prompt, `normalized`, is also one of `reference`'s."""
-    seen = {normalized(row["prompt"]) for row in reference}
-    return [row["id"] for row in other if normalized(row["prompt"]) in seen]
+    return [other[i]["id"] for i in shared_rows(other, reference, lambda row: normalized(row["prompt"]))]
 
 
 # Each pair of splits the overlap check compares: (earlier, later); the later split's rows are reported.
