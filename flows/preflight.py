@@ -221,8 +221,9 @@ def check_prompts(config: CampaignConfig) -> None:
 
 
 def check_extra_set_leak(config: CampaignConfig) -> None:
-    """Refuse an extra evaluation set sharing more than `prompts.max_overlap` prompts with a file-backed campaign's
-    training rows (`tasks.leakage`), and note a smaller overlap."""
+    """Refuse an extra evaluation set sharing more than `prompts.max_overlap` problems with what training may draw (a
+    file-backed campaign's training rows, the built-in task's training problems in reach; `tasks.leakage`), and note
+    a smaller overlap."""
     from tasks.leakage import extra_set_overlaps
     from tasks.prompt_files import PromptFileError
 

@@ -6,8 +6,8 @@ Two inputs join a campaign from elsewhere and are checked here, before anything 
 - a judge's reference bank file (`judge.bank_path`). A judge that ranks against, calibrates on or trains on a
   scored prompt's labelled answer chooses training rows by what it learnt from a held-out item, so the item is no
   longer held out;
-- an extra evaluation set (`evaluate.extra_sets`) of a file-backed campaign. A prompt that training may draw is
-  not a held-out one.
+- an extra evaluation set (`evaluate.extra_sets`). A prompt that training may draw (a file-backed campaign's
+  training row, or a built-in training problem in the campaign's reach) is not a held-out one.
 
 Rows are matched by problem, not only by text: a built-in question is its canonical problem
 (`tasks.arithmetic.problem_key`), so "What is 3 plus 5?" in a bank matches "Ana has 5 pens and gets 3 more" in
@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from configs.schema import CampaignConfig
-from tasks.arithmetic import parse_question, problem_key
-from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normalized, shared_rows
+from tasks.arithmetic import parse_question, problem_key, problem_split
+from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normalized, shared_rows, training_reach
 from tasks.records import Record
 
 SHOWN = 3  # rows named in a message
@@ -75,21 +75,45 @@ def bank_overlaps(
     return reasons
 
 
-def extra_set_overlaps(config: CampaignConfig) -> list[tuple[str, int, str]]:
-    """(path, how many rows, reason) for each extra evaluation set of a file-backed campaign that shares prompts
-    with the training rows (the training file less any carved validation rows): each may be trained on.
+def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
+    """Whether training may draw a row's problem. A file-backed campaign: the row matches (`match_key`) one of its
+    training rows (the training file less any carved validation rows). The built-in task, whose draw is per round
+    and level: the row's question parses, its problem's `problem_split` is "train", and its kind and operands are
+    within one of the campaign's ways of drawing (`tasks.prompts.training_reach`)."""
+    if config.prompts.source == "file":
+        key = match_key(config)
+        train = {key(row) for row in file_split(config.prompts, "train")}
 
-    The built-in task draws training problems by a hash of the problem (`problem_split`), per round and level,
-    so its extra sets are not compared here."""
-    if config.prompts.source != "file" or not config.evaluate.extra_sets:
+        def in_file(row: Mapping[str, Any]) -> bool:
+            return key(row) in train
+
+        return in_file
+    reach = training_reach(config.prompts)
+
+    def drawable(row: Mapping[str, Any]) -> bool:
+        parsed = parse_question(str(row["prompt"]))
+        if parsed is None:
+            return False
+        op, operands, _ = parsed
+        if problem_split(op, *operands) != "train":
+            return False
+        return any(op in ranges and all(ranges[op][0] <= x <= ranges[op][1] for x in operands) for ranges in reach)
+
+    return drawable
+
+
+def extra_set_overlaps(config: CampaignConfig) -> list[tuple[str, int, str]]:
+    """(path, how many rows, reason) for each extra evaluation set sharing problems with what training may draw
+    (`may_train_on`)."""
+    if not config.evaluate.extra_sets:
         return []
-    key, train, out = match_key(config), file_split(config.prompts, "train"), []
-    rows_by_name = load_extra_sets(config)
+    trained = may_train_on(config)
+    what = "training prompts" if config.prompts.source == "file" else "problems the training draw may ask"
+    out, rows_by_name = [], load_extra_sets(config)
     for extra in config.evaluate.extra_sets:
         rows = rows_by_name[extra.name]
-        found = shared_rows(rows, train, key)
+        found = [index for index, row in enumerate(rows) if trained(row)]
         if found:
-            places = [f"id {row['id']!r}" for row in rows]
-            shared = describe(found, rows, places)
-            out.append((extra.path, len(found), f"{shared} of evaluate.extra_sets {extra.name!r} are training prompts"))
+            shared = describe(found, rows, [f"id {row['id']!r}" for row in rows])
+            out.append((extra.path, len(found), f"{shared} of evaluate.extra_sets {extra.name!r} are {what}"))
     return out

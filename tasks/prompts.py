@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 
 from configs.schema import CampaignConfig, PromptsConfig
-from tasks.arithmetic import LEVELS, SPLIT_ALIASES, parse_question, problem_key, sample_problems, worked_solution
+from tasks.arithmetic import (
+    CHAINED,
+    LEVELS,
+    SPLIT_ALIASES,
+    parse_question,
+    problem_key,
+    sample_problems,
+    worked_solution,
+)
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
@@ -331,6 +339,20 @@ def builtin_prompts(
         working=cfg.working,
         two_step_share=two_step_share,
     )
+
+
+def training_reach(cfg: PromptsConfig) -> list[dict[str, tuple[int, int]]]:
+    """Every kind of problem the built-in task may draw a training prompt of, with its operand range, one map per
+    way of drawing: the campaign's operations and range (where every training draw is made without a `level`, and
+    the few-shot examples always), with the two-step additions and subtractions when `two_step_share` is set; its
+    `level`; with `curriculum`, every level from its first to the highest. A training draw keeps only problems
+    whose `problem_split` is "train"."""
+    kinds = [*cfg.operations, *(CHAINED if cfg.two_step_share else ())]
+    plain: dict[str, tuple[int, int]] = {op: (cfg.min_operand, cfg.max_operand) for op in kinds}
+    if cfg.level is None:  # a curriculum starts from a level (the schema asks for one)
+        return [plain]
+    last = len(LEVELS) if cfg.curriculum else cfg.level
+    return [plain, *(dict(LEVELS[level - 1]) for level in range(cfg.level, last + 1))]
 
 
 def split_draw(config: CampaignConfig, split: str, n: int, *, seed: int) -> list[Record]:

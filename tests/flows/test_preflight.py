@@ -511,3 +511,26 @@ def test_an_extra_set_sharing_training_prompts_of_a_file_campaign_is_refused(
     )
     preflight(load_config("tiny", [*files, "prompts.max_overlap=1"]))
     assert "are training prompts; allowed by prompts.max_overlap=1" in capsys.readouterr().err
+
+
+def test_an_extra_set_asking_a_built_in_training_problem_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The built-in draw is per round and level, so a row is refused for the problem it asks, in any phrasing:
+    # a training-split problem within the campaign's operands. Problems past the range are the OOD kind, held out.
+    from tasks.arithmetic import parse_question
+    from tasks.prompts import campaign_prompts
+
+    config = load_config("tiny")
+    op, (a, b), _ = parse_question(campaign_prompts(config, "train", 1)[0]["prompt"])  # type: ignore[misc]
+    asked = f"What is {a} {'plus' if op == 'add' else 'minus'} {b}?"
+    rows = [{"id": "ood", "prompt": campaign_prompts(config, "ood", 1)[0]["prompt"], "answer": "1"}]
+    rows.append({"id": "seen", "prompt": asked, "answer": "1"})
+    extra = ["evaluate.extra_sets=[{name: bench, path: " + str(_jsonl(tmp_path / "bench.jsonl", rows)) + "}]"]
+    assert _rejected(capsys, tmp_path, *extra) == (
+        f"{tmp_path / 'bench.jsonl'}: 1 row(s) (id 'seen': {asked!r}) of evaluate.extra_sets 'bench' are problems "
+        "the training draw may ask; at most prompts.max_overlap=0 allowed"
+    )
+    _jsonl(tmp_path / "bench.jsonl", rows[:1])
+    preflight(load_config("tiny", extra))
+    assert capsys.readouterr().err == ""

@@ -39,3 +39,38 @@ def test_a_bank_is_compared_with_every_scored_set() -> None:
     assert reasons[0][1].endswith("share a problem with the validation prompts") and "line 3" in reasons[0][1]
     assert reasons[1][1].endswith("share a problem with the ood prompts") and "line 2" in reasons[1][1]
     assert bank_overlaps(config, bank[:1], [1]) == []
+
+
+def test_the_built_in_training_reach_is_the_range_the_level_and_the_curriculum_s_levels() -> None:
+    from tasks.arithmetic import LEVELS
+    from tasks.prompts import training_reach
+
+    assert training_reach(load_config("tiny").prompts) == [{"add": (1, 9), "sub": (1, 9)}]
+    chained = training_reach(load_config("tiny", ["prompts.two_step_share=0.25"]).prompts)
+    assert chained == [{"add": (1, 9), "sub": (1, 9), "add-add": (1, 9), "add-sub": (1, 9)}]
+    assert training_reach(load_config("tiny", ["prompts.level=2"]).prompts)[1:] == [LEVELS[1]]
+    climbing = training_reach(load_config("tiny", ["prompts.level=2", "prompts.curriculum=true"]).prompts)
+    assert climbing[1:] == LEVELS[1:]
+
+
+def test_a_built_in_problem_may_be_trained_on_only_in_the_training_split_and_the_reach() -> None:
+    from tasks.arithmetic import parse_question, problem_split
+    from tasks.leakage import may_train_on
+    from tasks.prompts import campaign_prompts
+
+    config = load_config("tiny")
+    trained = may_train_on(config)
+    row = campaign_prompts(config, "train", 1)[0]
+    op, (a, b), _ = parse_question(row["prompt"])  # type: ignore[misc]
+    assert trained(row)
+    assert trained({"prompt": f"What is {a} {'plus' if op == 'add' else 'minus'} {b}?"})  # the problem reworded
+    assert not any(trained(held) for held in campaign_prompts(config, "validation", 1))
+    assert not any(trained(beyond) for beyond in campaign_prompts(config, "ood", 1))  # operands past the range
+    assert not trained({"prompt": "Name a colour."})
+    # Products are outside the tiny task's reach until a curriculum climbs from level 2 to level 3.
+    product = next(
+        f"What is {x} times {y}?" for x in range(1, 10) for y in range(1, 10) if problem_split("mul", x, y) == "train"
+    )
+    assert not trained({"prompt": product})
+    assert not may_train_on(load_config("tiny", ["prompts.level=2"]))({"prompt": product})
+    assert may_train_on(load_config("tiny", ["prompts.level=2", "prompts.curriculum=true"]))({"prompt": product})
