@@ -225,13 +225,11 @@ def check_extra_set_leak(config: CampaignConfig) -> None:
     file-backed campaign's training rows, the built-in task's training problems in reach; `tasks.leakage`), and note
     a smaller overlap."""
     from tasks.leakage import extra_set_overlaps
-    from tasks.prompt_files import PromptFileError
+    from tasks.prompts import within_max_overlap
 
-    allowed = config.prompts.max_overlap
     for path, count, reason in extra_set_overlaps(config):
-        if count > allowed:
-            raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={allowed} allowed")
-        print(f"selftrain: note: {path}: {reason}; allowed by prompts.max_overlap={allowed}", file=sys.stderr)
+        note = within_max_overlap(path, count, reason, config.prompts.max_overlap)
+        print(f"selftrain: note: {note}", file=sys.stderr)
 
 
 def _file_train_rows(config: CampaignConfig) -> list[dict]:

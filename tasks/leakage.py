@@ -21,10 +21,17 @@ from typing import Any
 
 from configs.schema import CampaignConfig
 from tasks.arithmetic import parse_question, problem_key, problem_split
-from tasks.prompts import campaign_prompts, file_split, load_extra_sets, normalized, shared_rows, training_reach
+from tasks.prompts import (
+    campaign_prompts,
+    describe,
+    file_split,
+    load_extra_sets,
+    normalized,
+    shared_rows,
+    training_reach,
+)
 from tasks.records import Record
 
-SHOWN = 3  # rows named in a message
 Key = Callable[[Mapping[str, Any]], str]  # what a row is matched by
 
 
@@ -47,14 +54,6 @@ def scored_sets(config: CampaignConfig) -> dict[str, list[Record]]:
     sets = {split: campaign_prompts(config, split, 1) for split in ("validation", "test", "ood")}
     extra = {f"evaluate.extra_sets {name!r}": rows for name, rows in load_extra_sets(config).items()}
     return {name: rows for name, rows in (sets | extra).items() if rows}
-
-
-def describe(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], places: Sequence[str]) -> str:
-    """The count and the first `SHOWN` rows, each at its place (`places[i]`: "line 4", "id 'q7'") with the start
-    of its prompt: "2 row(s) (line 4: 'What is 3 plus 5?', line 9: ...)"."""
-    named = ", ".join(f"{places[i]}: {str(rows[i]['prompt'])[:60]!r}" for i in indices[:SHOWN])
-    more = ", ..." if len(indices) > SHOWN else ""
-    return f"{len(indices)} row(s) ({named}{more})"
 
 
 def bank_overlaps(

@@ -112,7 +112,7 @@ def draw(records: Sequence[Record], n: int, *, seed: int) -> list[Record]:
 
 SPLITS = ("train", "validation", "test", "ood")
 CARVED_SHARE = 0.2  # share of an answered training file's rows carved out as validation when no file is given
-OVERLAP_IDS_SHOWN = 5
+SHOWN = 3  # shared rows a message names
 
 
 def carved_for_validation(row: Record) -> bool:
@@ -175,9 +175,29 @@ def shared_rows(
     return [index for index, row in enumerate(rows) if key(row) in seen]
 
 
-def overlap(reference: Sequence[Record], other: Sequence[Record]) -> list[str]:
-    """Ids (in `other`'s order) of `other`'s rows whose prompt, `normalized`, is also one of `reference`'s."""
-    return [other[i]["id"] for i in shared_rows(other, reference, lambda row: normalized(row["prompt"]))]
+def text_key(row: Mapping[str, Any]) -> str:
+    """A row's prompt as the split overlap checks match it: `normalized`."""
+    return normalized(str(row["prompt"]))
+
+
+def describe(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], places: Sequence[str]) -> str:
+    """The count and the first `SHOWN` of `rows[indices]`, each at its place (`places[i]`: "line 4", "id 'q7'") with
+    the start of its prompt: "2 row(s) (line 4: 'What is 3 plus 5?', line 9: ...)"."""
+    named = ", ".join(f"{places[i]}: {str(rows[i]['prompt'])[:60]!r}" for i in indices[:SHOWN])
+    more = ", ..." if len(indices) > SHOWN else ""
+    return f"{len(indices)} row(s) ({named}{more})"
+
+
+def within_max_overlap(path: str, count: int, reason: str, allowed: int) -> str:
+    """The note for `count` rows of the file at `path` shared with another set (`reason` says which), when at most
+    `prompts.max_overlap` (`allowed`); more is refused.
+
+    Raises:
+        PromptFileError: naming the file, the reason and the setting, when `count` > `allowed`.
+    """
+    if count > allowed:
+        raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={allowed} allowed")
+    return f"{path}: {reason}; allowed by prompts.max_overlap={allowed}"
 
 
 # Each pair of splits the overlap check compares: (earlier, later); the later split's rows are reported.
@@ -190,7 +210,7 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
 
     Also compares the splits pairwise (validation and test with training, test with validation): a prompt in
     both, compared `normalized` (case folded, whitespace collapsed and trimmed), is reported with the count
-    and the first ids, and more than `prompts.max_overlap` in any one pair is refused.
+    and the first rows (`describe`), and more than `prompts.max_overlap` in any one pair is refused.
 
     Args:
         cfg: The prompts section.
@@ -213,17 +233,12 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
             check_lengths(str(path), splits[split], max_chars)
     notes = []
     for earlier, later in OVERLAP_PAIRS:
-        shared = overlap(splits[earlier], splits[later])
-        if not shared:
-            continue
-        first = ", ".join(repr(i) for i in shared[:OVERLAP_IDS_SHOWN]) + (
-            ", ..." if len(shared) > OVERLAP_IDS_SHOWN else ""
-        )
-        reason = f"{len(shared)} {later} prompt(s) also in the {SPLIT_NAMES[earlier]} prompts (first ids: {first})"
-        path = str(paths[later])
-        if len(shared) > cfg.max_overlap:
-            raise PromptFileError(path, f"{reason}; at most prompts.max_overlap={cfg.max_overlap} allowed")
-        notes.append(f"{path}: {reason}; allowed by prompts.max_overlap={cfg.max_overlap}")
+        rows = splits[later]
+        shared = shared_rows(rows, splits[earlier], text_key)
+        if shared:
+            named = describe(shared, rows, [f"id {row['id']!r}" for row in rows])
+            reason = f"{named} of the {later} prompts are also {SPLIT_NAMES[earlier]} prompts"
+            notes.append(within_max_overlap(str(paths[later]), len(shared), reason, cfg.max_overlap))
     return notes
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from configs.loader import load_config
-from tasks.leakage import bank_overlaps, describe, match_key
-from tasks.prompts import shared_rows
+from tasks.leakage import bank_overlaps, match_key
+from tasks.prompts import describe, shared_rows
 
 
 def test_a_built_in_question_is_its_problem_and_any_other_prompt_its_normalized_text() -> None:

@@ -25,7 +25,8 @@ from tasks.prompts import (
     item_kind,
     load_extra_sets,
     normalized,
-    overlap,
+    shared_rows,
+    text_key,
 )
 from tasks.select import gold_rows
 
@@ -171,12 +172,12 @@ def test_overlap_with_training_is_refused_with_count_and_first_ids(tmp_path: Pat
     with pytest.raises(PromptFileError) as caught:
         check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
     assert str(caught.value) == (
-        f"{tmp_path / 'val.jsonl'}: 3 validation prompt(s) also in the training prompts (first ids: 'v0', 'v1', "
-        "'v2'); at most prompts.max_overlap=0 allowed"
+        f"{tmp_path / 'val.jsonl'}: 3 row(s) (id 'v0': ' q0 ', id 'v1': ' q1 ', id 'v2': ' q2 ') of the validation "
+        "prompts are also training prompts; at most prompts.max_overlap=0 allowed"
     )
     allowed = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'val.jsonl'}", "prompts.max_overlap=3")
     notes = check_prompt_sources(allowed.prompts)  # type: ignore[attr-defined]
-    assert len(notes) == 1 and "3 validation prompt(s)" in notes[0] and "max_overlap=3" in notes[0]
+    assert len(notes) == 1 and "3 row(s) (id 'v0'" in notes[0] and "max_overlap=3" in notes[0]
 
 
 def test_prompts_are_compared_case_folded_with_whitespace_collapsed() -> None:
@@ -185,7 +186,7 @@ def test_prompts_are_compared_case_folded_with_whitespace_collapsed() -> None:
     assert normalized("Tom has 5 apples.") != normalized("Tom has 5 apples")  # punctuation counts
     train = [{"id": "t0", "prompt": "Tom has 5 apples. How many?"}]
     other = [{"id": "v0", "prompt": " tom has 5 APPLES.  How many?"}, {"id": "v1", "prompt": "Tom has 6 apples."}]
-    assert overlap(train, other) == ["v0"]
+    assert shared_rows(other, train, text_key) == [0]
 
 
 def test_validation_and_test_are_compared_with_each_other_and_after_normalising(tmp_path: Path) -> None:
@@ -199,8 +200,8 @@ def test_validation_and_test_are_compared_with_each_other_and_after_normalising(
     with pytest.raises(PromptFileError) as caught:
         check_prompt_sources(_file_config(tmp_path, *files).prompts)  # type: ignore[attr-defined]
     assert str(caught.value) == (
-        f"{tmp_path / 'test.jsonl'}: 1 test prompt(s) also in the validation prompts (first ids: 't0'); "
-        "at most prompts.max_overlap=0 allowed"
+        f"{tmp_path / 'test.jsonl'}: 1 row(s) (id 't0': 'what is 12  plus 30?') of the test prompts are also "
+        "validation prompts; at most prompts.max_overlap=0 allowed"
     )
     # a training prompt in another case and spacing is the same prompt; each pair is noted within max_overlap
     jsonl(
@@ -214,12 +215,13 @@ def test_validation_and_test_are_compared_with_each_other_and_after_normalising(
     )
     notes = check_prompt_sources(_file_config(tmp_path, *files, "prompts.max_overlap=7").prompts)  # type: ignore[attr-defined]
     assert notes == [
-        f"{tmp_path / 'val.jsonl'}: 1 validation prompt(s) also in the training prompts (first ids: 'v0'); "
-        "allowed by prompts.max_overlap=7",
-        f"{tmp_path / 'test.jsonl'}: 7 test prompt(s) also in the training prompts (first ids: 't0', 't1', 't2', "
-        "'t3', 't4', ...); allowed by prompts.max_overlap=7",
-        f"{tmp_path / 'test.jsonl'}: 2 test prompt(s) also in the validation prompts (first ids: 't3', 't7'); "
-        "allowed by prompts.max_overlap=7",
+        f"{tmp_path / 'val.jsonl'}: 1 row(s) (id 'v0': 'tom has 3 apples.  how many?') of the validation prompts "
+        "are also training prompts; allowed by prompts.max_overlap=7",
+        f"{tmp_path / 'test.jsonl'}: 7 row(s) (id 't0': ' TOM HAS 0 apples. How many? ', id 't1': ' TOM HAS 1 "
+        "apples. How many? ', id 't2': ' TOM HAS 2 apples. How many? ', ...) of the test prompts are also training "
+        "prompts; allowed by prompts.max_overlap=7",
+        f"{tmp_path / 'test.jsonl'}: 2 row(s) (id 't3': ' TOM HAS 3 apples. How many? ', id 't7': 'X') of the test "
+        "prompts are also validation prompts; allowed by prompts.max_overlap=7",
     ]
 
 
