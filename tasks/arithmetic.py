@@ -20,6 +20,7 @@ import hashlib
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from tasks.records import Record
 
@@ -283,7 +284,7 @@ WORKINGS = ("plain", *WRITERS)
 
 
 def _in_range_steps(
-    problem: Record, ranges: Mapping[str, tuple[int, int]] | None, low: int, high: int
+    problem: Mapping[str, Any], ranges: Mapping[str, tuple[int, int]] | None, low: int, high: int
 ) -> list[tuple[str, int, int]]:
     """A two-step problem's steps that are problems of the task themselves (both operands in their operation's
     range: "7 + 15" in 7 + 15 + 12, not "22 + 12"); none for a one-step problem."""
@@ -298,6 +299,18 @@ def _in_range_steps(
         for o, x, y in steps
         if all(bounds.get(o, (low, high))[0] <= n <= bounds.get(o, (low, high))[1] for n in (x, y))
     ]
+
+
+def kept_for_training(
+    problem: Mapping[str, Any], ranges: Mapping[str, tuple[int, int]] | None, low: int, high: int
+) -> bool:
+    """Whether a training draw keeps `problem` (`op`, `a`, `b`, and `c` for two steps), drawn with `ranges` (a
+    level's) or `low..high`: its `problem_split` is "train", and so is each of its steps that is a problem of the
+    task itself, so a training row never works a held-out equation, not even as a step."""
+    operands = (problem["a"], problem["b"], problem.get("c"))
+    if problem_split(problem["op"], *operands) != "train":
+        return False
+    return all(problem_split(*step) == "train" for step in _in_range_steps(problem, ranges, low, high))
 
 
 def _worked_step(working: str, op: str, a: int, b: int) -> str:
@@ -397,12 +410,11 @@ def sample_problems(
         if problem["prompt"] in seen:
             continue
         operands = (problem["a"], problem["b"], problem.get("c"))
-        if not ood and problem_split(problem["op"], *operands) != split:
+        if split == "train":
+            if not kept_for_training(problem, ranges, low, high):
+                continue
+        elif not ood and problem_split(problem["op"], *operands) != split:
             continue
-        if split == "train" and any(
-            problem_split(*step) != "train" for step in _in_range_steps(problem, ranges, low, high)
-        ):
-            continue  # a training row never works a held-out equation, not even as a step
         seen.add(problem["prompt"])
         chained = None
         problem["id"] = f"{split}-{hashlib.sha256(problem['prompt'].encode()).hexdigest()[:12]}"

@@ -17,10 +17,11 @@ test; any other prompt is matched `normalized` (case folded, whitespace collapse
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from itertools import permutations
 from typing import Any
 
 from configs.schema import CampaignConfig
-from tasks.arithmetic import parse_question, problem_key, problem_split
+from tasks.arithmetic import kept_for_training, parse_question, problem_key
 from tasks.prompts import (
     campaign_prompts,
     describe,
@@ -77,8 +78,9 @@ def bank_overlaps(
 def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
     """Whether training may draw a row's problem. A file-backed campaign: the row matches (`match_key`) one of its
     training rows (the training file less any carved validation rows). The built-in task, whose draw is per round
-    and level: the row's question parses, its problem's `problem_split` is "train", and its kind and operands are
-    within one of the campaign's ways of drawing (`tasks.prompts.training_reach`)."""
+    and level: the row's question parses, its kind and operands are within one of the campaign's ways of drawing
+    (`tasks.prompts.training_reach`), and that draw would keep it (`tasks.arithmetic.kept_for_training`: its
+    problem, and each step of a two-step one in range, is a training-split problem)."""
     if config.prompts.source == "file":
         key = match_key(config)
         train = {key(row) for row in file_split(config.prompts, "train")}
@@ -87,16 +89,23 @@ def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
             return key(row) in train
 
         return in_file
-    reach = training_reach(config.prompts)
+    cfg = config.prompts
+    reach = training_reach(cfg)
 
     def drawable(row: Mapping[str, Any]) -> bool:
         parsed = parse_question(str(row["prompt"]))
         if parsed is None:
             return False
         op, operands, _ = parsed
-        if problem_split(op, *operands) != "train":
-            return False
-        return any(op in ranges and all(ranges[op][0] <= x <= ranges[op][1] for x in operands) for ranges in reach)
+        key = problem_key(op, *operands)  # a draw may ask the problem in another order: 1 + 8 + 7 for 1 + 7 + 8
+        orders = {order for order in permutations(operands) if problem_key(op, *order) == key}
+        same = [{"op": op, **dict(zip("abc", order, strict=False))} for order in sorted(orders)]
+        return any(
+            op in ranges
+            and all(ranges[op][0] <= x <= ranges[op][1] for x in operands)
+            and any(kept_for_training(problem, ranges, cfg.min_operand, cfg.max_operand) for problem in same)
+            for ranges in reach
+        )
 
     return drawable
 

@@ -74,3 +74,29 @@ def test_a_built_in_problem_may_be_trained_on_only_in_the_training_split_and_the
     assert not trained({"prompt": product})
     assert not may_train_on(load_config("tiny", ["prompts.level=2"]))({"prompt": product})
     assert may_train_on(load_config("tiny", ["prompts.level=2", "prompts.curriculum=true"]))({"prompt": product})
+
+
+def test_a_two_step_problem_is_trained_on_only_when_a_draw_would_keep_it_in_some_order() -> None:
+    # The draw never keeps a + b + c whose first step a + b (or second, when a + b is in range) is a held-out
+    # problem: a row must not work one. Another order of the same problem may be kept, and then it counts.
+    from itertools import permutations
+
+    from tasks.arithmetic import problem_split
+    from tasks.leakage import may_train_on
+
+    def kept(x: int, y: int, z: int) -> bool:
+        steps_held_out = problem_split("add", x, y) != "train" or (
+            x + y <= 9 and problem_split("add", x + y, z) != "train"
+        )
+        return problem_split("add-add", x, y, z) == "train" and not steps_held_out
+
+    triples = [(a, b, c) for a in range(1, 10) for b in range(a, 10) for c in range(b, 10)]
+    never = next(
+        t for t in triples if problem_split("add-add", *t) == "train" and not any(kept(*o) for o in permutations(t))
+    )
+    other_order = next(t for t in triples if not kept(*t) and any(kept(*o) for o in permutations(t)))
+    trained = may_train_on(load_config("tiny", ["prompts.two_step_share=0.5"]))
+    asked = "What is {} plus {} plus {}?"
+    assert not trained({"prompt": asked.format(*never)})
+    assert trained({"prompt": asked.format(*other_order)})
+    assert not may_train_on(load_config("tiny"))({"prompt": asked.format(*other_order)})  # no two-step draws
