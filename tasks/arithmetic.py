@@ -20,6 +20,7 @@ import hashlib
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
+from itertools import permutations
 from typing import Any
 
 from tasks.records import Record
@@ -311,6 +312,21 @@ def kept_for_training(
     if problem_split(problem["op"], *operands) != "train":
         return False
     return all(problem_split(*step) == "train" for step in _in_range_steps(problem, ranges, low, high))
+
+
+def may_draw_for_training(
+    op: str, operands: Sequence[int], ranges: Mapping[str, tuple[int, int]], low: int, high: int
+) -> bool:
+    """Whether a training draw of the kinds and operand ranges in `ranges` (the rest at `low..high`) may ask the
+    problem `op` on `operands` in some order of it (one `problem_key`: 1 + 8 + 7 for 1 + 7 + 8): its kind is one
+    of `ranges`', every operand is within its range, and the draw keeps that order (`kept_for_training`)."""
+    if op not in ranges or not all(ranges[op][0] <= x <= ranges[op][1] for x in operands):
+        return False
+    key = problem_key(op, *operands)
+    orders = sorted({order for order in permutations(operands) if problem_key(op, *order) == key})
+    return any(
+        kept_for_training({"op": op, **dict(zip("abc", order, strict=False))}, ranges, low, high) for order in orders
+    )
 
 
 def _worked_step(working: str, op: str, a: int, b: int) -> str:

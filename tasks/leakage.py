@@ -17,11 +17,10 @@ test; any other prompt is matched `normalized` (case folded, whitespace collapse
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from itertools import permutations
 from typing import Any
 
 from configs.schema import CampaignConfig
-from tasks.arithmetic import kept_for_training, parse_question, problem_key
+from tasks.arithmetic import may_draw_for_training, parse_question, problem_key
 from tasks.prompts import (
     campaign_prompts,
     describe,
@@ -79,7 +78,7 @@ def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
     """Whether training may draw a row's problem. A file-backed campaign: the row matches (`match_key`) one of its
     training rows (the training file less any carved validation rows). The built-in task, whose draw is per round
     and level: the row's question parses, its kind and operands are within one of the campaign's ways of drawing
-    (`tasks.prompts.training_reach`), and that draw would keep it (`tasks.arithmetic.kept_for_training`: its
+    (`tasks.prompts.training_reach`), and that draw would keep it in some order (`may_draw_for_training`: the
     problem, and each step of a two-step one in range, is a training-split problem)."""
     if config.prompts.source == "file":
         key = match_key(config)
@@ -97,15 +96,7 @@ def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
         if parsed is None:
             return False
         op, operands, _ = parsed
-        key = problem_key(op, *operands)  # a draw may ask the problem in another order: 1 + 8 + 7 for 1 + 7 + 8
-        orders = {order for order in permutations(operands) if problem_key(op, *order) == key}
-        same = [{"op": op, **dict(zip("abc", order, strict=False))} for order in sorted(orders)]
-        return any(
-            op in ranges
-            and all(ranges[op][0] <= x <= ranges[op][1] for x in operands)
-            and any(kept_for_training(problem, ranges, cfg.min_operand, cfg.max_operand) for problem in same)
-            for ranges in reach
-        )
+        return any(may_draw_for_training(op, operands, ranges, cfg.min_operand, cfg.max_operand) for ranges in reach)
 
     return drawable
 
