@@ -24,8 +24,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configs.schema import CampaignConfig, ModelConfig, StorageConfig, TrackingConfig
+
+if TYPE_CHECKING:
+    from tasks.records import Record
 
 HUB_PROBE_SECONDS = 3.0  # an unreachable hub otherwise costs ~75 s of retries, then a traceback
 MIN_FREE_BYTES = 100 * 2**20  # adapters, round data and the MLflow store need at least this much
@@ -49,25 +53,37 @@ def preflight(config: CampaignConfig) -> None:
         ValueError or its subclasses (PreflightError, PromptFileError, ModelSourceError, BankError) naming the
             field, file or line at fault and the reason.
     """
+    from tasks.leakage import HELD_OUT, scored_sets  # the task modules load only once the cheap checks pass
+
     check_output_dir(config.tracking)
     check_model_cache()
     check_policy_cache_size()
     check_storage(config.storage)
     check_tracking_uri(config.tracking)
-    check_prompts(config)
+    draw = campaign_draws(config)  # each split drawn (or read) once, for every check that needs it
+    extra_sets = check_prompts(config, draw)
+    check_extra_set_leak(config, extra_sets)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
-    check_judge_bank(config, train_rows)
+    check_judge_bank(config, train_rows, lambda: scored_sets({split: draw(split) for split in HELD_OUT}, extra_sets))
     check_filter_targets(config, train_rows)
     check_training_targets(config, train_rows)
     for field, model in models_of(config):
         check_model(field, model)
     if config.judge.reward_model:
         check_reward_model(config.judge.reward_model)
-    check_context(config)
+    check_context(config, draw)
     check_target_modules(config)
-    check_answer_length(config)
+    check_answer_length(config, draw)
     check_chat_template(config)
     _PASSED.add(config.model_dump_json())
+
+
+def campaign_draws(config: CampaignConfig) -> Callable[[str], list[Record]]:
+    """The campaign's prompts of a split as its first round sees them (`tasks.prompts.campaign_prompts`: the fixed
+    validation, test and OOD draws, round 1's training draw), drawn or read on first use and kept."""
+    from tasks.prompts import campaign_prompts
+
+    return functools.cache(functools.partial(campaign_prompts, config, round_index=1))
 
 
 def preflight_once(config: CampaignConfig) -> None:
@@ -198,36 +214,40 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
         check_folder(f"{where} (folder {store})", store)
 
 
-def check_prompts(config: CampaignConfig) -> None:
-    """Read prompt files and draw the built-in problems once, so sizes and files fail before any run."""
-    from tasks.prompts import campaign_prompts, check_prompt_sources, few_shot_prefix, load_extra_sets, split_size
+def check_prompts(config: CampaignConfig, draw: Callable[[str], list[Record]]) -> dict[str, list[Record]]:
+    """Read prompt files and draw the built-in problems once (`draw`), so sizes and files fail before any run.
+
+    Returns:
+        The `evaluate.extra_sets` rows by name, for the checks that compare them.
+    """
+    from tasks.prompts import check_prompt_sources, few_shot_prefix, load_extra_sets, split_size
 
     limit = None if config.limits.allow_large else MAX_PROMPT_CHARS
     for note in check_prompt_sources(config.prompts, max_chars=limit):
         print(f"selftrain: note: {note}", file=sys.stderr)
-    load_extra_sets(config)  # an extra evaluation set that does not load fails here, in one line
-    check_extra_set_leak(config)
+    extra_sets = load_extra_sets(config)  # an extra evaluation set that does not load fails here, in one line
     few_shot_prefix(config)  # a file-backed campaign may lack answered rows for its examples
     if config.prompts.source != "arithmetic":
-        return
+        return extra_sets
     for split in ("validation", "test", "ood", "train"):
         try:
-            campaign_prompts(config, split, 1)
+            draw(split)
         except ValueError as err:
             raise PreflightError(
                 f"prompts.{split}_size={split_size(config, split)}: {err}; widen prompts.min_operand.."
                 "prompts.max_operand, add operations or ask for fewer prompts"
             ) from None
+    return extra_sets
 
 
-def check_extra_set_leak(config: CampaignConfig) -> None:
-    """Refuse an extra evaluation set sharing more than `prompts.max_overlap` problems with what training may draw (a
-    file-backed campaign's training rows, the built-in task's training problems in reach; `tasks.leakage`), and note
-    a smaller overlap."""
+def check_extra_set_leak(config: CampaignConfig, extra_sets: dict[str, list[Record]]) -> None:
+    """Refuse an extra evaluation set (`extra_sets`, its rows by name) sharing more than `prompts.max_overlap`
+    problems with what training may draw (a file-backed campaign's training rows, the built-in task's training
+    problems in reach; `tasks.leakage`), and note a smaller overlap."""
     from tasks.leakage import extra_set_overlaps
     from tasks.prompts import within_max_overlap
 
-    for path, count, reason in extra_set_overlaps(config):
+    for path, count, reason in extra_set_overlaps(config, extra_sets):
         note = within_max_overlap(path, count, reason, config.prompts.max_overlap)
         print(f"selftrain: note: {note}", file=sys.stderr)
 
@@ -239,17 +259,20 @@ def _file_train_rows(config: CampaignConfig) -> list[dict]:
     return file_split(config.prompts, "train")
 
 
-def check_judge_bank(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
+def check_judge_bank(
+    config: CampaignConfig, train_rows: Callable[[], list[dict]], scored: Callable[[], dict[str, list[Record]]]
+) -> None:
     """Read `judge.bank_path` as the judge step will (bank=file: too few rows or one label fail here), and refuse a
     reference judge with bank=rounds whose first round cannot label `judge.references` rows (too few training
-    prompts with an answer). `train_rows` gives a file-backed campaign's training split."""
-    from tasks.judging.reference_bank import check_round_one_bank, file_bank, reads_bank
+    prompts with an answer). `train_rows` gives a file-backed campaign's training split, `scored` the sets the
+    campaign scores (`tasks.leakage.scored_sets`), which a bank file must not share problems with."""
+    from tasks.judging.reference_bank import check_round_one_bank, numbered_file_bank, reads_bank
 
     cfg, prompts = config.judge, config.prompts
     if not reads_bank(cfg):
         return
     if cfg.bank == "file":
-        check_bank_leak(config, file_bank(cfg))
+        check_bank_leak(config, numbered_file_bank(cfg), scored())
         return
     if prompts.source == "file":
         answered = len({row["id"] for row in train_rows() if row.get("answer") is not None})
@@ -259,14 +282,17 @@ def check_judge_bank(config: CampaignConfig, train_rows: Callable[[], list[dict]
     check_round_one_bank(cfg, answered, prompts.train_size, config.generate.k, source)
 
 
-def check_bank_leak(config: CampaignConfig, bank: list[dict]) -> None:
-    """Refuse a reference bank file sharing more than `prompts.max_overlap` problems with any set the campaign
-    scores (validation, test, OOD, extra sets; `tasks.leakage`), and note a smaller overlap."""
-    from tasks.judging.reference_bank import BankError, bank_file_lines
+def check_bank_leak(
+    config: CampaignConfig, numbered_bank: list[tuple[int, Record]], scored: dict[str, list[Record]]
+) -> None:
+    """Refuse a reference bank file (its rows with their lines, `numbered_bank`) sharing more than
+    `prompts.max_overlap` problems with any set the campaign scores (`scored`: validation, test, OOD, extra sets;
+    `tasks.leakage`), and note a smaller overlap."""
+    from tasks.judging.reference_bank import BankError
     from tasks.leakage import bank_overlaps
 
     path, allowed = config.judge.bank_path, config.prompts.max_overlap
-    for count, reason in bank_overlaps(config, bank, bank_file_lines(str(path))[: len(bank)]):
+    for count, reason in bank_overlaps(config, numbered_bank, scored):
         if count > allowed:
             why = "a judge that learns a scored prompt's labelled answer picks training rows by it"
             raise BankError(f"judge.bank_path={path}: {reason}; {why}; at most prompts.max_overlap={allowed} allowed")
@@ -475,8 +501,9 @@ def reachable(url: str, timeout: float) -> bool:
     return answered.is_set()
 
 
-def check_context(config: CampaignConfig) -> None:
+def check_context(config: CampaignConfig, draw: Callable[[str], list[Record]] | None = None) -> None:
     """Raise when the longest prompt (few-shot prefix, template) plus the new tokens exceed the model's context.
+    `draw` gives a split's prompts (`campaign_draws`, made here when not given).
 
     Cheap first: a prompt has at most one token per UTF-8 byte (plus a few special tokens) under the
     byte-level and byte-fallback tokenizers these models use, so the tokenizer is loaded only when that
@@ -485,8 +512,9 @@ def check_context(config: CampaignConfig) -> None:
     positions, tokenizer_dir = _context_of(config)
     if positions is None:
         return
-    from tasks.prompts import campaign_prompts, few_shot_prefix
+    from tasks.prompts import few_shot_prefix
 
+    draw = draw or campaign_draws(config)
     prefix = few_shot_prefix(config)
     sampled_with_prefix = config.prompts.few_shot > 0 and config.generate.few_shot_rounds != 0
     checks = [
@@ -503,7 +531,7 @@ def check_context(config: CampaignConfig) -> None:
     ]
     tokenizer = None
     for split, shown_prefix, new_field, new_tokens in checks:
-        prompts = campaign_prompts(config, split, 1)
+        prompts = draw(split)
         if not prompts:
             continue
         longest = max((p["prompt"] for p in prompts), key=lambda text: len(text.encode()))
@@ -523,9 +551,10 @@ def check_context(config: CampaignConfig) -> None:
             )
 
 
-def check_answer_length(config: CampaignConfig) -> None:
+def check_answer_length(config: CampaignConfig, draw: Callable[[str], list[Record]] | None = None) -> None:
     """Raise when a worked answer is longer than the new tokens the campaign allows, or a training row (prompt
-    and worked answer) longer than `train.max_length`.
+    and worked answer) longer than `train.max_length`. `draw` gives a split's prompts (`campaign_draws`, made here
+    when not given).
 
     The built-in task's answers are written in its `prompts.working` ("9 + 5 = 14. 3 + 3 + 1 = 7. 39 + 35 = 74.
     The answer is 74." is 41 Gemma tokens in digits, one per digit; plain ones about 20), a prompt file's in its
@@ -572,7 +601,8 @@ def check_answer_length(config: CampaignConfig) -> None:
     def worked(rows: list) -> list:
         return [row for row in rows if row.get("solution")]  # a file's rows may come without one
 
-    drawn = {split: worked(campaign_prompts(config, split, 1)) for split in ("train", "validation", "test", "ood")}
+    draw = draw or campaign_draws(config)
+    drawn = {split: worked(draw(split)) for split in ("train", "validation", "test", "ood")}
     working = f"prompts.working={prompts.working}" if builtin else "the prompt files' solution column"
     limits: list[tuple[str, int, tuple[str, ...]]] = [
         ("evaluate.max_new_tokens", config.evaluate.max_new_tokens, ("validation", "test", "ood"))

@@ -22,10 +22,8 @@ from typing import Any
 from configs.schema import CampaignConfig
 from tasks.arithmetic import may_draw_for_training, parse_question, problem_key
 from tasks.prompts import (
-    campaign_prompts,
     describe,
     file_split,
-    load_extra_sets,
     normalized,
     shared_rows,
     training_reach,
@@ -48,26 +46,35 @@ def match_key(config: CampaignConfig) -> Key:
     return key
 
 
-def scored_sets(config: CampaignConfig) -> dict[str, list[Record]]:
-    """What the campaign scores, by a name for messages: the validation, test and OOD prompts it has (each its
-    fixed draw) and every `evaluate.extra_sets` entry."""
-    sets = {split: campaign_prompts(config, split, 1) for split in ("validation", "test", "ood")}
-    extra = {f"evaluate.extra_sets {name!r}": rows for name, rows in load_extra_sets(config).items()}
+HELD_OUT = ("validation", "test", "ood")  # the campaign's fixed draws that it scores
+
+
+def scored_sets(
+    held_out: Mapping[str, list[Record]], extra_sets: Mapping[str, list[Record]]
+) -> dict[str, list[Record]]:
+    """What the campaign scores, by a name for messages: its fixed validation, test and OOD draws (`held_out`, by
+    split: `HELD_OUT`) and every extra set (`extra_sets`, as `tasks.prompts.load_extra_sets` loads them), less
+    the empty ones."""
+    sets = {split: held_out[split] for split in HELD_OUT}
+    extra = {f"evaluate.extra_sets {name!r}": rows for name, rows in extra_sets.items()}
     return {name: rows for name, rows in (sets | extra).items() if rows}
 
 
 def bank_overlaps(
-    config: CampaignConfig, bank: Sequence[Mapping[str, Any]], lines: Sequence[int]
+    config: CampaignConfig,
+    numbered_bank: Sequence[tuple[int, Mapping[str, Any]]],
+    scored: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> list[tuple[int, str]]:
-    """Per scored set that shares a problem with the reference `bank` (its rows at `lines` of its file), how many
-    of the bank's rows do and the reason, naming their lines.
+    """Per scored set (`scored_sets`) that shares a problem with the reference bank (its rows with their lines in
+    its file, `numbered_bank`), how many of the bank's rows do and the reason, naming their lines.
 
     Returns:
         (2, "2 row(s) (line 4: 'What is 3 plus 5?', ...) share a problem with the test prompts"), one per set,
-        in the order validation, test, ood, extra sets.
+        in the order of `scored`.
     """
-    key, reasons, places = match_key(config), [], [f"line {line}" for line in lines]
-    for name, rows in scored_sets(config).items():
+    key, reasons = match_key(config), []
+    bank, places = [row for _, row in numbered_bank], [f"line {line}" for line, _ in numbered_bank]
+    for name, rows in scored.items():
         found = shared_rows(bank, rows, key)
         if found:
             reasons.append((len(found), f"{describe(found, bank, places)} share a problem with the {name} prompts"))
@@ -101,16 +108,16 @@ def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
     return drawable
 
 
-def extra_set_overlaps(config: CampaignConfig) -> list[tuple[str, int, str]]:
+def extra_set_overlaps(config: CampaignConfig, extra_sets: Mapping[str, list[Record]]) -> list[tuple[str, int, str]]:
     """(path, how many rows, reason) for each extra evaluation set sharing problems with what training may draw
-    (`may_train_on`)."""
+    (`may_train_on`); `extra_sets` as `tasks.prompts.load_extra_sets` loaded them."""
     if not config.evaluate.extra_sets:
         return []
     trained = may_train_on(config)
     what = "training prompts" if config.prompts.source == "file" else "problems the training draw may ask"
-    out, rows_by_name = [], load_extra_sets(config)
+    out = []
     for extra in config.evaluate.extra_sets:
-        rows = rows_by_name[extra.name]
+        rows = extra_sets[extra.name]
         found = [index for index, row in enumerate(rows) if trained(row)]
         if found:
             shared = describe(found, rows, [f"id {row['id']!r}" for row in rows])

@@ -28,7 +28,18 @@ class BankError(ValueError):
 
 
 def load_bank_file(path: str | Path, config_field: str | None = None) -> list[Record]:
-    """References from a JSONL file with `prompt`, `response` (strings) and `correct` (boolean) per line.
+    """References from a JSONL file with `prompt`, `response` (strings) and `correct` (boolean) per line
+    (`numbered_bank_file` without the line numbers).
+
+    Raises:
+        BankError: as `numbered_bank_file`.
+    """
+    return [row for _, row in numbered_bank_file(path, config_field)]
+
+
+def numbered_bank_file(path: str | Path, config_field: str | None = None) -> list[tuple[int, Record]]:
+    """(1-based line, reference) of each row of a JSONL file with `prompt`, `response` (strings) and `correct`
+    (boolean) per line, in its order (blank lines hold none).
 
     Args:
         path: The JSONL file.
@@ -65,13 +76,8 @@ def load_bank_file(path: str | Path, config_field: str | None = None) -> list[Re
             where = lone_surrogate(row[field]) if kind is str else None
             if where:
                 raise BankError(f"{path}:{number}: field {field!r} holds a lone surrogate ({where}), not text")
-        bank.append({"prompt": row["prompt"], "response": row["response"], "correct": row["correct"]})
+        bank.append((number, {"prompt": row["prompt"], "response": row["response"], "correct": row["correct"]}))
     return bank
-
-
-def bank_file_lines(path: str | Path) -> list[int]:
-    """The 1-based line of each row `load_bank_file` read from `path` (blank lines hold none), in its order."""
-    return [number for number, _ in numbered_lines(read_text(Path(path)))]
 
 
 def check_bank(bank: Sequence[Record], references: int, source: str) -> None:
@@ -114,9 +120,18 @@ def file_bank(cfg: JudgeConfig) -> list[Record]:
     Raises:
         BankError: one line naming the file: missing, malformed, too few rows or one label.
     """
-    bank = load_bank_file(str(cfg.bank_path), "judge.bank_path")[: cfg.bank_size]
-    check_bank(bank, cfg.references, str(cfg.bank_path))
-    return bank
+    return [row for _, row in numbered_file_bank(cfg)]
+
+
+def numbered_file_bank(cfg: JudgeConfig) -> list[tuple[int, Record]]:
+    """`file_bank` with each row's line in `judge.bank_path` (what preflight's leak check names).
+
+    Raises:
+        As `file_bank`.
+    """
+    numbered = numbered_bank_file(str(cfg.bank_path), "judge.bank_path")[: cfg.bank_size]
+    check_bank([row for _, row in numbered], cfg.references, str(cfg.bank_path))
+    return numbered
 
 
 def check_round_one_bank(cfg: JudgeConfig, answered: int, train_size: int, k: int, source: str) -> None:

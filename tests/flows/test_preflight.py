@@ -534,3 +534,52 @@ def test_an_extra_set_asking_a_built_in_training_problem_is_refused(
     _jsonl(tmp_path / "bench.jsonl", rows[:1])
     preflight(load_config("tiny", extra))
     assert capsys.readouterr().err == ""
+
+
+def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_the_held_out_splits_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The leak checks compare what check_prompts already loaded and drew, rather than loading it again.
+    import tasks.judging.reference_bank as reference_bank
+    import tasks.prompts as prompts
+
+    reads: list[str] = []
+    draws: list[str] = []
+    read_text, load_prompt_file, campaign_prompts = (
+        reference_bank.read_text,
+        prompts.load_prompt_file,
+        prompts.campaign_prompts,
+    )
+
+    def counted_read(path: Path) -> str:
+        reads.append(Path(path).name)
+        return read_text(path)
+
+    def counted_load(path: Path, **kwargs: bool) -> list:
+        reads.append(Path(path).name)
+        return load_prompt_file(path, **kwargs)
+
+    def counted_draw(config: CampaignConfig, split: str, round_index: int) -> list:
+        draws.append(split)
+        return campaign_prompts(config, split, round_index)
+
+    monkeypatch.setattr(reference_bank, "read_text", counted_read)
+    monkeypatch.setattr(prompts, "load_prompt_file", counted_load)
+    monkeypatch.setattr(prompts, "campaign_prompts", counted_draw)
+    bank = _jsonl(
+        tmp_path / "bank.jsonl", [{"prompt": f"q{i}", "response": "r", "correct": i % 2 == 0} for i in range(8)]
+    )
+    bench = _jsonl(tmp_path / "bench.jsonl", [{"id": "b", "prompt": "Name a colour.", "answer": "red"}])
+    preflight(
+        load_config(
+            "tiny",
+            [
+                "judge.kind=meta-ranking",
+                "judge.bank=file",
+                f"judge.bank_path={bank}",
+                f"evaluate.extra_sets=[{{name: bench, path: {bench}}}]",
+            ],
+        )
+    )
+    assert sorted(reads) == ["bank.jsonl", "bench.jsonl"]
+    assert sorted(draws) == ["ood", "test", "train", "validation"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from configs.loader import load_config
-from tasks.leakage import bank_overlaps, match_key
+from tasks.leakage import bank_overlaps, match_key, scored_sets
 from tasks.prompts import describe, shared_rows
 
 
@@ -34,11 +34,19 @@ def test_a_bank_is_compared_with_every_scored_set() -> None:
     config = load_config("tiny")
     validation, ood = campaign_prompts(config, "validation", 1), campaign_prompts(config, "ood", 1)
     bank = [{"prompt": "unrelated"}, {"prompt": ood[0]["prompt"]}, {"prompt": validation[0]["prompt"]}]
-    reasons = bank_overlaps(config, bank, [1, 2, 3])
-    assert [count for count, _ in reasons] == [1, 1]
-    assert reasons[0][1].endswith("share a problem with the validation prompts") and "line 3" in reasons[0][1]
+    extra = {"bench": [{"id": "b", "prompt": "Unrelated", "answer": "1"}]}
+    held_out = {"validation": validation, "test": [], "ood": ood}
+    scored = scored_sets(held_out, extra)
+    assert list(scored) == ["validation", "ood", "evaluate.extra_sets 'bench'"]  # an empty set is left out
+    numbered = list(zip([1, 2, 5], bank, strict=True))
+    reasons = bank_overlaps(config, numbered, scored)
+    assert [count for count, _ in reasons] == [1, 1, 1]
+    assert reasons[0][1].endswith("share a problem with the validation prompts") and "line 5" in reasons[0][1]
     assert reasons[1][1].endswith("share a problem with the ood prompts") and "line 2" in reasons[1][1]
-    assert bank_overlaps(config, bank[:1], [1]) == []
+    assert (
+        reasons[2][1] == "1 row(s) (line 1: 'unrelated') share a problem with the evaluate.extra_sets 'bench' prompts"
+    )
+    assert bank_overlaps(config, numbered[:1], scored_sets(held_out, {})) == []
 
 
 def test_the_built_in_training_reach_is_the_range_the_level_and_the_curriculum_s_levels() -> None:

@@ -20,6 +20,7 @@ from tasks.judging.reference_bank import (
     draw_references,
     file_bank,
     load_bank_file,
+    numbered_bank_file,
     split_dev,
 )
 from tasks.records import write_records
@@ -102,6 +103,12 @@ def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
     # A line separator inside a string is text, not the end of a line; bytes that are not UTF-8 name their line.
     path.write_text('{"prompt": "a\u2028b", "response": "r", "correct": true}\n', encoding="utf-8")
     assert load_bank_file(path) == [{"prompt": "a\u2028b", "response": "r", "correct": True}]
+    # Each row keeps its line for messages that name it; blank lines hold none.
+    path.write_text(
+        '\n{"prompt": "a", "response": "r", "correct": true}\n\n{"prompt": "b", "response": "s", "correct": false}\n'
+    )
+    assert [line for line, _ in numbered_bank_file(path)] == [2, 4]
+    assert [row for _, row in numbered_bank_file(path)] == load_bank_file(path)
     path.write_bytes(b'{"prompt": "a", "response": "r", "correct": true}\n{"prompt": "caf\xe9"}\n')
     with pytest.raises(BankError, match=r"bank.jsonl:2: not UTF-8 text"):
         load_bank_file(path)
