@@ -536,10 +536,11 @@ def test_an_extra_set_asking_a_built_in_training_problem_is_refused(
     assert capsys.readouterr().err == ""
 
 
-def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_the_held_out_splits_once(
+def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_each_split_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # The leak checks compare what check_prompts already loaded and drew, rather than loading it again.
+    # The size, leak, context and answer-length checks share what preflight loaded and drew, rather than each
+    # loading and drawing it again (before: the bank read twice, each held-out split drawn three times here).
     import tasks.judging.reference_bank as reference_bank
     import tasks.prompts as prompts
 
