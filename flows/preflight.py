@@ -53,8 +53,6 @@ def preflight(config: CampaignConfig) -> None:
         ValueError or its subclasses (PreflightError, PromptFileError, ModelSourceError, BankError) naming the
             field, file or line at fault and the reason.
     """
-    from tasks.leakage import HELD_OUT, scored_sets  # the task modules load only once the cheap checks pass
-
     check_output_dir(config.tracking)
     check_model_cache()
     check_policy_cache_size()
@@ -64,7 +62,7 @@ def preflight(config: CampaignConfig) -> None:
     extra_sets = check_prompts(config, draw)
     check_extra_set_leak(config, extra_sets)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
-    check_judge_bank(config, train_rows, lambda: scored_sets({split: draw(split) for split in HELD_OUT}, extra_sets))
+    check_judge_bank(config, train_rows, functools.partial(_scored_sets, draw, extra_sets))
     check_filter_targets(config, train_rows)
     check_training_targets(config, train_rows)
     for field, model in models_of(config):
@@ -84,6 +82,13 @@ def campaign_draws(config: CampaignConfig) -> Callable[[str], list[Record]]:
     from tasks.prompts import campaign_prompts
 
     return functools.cache(functools.partial(campaign_prompts, config, round_index=1))
+
+
+def _scored_sets(draw: Callable[[str], list[Record]], extra_sets: dict[str, list[Record]]) -> dict[str, list[Record]]:
+    """The sets the campaign scores (`tasks.leakage.scored_sets`) from its held-out draws and its extra sets."""
+    from tasks.leakage import HELD_OUT, scored_sets
+
+    return scored_sets({split: draw(split) for split in HELD_OUT}, extra_sets)
 
 
 def preflight_once(config: CampaignConfig) -> None:

@@ -584,3 +584,27 @@ def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_each_split_o
     )
     assert sorted(reads) == ["bank.jsonl", "bench.jsonl"]
     assert sorted(draws) == ["ood", "test", "train", "validation"]
+
+
+def test_a_bad_output_folder_fails_before_the_task_modules_load(tmp_path: Path) -> None:
+    # The cheap checks come first and answer in a second: the prompt and leak checks' modules (which bring Prefect,
+    # some seconds) load only once those pass.
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").touch()
+    script = (
+        "import sys\n"
+        "from configs.loader import load_config\n"
+        "from flows.preflight import PreflightError, preflight\n"
+        "try:\n"
+        f"    preflight(load_config('tiny', ['tracking.output_dir={tmp_path / 'afile' / 'runs'}']))\n"
+        "except PreflightError as error:\n"
+        "    print(error)\n"
+        "print(sorted(m for m in ('tasks.prompts', 'tasks.leakage', 'prefect') if m in sys.modules))\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert shown.splitlines() == [
+        f"tracking.output_dir={tmp_path / 'afile' / 'runs'}: cannot be created, {tmp_path / 'afile'} is a file",
+        "[]",
+    ]
