@@ -60,8 +60,8 @@ def preflight(config: CampaignConfig) -> None:
     check_tracking_uri(config.tracking)
     draw = campaign_draws(config)  # each split drawn (or read) once, for every check that needs it
     extra_sets = check_prompts(config, draw)
-    check_extra_set_leak(config, extra_sets)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
+    check_extra_set_leak(config, extra_sets, train_rows)
     check_judge_bank(config, train_rows, functools.partial(_scored_sets, draw, extra_sets))
     check_filter_targets(config, train_rows)
     check_training_targets(config, train_rows)
@@ -245,14 +245,16 @@ def check_prompts(config: CampaignConfig, draw: Callable[[str], list[Record]]) -
     return extra_sets
 
 
-def check_extra_set_leak(config: CampaignConfig, extra_sets: dict[str, list[Record]]) -> None:
+def check_extra_set_leak(
+    config: CampaignConfig, extra_sets: dict[str, list[Record]], train_rows: Callable[[], list[dict]]
+) -> None:
     """Refuse an extra evaluation set (`extra_sets`, its rows by name) sharing more than `prompts.max_overlap`
-    problems with what training may draw (a file-backed campaign's training rows, the built-in task's training
-    problems in reach; `tasks.leakage`), and note a smaller overlap."""
+    problems with what training may draw (a file-backed campaign's training rows, `train_rows`; the built-in task's
+    training problems in reach; `tasks.leakage`), and note a smaller overlap."""
     from tasks.leakage import extra_set_overlaps
     from tasks.prompts import within_max_overlap
 
-    for path, count, reason in extra_set_overlaps(config, extra_sets):
+    for path, count, reason in extra_set_overlaps(config, extra_sets, train_rows):
         note = within_max_overlap(path, count, reason, config.prompts.max_overlap)
         print(f"selftrain: note: {note}", file=sys.stderr)
 

@@ -81,15 +81,20 @@ def bank_overlaps(
     return reasons
 
 
-def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
+TrainRows = Callable[[], Sequence[Mapping[str, Any]]]  # a file-backed campaign's training split, read when called
+
+
+def may_train_on(config: CampaignConfig, train_rows: TrainRows | None = None) -> Callable[[Mapping[str, Any]], bool]:
     """Whether training may draw a row's problem. A file-backed campaign: the row matches (`match_key`) one of its
-    training rows (the training file less any carved validation rows). The built-in task, whose draw is per round
+    training rows (`train_rows`, the training file less any carved validation rows; read here when not given,
+    `file_split`). The built-in task, whose draw is per round
     and level: the row's question parses, its kind and operands are within one of the campaign's ways of drawing
     (`tasks.prompts.training_reach`), and that draw would keep it in some order (`may_draw_for_training`: the
     problem, and each step of a two-step one in range, is a training-split problem)."""
     if config.prompts.source == "file":
         key = match_key(config)
-        train = {key(row) for row in file_split(config.prompts, "train")}
+        rows = train_rows() if train_rows is not None else file_split(config.prompts, "train")
+        train = {key(row) for row in rows}
 
         def in_file(row: Mapping[str, Any]) -> bool:
             return key(row) in train
@@ -108,12 +113,14 @@ def may_train_on(config: CampaignConfig) -> Callable[[Mapping[str, Any]], bool]:
     return drawable
 
 
-def extra_set_overlaps(config: CampaignConfig, extra_sets: Mapping[str, list[Record]]) -> list[tuple[str, int, str]]:
+def extra_set_overlaps(
+    config: CampaignConfig, extra_sets: Mapping[str, list[Record]], train_rows: TrainRows | None = None
+) -> list[tuple[str, int, str]]:
     """(path, how many rows, reason) for each extra evaluation set sharing problems with what training may draw
-    (`may_train_on`); `extra_sets` as `tasks.prompts.load_extra_sets` loaded them."""
+    (`may_train_on`, with `train_rows`); `extra_sets` as `tasks.prompts.load_extra_sets` loaded them."""
     if not config.evaluate.extra_sets:
         return []
-    trained = may_train_on(config)
+    trained = may_train_on(config, train_rows)
     what = "training prompts" if config.prompts.source == "file" else "problems the training draw may ask"
     out = []
     for extra in config.evaluate.extra_sets:

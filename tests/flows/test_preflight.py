@@ -487,8 +487,14 @@ def test_a_reference_bank_file_sharing_a_scored_problem_is_refused_and_a_rewordi
 
 
 def test_an_extra_set_sharing_training_prompts_of_a_file_campaign_is_refused(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import tasks.leakage
+
+    def read_again(*args: object) -> None:
+        raise AssertionError("the leak check read the training file again; preflight had read it")
+
+    monkeypatch.setattr(tasks.leakage, "file_split", read_again)
     train = _jsonl(
         tmp_path / "train.jsonl",
         [{"id": f"t{i}", "prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(20)],
