@@ -58,6 +58,16 @@ def preflight(config: CampaignConfig) -> None:
     check_policy_cache_size()
     check_storage(config.storage)
     check_tracking_uri(config.tracking)
+    from tasks.prompt_files import shared_reads  # after the cheap checks: the prompt checks load it anyway
+
+    with shared_reads():  # a prompt file is read once, however many of the checks below ask for its rows
+        check_inputs(config)
+    _PASSED.add(config.model_dump_json())
+
+
+def check_inputs(config: CampaignConfig) -> None:
+    """`preflight`'s checks of the prompts, bank, filter targets, models and lengths, once the output folder,
+    storage and tracking URI have passed."""
     draw = campaign_draws(config)  # each split drawn (or read) once, for every check that needs it
     extra_sets = check_prompts(config, draw)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
@@ -73,7 +83,6 @@ def preflight(config: CampaignConfig) -> None:
     check_target_modules(config)
     check_answer_length(config, draw)
     check_chat_template(config)
-    _PASSED.add(config.model_dump_json())
 
 
 def campaign_draws(config: CampaignConfig) -> Callable[[str], list[Record]]:

@@ -9,6 +9,7 @@ the file, the line or row and the reason, instead of as a KeyError three tasks l
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
 import json
@@ -81,8 +82,49 @@ def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[
             is unusable.
     """
     path = Path(path)
-    rows, unit = _file_rows(path)
-    return _records(path, rows, unit, require_answer=require_answer)
+    shared = _SHARED.get()
+    key = None if shared is None else _read_key(path, require_answer)
+    if shared is None or key is None:
+        rows, unit = _file_rows(path)
+        return _records(path, rows, unit, require_answer=require_answer)
+    if key not in shared:
+        rows, unit = _file_rows(path)
+        shared[key] = _records(path, rows, unit, require_answer=require_answer)
+    return [dict(record) for record in shared[key]]
+
+
+# The records `load_prompt_file` read inside `shared_reads`, by file as it was on disk; None outside.
+_SHARED: contextvars.ContextVar[dict[tuple[str, int, int, bool], list[Record]] | None] = contextvars.ContextVar(
+    "prompt_file_reads", default=None
+)
+
+
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Within the block, `load_prompt_file` reads each file once: a later call for the same file, unchanged on disk
+    (same size and modification time), gets copies of the records the first call read.
+
+    Preflight's checks ask for a file campaign's training file up to five times (the file checks, the whole
+    training split, the validation carved from it, round 1's draw); a file that changes between two calls is
+    read again. Scoped to the calling thread or task (a context variable), so a campaign running beside it
+    reads its files as before.
+    """
+    outer = _SHARED.get()
+    token = _SHARED.set({} if outer is None else outer)  # a block inside another shares the outer's reads
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _read_key(path: Path, require_answer: bool) -> tuple[str, int, int, bool] | None:
+    """A file as `shared_reads` keeps it: resolved path, size and modification time; None when it cannot be
+    looked at (the read then raises as it would outside the block)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, require_answer)
 
 
 def _file_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:

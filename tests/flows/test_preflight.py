@@ -592,6 +592,32 @@ def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_each_split_o
     assert sorted(draws) == ["ood", "test", "train", "validation"]
 
 
+def test_preflight_reads_each_prompt_file_of_a_file_campaign_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The file checks, the training split, the validation carved from the training file and round 1's draw each
+    # ask for the training file's rows, and two checks for the test file's (before: read five and two times).
+    import tasks.prompt_files as prompt_files
+
+    reads: list[str] = []
+    read_rows = prompt_files._read_rows
+
+    def counted(path: Path) -> tuple[list, str]:
+        reads.append(path.name)
+        return read_rows(path)
+
+    monkeypatch.setattr(prompt_files, "_read_rows", counted)
+    train = _jsonl(
+        tmp_path / "train.jsonl", [{"prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(40)]
+    )
+    test = _jsonl(tmp_path / "test.jsonl", [{"prompt": "What is 100 plus 1?", "answer": "101"}])
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.test_path={test}"]
+    preflight(load_config("tiny", [*files, f"tracking.output_dir={tmp_path / 'runs'}"]))
+    assert sorted(reads) == ["test.jsonl", "train.jsonl"]
+    prompt_files.load_prompt_file(train)  # after preflight, a call reads the file again
+    assert sorted(reads) == ["test.jsonl", "train.jsonl", "train.jsonl"]
+
+
 def test_a_bad_output_folder_fails_before_the_task_modules_load(tmp_path: Path) -> None:
     # The cheap checks come first and answer in a second: the prompt and leak checks' modules (which bring Prefect,
     # some seconds) load only once those pass.

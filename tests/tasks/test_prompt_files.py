@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.prompt_files import PromptFileError, load_prompt_file
+import tasks.prompt_files as prompt_files
+from tasks.prompt_files import PromptFileError, load_prompt_file, shared_reads
 
 
 def write(path: Path, text: str) -> Path:
@@ -113,6 +114,59 @@ def test_reading_leaves_nothing_in_the_hf_cache(tmp_path: Path, monkeypatch: pyt
 
 
 # --- errors ------------------------------------------------------------------------------------
+
+
+def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files `load_prompt_file` reads from disk, by name, from here on."""
+    reads: list[str] = []
+    read_rows = prompt_files._read_rows
+
+    def counted(path: Path) -> tuple[list[tuple[int, object]], str]:
+        reads.append(path.name)
+        return read_rows(path)
+
+    monkeypatch.setattr(prompt_files, "_read_rows", counted)
+    return reads
+
+
+def test_shared_reads_read_a_file_once_and_hand_out_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = jsonl(tmp_path / "train.jsonl", [{"id": "a", "prompt": "p", "answer": 1}, {"prompt": "q"}])
+    reads = counted_reads(monkeypatch)
+    with shared_reads():
+        first = load_prompt_file(path)
+        first[0]["prompt"] = "changed by a caller"
+        second = load_prompt_file(str(path))
+        with shared_reads():  # a block inside another shares its reads
+            third = load_prompt_file(path)
+    assert reads == ["train.jsonl"]
+    assert second == third == load_prompt_file(path)
+    assert second[0]["prompt"] == "p"
+    assert reads == ["train.jsonl"] * 2  # outside the block every call reads
+
+
+def test_shared_reads_read_a_changed_file_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = jsonl(tmp_path / "train.jsonl", [{"prompt": "p", "answer": 1}])
+    reads = counted_reads(monkeypatch)
+    with shared_reads():
+        assert load_prompt_file(path)[0]["answer"] == "1"
+        jsonl(path, [{"prompt": "p", "answer": 12}])
+        assert load_prompt_file(path)[0]["answer"] == "12"
+        # A scored read checks the answers itself: a row without one is still refused.
+        jsonl(path, [{"prompt": "p", "answer": 12}, {"prompt": "q", "answer": None}])
+        load_prompt_file(path)
+        with pytest.raises(PromptFileError, match=r"line 2: no .answer."):
+            load_prompt_file(path, require_answer=True)
+    assert reads == ["train.jsonl"] * 4
+
+
+def test_shared_reads_raise_as_outside(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.jsonl", '{"prompt": "a"}\n{"prompt": "c" "answer": 1}\n')
+    with shared_reads():
+        for _ in range(2):
+            with pytest.raises(PromptFileError, match=r"line 2: not valid JSON"):
+                load_prompt_file(path)
+        with pytest.raises(PromptFileError, match=r"file not found"):
+            load_prompt_file(tmp_path / "missing.jsonl")
 
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path: Path) -> None:
