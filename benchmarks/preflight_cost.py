@@ -51,7 +51,7 @@ def file_campaign(folder: Path, rows: int) -> list[str]:
     for split, count in files.items():
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
             for i in range(count):
-                row = {"id": f"{split}-{i}", "prompt": f"A shop sells {i} pens and then {i + 7} more. How many?"}
+                row = {"id": f"{split}-{i}", "prompt": f"A {split} shop sells {i} pens, then {i + 7}. How many?"}
                 handle.write(json.dumps({**row, "answer": str(2 * i + 7)}) + "\n")
     return [
         "tiny",
