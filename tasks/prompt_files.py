@@ -323,6 +323,7 @@ def _csv_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list
     # the probe in that field's cell instead of reading it as a record of its own.
     probe = text + ("" if text.endswith(("\n", "\r")) else "\n") + "x"
     lines = io.StringIO(probe, newline="").readlines()  # the physical lines `csv` counts in `line_num`
+    _check_quotes(path, probe, len(lines))
     reader = csv.reader(io.StringIO(probe, newline=""))
     records: list[tuple[int, list[str]]] = []
     start = 1
@@ -341,6 +342,31 @@ def _csv_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list
     if not records:
         return [], []
     return records[0][1], records[1:]
+
+
+def _check_quotes(path: Path, probe: str, lines: int) -> None:
+    """Refuse a quote followed by text: `csv` (not strict) and pandas would read on, and a quote left open on one
+    line would swallow the next rows into one cell up to the next quote.
+
+    Raises:
+        PromptFileError: at the line where the record starts (where such a quote was opened).
+    """
+    reader = csv.reader(io.StringIO(probe, newline=""), strict=True)
+    start = 1
+    try:
+        for _cells in reader:
+            start = reader.line_num + 1
+    except csv.Error as error:
+        # `_csv_records` names the rest: a quote still open at the end of the file, a cell over the field limit.
+        if "expected after" not in str(error) or reader.line_num >= lines:
+            return
+        if reader.line_num == start:
+            raise PromptFileError(path, f"not valid CSV ({error}: text after a closing quote)", start) from None
+        reason = (
+            f"not valid CSV: a quoted field opened here runs to line {reader.line_num}, where a quote is followed "
+            "by text, not a comma (is a closing quote missing?)"
+        )
+        raise PromptFileError(path, reason, start) from None
 
 
 def _read_parquet(path: Path) -> list[tuple[int, Any]]:

@@ -358,6 +358,24 @@ def test_csv_unclosed_quote_names_the_line_where_it_opens(tmp_path: Path, text: 
     )
 
 
+def test_csv_quote_closed_a_line_late_names_the_line_it_opened(tmp_path: Path) -> None:
+    # Read on as a multi-line cell, line 3's open quote would make lines 3 and 4 one row, answer 6.
+    text = 'prompt,answer\n"What is 1 + 1?",2\n"What is 2 + 2?,4\n"What is 3 + 3?",6\n'
+    path = write(tmp_path / "t.csv", text)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}, line 3: not valid CSV: a quoted field opened here runs to line 4, where a quote is followed by "
+        "text, not a comma (is a closing quote missing?)"
+    )
+    path = write(tmp_path / "t.csv", 'prompt,answer\n"What is 1 + 1?" ,2\n')
+    with pytest.raises(PromptFileError, match=r"t\.csv, line 2: not valid CSV \(.*: text after a closing quote\)$"):
+        load_prompt_file(path)
+    # Quotes inside a cell, doubled quotes and a quoted cell over two lines are CSV and read as before.
+    path = write(tmp_path / "t.csv", 'prompt,answer\nHe said "hi",1\n"a ""b"" c",2\n"line one\nline two",3\n')
+    assert [row["prompt"] for row in load_prompt_file(path)] == ['He said "hi"', 'a "b" c', "line one\nline two"]
+
+
 def test_csv_cell_over_the_csv_field_limit_names_its_line(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", f"prompt\nok\n{'x' * 200_000}\n")
     with pytest.raises(PromptFileError, match=r"t\.csv, line 3: not valid CSV \(field larger than field limit"):
