@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from configs.schema import CampaignConfig
 from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import StopError, is_interruption
-from flows.preflight import preflight_once
+from flows.preflight import check_ray_cluster, preflight_once
 from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
 from tasks.evaluate import Evaluation, evaluate_task, metric_prefix
@@ -50,8 +50,10 @@ def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
     """Run (or resume, unless `fresh`) a whole campaign; return its MLflow run ids, one row per round (validation,
     and test for the starting and each promoted policy) and the final claim on test (None without a test set).
     Its inputs are checked first, where it runs (`flows.preflight.preflight_once`): a run from the UI, a schedule
-    or `selftrain submit` with a missing file fails in one line before any folder or MLflow run exists."""
+    or `selftrain submit` with a missing file fails in one line before any folder or MLflow run exists, and so
+    does a Ray cluster that does not answer (`check_ray_cluster`)."""
     preflight_once(config)
+    check_ray_cluster(config)
     with campaign_run(config, fresh) as campaign:
         return {
             "parent_run_id": campaign.parent_run_id,

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(config.model_dump_json(indent=2))
         return 0
-    problem = prefect_server_problem()
+    problem = prefect_server_problem() or ray_cluster_problem(config)
     if problem:
         print(f"selftrain: error: {problem}", file=sys.stderr)
         return 2
@@ -101,6 +101,18 @@ def prefect_server_problem(*, ask: bool = True) -> str | None:
     if not url:
         return None
     return server_problem(url) if ask else url_problem(url)
+
+
+def ray_cluster_problem(config: CampaignConfig) -> str | None:
+    """Why the Ray cluster `scale.ray_address` names cannot take the campaign's shards (`check_ray_cluster`), or
+    None; asked before the run starts, as the Prefect server is."""
+    from flows.preflight import check_ray_cluster
+
+    try:
+        check_ray_cluster(config)
+    except (ConnectionError, ValueError) as error:
+        return str(error)
+    return None
 
 
 # The list positionals of the subcommands (config, overrides, arm configs), which may go on after a flag.

@@ -26,9 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configs.schema import CampaignConfig, ModelConfig, StorageConfig, TrackingConfig
+from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig, ModelConfig, StorageConfig, TrackingConfig
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
     from tasks.records import Record
 
 HUB_PROBE_SECONDS = 3.0  # an unreachable hub otherwise costs ~75 s of retries, then a traceback
@@ -70,6 +72,7 @@ def check_inputs(config: CampaignConfig) -> None:
     storage and tracking URI have passed."""
     draw = campaign_draws(config)  # each split drawn (or read) once, for every check that needs it
     extra_sets = check_prompts(config, draw)
+    check_answer_form(config, draw, extra_sets)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
     check_extra_set_leak(config, extra_sets, train_rows)
     check_judge_bank(config, train_rows, functools.partial(_scored_sets, draw, extra_sets))
@@ -108,6 +111,25 @@ def preflight_once(config: CampaignConfig) -> None:
     """
     if config.model_dump_json() not in _PASSED:
         preflight(config)
+
+
+def check_ray_cluster(config: CampaignConfig) -> None:
+    """Raise when `scale.ray_address` names a Ray cluster that does not answer and a step would shard onto it
+    (`generate.shards` or `evaluate.shards` above 1), within `scale.connect_timeout`.
+
+    A server, not an input: `preflight` (and `selftrain validate`) leaves it alone, and the campaign flow asks
+    before its folder and MLflow run exist, where a round's first sharded step found it after the start's
+    evaluations (minutes on Gemma).
+
+    Raises:
+        ConnectionError: nothing answered at the address; ValueError: an address of no host:port form.
+    """
+    scale = config.scale
+    if not scale.ray_address or max(config.generate.shards, config.evaluate.shards) <= 1:
+        return
+    from tasks.sharding import check_ray_address
+
+    check_ray_address(scale.ray_address, scale.connect_timeout)
 
 
 def models_of(config: CampaignConfig) -> list[tuple[str, ModelConfig]]:
@@ -252,6 +274,40 @@ def check_prompts(config: CampaignConfig, draw: Callable[[str], list[Record]]) -
                 "prompts.max_operand, add operations or ask for fewer prompts"
             ) from None
     return extra_sets
+
+
+def check_answer_form(
+    config: CampaignConfig, draw: Callable[[str], list[Record]], extra_sets: dict[str, list[Record]]
+) -> None:
+    """Refuse a scored answer that `judge.answer_pattern` can never read as given (a prompt file's validation or
+    test row, an extra set's row): the strict check compares the pattern's group with it, so a response could
+    never earn its credit ("ten" under the default pattern, which reads an integer).
+
+    Each answer is tried in the canonical form, " The answer is <answer>."; a pattern that reads no answer of a
+    set in that form asks for another form, and the set is left unchecked.
+    """
+    from tasks.judging.verifier import is_correct
+
+    sets: list[tuple[str, list[Record]]] = []
+    prompts = config.prompts
+    if prompts.source == "file":
+        sets.append((str(prompts.validation_path or prompts.train_path), draw("validation")))
+        if prompts.test_path:
+            sets.append((str(prompts.test_path), draw("test")))
+    sets += [(str(extra.path), extra_sets.get(extra.name, [])) for extra in config.evaluate.extra_sets]
+    pattern = config.judge.answer_pattern
+    for path, rows in sets:
+        answered = [row for row in rows if row.get("answer") is not None]
+        unread = [row for row in answered if not is_correct(f" The answer is {row['answer']}.", row["answer"], pattern)]
+        if not unread or len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN:
+            continue
+        shown = ", ".join(f"id {row['id']!r}: {str(row['answer'])[:40]!r}" for row in unread[:3])
+        more = ", ..." if len(unread) > 3 else ""
+        raise PreflightError(
+            f"{path}: {len(unread)} of {len(answered)} scored answers ({shown}{more}) are not what "
+            "judge.answer_pattern reads as an answer, so no response could earn their credit; write them as it "
+            "reads one (the default: an integer), or set judge.answer_pattern"
+        )
 
 
 def check_extra_set_leak(
@@ -576,9 +632,9 @@ def check_answer_length(config: CampaignConfig, draw: Callable[[str], list[Recor
     The answer is 74." is 41 Gemma tokens in digits, one per digit; plain ones about 20), a prompt file's in its
     `solution` column; the policy learns to answer as they do, and an answer cut before its final "." fails the
     strict answer check however right it is. The campaign's own rows (every split; a file's rows with a
-    solution) are tokenized with the model's `tokenizer.json` through `tokenizers` (not transformers: `selftrain
-    validate` stays light); skipped when that file is not at hand without loading or converting a model (the tiny
-    model, an unconverted packaged Gemma, a hub model not in the cache).
+    solution) are tokenized with the model's tokenizer through `tokenizers` (`answer_tokenizer`; not transformers:
+    `selftrain validate` stays light); skipped when it is not at hand without loading or converting a model (an
+    unconverted packaged Gemma, a hub model not in the cache).
     """
     prompts = config.prompts
     builtin = prompts.source == "arithmetic"
@@ -586,14 +642,10 @@ def check_answer_length(config: CampaignConfig, draw: Callable[[str], list[Recor
     # it sets is low for no fault of the base's.
     bar = config.few_shot_baseline_config()
     bar_working = bar.prompts.working if builtin and bar.prompts.working not in ("plain", prompts.working) else None
-    tokenizer_file = model_tokenizer_file(config)
-    if tokenizer_file is None:
+    tokenizer = answer_tokenizer(config)
+    if tokenizer is None:
         return
-    from tokenizers import Tokenizer
-
     from tasks.prompts import campaign_prompts, gold_prompts
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
 
     def refuse_cut(field: str, new_tokens: int, splits: tuple[str, ...], working: str, drawn: dict) -> None:
         solutions = [row["solution"] for split in splits for row in drawn[split]]
@@ -706,6 +758,23 @@ def model_tokenizer_file(config: CampaignConfig) -> Path | None:
     return found if found is not None and found.is_file() else None
 
 
+def answer_tokenizer(config: CampaignConfig) -> Tokenizer | None:
+    """The campaign model's tokenizer as `tokenizers` reads it, when at hand without loading, converting or building
+    a model: the tiny model's trained again from its corpus (what its build trains, in a twentieth of a second),
+    another's `tokenizer.json` on disk (`model_tokenizer_file`); None otherwise."""
+    if config.model.source == "tiny":
+        from models.tiny import train_tokenizer
+        from tasks.base_model import tiny_inputs
+
+        return train_tokenizer(tiny_inputs(config)[0])
+    tokenizer_file = model_tokenizer_file(config)
+    if tokenizer_file is None:
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_file))
+
+
 def check_chat_template(config: CampaignConfig) -> None:
     """Raise when `prompts.chat` is on and the policy's tokenizer has no chat template.
 
@@ -781,13 +850,15 @@ def _positions(config_path: Path) -> int | None:
 
 
 def _tokenizer(config: CampaignConfig, directory: Path | None):  # noqa: ANN202 (a transformers tokenizer)
-    """The campaign model's tokenizer, loaded from a local directory; the tiny model is built if needed."""
+    """The campaign model's tokenizer, loaded from a local directory; the tiny model's is trained again from its
+    corpus (`models.tiny.build_tokenizer`: what its build trains, without building the model)."""
     from transformers import AutoTokenizer
 
-    if directory is None and config.model.source == "tiny":
-        from tasks.base_model import prepare_base
+    if config.model.source == "tiny":
+        from models.tiny import build_tokenizer
+        from tasks.base_model import tiny_inputs
 
-        directory = Path(prepare_base(config).base)
+        return build_tokenizer(tiny_inputs(config)[0])
     if directory is None:
         return None
     try:

@@ -34,6 +34,7 @@ from models.integrity import REQUIRED_FILES, DamagedModelError, check_record, wr
 # here for `selftrain validate`, which must not load them (tests/flows/test_cli.py).
 if TYPE_CHECKING:
     import torch
+    from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 # Bump when the architecture, tokenizer recipe or warm-up loop changes: it invalidates every cached build.
@@ -72,15 +73,32 @@ def _is_complete(path: Path) -> bool:
 
 
 def build_tokenizer(corpus: Sequence[str]) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `corpus`, with one token per digit.
+    """A byte-level BPE tokenizer trained on `corpus`, with one token per digit (`train_tokenizer`), as transformers
+    loads it.
+
+    No special token is added around the text: TRL appends the EOS itself and the campaign's prompts carry their
+    own template.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(corpus),
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=BOS,
+        padding_side="left",
+        model_max_length=MAX_POSITIONS,
+    )
+
+
+def train_tokenizer(corpus: Sequence[str]) -> Tokenizer:
+    """The tiny model's byte-level BPE tokenizer trained on `corpus`, as `tokenizers` holds it (a twentieth of a
+    second on the tiny config's corpus; no transformers import, so preflight measures answers with it).
 
     Byte-level BPE round-trips any text exactly. Splitting digits first means numbers are spelled
     digit by digit, so arithmetic facts are shared across numbers instead of memorised per token.
-    No special token is added around the text: TRL appends the EOS itself and the campaign's prompts
-    carry their own template.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -97,14 +115,7 @@ def build_tokenizer(corpus: Sequence[str]) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token=PAD,
-        eos_token=EOS,
-        bos_token=BOS,
-        padding_side="left",
-        model_max_length=MAX_POSITIONS,
-    )
+    return tokenizer
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:

@@ -278,6 +278,70 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
     check_answer_length(load_config("tiny", [*chained, "train.max_length=256"]))
 
 
+def test_a_scored_answer_the_answer_pattern_cannot_read_is_refused(tmp_path: Path) -> None:
+    # Under the default pattern (an integer) a validation answer "ten" could never earn its credit.
+    train = _jsonl(tmp_path / "train.jsonl", [{"prompt": "What is 5 plus 5?", "answer": "10"}])
+    validation = _jsonl(
+        tmp_path / "validation.jsonl",
+        [
+            {"id": "v1", "prompt": "What is five plus five?", "answer": "ten"},
+            {"prompt": "What is 1 plus 1?", "answer": 2},
+        ],
+    )
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    refused = (
+        f"{validation}: 1 of 2 scored answers (id 'v1': 'ten') are not what judge.answer_pattern reads as an answer, "
+        "so no response could earn their credit; write them as it reads one (the default: an integer), or set "
+        "judge.answer_pattern"
+    )
+    with pytest.raises(PreflightError) as caught:
+        preflight(load_config("tiny", files))
+    assert str(caught.value) == refused
+    # A pattern that reads words takes it; one that asks for another form ("#### N") leaves the set unchecked.
+    words = r"judge.answer_pattern='[Tt]he answer is (\w+)\.\s*$'"
+    preflight(load_config("tiny", [*files, words]))
+    _jsonl(
+        validation,
+        [
+            {"id": "v1", "prompt": "What is five plus five?", "answer": "ten"},
+            {"id": "v2", "prompt": "p", "answer": "2.5"},
+        ],
+    )
+    with pytest.raises(PreflightError, match=r"validation.jsonl: 1 of 2 scored answers \(id 'v2': '2.5'\) are not"):
+        preflight(load_config("tiny", [*files, words]))
+    preflight(load_config("tiny", [*files, r"judge.answer_pattern='#### (-?[0-9]+)\s*$'"]))
+    # An extra set's answers too, and the built-in task's campaign with it.
+    bench = _jsonl(tmp_path / "bench.jsonl", [{"id": "b", "prompt": "Half of 7?", "answer": 3.5}])
+    with pytest.raises(PreflightError, match=r"bench.jsonl: 1 of 1 scored answers \(id 'b': '3.5'\) are not what"):
+        preflight(load_config("tiny", [f"evaluate.extra_sets=[{{name: bench, path: {bench}}}]"]))
+
+
+def test_the_tiny_models_answers_are_measured_without_building_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_dir: Path, tiny_build_args: dict
+) -> None:
+    # The tiny model's tokenizer is trained again from its corpus (a twentieth of a second), as its build trains
+    # it: the length checks run for model.source=tiny, and neither they nor the context check build the model.
+    from tokenizers import Tokenizer
+
+    from flows.preflight import answer_tokenizer, check_context
+    from models.tiny import train_tokenizer
+
+    texts = ["Question: What is 14 plus 18?\nAnswer: 4 + 8 = 12. 1 + 1 + 1 = 3. The answer is 32.", "héllo, wörld"]
+    built = Tokenizer.from_file(str(tiny_dir / "tokenizer.json"))
+    again = train_tokenizer(tiny_build_args["corpus"])
+    assert [e.ids for e in again.encode_batch(texts)] == [e.ids for e in built.encode_batch(texts)]
+
+    monkeypatch.setenv("SELFTRAIN_CACHE", str(tmp_path / "cache"))
+    digits = ["prompts.working=digits", "prompts.max_operand=20"]
+    assert answer_tokenizer(load_config("tiny")) is not None
+    with pytest.raises(PreflightError, match=r"^evaluate.max_new_tokens=24: \d+ of 320 worked answers .* at least 41$"):
+        check_answer_length(load_config("tiny", [*digits, "generate.max_new_tokens=41"]))
+    check_answer_length(load_config("tiny", [*digits, "generate.max_new_tokens=41", "evaluate.max_new_tokens=41"]))
+    long_template = 'prompts.template="' + "Think it through. " * 12 + '{prompt}"'
+    check_context(load_config("tiny", [long_template]))  # the byte bound does not fit: the tokenizer counts
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_prompt_files_solutions_longer_than_the_new_tokens_or_max_length_are_refused(
     tmp_path: Path, tiny_dir: Path
 ) -> None:
@@ -576,7 +640,7 @@ def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_each_split_o
     bank = _jsonl(
         tmp_path / "bank.jsonl", [{"prompt": f"q{i}", "response": "r", "correct": i % 2 == 0} for i in range(8)]
     )
-    bench = _jsonl(tmp_path / "bench.jsonl", [{"id": "b", "prompt": "Name a colour.", "answer": "red"}])
+    bench = _jsonl(tmp_path / "bench.jsonl", [{"id": "b", "prompt": "How many legs has a cat?", "answer": "4"}])
     preflight(
         load_config(
             "tiny",
@@ -616,6 +680,23 @@ def test_preflight_reads_each_prompt_file_of_a_file_campaign_once(
     assert sorted(reads) == ["test.jsonl", "train.jsonl"]
     prompt_files.load_prompt_file(train)  # after preflight, a call reads the file again
     assert sorted(reads) == ["test.jsonl", "train.jsonl", "train.jsonl"]
+
+
+def test_a_ray_cluster_that_does_not_answer_is_refused_before_the_run_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Found before: round 1's sharded step, after the campaign's folder, MLflow run and start evaluations.
+    from flows.preflight import check_ray_cluster
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray = [f"scale.ray_address=127.0.0.1:{port}", "scale.connect_timeout=1"]
+    message = _rejected(capsys, tmp_path, *ray, "generate.shards=2")
+    assert message.startswith(f"scale.ray_address=127.0.0.1:{port}: no Ray cluster answered within 1 s ("), message
+    check_ray_cluster(load_config("tiny", ray))  # no step shards: the address is not asked
+    with pytest.raises(ConnectionError, match=r"no Ray cluster answered"):
+        check_ray_cluster(load_config("tiny", [*ray, "evaluate.shards=2"]))
 
 
 def test_a_bad_output_folder_fails_before_the_task_modules_load(tmp_path: Path) -> None:
