@@ -63,8 +63,14 @@ def run_url(flow_run_id: UUID) -> str:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else f"flow run {flow_run_id}"
 
 
+# How Prefect's flow engine begins a failed run's state message, before `<type>: <message>` (prefect.flow_engine).
+FAILED_PREFIX = "Flow run encountered an exception:"
+
+
 def watch(flow_run_id: UUID) -> str:
-    """Print each state the flow run enters until a final one; return its type (`COMPLETED`, ...)."""
+    """Print each state the flow run enters until a final one; return its type (`COMPLETED`, ...). A run that ends
+    otherwise than Completed adds its reason on stderr as `selftrain run` gives one, `selftrain: error: <type>:
+    <message>` (the exception Prefect recorded), or the state's message (a crash, a cancellation)."""
     from prefect.client.orchestration import get_client
 
     seen = None
@@ -75,6 +81,9 @@ def watch(flow_run_id: UUID) -> str:
                 seen = state.name
                 print(f"{time.strftime('%H:%M:%S')} {state.name}", flush=True)
             if state is not None and state.is_final():
+                if not state.is_completed() and state.message:
+                    reason = state.message.removeprefix(FAILED_PREFIX).strip()
+                    print(f"selftrain: error: {reason}", file=sys.stderr, flush=True)
                 return str(state.type.value)  # COMPLETED, FAILED, CRASHED, CANCELLED
             time.sleep(POLL_SECONDS)
 

@@ -71,3 +71,14 @@ def test_submit_merges_overrides_and_watches_to_the_end(
     assert {k: v for k, v in sent["generate"].items() if k != "k"} == {
         k: v for k, v in defaults["generate"].items() if k != "k"
     }
+
+
+def test_a_watched_run_that_fails_ends_with_its_reason(served: dict, cli_env: dict[str, str]) -> None:
+    # The schema takes a file campaign whose file is missing (the file lives where the run runs): the served run's
+    # preflight refuses it, and --watch prints that reason as `selftrain run` would, not only "Failed".
+    missing = f"/nonexistent-{uuid.uuid4().hex[:8]}/train.jsonl"
+    args = ["it", "rounds=1", "prompts.source=file", f"prompts.train_path={missing}", "--watch"]
+    done = _submit(served, cli_env, *args)
+    assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
+    assert done.stdout.strip().splitlines()[-1].endswith("Failed")
+    assert done.stderr.strip().splitlines()[-1] == f"selftrain: error: PromptFileError: {missing}: file not found"
