@@ -121,7 +121,7 @@ INTERMIXED = ("args", "overrides", "configs")
 
 def parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse as `parser.parse_args`, but positionals after a flag join the subcommand's list positional:
-    `selftrain run tiny --fresh rounds=0` is `run tiny rounds=0 --fresh` (argparse's `parse_intermixed_args` does
+    `selftrain run tiny --fresh rounds=1` is `run tiny rounds=1 --fresh` (argparse's `parse_intermixed_args` does
     not support subcommands). An unknown flag is still argparse's usual error."""
     ns, extra = parser.parse_known_args(argv)
     target = next((name for name in INTERMIXED if isinstance(getattr(ns, name, None), list)), None)

@@ -109,6 +109,12 @@ def register_policy(
     return str(version.version), best is not None and str(best.version) == str(version.version)
 
 
+def registered_version(cfg: TrackingConfig, name: str, run_id: str) -> str | None:
+    """The version of `name` registered from run `run_id` (a resumed campaign's round may have one), or None."""
+    version = _run_version(client_for(cfg), name, run_id)
+    return None if version is None else str(version.version)
+
+
 def _run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
     versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     return max(versions, key=lambda v: int(v.version)) if versions else None

@@ -50,8 +50,8 @@ def numbered_bank_file(path: str | Path, config_field: str | None = None) -> lis
             object, or a missing or mistyped field.
     """
     path = Path(path)
-    if not path.exists():
-        raise BankError(f"{path}: reference bank file not found")
+    if not path.exists():  # a labelled set (`judge-eval --labelled`) is read here too, and is no bank
+        raise BankError(f"{path}: {'reference bank file' if config_field else 'file'} not found")
     named = f"{config_field}={path}" if config_field else str(path)
     if not path.is_file():
         what = "a directory" if path.is_dir() else "a device, pipe or socket"

@@ -142,6 +142,9 @@ def test_a_labelled_set_the_judges_cannot_be_measured_on_is_one_line(
     # A directory: the reader's one line, not IsADirectoryError.
     err = _one_line_error(capsys, tmp_path, [], labelled=str(tmp_path), judges="pointwise")
     assert err == f"selftrain: error: --labelled: {tmp_path}: not a file (a directory); expected a JSONL file\n"
+    # A missing file is a labelled set not found, not a reference bank.
+    err = _one_line_error(capsys, tmp_path, [], labelled=str(tmp_path / "no.jsonl"), judges="pointwise")
+    assert err == f"selftrain: error: --labelled: {tmp_path / 'no.jsonl'}: file not found\n"
     # 3 rows: the validation split (12.5% of 3 prompts) is empty, where "cannot calibrate a threshold on no scores".
     few = _rows_file(
         tmp_path / "few.jsonl", [{"prompt": f"p{i}", "response": "r", "correct": i != 1} for i in range(3)]

@@ -120,6 +120,9 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     logs = second.stderr
     assert f"resuming campaign {workdir.name}" in logs
     assert "round 1: finished before the resume" in logs
+    if "round 1: registered " in (tmp_path / "first.log").read_text():  # promoted: the version is not made again
+        assert re.search(r"round 1: already registered as selftrain-\S+ version 1\b", logs), logs[-3000:]
+    assert "round 1: registered " not in logs
     assert "Prefect flow run 'tiny' of the dead process marked Crashed" in logs
     assert "Prefect flow run 'tiny-round-2' of the dead process marked Crashed" in logs
     cached = set(re.findall(r"Task run '(\w+)-\w+' - Finished in state Cached", logs))
