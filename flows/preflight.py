@@ -299,14 +299,14 @@ def check_answer_form(
     for path, rows in sets:
         answered = [row for row in rows if row.get("answer") is not None]
         unread = [row for row in answered if not is_correct(f" The answer is {row['answer']}.", row["answer"], pattern)]
-        if not unread or len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN:
+        if not unread or (len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN):
             continue
         shown = ", ".join(f"id {row['id']!r}: {str(row['answer'])[:40]!r}" for row in unread[:3])
         more = ", ..." if len(unread) > 3 else ""
         raise PreflightError(
             f"{path}: {len(unread)} of {len(answered)} scored answers ({shown}{more}) are not what "
             "judge.answer_pattern reads as an answer, so no response could earn their credit; write them as it "
-            "reads one (the default: an integer), or set judge.answer_pattern"
+            "reads one (the default pattern: an integer), or set judge.answer_pattern"
         )
 
 

@@ -291,8 +291,8 @@ def test_a_scored_answer_the_answer_pattern_cannot_read_is_refused(tmp_path: Pat
     files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     refused = (
         f"{validation}: 1 of 2 scored answers (id 'v1': 'ten') are not what judge.answer_pattern reads as an answer, "
-        "so no response could earn their credit; write them as it reads one (the default: an integer), or set "
-        "judge.answer_pattern"
+        "so no response could earn their credit; write them as it reads one (the default pattern: an integer), or "
+        "set judge.answer_pattern"
     )
     with pytest.raises(PreflightError) as caught:
         preflight(load_config("tiny", files))
