@@ -220,6 +220,8 @@ def format_validation_error(err: ValidationError) -> str:
             continue
         got = problem.get("input")
         shown = "" if isinstance(got, dict) or problem["type"] == "value_error" else f" (got {got!r})"
+        if isinstance(got, dict) and problem["type"] == "string_type":  # `template=Q: {x}` unquoted
+            shown = f" (got the mapping {str(got)[:80]}: YAML reads 'key: value' as one; quote the text)"
         lines.append(f"{where}: {message}{shown}")
     return "\n".join(lines)
 

@@ -42,6 +42,11 @@ def test_overrides_parse_yaml_values() -> None:
         ("prompts.min_operand=20", "prompts.min_operand must not exceed prompts.max_operand"),
         ("evaluate.few_shot_working=plain", "evaluate.few_shot_baseline is off"),
         ("evaluate.few_shot_working=long", "evaluate.few_shot_working: Input should be 'plain', 'ones'"),
+        (  # unquoted, YAML reads "Q: {question}" as a mapping
+            "prompts.template=Q: {question}",
+            "prompts.template: Input should be a valid string (got the mapping {'Q': {'question': None}}: YAML "
+            "reads 'key: value' as one; quote the text)",
+        ),
     ],
 )
 def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
