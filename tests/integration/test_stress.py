@@ -39,10 +39,12 @@ COMMON = [
     "train.epochs=1",
     f"tracking.experiment={EXPERIMENT}",
 ]
-# Stress-a answers in one token (evaluate.max_new_tokens=1), so no policy states an answer and every one scores 0:
-# each round ties with its start and, ties going to the newer, becomes its campaign's champion, which is what is
-# registered. So the four registrations race whatever the tiny model learns in a round.
-CAMPAIGNS = [("stress-a", ["evaluate.promotion_margin=1.0", "evaluate.max_new_tokens=1"])] * 4 + [
+# Stress-a's answer pattern reads no answer the policy writes ("never N"), so every response scores 0 (and the
+# threshold of 0 keeps every sample for training): each round ties with its start and, ties going to the newer,
+# becomes its campaign's champion, which is what is registered. So the four registrations race whatever the tiny
+# model learns in a round. (Answers cut at one new token did this before preflight measured the tiny model's.)
+NEVER = ["select.threshold=0", "judge.answer_pattern='^never (-?[0-9]+)$'"]
+CAMPAIGNS = [("stress-a", ["evaluate.promotion_margin=1.0", *NEVER])] * 4 + [
     ("stress-b", ["train.learning_rate=0.002"]),
     ("stress-b", []),
 ]
