@@ -283,10 +283,10 @@ def check_answer_form(
     test row, an extra set's row): the strict check compares the pattern's group with it, so a response could
     never earn its credit ("ten" under the default pattern, which reads an integer).
 
-    Each answer is tried in the canonical form, " The answer is <answer>."; a pattern that reads no answer of a
-    set in that form asks for another form, and the set is left unchecked.
+    Each answer is tried in the canonical form (`stated_answer`: " The answer is <answer>."); a pattern that reads
+    no answer of a set in that form asks for another form, and the set is left unchecked.
     """
-    from tasks.judging.verifier import is_correct
+    from tasks.judging.verifier import is_correct, stated_answer
 
     sets: list[tuple[str, list[Record]]] = []
     prompts = config.prompts
@@ -298,7 +298,7 @@ def check_answer_form(
     pattern = config.judge.answer_pattern
     for path, rows in sets:
         answered = [row for row in rows if row.get("answer") is not None]
-        unread = [row for row in answered if not is_correct(f" The answer is {row['answer']}.", row["answer"], pattern)]
+        unread = [row for row in answered if not is_correct(stated_answer(row["answer"]), row["answer"], pattern)]
         if not unread or (len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN):
             continue
         shown = ", ".join(f"id {row['id']!r}: {str(row['answer'])[:40]!r}" for row in unread[:3])

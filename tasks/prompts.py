@@ -30,6 +30,7 @@ from tasks.arithmetic import (
     worked_solution,
 )
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
+from tasks.judging.verifier import stated_answer
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
@@ -472,7 +473,7 @@ def few_shot_pairs(config: CampaignConfig) -> list[tuple[str, str]]:
     """(templated question, solution) per worked example of the campaign (see `few_shot_prefix`)."""
     cfg = config.prompts
     return [
-        (cfg.template.format(prompt=row["prompt"]), row.get("solution") or f" The answer is {row['answer']}.")
+        (cfg.template.format(prompt=row["prompt"]), row.get("solution") or stated_answer(row["answer"]))
         for row in few_shot_rows(config)
     ]
 

@@ -21,7 +21,7 @@ from prefect import task
 
 from configs.schema import CampaignConfig, SelectConfig
 from tasks.judge import requires_work
-from tasks.judging.verifier import shows_work
+from tasks.judging.verifier import shows_work, stated_answer
 from tasks.layout import RESUMABLE
 from tasks.prompts import gold_prompts
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
@@ -180,7 +180,7 @@ def gold_rows(
     for row in prompt_rows:
         if row["id"] in targets or not (row.get("solution") or row.get("answer") is not None):
             continue
-        target = row.get("solution") or f" The answer is {row['answer']}."
+        target = row.get("solution") or stated_answer(row["answer"])
         if answer_pattern is None or shows_work(target, answer_pattern):
             targets[row["id"]] = (row, target)
     ids = sorted(targets)

@@ -100,6 +100,13 @@ def same_answer(predicted: str | None, answer: Any) -> bool:
     return predicted.strip() == reference
 
 
+def stated_answer(answer: Any) -> str:
+    """A final answer stated in the canonical form, " The answer is <answer>.", which the default
+    `judge.answer_pattern` reads: the target of a row without a worked solution, and the form preflight tries a
+    scored answer in."""
+    return f" The answer is {answer}."
+
+
 def is_correct(response: str, answer: Any, pattern: str = DEFAULT_ANSWER_PATTERN) -> bool:
     """Whether a response states, in the expected form, a final answer equal to the reference answer.
 
