@@ -10,6 +10,7 @@ CONFIG (with overrides) becomes the default parameters. Flow runs execute in sub
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import urllib.error
@@ -25,6 +26,7 @@ START_STACK_HINT = (
     "start one with `bash infra/start-stack.sh start` (PostgreSQL + Prefect + MLflow, see README "
     "'Running on servers') or `prefect server start`, then export PREFECT_API_URL=" + EXAMPLE_API_URL
 )
+PAUSE_TIMEOUT_SECONDS = 10  # per request when pausing the deployment on exit; a refused connection fails at once
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -84,8 +86,11 @@ def quiet_served_runs() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
 
-def serve(config: CampaignConfig, name: str | None = None, cron: str | None = None, limit: int | None = None) -> None:
-    """Register the campaign deployment with the Prefect server and execute its runs until interrupted.
+def serve(
+    config: CampaignConfig, name: str | None = None, cron: str | None = None, limit: int | None = None
+) -> str | None:
+    """Register the campaign deployment with the Prefect server and execute its runs until interrupted (Ctrl-C or
+    SIGTERM), then pause it; returns why pausing failed, or None.
 
     The deployment names its flow by module path (`flows.campaign:campaign_flow`), so each run starts a
     fresh `python -m prefect.engine` that imports the flow. `flow.serve` would instead hand the flow
@@ -109,7 +114,48 @@ def serve(config: CampaignConfig, name: str | None = None, cron: str | None = No
     )
     # `to_deployment` dispatches on the caller: here, outside any event loop, it returns the deployment itself.
     assert isinstance(deployment, RunnerDeployment)
-    prefect_serve(deployment, limit=limit)
+    # Prefect's runner would pause the deployment on its way out (`pause_on_shutdown`) with its long-lived client,
+    # which retries a refused connection for about 80 s once the server has gone: done below instead. SystemExit:
+    # Prefect's SIGTERM handler (`Runner.handle_sigterm`) ends the runner with sys.exit(0).
+    with contextlib.suppress(SystemExit):
+        prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
+    return pause_deployment(f"{campaign_flow.name}/{deployment.name}")
+
+
+def pause_deployment(name: str) -> str | None:
+    """Pause the deployment `name` ("flow/deployment") as Prefect's runner does when serving stops, so no schedule
+    makes runs that nothing executes; None when paused (or already deleted), else why it could not be.
+
+    One request each, within PAUSE_TIMEOUT_SECONDS (Prefect's own client settings, for this client only): the
+    runner's client retries a refused connection `PREFECT_CLIENT_MAX_RETRIES` (5) times after exponential
+    back-off once it has connected (`PrefectHttpxAsyncClient.send`, prefect/client/base.py), which held a
+    SIGTERM for 70-80 s when the Prefect server had stopped first, past a service manager's stop timeout.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import (
+        PREFECT_API_REQUEST_TIMEOUT,
+        PREFECT_API_URL,
+        PREFECT_CLIENT_MAX_RETRIES,
+        temporary_settings,
+    )
+
+    api_url = PREFECT_API_URL.value()
+    bounded = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: PAUSE_TIMEOUT_SECONDS}
+    try:
+        with temporary_settings(updates=bounded), get_client(sync_client=True) as client:
+            client.pause_deployment(client.read_deployment_by_name(name).id)
+    except ObjectNotFound:
+        return None  # deleted while served: nothing left to schedule
+    except httpx.HTTPStatusError as err:
+        reason = f"the Prefect API at {api_url} answered HTTP {err.response.status_code}"
+    except httpx.TransportError as err:  # refused, timed out, reset
+        reason = f"no Prefect server answers at PREFECT_API_URL={api_url} ({type(err).__name__}: {err})"
+    else:
+        print(f"selftrain: paused deployment {name}", file=sys.stderr)
+        return None
+    return f"could not pause deployment {name} on exit: {reason}; pause it in the Prefect UI once the server is back"
 
 
 def option_problem(cron: str | None, name: str | None, limit: int | None) -> str | None:
@@ -132,7 +178,7 @@ def option_problem(cron: str | None, name: str | None, limit: int | None) -> str
 
 def main(ns: argparse.Namespace) -> int:
     """Run `selftrain serve`: validate the config and the options, check the server, then serve (blocks until
-    Ctrl-C)."""
+    Ctrl-C or SIGTERM); 1 when the deployment could not be paused on exit."""
     config = load_checked(ns.args)
     if config is None:
         return 2
@@ -142,5 +188,8 @@ def main(ns: argparse.Namespace) -> int:
     if problem:
         print(f"selftrain: error: {problem}", file=sys.stderr)
         return 2
-    serve(config, name=ns.name, cron=ns.cron, limit=ns.limit)
+    problem = serve(config, name=ns.name, cron=ns.cron, limit=ns.limit)
+    if problem:
+        print(f"selftrain: error: {problem}", file=sys.stderr)
+        return 1
     return 0

@@ -122,7 +122,7 @@ def served(
                 start_new_session=True,
             )  # fmt: skip
         # Every run the tests started has finished by then: end the serve process and its flow-run processes at
-        # once (a graceful Ctrl-C would spend ~10 s pausing the deployment's schedule, which has none).
+        # once (a graceful stop would first pause the deployment, which has no schedule).
         at_session_end("served", killpg=proc.pid)
         deadline = time.monotonic() + 180
         with prefect_api(stack["prefect_api"]), get_client(sync_client=True) as client:

@@ -1,0 +1,140 @@
+"""`selftrain serve` stopping: it pauses its deployment on SIGTERM, and when the Prefect server has stopped first
+it exits within seconds with a one-line error instead of retrying the pause for over a minute.
+
+Each test starts its own `prefect server start` (the stack's server is shared and must stay up), on a copy of the
+session's migrated database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+EXIT_SECONDS = 30  # the bound asked of serve; before the fix it took 70-80 s (Prefect's client retries)
+
+
+def _get(url: str) -> dict | None:
+    """The JSON `url` answers, or None when it answers an error or nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> dict:
+    deadline = time.monotonic() + seconds
+    while (answer := _get(url)) is None:
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no answer from {url} after {seconds} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+    return answer
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End `proc` and its process group (SIGTERM, then SIGKILL after 20 s)."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def prefect_api(tmp_path: Path, prefect_database: Path) -> Iterator[dict]:
+    """A `prefect server start` of this test's own on a free loopback port: its API URL, process and log."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    shutil.copyfile(prefect_database, home / "prefect.db")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "DATABASE" not in k and k != "PREFECT_API_URL"}
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env={**env, "PREFECT_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_for(f"{api}/health", proc, log)
+        yield {"url": api, "proc": proc, "home": home}
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def serving(prefect_api: dict, cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict]:
+    """`selftrain serve configs/tiny.yaml --name shutdown` against `prefect_api`, once its deployment exists."""
+    env = {**cli_env, "PREFECT_API_URL": prefect_api["url"], "PREFECT_HOME": str(prefect_api["home"])}
+    log = tmp_path / "serve.log"
+    command = [str(BIN / "selftrain"), "serve", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*command, "--name", "shutdown"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"{prefect_api['url']}/deployments/name/selftrain-campaign/shutdown"
+    try:
+        assert _wait_for(url, proc, log)["paused"] is False
+        yield {"proc": proc, "log": log, "deployment_url": url, "server": prefect_api["proc"]}
+    finally:
+        _stop(proc)
+
+
+def _terminate(proc: subprocess.Popen) -> float:
+    """Send SIGTERM to `proc` and return the seconds it took to exit (fails past EXIT_SECONDS)."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"selftrain serve still running {EXIT_SECONDS} s after SIGTERM")
+    return time.monotonic() - started
+
+
+def test_sigterm_pauses_the_deployment(serving: dict) -> None:
+    seconds = _terminate(serving["proc"])
+    output = serving["log"].read_text()
+    assert serving["proc"].returncode == 0, output[-3000:]
+    assert "selftrain: paused deployment selftrain-campaign/shutdown" in output
+    assert _get(serving["deployment_url"])["paused"] is True  # type: ignore[index]
+    print(f"\nserve exited {seconds:.1f} s after SIGTERM")
+
+
+def test_sigterm_after_the_server_stopped_is_one_line_within_seconds(serving: dict) -> None:
+    _stop(serving["server"])
+    seconds = _terminate(serving["proc"])
+    output = serving["log"].read_text()
+    assert serving["proc"].returncode == 1, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("selftrain: error:")]
+    assert len(errors) == 1, output[-3000:]
+    api = serving["deployment_url"].split("/deployments/")[0]
+    assert errors[0].startswith(
+        "selftrain: error: could not pause deployment selftrain-campaign/shutdown on exit: "
+        f"no Prefect server answers at PREFECT_API_URL={api} (ConnectError: "
+    ), errors[0]
+    assert errors[0].endswith("; pause it in the Prefect UI once the server is back"), errors[0]
+    assert "Traceback" not in output, output[-3000:]
+    print(f"\nserve exited {seconds:.1f} s after SIGTERM")
