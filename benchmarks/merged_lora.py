@@ -1,7 +1,8 @@
 """Measure decoding with a LoRA merged into the base weights against PEFT's unmerged layers, on a campaign's policies.
 
-Merging (`PeftModel.merge_and_unload`, here on a private copy) is the usual advice for LoRA inference. selftrain
-decodes through the unmerged adapter; this checks whether merging would pay on the default campaign's passes:
+Merging (`PeftModel.merge_and_unload` on a private copy of the weights) is the usual advice for LoRA inference,
+and what selftrain's read-only policies do (`models.loading.merged_for_inference`); this measures what it pays on
+the default campaign's passes against PEFT's unmerged layers:
 
 - `greedy`: round 2's policy answering the validation set (the campaign's template, greedy, its batch size), as
   the campaign's evaluation does;
@@ -29,7 +30,6 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +42,7 @@ from benchmarks._timing import interleaved_cpu_medians
 from benchmarks.ood_development import round_policy, score
 from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
-from models.loading import load_policy, set_torch_threads
+from models.loading import load_policy, merged_for_inference, set_torch_threads
 from models.sampling import HFSampler
 from tasks.base_model import cache_root
 from tasks.generate import generate_responses
@@ -100,7 +100,7 @@ def main() -> int:
         adapter = str(layout.in_round(index, ADAPTER))
         unmerged, tokenizer = load_policy(base, adapter)
         copy, _ = load_policy(base, adapter)  # merged in place: a private copy
-        merged = cast(PeftModel, copy).merge_and_unload()
+        merged = merged_for_inference(copy)
         if part == "greedy":
             run = partial(greedy_texts, tokenizer=tokenizer, config=config, records=validation)
         else:

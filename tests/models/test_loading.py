@@ -116,6 +116,29 @@ def test_cache_serves_the_same_policy_until_the_adapter_bytes_change(
     torch.testing.assert_close(_logits(changed), _logits(fresh))
 
 
+def test_a_read_only_policy_is_merged_and_decodes_as_the_adapter_does(tiny_dir: Path, adapter_dir: Path) -> None:
+    """The cache merges a LoRA adapter into its private weights: the plain model, the adapter's function (logits
+    to float32 rounding, the same greedy tokens), and a base loaded afterwards untouched by the merge."""
+    from models.sampling import HFSampler
+
+    served, tokenizer = PolicyCache(size=1).policy(str(tiny_dir), str(adapter_dir))
+    unmerged, _ = load_policy(str(tiny_dir), str(adapter_dir))
+    assert isinstance(unmerged, PeftModel) and not isinstance(served, PeftModel) and not served.training
+    assert not any("lora_" in name for name, _ in served.named_parameters())
+    torch.testing.assert_close(_logits(served), _logits(unmerged))
+    prompts = ["Question: What is 3 + 4?\nAnswer:", "Question: What is 12 - 5?\nAnswer:"]
+    for temperature in (0.0, 0.8):
+        merged_answers, adapter_answers = (
+            HFSampler(model, tokenizer).sample(
+                prompts, n=2, temperature=temperature, top_p=1.0, max_new_tokens=12, stop=[], seed=0, batch_size=4
+            )
+            for model in (served, unmerged)
+        )
+        assert merged_answers == adapter_answers
+    base, _ = load_policy(str(tiny_dir))
+    assert not torch.allclose(_logits(base), _logits(served))
+
+
 def test_cache_drops_the_least_recently_used_and_size_zero_keeps_nothing(tiny_dir: Path, adapter_dir: Path) -> None:
     cache = PolicyCache(size=1)
     base, _ = cache.policy(str(tiny_dir))
