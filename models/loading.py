@@ -13,8 +13,8 @@ what is costly to load through `PolicyCache` (module instance `POLICIES`, used b
 - read-only policies (base plus adapter, eval mode, frozen), a few at a time (LRU), for generation,
   judging and evaluation: the candidate a round evaluates is the policy the next round samples from. A LoRA
   adapter is merged into the policy's private copy of the base weights (`merged_for_inference`): decoding then
-  runs one product per adapted layer instead of three (benchmarks/merged_lora.py: 0.89-0.92x a greedy pass of Gemma,
-  0.94x a sampling pass, the same responses).
+  runs one product per adapted layer instead of three (benchmarks/merged_lora.py: 0.87-0.89x the CPU time of a
+  greedy pass of Gemma, 0.91-0.94x of a sampling pass, the same responses).
 
 Training never takes a cached model: `load_policy(..., trainable=True)` builds a private copy of the
 weights (cheap, see above) around the shared tokenizer, so an optimiser step, an injected LoRA layer or a
@@ -193,8 +193,9 @@ def _load(
 def merged_for_inference(policy: PreTrainedModel | PeftModel) -> PreTrainedModel | PeftModel:
     """A LoRA policy with its adapter merged into its base weights (PEFT's `merge_and_unload`): the plain model,
     computing `(W + scale * B @ A) x` where PEFT's layers compute `W x + scale * B (A x)`. The same function,
-    rounded once in the merged weights instead of in each product: on the default campaign's policies the
-    responses were the same, text for text (benchmarks/merged_lora.py).
+    rounded once in the merged weights instead of in each product: the default campaign gave every one of its
+    3,595 responses the same, text for text, before and after its policies were merged
+    (benchmarks/results/warm_start_rounds.txt section 48).
 
     Merging writes into the base weights, so `policy` must own them (as every `_load` does); the adapter can no
     longer be disabled, so this is for read-only policies (`PolicyCache`), never for a trainer or for a scorer
