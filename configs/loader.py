@@ -189,6 +189,22 @@ def _override_value(key: str, raw: str) -> Any:
         loader.dispose()
 
 
+def repeated_overrides(overrides: Sequence[str]) -> list[str]:
+    """A line for each field set more than once among `overrides` (an old name counts as its new one): the
+    values in order and that the last one is taken, as `config_from_mapping` does. Not an error: scripts append
+    an override to a base list on purpose."""
+    given: dict[str, list[str]] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if sep and key.strip():
+            given.setdefault(OLD_NAMES.get(key.strip(), key.strip()), []).append(raw)
+    return [
+        f"{key} is given {len(values)} times ({', '.join(values)}); the last one, {values[-1]}, is taken"
+        for key, values in given.items()
+        if len(values) > 1
+    ]
+
+
 def _apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from configs.loader import ConfigError, load_config, split_args
+from configs.loader import ConfigError, load_config, repeated_overrides, split_args
 from configs.schema import CampaignConfig
 
 DEFAULT_CONFIG = "default"  # configs/default.yaml: the packaged Gemma 3 270M campaign
@@ -67,12 +67,16 @@ def checked_config(args: Sequence[str], default: str = DEFAULT_CONFIG) -> Campai
 
 
 def load_checked(args: Sequence[str], default: str = DEFAULT_CONFIG) -> CampaignConfig | None:
-    """`checked_config`, or None after printing its error (`selftrain: error: ...`, one line) to stderr."""
+    """`checked_config`, or None after printing its error (`selftrain: error: ...`, one line) to stderr; a field
+    set twice on the command line gets a note there (`repeated_overrides`)."""
     try:
-        return checked_config(args, default)
+        config = checked_config(args, default)
     except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain: error: {err}", file=sys.stderr)
         return None
+    for note in repeated_overrides(split_args(args)[1]):
+        print(f"selftrain: note: {note}", file=sys.stderr)
+    return config
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import sys
 import time
 from uuid import UUID
 
-from configs.loader import ConfigError, config_from_mapping
+from configs.loader import ConfigError, config_from_mapping, repeated_overrides
 from configs.schema import CampaignConfig
 
 FLOW_NAME = "selftrain-campaign"  # flows.campaign.campaign_flow's name; a bare deployment name gets it
@@ -106,6 +106,8 @@ def main(ns: argparse.Namespace) -> int:
     if problem is not None:
         print(f"selftrain: error: {problem.replace('serve needs', 'submit needs')}", file=sys.stderr)
         return 2
+    for note in repeated_overrides(ns.overrides):
+        print(f"selftrain: note: {note}", file=sys.stderr)
     flow_run = run_deployment(
         full_name(ns.deployment), parameters={"config": config.model_dump(mode="json")}, timeout=0
     )

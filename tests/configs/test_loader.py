@@ -7,7 +7,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from configs.loader import CONFIG_DIR, ConfigError, describe_schema, flatten, load_config
+from configs.loader import CONFIG_DIR, ConfigError, describe_schema, flatten, load_config, repeated_overrides
 
 SHIPPED = sorted(CONFIG_DIR.rglob("*.yaml"))
 
@@ -152,3 +152,14 @@ def test_default_campaign_is_the_packaged_gemma(capsys: pytest.CaptureFixture[st
 def test_few_shot_working_is_for_the_built_in_task() -> None:
     with pytest.raises(ConfigError, match="evaluate.few_shot_working rewrites the built-in task's examples"):
         load_config("word-problems", ["evaluate.few_shot_working=plain"])
+
+
+def test_a_field_set_twice_is_named_with_its_values_and_the_last_is_taken() -> None:
+    overrides = ["rounds=1", "prompts.heldout_size=50", "seed=2", "rounds=2", "prompts.validation_size=80"]
+    assert repeated_overrides(overrides) == [
+        "rounds is given 2 times (1, 2); the last one, 2, is taken",
+        "prompts.validation_size is given 2 times (50, 80); the last one, 80, is taken",
+    ]
+    config = load_config("tiny", overrides)
+    assert (config.rounds, config.prompts.validation_size) == (2, 80)
+    assert repeated_overrides(["rounds=1", "seed=1"]) == []

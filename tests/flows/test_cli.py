@@ -116,7 +116,12 @@ def test_a_prefect_server_that_does_not_answer_is_one_line(tmp_path: Path, cli_e
 
 def test_validate_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "configs/tiny.yaml", "generate.k=6"]) == 0
-    assert json.loads(capsys.readouterr().out)["generate"]["k"] == 6
+    out, err = capsys.readouterr()
+    assert json.loads(out)["generate"]["k"] == 6 and err == ""
+    assert main(["validate", "configs/tiny.yaml", "rounds=1", "generate.k=6", "rounds=3"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["rounds"] == 3
+    assert err == "selftrain: note: rounds is given 2 times (1, 3); the last one, 3, is taken\n"
     assert main(["schema"]) == 0
     assert "learning_rate: 0.002  # float. Peak learning rate" in capsys.readouterr().out
 
