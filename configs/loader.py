@@ -197,12 +197,17 @@ def repeated_overrides(overrides: Sequence[str]) -> list[str]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if sep and key.strip():
-            given.setdefault(OLD_NAMES.get(key.strip(), key.strip()), []).append(raw)
+            given.setdefault(_field_name(key), []).append(raw)
     return [
         f"{key} is given {len(values)} times ({', '.join(values)}); the last one, {values[-1]}, is taken"
         for key, values in given.items()
         if len(values) > 1
     ]
+
+
+def _field_name(key: str) -> str:
+    """The field an override's key sets: an old name means its new one."""
+    return OLD_NAMES.get(key.strip(), key.strip())
 
 
 def _apply_override(data: dict[str, Any], item: str) -> None:
@@ -212,7 +217,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     value = _override_value(key.strip(), raw)
     node = data
     # An override by an old name replaces the value the file gives under the new one.
-    parts = OLD_NAMES.get(key.strip(), key.strip()).split(".")
+    parts = _field_name(key).split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):

@@ -74,9 +74,14 @@ def load_checked(args: Sequence[str], default: str = DEFAULT_CONFIG) -> Campaign
     except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain: error: {err}", file=sys.stderr)
         return None
-    for note in repeated_overrides(split_args(args)[1]):
-        print(f"selftrain: note: {note}", file=sys.stderr)
+    print_override_notes(split_args(args)[1])
     return config
+
+
+def print_override_notes(overrides: Sequence[str]) -> None:
+    """A `selftrain: note: ...` line on stderr for each field set more than once (`repeated_overrides`)."""
+    for note in repeated_overrides(overrides):
+        print(f"selftrain: note: {note}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -14,8 +14,9 @@ import sys
 import time
 from uuid import UUID
 
-from configs.loader import ConfigError, config_from_mapping, repeated_overrides
+from configs.loader import ConfigError, config_from_mapping
 from configs.schema import CampaignConfig
+from flows.launch import print_override_notes
 
 FLOW_NAME = "selftrain-campaign"  # flows.campaign.campaign_flow's name; a bare deployment name gets it
 POLL_SECONDS = 2.0
@@ -106,8 +107,7 @@ def main(ns: argparse.Namespace) -> int:
     if problem is not None:
         print(f"selftrain: error: {problem.replace('serve needs', 'submit needs')}", file=sys.stderr)
         return 2
-    for note in repeated_overrides(ns.overrides):
-        print(f"selftrain: note: {note}", file=sys.stderr)
+    print_override_notes(ns.overrides)
     flow_run = run_deployment(
         full_name(ns.deployment), parameters={"config": config.model_dump(mode="json")}, timeout=0
     )

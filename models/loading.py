@@ -206,9 +206,7 @@ def merged_for_inference(policy: PreTrainedModel | PeftModel) -> PreTrainedModel
         return policy
     if not all(isinstance(config, LoraConfig) for config in policy.peft_config.values()):
         return policy
-    merged = cast(PreTrainedModel, policy.merge_and_unload())
-    merged.eval()
-    return merged
+    return cast(PreTrainedModel, policy.merge_and_unload())  # the base model, in eval mode as `_load` left it
 
 
 @dataclass(frozen=True)
