@@ -1,8 +1,9 @@
 """A registered policy outside selftrain: load base + adapter, answer prompts, write portable checkpoints.
 
 This module is what a served or exported champion runs on another machine, so it imports only torch,
-transformers and PEFT: `tasks/champion_model.py` pickles it by value into each registered MLflow model
-(no selftrain import, no selftrain cache, no config needed to load one). Generation is greedy, batched,
+transformers and PEFT: `tasks/champion_model.py` saves it as source beside `tasks/champion_pyfunc.py` in each
+registered MLflow model, which imports it by its file name (no selftrain import, no selftrain cache, no
+config needed to load one). Generation is greedy, batched,
 padded on the left, and returns only the new text of each prompt.
 """
 

@@ -99,6 +99,25 @@ def test_pyfunc_loads_in_a_process_without_selftrain(registered: dict, tmp_path:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == registered["expected"]
 
 
+def test_pyfunc_loads_where_pickles_are_refused(
+    registered: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow can refuse to unpickle a model (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false, a hardened server): a
+    # model saved from code holds no pickle, so it loads there too.
+    code = (
+        "import sys, json, mlflow; m = mlflow.pyfunc.load_model('models:/selftrain-unit@champion'); "
+        f"print(json.dumps(m.predict({PROMPTS!r}))); {NO_SELFTRAIN}"
+    )
+    env = {**_env(registered["uri"]), "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    done = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == registered["expected"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts("models:/selftrain-unit@champion", dst_path=str(tmp_path / "m")))
+    assert not list(folder.rglob("*.pkl")), "a registered model holds a pickle"
+    assert (folder / "code" / "pyfunc_policy.py").is_file()
+
+
 def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
