@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from configs.schema import CampaignConfig
 from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import StopError, is_interruption
-from flows.preflight import check_ray_cluster, preflight_once
+from flows.preflight import check_prepared_model, check_ray_cluster, preflight_once
 from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
 from tasks.evaluate import Evaluation, evaluate_task, metric_prefix
@@ -51,25 +51,27 @@ def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
     and test for the starting and each promoted policy) and the final claim on test (None without a test set).
     Its inputs are checked first, where it runs (`flows.preflight.preflight_once`): a run from the UI, a schedule
     or `selftrain submit` with a missing file fails in one line before any folder or MLflow run exists, and so
-    does a Ray cluster that does not answer (`check_ray_cluster`)."""
+    does a Ray cluster that does not answer (`check_ray_cluster`), and a model whose files refuse the config
+    once it is converted or downloaded (`check_prepared_model`)."""
     preflight_once(config)
     check_ray_cluster(config)
+    base = prepare_base_task(config)
+    check_prepared_model(config)  # what preflight could not read before the model was converted or downloaded
     with campaign_run(config, fresh) as campaign:
         return {
             "parent_run_id": campaign.parent_run_id,
             "workdir": str(campaign.workdir),
-            **run_rounds(config, campaign),
+            **run_rounds(config, campaign, base),
         }
 
 
-def run_rounds(config: CampaignConfig, campaign: Campaign) -> dict:
+def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> dict:
     """Round 0 (the starting policy measured), then each round; validation decides, test reports."""
     layout, parent, results = CampaignLayout(campaign.workdir), campaign.parent_run_id, campaign.results
     at = partial(campaign_context, config, layout, parent)  # the campaign run's context at a round's step
     ctx = at(0)
     atomic_write_text(layout.config, config.model_dump_json(indent=2))
     ctx.log_artifact(layout.config)
-    base = prepare_base_task(config)
     policy, source = start_policy(config, base, campaign)
     prompts = prompts_task.with_options(result_storage=results)
     sets = {split: prompts(config, split, str(layout.split_prompts(split)), ctx) for split in fixed_splits(config)}

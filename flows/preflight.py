@@ -46,6 +46,7 @@ class PreflightError(ValueError):
 
 
 _PASSED: set[str] = set()  # configs (as JSON) this process has checked: `preflight_once` skips them
+_MODEL_READ: set[str] = set()  # those whose model was on disk, so the checks of its files ran in full
 
 
 def preflight(config: CampaignConfig) -> None:
@@ -65,6 +66,8 @@ def preflight(config: CampaignConfig) -> None:
     with shared_reads():  # a prompt file is read once, however many of the checks below ask for its rows
         check_inputs(config)
     _PASSED.add(config.model_dump_json())
+    if model_on_disk(config):
+        _MODEL_READ.add(config.model_dump_json())
 
 
 def check_inputs(config: CampaignConfig) -> None:
@@ -111,6 +114,36 @@ def preflight_once(config: CampaignConfig) -> None:
     """
     if config.model_dump_json() not in _PASSED:
         preflight(config)
+
+
+def check_prepared_model(config: CampaignConfig) -> None:
+    """The checks that read the campaign model's files, again once the campaign has prepared the model, when
+    `preflight` found it not on disk and skipped them (an unconverted packaged Gemma, a hub model not in the
+    cache): the prompts against its context, `train.target_modules` against its modules, the worked answers
+    against the response lengths (a cut answer fails the strict check however right it is, so a campaign would
+    score nothing and say nothing), `prompts.chat` against its tokenizer.
+
+    Raises:
+        PreflightError: as those checks in `preflight`.
+    """
+    if config.model_dump_json() in _MODEL_READ:
+        return
+    from tasks.prompt_files import shared_reads
+
+    with shared_reads():
+        draw = campaign_draws(config)
+        check_context(config, draw)
+        check_target_modules(config)
+        check_answer_length(config, draw)
+        check_chat_template(config)
+    if model_on_disk(config):
+        _MODEL_READ.add(config.model_dump_json())
+
+
+def model_on_disk(config: CampaignConfig) -> bool:
+    """Whether the campaign model's files are at hand without converting or downloading it, so the checks that
+    read them run in full (the tiny model's tokenizer is trained again from its corpus, its shape is known)."""
+    return config.model.source == "tiny" or model_tokenizer_file(config) is not None
 
 
 def check_ray_cluster(config: CampaignConfig) -> None:

@@ -22,6 +22,7 @@ from flows.preflight import (
     check_answer_length,
     check_chat_template,
     check_model_dir,
+    check_prepared_model,
     preflight,
     reachable,
     safetensors_problem,
@@ -518,6 +519,30 @@ def test_the_campaign_flow_checks_its_inputs_where_it_runs(tmp_path: Path) -> No
     preflight_once(config)  # not read again
     with pytest.raises(ValueError, match="file not found"):
         preflight(config)
+
+
+@pytest.mark.usefixtures("prefect_server")  # the flow's model task runs through Prefect
+def test_what_preflight_cannot_read_before_the_model_is_converted_is_checked_once_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unconverted packaged Gemma has no tokenizer on disk, so preflight cannot count the worked answers' tokens
+    # and lets a response length through that cuts them (every cut answer fails the strict check: a campaign
+    # scoring nothing, silently). The campaign checks again once it has the model, before its folder or run.
+    from flows.campaign import campaign_flow
+    from models.gemma import ensure_packaged_gemma
+    from tasks.base_model import cache_root
+
+    converted = ensure_packaged_gemma(cache_root() / "models")  # the machine's conversion, made once
+    monkeypatch.setenv("SELFTRAIN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "runs"
+    config = load_config("default", [f"tracking.output_dir={out}", "generate.max_new_tokens=30"])
+    preflight(config)  # nothing converted in this cache: the length check is skipped
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / converted.name).symlink_to(converted)  # as the campaign's conversion leaves it
+    with pytest.raises(PreflightError, match=r"^generate.max_new_tokens=30: \d+ of 64 worked answers of the train "):
+        campaign_flow.fn(config)
+    assert not out.exists(), "a campaign refused by its model must not create its output folder"
+    check_prepared_model(load_config("default", [f"tracking.output_dir={out}"]))  # the default's lengths fit
 
 
 def test_a_reference_bank_file_sharing_a_scored_problem_is_refused_and_a_rewording_is_caught(
