@@ -430,6 +430,17 @@ def test_default_campaign_passes_preflight(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().err == ""
 
 
+def test_validate_says_which_checks_wait_for_a_model_not_on_disk(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SELFTRAIN_CACHE", str(tmp_path / "cache"))  # the packaged Gemma is not converted here
+    assert main(["validate"]) == 0
+    assert capsys.readouterr().err == (
+        "selftrain: note: model.source=packaged-gemma is not on disk yet (not converted or downloaded): its "
+        "context, modules and the answers' length in its tokens are checked once a campaign has it\n"
+    )
+
+
 def test_chat_needs_a_tokenizer_with_a_chat_template(tmp_path: Path, tiny_dir: Path) -> None:
     # Called directly: a CLI start-up costs ~30 s here, and every PreflightError is one line (tests above).
     with pytest.raises(PreflightError, match="^prompts.chat: the tokenizer of model.source=tiny has no chat template"):
