@@ -69,16 +69,15 @@ def register_policy(
     *,
     accuracy: float,
     heldout_sha256: str,
-    margin: float | None = None,
     template: str = "{prompt}",
     max_new_tokens: int = 64,
 ) -> tuple[str, bool]:
     """Register a promoted round's policy (once per run, so a resumed campaign does not add a second
     version) and settle the champion alias by the alias rule (`settle_champion`).
 
-    `heldout_sha256` is the content hash of the validation set `accuracy` was measured on. `margin` is
-    unused (the alias takes no margin); it is accepted until flows/campaign.py stops passing it.
-    `template` and `max_new_tokens` are what the served model formats prompts with and generates.
+    `heldout_sha256` is the content hash of the validation set `accuracy` was measured on (the alias takes no
+    margin: `tasks.gate.alias_displaces`). `template` and `max_new_tokens` are what the served model formats
+    prompts with and generates.
 
     Returns:
         The version number and whether the alias now points at it.

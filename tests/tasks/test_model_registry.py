@@ -31,7 +31,7 @@ def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -
 
     def reg(tag: str, accuracy: float, heldout: str = "h1") -> tuple[str, bool]:
         run_id, policy = runs[tag]
-        return register_policy(cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout, margin=0.02)
+        return register_policy(cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout)
 
     assert reg("r1", 0.50) == ("1", True)  # first version: champion
     assert reg("r2", 0.45) == ("2", False)  # worse than 0.50 on the same validation set
@@ -50,7 +50,7 @@ def test_download_gives_the_adapter_and_base_reference(tmp_path: Path) -> None:
     cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
     base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
     run_id, policy = _round(cfg, tmp_path, "r1")
-    register_policy(cfg, NAME, run_id, policy, base, accuracy=0.5, heldout_sha256="h", margin=0.0)
+    register_policy(cfg, NAME, run_id, policy, base, accuracy=0.5, heldout_sha256="h")
     assert champion(cfg, "selftrain-none") is None
     version = champion(cfg, NAME)
     assert version is not None

@@ -175,9 +175,7 @@ def test_serial_champion_applies_the_rule_in_version_order(tmp_path: Path) -> No
     accuracies = [0.50, 0.45, 0.49, 0.60, 0.59, 0.30]
     for index, accuracy in enumerate(accuracies):
         run_id = start_run(cfg, f"r{index}", params={}, tags={})
-        register_policy(
-            cfg, name, run_id, _policy(tmp_path, f"r{index}"), BASE, accuracy=accuracy, heldout_sha256="h", margin=0.02
-        )
+        register_policy(cfg, name, run_id, _policy(tmp_path, f"r{index}"), BASE, accuracy=accuracy, heldout_sha256="h")
         end_run(cfg, run_id)
     versions = list(client_for(cfg).search_model_versions(f"name='{name}'"))
     # by hand (the alias takes no margin, tasks.gate.alias_displaces): 0.50 (v1); 0.45 and 0.49 are below
@@ -191,9 +189,7 @@ def test_a_stale_alias_move_is_put_right_by_the_next_check(tmp_path: Path) -> No
     name = "selftrain-stale"
     for index, accuracy in enumerate([0.7, 0.2]):
         run_id = start_run(cfg, f"r{index}", params={}, tags={})
-        register_policy(
-            cfg, name, run_id, _policy(tmp_path, f"r{index}"), BASE, accuracy=accuracy, heldout_sha256="h", margin=0.02
-        )
+        register_policy(cfg, name, run_id, _policy(tmp_path, f"r{index}"), BASE, accuracy=accuracy, heldout_sha256="h")
     client = client_for(cfg)
     client.set_registered_model_alias(name, CHAMPION, "2")  # a writer that decided on a stale list lands late
     assert str(settle_champion(cfg, name).version) == "1"
@@ -205,8 +201,8 @@ def test_campaigns_promoting_at_once_leave_the_best_version_as_champion(tmp_path
     # importing the registry (which imports the evaluation stack) costs seconds of CPU.
     cfg = TrackingConfig(output_dir=str(tmp_path / "runs"), experiment="promote")
     name = "selftrain-promote"
-    # Accuracies more than the margin apart: then the rule's champion is the most accurate version,
-    # whatever order the versions were numbered in.
+    # Accuracies all different: then the rule's champion is the most accurate version, whatever order the
+    # versions were numbered in.
     accuracies = [0.40, 0.70, 0.55, 0.25]
     policies = [_policy(tmp_path, f"p{i}") for i in range(len(accuracies))]
     run_ids = [start_run(cfg, f"p{i}", params={}, tags={}) for i in range(len(accuracies))]
@@ -224,7 +220,6 @@ def test_campaigns_promoting_at_once_leave_the_best_version_as_champion(tmp_path
                 BASE,
                 accuracy=accuracies[index],
                 heldout_sha256="h",
-                margin=0.02,
             )
         except BaseException as error:  # noqa: BLE001 (reported by the assertion below)
             results[index] = error
