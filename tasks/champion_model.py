@@ -64,7 +64,7 @@ def save_policy_model(
     """Write the MLflow model of a trained policy into `folder` (absent or empty).
 
     Args:
-        folder: The model folder (MLmodel, python_model.pkl, artifacts/).
+        folder: The model folder (MLmodel, champion_pyfunc.py, code/, artifacts/).
         policy: The trained policy (its adapter is logged).
         base: The base it was trained on (embedded when `embeds_base`, else referenced).
         template: The prompt template the policy was trained with.

@@ -135,7 +135,10 @@ def test_rounds_that_become_the_champion_are_registered_with_the_champion_alias(
     assert alias.run_id == campaign["rounds"][top].info.run_id
     best = alias
     files = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy")}
-    assert {"MLmodel", "python_model.pkl", "artifacts"} <= files  # an MLflow pyfunc model
+    # An MLflow pyfunc model saved from code: its code and the module it imports, no pickle.
+    assert {"MLmodel", "champion_pyfunc.py", "code", "artifacts"} <= files and not any(
+        f.endswith(".pkl") for f in files
+    )
     held = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy/artifacts")}
     assert held == {"adapter", "policy.json", "base"}  # the tiny base travels with the version
 
