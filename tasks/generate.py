@@ -13,7 +13,7 @@ from configs.schema import CampaignConfig, GenerateConfig
 from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, ProgressFn, SamplingEngine
 from tasks.layout import RESUMABLE
-from tasks.progress import Progress
+from tasks.progress import Progress, emit
 from tasks.prompts import ChatFormat, chat_format, few_shot_prefix, uses_few_shot
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
 from tasks.sharding import map_shards
@@ -77,6 +77,7 @@ def sample_policy(
         prefix=prefix,
         chat=chat_format(config, tokenizer, few_shot=bool(prefix)),
     )
+    emit(f"generate: starting on {len(records)} prompts, {config.generate.k} samples each")
     if config.generate.shards > 1:
         rows = map_shards(
             policy,
