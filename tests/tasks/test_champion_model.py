@@ -1,5 +1,6 @@
-"""A registered tiny policy loads with standard tools: pyfunc in and out of process, `mlflow models serve`,
-`selftrain export` (merged, loaded by plain transformers; adapter with its base beside it), bad inputs."""
+"""A registered tiny policy loads with standard tools: pyfunc in and out of process (also where MLflow refuses
+pickles), `mlflow models serve`, `selftrain export` (merged, loaded by plain transformers; adapter with its base
+beside it), bad inputs."""
 
 from __future__ import annotations
 
