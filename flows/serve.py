@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import urllib.error
 import urllib.parse
@@ -116,10 +117,21 @@ def serve(
     assert isinstance(deployment, RunnerDeployment)
     # Prefect's runner would pause the deployment on its way out (`pause_on_shutdown`) with its long-lived client,
     # which retries a refused connection for about 80 s once the server has gone: done below instead. SystemExit:
-    # Prefect's SIGTERM handler (`Runner.handle_sigterm`) ends the runner with sys.exit(0).
-    with contextlib.suppress(SystemExit):
-        prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
+    # Prefect's SIGTERM handler (`Runner.handle_sigterm`) ends the runner with sys.exit(0). Until the runner
+    # installs it (`Runner.start`, after the deployment is registered and announced), a SIGTERM would kill the
+    # process with the deployment left unpaused: `_exit_on_sigterm` stands in for it till then.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with contextlib.suppress(SystemExit):
+            prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return pause_deployment(f"{campaign_flow.name}/{deployment.name}")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """What Prefect's runner does on SIGTERM once it runs (`sys.exit(0)`), for the moments before it does."""
+    raise SystemExit(0)
 
 
 def pause_deployment(name: str) -> str | None:

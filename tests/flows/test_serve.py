@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,28 @@ def test_default_parameters_are_the_config_with_an_absolute_output_dir() -> None
     assert list(params) == ["config"]
     assert params["config"]["rounds"] == 2 and params["config"]["generate"]["k"] == config.generate.k
     assert params["config"]["tracking"]["output_dir"] == str(Path("runs").resolve())
+
+
+def test_a_sigterm_before_prefects_runner_listens_still_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Between registering the deployment and installing its own SIGTERM handler (`Runner.start`), Prefect's serve
+    # would die of a SIGTERM with the deployment left unpaused; serve's stand-in ends it as Prefect's handler does.
+    import prefect
+
+    import flows.serve
+
+    def serve_then_sigterm(*_args: object, **_kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not end serving")
+
+    paused: list[str] = []
+    monkeypatch.setattr(prefect, "serve", serve_then_sigterm)
+    monkeypatch.setattr(flows.serve, "pause_deployment", lambda name: paused.append(name))
+    monkeypatch.setattr(flows.serve, "quiet_served_runs", lambda: None)  # process-wide settings, not under test
+    before = signal.getsignal(signal.SIGTERM)
+    assert flows.serve.serve(load_config("configs/tiny.yaml"), name="early") is None
+    assert paused == ["selftrain-campaign/early"]
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
 def test_no_server_names_the_way_to_start_one() -> None:
