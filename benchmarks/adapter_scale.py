@@ -35,13 +35,11 @@ sys.path.insert(0, str(ROOT))
 from peft.tuners.lora import LoraLayer
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import open_round_probe, score
-from benchmarks.working_probe import credit, ood_development, rate
-from configs.loader import load_config
+from benchmarks.ood_development import open_round_probe, probe_slices, score
+from benchmarks.working_probe import credit, rate
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy
 from tasks.base_model import cache_root
-from tasks.prompts import campaign_prompts
 from tasks.tracking import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "adapter_scale.jsonl"
@@ -58,10 +56,7 @@ def main() -> int:
     base = str(ensure_packaged_gemma(cache_root() / "models"))
     model, tokenizer = load_policy(base, adapter)
     layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
-    slices = {
-        "validation": campaign_prompts(config, "validation", 0),
-        "development": ood_development(load_config("default"), ns.n),
-    }
+    slices = probe_slices(config, ns.n)
     commit = git_commit()
     for scale in (float(text) for text in ns.scales.split(",")):
         for layer in layers:

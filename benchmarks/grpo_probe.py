@@ -40,9 +40,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import open_round_probe, score
-from benchmarks.working_probe import credit, ood_development, rate
-from configs.loader import config_from_mapping, load_config
+from benchmarks.ood_development import open_round_probe, probe_slices, score
+from benchmarks.working_probe import credit, rate
+from configs.loader import config_from_mapping
 from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy
@@ -85,10 +85,7 @@ def main() -> int:
     next_round = int(round_dir.name.split("-")[-1]) + 1
     rows = campaign_prompts(config, "train", next_round)
     base = str(ensure_packaged_gemma(cache_root() / "models"))
-    slices = {
-        "validation": campaign_prompts(config, "validation", 0),
-        "development": ood_development(load_config("default"), ns.n),
-    }
+    slices = probe_slices(config, ns.n)
     model, tokenizer = load_policy(base, adapter)
     before = {name: score(model, tokenizer, config, problems) for name, problems in slices.items()}
     del model

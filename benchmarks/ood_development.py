@@ -45,7 +45,7 @@ from models.sampling import HFSampler
 from tasks.base_model import cache_root
 from tasks.evaluate import evaluate_greedy
 from tasks.layout import ADAPTER, CampaignLayout
-from tasks.prompts import few_shot_prefix
+from tasks.prompts import campaign_prompts, few_shot_prefix
 from tasks.records import Record
 from tasks.stats import mcnemar_exact, paired_counts
 from tasks.tracking import git_commit
@@ -80,6 +80,15 @@ def open_round_probe(
     set_torch_threads(ns.threads)
     round_dir = Path(ns.round)
     return ns, round_dir, *round_policy(round_dir)
+
+
+def probe_slices(config: CampaignConfig, n: int) -> dict[str, list[Record]]:
+    """What a probe of a round may read: the campaign's validation problems and `n` problems of the OOD
+    development slice (never test or a reported OOD slice)."""
+    return {
+        "validation": campaign_prompts(config, "validation", 0),
+        "development": ood_development(load_config("default"), n),
+    }
 
 
 def round_policy(round_dir: Path) -> tuple[CampaignConfig, str]:

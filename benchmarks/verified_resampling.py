@@ -34,15 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import append_line
-from benchmarks.ood_development import open_round_probe, score
-from benchmarks.working_probe import credit, ood_development, rate
-from configs.loader import load_config
+from benchmarks.ood_development import open_round_probe, probe_slices, score
+from benchmarks.working_probe import credit, rate
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy, merged_for_inference
 from models.sampling import HFSampler
 from tasks.base_model import cache_root
 from tasks.judging.verifier import is_correct, shows_work
-from tasks.prompts import campaign_prompts
 from tasks.stats import mcnemar_exact, paired_counts
 from tasks.tracking import git_commit
 
@@ -58,10 +56,7 @@ def main() -> int:
     model, tokenizer = load_policy(base, adapter)
     model = merged_for_inference(model)
     engine = HFSampler(model, tokenizer)
-    slices = {
-        "validation": campaign_prompts(config, "validation", 0),
-        "development": ood_development(load_config("default"), ns.n),
-    }
+    slices = probe_slices(config, ns.n)
     line: dict[str, object] = {"commit": git_commit(), "round": str(round_dir), "k": ns.k}
     for name, problems in slices.items():
         started = time.perf_counter()

@@ -70,7 +70,7 @@ def load_checked(args: Sequence[str], default: str = DEFAULT_CONFIG) -> Campaign
     """`checked_config`, or None after printing its error (`selftrain: error: ...`, one line) to stderr; a field
     set twice on the command line gets a note there (`repeated_overrides`), and so does a model not on disk yet,
     whose files the campaign checks once it has them (`flows.preflight.check_prepared_model`)."""
-    from flows.preflight import model_on_disk
+    from flows.preflight import model_named, model_on_disk
 
     try:
         config = checked_config(args, default)
@@ -79,11 +79,9 @@ def load_checked(args: Sequence[str], default: str = DEFAULT_CONFIG) -> Campaign
         return None
     print_override_notes(split_args(args)[1])
     if not model_on_disk(config):
-        model = config.model
-        named = f"model.source={model.source}" + (f" model.name={model.name}" if model.name else "")
         print(
-            f"selftrain: note: {named} is not on disk yet (not converted or downloaded): its context, modules "
-            "and the answers' length in its tokens are checked once a campaign has it",
+            f"selftrain: note: {model_named(config.model)} is not on disk yet (not converted or downloaded): its "
+            "context, modules and the answers' length in its tokens are checked once a campaign has it",
             file=sys.stderr,
         )
     return config

@@ -85,6 +85,13 @@ def check_inputs(config: CampaignConfig) -> None:
         check_model(field, model)
     if config.judge.reward_model:
         check_reward_model(config.judge.reward_model)
+    check_model_files(config, draw)
+
+
+def check_model_files(config: CampaignConfig, draw: Callable[[str], list[Record]]) -> None:
+    """The checks that read the campaign model's files, each skipped while they are not on disk (`model_on_disk`):
+    the prompts against its context, `train.target_modules` against its modules, the worked answers against the
+    response lengths, `prompts.chat` against its tokenizer."""
     check_context(config, draw)
     check_target_modules(config)
     check_answer_length(config, draw)
@@ -117,11 +124,10 @@ def preflight_once(config: CampaignConfig) -> None:
 
 
 def check_prepared_model(config: CampaignConfig) -> None:
-    """The checks that read the campaign model's files, again once the campaign has prepared the model, when
-    `preflight` found it not on disk and skipped them (an unconverted packaged Gemma, a hub model not in the
-    cache): the prompts against its context, `train.target_modules` against its modules, the worked answers
-    against the response lengths (a cut answer fails the strict check however right it is, so a campaign would
-    score nothing and say nothing), `prompts.chat` against its tokenizer.
+    """`check_model_files` again once the campaign has prepared the model, when `preflight` found it not on disk
+    and they skipped (an unconverted packaged Gemma, a hub model not in the cache): a response length that cuts
+    the worked answers would otherwise cost a campaign that scores nothing and says nothing, as a cut answer
+    fails the strict check however right it is.
 
     Raises:
         PreflightError: as those checks in `preflight`.
@@ -131,11 +137,7 @@ def check_prepared_model(config: CampaignConfig) -> None:
     from tasks.prompt_files import shared_reads
 
     with shared_reads():
-        draw = campaign_draws(config)
-        check_context(config, draw)
-        check_target_modules(config)
-        check_answer_length(config, draw)
-        check_chat_template(config)
+        check_model_files(config, campaign_draws(config))
     if model_on_disk(config):
         _MODEL_READ.add(config.model_dump_json())
 
@@ -144,6 +146,11 @@ def model_on_disk(config: CampaignConfig) -> bool:
     """Whether the campaign model's files are at hand without converting or downloading it, so the checks that
     read them run in full (the tiny model's tokenizer is trained again from its corpus, its shape is known)."""
     return config.model.source == "tiny" or model_tokenizer_file(config) is not None
+
+
+def model_named(model: ModelConfig) -> str:
+    """The fields that name a model, as a message shows them: `model.source=hub model.name=org/id`."""
+    return f"model.source={model.source}" + (f" model.name={model.name}" if model.name else "")
 
 
 def check_ray_cluster(config: CampaignConfig) -> None:
@@ -818,13 +825,12 @@ def check_chat_template(config: CampaignConfig) -> None:
     if not config.prompts.chat:
         return
     model = config.model
-    where = f"model.source={model.source}" + (f" model.name={model.name}" if model.name else "")
     if model.source in ("local", "hub"):
         found = _chat_template_found(model.source, str(model.name))
         if found is not False:
             return
     raise PreflightError(
-        f"prompts.chat: the tokenizer of {where} has no chat template to render prompts with; "
+        f"prompts.chat: the tokenizer of {model_named(model)} has no chat template to render prompts with; "
         "set prompts.chat: false or use a model whose tokenizer has one"
     )
 
