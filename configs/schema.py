@@ -222,6 +222,13 @@ class CampaignConfig(Strict):
                 "evaluate.few_shot_working writes the few-shot baseline's examples, and evaluate.few_shot_baseline "
                 "is off; turn it on or leave evaluate.few_shot_working empty"
             )
+        work = self.judge.require_work if self.judge.require_work is not None else self.prompts.source == "arithmetic"
+        if self.evaluate.resample_failed_working and not work:
+            raise ValueError(
+                f"evaluate.resample_failed_working={self.evaluate.resample_failed_working} resamples answers whose "
+                "working fails judge.require_work's check, and judge.require_work is off for this campaign: set "
+                "judge.require_work: true (answers that state their computations) or set it to 0"
+            )
         if self.evaluate.few_shot_working is not None and self.prompts.source != "arithmetic":
             raise ValueError(
                 "evaluate.few_shot_working rewrites the built-in task's examples (prompts.source: arithmetic); a "

@@ -414,6 +414,20 @@ class EvaluateConfig(Strict):
         ),
         exclude_if=lambda working: working is None,
     )
+    resample_failed_working: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description=(
+            "Verified resampling: where a greedy answer's own working fails the check judge.require_work applies "
+            "to training rows (every stated computation holds and the last equals the final answer; it reads no "
+            "reference answer), sample this many answers (generate.temperature, generate.top_p, the campaign's "
+            "seed) and score the first whose working holds instead. Every set and policy is scored so, the few-shot "
+            "baseline and the gate included; the greedy figures are logged beside (`val/greedy_accuracy`, ...). "
+            "Needs judge.require_work on. 0: greedy only."
+        ),
+        exclude_if=lambda k: k == 0,
+    )
     test_rounds: Literal["promoted", "final"] = Field(
         "promoted",
         description=(

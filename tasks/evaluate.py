@@ -1,5 +1,9 @@
 """Evaluation step: greedy accuracy on a prompt set with a 95% interval (the promotion rule is in tasks/gate.py).
 
+With `evaluate.resample_failed_working: k`, an answer whose own working fails the label-free check of
+`tasks.judging.verifier.shows_work` is sampled k times more and replaced by the first sample whose working holds
+(`resample_failed_working`); the greedy figures are kept beside (`greedy_accuracy`).
+
 Accuracy is strict: credit only for one final answer in the expected form (`judge.answer_pattern`, see
 `tasks.judging.verifier`). Two diagnostics travel with it: `lenient_accuracy` (the last "answer is N", else
 the last number) and `format_rate` (share of responses in the expected form, right or wrong), so a gain
@@ -19,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig
 from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, SamplingEngine
-from tasks.judging.verifier import verify_rows
+from tasks.judging.verifier import is_correct, shows_work, verify_rows
 from tasks.layout import RESUMABLE
 from tasks.progress import Progress
 from tasks.prompts import ChatFormat, chat_format, few_shot_prefix, item_problem
@@ -28,7 +32,15 @@ from tasks.sharding import map_shards
 from tasks.stats import clustered_interval, wilson_interval
 from tasks.tracking import RoundContext
 
-__all__ = ["Evaluation", "evaluate_greedy", "evaluate_task", "metric_prefix", "score_responses", "wilson_interval"]
+__all__ = [
+    "Evaluation",
+    "evaluate_greedy",
+    "evaluate_task",
+    "metric_prefix",
+    "resample_failed_working",
+    "score_responses",
+    "wilson_interval",
+]
 
 
 def score_responses(
@@ -115,9 +127,7 @@ def answer_greedy(
 ) -> list[Record]:
     """Each record with its greedy `response` (behind `prefix`, if any; with `chat`, the assistant's reply to
     the templated prompt as a chat turn, `tasks.prompts.ChatFormat`); a shard's step when sharded."""
-    inputs = [template.format(prompt=row["prompt"]) for row in heldout]
-    if chat is not None:
-        prefix, inputs = chat.inputs(inputs)
+    prefix, inputs = model_inputs(heldout, template, prefix, chat)
     outputs = engine.sample(
         inputs,
         n=1,
@@ -131,6 +141,86 @@ def answer_greedy(
         prefix=prefix,
     )
     return [{**row, "response": out[0]} for row, out in zip(heldout, outputs, strict=True)]
+
+
+def model_inputs(rows: Sequence[Record], template: str, prefix: str, chat: ChatFormat | None) -> tuple[str, list[str]]:
+    """The prefix and the inputs the engine is given for `rows`: each prompt templated, as a chat turn with `chat`."""
+    inputs = [template.format(prompt=row["prompt"]) for row in rows]
+    return chat.inputs(inputs) if chat is not None else (prefix, inputs)
+
+
+def resample_failed_working(
+    engine: SamplingEngine,
+    answered: Sequence[Record],
+    *,
+    k: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    template: str,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    batch_size: int,
+    prefix: str = "",
+    chat: ChatFormat | None = None,
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN,
+) -> tuple[list[Record], dict[str, float]]:
+    """Verified resampling: where a greedy answer's own working fails `shows_work` (a check that reads no
+    reference answer), sample `k` answers and take the first whose working holds; otherwise keep the greedy one.
+
+    Samples are seeded by (`seed`, the row's `id`, sample index), so a row's draws do not depend on the others.
+
+    Args:
+        engine: The policy's sampler.
+        answered: Records with their greedy `response` (`answer_greedy`).
+        k: Samples per failing answer, at least 1.
+        temperature, top_p: The sampling settings (the campaign's `generate.*`).
+        seed: The campaign's seed.
+        template, max_new_tokens, stop, batch_size, prefix, chat: As the greedy answers were given.
+        answer_pattern: The expected form of a final answer.
+
+    Returns:
+        The records, each with `greedy_response`, `greedy_correct` and `resampled` (whether its response was
+        replaced) beside the `response` now scored; and `greedy_accuracy` (strict), `working_fails` (greedy
+        answers whose working failed) and `resampled` (those replaced).
+    """
+    failing = [index for index, row in enumerate(answered) if not shows_work(row["response"], answer_pattern)]
+    prefix, inputs = model_inputs([answered[index] for index in failing], template, prefix, chat)
+    samples = engine.sample(
+        inputs,
+        n=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        seed=seed,
+        batch_size=batch_size,
+        progress=Progress("evaluate: resampling failed working", "samples"),
+        prefix=prefix,
+        prompt_ids=[str(answered[index].get("id", answered[index]["prompt"])) for index in failing],
+    )
+    held = {
+        index: next((text for text in texts if shows_work(text, answer_pattern)), None)
+        for index, texts in zip(failing, samples, strict=True)
+    }
+    out: list[Record] = []
+    for index, row in enumerate(answered):
+        greedy = row["response"]
+        response = held.get(index) or greedy
+        out.append(
+            {
+                **row,
+                "response": response,
+                "greedy_response": greedy,
+                "greedy_correct": is_correct(greedy, row.get("answer"), answer_pattern),
+                "resampled": response != greedy,
+            }
+        )
+    return out, {
+        "greedy_accuracy": sum(1 for row in out if row["greedy_correct"]) / len(out) if out else 0.0,
+        "working_fails": float(len(failing)),
+        "resampled": float(sum(1 for row in out if row["resampled"])),
+    }
 
 
 def metric_prefix(split: str) -> str:
@@ -169,8 +259,9 @@ def evaluate_task(
     ctx: RoundContext,
     split: str = "validation",
 ) -> Evaluation:
-    """Score a policy greedily on `prompts` (the `split` set); write the scored rows and log their figures under
-    `metric_prefix(split)` at the context's round."""
+    """Score a policy greedily on `prompts` (the `split` set), then resample answers whose working fails
+    (`evaluate.resample_failed_working`); write the scored rows and log their figures under `metric_prefix(split)`
+    at the context's round."""
     set_torch_threads(config.model.torch_threads)
     model, tokenizer = shared_policy(policy.base, policy.adapter)  # kept loaded: the next round samples from it
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
@@ -194,7 +285,25 @@ def evaluate_task(
         )
     else:
         answered = answer(HFSampler(model, tokenizer), records)
+    resampling: dict[str, float] = {}
+    if config.evaluate.resample_failed_working:  # in process: a row's samples do not depend on the split
+        answered, resampling = resample_failed_working(
+            HFSampler(model, tokenizer),
+            answered,
+            k=config.evaluate.resample_failed_working,
+            temperature=config.generate.temperature,
+            top_p=config.generate.top_p,
+            seed=config.seed,
+            template=config.prompts.template,
+            max_new_tokens=config.evaluate.max_new_tokens,
+            stop=config.generate.stop,
+            batch_size=config.generate.batch_size,
+            prefix=prefix,
+            chat=chat,
+            answer_pattern=config.judge.answer_pattern,
+        )
     rows, metrics = score_responses(answered, config.judge.answer_pattern, item_problem(config))
+    metrics |= resampling
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), policy=policy, heldout=prompts, few_shot_prefix=prefix)

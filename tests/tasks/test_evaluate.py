@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import pytest
 
 from configs.schema import CampaignConfig
-from tasks.evaluate import evaluate_greedy, score_responses, wilson_interval
+from tasks.evaluate import answer_greedy, evaluate_greedy, resample_failed_working, score_responses, wilson_interval
 from tasks.gate import should_promote
 from tasks.prompts import item_problem
 
@@ -90,3 +90,65 @@ def test_evaluate_greedy_samples_greedily_and_scores_strictly() -> None:
     assert options["temperature"] == 0.0 and options["n"] == 1 and options["prefix"] == "P "
     assert [r["response"] for r in scored] == [" The answer is 2.", " 2 + 2"]
     assert (metrics["accuracy"], metrics["lenient_accuracy"], metrics["format_rate"]) == (0.5, 0.5, 0.5)
+
+
+class DrawingEngine:
+    """Greedy answers from `greedy`, samples from `samples` (per prompt, in order); records each call."""
+
+    def __init__(self, greedy: dict[str, str], samples: dict[str, list[str]]) -> None:
+        self.greedy, self.samples = greedy, samples
+        self.calls: list[tuple[list[str], dict]] = []
+
+    def sample(self, prompts: Sequence[str], **options: object) -> list[list[str]]:
+        self.calls.append((list(prompts), options))
+        if options["temperature"] == 0.0:
+            return [[self.greedy[p]] for p in prompts]
+        return [self.samples[p][: int(options["n"])] for p in prompts]  # type: ignore[call-overload]
+
+
+def test_resampling_replaces_only_failed_working_by_the_first_sample_whose_working_holds() -> None:
+    rows = [
+        {"id": "a", "prompt": "39+35?", "answer": "74"},  # a dropped carry: resampled, a sample's working holds
+        {"id": "b", "prompt": "2+2?", "answer": "4"},  # working holds: kept as it is, never resampled
+        {"id": "c", "prompt": "9+9?", "answer": "18"},  # no sample's working holds: the greedy answer stays
+        {"id": "d", "prompt": "5+6?", "answer": "11"},  # a bare guess, right: resampled to working that holds
+    ]
+    greedy = {
+        "Q: 39+35?\nA:": " 39 + 35 = 64. The answer is 64.",
+        "Q: 2+2?\nA:": " 2 + 2 = 4. The answer is 4.",
+        "Q: 9+9?\nA:": " 9 + 9 = 17. The answer is 17.",
+        "Q: 5+6?\nA:": " The answer is 11.",
+    }
+    samples = {
+        "Q: 39+35?\nA:": [" 39 + 35 = 63. The answer is 63.", " 39 + 35 = 74. The answer is 74.", " x"],
+        "Q: 9+9?\nA:": [" 9 + 9 = 19. The answer is 19.", " The answer is 18.", " 9 + 9 = 18. The answer is 17."],
+        # The check reads no reference: working that holds for a wrong question still replaces the guess.
+        "Q: 5+6?\nA:": [" 5 + 5 = 10. The answer is 10.", " 5 + 6 = 11. The answer is 11.", " y"],
+    }
+    engine = DrawingEngine(greedy, samples)
+    options = {"template": "Q: {prompt}\nA:", "max_new_tokens": 8, "stop": ["\n"], "batch_size": 4}
+    answered = answer_greedy(engine, rows, **options)
+    out, counts = resample_failed_working(engine, answered, k=3, temperature=0.8, top_p=0.95, seed=7, **options)
+    prompts, sampled = engine.calls[1]
+    assert prompts == ["Q: 39+35?\nA:", "Q: 9+9?\nA:", "Q: 5+6?\nA:"]  # only the failed working
+    assert (sampled["n"], sampled["temperature"], sampled["top_p"], sampled["seed"]) == (3, 0.8, 0.95, 7)
+    assert sampled["prompt_ids"] == ["a", "c", "d"]  # seeded by the row, not by its batch mates
+    assert [row["response"] for row in out] == [
+        " 39 + 35 = 74. The answer is 74.",
+        " 2 + 2 = 4. The answer is 4.",
+        " 9 + 9 = 17. The answer is 17.",
+        " 5 + 5 = 10. The answer is 10.",
+    ]
+    assert [row["resampled"] for row in out] == [True, False, False, True]
+    assert [row["greedy_correct"] for row in out] == [False, True, False, True]
+    assert counts == {"greedy_accuracy": 0.5, "working_fails": 3.0, "resampled": 2.0}
+    scored, metrics = score_responses(out)
+    assert metrics["accuracy"] == 0.5 and [row["correct"] for row in scored] == [True, True, False, False]
+
+
+def test_resampling_needs_the_working_check_named_in_the_error() -> None:
+    config = CampaignConfig.model_validate({"evaluate": {"resample_failed_working": 4}})  # built-in task: checked
+    assert config.evaluate.resample_failed_working == 4
+    assert "resample_failed_working" not in CampaignConfig().model_dump_json()  # unset: as configs before it
+    with pytest.raises(ValueError, match=r"evaluate.resample_failed_working=4 .* judge.require_work is off"):
+        CampaignConfig.model_validate({"evaluate": {"resample_failed_working": 4}, "judge": {"require_work": False}})
