@@ -182,6 +182,14 @@ class CampaignConfig(Strict):
             return self.train
         return self.train.model_copy(update={"epochs": warm})
 
+    @property
+    def requires_work(self) -> bool:
+        """Whether training rows must show right working (`judge.require_work`; empty: on for the built-in task,
+        whose answers are computed and whose worked solutions show every step, off for user files)."""
+        if self.judge.require_work is not None:
+            return self.judge.require_work
+        return self.prompts.source == "arithmetic"
+
     def few_shot_baseline_config(self) -> CampaignConfig:
         """The campaign as its few-shot baseline (`evaluate.few_shot_baseline`) is scored: held-out prompts behind the
         worked examples (`evaluate.few_shot`), written in `evaluate.few_shot_working` when set, else in
@@ -211,6 +219,16 @@ class CampaignConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _resampling_has_its_check(self) -> CampaignConfig:
+        if self.evaluate.resample_failed_working and not self.requires_work:
+            raise ValueError(
+                f"evaluate.resample_failed_working={self.evaluate.resample_failed_working} resamples answers whose "
+                "working fails judge.require_work's check, and judge.require_work is off for this campaign: set "
+                "judge.require_work: true (answers that state their computations) or set it to 0"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _few_shot_working_applies(self) -> CampaignConfig:
         if self.evaluate.few_shot_baseline and self.prompts.few_shot == 0:
             raise ValueError(
@@ -221,13 +239,6 @@ class CampaignConfig(Strict):
             raise ValueError(
                 "evaluate.few_shot_working writes the few-shot baseline's examples, and evaluate.few_shot_baseline "
                 "is off; turn it on or leave evaluate.few_shot_working empty"
-            )
-        work = self.judge.require_work if self.judge.require_work is not None else self.prompts.source == "arithmetic"
-        if self.evaluate.resample_failed_working and not work:
-            raise ValueError(
-                f"evaluate.resample_failed_working={self.evaluate.resample_failed_working} resamples answers whose "
-                "working fails judge.require_work's check, and judge.require_work is off for this campaign: set "
-                "judge.require_work: true (answers that state their computations) or set it to 0"
             )
         if self.evaluate.few_shot_working is not None and self.prompts.source != "arithmetic":
             raise ValueError(

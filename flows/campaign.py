@@ -24,13 +24,13 @@ from flows.interrupt import StopError, is_interruption
 from flows.preflight import check_prepared_model, check_ray_cluster, preflight_once
 from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
-from tasks.evaluate import Evaluation, evaluate_task, metric_prefix
+from tasks.evaluate import Evaluation, evaluate_task, greedy_rows, metric_prefix
 from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
 from tasks.model_registry import champion, download_policy, register_policy, registered_name, registered_version
 from tasks.prefect_artifacts import publish_campaign, publish_round
 from tasks.progress import emit
 from tasks.prompts import has_split, item_kind, prompts_task, split_size
-from tasks.records import DatasetRef, ModelRef, atomic_write_text, read_records, sha256_dir, sha256_file
+from tasks.records import DatasetRef, ModelRef, Record, atomic_write_text, read_records, sha256_dir, sha256_file
 from tasks.report import FinalClaim, final_claim, report_task
 from tasks.tracking import (
     PARENT_TAG,
@@ -112,6 +112,11 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
         score(config, policies[index], extras, layout, at(index), results)
     claim = final_report(config, tested[0], tested[final_round], at(config.rounds))
     shot_claim = final_report(config, shot, tested[final_round], at(config.rounds), "vs_few_shot") if shot else None
+    greedy_claim = (  # evaluate.resample_failed_working: the same pair as both answered greedily, beside it
+        final_report(config, shot, tested[final_round], at(config.rounds), "vs_few_shot", greedy=True)
+        if shot and config.evaluate.resample_failed_working
+        else None
+    )
     report_task(rows, str(layout.plot), config.name, ctx)
     run = client_for(config.tracking).get_run(parent)
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
@@ -137,6 +142,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
         "rounds": rows,
         "claim": claim,
         "few_shot_claim": shot_claim,
+        "greedy_claim": greedy_claim,
         "by_kind": by_kind,
     }
 
@@ -380,23 +386,32 @@ def final_report(
     final: dict[str, Evaluation],
     ctx: RoundContext,
     key: str = "",
+    greedy: bool = False,
 ) -> FinalClaim | None:
     """The campaign's claim, the final policy (the champion) against the starting one on test, logged as
     `final/*` (per kind of item, `tasks.prompts.item_kind`, as `final/by_kind/<split>/<kind>/*`) and the tag
     `selftrain.final_claim`; with `key` (the few-shot baseline as the start) logged as `final/<key>/*` and the tag
-    `selftrain.final_claim.<key>`. None when the campaign has no test set."""
+    `selftrain.final_claim.<key>`; with `greedy` (under `evaluate.resample_failed_working`), both sides' greedy
+    answers, as `final/<key>/greedy/*` and `selftrain.final_claim.<key>.greedy`. None when the campaign has no
+    test set."""
     if "test" not in start:
         return None
+
+    def read(ref: DatasetRef) -> list[Record]:
+        return greedy_rows(read_records(ref)) if greedy else read_records(ref)
+
     claim = final_claim(
-        read_records(start["test"].ref),
-        read_records(final["test"].ref),
-        start_ood=read_records(start["ood"].ref) if "ood" in start else None,
-        final_ood=read_records(final["ood"].ref) if "ood" in final else None,
+        read(start["test"].ref),
+        read(final["test"].ref),
+        start_ood=read(start["ood"].ref) if "ood" in start else None,
+        final_ood=read(final["ood"].ref) if "ood" in final else None,
         kind_of=item_kind(config),
     )
     metrics = claim.metrics()
+    key = "/".join(part for part in (key, "greedy" if greedy else "") if part)
     if key:
         metrics = {name.replace("final/", f"final/{key}/", 1): value for name, value in metrics.items()}
     ctx.log_metrics(metrics)
-    set_tags(ctx.tracking, ctx.run_id, {f"selftrain.final_claim{'.' + key if key else ''}": claim.sentence()})
+    tag = ".".join(("selftrain.final_claim", *key.split("/"))) if key else "selftrain.final_claim"
+    set_tags(ctx.tracking, ctx.run_id, {tag: claim.sentence()})
     return claim

@@ -187,6 +187,8 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
         from flows.campaign import few_shot_label
 
         print(f"against {few_shot_label(config)}, " + summary["few_shot_claim"].sentence())
+    if summary.get("greedy_claim") is not None:  # evaluate.resample_failed_working: the pair at greedy decoding
+        print("the same, both answering greedily (no resampling), " + summary["greedy_claim"].sentence())
     if summary.get("by_kind"):  # the claim per kind of problem, against the few-shot bar when there is one
         print(summary["by_kind"])
     uri = tracking_uri(config.tracking)

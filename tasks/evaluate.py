@@ -36,6 +36,7 @@ __all__ = [
     "Evaluation",
     "evaluate_greedy",
     "evaluate_task",
+    "greedy_rows",
     "metric_prefix",
     "resample_failed_working",
     "score_responses",
@@ -221,6 +222,21 @@ def resample_failed_working(
         "working_fails": float(len(failing)),
         "resampled": float(sum(1 for row in out if row["resampled"])),
     }
+
+
+def greedy_rows(rows: Sequence[Record]) -> list[Record]:
+    """Evaluated rows as greedy decoding scored them (`resample_failed_working` keeps `greedy_response` and
+    `greedy_correct` beside what it scored); the lenient reading was of the scored response only, so it is left
+    out."""
+    return [
+        {
+            **{key: value for key, value in row.items() if key != "lenient_correct"},
+            "response": row["greedy_response"],
+            "correct": row["greedy_correct"],
+            "score": float(row["greedy_correct"]),
+        }
+        for row in rows
+    ]
 
 
 def metric_prefix(split: str) -> str:

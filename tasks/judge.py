@@ -36,11 +36,8 @@ PASS_RATES = "pass-rates.jsonl"  # the curriculum's per-prompt pass-rate table, 
 
 
 def requires_work(config: CampaignConfig) -> bool:
-    """Whether training rows must show right working (`judge.require_work`; empty: on for the built-in task,
-    whose answers are computed and whose worked solutions show every step, off for user files)."""
-    if config.judge.require_work is not None:
-        return config.judge.require_work
-    return config.prompts.source == "arithmetic"
+    """Whether training rows must show right working (`CampaignConfig.requires_work`)."""
+    return config.requires_work
 
 
 def require_work(rows: Sequence[Record], answer_pattern: str) -> tuple[list[Record], dict[str, float]]:

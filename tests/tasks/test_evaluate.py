@@ -6,7 +6,14 @@ from collections.abc import Sequence
 import pytest
 
 from configs.schema import CampaignConfig
-from tasks.evaluate import answer_greedy, evaluate_greedy, resample_failed_working, score_responses, wilson_interval
+from tasks.evaluate import (
+    answer_greedy,
+    evaluate_greedy,
+    greedy_rows,
+    resample_failed_working,
+    score_responses,
+    wilson_interval,
+)
 from tasks.gate import should_promote
 from tasks.prompts import item_problem
 
@@ -152,3 +159,19 @@ def test_resampling_needs_the_working_check_named_in_the_error() -> None:
     assert "resample_failed_working" not in CampaignConfig().model_dump_json()  # unset: as configs before it
     with pytest.raises(ValueError, match=r"evaluate.resample_failed_working=4 .* judge.require_work is off"):
         CampaignConfig.model_validate({"evaluate": {"resample_failed_working": 4}, "judge": {"require_work": False}})
+
+
+def test_greedy_rows_score_what_greedy_decoding_answered() -> None:
+    rows = [
+        {"id": "a", "response": " 3 + 4 = 7. The answer is 7.", "correct": True, "score": 1.0, "lenient_correct": True}
+        | {"greedy_response": " 3 + 4 = 8. The answer is 8.", "greedy_correct": False, "resampled": True},
+        {"id": "b", "response": " 2 + 2 = 4. The answer is 4.", "correct": True, "score": 1.0, "lenient_correct": True}
+        | {"greedy_response": " 2 + 2 = 4. The answer is 4.", "greedy_correct": True, "resampled": False},
+    ]
+    greedy = greedy_rows(rows)
+    assert [(row["response"], row["correct"], row["score"]) for row in greedy] == [
+        (" 3 + 4 = 8. The answer is 8.", False, 0.0),
+        (" 2 + 2 = 4. The answer is 4.", True, 1.0),
+    ]
+    assert all("lenient_correct" not in row for row in greedy)  # read of the scored response, not the greedy one
+    assert rows[0]["score"] == 1.0  # the rows themselves are untouched
