@@ -122,6 +122,8 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
     uri, sentence = tracking_uri(config.tracking), claim.sentence() if claim else None
     if sentence and shot_claim:
         sentence += f". Against {few_shot_label(config)}: {shot_claim.sentence()}"
+    if sentence and greedy_claim:
+        sentence += f". The same, both answering greedily (no resampling): {greedy_claim.sentence()}"
     against = shot_claim or claim  # per kind against the bar when there is one
     by_kind = against.kinds_line("few-shot bar" if shot_claim else "start") if against is not None else None
     if sentence and by_kind:
