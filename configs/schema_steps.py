@@ -376,6 +376,9 @@ class ExtraSetConfig(Strict):
         return check_safe_name(value)
 
 
+GREEDY = "greedy"  # held-out answers decoded greedily, nothing resampled (`EvaluateConfig.decoding`)
+
+
 class EvaluateConfig(Strict):
     """Held-out scoring and the promotion gate."""
 
@@ -462,6 +465,13 @@ class EvaluateConfig(Strict):
         description="Extra labelled sets (name and path each) scored for the starting and the final policy, with "
         "95% intervals: how to track a real benchmark beside the campaign.",
     )
+
+    @property
+    def decoding(self) -> str:
+        """How held-out answers are decoded, in the words a registered version carries (its `decoding` tag):
+        'greedy', or 'greedy, resample_failed_working=4'."""
+        k = self.resample_failed_working
+        return f"{GREEDY}, resample_failed_working={k}" if k else GREEDY
 
     @field_validator("extra_sets")
     @classmethod

@@ -261,6 +261,7 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
         base,
         accuracy=float(result.accuracy or 0.0),
         heldout_sha256=validation.sha256,
+        decoding=config.evaluate.decoding,
         template=config.prompts.template,  # what the served model formats prompts with, greedy as evaluate
         max_new_tokens=config.evaluate.max_new_tokens,
     )

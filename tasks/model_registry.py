@@ -38,6 +38,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from configs.schema import TrackingConfig
+from configs.schema_steps import GREEDY
 from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, save_policy_model
 from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
@@ -69,6 +70,7 @@ def register_policy(
     *,
     accuracy: float,
     heldout_sha256: str,
+    decoding: str = GREEDY,
     template: str = "{prompt}",
     max_new_tokens: int = 64,
 ) -> tuple[str, bool]:
@@ -76,8 +78,9 @@ def register_policy(
     version) and settle the champion alias by the alias rule (`settle_champion`).
 
     `heldout_sha256` is the content hash of the validation set `accuracy` was measured on (the alias takes no
-    margin: `tasks.gate.alias_displaces`). `template` and `max_new_tokens` are what the served model formats
-    prompts with and generates.
+    margin: `tasks.gate.alias_displaces`), and `decoding` how it was decoded (`EvaluateConfig.decoding`): only
+    versions scored on the same set the same way are compared. `template` and `max_new_tokens` are what the
+    served model formats prompts with and generates (greedily, whatever `decoding` says).
 
     Returns:
         The version number and whether the alias now points at it.
@@ -95,6 +98,7 @@ def register_policy(
         tags = {
             "accuracy": repr(accuracy),
             "heldout_sha256": heldout_sha256,
+            "decoding": decoding,
             "adapter_sha256": policy.sha256,
             "base_sha256": base.sha256,
         }
@@ -131,13 +135,20 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 
 def displaces(candidate: ModelVersion, incumbent: ModelVersion) -> bool:
-    """The alias rule between two registered versions (`tasks.gate.alias_displaces` on their tags)."""
+    """The alias rule between two registered versions (`tasks.gate.alias_displaces` on their tags): their validation
+    sets and decodings must match (a version registered before the `decoding` tag was greedy)."""
     return alias_displaces(
         float(candidate.tags.get("accuracy", "0")),
-        candidate.tags.get("heldout_sha256"),
+        scored_on(candidate),
         float(incumbent.tags.get("accuracy", "0")),
-        incumbent.tags.get("heldout_sha256"),
+        scored_on(incumbent),
     )
+
+
+def scored_on(version: ModelVersion) -> str | None:
+    """What a version's accuracy was measured on: its validation set's hash and its decoding; None without a set."""
+    heldout = version.tags.get("heldout_sha256")
+    return None if heldout is None else f"{heldout} decoded {version.tags.get('decoding', GREEDY)}"
 
 
 def serial_champion(versions: list[ModelVersion]) -> ModelVersion | None:

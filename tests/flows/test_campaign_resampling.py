@@ -55,3 +55,5 @@ def test_a_resampling_campaign_scores_every_set_so_and_reports_the_greedy_pair(
     assert parent.data.tags["selftrain.final_claim.vs_few_shot.greedy"].startswith("test, start -> final:")
     history = client.get_metric_history(parent.info.run_id, "val/greedy_accuracy")
     assert sorted(m.step for m in history) == [0, 1]  # validation, which decides, is resampled every round
+    for version in client.search_model_versions("name='selftrain-tiny'"):  # compared only with its own decoding
+        assert version.tags["decoding"] == "greedy, resample_failed_working=2"

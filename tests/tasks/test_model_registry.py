@@ -27,11 +27,13 @@ def _round(cfg: TrackingConfig, tmp: Path, tag: str) -> tuple[str, ModelRef]:
 def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -> None:
     cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
     base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
-    runs = {tag: _round(cfg, tmp_path, tag) for tag in ("r1", "r2", "r3", "r4", "r5")}
+    runs = {tag: _round(cfg, tmp_path, tag) for tag in ("r1", "r2", "r3", "r4", "r5", "r6")}
 
-    def reg(tag: str, accuracy: float, heldout: str = "h1") -> tuple[str, bool]:
+    def reg(tag: str, accuracy: float, heldout: str = "h1", decoding: str = "greedy") -> tuple[str, bool]:
         run_id, policy = runs[tag]
-        return register_policy(cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout)
+        return register_policy(
+            cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout, decoding=decoding
+        )
 
     assert reg("r1", 0.50) == ("1", True)  # first version: champion
     assert reg("r2", 0.45) == ("2", False)  # worse than 0.50 on the same validation set
@@ -39,8 +41,10 @@ def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -
     assert reg("r3", 0.49) == ("3", False)  # within the campaign's margin, but the alias takes no margin
     assert reg("r4", 0.90, heldout="h2") == ("4", False)  # another validation set: not comparable
     assert reg("r5", 0.50) == ("5", True)  # a tie on the same set: the newer version
+    # The same set decoded another way (evaluate.resample_failed_working): not comparable either.
+    assert reg("r6", 0.95, decoding="greedy, resample_failed_working=4") == ("6", False)
     client = client_for(cfg)
-    assert len(client.search_model_versions(f"name='{NAME}'")) == 5
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 6
     best = champion(cfg, NAME)
     assert best is not None and str(best.version) == "5" and CHAMPION in client.get_registered_model(NAME).aliases
     assert best.tags["base_sha256"] == base.sha256 and best.source == f"runs:/{runs['r5'][0]}/policy"
