@@ -103,6 +103,7 @@ def serve(
     from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
     from flows.campaign import campaign_flow
+    from flows.submit import full_name
 
     quiet_served_runs()
     deployment = campaign_flow.to_deployment(
@@ -126,7 +127,7 @@ def serve(
             prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return pause_deployment(f"{campaign_flow.name}/{deployment.name}")
+    return pause_deployment(full_name(deployment.name))
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -102,3 +102,11 @@ def test_run_and_submit_name_a_bad_prefect_api_url_in_one_line(tmp_path: Path) -
         assert proc.stderr.startswith("selftrain: error: PREFECT_API_URL=notaurl: not an http(s) URL")
         assert proc.stderr.count("\n") == 1, proc.stderr
     assert not runs.exists()
+
+
+def test_serve_and_submit_name_a_deployment_alike() -> None:
+    from flows.campaign import campaign_flow
+    from flows.submit import full_name
+
+    assert full_name("nightly") == f"{campaign_flow.name}/nightly"  # what serve registers and pauses
+    assert full_name("other-flow/nightly") == "other-flow/nightly"
