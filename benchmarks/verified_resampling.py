@@ -14,7 +14,9 @@ slices stay untouched. Pairs are (only greedy right, only the resampled decoding
 
     .venv/bin/python benchmarks/verified_resampling.py runs/CAMPAIGN/round-02 --k 4
 
-Appends one JSON line to `benchmarks/results/verified_resampling.jsonl`.
+Appends one JSON line to `benchmarks/results/verified_resampling.jsonl`. A campaign decodes every set this way with
+`evaluate.resample_failed_working: k` (`tasks.evaluate.resample_failed_working`; measured in section 51), which seeds
+each row's samples by its id where this probe seeds them by the prompt's text, so the two pick different samples.
 """
 
 # ruff: noqa: E402  (offline settings before transformers is imported)
