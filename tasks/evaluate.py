@@ -283,7 +283,7 @@ def evaluate_task(
     prefix = few_shot_prefix(config) if config.evaluate.few_shot else ""
     chat = chat_format(config, tokenizer, few_shot=bool(prefix))
     started = time.perf_counter()
-    answer = partial(
+    answer = partial(  # its keywords are how every answer of the set is asked for, greedy or resampled
         answer_greedy,
         template=config.prompts.template,
         max_new_tokens=config.evaluate.max_new_tokens,
@@ -310,13 +310,8 @@ def evaluate_task(
             temperature=config.generate.temperature,
             top_p=config.generate.top_p,
             seed=config.seed,
-            template=config.prompts.template,
-            max_new_tokens=config.evaluate.max_new_tokens,
-            stop=config.generate.stop,
-            batch_size=config.generate.batch_size,
-            prefix=prefix,
-            chat=chat,
             answer_pattern=config.judge.answer_pattern,
+            **answer.keywords,
         )
     rows, metrics = score_responses(answered, config.judge.answer_pattern, item_problem(config))
     metrics |= resampling
