@@ -187,18 +187,22 @@ def resample_failed_working(
     """
     failing = [index for index, row in enumerate(answered) if not shows_work(row["response"], answer_pattern)]
     prefix, inputs = model_inputs([answered[index] for index in failing], template, prefix, chat)
-    samples = engine.sample(
-        inputs,
-        n=k,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        stop=stop,
-        seed=seed,
-        batch_size=batch_size,
-        progress=Progress("evaluate: resampling failed working", "samples"),
-        prefix=prefix,
-        prompt_ids=[str(answered[index].get("id", answered[index]["prompt"])) for index in failing],
+    samples = (
+        []
+        if not failing
+        else engine.sample(
+            inputs,
+            n=k,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            seed=seed,
+            batch_size=batch_size,
+            progress=Progress("evaluate: resampling failed working", "samples"),
+            prefix=prefix,
+            prompt_ids=[str(answered[index].get("id", answered[index]["prompt"])) for index in failing],
+        )
     )
     held = {
         index: next((text for text in texts if shows_work(text, answer_pattern)), None)

@@ -151,6 +151,9 @@ def test_resampling_replaces_only_failed_working_by_the_first_sample_whose_worki
     assert counts == {"greedy_accuracy": 0.5, "working_fails": 3.0, "resampled": 2.0}
     scored, metrics = score_responses(out)
     assert metrics["accuracy"] == 0.5 and [row["correct"] for row in scored] == [True, True, False, False]
+    held = [answered[1]]  # every working holds: nothing is sampled
+    kept, counts = resample_failed_working(engine, held, k=3, temperature=0.8, top_p=0.95, seed=7, **options)
+    assert len(engine.calls) == 2 and kept[0]["response"] == held[0]["response"] and counts["resampled"] == 0.0
 
 
 def test_resampling_needs_the_working_check_named_in_the_error() -> None:
