@@ -21,8 +21,15 @@ from configs.loader import ConfigError, load_config, repeated_overrides, split_a
 from configs.schema import CampaignConfig
 
 DEFAULT_CONFIG = "default"  # configs/default.yaml: the packaged Gemma 3 270M campaign
+FLOW_NAME = "selftrain-campaign"  # flows.campaign.campaign_flow's name; a bare deployment name gets it
 
 T = TypeVar("T")
+
+
+def full_name(deployment: str) -> str:
+    """`flow/deployment` as Prefect names it (what `serve` registers and pauses, what `submit` runs): a bare name is
+    a deployment of the campaign flow."""
+    return deployment if "/" in deployment else f"{FLOW_NAME}/{deployment}"
 
 
 def quiet_defaults() -> None:

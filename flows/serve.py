@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from configs.schema import CampaignConfig
-from flows.launch import load_checked, quiet_defaults
+from flows.launch import full_name, load_checked, quiet_defaults
 
 EXAMPLE_API_URL = "http://127.0.0.1:4200/api"
 START_STACK_HINT = (
@@ -103,7 +103,6 @@ def serve(
     from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
     from flows.campaign import campaign_flow
-    from flows.submit import full_name
 
     quiet_served_runs()
     deployment = campaign_flow.to_deployment(

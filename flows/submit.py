@@ -16,9 +16,8 @@ from uuid import UUID
 
 from configs.loader import ConfigError, config_from_mapping
 from configs.schema import CampaignConfig
-from flows.launch import print_override_notes
+from flows.launch import FLOW_NAME, full_name, print_override_notes
 
-FLOW_NAME = "selftrain-campaign"  # flows.campaign.campaign_flow's name; a bare deployment name gets it
 POLL_SECONDS = 2.0
 
 
@@ -27,11 +26,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("deployment", help=f"deployment name, `NAME` or `{FLOW_NAME}/NAME`")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of its default config")
     parser.add_argument("--watch", action="store_true", help="follow the run to the end; exit 1 unless Completed")
-
-
-def full_name(deployment: str) -> str:
-    """`flow/deployment` as Prefect names it: a bare name is a deployment of the campaign flow."""
-    return deployment if "/" in deployment else f"{FLOW_NAME}/{deployment}"
 
 
 def submitted_config(deployment: str, overrides: list[str]) -> CampaignConfig:

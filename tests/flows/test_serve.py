@@ -106,7 +106,7 @@ def test_run_and_submit_name_a_bad_prefect_api_url_in_one_line(tmp_path: Path) -
 
 def test_serve_and_submit_name_a_deployment_alike() -> None:
     from flows.campaign import campaign_flow
-    from flows.submit import full_name
+    from flows.launch import full_name
 
     assert full_name("nightly") == f"{campaign_flow.name}/nightly"  # what serve registers and pauses
     assert full_name("other-flow/nightly") == "other-flow/nightly"
