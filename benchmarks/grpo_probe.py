@@ -47,7 +47,6 @@ from configs.schema import CampaignConfig
 from models.gemma import ensure_packaged_gemma
 from models.loading import load_policy
 from tasks.base_model import cache_root
-from tasks.judge import requires_work
 from tasks.layout import round_seed
 from tasks.prompts import campaign_prompts
 from tasks.records import Record
@@ -102,7 +101,7 @@ def main() -> int:
             out,
             template=config.prompts.template,
             reward=verifier_reward(
-                config.judge.answer_pattern, config.generate.stop, require_work=requires_work(config)
+                config.judge.answer_pattern, config.generate.stop, require_work=config.requires_work
             ),
             seed=seed,
             progress=print,

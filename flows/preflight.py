@@ -446,13 +446,12 @@ def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list
     if needs_answers and not any(row.get("answer") is not None for row in train_rows()):
         raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers}: add answers to the file")
     if config.select.gold_examples > 0:
-        from tasks.judge import requires_work
         from tasks.select import gold_draw  # MLflow and Prefect come with it: only for a config that needs the check
 
         if not gold_draw(config)(train_rows(), 1, seed=0):
             what = (
                 "a 'solution' that shows right working (judge.require_work: a bare answer is no gold row)"
-                if requires_work(config)
+                if config.requires_work
                 else "an 'answer' or a 'solution'"
             )
             raise PreflightError(

@@ -35,11 +35,6 @@ from tasks.train_reward import reward_rows, round_reward_model
 PASS_RATES = "pass-rates.jsonl"  # the curriculum's per-prompt pass-rate table, beside the judged rows
 
 
-def requires_work(config: CampaignConfig) -> bool:
-    """Whether training rows must show right working (`CampaignConfig.requires_work`)."""
-    return config.requires_work
-
-
 def require_work(rows: Sequence[Record], answer_pattern: str) -> tuple[list[Record], dict[str, float]]:
     """Copies of judged rows with `work` (`shows_work`: every stated computation holds and the last result is
     the final answer); a row without right working scores 0, whatever the judge said, so it is never kept.
@@ -300,7 +295,7 @@ def judge_task(
     if cfg.cascade is not None:
         judged, routed = add_cascade(config, judged, seed)
         metrics.update({f"cascade/{k}": v for k, v in cascade_summary(judged, routed).items()})
-    if requires_work(config):
+    if config.requires_work:
         judged, work = require_work(judged, cfg.answer_pattern)
         metrics.update({f"judge/{k}": v for k, v in work.items()})
     if config.prompts.curriculum:

@@ -20,7 +20,6 @@ from models.loading import set_torch_threads, shared_policy
 from models.sampling import HFSampler, SamplingEngine
 from tasks.curriculum import passed
 from tasks.generate import generate_responses
-from tasks.judge import requires_work
 from tasks.judging.verifier import is_correct, shows_work
 from tasks.layout import RESUMABLE
 from tasks.prompts import few_shot_prefix, uses_few_shot
@@ -107,7 +106,7 @@ def rationalize_task(
             template=config.prompts.template,
             seed=ctx.seed + 1,  # apart from the round's own samples
             answer_pattern=config.judge.answer_pattern,
-            require_work=requires_work(config),
+            require_work=config.requires_work,
             prefix=prefix,
         )
     ref = write_records(out_path, [*rows, *kept])

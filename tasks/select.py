@@ -20,7 +20,6 @@ import numpy as np
 from prefect import task
 
 from configs.schema import CampaignConfig, SelectConfig
-from tasks.judge import requires_work
 from tasks.judging.verifier import shows_work, stated_answer
 from tasks.layout import RESUMABLE
 from tasks.prompts import gold_prompts
@@ -197,8 +196,8 @@ def gold_rows(
 
 def gold_draw(config: CampaignConfig) -> Callable[..., list[Record]]:
     """`gold_rows` as `config` draws gold targets, for the gold rows of training and the filters' target sets
-    alike: under `judge.require_work` (`tasks.judge.requires_work`) only targets that show right working."""
-    return functools.partial(gold_rows, answer_pattern=config.judge.answer_pattern if requires_work(config) else None)
+    alike: under `judge.require_work` (`CampaignConfig.requires_work`) only targets that show right working."""
+    return functools.partial(gold_rows, answer_pattern=config.judge.answer_pattern if config.requires_work else None)
 
 
 def gold_count(selected: int, share: float) -> int:

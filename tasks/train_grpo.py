@@ -36,7 +36,6 @@ from models.loading import load_policy, set_torch_threads
 from models.sampling import cut_at_stop
 from models.training import StepProgress, cpu_trainer_settings, lora_config, train_then_replace
 from tasks.adapter_record import record_adapter
-from tasks.judge import requires_work
 from tasks.judging.verifier import is_correct, shows_work
 from tasks.layout import RESUMABLE
 from tasks.progress import emit
@@ -233,7 +232,7 @@ def grpo_train_task(
         config.generate,
         out_dir,
         template=config.prompts.template,
-        reward=verifier_reward(config.judge.answer_pattern, config.generate.stop, require_work=requires_work(config)),
+        reward=verifier_reward(config.judge.answer_pattern, config.generate.stop, require_work=config.requires_work),
         seed=seed,
         progress=emit,
     )

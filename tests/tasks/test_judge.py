@@ -10,7 +10,7 @@ import pytest
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig, JudgeConfig
 from models.loading import load_policy
 from models.option_scorer import OptionScorer
-from tasks.judge import cascade_summary, judge_quality, judge_summary, judge_with_llm, require_work, requires_work
+from tasks.judge import cascade_summary, judge_quality, judge_summary, judge_with_llm, require_work
 from tasks.judging.base import judge_records
 from tasks.judging.calibration import rescale
 from tasks.judging.lm import OPTIONS
@@ -180,8 +180,8 @@ def test_require_work_zeroes_bare_guesses_and_wrong_steps_and_reports_the_work_r
 
 
 def test_require_work_is_on_by_default_for_the_builtin_task_only() -> None:
-    assert requires_work(CampaignConfig())
+    assert CampaignConfig().requires_work
     files = {"source": "file", "train_path": "train.jsonl"}
-    assert not requires_work(CampaignConfig.model_validate({"prompts": files}))
-    assert requires_work(CampaignConfig.model_validate({"prompts": files, "judge": {"require_work": True}}))
-    assert not requires_work(CampaignConfig.model_validate({"judge": {"require_work": False}}))
+    assert not CampaignConfig.model_validate({"prompts": files}).requires_work
+    assert CampaignConfig.model_validate({"prompts": files, "judge": {"require_work": True}}).requires_work
+    assert not CampaignConfig.model_validate({"judge": {"require_work": False}}).requires_work

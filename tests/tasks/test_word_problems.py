@@ -11,7 +11,7 @@ from types import ModuleType
 
 from configs.loader import load_config
 from configs.schema import CampaignConfig
-from tasks.judge import require_work, requires_work
+from tasks.judge import require_work
 from tasks.judging.base import judge_records
 from tasks.judging.build import build_judge
 from tasks.judging.verifier import is_correct, shows_work
@@ -93,7 +93,7 @@ def _judge_and_select(config: CampaignConfig) -> tuple[list[Record], list[Record
     ]
     judge = build_judge(config.judge, template=config.prompts.template)
     judged = judge_records(generated, judge, config.judge.answer_pattern)
-    if requires_work(config):
+    if config.requires_work:
         judged, _ = require_work(judged, config.judge.answer_pattern)
     selected = select_by(judged, config.select)
     return judged, selected
