@@ -26,7 +26,7 @@ from flows.round import RoundInputs, RoundResult, round_flow
 from tasks.base_model import prepare_base_task
 from tasks.evaluate import Evaluation, evaluate_task, greedy_rows, metric_prefix
 from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
-from tasks.model_registry import champion, download_policy, register_policy, registered_name, registered_version
+from tasks.model_registry import champion, download_policy, register_policy, registered_name
 from tasks.prefect_artifacts import publish_campaign, publish_round
 from tasks.progress import emit
 from tasks.prompts import has_split, item_kind, prompts_task, split_size
@@ -252,8 +252,7 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
     campaign ranked below one it had (the starting policy included, which is no version)."""
     assert result.candidate is not None
     name = registered_name(config.name)
-    known = registered_version(config.tracking, name, result.run_id)  # before a kill, a resumed round may have one
-    version, aliased = register_policy(
+    registration = register_policy(
         config.tracking,
         name,
         result.run_id,
@@ -265,8 +264,9 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
         template=config.prompts.template,  # what the served model formats prompts with, greedy as evaluate
         max_new_tokens=config.evaluate.max_new_tokens,
     )
-    registered = "registered" if known is None else "already registered as"
-    emit(f"round {result.round}: {registered} {name} version {version}" + (" (champion)" if aliased else ""))
+    registered = "registered" if registration.made else "already registered as"  # before a kill, on a resume
+    alias = " (champion)" if registration.champion else ""
+    emit(f"round {result.round}: {registered} {name} version {registration.version}{alias}")
 
 
 def publish_round_artifacts(config: CampaignConfig, result: RoundResult, tested: dict[str, Evaluation] | None) -> None:

@@ -32,6 +32,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -46,6 +47,15 @@ from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
 
 CHAMPION = "champion"
 POLICY_DIR = "policy"  # artifact folder of a round run holding adapter + base.json
+
+
+class Registration(NamedTuple):
+    """What `register_policy` did: the version number, whether the alias now points at it, and whether this
+    call made the version (False when a resumed round's run already had one)."""
+
+    version: str
+    champion: bool
+    made: bool
 
 
 def registered_name(campaign_name: str) -> str:
@@ -73,7 +83,7 @@ def register_policy(
     decoding: str = GREEDY,
     template: str = "{prompt}",
     max_new_tokens: int = 64,
-) -> tuple[str, bool]:
+) -> Registration:
     """Register a promoted round's policy (once per run, so a resumed campaign does not add a second
     version) and settle the champion alias by the alias rule (`settle_champion`).
 
@@ -83,12 +93,13 @@ def register_policy(
     served model formats prompts with and generates (greedily, whatever `decoding` says).
 
     Returns:
-        The version number and whether the alias now points at it.
+        The version, whether the alias points at it and whether this call made it (`Registration`).
     """
     if policy.adapter is None:
         raise ValueError("only a trained policy (with an adapter) is registered")
     client = client_for(cfg)
     version = _run_version(client, name, run_id)
+    made = version is None
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / POLICY_DIR
@@ -109,13 +120,8 @@ def register_policy(
 
         version = retry_conflicts(create, f"model version of run {run_id} in {name}")
     best = settle_champion(cfg, name)
-    return str(version.version), best is not None and str(best.version) == str(version.version)
-
-
-def registered_version(cfg: TrackingConfig, name: str, run_id: str) -> str | None:
-    """The version of `name` registered from run `run_id` (a resumed campaign's round may have one), or None."""
-    version = _run_version(client_for(cfg), name, run_id)
-    return None if version is None else str(version.version)
+    aliased = best is not None and str(best.version) == str(version.version)
+    return Registration(str(version.version), aliased, made)
 
 
 def _run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:

@@ -29,20 +29,20 @@ def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -
     base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
     runs = {tag: _round(cfg, tmp_path, tag) for tag in ("r1", "r2", "r3", "r4", "r5", "r6")}
 
-    def reg(tag: str, accuracy: float, heldout: str = "h1", decoding: str = "greedy") -> tuple[str, bool]:
+    def reg(tag: str, accuracy: float, heldout: str = "h1", decoding: str = "greedy") -> tuple[str, bool, bool]:
         run_id, policy = runs[tag]
         return register_policy(
             cfg, NAME, run_id, policy, base, accuracy=accuracy, heldout_sha256=heldout, decoding=decoding
         )
 
-    assert reg("r1", 0.50) == ("1", True)  # first version: champion
-    assert reg("r2", 0.45) == ("2", False)  # worse than 0.50 on the same validation set
-    assert reg("r2", 0.45) == ("2", False)  # a resumed campaign registers again: same version
-    assert reg("r3", 0.49) == ("3", False)  # within the campaign's margin, but the alias takes no margin
-    assert reg("r4", 0.90, heldout="h2") == ("4", False)  # another validation set: not comparable
-    assert reg("r5", 0.50) == ("5", True)  # a tie on the same set: the newer version
+    assert reg("r1", 0.50) == ("1", True, True)  # first version: champion
+    assert reg("r2", 0.45) == ("2", False, True)  # worse than 0.50 on the same validation set
+    assert reg("r2", 0.45) == ("2", False, False)  # a resumed campaign registers again: same version, not made
+    assert reg("r3", 0.49) == ("3", False, True)  # within the campaign's margin, but the alias takes no margin
+    assert reg("r4", 0.90, heldout="h2") == ("4", False, True)  # another validation set: not comparable
+    assert reg("r5", 0.50) == ("5", True, True)  # a tie on the same set: the newer version
     # The same set decoded another way (evaluate.resample_failed_working): not comparable either.
-    assert reg("r6", 0.95, decoding="greedy, resample_failed_working=4") == ("6", False)
+    assert reg("r6", 0.95, decoding="greedy, resample_failed_working=4") == ("6", False, True)
     client = client_for(cfg)
     assert len(client.search_model_versions(f"name='{NAME}'")) == 6
     best = champion(cfg, NAME)

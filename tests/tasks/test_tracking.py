@@ -207,7 +207,7 @@ def test_campaigns_promoting_at_once_leave_the_best_version_as_champion(tmp_path
     policies = [_policy(tmp_path, f"p{i}") for i in range(len(accuracies))]
     run_ids = [start_run(cfg, f"p{i}", params={}, tags={}) for i in range(len(accuracies))]
     barrier = threading.Barrier(len(run_ids))
-    results: dict[int, tuple[str, bool] | BaseException] = {}
+    results: dict[int, tuple[str, bool, bool] | BaseException] = {}
 
     def promote(index: int) -> None:
         barrier.wait()
