@@ -388,7 +388,8 @@ class EvaluateConfig(Strict):
         ge=1,
         description=(
             "Split each held-out set across this many Ray workers (scale.ray_address), at most one per prompt of "
-            "a set; greedy answers do not depend on the split. 1: in process."
+            "a set, and so the samples of evaluate.resample_failed_working; the answers do not depend on the split. "
+            "1: in process."
         ),
     )
     few_shot: bool = Field(

@@ -28,7 +28,7 @@ from tasks.layout import RESUMABLE
 from tasks.progress import Progress
 from tasks.prompts import ChatFormat, chat_format, few_shot_prefix, item_problem
 from tasks.records import DatasetRef, ModelRef, Record, read_records, write_lineage, write_records
-from tasks.sharding import map_shards
+from tasks.sharding import ShardStep, map_shards
 from tasks.stats import clustered_interval, wilson_interval
 from tasks.tracking import RoundContext
 
@@ -150,6 +150,10 @@ def model_inputs(rows: Sequence[Record], template: str, prefix: str, chat: ChatF
     return chat.inputs(inputs) if chat is not None else (prefix, inputs)
 
 
+# Runs a shard step on rows across workers (`map_shards` with the campaign's settings) and returns its rows in order.
+Shard = Callable[[list[Record], ShardStep], list[Record]]
+
+
 def resample_failed_working(
     engine: SamplingEngine,
     answered: Sequence[Record],
@@ -165,6 +169,7 @@ def resample_failed_working(
     prefix: str = "",
     chat: ChatFormat | None = None,
     answer_pattern: str = DEFAULT_ANSWER_PATTERN,
+    shard: Shard | None = None,
 ) -> tuple[list[Record], dict[str, float]]:
     """Verified resampling: where a greedy answer's own working fails `shows_work` (a check that reads no
     reference answer), sample `k` answers and take the first whose working holds; otherwise keep the greedy one.
@@ -172,13 +177,15 @@ def resample_failed_working(
     Samples are seeded by (`seed`, the row's `id`, sample index), so a row's draws do not depend on the others.
 
     Args:
-        engine: The policy's sampler.
+        engine: The policy's sampler (unused when `shard` samples).
         answered: Records with their greedy `response` (`answer_greedy`).
         k: Samples per failing answer, at least 1.
         temperature, top_p: The sampling settings (the campaign's `generate.*`).
         seed: The campaign's seed.
         template, max_new_tokens, stop, batch_size, prefix, chat: As the greedy answers were given.
         answer_pattern: The expected form of a final answer.
+        shard: With `evaluate.shards` above 1, how the failing rows' sampling (`resample_working`) is spread
+            over Ray workers, as the greedy pass was; None: `engine` samples them in this process.
 
     Returns:
         The records, each with `greedy_response`, `greedy_correct` and `resampled` (whether its response was
@@ -186,32 +193,27 @@ def resample_failed_working(
         answers whose working failed) and `resampled` (those replaced).
     """
     failing = [index for index, row in enumerate(answered) if not shows_work(row["response"], answer_pattern)]
-    prefix, inputs = model_inputs([answered[index] for index in failing], template, prefix, chat)
-    samples = (
-        []
-        if not failing
-        else engine.sample(
-            inputs,
-            n=k,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            seed=seed,
-            batch_size=batch_size,
-            progress=Progress("evaluate: resampling failed working", "samples"),
-            prefix=prefix,
-            prompt_ids=[str(answered[index].get("id", answered[index]["prompt"])) for index in failing],
-        )
+    step = partial(
+        resample_working,
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        batch_size=batch_size,
+        prefix=prefix,
+        chat=chat,
+        answer_pattern=answer_pattern,
     )
-    held = {
-        index: next((text for text in texts if shows_work(text, answer_pattern)), None)
-        for index, texts in zip(failing, samples, strict=True)
-    }
+    rows = [answered[index] for index in failing]
+    kept = [] if not rows else shard(rows, step) if shard is not None else step(engine, rows)
+    held = {index: row["response"] for index, row in zip(failing, kept, strict=True)}
     out: list[Record] = []
     for index, row in enumerate(answered):
         greedy = row["response"]
-        response = held.get(index) or greedy
+        response = held.get(index, greedy)
         out.append(
             {
                 **row,
@@ -226,6 +228,44 @@ def resample_failed_working(
         "working_fails": float(len(failing)),
         "resampled": float(sum(1 for row in out if row["resampled"])),
     }
+
+
+def resample_working(
+    engine: SamplingEngine,
+    rows: list[Record],
+    *,
+    k: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    template: str,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    batch_size: int,
+    prefix: str = "",
+    chat: ChatFormat | None = None,
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN,
+) -> list[Record]:
+    """`resample_failed_working`'s sampling (a shard's step when sharded): each row, whose greedy working failed,
+    with the first of `k` samples whose working holds as its `response`, or its greedy one when none holds."""
+    prefix, inputs = model_inputs(rows, template, prefix, chat)
+    samples = engine.sample(
+        inputs,
+        n=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        seed=seed,
+        batch_size=batch_size,
+        progress=Progress("evaluate: resampling failed working", "samples"),
+        prefix=prefix,
+        prompt_ids=[str(row.get("id", row["prompt"])) for row in rows],
+    )
+    return [
+        {**row, "response": next((text for text in texts if shows_work(text, answer_pattern)), row["response"])}
+        for row, texts in zip(rows, samples, strict=True)
+    ]
 
 
 def greedy_rows(rows: Sequence[Record]) -> list[Record]:
@@ -270,6 +310,23 @@ class Evaluation(BaseModel):
         return self.metrics["accuracy"]
 
 
+def shard_rows(
+    config: CampaignConfig, policy: ModelRef, rows: list[Record], step: ShardStep, name: str | None = None
+) -> list[Record]:
+    """`step` on `rows` over `evaluate.shards` Ray workers (`map_shards`, its task runs called `name`): a small set
+    (the OOD slice, the few answers resampled) gets at most one shard per row."""
+    return map_shards(
+        policy,
+        rows,
+        step,
+        shards=min(config.evaluate.shards, len(rows)),
+        field="evaluate.shards",
+        scale=config.scale,
+        threads=config.model.torch_threads,
+        name=name,
+    )
+
+
 @task(name="evaluate", **RESUMABLE)
 def evaluate_task(
     config: CampaignConfig,
@@ -297,16 +354,10 @@ def evaluate_task(
         chat=chat,
     )
     records = read_records(prompts)
-    if config.evaluate.shards > 1:  # a small set (the OOD slice, say) gets at most one shard per prompt
-        shards = min(config.evaluate.shards, len(records))
-        threads = config.model.torch_threads
-        answered = map_shards(
-            policy, records, answer, shards=shards, field="evaluate.shards", scale=config.scale, threads=threads
-        )
-    else:
-        answered = answer(HFSampler(model, tokenizer), records)
+    shard = partial(shard_rows, config, policy) if config.evaluate.shards > 1 else None
+    answered = shard(records, answer) if shard is not None else answer(HFSampler(model, tokenizer), records)
     resampling: dict[str, float] = {}
-    if config.evaluate.resample_failed_working:  # in process: a row's samples do not depend on the split
+    if config.evaluate.resample_failed_working:
         answered, resampling = resample_failed_working(
             HFSampler(model, tokenizer),
             answered,
@@ -315,6 +366,7 @@ def evaluate_task(
             top_p=config.generate.top_p,
             seed=config.seed,
             answer_pattern=config.judge.answer_pattern,
+            shard=partial(shard, name="evaluate resampling") if shard is not None else None,
             **answer.keywords,
         )
     rows, metrics = score_responses(answered, config.judge.answer_pattern, item_problem(config))

@@ -227,6 +227,7 @@ def map_shards(
     field: str,
     scale: ScaleConfig,
     threads: int,
+    name: str | None = None,
 ) -> list[Record]:
     """Run `step` on `shards` parts of `rows` (`shard_plan`) as Prefect tasks on Ray; the rows back in order.
 
@@ -240,6 +241,7 @@ def map_shards(
         field: The config field of `shards`, for errors.
         scale: The Ray cluster settings.
         threads: Torch threads per shard.
+        name: What the shards' task runs are called, `<name> shard i/n`; None: the step `field` configures.
 
     Raises:
         ValueError: `shards` below 1 or above `len(rows)`, naming `field`.
@@ -253,10 +255,11 @@ def map_shards(
         )
     runner = ray_task_runner(scale, len(plan))
     url = _api_url()
+    name = name or field.split(".")[0]
     with temporary_settings({PREFECT_API_URL: url} if url else {}), runner:
         futures = [
             runner.submit(
-                shard_task.with_options(task_run_name=f"{field.split('.')[0]} shard {index + 1}/{len(plan)}"),
+                shard_task.with_options(task_run_name=f"{name} shard {index + 1}/{len(plan)}"),
                 {"policy": policy, "rows": [rows[i] for i in part], "step": step, "threads": threads},
             )
             for index, part in enumerate(plan)

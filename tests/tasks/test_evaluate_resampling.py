@@ -3,14 +3,20 @@ Prefect server) against a real MLflow store: what it keeps of greedy decoding, w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from configs.schema import CampaignConfig
-from tasks.evaluate import evaluate_task
+from models.loading import load_policy
+from models.sampling import HFSampler, SamplingEngine
+from tasks.arithmetic import sample_problems
+from tasks.evaluate import answer_greedy, evaluate_task, resample_failed_working
 from tasks.judging.verifier import shows_work
 from tasks.layout import round_seed
 from tasks.prompts import prompts_task
-from tasks.records import ModelRef, read_records
+from tasks.records import ModelRef, Record, read_records
+from tasks.sharding import ENGINE_OPTIONS, ShardStep, in_prompt_order, plan_step
 from tasks.tracking import RoundContext, start_run
 from tasks.tracking_store import client_for
 
@@ -58,3 +64,45 @@ def test_a_tiny_policys_failed_working_is_resampled_and_its_greedy_figures_are_k
     assert "greedy_accuracy" not in greedy.metrics  # greedy only: its figures are as before the option
     again = evaluate_task.fn(resampling_config, policy, prompts, str(tmp_path / "again.jsonl"), ctx)
     assert read_records(again.ref) == rows  # seeded: the same samples each time
+
+
+class Recording:
+    """A sampler that keeps what it drew for each prompt id (the tiny model's samples rarely show working that
+    holds, so the rows alone would hide a difference in the samples)."""
+
+    def __init__(self, engine: SamplingEngine) -> None:
+        self.engine, self.drawn = engine, {}
+
+    def sample(self, prompts: Sequence[str], **options: Any) -> list[list[str]]:
+        out = self.engine.sample(prompts, **options)
+        self.drawn.update(zip(options.get("prompt_ids") or [], out, strict=True))
+        return out
+
+
+def test_resampling_spread_over_planned_shards_equals_one_process(tiny_dir: Path) -> None:
+    # What evaluate.shards > 1 does with the failed working (tasks.evaluate.shard_rows), with each planned part
+    # sampled apart in this process where map_shards gives it a Ray worker (tests/integration/test_sharding.py).
+    rows = [
+        {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"]}
+        for p in sample_problems(24, split="heldout", seed=1)
+    ]
+    model, tokenizer = load_policy(str(tiny_dir))
+    options = {"template": "Question: {prompt}\nAnswer:", "max_new_tokens": 16, "stop": ["\n"], "batch_size": 8}
+    answered = answer_greedy(HFSampler(model, tokenizer, **ENGINE_OPTIONS), rows, **options)
+    whole_engine, shard_engine = (Recording(HFSampler(model, tokenizer, **ENGINE_OPTIONS)) for _ in range(2))
+    sent: list[list[Record]] = []
+
+    def shard(part: list[Record], step: ShardStep) -> list[Record]:
+        sent.append(part)
+        plan = plan_step(tokenizer, part, step, 3)
+        assert len(plan) == 3  # really split: 4 samples of each failed row, batches of 8
+        return in_prompt_order(plan, [step(shard_engine, [part[i] for i in piece]) for piece in plan])
+
+    sampling = {"k": 4, "temperature": 1.0, "top_p": 1.0, "seed": 5}
+    whole, counts = resample_failed_working(whole_engine, answered, **sampling, **options)
+    spread, spread_counts = resample_failed_working(whole_engine, answered, **sampling, **options, shard=shard)
+    assert spread == whole and spread_counts == counts
+    assert shard_engine.drawn == whole_engine.drawn  # each failed row drew the same 4 samples either way
+    assert len({text for texts in whole_engine.drawn.values() for text in texts}) > 20  # real, varied samples
+    assert [row["id"] for row in sent[0]] == [row["id"] for row in answered if not shows_work(row["response"])]
+    assert len(sent) == 1 and counts["working_fails"] == len(sent[0]) > 0  # only failed working is sent
