@@ -28,6 +28,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
 import pytest  # noqa: E402
 
+pytest.register_assert_rewrite("tests.cli")  # run_cli's assert reports as a test's would
+
 from models.loading import set_torch_threads  # noqa: E402
 from models.tiny import ensure_tiny_model  # noqa: E402
 from tasks.arithmetic import sample_problems, vocabulary_corpus  # noqa: E402

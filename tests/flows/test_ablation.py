@@ -14,15 +14,13 @@ trains only verified rows.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import run_cli
+
 ARMS = ["configs/experiments/sft-verified.yaml", "configs/experiments/sft-uncurated.yaml"]
 # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the claim is on validation accuracy (128 items, drawn
 # from the seed whatever the test size), and the test columns only need to be there.
@@ -42,15 +40,7 @@ pytestmark = pytest.mark.slow
 def ablation(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
     root = tmp_path_factory.mktemp("ablation")
     overrides = [*SETTINGS, f"tracking.output_dir={root}"]
-    proc = subprocess.run(
-        [SELFTRAIN, "ablation", *ARMS, "--name", "ci", *[arg for o in overrides for arg in ("--set", o)]],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_cli(["ablation", *ARMS, "--name", "ci", *[arg for o in overrides for arg in ("--set", o)]], cli_env)
     (summary_path,) = root.glob("ci-*/ablation.json")
     return {
         "stdout": proc.stdout,

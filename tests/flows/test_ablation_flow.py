@@ -8,8 +8,7 @@ import pytest
 
 from configs.loader import load_config
 from flows.ablation_flow import ablation_flow
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli import REPO
 
 
 def test_unknown_reference_arm_fails_before_any_arm_runs(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +20,8 @@ pytestmark = pytest.mark.slow
 def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
     """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
     root = tmp_path_factory.mktemp("tiny-campaign")
-    proc = subprocess.run(
+    proc = run_cli(
         [
-            SELFTRAIN,
             "run",
             "configs/tiny.yaml",
             f"tracking.output_dir={root / 'runs'}",
@@ -36,13 +34,8 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
             "prompts.test_size=32",
             "prompts.ood_size=16",
         ],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        cli_env,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
     return {
         "root": root,

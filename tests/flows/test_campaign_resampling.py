@@ -3,17 +3,13 @@ an MLflow SQLite store: every set is decoded so, the few-shot bar included, and 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from tasks.records import read_records
-
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +19,11 @@ def test_a_resampling_campaign_scores_every_set_so_and_reports_the_greedy_pair(
 ) -> None:
     sizes = ["prompts.train_size=32", "prompts.validation_size=32", "prompts.test_size=32", "prompts.ood_size=16"]
     shot = ["prompts.few_shot=2", "generate.few_shot_rounds=0", "evaluate.few_shot_baseline=true"]
-    proc = subprocess.run(
-        [SELFTRAIN, "run", "configs/tiny.yaml", "rounds=1", f"tracking.output_dir={tmp_path / 'runs'}", *sizes, *shot]
+    proc = run_cli(
+        ["run", "configs/tiny.yaml", "rounds=1", f"tracking.output_dir={tmp_path / 'runs'}", *sizes, *shot]
         + ["evaluate.resample_failed_working=2"],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        cli_env,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "the same, both answering greedily (no resampling), test, start -> final:" in proc.stdout
     folder = next((tmp_path / "runs").glob("tiny-*"))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")

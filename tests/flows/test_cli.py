@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import REPO, run_cli
 
 
 def _run(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -85,13 +84,11 @@ def test_missing_prompt_column(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 def test_the_installed_command_exits_non_zero_without_traceback(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        [SELFTRAIN, "run", "configs/tiny.yaml", "generate.k=0", f"tracking.output_dir={tmp_path}"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=cli_env,
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        ["run", "configs/tiny.yaml", "generate.k=0", f"tracking.output_dir={tmp_path}"],
+        cli_env,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "selftrain: error: generate.k: Input should be greater than or equal to 1 (got 0)"
@@ -99,13 +96,11 @@ def test_the_installed_command_exits_non_zero_without_traceback(tmp_path: Path, 
 
 
 def test_a_prefect_server_that_does_not_answer_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        [SELFTRAIN, "run", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"],
-        cwd=Path(__file__).resolve().parents[2],
-        env={**cli_env, "PREFECT_API_URL": "http://127.0.0.1:1/api"},
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        ["run", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"],
+        {**cli_env, "PREFECT_API_URL": "http://127.0.0.1:1/api"},
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(
@@ -146,15 +141,8 @@ print(json.dumps([codes, before_validate, loaded()]))
 
 
 def test_validate_names_a_prefect_api_url_that_is_no_url_and_leaves_the_server_to_run(cli_env: dict[str, str]) -> None:
-    def validate(url: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [SELFTRAIN, "validate", "configs/tiny.yaml"],
-            cwd=Path(__file__).resolve().parents[2],
-            env={**cli_env, "PREFECT_API_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def validate(url: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(["validate", "configs/tiny.yaml"], {**cli_env, "PREFECT_API_URL": url}, timeout=120, check=False)
 
     bad = validate("localhost:4200/api")
     assert bad.returncode == 2 and bad.stdout == ""
@@ -171,7 +159,7 @@ def test_quick_commands_do_not_import_the_training_stack(cli_env: dict[str, str]
     # flows (Prefect, torch, transformers, PEFT, TRL, MLflow: 10+ s of CPU) only when a command runs one.
     proc = subprocess.run(
         [sys.executable, "-c", QUICK_COMMANDS, "prefect", *HEAVY],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
         env=cli_env,
         capture_output=True,
         text=True,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli import REPO
+
 TINY = [
     "model.source=tiny",
     "model.torch_threads=1",

@@ -16,9 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.interrupt import Interrupted, interruptible, is_interruption, signal_number
+from tests.cli import REPO, SELFTRAIN, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the resume is compared on validation accuracy, and
 # where each signal lands (round 1's generation or training) does not depend on them.
 SMALL = [
@@ -134,15 +133,7 @@ def _assert_interrupted(proc: subprocess.Popen, seconds: float, out: Path, args:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict[int, float]:
     """Per-round accuracies of the same small campaign run without a stop."""
     runs = tmp_path_factory.mktemp("uninterrupted") / "runs"
-    done = subprocess.run(
-        [SELFTRAIN, "run", *SMALL, f"tracking.output_dir={runs}"],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_cli(["run", *SMALL, f"tracking.output_dir={runs}"], cli_env)
     return _accuracies(runs)
 
 
@@ -171,10 +162,7 @@ def test_sigterm_then_ctrl_c_exit_within_seconds_and_resume_to_the_same_accuraci
     assert "resuming campaign" in (second / "stderr.txt").read_text()
     assert not [p for p in (tmp_path / "runs").glob("*/round-01/adapter")]  # stopped inside round 1's training
 
-    resumed = subprocess.run(
-        [SELFTRAIN, "run", *args], cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=900
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = run_cli(["run", *args], cli_env)
     assert "resuming campaign" in resumed.stderr
     assert _accuracies(tmp_path / "runs") == uninterrupted
     client, runs = _runs(tmp_path / "runs")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli import REPO
+
 SCRIPT = """
 from prefect import flow
 from flows.launch import launch, quiet_defaults

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_meta_ranking_campaign_runs_and_logs_its_judge(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    proc = subprocess.run(
+    run_cli(
         [
-            SELFTRAIN,
             "run",
             "configs/tiny-meta-ranking.yaml",
             "rounds=1",
@@ -32,13 +28,9 @@ def test_meta_ranking_campaign_runs_and_logs_its_judge(tmp_path: Path, cli_env: 
             "train.epochs=1",
             f"tracking.output_dir={tmp_path / 'runs'}",
         ],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
+        cli_env,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("selftrain-tiny-meta-ranking")
     rounds = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]

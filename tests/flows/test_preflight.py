@@ -29,6 +29,7 @@ from flows.preflight import (
 )
 from tasks.filters import GOLD_TARGET
 from tasks.judging.reference_bank import BankError
+from tests.cli import free_port
 
 
 def _rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path, *overrides: str, command: str = "run") -> str:
@@ -146,9 +147,7 @@ def test_tracking_uri_scheme(
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
     assert _rejected(capsys, tmp_path).startswith("MLFLOW_TRACKING_URI=bogus://x: unknown tracking URI scheme")
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     message = _rejected(capsys, tmp_path, f"tracking.tracking_uri=http://127.0.0.1:{port}")
     assert message.startswith(f"tracking.tracking_uri=http://127.0.0.1:{port}: no MLflow server answers there")
 
@@ -724,9 +723,7 @@ def test_a_ray_cluster_that_does_not_answer_is_refused_before_the_run_starts(
     # Found before: round 1's sharded step, after the campaign's folder, MLflow run and start evaluations.
     from flows.preflight import check_ray_cluster
 
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     ray = [f"scale.ray_address=127.0.0.1:{port}", "scale.connect_timeout=1"]
     message = _rejected(capsys, tmp_path, *ray, "generate.shards=2")
     assert message.startswith(f"scale.ray_address=127.0.0.1:{port}: no Ray cluster answered within 1 s ("), message

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ from configs.loader import load_config
 from models.integrity import write_record
 from tasks.model_registry import registered_name
 from tasks.records import sha256_file
+from tests.cli import REPO, SELFTRAIN, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 # Margin 1.0 promotes every trained round: round 2 starts from round 1's logged adapter and a champion exists
 # (with the tiny model on these splits, round 1 scores below round 0 and the default margin would refuse it).
 # train.init=base (ReST-EM): round 2 samples with round 1's adapter but trains a fresh adapter on the base from
@@ -41,17 +39,11 @@ SMALL = [
 pytestmark = pytest.mark.slow
 
 
-def _selftrain(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SELFTRAIN, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
     """One finished two-round tiny campaign, shared by the tests of this module."""
     root = tmp_path_factory.mktemp("reproduce")
-    _selftrain(["run", *SMALL, f"tracking.output_dir={root / 'runs'}"], cli_env)
+    run_cli(["run", *SMALL, f"tracking.output_dir={root / 'runs'}"], cli_env)
     uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("selftrain-tiny").experiment_id
@@ -68,7 +60,7 @@ def test_reproduce_round_two_matches_exactly(campaign: dict) -> None:
     hidden = folder.with_name(folder.name + "-hidden")
     folder.rename(hidden)
     try:
-        proc = _selftrain(
+        proc = run_cli(
             [
                 "reproduce",
                 original.info.run_id,
@@ -160,7 +152,7 @@ def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     out = campaign["root"] / "runs"
     # start_from=champion continues the champion's adapter: train.init=continue (base would retrain from scratch).
     args = [*SMALL, "rounds=1", "start_from=champion", "train.init=continue", f"tracking.output_dir={out}"]
-    proc = _selftrain(["run", *args], campaign["env"])
+    proc = run_cli(["run", *args], campaign["env"])
     assert f"starting from {name} version {best.version}" in proc.stderr
     experiment = campaign["parent"].info.experiment_id
     (parent,) = client.search_runs([experiment], "tags.`selftrain.start_policy` != ''")

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from configs.loader import load_config
 from flows.campaign_state import campaign_key, open_campaign, recorded_config, try_lock
 from tasks.tracking import PARENT_TAG, find_runs, finish_run, log_metrics, open_run, start_run
 from tasks.tracking_store import client_for
+from tests.cli import REPO, SELFTRAIN, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 # Test and OOD sets of 32 and 16 (tiny.yaml: 128 and 64): the resume is checked on what was cached, recomputed
 # and logged per round, none of which depends on how many test prompts the campaign scores.
 SMALL = [
@@ -97,11 +95,11 @@ def test_relogged_metrics_keep_one_point_per_round_and_success_clears_the_failur
 @pytest.mark.slow
 def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: dict[str, str]) -> None:
     runs = tmp_path / "runs"
-    command = [SELFTRAIN, "run", *SMALL, f"tracking.output_dir={runs}"]
+    args = ["run", *SMALL, f"tracking.output_dir={runs}"]
     with open(tmp_path / "first.log", "w") as log:
         # Own session: SIGKILL to the group also kills the temporary Prefect server the CLI started.
         first = subprocess.Popen(
-            command, cwd=REPO, env=cli_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [SELFTRAIN, *args], cwd=REPO, env=cli_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + 600
         while not (scratch := list(runs.glob("*/round-02/.adapter.*"))):  # round 2's trainer is running
@@ -115,8 +113,7 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     mtimes = {path: path.stat().st_mtime_ns for path in [workdir / "validation.jsonl", *done]}
     assert not (workdir / "round-02" / "adapter").exists()
 
-    second = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    second = run_cli(args, cli_env)
     logs = second.stderr
     assert f"resuming campaign {workdir.name}" in logs
     assert "round 1: finished before the resume" in logs

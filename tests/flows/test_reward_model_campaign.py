@@ -4,25 +4,20 @@ reward model learns only from round 1's labelled rows, and its keep-threshold is
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from tasks.judging.calibration import rescale
-
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_reward_model_campaign_trains_on_earlier_rounds_and_calibrates(tmp_path: Path, cli_env: dict) -> None:
-    proc = subprocess.run(
+    run_cli(
         [
-            SELFTRAIN,
             "run",
             "tiny",
             "rounds=2",
@@ -37,13 +32,8 @@ def test_reward_model_campaign_trains_on_earlier_rounds_and_calibrates(tmp_path:
             "train.epochs=1",
             f"tracking.output_dir={tmp_path / 'runs'}",
         ],
-        cwd=REPO,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        cli_env,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     campaign = next((tmp_path / "runs").glob("tiny-*"))
     round2 = campaign / "round-02"
     lineage = json.loads((round2 / "judged.jsonl.lineage.json").read_text())

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +12,7 @@ import pytest
 from configs.loader import load_config
 from flows.cli import main
 from flows.serve import default_parameters, option_problem, server_problem
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli import free_port, run_cli
 
 
 def test_default_parameters_are_the_config_with_an_absolute_output_dir() -> None:
@@ -52,9 +48,7 @@ def test_a_sigterm_before_prefects_runner_listens_still_pauses(monkeypatch: pyte
 def test_no_server_names_the_way_to_start_one() -> None:
     message = server_problem(None)
     assert "PREFECT_API_URL is not set" in message and "infra/start-stack.sh start" in message
-    with socket.socket() as sock:  # a loopback port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     message = server_problem(f"http://127.0.0.1:{port}/api")
     assert f"no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:{port}/api" in message
     assert "infra/start-stack.sh start" in message
@@ -93,11 +87,10 @@ def test_a_prefect_api_url_that_is_no_url_is_named(url: str, expected: str) -> N
 
 def test_run_and_submit_name_a_bad_prefect_api_url_in_one_line(tmp_path: Path) -> None:
     # The installed command, as a user runs it: Prefect reads PREFECT_API_URL once, at its import.
-    selftrain = str(Path(sys.executable).parent / "selftrain")
     env = {**os.environ, "PREFECT_API_URL": "notaurl"}
     runs = tmp_path / "runs"
     for argv in (["run", "configs/tiny.yaml", f"tracking.output_dir={runs}"], ["submit", "x"]):
-        proc = subprocess.run([selftrain, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        proc = run_cli(argv, env, timeout=120, check=False)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("selftrain: error: PREFECT_API_URL=notaurl: not an http(s) URL")
         assert proc.stderr.count("\n") == 1, proc.stderr

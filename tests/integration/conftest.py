@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import REPO, SELFTRAIN, free_port
+
 DEPLOYMENT = "selftrain-campaign/it"
 # Smaller than configs/tiny.yaml's defaults where it does not change what is tested; rounds stay 3 so that
 # a run asking for 1 round visibly used its own parameters.
 SERVE_OVERRIDES = ["prompts.heldout_size=64", "train.epochs=1"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _read_env(path: Path) -> dict[str, str]:

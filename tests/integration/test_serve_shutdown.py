@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import REPO, SELFTRAIN, free_port
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXIT_SECONDS = 30  # the bound asked of serve; before the fix it took 70-80 s (Prefect's client retries)
 
@@ -66,9 +66,7 @@ def prefect_api(tmp_path: Path, prefect_database: Path) -> Iterator[dict]:
     home = tmp_path / "prefect-home"
     home.mkdir()
     shutil.copyfile(prefect_database, home / "prefect.db")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if "DATABASE" not in k and k != "PREFECT_API_URL"}
     log = tmp_path / "server.log"
     with open(log, "w") as out:
@@ -89,7 +87,7 @@ def serving(prefect_api: dict, cli_env: dict[str, str], tmp_path: Path) -> Itera
     """`selftrain serve configs/tiny.yaml --name shutdown` against `prefect_api`, once its deployment exists."""
     env = {**cli_env, "PREFECT_API_URL": prefect_api["url"], "PREFECT_HOME": str(prefect_api["home"])}
     log = tmp_path / "serve.log"
-    command = [str(BIN / "selftrain"), "serve", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"]
+    command = [SELFTRAIN, "serve", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"]
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [*command, "--name", "shutdown"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,11 +15,10 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.model_registry import CHAMPION, displaces, serial_champion
+from tests.cli import REPO, SELFTRAIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
 EXPERIMENT = "selftrain-stress"
 # Config A four times over, identical: same campaign key, same held-out prompts, the same dataset inputs
 # logged at the same moment (the unique-key race of issue 10), and with a promotion margin of 1 every round

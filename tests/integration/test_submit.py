@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from tests.cli import run_cli
 
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _submit(served: dict, cli_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     stack = served["stack"]
     env = {**cli_env, "PREFECT_API_URL": stack["prefect_api"], "MLFLOW_TRACKING_URI": stack["mlflow"]}
-    return subprocess.run(
-        [SELFTRAIN, "submit", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )  # fmt: skip
+    return run_cli(["submit", *args], env, timeout=600, check=False)
 
 
 def test_bad_submissions_are_one_line_errors(

@@ -26,9 +26,10 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from tests.cli import REPO
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POOL, DEPLOYMENT = "selftrain-pool", "selftrain-campaign/pool"
 SMALL = [

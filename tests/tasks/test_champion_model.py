@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from tasks.model_registry import register_policy
 from tasks.records import ModelRef, sha256_dir
 from tasks.tracking import end_run, start_run
 from tasks.tracking_store import tracking_uri
+from tests.cli import free_port
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 PROMPTS = ["What is 2 + 3?", "What is 7 - 4?"]
@@ -120,9 +120,7 @@ def test_pyfunc_loads_where_pickles_are_refused(
 
 
 def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     mlflow_cli = str(Path(PYTHON).with_name("mlflow"))
     command = [mlflow_cli, "models", "serve", "-m", "models:/selftrain-unit@champion", "--env-manager", "local"]
     server = subprocess.Popen(

@@ -3,7 +3,6 @@ counts, an unanswering Ray address, storage URLs."""
 
 from __future__ import annotations
 
-import socket
 import time
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ from tasks.evaluate import answer_greedy
 from tasks.generate import generate_responses
 from tasks.records import ModelRef, Record
 from tasks.sharding import ENGINE_OPTIONS, check_ray_address, in_prompt_order, map_shards, plan_step, shard_plan
+from tests.cli import free_port
 
 TEMPLATE = "Question: {prompt}\nAnswer:"
 
@@ -109,9 +109,7 @@ def test_shard_counts_outside_one_to_prompts_are_config_errors() -> None:
 
 
 def test_an_unanswering_ray_address_fails_fast_naming_it() -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     started = time.perf_counter()
     with pytest.raises(ConnectionError, match=rf"^scale.ray_address=ray://127.0.0.1:{port}: no Ray cluster answered"):
         check_ray_address(f"ray://127.0.0.1:{port}", timeout=2.0)

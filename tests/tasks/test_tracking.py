@@ -24,9 +24,7 @@ from tasks.model_registry import CHAMPION, champion, register_policy, serial_cha
 from tasks.records import ModelRef, sha256_dir, write_records
 from tasks.tracking import end_run, log_dataset, start_run
 from tasks.tracking_store import client_for, is_conflict, retry_conflicts
-
-REPO = Path(__file__).resolve().parents[2]
-SELFTRAIN = str(Path(sys.executable).parent / "selftrain")
+from tests.cli import REPO, SELFTRAIN
 
 # Each child imports everything first, says it is ready, then waits for the common "go" file, so the
 # writes under test start within a millisecond or two of each other (imports alone take seconds).
