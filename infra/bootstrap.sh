@@ -73,7 +73,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--test" ]; then
-    # The packaged Gemma's one-time conversion (about 80 s) belongs to set-up, like the pip install above: the
+    # The packaged Gemma's one-time conversion (80-160 s by machine) belongs to set-up, like the pip install above: the
     # tests then load it through the cache as `selftrain run` does after its first run.
     .venv/bin/python -W ignore -c 'from models.gemma import ensure_packaged_gemma as e; from tasks.base_model import cache_root as c
 print("bootstrap: packaged Gemma ready in", e(c() / "models", progress=lambda line: print("bootstrap:", line)))' 2>>"$LOG"
