@@ -22,9 +22,9 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from configs.schema import DEFAULT_ANSWER_PATTERN, CampaignConfig, ModelConfig, StorageConfig, TrackingConfig
 
@@ -326,8 +326,6 @@ def check_answer_form(
     Each answer is tried in the canonical form (`stated_answer`: " The answer is <answer>."); a pattern that reads
     no answer of a set in that form asks for another form, and the set is left unchecked.
     """
-    from tasks.judging.verifier import is_correct, stated_answer
-
     sets: list[tuple[str, list[Record]]] = []
     prompts = config.prompts
     if prompts.source == "file":
@@ -335,19 +333,29 @@ def check_answer_form(
         if prompts.test_path:
             sets.append((str(prompts.test_path), draw("test")))
     sets += [(str(extra.path), extra_sets.get(extra.name, [])) for extra in config.evaluate.extra_sets]
-    pattern = config.judge.answer_pattern
     for path, rows in sets:
-        answered = [row for row in rows if row.get("answer") is not None]
-        unread = [row for row in answered if not is_correct(stated_answer(row["answer"]), row["answer"], pattern)]
-        if not unread or (len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN):
-            continue
-        shown = ", ".join(f"id {row['id']!r}: {str(row['answer'])[:40]!r}" for row in unread[:3])
-        more = ", ..." if len(unread) > 3 else ""
-        raise PreflightError(
-            f"{path}: {len(unread)} of {len(answered)} scored answers ({shown}{more}) are not what "
-            "judge.answer_pattern reads as an answer, so no response could earn their credit; write them as it "
-            "reads one (the default pattern: an integer), or set judge.answer_pattern"
+        check_answers_read(
+            path, rows, config.judge.answer_pattern, "scored answers", "no response could earn their credit"
         )
+
+
+def check_answers_read(path: str, rows: Sequence[Mapping[str, Any]], pattern: str, what: str, so: str) -> None:
+    """Refuse `rows` (of the file `path`) whose `answer` `pattern` can never read as given: each is tried in the
+    canonical form (`stated_answer`: " The answer is <answer>."). A pattern other than the default that reads none
+    of them asks for another form, and they are left unchecked. `what` names the answers, `so` what follows."""
+    from tasks.judging.verifier import is_correct, stated_answer
+
+    answered = [row for row in rows if row.get("answer") is not None]
+    unread = [row for row in answered if not is_correct(stated_answer(row["answer"]), row["answer"], pattern)]
+    if not unread or (len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN):
+        return
+    shown = ", ".join(f"id {row.get('id')!r}: {str(row['answer'])[:40]!r}" for row in unread[:3])
+    more = ", ..." if len(unread) > 3 else ""
+    raise PreflightError(
+        f"{path}: {len(unread)} of {len(answered)} {what} ({shown}{more}) are not what judge.answer_pattern reads "
+        f"as an answer, so {so}; write them as it reads one (the default pattern: an integer), or set "
+        "judge.answer_pattern"
+    )
 
 
 def check_extra_set_leak(
@@ -432,8 +440,9 @@ def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[d
 def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
     """Refuse a training file (`train_rows`) that gives a campaign nothing to train on: no row with an `answer`
     when the verifier judges samples (or GRPO rewards them) against it, no row that can be a gold row when
-    `select.gold_examples` asks for some. Every round would run and train nothing (the built-in task's prompts
-    all have both)."""
+    `select.gold_examples` asks for some, or answers `judge.answer_pattern` cannot read (`check_answers_read`: a
+    sample is verified, and a gold row made, from them). Every round would run and train nothing, or train what the
+    strict check never credits (the built-in task's prompts all have both, in form)."""
     if config.prompts.source != "file":
         return
     source = f"prompts.train_path={config.prompts.train_path}"
@@ -445,6 +454,15 @@ def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list
         needs_answers = ""
     if needs_answers and not any(row.get("answer") is not None for row in train_rows()):
         raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers}: add answers to the file")
+    if needs_answers or config.select.gold_examples > 0:
+        check_answers_read(
+            str(config.prompts.train_path),
+            train_rows(),
+            config.judge.answer_pattern,
+            "training answers",
+            "no sample could be verified against them, and a gold row made of one would teach an answer the strict "
+            "check never credits",
+        )
     if config.select.gold_examples > 0:
         from tasks.select import gold_draw  # MLflow and Prefect come with it: only for a config that needs the check
 

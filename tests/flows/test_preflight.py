@@ -406,6 +406,34 @@ def test_a_training_file_that_gives_nothing_to_train_on_is_refused(tmp_path: Pat
         preflight(load_config("tiny", [*gold, "judge.require_work=true"]))  # a bare answer shows no working
 
 
+def test_training_answers_the_answer_pattern_cannot_read_are_refused(tmp_path: Path) -> None:
+    # "30.0" (pandas writes an integer column with a gap so): no sample could be verified against it, and a gold
+    # row made of it would teach " The answer is 30.0.", which the strict check never credits.
+    train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    rows = [{"id": f"t{i}", "prompt": f"What is {i} plus 1?", "answer": f"{i + 1}.0"} for i in range(4)]
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    validation.write_text(
+        "".join(json.dumps({"prompt": f"What is {i} plus 2?", "answer": "3"}) + "\n" for i in range(4))
+    )
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    files += ["prompts.train_size=4", "prompts.validation_size=4", "prompts.few_shot=0", "judge.require_work=false"]
+    refused = (
+        f"{train}: 4 of 4 training answers (id 't0': '1.0', id 't1': '2.0', id 't2': '3.0', ...) are not what "
+        "judge.answer_pattern reads as an answer, so no sample could be verified against them, and a gold row made of "
+        "one would teach an answer the strict check never credits; write them as it reads one (the default pattern: "
+        "an integer), or set judge.answer_pattern"
+    )
+    with pytest.raises(PreflightError) as caught:
+        preflight(load_config("tiny", files))
+    assert str(caught.value) == refused
+    # A judge that reads no answers, with no gold rows, takes them; gold rows made of them do not.
+    preflight(load_config("tiny", [*files, "judge.kind=pointwise"]))
+    with pytest.raises(PreflightError, match=r"train.jsonl: 4 of 4 training answers"):
+        preflight(load_config("tiny", [*files, "judge.kind=pointwise", "select.gold_examples=2"]))
+    train.write_text("".join(json.dumps({**row, "answer": str(i + 1)}) + "\n" for i, row in enumerate(rows)))
+    preflight(load_config("tiny", files))
+
+
 def test_a_model_cache_that_cannot_be_a_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
