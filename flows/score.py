@@ -42,12 +42,17 @@ def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, f
 
     Raises:
         PromptFileError: a file that cannot be read, naming the file, line and reason.
+        PreflightError: answers `answer_pattern` cannot read ("ten", "5.0" under the default, which reads an
+            integer), by id: every response would be scored wrong against them.
     """
+    from flows.preflight import check_answers_read
     from tasks.evaluate import score_responses
     from tasks.prompt_files import load_response_file
     from tasks.records import write_records
 
-    rows, metrics = score_responses(load_response_file(path), answer_pattern)
+    rows = load_response_file(path)
+    check_answers_read(str(path), rows, answer_pattern, "reference answers", "every response would be scored wrong")
+    rows, metrics = score_responses(rows, answer_pattern)
     out = scored_path(path)
     write_records(out, rows)
     return out, metrics

@@ -63,6 +63,11 @@ def test_score_reads_csv_and_parquet_and_follows_the_configs_pattern(tmp_path: P
         (['{"prompt": "a", "response": 3, "answer": 1}'], "line 1: 'response' must be a string, got number"),
         (['{"prompt": "a", "response": "x"}'], "no 'answer' column"),
         (['{"prompt": "a", "response": "x", "answer": 1}', "{oops"], "line 2: not valid JSON"),
+        (  # every response would score wrong against it under the default pattern, which reads an integer
+            ['{"prompt": "a", "response": "The answer is 5.", "answer": "5.0"}'],
+            "1 of 1 reference answers (id 'bad-0': '5.0') are not what judge.answer_pattern reads as an answer, so "
+            "every response would be scored wrong;",
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_file_and_line(
