@@ -61,7 +61,8 @@ class BaseMismatchError(ValueError):
 
 
 class UnknownRunError(ValueError):
-    """The run id names no run in the store, or a run that is not a round (no recorded round inputs)."""
+    """The run id names no run in the store, a run that is not a round (no recorded round inputs), or a round run
+    that did not finish."""
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -174,8 +175,8 @@ def fetch_earlier(client: MlflowClient, run_id: str, recorded: dict, field: str,
 
 
 def _round_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
-    """The round run `run_id`, or an UnknownRunError naming the store (no such run) or the round runs to pass
-    instead (a campaign run)."""
+    """The finished round run `run_id`, or an UnknownRunError naming the store (no such run), the round runs to pass
+    instead (a campaign run) or the run's status (a round killed, failed or still running)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -189,6 +190,12 @@ def _round_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
         raise UnknownRunError(
             f"run {run_id} is not a round run (no selftrain.round tag); pass one of its rounds' run ids"
             + (f" ({rounds})" if rounds else "")
+        )
+    if run.info.status != "FINISHED":  # killed, failed or still running: its metrics stop where it stopped
+        raise UnknownRunError(
+            f"run {run_id} (round {run.data.tags['selftrain.round']}) is {run.info.status}, not finished, so it has no "
+            "whole round to compare with; resume its campaign (selftrain run with its config and name), which "
+            "finishes this run, then reproduce it"
         )
     return run
 

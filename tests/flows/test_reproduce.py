@@ -234,6 +234,31 @@ def test_an_unknown_or_campaign_run_id_is_one_line_naming_what_to_pass(
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+def test_a_round_that_did_not_finish_is_refused_not_compared(
+    campaign: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A round killed mid-way has metrics up to where it stopped: comparing with them would report the steps it never
+    # reached as differences. Refused by its status, still running or killed, before anything is written.
+    from flows.cli import main
+
+    client, round2 = campaign["client"], campaign["rounds"][2]
+    stopped = client.create_run(round2.info.experiment_id, tags={"selftrain.round": "2"})
+    common = ["--tracking-uri", campaign["uri"], "--output-dir", str(tmp_path)]
+    try:
+        for status in ("RUNNING", "KILLED"):
+            if status != "RUNNING":
+                client.set_terminated(stopped.info.run_id, status)
+            assert main(["reproduce", stopped.info.run_id, *common]) == 2
+            assert capsys.readouterr().err == (
+                f"selftrain: error: run {stopped.info.run_id} (round 2) is {status}, not finished, so it has no whole "
+                "round to compare with; resume its campaign (selftrain run with its config and name), which finishes "
+                "this run, then reproduce it\n"
+            )
+    finally:
+        client.delete_run(stopped.info.run_id)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(("field", "metric"), [("base_dtype", "base_bfloat16"), ("head_dtype", "head_bfloat16")])
 def test_a_round_trained_with_a_dtype_auto_names_it_as_a_source_of_difference(field: str, metric: str) -> None:
     from flows.reproduce import nondeterminism
