@@ -155,10 +155,31 @@ class JudgeConfig(Strict):
     def _answer_pattern(cls, value: str) -> str:
         return check_answer_pattern(value)
 
+    @property
+    def reads_bank(self) -> bool:
+        """Whether the round's judge step builds a reference bank (`tasks.judging.reference_bank.build_bank`): the
+        LLM judges, whose dev rows calibrate them (and whose references judge, for the reference kinds), and a
+        reward model trained each round."""
+        if self.kind in ("reward-model", "all-of"):
+            return self.reward_model is None
+        return self.kind != "verifier"
+
     @model_validator(mode="after")
     def _consistent(self) -> JudgeConfig:
         if self.bank == "file" and not self.bank_path:
             raise ValueError("judge.bank_path is required when judge.bank is 'file'")
+        if self.bank_path and self.bank != "file":
+            raise ValueError(
+                f"judge.bank_path names a file, and judge.bank is {self.bank!r}, which would ignore it: set "
+                "judge.bank: file, or leave judge.bank_path empty"
+            )
+        if self.bank_path and not self.reads_bank:
+            uses = "judge.reward_model is given" if self.reward_model else f"judge.kind is {self.kind!r}"
+            raise ValueError(
+                f"judge.bank_path names a file, and no judge would read it ({uses}): use a judge that reads a "
+                "reference bank (pointwise, meta-ranking, label-transfer, or a reward model trained each round), or "
+                "leave judge.bank_path empty"
+            )
         if 0 < self.panel < self.references:
             raise ValueError(f"judge.panel ({self.panel}) must be 0 or at least judge.references ({self.references})")
         if self.kind in REFERENCE_KINDS:  # their bank never holds more rows than these allow

@@ -386,10 +386,10 @@ def check_judge_bank(
     reference judge with bank=rounds whose first round cannot label `judge.references` rows (too few training
     prompts with an answer). `train_rows` gives a file-backed campaign's training split, `scored` the sets the
     campaign scores (`tasks.leakage.scored_sets`), which a bank file must not share problems with."""
-    from tasks.judging.reference_bank import check_round_one_bank, numbered_file_bank, reads_bank
+    from tasks.judging.reference_bank import check_round_one_bank, numbered_file_bank
 
     cfg, prompts = config.judge, config.prompts
-    if not reads_bank(cfg):
+    if not cfg.reads_bank:
         return
     if cfg.bank == "file":
         check_bank_leak(config, numbered_file_bank(cfg), scored())

@@ -106,14 +106,6 @@ def check_both_labels(rows: Sequence[Mapping[str, Any]], source: str, why: str) 
         raise BankError(f"{source}: field 'correct': every row is {only} ({len(rows)} of {len(rows)}); {why}")
 
 
-def reads_bank(cfg: JudgeConfig) -> bool:
-    """Whether the round's judge step builds a bank (`build_bank`): the LLM judges, whose dev rows calibrate them
-    (and whose references judge, for the reference kinds), and a reward model trained each round."""
-    if cfg.kind in ("reward-model", "all-of"):
-        return cfg.reward_model is None
-    return cfg.kind != "verifier"
-
-
 def file_bank(cfg: JudgeConfig) -> list[Record]:
     """The bank of bank=file: `judge.bank_path`'s first `judge.bank_size` rows, checked by `check_bank`.
 

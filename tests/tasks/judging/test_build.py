@@ -107,6 +107,21 @@ def test_bad_judge_values_name_the_field(override: str, field: str) -> None:
         load_config("tiny-meta-ranking", [override])
 
 
+def test_a_bank_file_no_judge_would_read_is_refused() -> None:
+    # The file would be ignored: the bank comes from the rounds, or the judge reads no bank at all.
+    with pytest.raises(ConfigError, match=r"judge.bank_path names a file, and judge.bank is 'rounds', which would"):
+        load_config("tiny-meta-ranking", ["judge.bank_path=bank.jsonl"])
+    with pytest.raises(ConfigError, match=r"no judge would read it \(judge.kind is 'verifier'\)"):
+        load_config("tiny", ["judge.bank=file", "judge.bank_path=bank.jsonl"])
+    given = ["judge.kind=reward-model", "judge.reward_model=rm", "judge.bank=file", "judge.bank_path=bank.jsonl"]
+    with pytest.raises(ConfigError, match=r"no judge would read it \(judge.reward_model is given\)"):
+        load_config("tiny", given)
+    for kind in ("pointwise", "meta-ranking", "label-transfer", "reward-model"):  # each builds a bank
+        assert load_config(
+            "tiny", [f"judge.kind={kind}", "judge.bank=file", "judge.bank_path=b.jsonl"]
+        ).judge.reads_bank
+
+
 def test_meta_ranking_configs_validate() -> None:
     config = load_config("tiny-meta-ranking")
     assert config.judge.kind == "meta-ranking" and config.judge.model is None
