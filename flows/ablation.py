@@ -38,9 +38,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def check_comparable(configs: list[CampaignConfig]) -> None:
     """Raise ValueError unless the arms share seed, rounds, prompts, sampling, evaluation and model."""
     for key in SHARED:
-        values = {json.dumps(_shared(c, key)) for c in configs}
-        if len(values) > 1:
-            raise ValueError(f"arms differ in {key!r}: an ablation compares recipes on the same prompts and seeds")
+        arms: dict[str, list[str]] = {}  # the arms' names by their value of `key`
+        for config in configs:
+            arms.setdefault(json.dumps(_shared(config, key)), []).append(config.name)
+        if len(arms) > 1:
+            groups = " against ".join(", ".join(names) for names in arms.values())
+            raise ValueError(
+                f"arms differ in {key!r} ({groups}): an ablation compares recipes on the same prompts and seeds"
+            )
     if len({c.name for c in configs}) < len(configs):
         raise ValueError("arm names (config `name`) must differ")
 
@@ -53,6 +58,15 @@ def check_arm(path: str) -> None:
             f"{path}: an override, not an arm config (no such file); pass overrides with --set {path} "
             "(applied to every arm)"
         )
+
+
+def arm_config(path: str, overrides: list[str]) -> CampaignConfig:
+    """The arm `path` with the overrides every arm gets (`--set`), checked as `selftrain run` checks a config; an
+    error names the arm's file first (one of several arms, every configs/experiments/*.yaml by default)."""
+    try:
+        return checked_config([path, *overrides])
+    except (ConfigError, ValueError, OSError) as err:
+        raise ValueError(str(err) if str(err).startswith(path) else f"arm {path}: {err}") from None
 
 
 def _shared(config: CampaignConfig, key: str) -> object:
@@ -73,7 +87,7 @@ def main(ns: argparse.Namespace) -> int:
             raise ValueError(f"--name {ns.name!r}: {SAFE_NAME_RULE}")
         for path in paths:
             check_arm(path)
-        configs = [checked_config([path, *ns.set]) for path in paths]
+        configs = [arm_config(path, ns.set) for path in paths]
         check_comparable(configs)
     except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain: error: {err}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from configs.loader import load_config
 from flows.cli import main
 from tests.cli import REPO, run_cli
 
@@ -184,4 +185,25 @@ def test_an_override_given_as_an_ablation_arm_says_to_pass_it_with_set(capsys: p
     assert err == (
         "selftrain: error: rounds=1: an override, not an arm config (no such file); pass overrides with "
         "--set rounds=1 (applied to every arm)\n"
+    )
+
+
+def test_an_ablation_names_the_arm_a_config_error_is_in_and_the_arms_that_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # By default every configs/experiments/*.yaml is an arm: the error says which one to open.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nrounds: abc\n")
+    assert main(["ablation", "configs/experiments/sft-verified.yaml", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"selftrain: error: arm {bad}: rounds: Input should be a valid integer")
+    verified = Path("configs/experiments/sft-verified.yaml").read_text()
+    assert "\nrounds: 3\n" in verified
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(verified.replace("name: ", "name: long-", 1).replace("\nrounds: 3\n", "\nrounds: 4\n"))
+    arms = ["configs/experiments/sft-verified.yaml", "configs/experiments/dpo.yaml", str(longer)]
+    assert main(["ablation", *arms]) == 2
+    names = [load_config(arm).name for arm in arms]
+    assert capsys.readouterr().err == (
+        f"selftrain: error: arms differ in 'rounds' ({names[0]}, {names[1]} against {names[2]}): an ablation compares "
+        "recipes on the same prompts and seeds\n"
     )
