@@ -105,11 +105,13 @@ def resolve_config_path(name: str) -> Path:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The mapping a YAML config file holds ({} for an empty file).
+    """The mapping a YAML config file holds.
 
     Raises:
         ConfigError: naming the file (and the line and column, or the key) when it cannot be read as a
-            YAML mapping: a directory, unreadable, not UTF-8, a syntax error, a duplicate key, a list.
+            YAML mapping: a directory, unreadable, not UTF-8, a syntax error, a duplicate key, a list, or
+            nothing at all (empty or comments only: a file not saved yet or cut short would otherwise run
+            every default).
     """
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
@@ -127,9 +129,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(_yaml_message(path, err)) from None
     finally:
         loader.dispose()
-    if loaded is not None and not isinstance(loaded, dict):
+    if loaded is None:
+        raise ConfigError(
+            f"{path}: holds no fields (empty, or comments only); write {{}} in it to take every field's default"
+        )
+    if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of fields")
-    return loaded or {}
+    return loaded
 
 
 def _yaml_message(path: Path, err: yaml.YAMLError) -> str:

@@ -72,6 +72,13 @@ def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(bad)
+    # A file not saved yet or cut short would otherwise run every field's default; `{}` asks for that.
+    for text in ("", "# rounds: 3\n"):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=r"bad.yaml: holds no fields \(empty, or comments only\); write \{\}"):
+            load_config(bad)
+    bad.write_text("{}\n")
+    assert load_config(bad) == load_config(None)
 
 
 def test_flatten_and_schema_cover_every_field() -> None:
