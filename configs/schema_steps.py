@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -143,9 +143,17 @@ class SelectConfig(Strict):
             "list order, each keeping part of what the one before kept: perplexity (POINTS), confidence (CLEAR), "
             "color (CoLoR-Filter), dsir (DSIR); see `tasks/filters.py`. Every row records its scores (`filters`), "
             "`kept_by` and `reason`; with a threshold of 0 and max_per_prompt >= generate.k the filters alone "
-            "select. Empty: none."
+            "select. A kind's name alone ([perplexity, dsir]) is that filter with its defaults. Empty: none."
         ),
     )
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _kind_names(cls, value: Any) -> Any:
+        # `select.filters=[perplexity]` reads as a list of names: each is its kind with the kind's defaults.
+        return (
+            [{"kind": item} if isinstance(item, str) else item for item in value] if isinstance(value, list) else value
+        )
 
 
 class GRPOSettings(Strict):

@@ -143,6 +143,11 @@ def test_filters_compose_in_list_order_and_record_why() -> None:
     assert first[0]["filters"] == {"perplexity": 2.0, "color": 1.0}
 
 
+def test_a_kinds_name_alone_is_that_filter_with_its_defaults() -> None:
+    config = load_config("tiny", ["select.filters=[perplexity, {kind: dsir, share: 0.3}]"])
+    assert config.select.filters == [PerplexityFilter(), DsirFilter(share=0.3)]
+
+
 def test_bad_filter_input_names_the_field() -> None:
     for override, field in [
         ("select.filters=[{kind: perplexity, share: 0}]", r"select\.filters\.0\.perplexity\.share"),
@@ -151,6 +156,7 @@ def test_bad_filter_input_names_the_field() -> None:
         ("select.filters=[{kind: confidence, share: 1.01}]", r"select\.filters\.0\.confidence\.share"),
         ("select.filters=[{kind: perplexity}, {kind: dsir, share: -0.5}]", r"select\.filters\.1\.dsir\.share"),
         ("select.filters=[{kind: entropy}]", r"select\.filters\.0: kind must be one of"),
+        ("select.filters=[entropy]", r"select\.filters\.0: kind must be one of"),
     ]:
         with pytest.raises(ConfigError, match=field):
             load_config("tiny", [override])
