@@ -130,6 +130,8 @@ def _read_key(path: Path, require_answer: bool) -> tuple[str, int, int, bool] | 
 def _file_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
     """`_read_rows` of a file checked first to be there, of a supported type and not empty; no rows is an error."""
     suffix = path.suffix.lower()
+    if path.is_dir():  # before its suffix: a folder has none, and "unsupported file type" would hide what it is
+        raise PromptFileError(path, f"a directory, not a file (name a {', '.join(SUFFIXES)} file in it)")
     if suffix not in SUFFIXES:
         raise PromptFileError(path, f"unsupported file type {suffix or '(none)'!r} (use {', '.join(SUFFIXES)})")
     if not path.exists():

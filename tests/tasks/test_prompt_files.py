@@ -414,6 +414,14 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     assert str(caught.value) == f"{path}: unsupported file type '.txt' (use .jsonl, .json, .csv, .parquet)"
 
 
+def test_a_directory_is_named_as_one(tmp_path: Path) -> None:
+    for path in (tmp_path / "data", tmp_path / "rows.jsonl"):  # with no suffix, and with a file's
+        path.mkdir()
+        with pytest.raises(PromptFileError) as caught:
+            load_prompt_file(path)
+        assert str(caught.value) == f"{path}: a directory, not a file (name a .jsonl, .json, .csv, .parquet file in it)"
+
+
 @pytest.mark.parametrize(("name", "text"), [("e.jsonl", ""), ("e.csv", ""), ("e.parquet", "")])
 def test_empty_file(tmp_path: Path, name: str, text: str) -> None:
     path = write(tmp_path / name, text)
