@@ -42,6 +42,7 @@ def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, f
 
     Raises:
         PromptFileError: a file that cannot be read, naming the file, line and reason.
+        ValueError: the scored file's path is a directory.
         PreflightError: answers `answer_pattern` cannot read ("ten", "5.0" under the default, which reads an
             integer), by id: every response would be scored wrong against them.
     """
@@ -50,10 +51,12 @@ def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, f
     from tasks.prompt_files import load_response_file
     from tasks.records import write_records
 
+    out = scored_path(path)
+    if out.is_dir():  # checked before scoring: the write would fail at the end with the temporary file's name
+        raise ValueError(f"{out}: a directory, where the scored rows would be written; move it away")
     rows = load_response_file(path)
     check_answers_read(str(path), rows, answer_pattern, "reference answers", "every response would be scored wrong")
     rows, metrics = score_responses(rows, answer_pattern)
-    out = scored_path(path)
     write_records(out, rows)
     return out, metrics
 

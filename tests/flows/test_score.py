@@ -79,3 +79,14 @@ def test_bad_input_is_one_line_naming_file_and_line(
     err = capsys.readouterr().err
     assert err.startswith(f"selftrain: error: {path}") and message in err and err.count("\n") == 1
     assert not scored_path(path).exists()
+
+
+def test_a_directory_where_the_scored_rows_go_is_named_before_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "generations.jsonl")
+    scored_path(path).mkdir()
+    assert main(["score", "tiny", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"selftrain: error: {scored_path(path)}: a directory, where the scored rows would be written; move it away\n"
+    )
