@@ -224,6 +224,8 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     node = data
     # An override by an old name replaces the value the file gives under the new one.
     parts = _field_name(key).split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: an empty field name in {key.strip()!r}; expected dotted.key=value")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):

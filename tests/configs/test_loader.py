@@ -1,6 +1,7 @@
 """Config loading: shipped YAMLs validate, overrides apply, bad values name the field and the reason."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,12 @@ def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
 def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         load_config(None, ["=3"])
+    for item in (".rounds=3", "generate..k=3", "rounds.=3"):  # a stray dot: an empty name, not an unknown field
+        key = item.partition("=")[0]
+        with pytest.raises(
+            ConfigError, match=rf"^override '{re.escape(item)}': an empty field name in '{re.escape(key)}'"
+        ):
+            load_config(None, [item])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
     # A known field given as the config, its value forgotten: the message says what an override looks like.
