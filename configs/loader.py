@@ -44,6 +44,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
+    def construct_meant_int(self, node: yaml.ScalarNode) -> int:
+        """YAML 1.1's int, except the two forms that read as another number than they show: a leading 0 is
+        octal (`seed: 010` is 8) and colons are base 60 (`1:30` is 90). Hex, binary and `1_000` stay."""
+        value = int(self.construct_yaml_int(node))
+        digits = str(self.construct_scalar(node)).replace("_", "").lstrip("+-")
+        if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1] not in "xXbB"):
+            why = "base 60" if ":" in digits else "octal, for its leading 0"
+            raise ConfigError(
+                f"{self.name}, line {node.start_mark.line + 1}: {node.value!r} reads in YAML as the number {value} "
+                f"({why}); write the number you mean, or quote it for text"
+            )
+        return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_meant_int)
+
 
 def config_key_exists(key: str) -> bool:
     """Whether `key` is a dotted field path of the schema (`generate.k`, `judge.model.name`)."""

@@ -59,6 +59,24 @@ def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
 def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         load_config(None, ["=3"])
+    # YAML 1.1 reads a leading 0 as octal and colons as base 60: the number would not be the one shown.
+    for item, shown in (
+        ("seed=010", "'010' reads in YAML as the number 8 (octal"),
+        ("rounds=1:30", "'1:30' reads in YAML as the number 90 (base 60)"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^override {item.partition('=')[0]}: {re.escape(shown)}"):
+            load_config(None, [item])
+    octal = tmp_path / "octal.yaml"
+    octal.write_text("name: x\nseed: 010\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(octal))}, line 2: '010' reads in YAML as the number 8"):
+        load_config(octal)
+    assert [load_config(None, [f"seed={raw}"]).seed for raw in ("0", "10", "0x10", "1_000", "'010'")] == [
+        0,
+        10,
+        16,
+        1000,
+        10,
+    ]
     for item in (".rounds=3", "generate..k=3", "rounds.=3"):  # a stray dot: an empty name, not an unknown field
         key = item.partition("=")[0]
         with pytest.raises(
