@@ -41,6 +41,11 @@ class ModelConfig(Strict):
         if self.source in ("hub", "local") and not self.name:
             # No "model." here: the error's location (model, judge.model, judge.cascade.model) names which one.
             raise ValueError(f"name is required when source is {self.source!r}")
+        if self.source not in ("hub", "local") and self.name:
+            raise ValueError(
+                f"name is {self.name!r}, and source {self.source!r} would ignore it: set source hub or local for a "
+                "named model, or leave name empty"
+            )
         return self
 
 

@@ -80,6 +80,8 @@ def test_an_unknown_key_as_first_argument_says_so(tmp_path: Path) -> None:
         ("train.target_modules=[]", "train.target_modules: name at least one module"),
         ("train.target_modules=''", "train.target_modules: name at least one module"),
         ("tracking.experiment=''", "tracking.experiment: must not be empty"),
+        ("model.name=foo", "model: name is 'foo', and source 'tiny' would ignore it: set source hub or local"),
+        ("judge.model.name=foo", "judge.model: name is 'foo', and source 'tiny' would ignore it"),
         ("name=../../../x", "name: '../../../x' is not a safe name for folders and MLflow"),
         ("name=a/b", "name: 'a/b' is not a safe name"),
         ("name=it's", 'name: "it\'s" is not a safe name'),
