@@ -24,7 +24,7 @@ class ModelConfig(Strict):
             "use), dequantised to float32 and cached on first use (80-160 s once by machine, seconds afterwards)."
         ),
     )
-    name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); unused otherwise.")
+    name: str | None = Field(None, description="Hub id (source=hub) or directory (source=local); empty otherwise.")
     tiny_warmup_steps: int = Field(
         200,
         ge=0,
