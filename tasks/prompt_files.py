@@ -325,6 +325,7 @@ def _csv_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list
     # the probe in that field's cell instead of reading it as a record of its own.
     probe = text + ("" if text.endswith(("\n", "\r")) else "\n") + "x"
     lines = io.StringIO(probe, newline="").readlines()  # the physical lines `csv` counts in `line_num`
+    _check_separator(path, lines[0])
     _check_quotes(path, probe, len(lines))
     reader = csv.reader(io.StringIO(probe, newline=""))
     records: list[tuple[int, list[str]]] = []
@@ -344,6 +345,22 @@ def _csv_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list
     if not records:
         return [], []
     return records[0][1], records[1:]
+
+
+def _check_separator(path: Path, header: str) -> None:
+    """Refuse a header separated by another character than a comma (";" where a locale writes decimal commas, a
+    tab): read as one column, its quotes and commas would otherwise fail far down the file.
+
+    Raises:
+        PromptFileError: at line 1, naming the separator.
+    """
+    if "," in header:
+        return
+    for separator, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+        if separator in header and "prompt" in (cell.strip().strip('"') for cell in header.split(separator)):
+            raise PromptFileError(
+                path, f"the header is separated by {name}, not commas: save the file as comma-separated CSV", 1
+            )
 
 
 def _check_quotes(path: Path, probe: str, lines: int) -> None:

@@ -414,6 +414,24 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     assert str(caught.value) == f"{path}: unsupported file type '.txt' (use .jsonl, .json, .csv, .parquet)"
 
 
+@pytest.mark.parametrize(
+    ("text", "name"), [('prompt;answer\n"2, plus 2?";4\n', "';'"), ("prompt\tanswer\nq\t4\n", "tabs")]
+)
+def test_a_csv_separated_by_another_character_is_named_at_its_header(tmp_path: Path, text: str, name: str) -> None:
+    # Read as one column, its quotes and commas failed far down the file, or its header lacked 'prompt'.
+    path = write(tmp_path / "rows.csv", text)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert (
+        str(caught.value)
+        == f"{path}, line 1: the header is separated by {name}, not commas: save the file as comma-separated CSV"
+    )
+    assert (
+        load_prompt_file(write(tmp_path / "one.csv", "prompt\nWhat is 2; plus 2?\n"))[0]["prompt"]
+        == "What is 2; plus 2?"
+    )
+
+
 def test_a_directory_is_named_as_one(tmp_path: Path) -> None:
     for path in (tmp_path / "data", tmp_path / "rows.jsonl"):  # with no suffix, and with a file's
         path.mkdir()
