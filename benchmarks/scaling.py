@@ -247,8 +247,9 @@ def main() -> int:
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    REPORT.write_text(report(results))
-    print(REPORT.read_text())
+    text = report(results)
+    REPORT.write_text(text)
+    print(text)
     return 0
 
 

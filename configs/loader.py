@@ -48,7 +48,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         """YAML 1.1's int, except the two forms that read as another number than they show: a leading 0 is
         octal (`seed: 010` is 8) and colons are base 60 (`1:30` is 90). Hex, binary and `1_000` stay."""
         value = int(self.construct_yaml_int(node))
-        digits = str(self.construct_scalar(node)).replace("_", "").lstrip("+-")
+        digits = node.value.replace("_", "").lstrip("+-")  # the scalar as written
         if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1] not in "xXbB"):
             why = "base 60" if ":" in digits else "octal, for its leading 0"
             raise ConfigError(
@@ -314,7 +314,7 @@ def _describe(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
         lines.append(f"{prefix}{name}: {default}  # {type_name}. {field.description}")
         # An optional section or a list of items (judge.cascade, select.filters): its fields, commented out below.
         for nested in _nested_models(annotation):
-            doc = (nested.__doc__ or "").strip().splitlines()[0] if nested.__doc__ else ""
+            doc = nested.__doc__.strip().splitlines()[0] if nested.__doc__ else ""
             where = "each item" if get_origin(annotation) is list else "when set"
             lines.append(f"{prefix}  # {where}, {nested.__name__}: {doc}".rstrip())
             inner: list[str] = []
