@@ -135,7 +135,8 @@ def _file_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
     if suffix not in SUFFIXES:
         raise PromptFileError(path, f"unsupported file type {suffix or '(none)'!r} (use {', '.join(SUFFIXES)})")
     if not path.exists():
-        raise PromptFileError(path, "file not found")
+        where = "" if path.is_absolute() else f" (relative paths resolve against the working directory, {Path.cwd()})"
+        raise PromptFileError(path, f"file not found{where}")
     if not path.is_file():
         raise PromptFileError(path, "not a file")
     if path.stat().st_size == 0:

@@ -407,6 +407,15 @@ def test_missing_file(tmp_path: Path) -> None:
     assert str(caught.value) == f"{path}: file not found"
 
 
+def test_missing_relative_file_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file("configs/data/x.jsonl")
+    assert str(caught.value) == (
+        f"configs/data/x.jsonl: file not found (relative paths resolve against the working directory, {tmp_path})"
+    )
+
+
 def test_unsupported_extension(tmp_path: Path) -> None:
     path = write(tmp_path / "x.txt", "prompt\n")
     with pytest.raises(PromptFileError) as caught:
