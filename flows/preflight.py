@@ -671,7 +671,7 @@ def check_context(config: CampaignConfig, draw: Callable[[str], list[Record]] | 
             tokenizer = _tokenizer(config, tokenizer_dir)
         if tokenizer is None:
             return
-        tokens = len(tokenizer(text)["input_ids"])
+        tokens = len(tokenizer(text, verbose=False)["input_ids"])  # the length is the point: no warning of it
         if tokens + new_tokens > positions:
             raise PreflightError(
                 f"prompts: the longest {split} prompt is {tokens} tokens as the model sees it "

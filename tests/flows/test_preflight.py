@@ -342,6 +342,26 @@ def test_the_tiny_models_answers_are_measured_without_building_it(
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_prompt_too_long_for_the_context_is_one_error_with_no_tokenizer_warning() -> None:
+    import logging
+
+    from flows.preflight import check_context
+
+    # transformers' handler holds the stderr of the moment it was made, which pytest's capture never sees:
+    # listen on its logger instead.
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("transformers").addHandler(listener)
+    too_long = 'prompts.template="' + "Think it through. " * 60 + '{prompt}"'
+    try:
+        with pytest.raises(PreflightError, match=r"^prompts: the longest train prompt is \d+ tokens as the model sees"):
+            check_context(load_config("tiny", [too_long]))
+    finally:
+        logging.getLogger("transformers").removeHandler(listener)
+    assert not [r for r in records if "sequence length" in r.getMessage()]  # transformers' warning of the same fact
+
+
 def test_a_prompt_files_solutions_longer_than_the_new_tokens_or_max_length_are_refused(
     tmp_path: Path, tiny_dir: Path
 ) -> None:
