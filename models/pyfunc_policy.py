@@ -3,8 +3,8 @@
 This module is what a served or exported champion runs on another machine, so it imports only torch,
 transformers and PEFT: `tasks/champion_model.py` saves it as source beside `tasks/champion_pyfunc.py` in each
 registered MLflow model, which imports it by its file name (no selftrain import, no selftrain cache, no
-config needed to load one). Generation is greedy, batched,
-padded on the left, and returns only the new text of each prompt.
+config needed to load one). Generation is greedy unless a temperature is given, batched, padded on the
+left, and returns only the new text of each prompt.
 """
 
 from __future__ import annotations
@@ -82,6 +82,24 @@ def prompt_list(model_input: Any) -> list[str]:
     return prompts
 
 
+def sampling(temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> dict[str, Any]:
+    """`generate`'s decoding arguments: greedy at temperature 0, else sampling at `temperature` from the
+    smallest set of tokens holding `top_p` of the probability, seeded by `seed` when one is given.
+
+    Raises:
+        ValueError: a negative temperature or a `top_p` outside (0, 1], named as the parameter it came from.
+    """
+    if not temperature >= 0:  # also refuses NaN
+        raise ValueError(f"params: temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"params: top_p must be in (0, 1], got {top_p}")
+    if temperature == 0:
+        return {"do_sample": False}
+    if seed is not None:
+        torch.manual_seed(seed)
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+
+
 @torch.no_grad()
 def generate_text(
     model: PreTrainedModel,
@@ -90,8 +108,13 @@ def generate_text(
     *,
     template: str = "{prompt}",
     max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
 ) -> list[str]:
-    """Greedy responses to `prompts`, each formatted with `template` first; only the new text is returned."""
+    """Responses to `prompts`, each formatted with `template` first; only the new text is returned. Greedy
+    unless `temperature` > 0 (`sampling`)."""
+    decoding = sampling(temperature, top_p, seed)
     responses: list[str] = []
     for start in range(0, len(prompts), BATCH_SIZE):
         texts = [template.format(prompt=p) for p in prompts[start : start + BATCH_SIZE]]
@@ -99,8 +122,8 @@ def generate_text(
         out = cast(Any, model).generate(  # PreTrainedModel's stubs type generate as a Tensor
             **batch,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
+            **decoding,
         )
         new = out[:, batch["input_ids"].shape[1] :]
         responses += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -41,12 +41,20 @@ REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "pandas")
 
 def signature(max_new_tokens: int) -> ModelSignature:
     """The model's signature, shown by MLflow's UI and checked by `mlflow models serve`: one string column in (a
-    list of prompts, or a DataFrame's `prompt` column), one out, and the `max_new_tokens` param. The column is
-    unnamed, so a plain list of strings still passes (MLflow hands it over as column 0, `prompt_list`)."""
+    list of prompts, or a DataFrame's `prompt` column), one out, and the decoding params (`max_new_tokens`;
+    `temperature`, 0 for greedy, `top_p` and `seed` for sampling). The column is unnamed, so a plain list of
+    strings still passes (MLflow hands it over as column 0, `prompt_list`)."""
     return ModelSignature(
         inputs=Schema([ColSpec("string")]),
         outputs=Schema([ColSpec("string")]),
-        params=ParamSchema([ParamSpec("max_new_tokens", "long", max_new_tokens)]),
+        params=ParamSchema(
+            [
+                ParamSpec("max_new_tokens", "long", max_new_tokens),
+                ParamSpec("temperature", "double", 0.0),
+                ParamSpec("top_p", "double", 1.0),
+                ParamSpec("seed", "long", None),
+            ]
+        ),
     )
 
 

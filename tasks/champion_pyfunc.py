@@ -36,15 +36,20 @@ class ChampionModel(PythonModel):
 
     # The model's signature is given when it is saved (`signature`), so MLflow infers none from these hints.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
-        """Greedy responses to the prompts in `model_input`: a DataFrame with a `prompt` column, a list of
-        strings or one string (`params` may set `max_new_tokens`)."""
-        max_new_tokens = int((params or {}).get("max_new_tokens", self._settings["max_new_tokens"]))
+        """Responses to the prompts in `model_input`: a DataFrame with a `prompt` column, a list of strings or
+        one string. Greedy by default; `params` may set `max_new_tokens`, and `temperature` (> 0 samples),
+        `top_p` and `seed` for sampling."""
+        params = params or {}
+        seed = params.get("seed")
         responses: list[str] = self._policy.generate_text(
             self._model,
             self._tokenizer,
             self._policy.prompt_list(model_input),
             template=self._settings["template"],
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=int(params.get("max_new_tokens", self._settings["max_new_tokens"])),
+            temperature=float(params.get("temperature", 0.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            seed=None if seed is None else int(seed),
         )
         return responses
 

@@ -81,11 +81,32 @@ def test_pyfunc_answers_a_dataframe_and_a_list(registered: dict, monkeypatch: py
     model = mlflow.pyfunc.load_model("models:/selftrain-unit@champion")
     signature = model.metadata.signature  # what MLflow's UI shows and `mlflow models serve` checks
     assert signature.inputs.to_dict() == signature.outputs.to_dict() == [{"type": "string", "required": True}]
-    assert [(p.name, p.default) for p in signature.params.params] == [("max_new_tokens", 12)]
+    assert [(p.name, p.default) for p in signature.params.params] == [
+        ("max_new_tokens", 12),
+        ("temperature", 0.0),
+        ("top_p", 1.0),
+        ("seed", None),
+    ]
     assert model.predict(PROMPTS) == registered["expected"]
     assert model.predict(pd.DataFrame({"prompt": PROMPTS})) == registered["expected"]
     with pytest.raises(ValueError, match="expected a 'prompt' column"):
         model.predict(pd.DataFrame({"question": PROMPTS}))
+
+
+def test_pyfunc_samples_when_given_a_temperature(registered: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    model = mlflow.pyfunc.load_model("models:/selftrain-unit@champion")
+    prompts = PROMPTS * 4
+    assert model.predict(prompts, params={"temperature": 0.0}) == registered["expected"] * 4  # 0 is greedy
+    hot = {"temperature": 1.5, "seed": 3}
+    sampled = model.predict(prompts, params=hot)
+    assert sampled == model.predict(prompts, params=hot)  # a seed repeats its samples
+    assert sampled != registered["expected"] * 4  # 8 samples at 1.5 from a 12-token tiny policy all greedy: no
+    assert sampled != model.predict(prompts, params={**hot, "seed": 4})
+    with pytest.raises(ValueError, match=r"^params: temperature must be >= 0 \(0 is greedy\), got -1.0$"):
+        model.predict(PROMPTS, params={"temperature": -1.0})
+    with pytest.raises(ValueError, match=r"^params: top_p must be in \(0, 1\], got 0.0$"):
+        model.predict(PROMPTS, params={"temperature": 1.0, "top_p": 0.0})
 
 
 def test_pyfunc_loads_in_a_process_without_selftrain(registered: dict, tmp_path: Path) -> None:
@@ -119,7 +140,7 @@ def test_pyfunc_loads_where_pickles_are_refused(
     assert (folder / "code" / "pyfunc_policy.py").is_file()
 
 
-def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path) -> None:
+def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     mlflow_cli = str(Path(PYTHON).with_name("mlflow"))
     command = [mlflow_cli, "models", "serve", "-m", "models:/selftrain-unit@champion", "--env-manager", "local"]
@@ -145,6 +166,17 @@ def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path) -> N
                 time.sleep(1)
         assert answer is not None, "no answer from mlflow models serve"
         assert answer == {"predictions": registered["expected"]}
+        # Sampling params travel in the body as MLflow's scoring protocol has them, seeded alike in any process.
+        hot = {"temperature": 1.5, "seed": 3}
+        body = json.dumps({"inputs": PROMPTS * 4, "params": hot}).encode()
+        sampled = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(sampled, timeout=60) as response:
+            answer = json.loads(response.read())
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+        here = mlflow.pyfunc.load_model("models:/selftrain-unit@champion").predict(PROMPTS * 4, params=hot)
+        assert answer == {"predictions": here} and here != registered["expected"] * 4
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
