@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -292,7 +293,32 @@ def _flatten_into(out: dict[str, str], key: str, value: Any) -> None:
         for name, inner in value.items():
             _flatten_into(out, f"{key}.{name}", inner)
     else:
-        out[key] = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        out[key] = param_text(value)
+
+
+def param_text(value: Any) -> str:
+    """A config value as one line that YAML reads back as the same value, so it pastes as an override.
+
+    A string stays bare unless YAML would read it as something else, or it holds a line break, a tab or edge
+    spaces: then it is JSON-quoted ("Question: {prompt}\\nAnswer:"), which YAML reads alike. Lists and
+    mappings are JSON (["\\n"]); None, bools and numbers YAML's words (null, true, 1.0e+20). PyYAML's own
+    quoting of a string would fold a line break into a blank line and wrap at 80 columns.
+    """
+    if isinstance(value, str):
+        return value if _reads_back_bare(value) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return yaml.safe_dump(value).strip().removesuffix("...").strip()
+
+
+def _reads_back_bare(text: str) -> bool:
+    """Whether YAML reads `text`, unquoted and on one line, as this very string."""
+    if not text or not text.isprintable() or text != text.strip():
+        return False
+    try:
+        return bool(yaml.safe_load(text) == text)
+    except yaml.YAMLError:  # "[x", "@x", "a: b: c": not a plain scalar
+        return False
 
 
 def describe_schema() -> str:

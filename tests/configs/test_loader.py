@@ -146,18 +146,19 @@ class _Outer(BaseModel):
 
 
 def test_flatten_by_hand() -> None:
-    # Sections and plain dicts nest with dots; every leaf is its YAML text (flow style, no document end), so a
-    # string that YAML would read as another type is quoted and None/bools read as YAML's words.
+    # Sections and plain dicts nest with dots; every leaf is one line that YAML reads back as its value: a string
+    # bare unless YAML would read it otherwise or it holds a line break (then JSON-quoted), lists and mappings
+    # JSON, None/bools/numbers YAML's words.
     assert flatten(_Outer()) == {
-        "name": "'yes'",  # plain yes is a bool in YAML 1.1
+        "name": '"yes"',  # plain yes is a bool in YAML 1.1
         "inner.k": "4",
         "inner.rate": "0.0001",
-        "inner.stop": "['Q:', end]",  # a colon is a flow indicator: quoted
+        "inner.stop": '["Q:", "end"]',
         "inner.path": "null",
         "inner.on": "false",
         "table.a": "1",
-        "sets": "[{name: gsm, path: g.jsonl}]",  # a list of mappings stays one value
-        "template": "'Q: {p}\n\n  A:'",  # a newline folds to an empty line in a quoted scalar
+        "sets": '[{"name": "gsm", "path": "g.jsonl"}]',  # a list of mappings stays one value
+        "template": '"Q: {p}\\nA:"',  # the line break as JSON's escape, not folded into a blank line
         "big": "1.0e+20",  # PyYAML writes a dot so it reads back as a float
     }
     assert set(flatten(_Outer(), prefix="cfg.")) == {f"cfg.{key}" for key in flatten(_Outer())}
@@ -181,6 +182,9 @@ def test_flattened_params_read_back_as_the_same_config(name: str) -> None:
     walk("", config.model_dump(mode="json"))
     assert set(flat) == set(leaves)
     assert {key: yaml.safe_load(text) for key, text in flat.items()} == leaves
+    # One line each, however long (MLflow's UI and `search_runs` filters show and match the text as it is).
+    assert not {key: text for key, text in flat.items() if "\n" in text}
+    assert flat["generate.stop"] == '["\\n"]' and len(flat["judge.answer_pattern"]) > 80
     assert load_config(None, [f"{key}={text}" for key, text in flat.items()]) == config
 
 

@@ -42,9 +42,9 @@ def test_recorded_config_splits_params_and_tags_by_hand(tmp_path: Path) -> None:
         "selftrain.config.model.torch_threads": "2",
         "selftrain.config.generate.shards": "1",
         "selftrain.config.evaluate.shards": "1",
-        "selftrain.config.scale.ray_address": "''",
+        "selftrain.config.scale.ray_address": '""',
         "selftrain.config.scale.connect_timeout": "10.0",
-        "selftrain.config.storage.base": "''",
+        "selftrain.config.storage.base": '""',
     }
     # Everything else: params, with flatten's text, nothing dropped and nothing in both.
     flat = flatten(config)
