@@ -42,8 +42,15 @@ from configs.schema import CampaignConfig, TrackingConfig
 from flows.liveness import flow_run_verdict, host_name
 from tasks.progress import emit
 from tasks.storage_mirror import LOCK, Manifest, pull_tree, push_tree
-from tasks.tracking import fail_running, find_runs, kill_running, log_params, reopen_run, set_tags, start_run
-from tasks.tracking_store import client_for
+from tasks.tracking import (
+    fail_running,
+    find_runs,
+    kill_running,
+    log_params_again,
+    reopen_run,
+    set_tags,
+    start_run,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -183,9 +190,8 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
         with closed_on_failure(config, resumable):
             reopen_run(cfg, resumable.parent_run_id)
             params, config_tags = recorded_config(config)
-            logged = client_for(cfg).get_run(resumable.parent_run_id).data.params
-            missing = {key: value for key, value in params.items() if key not in logged}
-            log_params(cfg, resumable.parent_run_id, missing)  # none, unless its process died before logging them
+            # None new, unless its process died before logging them; the campaign's identity keeps the values.
+            log_params_again(cfg, resumable.parent_run_id, params)
             mirrored = {"selftrain.storage": resumable.mirror} if resumable.mirror else {}
             update = {"prefect.flow_run_id": str(flow_run_id), **mirrored, **config_tags}
             set_tags(cfg, resumable.parent_run_id, update)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from pydantic import BaseModel, ConfigDict
@@ -87,6 +88,24 @@ def log_params(cfg: TrackingConfig, run_id: str, params: Mapping[str, str]) -> N
         client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
 
 
+def log_params_again(cfg: TrackingConfig, run_id: str, params: Mapping[str, str]) -> None:
+    """Log `params` on a reopened run. A param it holds in another text that YAML reads as the same value, as
+    code that wrote params differently logged it (`['\\n\\n    ']` for `["\\n"]`), is left as it is; a param
+    whose value changed is logged, so MLflow refuses it loudly."""
+    logged = client_for(cfg).get_run(run_id).data.params
+    log_params(cfg, run_id, {k: v for k, v in params.items() if k not in logged or not same_value(logged[k], v)})
+
+
+def same_value(old: str, new: str) -> bool:
+    """Whether two param texts hold the same value: equal, or read alike by YAML (the configs' own reader)."""
+    if old == param_value(new):
+        return True
+    try:
+        return bool(yaml.safe_load(old) == yaml.safe_load(new))
+    except yaml.YAMLError:
+        return False
+
+
 def find_runs(cfg: TrackingConfig, tags: Mapping[str, str], statuses: tuple[str, ...] = ()) -> list[Run]:
     """Runs of the experiment carrying all `tags` (and one of `statuses`, if given), newest first."""
     client = client_for(cfg)
@@ -114,7 +133,7 @@ def open_run(
     """The run carrying the `match` tags (under `parent_run_id`), reopened; else a new run (see `start_run`).
 
     A resumed campaign calls this with the same tags as the crashed one, so no run is duplicated. The
-    params are logged again: identical values are accepted, a changed value fails loudly.
+    params are logged again (`log_params_again`): the same values are accepted, a changed value fails loudly.
     """
     wanted = dict(match) | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
     existing = find_runs(cfg, wanted)
@@ -123,7 +142,7 @@ def open_run(
     run_id = existing[0].info.run_id
     reopen_run(cfg, run_id)
     set_tags(cfg, run_id, {k: v for k, v in tags.items() if v is not None})
-    log_params(cfg, run_id, params)
+    log_params_again(cfg, run_id, params)
     return run_id
 
 

@@ -75,6 +75,26 @@ def test_speed_only_fields_are_tags_so_a_resumed_round_may_change_them(tmp_path:
     assert run_ids[0] == run_ids[1] and run.data.tags["selftrain.config.model.torch_threads"] == "2"
 
 
+def test_a_round_run_logged_by_code_that_wrote_params_differently_reopens(tmp_path: Path) -> None:
+    # Before 2026-12-07 params were PyYAML's text of each value: a campaign killed then must still resume under
+    # code that writes them as one line, with the same values; a value that really changed is refused.
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-old-params"])
+    params, tags = recorded_config(config)
+    assert params["generate.stop"] == '["\\n"]' and params["prompts.template"] == '"Question: {prompt}\\nAnswer:"'
+    written_before = {
+        **params,
+        "generate.stop": "['\n\n    ']",
+        "prompts.template": "'Question: {prompt}\n\n  Answer:'",
+    }
+    first = open_run(config.tracking, "r1", params=written_before, tags=tags, match={"selftrain.round": "1"})
+    again = open_run(config.tracking, "r1", params=params, tags=tags, match={"selftrain.round": "1"})
+    assert again == first
+    logged = client_for(config.tracking).get_run(first).data.params
+    assert logged["generate.stop"] == "['\n\n    ']"  # kept as it was logged: MLflow never rewrites a param
+    with pytest.raises(Exception, match=r"Changing param values is not allowed.*generate\.k"):
+        open_run(config.tracking, "r1", params={**params, "generate.k": "8"}, tags=tags, match={"selftrain.round": "1"})
+
+
 def test_relogged_metrics_keep_one_point_per_round_and_success_clears_the_failure_tag(tmp_path: Path) -> None:
     cfg = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-metrics"]).tracking
     parent = start_run(cfg, "p", params={}, tags={"selftrain.failure": "its process died"})
