@@ -35,6 +35,18 @@ Load it with PEFT and transformers, no selftrain needed:
 Prompts were formatted with the template {template!r} during training.
 """
 
+MERGED_HOW_TO_LOAD = """# A selftrain policy: a merged checkpoint
+
+The LoRA adapter is folded into its base: transformers alone loads it, no selftrain or PEFT needed:
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained("<this folder>")
+    tokenizer = AutoTokenizer.from_pretrained("<this folder>")
+
+Prompts were formatted with the template {template!r} during training: format yours the same way.
+"""
+
 
 def load_serving_policy(
     base: str | Path, adapter: str | Path | None
@@ -68,7 +80,11 @@ def prompt_list(model_input: Any) -> list[str]:
         if list(model_input.columns) == [0]:  # a list of strings, as MLflow hands it over under the signature
             model_input = model_input[0]
         elif "prompt" not in model_input.columns:
-            raise ValueError(f"input: expected a 'prompt' column, got columns {list(model_input.columns)}")
+            # The signature's one unnamed column: MLflow hands over a DataFrame's first column alone.
+            raise ValueError(
+                f"input: expected a 'prompt' column, got columns {list(model_input.columns)} (MLflow passes this "
+                "model a DataFrame's first column only: put 'prompt' first)"
+            )
         else:
             model_input = model_input["prompt"]
     elif isinstance(model_input, dict):
@@ -76,6 +92,8 @@ def prompt_list(model_input: Any) -> list[str]:
             raise ValueError(f"input: expected a 'prompt' key, got keys {sorted(model_input)}")
         model_input = model_input["prompt"]
     prompts = [model_input] if isinstance(model_input, str) else list(model_input)
+    if len(prompts) == 1 and not isinstance(prompts[0], str) and hasattr(prompts[0], "__iter__"):
+        prompts = list(prompts[0])  # {"prompt": [...]}: MLflow makes it one row holding the list
     bad = [p for p in prompts if not isinstance(p, str)]
     if bad:
         raise ValueError(f"input: every prompt must be a string, got {type(bad[0]).__name__}")
@@ -130,17 +148,20 @@ def generate_text(
     return responses
 
 
-def save_merged(base: str | Path, adapter: str | Path, dest: str | Path) -> None:
-    """Fold the adapter into the base (`merge_and_unload`) and save a standard checkpoint with its tokenizer."""
+def save_merged(base: str | Path, adapter: str | Path, dest: str | Path, *, template: str = "{prompt}") -> None:
+    """Fold the adapter into the base (`merge_and_unload`) and save a standard checkpoint with its tokenizer and
+    a README.md saying how to load it and which prompt template it was trained with."""
     model, tokenizer = load_serving_policy(base, adapter)
     merged = cast(Any, model).merge_and_unload()  # a PeftModel, typed as its base class
     merged.save_pretrained(str(dest))
     tokenizer.padding_side = "right"  # the library default: a plain `from_pretrained` user expects it
     tokenizer.save_pretrained(str(dest))
+    (Path(dest) / "README.md").write_text(MERGED_HOW_TO_LOAD.format(template=template), encoding="utf-8")
 
 
 def save_adapter(adapter: str | Path, dest: str | Path, *, base: str | Path, hub_id: bool, template: str) -> None:
-    """Copy the adapter to `dest` with a base that resolves on another machine, and a README.md saying how.
+    """Copy the adapter to `dest` with a base that resolves on another machine, and a README.md saying how (a
+    local base's tokenizer goes beside the adapter too).
 
     A hub base stays a hub id. A local base is copied to `dest/base/` and the adapter config names it by
     the relative path `base`: PEFT resolves that against the working directory, so load from inside
@@ -152,6 +173,8 @@ def save_adapter(adapter: str | Path, dest: str | Path, *, base: str | Path, hub
         base_name, where = str(base), f"The base `{base}` is a Hugging Face hub id."
     else:
         shutil.copytree(base, dest / "base")
+        # The base's tokenizer beside the adapter too, as a PEFT user saves it: AutoTokenizer loads the folder.
+        AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(dest))
         base_name = "base"
         where = (
             "The base is the folder `base/` beside the adapter; `adapter_config.json` names it by the relative\n"

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from transformers import AutoTokenizer
 
 from configs.schema import TrackingConfig
 from flows.cli import main as cli_main
@@ -89,8 +90,13 @@ def test_pyfunc_answers_a_dataframe_and_a_list(registered: dict, monkeypatch: py
     ]
     assert model.predict(PROMPTS) == registered["expected"]
     assert model.predict(pd.DataFrame({"prompt": PROMPTS})) == registered["expected"]
+    assert model.predict(pd.DataFrame({"prompt": PROMPTS, "id": ["a", "b"]})) == registered["expected"]
+    assert model.predict({"prompt": PROMPTS}) == registered["expected"]  # MLflow makes it one row holding the list
     with pytest.raises(ValueError, match="expected a 'prompt' column"):
         model.predict(pd.DataFrame({"question": PROMPTS}))
+    # Under the one unnamed column MLflow hands over a DataFrame's first column alone: the error says so.
+    with pytest.raises(ValueError, match=r"got columns \['id'\] \(MLflow passes .* put 'prompt' first\)$"):
+        model.predict(pd.DataFrame({"id": ["a", "b"], "prompt": PROMPTS}))
 
 
 def test_pyfunc_samples_when_given_a_temperature(registered: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,6 +113,39 @@ def test_pyfunc_samples_when_given_a_temperature(registered: dict, monkeypatch: 
         model.predict(PROMPTS, params={"temperature": -1.0})
     with pytest.raises(ValueError, match=r"^params: top_p must be in \(0, 1\], got 0.0$"):
         model.predict(PROMPTS, params={"temperature": 1.0, "top_p": 0.0})
+
+
+def test_the_registry_describes_the_model_and_its_versions(registered: dict) -> None:
+    client = mlflow.MlflowClient(registered["uri"])
+    assert "LoRA adapter with its base" in client.get_registered_model("selftrain-unit").description
+    (version,) = client.search_model_versions("name='selftrain-unit'")
+    assert version.description.startswith("Validation accuracy 0.500 (greedy). A LoRA adapter that carries its base;")
+
+
+def test_the_saved_requirements_are_public_releases(
+    registered: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch's CPU wheel is "2.13.0+cpu" here: PyPI serves no local versions, so an environment MLflow builds
+    # (`mlflow models serve` without --env-manager local, `build-docker`) could not install the pin.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts("models:/selftrain-unit@champion", dst_path=str(tmp_path)))
+    pins = (folder / "requirements.txt").read_text().split()
+    assert [pin.split("==")[0] for pin in pins if "==" in pin] == ["mlflow", "torch", "transformers", "peft", "pandas"]
+    assert not [pin for pin in pins if "+" in pin], pins
+
+
+def test_a_version_whose_base_is_gone_says_so(
+    registered: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Gemma version references its 1.1 GB base by path; copied to a machine without it, loading names the
+    # path and the way out rather than failing in transformers' hub lookup.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts("models:/selftrain-unit@champion", dst_path=str(tmp_path)))
+    shutil.rmtree(folder / "artifacts" / "base")
+    settings = json.loads((folder / "artifacts" / "policy.json").read_text())
+    assert settings["base"]["source"] == "tiny" and not Path(settings["base"]["base"]).exists()
+    with pytest.raises(FileNotFoundError, match=r"references its base model at .* --merged`, where the base is"):
+        mlflow.pyfunc.load_model(str(folder))
 
 
 def test_pyfunc_loads_in_a_process_without_selftrain(registered: dict, tmp_path: Path) -> None:
@@ -189,9 +228,11 @@ def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path, monk
 
 def test_export_merged_loads_with_plain_transformers(registered: dict, tmp_path: Path) -> None:
     target = tmp_path / "merged"
-    assert cli_main(["export", "unit", str(target), "--merged", "--tracking-uri", registered["uri"]]) == 0
+    spec = "models:/selftrain-unit@champion"  # MLflow's model URI names it as NAME@ALIAS does
+    assert cli_main(["export", spec, str(target), "--merged", "--tracking-uri", registered["uri"]]) == 0
     assert (target / "config.json").is_file() and (target / "model.safetensors").is_file()
     assert not (target / "adapter_config.json").exists()
+    assert repr(TEMPLATE) in (target / "README.md").read_text()  # how to load it, and the prompts' template
     code = (
         "import sys, json, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
         f"d = {str(target)!r}; tok = AutoTokenizer.from_pretrained(d); tok.padding_side = 'left'; "
@@ -217,6 +258,9 @@ def test_export_adapter_names_the_base_beside_it(registered: dict, tmp_path: Pat
     model, tokenizer = load_policy(str(target / "base"), str(target))
     got = generate_text(model, tokenizer, PROMPTS, template=TEMPLATE, max_new_tokens=12)
     assert got == registered["expected"] and "base/" in (target / "README.md").read_text()
+    # The base's tokenizer beside the adapter, as PEFT users save it: the folder alone gives the tokenizer.
+    beside = AutoTokenizer.from_pretrained(str(target))
+    assert beside(PROMPTS[0])["input_ids"] == tokenizer(PROMPTS[0])["input_ids"]
 
 
 @pytest.mark.parametrize(
