@@ -62,11 +62,11 @@ def export(cfg: TrackingConfig, spec: str, target: str | Path, *, merged: bool =
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         adapter, base, settings = download_version(cfg, version, Path(tmp) / "download")
         out = Path(tmp) / "out"
+        template = settings.get("template", "{prompt}")
         if merged:
-            save_merged(base, adapter, out)
+            save_merged(base, adapter, out, template=template)
         else:
-            hub = settings["base"]["source"] == "hub"
-            save_adapter(adapter, out, base=base, hub_id=hub, template=settings.get("template", "{prompt}"))
+            save_adapter(adapter, out, base=base, hub_id=settings["base"]["source"] == "hub", template=template)
         if target.exists():
             target.rmdir()
         shutil.move(str(out), target)

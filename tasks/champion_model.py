@@ -104,5 +104,7 @@ def save_policy_model(
                 artifacts=artifacts,
                 signature=signature(max_new_tokens),
                 # Listed, so MLflow does not load the model in a subprocess to infer them.
-                pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
+                # Without a local version label ("2.13.0+cpu"), which PyPI never serves: an environment MLflow
+                # builds (`mlflow models serve`'s virtualenv, `build-docker`) installs the public release.
+                pip_requirements=[f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS],
             )

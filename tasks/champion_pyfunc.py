@@ -31,6 +31,12 @@ class ChampionModel(PythonModel):
 
         settings = json.loads(Path(context.artifacts[POLICY_JSON]).read_text(encoding="utf-8"))
         base = context.artifacts.get(BASE) or settings["base"]["base"]
+        if settings["base"]["source"] != "hub" and not Path(base).is_dir():
+            raise FileNotFoundError(
+                f"this version references its base model at {base}, which is not on this machine (a version "
+                "carries only a small base); `selftrain export NAME/VERSION DIR --merged`, where the base is, "
+                "writes a checkpoint that loads anywhere"
+            )
         self._policy, self._settings = pyfunc_policy, settings
         self._model, self._tokenizer = pyfunc_policy.load_serving_policy(base, context.artifacts[ADAPTER])
 

@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 
 from configs.schema import TrackingConfig
 from configs.schema_steps import GREEDY
-from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, save_policy_model
+from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, embeds_base, save_policy_model
 from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
 from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
@@ -114,9 +114,16 @@ def register_policy(
             "base_sha256": base.sha256,
         }
 
+        carried = "carries its base" if embeds_base(base) else f"references its base at {base.base}"
+        description = (
+            f"Validation accuracy {accuracy:.3f} ({decoding}). A LoRA adapter that {carried}; "
+            "`selftrain export NAME/VERSION DIR --merged` writes a checkpoint that loads anywhere."
+        )
+
         def create() -> ModelVersion:  # a retry first looks for the version an earlier attempt made
             made = _run_version(client, name, run_id)
-            return made or client.create_model_version(name, f"runs:/{run_id}/{POLICY_DIR}", run_id=run_id, tags=tags)
+            source = f"runs:/{run_id}/{POLICY_DIR}"
+            return made or client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
 
         version = retry_conflicts(create, f"model version of run {run_id} in {name}")
     best = settle_champion(cfg, name)
@@ -129,10 +136,16 @@ def _run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion |
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
+REGISTERED_DESCRIPTION = (
+    "Promoted selftrain policies: each version a LoRA adapter with its base, carried when small, else referenced "
+    "by path (the selftrain cache); the alias `champion` is the best on validation."
+)
+
+
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     def create() -> None:
         try:
-            client.create_registered_model(name, description="Promoted selftrain policies (LoRA adapter + base).")
+            client.create_registered_model(name, description=REGISTERED_DESCRIPTION)
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":  # another campaign created it: fine
                 raise
@@ -238,6 +251,7 @@ def resolve_version(cfg: TrackingConfig, spec: str) -> ModelVersion:
         ValueError: one line naming the model, alias or version that does not exist.
     """
     client = client_for(cfg)
+    spec = spec.removeprefix("models:/")  # MLflow's model URI says the same: models:/NAME@ALIAS, models:/NAME/VERSION
     name, alias, number = spec, CHAMPION, None
     if "@" in spec:
         name, alias = spec.split("@", 1)
