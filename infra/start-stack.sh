@@ -81,7 +81,7 @@ export MLFLOW_TRACKING_URI=http://$HOST:$MLFLOW_PORT
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 # Databases (for psql or a second server): user $DB_USER on $HOST:$PG_PORT
 export SELFTRAIN_PREFECT_DB=postgresql+asyncpg://$DB_USER:$pw@$HOST:$PG_PORT/prefect
-export SELFTRAIN_MLFLOW_DB=postgresql://$DB_USER:$pw@$HOST:$PG_PORT/mlflow
+export SELFTRAIN_MLFLOW_DB=postgresql+psycopg://$DB_USER:$pw@$HOST:$PG_PORT/mlflow
 EOF
     chmod 600 "$STATE/env.sh"
 }
@@ -173,7 +173,7 @@ start() {
     # server keeps six huey consumer processes running (measured: each ~1.8% of a core, all the time).
     launch mlflow env MLFLOW_ALLOW_FILE_STORE=false \
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" "$VENV/bin/mlflow" server \
-        --backend-store-uri "postgresql://$DB_USER:$pw@$HOST:$PG_PORT/mlflow" \
+        --backend-store-uri "postgresql+psycopg://$DB_USER:$pw@$HOST:$PG_PORT/mlflow" \
         --artifacts-destination "$STATE/mlartifacts" --serve-artifacts \
         --host "$HOST" --port "$MLFLOW_PORT" --workers 1
     wait_http prefect "http://$HOST:$PREFECT_PORT/api/health"

@@ -1,5 +1,6 @@
-"""`selftrain serve` stopping: it pauses its deployment on SIGTERM, and when the Prefect server has stopped first
-it exits within seconds with a one-line error instead of retrying the pause for over a minute.
+"""`selftrain serve` against a Prefect server of its own: a `--cron` deployment gets its runs scheduled by the
+server's scheduler; serve pauses its deployment on SIGTERM, and when the Prefect server has stopped first it exits
+within seconds with a one-line error instead of retrying the pause for over a minute.
 
 Each test starts its own `prefect server start` (the stack's server is shared and must stay up), on a copy of the
 session's migrated database.
@@ -72,33 +73,65 @@ def prefect_api(tmp_path: Path, prefect_database: Path) -> Iterator[dict]:
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env={**env, "PREFECT_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # The scheduler looks for deployments to schedule every 5 s rather than its default 60 s.
+            env={**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
         _wait_for(f"{api}/health", proc, log)
-        yield {"url": api, "proc": proc, "home": home}
+        yield {"url": api, "proc": proc, "home": home, "log": log}
     finally:
         _stop(proc)
+
+
+def _serve(prefect_api: dict, cli_env: dict[str, str], tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    """Start `selftrain serve configs/tiny.yaml ARGS` against `prefect_api`: its process and log."""
+    env = {**cli_env, "PREFECT_API_URL": prefect_api["url"], "PREFECT_HOME": str(prefect_api["home"])}
+    log = tmp_path / "serve.log"
+    command = [SELFTRAIN, "serve", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}", *args]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc, log
 
 
 @pytest.fixture
 def serving(prefect_api: dict, cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict]:
     """`selftrain serve configs/tiny.yaml --name shutdown` against `prefect_api`, once its deployment exists."""
-    env = {**cli_env, "PREFECT_API_URL": prefect_api["url"], "PREFECT_HOME": str(prefect_api["home"])}
-    log = tmp_path / "serve.log"
-    command = [SELFTRAIN, "serve", "configs/tiny.yaml", f"tracking.output_dir={tmp_path / 'runs'}"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*command, "--name", "shutdown"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    proc, log = _serve(prefect_api, cli_env, tmp_path, "--name", "shutdown")
     url = f"{prefect_api['url']}/deployments/name/selftrain-campaign/shutdown"
     try:
         assert _wait_for(url, proc, log)["paused"] is False
         yield {"proc": proc, "log": log, "deployment_url": url, "server": prefect_api["proc"]}
     finally:
         _stop(proc)
+
+
+def test_a_cron_deployment_gets_its_runs_scheduled(prefect_api: dict, cli_env: dict[str, str], tmp_path: Path) -> None:
+    # The server's scheduler inserts the coming runs of every scheduled deployment. Under SQLAlchemy 2.1 (pinned
+    # in infra/constraints.txt until 2026-12-07) that insert failed on every loop ("Can't evaluate bulk DML
+    # statement"), SQLite and PostgreSQL alike: a served --cron deployment never got a single run.
+    proc, log = _serve(prefect_api, cli_env, tmp_path, "--name", "nightly", "--cron", "0 3 * * *")
+    try:
+        deployment = _wait_for(f"{prefect_api['url']}/deployments/name/selftrain-campaign/nightly", proc, log)
+        assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
+        body = json.dumps({"deployments": {"id": {"any_": [deployment["id"]]}}}).encode()
+        request = urllib.request.Request(
+            f"{prefect_api['url']}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+        )
+        deadline, runs = time.monotonic() + 120, []
+        while not runs:
+            assert time.monotonic() < deadline, f"no run scheduled in 120 s:\n{prefect_api['log'].read_text()[-3000:]}"
+            time.sleep(2)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                runs = json.loads(response.read())
+    finally:
+        _stop(proc)
+    assert {run["state_type"] for run in runs} == {"SCHEDULED"}
+    assert {run["expected_start_time"][11:16] for run in runs} == {"03:00"}  # the cron's hour, in UTC
+    assert "bulk DML" not in prefect_api["log"].read_text()
 
 
 def _terminate(proc: subprocess.Popen) -> float:

@@ -98,7 +98,8 @@ def test_mlflow_on_postgresql_holds_the_rounds_and_served_artifacts(two_runs: di
         run_ids += [parent.info.run_id, *(child.info.run_id for child in children)]
         adapter = client.list_artifacts(children[0].info.run_id, "adapter")
         assert any(item.path.endswith("adapter_config.json") for item in adapter)
-    with psycopg.connect(stack["mlflow_db"]) as db:  # the backend store really is PostgreSQL
+    # The backend store really is PostgreSQL. Its URI is SQLAlchemy's, naming the driver; libpq takes the bare one.
+    with psycopg.connect(stack["mlflow_db"].replace("postgresql+psycopg://", "postgresql://", 1)) as db:
         rows = db.execute("SELECT run_uuid, status FROM runs WHERE run_uuid = ANY(%s)", (run_ids,)).fetchall()
     assert sorted(rows) == sorted((run_id, "FINISHED") for run_id in run_ids)
     stored = list((stack["state"] / "mlartifacts").rglob("adapter_config.json"))
