@@ -37,6 +37,7 @@ from uuid import UUID
 import httpx
 from prefect.exceptions import PrefectException
 
+from configs.identity import identity_data, outside_identity
 from configs.loader import flatten
 from configs.schema import CampaignConfig, TrackingConfig
 from flows.liveness import flow_run_verdict, host_name
@@ -58,31 +59,9 @@ if TYPE_CHECKING:
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
 
 
-OUTSIDE_IDENTITY = (  # where results go, how fast it runs (shards give the same samples: seeded per prompt)
-    "tracking",
-    "model.torch_threads",
-    "generate.shards",
-    "evaluate.shards",
-    "scale",
-    "storage",
-)
-
-
-def outside_identity(dotted: str) -> bool:
-    """Whether a config field (`section.field`) is left out of the campaign's identity (`campaign_key`)."""
-    return any(dotted == field or dotted.startswith(field + ".") for field in OUTSIDE_IDENTITY)
-
-
 def campaign_key(config: CampaignConfig) -> str:
-    """A hash of everything in the config that can change a campaign's results."""
-    data = config.model_dump(mode="json")
-    for field in OUTSIDE_IDENTITY:
-        *path, last = field.split(".")
-        section = data
-        for name in path:
-            section = section[name]
-        section.pop(last)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """A hash of everything in the config that can change a campaign's results (`configs.identity`)."""
+    return hashlib.sha256(json.dumps(identity_data(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def recorded_config(config: CampaignConfig) -> tuple[dict[str, str], dict[str, str]]:

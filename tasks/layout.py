@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import TASK_SOURCE, CachePolicy, Inputs
+
+from configs.identity import identity_data
+from configs.schema import CampaignConfig
 
 
 class TaskCaching(TypedDict):
@@ -29,9 +32,24 @@ class TaskCaching(TypedDict):
     persist_result: bool
 
 
+@dataclass
+class ResultInputs(CachePolicy):
+    """Prefect's INPUTS, with a campaign config keyed on its identity (`configs.identity`): a resume that changes
+    only fields outside it (threads, shards, where results are mirrored) finds the finished steps cached, as the
+    campaign it reopens does. The round's context still holds the tracking store its metrics go to.
+
+    Not a subclass of Prefect's `Inputs`: a compound policy replaces every `Inputs` in it with a plain one."""
+
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        keyed = {k: identity_data(v) if isinstance(v, CampaignConfig) else v for k, v in (inputs or {}).items()}
+        return Inputs().compute_key(task_ctx, keyed, flow_parameters, **kwargs)
+
+
 # Every loop step is a Prefect task keyed on its inputs and its own source, with its result persisted under the
 # campaign folder: a re-run campaign finds the steps a crash interrupted after as cache hits (flows/campaign_state.py).
-RESUMABLE: TaskCaching = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
+RESUMABLE: TaskCaching = {"cache_policy": ResultInputs() + TASK_SOURCE, "persist_result": True}
 
 PROMPTS = "prompts.jsonl"
 GENERATED = "generated.jsonl"

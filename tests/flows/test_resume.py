@@ -133,6 +133,7 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     mtimes = {path: path.stat().st_mtime_ns for path in [workdir / "validation.jsonl", *done]}
     assert not (workdir / "round-02" / "adapter").exists()
 
+    # A field outside the campaign's identity may change on a resume, and the finished steps stay cache hits.
     second = run_cli(args, cli_env)
     logs = second.stderr
     assert f"resuming campaign {workdir.name}" in logs
