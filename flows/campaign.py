@@ -52,7 +52,12 @@ def campaign_flow(config: CampaignConfig, fresh: bool = False) -> dict:
     Its inputs are checked first, where it runs (`flows.preflight.preflight_once`): a run from the UI, a schedule
     or `selftrain submit` with a missing file fails in one line before any folder or MLflow run exists, and so
     does a Ray cluster that does not answer (`check_ray_cluster`), and a model whose files refuse the config
-    once it is converted or downloaded (`check_prepared_model`)."""
+    once it is converted or downloaded (`check_prepared_model`).
+
+    Args:
+        config: The campaign, every field with its meaning (`selftrain schema` prints the same).
+        fresh: Start a new campaign even when an unfinished one with the same config could be resumed.
+    """
     preflight_once(config)
     check_ray_cluster(config)
     base = prepare_base_task(config)

@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("deployment", help=f"deployment name, `NAME` or `{FLOW_NAME}/NAME`")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of its default config")
     parser.add_argument("--watch", action="store_true", help="follow the run to the end; exit 1 unless Completed")
+    parser.add_argument(
+        "--fresh", action="store_true", help="start a new campaign even if one with this config could be resumed"
+    )
 
 
 def submitted_config(deployment: str, overrides: list[str]) -> CampaignConfig:
@@ -76,7 +79,9 @@ def watch(flow_run_id: UUID) -> str:
                 seen = state.name
                 print(f"{time.strftime('%H:%M:%S')} {state.name}", flush=True)
             if state is not None and state.is_final():
-                if not state.is_completed() and state.message:
+                if state.is_cancelled():  # its message is Prefect's "Flow run was cancelled successfully."
+                    print(f"selftrain: flow run {flow_run_id} was cancelled", file=sys.stderr, flush=True)
+                elif not state.is_completed() and state.message:
                     reason = state.message.removeprefix(FAILED_PREFIX).strip()
                     print(f"selftrain: error: {reason}", file=sys.stderr, flush=True)
                 return str(state.type.value)  # COMPLETED, FAILED, CRASHED, CANCELLED
@@ -102,9 +107,8 @@ def main(ns: argparse.Namespace) -> int:
         print(f"selftrain: error: {problem.replace('serve needs', 'submit needs')}", file=sys.stderr)
         return 2
     print_override_notes(ns.overrides)
-    flow_run = run_deployment(
-        full_name(ns.deployment), parameters={"config": config.model_dump(mode="json")}, timeout=0
-    )
+    parameters = {"config": config.model_dump(mode="json"), "fresh": ns.fresh}
+    flow_run = run_deployment(full_name(ns.deployment), parameters=parameters, timeout=0)
     assert isinstance(flow_run, FlowRun)  # a coroutine only when called from async code
     print(f"submitted {config.name}: {run_url(flow_run.id)}")  # the run takes that name when it starts
     if not ns.watch:

@@ -23,6 +23,18 @@ def test_default_parameters_are_the_config_with_an_absolute_output_dir() -> None
     assert params["config"]["tracking"]["output_dir"] == str(Path("runs").resolve())
 
 
+def test_the_deployments_parameters_are_described_in_its_schema() -> None:
+    # What Prefect's UI shows above each parameter's form: the flow docstring's Args.
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.campaign import campaign_flow
+
+    properties = parameter_schema(campaign_flow.fn).model_dump()["properties"]
+    assert set(properties) == {"config", "fresh"}
+    assert properties["config"]["description"].startswith("The campaign, every field with its meaning")
+    assert properties["fresh"]["description"].startswith("Start a new campaign even when an unfinished one")
+
+
 def test_a_sigterm_before_prefects_runner_listens_still_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     # Between registering the deployment and installing its own SIGTERM handler (`Runner.start`), Prefect's serve
     # would die of a SIGTERM with the deployment left unpaused; serve's stand-in ends it as Prefect's handler does.

@@ -64,6 +64,7 @@ def test_submit_merges_overrides_and_watches_to_the_end(
     with api_settings(served["stack"]["prefect_api"]), get_client(sync_client=True) as client:  # type: ignore[operator]
         run = client.read_flow_run(uuid.UUID(match.group(1)))
     sent = run.parameters["config"]
+    assert run.parameters["fresh"] is False  # resume an unfinished campaign of the same config, as `run` does
     defaults = served["deployment"].parameters["config"]
     assert sent["rounds"] == 1 and sent["generate"]["k"] == 2
     assert defaults["rounds"] == 3 and defaults["generate"]["k"] != 2  # both changed from the defaults
@@ -74,12 +75,20 @@ def test_submit_merges_overrides_and_watches_to_the_end(
     }
 
 
-def test_a_watched_run_that_fails_ends_with_its_reason(served: dict, cli_env: dict[str, str]) -> None:
+def test_a_watched_run_that_fails_ends_with_its_reason(
+    served: dict, cli_env: dict[str, str], api_settings: object
+) -> None:
     # The schema takes a file campaign whose file is missing (the file lives where the run runs): the served run's
     # preflight refuses it, and --watch prints that reason as `selftrain run` would, not only "Failed".
+    from prefect.client.orchestration import get_client
+
     missing = f"/nonexistent-{uuid.uuid4().hex[:8]}/train.jsonl"
-    args = ["it", "rounds=1", "prompts.source=file", f"prompts.train_path={missing}", "--watch"]
+    args = ["it", "rounds=1", "prompts.source=file", f"prompts.train_path={missing}", "--watch", "--fresh"]
     done = _submit(served, cli_env, *args)
     assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
     assert done.stdout.strip().splitlines()[-1].endswith("Failed")
     assert done.stderr.strip().splitlines()[-1] == f"selftrain: error: PromptFileError: {missing}: file not found"
+    match = re.search(r"/runs/flow-run/([0-9a-f-]{36})", done.stdout)
+    assert match, done.stdout
+    with api_settings(served["stack"]["prefect_api"]), get_client(sync_client=True) as client:  # type: ignore[operator]
+        assert client.read_flow_run(uuid.UUID(match.group(1))).parameters["fresh"] is True  # --fresh reaches the flow
