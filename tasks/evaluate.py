@@ -327,7 +327,7 @@ def shard_rows(
     )
 
 
-@task(name="evaluate", **RESUMABLE)
+@task(name="evaluate", task_run_name="evaluate-{split}-round-{ctx.round}", **RESUMABLE)
 def evaluate_task(
     config: CampaignConfig,
     policy: ModelRef,

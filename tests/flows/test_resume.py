@@ -143,7 +143,7 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     assert "round 1: registered " not in logs
     assert "Prefect flow run 'tiny' of the dead process marked Crashed" in logs
     assert "Prefect flow run 'tiny-round-2' of the dead process marked Crashed" in logs
-    cached = set(re.findall(r"Task run '(\w+)-\w+' - Finished in state Cached", logs))
+    cached = set(re.findall(r"Task run '([a-z]+)-[\w/-]+' - Finished in state Cached", logs))
     assert cached == {"prompts", "evaluate", "generate", "judge", "select"}, cached  # round 0 + round 2 up to train
     assert "train: step" in logs and (workdir / "round-02" / "adapter").is_dir()  # the killed step ran again
     assert {path: path.stat().st_mtime_ns for path in mtimes} == mtimes  # finished steps' files untouched

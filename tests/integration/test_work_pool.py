@@ -205,7 +205,7 @@ def test_campaign_killed_with_its_worker_finishes_on_the_other(
     assert resumed.state_name == "Completed" and killed.state_name == "Crashed"
     states: dict[str, set[str]] = {}
     for task_run in task_runs:
-        states.setdefault(task_run.name.rsplit("-", 1)[0], set()).add(str(task_run.state_name))
+        states.setdefault(task_run.name.split("-", 1)[0], set()).add(str(task_run.state_name))
     cached = {name for name, seen in states.items() if "Cached" in seen}
     assert {"prompts", "evaluate", "generate", "judge", "select"} <= cached, states  # round 0, round 1 to train
     assert "Completed" in states["train"]  # the killed step ran again (and round 2 trained)
