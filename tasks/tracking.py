@@ -226,7 +226,8 @@ def log_dataset(
     client = client_for(cfg)
     # Campaigns of the same config log the same dataset (experiment, name, digest) and may insert it at
     # the same moment: the loser's unique-key error is retried, and then finds the row and links to it
-    # (MLflow's log_inputs reuses an existing dataset and input, so a repeat writes nothing twice).
+    # (MLflow's log_inputs reuses an existing dataset and input, so a repeat writes nothing twice). So the source
+    # a dataset shows is the first logger's path: the same bytes by the digest; this run's copy is its artifact.
     retry_conflicts(lambda: client.log_inputs(run_id, datasets=[entry]), f"dataset input {name!r}")
     client.log_artifact(run_id, ref.path, artifact_path=artifact_path)
     lineage = Path(ref.path).with_name(Path(ref.path).name + ".lineage.json")
