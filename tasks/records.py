@@ -96,10 +96,23 @@ def write_records(path: str | Path, records: Iterable[Record]) -> DatasetRef:
 
 
 def read_records(ref: DatasetRef | str | Path) -> list[Record]:
-    """Read a JSONL record file written by `write_records`."""
+    """Read a JSONL record file written by `write_records`.
+
+    Raises:
+        FileNotFoundError: a referenced file that is gone, saying what a resume does about it (a step's
+            reference can outlive its file: a resumed campaign reuses a finished step's result from Prefect's cache).
+    """
     path = ref.path if isinstance(ref, DatasetRef) else str(ref)
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except FileNotFoundError:
+        if not isinstance(ref, DatasetRef):
+            raise
+        raise FileNotFoundError(
+            f"{path}: a step's output is gone since the step wrote it; a resumed campaign reuses finished steps, "
+            "so restore the file or start over with --fresh"
+        ) from None
 
 
 def write_lineage(artifact: str | Path, **facts: Any) -> Path:
