@@ -10,7 +10,7 @@ CONFIG (with overrides) becomes the default parameters. Flow runs execute in sub
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
 import os
 import signal
 import sys
@@ -120,13 +120,31 @@ def serve(
     # Prefect's SIGTERM handler (`Runner.handle_sigterm`) ends the runner with sys.exit(0). Until the runner
     # installs it (`Runner.start`, after the deployment is registered and announced), a SIGTERM would kill the
     # process with the deployment left unpaused: `_exit_on_sigterm` stands in for it till then.
+    # A SIGTERM while the runner is inside an anyio task group (its event client connecting at start-up) raises the
+    # handler's SystemExit in a child task: it ends the loop, and the runner's own task is left holding it wrapped
+    # in a BaseExceptionGroup, which asyncio reports with a traceback at shutdown (`_QuietExit` drops that report;
+    # `except*` takes the exit in either form).
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    quiet = _QuietExit()
+    logging.getLogger("asyncio").addFilter(quiet)
     try:
-        with contextlib.suppress(SystemExit):
-            prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
+        prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
+    except* SystemExit:
+        pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        logging.getLogger("asyncio").removeFilter(quiet)
     return pause_deployment(full_name(deployment.name))
+
+
+class _QuietExit(logging.Filter):
+    """Drops asyncio's report of a task that ended in nothing but SystemExit (Prefect's SIGTERM handler's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BaseExceptionGroup):
+            return error.split(SystemExit)[1] is not None  # keep it when anything else is in the group
+        return not isinstance(error, SystemExit)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

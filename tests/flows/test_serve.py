@@ -57,6 +57,57 @@ def test_a_sigterm_before_prefects_runner_listens_still_pauses(monkeypatch: pyte
     assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_sigterm_inside_a_task_group_still_pauses(monkeypatch: pytest.MonkeyPatch, wrapped: bool) -> None:
+    # Prefect's SIGTERM handler raises SystemExit wherever the runner is; inside an anyio task group (its event
+    # client connecting at start-up) it comes out wrapped in a BaseExceptionGroup (CI of 408f1f3 printed one).
+    import prefect
+
+    import flows.serve
+
+    def serve_then_exit(*_args: object, **_kwargs: object) -> None:
+        raise BaseExceptionGroup("unhandled errors in a TaskGroup", [SystemExit(0)]) if wrapped else SystemExit(0)
+
+    paused: list[str] = []
+    monkeypatch.setattr(prefect, "serve", serve_then_exit)
+    monkeypatch.setattr(flows.serve, "pause_deployment", lambda name: paused.append(name))
+    monkeypatch.setattr(flows.serve, "quiet_served_runs", lambda: None)
+    assert flows.serve.serve(load_config("configs/tiny.yaml"), name="grouped") is None
+    assert paused == ["selftrain-campaign/grouped"]
+
+
+def test_asyncios_report_of_the_sigterm_exit_is_dropped_and_others_kept() -> None:
+    import logging
+
+    from flows.serve import _QuietExit
+
+    def report(error: BaseException) -> logging.LogRecord:  # as asyncio's default exception handler logs it
+        message = "unhandled exception during asyncio.run() shutdown"
+        return logging.LogRecord("asyncio", logging.ERROR, "", 0, message, None, (type(error), error, None))
+
+    quiet = _QuietExit()
+    assert not quiet.filter(report(BaseExceptionGroup("unhandled errors in a TaskGroup", [SystemExit(0)])))
+    assert not quiet.filter(report(SystemExit(0)))
+    assert quiet.filter(report(BaseExceptionGroup("g", [SystemExit(0), RuntimeError("x")])))
+    assert quiet.filter(report(RuntimeError("x")))
+    assert quiet.filter(logging.LogRecord("asyncio", logging.WARNING, "", 0, "slow callback", None, None))
+
+
+def test_another_error_from_serving_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect
+
+    import flows.serve
+
+    def serve_then_fail(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(prefect, "serve", serve_then_fail)
+    monkeypatch.setattr(flows.serve, "pause_deployment", lambda name: None)
+    monkeypatch.setattr(flows.serve, "quiet_served_runs", lambda: None)
+    with pytest.raises(RuntimeError, match="boom"):
+        flows.serve.serve(load_config("configs/tiny.yaml"), name="failing")
+
+
 def test_no_server_names_the_way_to_start_one() -> None:
     message = server_problem(None)
     assert "PREFECT_API_URL is not set" in message and "infra/start-stack.sh start" in message
