@@ -1,8 +1,9 @@
 """`selftrain serve`: serve the campaign flow as a Prefect deployment whose parameter form is the typed config.
 
-The deployment's one parameter is `config: CampaignConfig`, so the Prefect UI renders every field of the
-schema with its `Field(description=...)` text, and a run started from the UI or with
-`prefect deployment run --params` is validated into a `CampaignConfig` before anything runs. The loaded
+The deployment's parameters are `config: CampaignConfig` and `fresh`, so the Prefect UI renders every field of
+the schema with its `Field(description=...)` text, and a run started from the UI or with
+`prefect deployment run --params` is validated into a `CampaignConfig` before anything runs; a parameter the
+flow does not take is refused by the server when the run is created. The loaded
 CONFIG (with overrides) becomes the default parameters. Flow runs execute in subprocesses of this process
 (Prefect's runner), which inherit the quiet defaults set here.
 """
@@ -18,9 +19,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configs.schema import CampaignConfig
 from flows.launch import full_name, load_checked, quiet_defaults
+
+if TYPE_CHECKING:
+    from prefect.utilities.callables import ParameterSchema
 
 EXAMPLE_API_URL = "http://127.0.0.1:4200/api"
 START_STACK_HINT = (
@@ -47,6 +52,21 @@ def default_parameters(config: CampaignConfig) -> dict:
     data = config.model_dump(mode="json")
     data["tracking"]["output_dir"] = str(Path(config.tracking.output_dir).resolve())
     return {"config": data}
+
+
+def closed(schema: ParameterSchema) -> ParameterSchema:
+    """`schema` with `additionalProperties: false`, so the Prefect server refuses a flow run whose parameters name
+    one the flow does not take ("Additional properties are not allowed ('bogus' was unexpected)", when the run
+    is created) rather than accepting it and letting the run crash in its process on Prefect's signature check
+    with "Process exited with status code: 1". The config's own unknown fields are refused that way already
+    (its models forbid extras, and their JSON schemas say so)."""
+    from prefect.utilities.callables import ParameterSchema
+
+    class Closed(ParameterSchema):
+        additionalProperties: bool = False  # noqa: N815 (JSON Schema's spelling)
+
+    # Set explicitly: the deployment sends only the fields that were set (`model_dump(exclude_unset=True)`).
+    return Closed(**schema.model_dump(exclude_unset=True), additionalProperties=False)
 
 
 def url_problem(api_url: str) -> str | None:
@@ -115,6 +135,7 @@ def serve(
     )
     # `to_deployment` dispatches on the caller: here, outside any event loop, it returns the deployment itself.
     assert isinstance(deployment, RunnerDeployment)
+    deployment._parameter_openapi_schema = closed(deployment._parameter_openapi_schema)
     # Prefect's runner would pause the deployment on its way out (`pause_on_shutdown`) with its long-lived client,
     # which retries a refused connection for about 80 s once the server has gone: done below instead. SystemExit:
     # Prefect's SIGTERM handler (`Runner.handle_sigterm`) ends the runner with sys.exit(0). Until the runner

@@ -11,7 +11,7 @@ import pytest
 
 from configs.loader import load_config
 from flows.cli import main
-from flows.serve import default_parameters, option_problem, server_problem
+from flows.serve import closed, default_parameters, option_problem, server_problem
 from tests.cli import free_port, run_cli
 
 
@@ -33,6 +33,23 @@ def test_the_deployments_parameters_are_described_in_its_schema() -> None:
     assert set(properties) == {"config", "fresh"}
     assert properties["config"]["description"].startswith("The campaign, every field with its meaning")
     assert properties["fresh"]["description"].startswith("Start a new campaign even when an unfinished one")
+
+
+def test_the_served_schema_refuses_a_parameter_the_flow_does_not_take() -> None:
+    # The check the Prefect server runs when a flow run is created (`enforce_parameter_schema`, on by default):
+    # without `additionalProperties: false` it let {"bogus": 1} through, and the run crashed in its process.
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from flows.campaign import campaign_flow
+
+    schema = closed(parameter_schema(campaign_flow.fn)).model_dump(exclude_unset=True)  # what the deployment sends
+    params = default_parameters(load_config("configs/tiny.yaml"))
+    assert validate({**params, "fresh": True}, schema) == []
+    with pytest.raises(ValidationError, match=r"Additional properties are not allowed \('bogus' was unexpected\)"):
+        validate({**params, "bogus": 1}, schema, raise_on_error=True)
+    open_schema = parameter_schema(campaign_flow.fn).model_dump(exclude_unset=True)
+    assert validate({**params, "bogus": 1}, open_schema) == []  # Prefect's own schema, for contrast
 
 
 def test_a_sigterm_before_prefects_runner_listens_still_pauses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ def test_bad_submissions_are_one_line_errors(
     served: dict, api_settings: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
 
     from flows.cli import main
 
@@ -37,6 +38,10 @@ def test_bad_submissions_are_one_line_errors(
         }.items():  # in this process: three CLI start-ups would cost ~30 s each on a loaded machine
             assert main(["submit", *args]) == 2, case
             errors[case] = capsys.readouterr().err
+        # Through Prefect's API, a parameter the flow does not take is refused when the run is created (it used to
+        # be accepted, and the run crashed with "Process exited with status code: 1").
+        with pytest.raises(PrefectHTTPStatusError, match="'bogus' was unexpected"):
+            client.create_flow_run_from_deployment(served["deployment"].id, parameters={"bogus": 1})
         # Other workers' tests create flow runs on the shared server meanwhile (the UI's and the API's campaigns of
         # this deployment, each with changes of its own; the work pool's; subflows), so the new runs are read, not
         # counted: none of this deployment may carry a refused override, or its defaults alone (overrides dropped).
