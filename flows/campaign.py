@@ -96,7 +96,8 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
     policies = {0: policy}
     rows = [row(0, True, parent, start, tested[0]) | baseline_cells(shot)]
     for index in range(1, config.rounds + 1):
-        result = finished_round(config, parent, index, layout) or round_flow.with_options(result_storage=results)(
+        finished = finished_round(config, parent, index, layout)
+        result = finished or round_flow.with_options(result_storage=results)(
             config, index, state, validation, parent, str(layout.root)
         )
         campaign.push()  # the finished round reaches storage.base's mirror at once (no-op for a folder)
@@ -108,7 +109,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
             if config.evaluate.test_rounds == "promoted":
                 tested[index] = score(config, result.candidate, tests, layout, at(index), results)
         rows.append(row(index, result.promoted, result.run_id, result.evaluation, tested.get(index)))
-        publish_round_artifacts(config, result, tested.get(index))
+        publish_round_artifacts(config, result, tested.get(index), again=finished is not None)
     final_round = state.champion_round
     if final_round not in tested:  # evaluate.test_rounds: final
         tested[final_round] = score(config, policies[final_round], tests, layout, at(final_round), results)
@@ -274,9 +275,12 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
     emit(f"round {result.round}: {registered} {name} version {registration.version}{alias}")
 
 
-def publish_round_artifacts(config: CampaignConfig, result: RoundResult, tested: dict[str, Evaluation] | None) -> None:
+def publish_round_artifacts(
+    config: CampaignConfig, result: RoundResult, tested: dict[str, Evaluation] | None, again: bool = False
+) -> None:
     """The round's Prefect artifacts (`tasks.prefect_artifacts.publish_round`) on the round's flow run: its MLflow
-    run's metrics, and its test figures when the campaign scored its policy on test."""
+    run's metrics, and its test figures when the campaign scored its policy on test. `again`: the round finished
+    before a resume, and its flow run keeps the artifacts it has."""
     run = client_for(config.tracking).get_run(result.run_id)
     metrics = dict(run.data.metrics) | {
         f"{metric_prefix(split)}{key}": value
@@ -294,6 +298,7 @@ def publish_round_artifacts(config: CampaignConfig, result: RoundResult, tested:
         experiment_id=run.info.experiment_id,
         run_id=result.run_id,
         flow_run_id=UUID(flow_run_id) if flow_run_id else None,
+        again=again,
     )
 
 

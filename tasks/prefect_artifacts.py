@@ -233,6 +233,21 @@ def stage_progress(stage: str) -> StageProgress:
     return _stages[(run, stage)]
 
 
+def has_artifact(key: str, flow_run_id: UUID) -> bool:
+    """Whether the flow run already holds an artifact under `key`; False when the API cannot say."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    found: list[object] = []
+    where = ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+
+    def look() -> None:
+        with get_client(sync_client=True) as client:
+            found.extend(client.read_artifacts(artifact_filter=where, limit=1))
+
+    return guarded(f"{key} (looking it up)", look) and bool(found)
+
+
 def publish_round(
     name: str,
     round_index: int,
@@ -244,9 +259,15 @@ def publish_round(
     experiment_id: str,
     run_id: str,
     flow_run_id: UUID | None,
+    again: bool = False,
 ) -> None:
-    """A round's artifacts on its flow run: the table of its metrics, the gate's decision, its MLflow run."""
+    """A round's artifacts on its flow run: the table of its metrics, the gate's decision, its MLflow run.
+
+    `again`: the round finished before a resume; its flow run keeps the artifacts it had (the MLflow link is made
+    last, so with it the others are there), and they are made only when missing, not as second versions."""
     key = artifact_key(name, "round", round_index)
+    if again and flow_run_id is not None and has_artifact(f"{key}-mlflow", flow_run_id):
+        return
     publish_table(key, round_rows(metrics), f"Round {round_index}: metrics of MLflow run {run_id}", flow_run_id)
     accuracy, low, high = (metrics.get(f"val/{name}") for name in ("accuracy", "ci_low", "ci_high"))
     interval = (low, high) if low is not None and high is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -163,3 +164,19 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path: Path, cli_env: di
     assert "selftrain.resumed" not in by_round["1"].data.tags and by_round["2"].data.tags["selftrain.resumed"] == "1"
     assert [m.step for m in client.get_metric_history(by_round["2"].info.run_id, "train/loss")] == [2]
     assert [m.step for m in client.get_metric_history(by_round["2"].info.run_id, "generate/samples")] == [2]
+
+    # Round 1's flow run keeps the Prefect artifacts it made before the kill, one version each, not a second set
+    # from the resume; round 2's new flow run has its own. Read from the temporary server's database, which the
+    # CLI's server left (the flow run ids are uuids, stored as text).
+    with sqlite3.connect(Path(cli_env["PREFECT_HOME"]) / "prefect.db") as db:
+        keys = {
+            number: sorted(
+                key
+                for (key,) in db.execute(
+                    "SELECT key FROM artifact WHERE flow_run_id = ? AND type IN ('table', 'markdown')",
+                    (by_round[number].data.tags["prefect.flow_run_id"],),
+                )
+            )
+            for number in ("1", "2")
+        }
+    assert keys == {n: [f"tiny-round-{n}", f"tiny-round-{n}-gate", f"tiny-round-{n}-mlflow"] for n in ("1", "2")}, keys
