@@ -11,13 +11,18 @@ CONFIG (with overrides) becomes the default parameters. Flow runs execute in sub
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +30,7 @@ from configs.schema import CampaignConfig
 from flows.launch import full_name, load_checked, quiet_defaults
 
 if TYPE_CHECKING:
+    import psutil
     from prefect.utilities.callables import ParameterSchema
 
 EXAMPLE_API_URL = "http://127.0.0.1:4200/api"
@@ -32,6 +38,7 @@ START_STACK_HINT = (
     "start one with `bash infra/start-stack.sh start` (PostgreSQL + Prefect + MLflow, see README "
     "'Running on servers') or `prefect server start`, then export PREFECT_API_URL=" + EXAMPLE_API_URL
 )
+DRAIN_SECONDS = 30.0  # how long a SIGTERM waits for flow runs in flight to record their end (Prefect's own grace)
 PAUSE_TIMEOUT_SECONDS = 10  # per request when pausing the deployment on exit; a refused connection fails at once
 
 
@@ -145,14 +152,24 @@ def serve(
     # handler's SystemExit in a child task: it ends the loop, and the runner's own task is left holding it wrapped
     # in a BaseExceptionGroup, which asyncio reports with a traceback at shutdown (`_QuietExit` drops that report;
     # `except*` takes the exit in either form).
+    # Prefect's runner would then kill the flow runs in flight at once (SIGKILL), leaving them and their MLflow runs
+    # RUNNING: `draining` first sends each a SIGTERM and waits for it to record its end (`DRAIN_SECONDS`).
+    from prefect.runner.runner import Runner
+
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     quiet = _QuietExit()
     logging.getLogger("asyncio").addFilter(quiet)
+    handle_sigterm = Runner.handle_sigterm
+    Runner.handle_sigterm = draining(handle_sigterm)  # type: ignore[method-assign]
     try:
-        prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
+        with warnings.catch_warnings():
+            # Prefect's handler calls the runner's async stop() without awaiting it (3.8.8); sys.exit follows.
+            warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited")
+            prefect_serve(deployment, limit=limit, pause_on_shutdown=False)
     except* SystemExit:
         pass
     finally:
+        Runner.handle_sigterm = handle_sigterm  # type: ignore[method-assign]
         signal.signal(signal.SIGTERM, previous)
         logging.getLogger("asyncio").removeFilter(quiet)
     return pause_deployment(full_name(deployment.name))
@@ -166,6 +183,71 @@ class _QuietExit(logging.Filter):
         if isinstance(error, BaseExceptionGroup):
             return error.split(SystemExit)[1] is not None  # keep it when anything else is in the group
         return not isinstance(error, SystemExit)
+
+
+def flow_run_processes() -> list[psutil.Process]:
+    """This process's children that execute flow runs (`python -m prefect.engine`, as Prefect's runner starts
+    them)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "prefect.engine" in child.cmdline():
+                found.append(child)
+    return found
+
+
+def ended(process: psutil.Process) -> bool:
+    """Whether `process` has exited (a zombie too: the runner reaps its own children)."""
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def draining(handle_sigterm: Callable[..., None], seconds: float = DRAIN_SECONDS) -> Callable[..., None]:
+    """Prefect's `Runner.handle_sigterm`, preceded by a drain of the flow runs in flight.
+
+    The runner's own shutdown kills their processes with SIGKILL, so a campaign stopped with `selftrain serve`
+    stayed RUNNING in Prefect and MLflow until its next submit. Here each gets a SIGTERM first, as a worker's
+    `selftrain run` would: it records its end (flow runs Crashed, "Execution was aborted by a termination
+    signal"; MLflow runs KILLED with `selftrain.failure=interrupted`) and exits; the runner's handler then runs
+    once all have, or `seconds` later. The event loop keeps running meanwhile (the runner streams their output),
+    so the wait is a callback that looks again every half second. A second SIGTERM exits at once.
+    """
+    draining_since: list[float] = []
+
+    def handler(runner: object, *args: object) -> None:
+        children = [] if draining_since else flow_run_processes()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not inside the runner's loop: nothing to wait in
+            children = []
+        if not children:
+            handle_sigterm(runner, *args)
+            return
+        draining_since.append(time.monotonic())
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                child.send_signal(signal.SIGTERM)
+        print(
+            f"selftrain: SIGTERM: stopping {len(children)} flow run(s) in flight (up to {seconds:.0f} s), then exiting",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def look() -> None:
+            if all(ended(child) for child in children) or time.monotonic() - draining_since[0] > seconds:
+                handle_sigterm(runner, *args)
+            else:
+                loop.call_later(0.5, look)
+
+        loop.call_soon_threadsafe(look)  # threadsafe: wakes the loop from the select this signal interrupted
+
+    return handler
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

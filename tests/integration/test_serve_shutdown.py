@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO, SELFTRAIN, free_port
+from tests.cli import REPO, SELFTRAIN, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -134,14 +134,14 @@ def test_a_cron_deployment_gets_its_runs_scheduled(prefect_api: dict, cli_env: d
     assert "bulk DML" not in prefect_api["log"].read_text()
 
 
-def _terminate(proc: subprocess.Popen) -> float:
-    """Send SIGTERM to `proc` and return the seconds it took to exit (fails past EXIT_SECONDS)."""
+def _terminate(proc: subprocess.Popen, seconds: float = EXIT_SECONDS) -> float:
+    """Send SIGTERM to `proc` and return the seconds it took to exit (fails past `seconds`)."""
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=EXIT_SECONDS)
+        proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"selftrain serve still running {EXIT_SECONDS} s after SIGTERM")
+        pytest.fail(f"selftrain serve still running {seconds} s after SIGTERM")
     return time.monotonic() - started
 
 
@@ -169,3 +169,49 @@ def test_sigterm_after_the_server_stopped_is_one_line_within_seconds(serving: di
     assert errors[0].endswith("; pause it in the Prefect UI once the server is back"), errors[0]
     assert "Traceback" not in output, output[-3000:]
     print(f"\nserve exited {seconds:.1f} s after SIGTERM")
+
+
+def test_sigterm_lets_the_campaign_in_flight_record_its_end(
+    prefect_api: dict, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Prefect's runner kills the flow runs in flight with SIGKILL when it stops: before serve drained them first, a
+    # campaign stopped this way stayed RUNNING in Prefect and MLflow until its next submit.
+    from mlflow import MlflowClient
+
+    from flows.serve import DRAIN_SECONDS
+
+    proc, log = _serve(prefect_api, cli_env, tmp_path, "--name", "drain")
+    try:
+        deployment = _wait_for(f"{prefect_api['url']}/deployments/name/selftrain-campaign/drain", proc, log)
+        env = {**cli_env, "PREFECT_API_URL": prefect_api["url"], "PREFECT_HOME": str(prefect_api["home"])}
+        submitted = run_cli(["submit", "drain", "rounds=20"], env, timeout=300)
+        assert "submitted tiny" in submitted.stdout + submitted.stderr
+        deadline = time.monotonic() + 300
+        while "Beginning subflow run 'tiny-round-1'" not in log.read_text():  # the campaign is into its rounds
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        seconds = _terminate(proc, DRAIN_SECONDS + EXIT_SECONDS)
+    finally:
+        _stop(proc)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert "selftrain: SIGTERM: stopping 1 flow run(s) in flight (up to 30 s), then exiting" in output, output[-3000:]
+    assert "selftrain: paused deployment selftrain-campaign/drain" in output
+    assert "Traceback" not in output and "never awaited" not in output, output[-3000:]
+    body = json.dumps({"deployments": {"id": {"any_": [deployment["id"]]}}}).encode()
+    request = urllib.request.Request(
+        f"{prefect_api['url']}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        (run,) = json.loads(response.read())
+    assert (run["state_type"], run["state"]["message"]) == ("CRASHED", "Execution was aborted by a termination signal.")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("selftrain-tiny").experiment_id])
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert sorted(r.data.tags.get("selftrain.kind") or "round " + r.data.tags["selftrain.round"] for r in killed) == [
+        "campaign",
+        "round 1",
+    ]  # the campaign run and the round it was in
+    assert {r.data.tags.get("selftrain.failure") for r in killed} == {"interrupted"}
+    print(f"\nserve exited {seconds:.1f} s after SIGTERM, its campaign recorded as stopped")
