@@ -269,6 +269,7 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
         decoding=config.evaluate.decoding,
         template=config.prompts.template,  # what the served model formats prompts with, greedy as evaluate
         max_new_tokens=config.evaluate.max_new_tokens,
+        example=read_records(validation)[0]["prompt"],  # the model's input example: a question as it takes one
     )
     registered = "registered" if registration.made else "already registered as"  # before a kill, on a resume
     alias = " (champion)" if registration.champion else ""

@@ -19,10 +19,13 @@ torch, transformers, PEFT and MLflow, never selftrain.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -58,6 +61,18 @@ def signature(max_new_tokens: int) -> ModelSignature:
     )
 
 
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """The logger `name` at WARNING within the block (its INFO lines would land in every campaign's output)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def embeds_base(base: ModelRef) -> bool:
     """Whether a version carries its base's weights: a local folder of at most `EMBED_BASE_MAX_BYTES`."""
     path = Path(base.base)
@@ -67,7 +82,13 @@ def embeds_base(base: ModelRef) -> bool:
 
 
 def save_policy_model(
-    folder: str | Path, policy: ModelRef, base: ModelRef, *, template: str = "{prompt}", max_new_tokens: int = 64
+    folder: str | Path,
+    policy: ModelRef,
+    base: ModelRef,
+    *,
+    template: str = "{prompt}",
+    max_new_tokens: int = 64,
+    example: str | None = None,
 ) -> None:
     """Write the MLflow model of a trained policy into `folder` (absent or empty).
 
@@ -77,6 +98,9 @@ def save_policy_model(
         base: The base it was trained on (embedded when `embeds_base`, else referenced).
         template: The prompt template the policy was trained with.
         max_new_tokens: The default response length.
+        example: A prompt as the model takes it, saved as the model's input example (`input_example.json`, and
+            `serving_input_example.json`: the request body `mlflow models serve` takes); with the signature given,
+            MLflow saves it without loading the model.
     """
     if policy.adapter is None:
         raise ValueError("only a trained policy (with an adapter) is saved as a model")
@@ -94,8 +118,7 @@ def save_policy_model(
         if embeds_base(base):
             shutil.copytree(base.base, stage / BASE)
             artifacts[BASE] = str(stage / BASE)
-        with warnings.catch_warnings():
-            # No input example: MLflow would load the policy (the 1.1 GB Gemma) to check it at every registration.
+        with warnings.catch_warnings(), quiet_logger("mlflow.pyfunc"):  # "Validating input example against ..."
             warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
             mlflow.pyfunc.save_model(
                 str(folder),
@@ -103,6 +126,7 @@ def save_policy_model(
                 code_paths=[pyfunc_policy.__file__],
                 artifacts=artifacts,
                 signature=signature(max_new_tokens),
+                input_example=[example] if example is not None else None,
                 # Listed, so MLflow does not load the model in a subprocess to infer them.
                 # Without a local version label ("2.13.0+cpu"), which PyPI never serves: an environment MLflow
                 # builds (`mlflow models serve`'s virtualenv, `build-docker`) installs the public release.

@@ -83,6 +83,7 @@ def register_policy(
     decoding: str = GREEDY,
     template: str = "{prompt}",
     max_new_tokens: int = 64,
+    example: str | None = None,
 ) -> Registration:
     """Register a promoted round's policy (once per run, so a resumed campaign does not add a second
     version) and settle the champion alias by the alias rule (`settle_champion`).
@@ -90,7 +91,8 @@ def register_policy(
     `heldout_sha256` is the content hash of the validation set `accuracy` was measured on (the alias takes no
     margin: `tasks.gate.alias_displaces`), and `decoding` how it was decoded (`EvaluateConfig.decoding`): only
     versions scored on the same set the same way are compared. `template` and `max_new_tokens` are what the
-    served model formats prompts with and generates (greedily, whatever `decoding` says).
+    served model formats prompts with and generates (greedily, whatever `decoding` says); `example`, a prompt it
+    takes, is saved as the model's input example.
 
     Returns:
         The version, whether the alias points at it and whether this call made it (`Registration`).
@@ -103,7 +105,7 @@ def register_policy(
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / POLICY_DIR
-            save_policy_model(folder, policy, base, template=template, max_new_tokens=max_new_tokens)
+            save_policy_model(folder, policy, base, template=template, max_new_tokens=max_new_tokens, example=example)
             client.log_artifacts(run_id, str(folder), POLICY_DIR)
         _ensure_registered_model(client, name)
         tags = {

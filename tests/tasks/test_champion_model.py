@@ -64,7 +64,7 @@ def registered(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     base = ModelRef(source="tiny", base=str(base_dir), sha256="b" * 64)
     register_policy(
         cfg, "selftrain-unit", run_id, policy, base, accuracy=0.5, heldout_sha256="h", template=TEMPLATE,
-        max_new_tokens=12,
+        max_new_tokens=12, example=PROMPTS[0],
     )  # fmt: skip
     shutil.rmtree(base_dir)
     return {"cfg": cfg, "uri": tracking_uri(cfg), "expected": expected, "tmp": tmp}
@@ -192,18 +192,28 @@ def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path, monk
         start_new_session=True,  # its uvicorn worker is killed with it, by process group
     )
     try:
-        body = json.dumps({"inputs": PROMPTS}).encode()
-        request = urllib.request.Request(
+        # The request body saved beside the model (its serving input example) is one the server answers.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+        example = Path(mlflow.artifacts.download_artifacts("models:/selftrain-unit@champion", dst_path=str(tmp_path)))
+        assert json.loads((example / "serving_input_example.json").read_text()) == {"inputs": PROMPTS[:1]}
+        body = (example / "serving_input_example.json").read_bytes()
+        first = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
         )
         deadline, answer = time.monotonic() + 180, None
         while answer is None and time.monotonic() < deadline and server.poll() is None:
             try:
-                with urllib.request.urlopen(request, timeout=60) as response:
+                with urllib.request.urlopen(first, timeout=60) as response:
                     answer = json.loads(response.read())
             except OSError:
                 time.sleep(1)
-        assert answer is not None, "no answer from mlflow models serve"
+        assert answer == {"predictions": registered["expected"][:1]}, answer
+        body = json.dumps({"inputs": PROMPTS}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
         assert answer == {"predictions": registered["expected"]}
         # Sampling params travel in the body as MLflow's scoring protocol has them, seeded alike in any process.
         hot = {"temperature": 1.5, "seed": 3}
@@ -213,7 +223,6 @@ def test_mlflow_models_serve_answers_http(registered: dict, tmp_path: Path, monk
         )
         with urllib.request.urlopen(sampled, timeout=60) as response:
             answer = json.loads(response.read())
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
         here = mlflow.pyfunc.load_model("models:/selftrain-unit@champion").predict(PROMPTS * 4, params=hot)
         assert answer == {"predictions": here} and here != registered["expected"] * 4
     finally:
