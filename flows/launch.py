@@ -15,6 +15,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from configs.loader import ConfigError, load_config, repeated_overrides, split_args
@@ -201,8 +202,21 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     uri = tracking_uri(config.tracking)
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")
-    print(f"See it in MLflow:  mlflow ui --backend-store-uri {uri}")
+    print(f"See it in MLflow:  {venv_tool('mlflow')} ui --backend-store-uri {uri}")
     from flows.liveness import server_configured
 
     if not server_configured():
-        print("See flow runs in Prefect: start `prefect server start` and run again with PREFECT_API_URL set")
+        print(
+            f"See flow runs in Prefect: start `{venv_tool('prefect')} server start` and run again with "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+
+
+def venv_tool(name: str) -> str:
+    """How to call the console script `name` installed beside this Python, so a printed command works without an
+    activated venv: relative to the working directory when under it (`.venv/bin/mlflow`), else absolute; the bare
+    name when it is not there."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.cli import REPO
 
@@ -56,3 +59,19 @@ def test_a_failure_outside_a_flow_run_keeps_its_traceback(cli_env: dict[str, str
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.count("Traceback (most recent call last)") == 1
     assert _ours(proc) == ["selftrain: error: KeyError: 'setting'"]
+
+
+def test_printed_commands_name_the_venvs_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # "See it in MLflow: mlflow ui ..." failed as printed where the venv is not activated (the README's set-up).
+    from flows.launch import venv_tool
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "mlflow").touch()
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    assert venv_tool("mlflow") == ".venv/bin/mlflow"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert venv_tool("mlflow") == str(bin_dir / "mlflow")  # outside the working directory: the absolute path
+    assert venv_tool("nosuch") == "nosuch"
