@@ -212,8 +212,8 @@ def draining(handle_sigterm: Callable[..., None], seconds: float = DRAIN_SECONDS
     """Prefect's `Runner.handle_sigterm`, preceded by a drain of the flow runs in flight.
 
     The runner's own shutdown kills their processes with SIGKILL, so a campaign stopped with `selftrain serve`
-    stayed RUNNING in Prefect and MLflow until its next submit. Here each gets a SIGTERM first, as a worker's
-    `selftrain run` would: it records its end (flow runs Crashed, "Execution was aborted by a termination
+    stayed RUNNING in Prefect and MLflow until its next submit. Here each gets a SIGTERM first, which a campaign
+    takes as `selftrain run` takes one: it records its end (flow runs Crashed, "Execution was aborted by a termination
     signal"; MLflow runs KILLED with `selftrain.failure=interrupted`) and exits; the runner's handler then runs
     once all have, or `seconds` later. The event loop keeps running meanwhile (the runner streams their output),
     so the wait is a callback that looks again every half second. A second SIGTERM exits at once.
@@ -221,6 +221,8 @@ def draining(handle_sigterm: Callable[..., None], seconds: float = DRAIN_SECONDS
     draining_since: list[float] = []
 
     def handler(runner: object, *args: object) -> None:
+        import psutil
+
         children = [] if draining_since else flow_run_processes()
         try:
             loop = asyncio.get_running_loop()
@@ -231,7 +233,7 @@ def draining(handle_sigterm: Callable[..., None], seconds: float = DRAIN_SECONDS
             return
         draining_since.append(time.monotonic())
         for child in children:
-            with contextlib.suppress(ProcessLookupError, OSError):
+            with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
                 child.send_signal(signal.SIGTERM)
         print(
             f"selftrain: SIGTERM: stopping {len(children)} flow run(s) in flight (up to {seconds:.0f} s), then exiting",
