@@ -1,8 +1,9 @@
 """The MLflow model registry: every policy that became its campaign's champion as a model version, the alias
 `champion` on the best.
 
-A version is an MLflow pyfunc model logged under the round run's `policy/` folder
-(`tasks/champion_model.py`): the LoRA adapter, a reference to the base model (source, path or hub id,
+A version is an MLflow pyfunc model, logged as an MLflow logged model named `policy` whose source run is the
+round run (MLflow 3's Models tab of the experiment and the run's outputs list it; `tasks/champion_model.py`):
+the LoRA adapter, a reference to the base model (source, path or hub id,
 content hash) and, for a small base, the base weights, so `mlflow.pyfunc.load_model` and `mlflow models
 serve` answer prompts with it. (MLflow's transformers flavour reloads a PEFT model on a local base with
 random base weights, shared NOTES; hence the pyfunc.) The registered model is named
@@ -46,7 +47,8 @@ from tasks.records import ModelRef, sha256_dir
 from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
 
 CHAMPION = "champion"
-POLICY_DIR = "policy"  # artifact folder of a round run holding adapter + base.json
+POLICY_DIR = "policy"  # the logged model's name; for versions registered before logged models, the run's folder
+MODEL_TYPE = "selftrain-policy"  # the logged model's type
 
 
 class Registration(NamedTuple):
@@ -103,10 +105,14 @@ def register_policy(
     version = _run_version(client, name, run_id)
     made = version is None
     if version is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / POLICY_DIR
-            save_policy_model(folder, policy, base, template=template, max_new_tokens=max_new_tokens, example=example)
-            client.log_artifacts(run_id, str(folder), POLICY_DIR)
+        model_id = _logged_policy(client, run_id)
+        if model_id is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / POLICY_DIR
+                save_policy_model(
+                    folder, policy, base, template=template, max_new_tokens=max_new_tokens, example=example
+                )
+                model_id = _log_policy(client, run_id, folder)
         _ensure_registered_model(client, name)
         tags = {
             "accuracy": repr(accuracy),
@@ -124,13 +130,45 @@ def register_policy(
 
         def create() -> ModelVersion:  # a retry first looks for the version an earlier attempt made
             made = _run_version(client, name, run_id)
-            source = f"runs:/{run_id}/{POLICY_DIR}"
-            return made or client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
+            # The model's storage location as the source, not `models:/<id>`: MLflow's SQL registry resolves such a
+            # URI with a client on the process's global tracking URI (its own TODO, 3.17), which is not this store's
+            # here, nor the server's own store in an MLflow server.
+            location = str(client.get_logged_model(model_id).artifact_location)
+            return made or client.create_model_version(
+                name, location, run_id=run_id, tags=tags, description=description, model_id=model_id
+            )
 
         version = retry_conflicts(create, f"model version of run {run_id} in {name}")
     best = settle_champion(cfg, name)
     aliased = best is not None and str(best.version) == str(version.version)
     return Registration(str(version.version), aliased, made)
+
+
+def _log_policy(client: MlflowClient, run_id: str, folder: Path) -> str:
+    """Log the model in `folder` as a logged model of the run's experiment, with the run as its source and
+    among the run's outputs (at the run's round step); its id."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    run = client.get_run(run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id, name=POLICY_DIR, source_run_id=run_id, model_type=MODEL_TYPE
+    )
+    client.log_model_artifacts(model.model_id, str(folder))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, int(run.data.tags.get("selftrain.round", "0")))])
+    return model.model_id
+
+
+def _logged_policy(client: MlflowClient, run_id: str) -> str | None:
+    """The id of a ready policy model the run already logged (a registration a kill cut short), or None."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{POLICY_DIR}'", max_results=10
+    )
+    ready = [model for model in found if model.status == LoggedModelStatus.READY]
+    return ready[0].model_id if ready else None
 
 
 def _run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
@@ -212,9 +250,8 @@ def download_policy(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
     """Download a version's adapter into `<dest>/adapter` and return its policy and the artifact URI of
     the adapter as the round run logged it (what `selftrain reproduce` downloads)."""
     run_id = str(version.run_id)
-    client = client_for(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        local, settings = _download_adapter(client, run_id, tmp)
+        local, settings = _download_adapter(cfg, version, tmp)
         base = settings["base"]
         adapter = Path(dest) / "adapter"
         if adapter.exists():
@@ -227,21 +264,36 @@ def download_policy(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
     return policy, f"runs:/{run_id}/adapter"
 
 
-def _download_adapter(client: MlflowClient, run_id: str, dest: str) -> tuple[Path, dict]:
+def _names(cfg: TrackingConfig, uri: str) -> set[str]:
+    """The names of the files and folders directly under the artifact URI `uri`."""
+    import mlflow.artifacts
+
+    listed = mlflow.artifacts.list_artifacts(uri, tracking_uri=tracking_uri(cfg))
+    return {item.path.rsplit("/", 1)[-1] for item in listed}
+
+
+def _download(cfg: TrackingConfig, uri: str, dest: str) -> Path:
+    """The artifact (file or folder) at `uri`, downloaded into `dest`."""
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=dest, tracking_uri=tracking_uri(cfg)))
+
+
+def _download_adapter(cfg: TrackingConfig, version: ModelVersion, dest: str) -> tuple[Path, dict]:
     """A version's adapter folder and settings (`policy.json`: its `base` reference with `source`, `base`,
     `sha256`; the template), downloaded into `dest`.
 
     Reads the pyfunc model's `artifacts/` (the base weights are not downloaded), or a version registered
     before versions were MLflow models (`policy/` = adapter files + `base.json`).
     """
-    names = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, POLICY_DIR)}
-    if "MLmodel" not in names:
-        local = Path(client.download_artifacts(run_id, POLICY_DIR, dest))
+    root = str(version.source)  # the logged model's location, or `runs:/<run>/policy` for older versions
+    if "MLmodel" not in _names(cfg, root):
+        local = _download(cfg, root, dest)
         base = json.loads((local / "base.json").read_text(encoding="utf-8"))
         (local / "base.json").unlink()
         return local, {"base": base}
-    adapter = Path(client.download_artifacts(run_id, f"{POLICY_DIR}/artifacts/{ADAPTER}", dest))
-    settings = Path(client.download_artifacts(run_id, f"{POLICY_DIR}/artifacts/{POLICY_JSON}", dest))
+    adapter = _download(cfg, f"{root}/artifacts/{ADAPTER}", dest)
+    settings = _download(cfg, f"{root}/artifacts/{POLICY_JSON}", dest)
     return adapter, json.loads(settings.read_text(encoding="utf-8"))
 
 
@@ -284,13 +336,11 @@ def download_version(cfg: TrackingConfig, version: ModelVersion, dest: str | Pat
     Raises:
         ValueError: the referenced local base is not on this machine.
     """
-    client = client_for(cfg)
-    run_id = str(version.run_id)
-    adapter, settings = _download_adapter(client, run_id, str(dest))
+    adapter, settings = _download_adapter(cfg, version, str(dest))
     base = settings["base"]
-    names = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, f"{POLICY_DIR}/artifacts")}
-    if BASE in names:
-        return adapter, client.download_artifacts(run_id, f"{POLICY_DIR}/artifacts/{BASE}", str(dest)), settings
+    root = str(version.source)
+    if BASE in _names(cfg, f"{root}/artifacts"):
+        return adapter, str(_download(cfg, f"{root}/artifacts/{BASE}", str(dest))), settings
     if base["source"] == "hub" or Path(base["base"]).is_dir():
         return adapter, str(base["base"]), settings
     raise ValueError(

@@ -126,12 +126,16 @@ def test_rounds_that_become_the_champion_are_registered_with_the_champion_alias(
     top = max(champions, key=lambda i: (accuracy[i], i))
     assert alias.run_id == campaign["rounds"][top].info.run_id
     best = alias
-    files = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy")}
+    # A logged model of the round run (MLflow 3's Models tab), the version's source its location.
+    (model,) = client.get_run(best.run_id).outputs.model_outputs
+    logged = client.get_logged_model(model.model_id)
+    assert (logged.source_run_id, logged.name, best.source) == (best.run_id, "policy", logged.artifact_location)
+    files = {Path(a.path).name for a in client.list_logged_model_artifacts(model.model_id)}
     # An MLflow pyfunc model saved from code: its code and the module it imports, no pickle.
     assert {"MLmodel", "champion_pyfunc.py", "code", "artifacts"} <= files and not any(
         f.endswith(".pkl") for f in files
     )
-    held = {Path(a.path).name for a in client.list_artifacts(best.run_id, "policy/artifacts")}
+    held = {Path(a.path).name for a in client.list_logged_model_artifacts(model.model_id, "artifacts")}
     assert held == {"adapter", "policy.json", "base"}  # the tiny base travels with the version
 
 

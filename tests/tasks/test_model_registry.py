@@ -47,7 +47,31 @@ def test_alias_follows_the_best_and_registration_is_idempotent(tmp_path: Path) -
     assert len(client.search_model_versions(f"name='{NAME}'")) == 6
     best = champion(cfg, NAME)
     assert best is not None and str(best.version) == "5" and CHAMPION in client.get_registered_model(NAME).aliases
-    assert best.tags["base_sha256"] == base.sha256 and best.source == f"runs:/{runs['r5'][0]}/policy"
+    assert best.tags["base_sha256"] == base.sha256
+    # The version is a logged model of the round run (MLflow 3's Models tab), one per run whatever the retries.
+    (model,) = client.search_logged_models([client.get_run(runs["r5"][0]).info.experiment_id],
+                                           filter_string=f"source_run_id = '{runs['r5'][0]}'")  # fmt: skip
+    assert best.source == model.artifact_location
+    assert (model.name, model.model_type) == ("policy", "selftrain-policy")
+    assert [output.model_id for output in client.get_run(runs["r5"][0]).outputs.model_outputs] == [model.model_id]
+    logged = client.search_logged_models([model.experiment_id], filter_string=f"source_run_id = '{runs['r2'][0]}'")
+    assert len(logged) == 1  # r2 registered twice: one model
+
+
+def test_a_logged_policy_a_kill_left_unregistered_is_reused(tmp_path: Path) -> None:
+    # Killed between logging the model and creating the version: the resumed registration takes that model.
+    from tasks.model_registry import _log_policy
+
+    cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
+    base = ModelRef(source="tiny", base="/models/tiny", sha256="b" * 64)
+    run_id, policy = _round(cfg, tmp_path, "r1")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("placeholder\n")
+    model_id = _log_policy(client_for(cfg), run_id, folder)
+    register_policy(cfg, NAME, run_id, policy, base, accuracy=0.5, heldout_sha256="h")
+    version = champion(cfg, NAME)
+    assert version is not None and version.source == client_for(cfg).get_logged_model(model_id).artifact_location
 
 
 def test_download_gives_the_adapter_and_base_reference(tmp_path: Path) -> None:
@@ -65,3 +89,23 @@ def test_download_gives_the_adapter_and_base_reference(tmp_path: Path) -> None:
         "adapter_model.safetensors",
     ]
     assert source == f"runs:/{run_id}/adapter"
+
+
+def test_a_version_registered_under_the_round_run_still_downloads(tmp_path: Path) -> None:
+    # Versions registered before logged models: the pyfunc model under the round run's `policy/` folder.
+    from tasks.champion_model import save_policy_model
+    from tasks.model_registry import download_version
+
+    cfg = TrackingConfig(output_dir=str(tmp_path), experiment="registry")
+    base = ModelRef(source="hub", base="org/model", sha256="b" * 64)
+    run_id, policy = _round(cfg, tmp_path, "r1")
+    save_policy_model(tmp_path / "policy", policy, base)
+    client = client_for(cfg)
+    client.log_artifacts(run_id, str(tmp_path / "policy"), "policy")
+    client.create_registered_model(NAME)
+    client.create_model_version(NAME, f"runs:/{run_id}/policy", run_id=run_id)
+    version = client.get_model_version(NAME, "1")
+    local, _ = download_policy(cfg, version, tmp_path / "start")
+    assert local.sha256 == policy.sha256 and local.base == "org/model"
+    adapter, where, settings = download_version(cfg, version, tmp_path / "export")
+    assert (where, settings["base"]["source"]) == ("org/model", "hub") and sha256_dir(adapter) == policy.sha256
