@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -105,14 +106,15 @@ def register_policy(
     version = _run_version(client, name, run_id)
     made = version is None
     if version is None:
-        model_id = _logged_policy(client, run_id)
-        if model_id is None:
+        run = client.get_run(run_id)
+        model = _logged_policy(client, run)
+        if model is None:
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp) / POLICY_DIR
                 save_policy_model(
                     folder, policy, base, template=template, max_new_tokens=max_new_tokens, example=example
                 )
-                model_id = _log_policy(client, run_id, folder)
+                model = _log_policy(client, run, folder)
         _ensure_registered_model(client, name)
         tags = {
             "accuracy": repr(accuracy),
@@ -133,9 +135,13 @@ def register_policy(
             # The model's storage location as the source, not `models:/<id>`: MLflow's SQL registry resolves such a
             # URI with a client on the process's global tracking URI (its own TODO, 3.17), which is not this store's
             # here, nor the server's own store in an MLflow server.
-            location = str(client.get_logged_model(model_id).artifact_location)
             return made or client.create_model_version(
-                name, location, run_id=run_id, tags=tags, description=description, model_id=model_id
+                name,
+                model.artifact_location,
+                run_id=run_id,
+                tags=tags,
+                description=description,
+                model_id=model.model_id,
             )
 
         version = retry_conflicts(create, f"model version of run {run_id} in {name}")
@@ -144,31 +150,27 @@ def register_policy(
     return Registration(str(version.version), aliased, made)
 
 
-def _log_policy(client: MlflowClient, run_id: str, folder: Path) -> str:
+def _log_policy(client: MlflowClient, run: Run, folder: Path) -> LoggedModel:
     """Log the model in `folder` as a logged model of the run's experiment, with the run as its source and
-    among the run's outputs (at the run's round step); its id."""
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
-    run = client.get_run(run_id)
+    among the run's outputs (at the run's round step)."""
+    run_id = run.info.run_id
     model = client.create_logged_model(
         run.info.experiment_id, name=POLICY_DIR, source_run_id=run_id, model_type=MODEL_TYPE
     )
     client.log_model_artifacts(model.model_id, str(folder))
-    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    ready = client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, int(run.data.tags.get("selftrain.round", "0")))])
-    return model.model_id
+    return ready
 
 
-def _logged_policy(client: MlflowClient, run_id: str) -> str | None:
-    """The id of a ready policy model the run already logged (a registration a kill cut short), or None."""
-    from mlflow.entities import LoggedModelStatus
-
-    experiment_id = client.get_run(run_id).info.experiment_id
+def _logged_policy(client: MlflowClient, run: Run) -> LoggedModel | None:
+    """A ready policy model the run already logged (a registration a kill cut short), or None."""
     found = client.search_logged_models(
-        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{POLICY_DIR}'", max_results=10
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{POLICY_DIR}'",
+        max_results=10,
     )
-    ready = [model for model in found if model.status == LoggedModelStatus.READY]
-    return ready[0].model_id if ready else None
+    return next((model for model in found if model.status == LoggedModelStatus.READY), None)
 
 
 def _run_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:

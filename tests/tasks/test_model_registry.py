@@ -68,7 +68,7 @@ def test_a_logged_policy_a_kill_left_unregistered_is_reused(tmp_path: Path) -> N
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "MLmodel").write_text("placeholder\n")
-    model_id = _log_policy(client_for(cfg), run_id, folder)
+    model_id = _log_policy(client_for(cfg), client_for(cfg).get_run(run_id), folder).model_id
     register_policy(cfg, NAME, run_id, policy, base, accuracy=0.5, heldout_sha256="h")
     version = champion(cfg, NAME)
     assert version is not None and version.source == client_for(cfg).get_logged_model(model_id).artifact_location
