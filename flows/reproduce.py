@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -328,6 +329,10 @@ def close_dead_reproductions(cfg: TrackingConfig) -> None:
             close_dead(cfg, run, "its process died (found by a later selftrain reproduce)")
 
 
+def _both_nan(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isnan(a) and math.isnan(b)
+
+
 def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) -> dict:
     """Every metric of both runs side by side, plus the data files and adapter weights by content hash."""
     from tasks.layout import ACCUMULATED, DATA_FILES
@@ -339,7 +344,9 @@ def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) 
     rows, mismatches = [], []
     for key in sorted(set(old) | set(new)):
         timing = key.endswith(TIMING_SUFFIXES)
-        same = old.get(key) == new.get(key)
+        same = old.get(key) == new.get(key) or _both_nan(
+            old.get(key), new.get(key)
+        )  # NaN: runs logged before 2026-12-07
         rows.append({"metric": key, "original": old.get(key), "reproduced": new.get(key), "timing": timing})
         if not same and not timing:
             mismatches.append(key)

@@ -11,6 +11,7 @@ task on another thread, so every call names its run id (see shared NOTES). Metri
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 import warnings
@@ -192,6 +193,10 @@ def download_json(cfg: TrackingConfig, run_id: str, artifact_path: str, dst: str
 def log_metrics(cfg: TrackingConfig, run_ids: list[str], metrics: Mapping[str, float], step: int) -> None:
     """Log `stage/name` metrics at `step` (the round) to each run in one batch per run.
 
+    A value that is not a finite number (a share with nothing to count, e.g. `judge/accept_rate` of a round
+    that sampled nothing) is left out: MLflow's charts and a reproduction's comparison would show NaN as a
+    point, and as a point that differs from itself.
+
     A key whose latest point is already at `step` is skipped: a stage re-run by a resumed campaign
     (interrupted after it logged, before Prefect persisted its result) keeps one point per round instead
     of adding a second one. MLflow cannot delete a point, so the first value stays; the two can differ
@@ -201,7 +206,9 @@ def log_metrics(cfg: TrackingConfig, run_ids: list[str], metrics: Mapping[str, f
     client = client_for(cfg)
     for run_id in run_ids:
         logged = {m.key for m in client.get_run(run_id).data._metric_objs if m.step == step}  # latest per key
-        entries = [Metric(k, float(v), now, step) for k, v in metrics.items() if k not in logged]
+        entries = [
+            Metric(k, float(v), now, step) for k, v in metrics.items() if k not in logged and math.isfinite(float(v))
+        ]
         if entries:
             client.log_batch(run_id, metrics=entries, synchronous=True)
 

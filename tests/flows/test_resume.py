@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from mlflow import MlflowClient
 
 from configs.loader import load_config
 from flows.campaign_state import campaign_key, open_campaign, recorded_config, try_lock
+from flows.reproduce import compare
 from tasks.tracking import PARENT_TAG, find_runs, finish_run, log_metrics, open_run, start_run
 from tasks.tracking_store import client_for
 from tests.cli import REPO, SELFTRAIN, run_cli
@@ -111,6 +113,19 @@ def test_relogged_metrics_keep_one_point_per_round_and_success_clears_the_failur
     finish_run(cfg, child)  # no failure tag to clear: fine
     run = client.get_run(parent)
     assert run.info.status == "FINISHED" and "selftrain.failure" not in run.data.tags
+
+
+def test_metrics_with_nothing_to_count_are_left_out_and_old_nan_points_compare_equal(tmp_path: Path) -> None:
+    cfg = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-nan"]).tracking
+    client = client_for(cfg)
+    run = start_run(cfg, "r", params={}, tags={})
+    log_metrics(cfg, [run], {"judge/accept_rate": math.nan, "judge/x": math.inf, "judge/prompts": 0.0}, step=1)
+    assert client.get_run(run).data.metrics == {"judge/prompts": 0.0}
+    # A run logged before NaN was left out holds NaN points: a reproduction of it still matches on them.
+    old, new = (start_run(cfg, name, params={}, tags={}) for name in ("old", "new"))
+    for run_id in (old, new):
+        client.log_metric(run_id, "judge/accept_rate", math.nan, step=1)
+    assert compare(client, old, new, tmp_path / "cmp")["mismatches"] == []
 
 
 @pytest.mark.slow
