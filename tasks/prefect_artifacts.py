@@ -121,8 +121,9 @@ def _warn(line: str) -> None:
         print(line, flush=True)
 
 
-def guarded(what: str, action: Callable[[], object]) -> bool:
-    """Run `action` (build and send an artifact); on any error log `what` and the reason as one warning line.
+def guarded(what: str, action: Callable[[], object], failed: str = "not created") -> bool:
+    """Run `action` (build and send an artifact, or look one up); on any error log `what`, `failed` and the
+    reason as one warning line.
 
     Returns:
         Whether the action succeeded.
@@ -130,7 +131,7 @@ def guarded(what: str, action: Callable[[], object]) -> bool:
     try:
         action()
     except Exception as error:  # noqa: BLE001  (an artifact is never worth a failed round)
-        _warn(f"prefect artifact {what}: not created ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+        _warn(f"prefect artifact {what}: {failed} ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
         return False
     return True
 
@@ -245,7 +246,7 @@ def has_artifact(key: str, flow_run_id: UUID) -> bool:
         with get_client(sync_client=True) as client:
             found.extend(client.read_artifacts(artifact_filter=where, limit=1))
 
-    return guarded(f"{key} (looking it up)", look) and bool(found)
+    return guarded(key, look, failed="not looked up, so it is made again") and bool(found)
 
 
 def publish_round(

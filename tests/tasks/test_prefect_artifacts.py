@@ -3,6 +3,8 @@ progress throttle, and the judged-samples table selection logs to MLflow: hand-c
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import pytest
 from prefect.types.names import raise_on_name_alphanumeric_dashes_only
 
@@ -160,3 +162,12 @@ def test_judged_table_joins_selection_by_sample() -> None:
             "kept",
         ],
     }
+
+
+def test_a_failed_lookup_says_so_and_counts_as_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # the discard port: nothing listens
+        assert pa.has_artifact("round-01-summary", uuid4()) is False
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("prefect artifact round-01-summary: not looked up, so it is made again (")
