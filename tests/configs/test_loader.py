@@ -30,6 +30,15 @@ def test_overrides_parse_yaml_values() -> None:
     assert config.generate.stop == ["Q:", "\n"]
 
 
+def test_a_mapping_for_a_section_sets_its_fields_and_keeps_the_files_others() -> None:
+    base = load_config("tiny", [])
+    config = load_config("tiny", ["prompts={train_size: 7, template: 'Q: {prompt}'}", "train={lora_r: 2}"])
+    assert (config.prompts.train_size, config.prompts.template, config.train.lora_r) == (7, "Q: {prompt}", 2)
+    assert config.prompts.test_size == base.prompts.test_size != type(base.prompts)().test_size  # the file's value
+    assert config.generate.stop == base.generate.stop
+    assert load_config("tiny", ["generate.stop=[x]"]).generate.stop == ["x"]  # a list still replaces
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
