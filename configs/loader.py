@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (a key a merge, `<<: *anchor`,
+    brings may be set again, as YAML means).
 
     PyYAML keeps the last value silently; a config with `k: 4` and, further down, `k: 64` would then
     run with a value the reader of the file may not see.
@@ -37,6 +38,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be set again below it
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, str | int | float | bool) and key in seen:
@@ -243,6 +246,9 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     parts = _field_name(key).split(".")
     if not all(parts):
         raise ConfigError(f"override {item!r}: an empty field name in {key.strip()!r}; expected dotted.key=value")
+    if index := next((i for i, part in enumerate(parts) if i and part.isdigit()), 0):  # select.filters.0.kind
+        whole = ".".join(parts[:index])
+        raise ConfigError(f"override {item!r}: a list's item cannot be set alone; give the whole list: {whole}=[...]")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):

@@ -38,6 +38,16 @@ def test_the_same_key_in_two_sections_is_not_a_duplicate(tmp_path: Path) -> None
     assert (config.generate.max_new_tokens, config.evaluate.max_new_tokens) == (8, 9)
 
 
+def test_a_yaml_merge_key_brings_its_keys_and_a_key_below_it_wins(tmp_path: Path) -> None:
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("generate: &g\n  max_new_tokens: 8\nevaluate:\n  <<: *g\n")
+    assert load_config(merged).evaluate.max_new_tokens == 8
+    merged.write_text("generate: &g\n  max_new_tokens: 8\nevaluate:\n  <<: *g\n  max_new_tokens: 9\n")
+    assert load_config(merged).evaluate.max_new_tokens == 9
+    merged.write_text("generate: &g\n  max_new_tokens: 8\nevaluate:\n  <<: *g\n  k: 1\n  k: 2\n")
+    assert _error(merged) == f"{merged}, line 6: duplicate key 'k' (first at line 5)"
+
+
 def test_non_utf8_config_names_its_file(tmp_path: Path) -> None:
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))

@@ -68,6 +68,8 @@ def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
 def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         load_config(None, ["=3"])
+    with pytest.raises(ConfigError, match=re.escape("give the whole list: select.filters=[...]")):
+        load_config(None, ["select.filters.0.kind=perplexity"])
     # YAML 1.1 reads a leading 0 as octal and colons as base 60: the number would not be the one shown.
     for item, shown in (
         ("seed=010", "'010' reads in YAML as the number 8 (octal"),
