@@ -59,23 +59,32 @@ def numbered_bank_file(path: str | Path, config_field: str | None = None) -> lis
     try:
         text = read_text(path)
     except TextFileError as error:
-        raise BankError(f"{path}:{error.line}: {error.reason}") from None
+        raise BankError(f"{named}, line {error.line}: {error.reason}") from None
     except OSError as error:
         raise BankError(f"{named}: cannot be read ({error.strerror or error})") from None
     bank = []
     for number, line in numbered_lines(text):
+        where = f"{named}, line {number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise BankError(f"{path}:{number}: not JSON ({error.msg})") from None
+            raise BankError(f"{where}: not JSON ({error.msg})") from None
         if not isinstance(row, dict):
-            raise BankError(f"{path}:{number}: expected a JSON object")
-        for field, kind in (("prompt", str), ("response", str), ("correct", bool)):
-            if not isinstance(row.get(field), kind):
-                raise BankError(f"{path}:{number}: field {field!r} must be a {kind.__name__}")
-            where = lone_surrogate(row[field]) if kind is str else None
-            if where:
-                raise BankError(f"{path}:{number}: field {field!r} holds a lone surrogate ({where}), not text")
+            raise BankError(f"{where}: expected a JSON object")
+        for field, kind, wanted in (
+            ("prompt", str, "text"),
+            ("response", str, "text"),
+            ("correct", bool, "true or false"),
+        ):
+            if field not in row:
+                raise BankError(f"{where}: no {field!r} field; each row needs prompt, response and correct")
+            if not isinstance(row[field], kind):
+                raise BankError(f"{where}: {field!r} must be {wanted}, got {json.dumps(row[field])[:40]}")
+            surrogate = lone_surrogate(row[field]) if kind is str else None
+            if surrogate:
+                raise BankError(f"{where}: field {field!r} holds a lone surrogate ({surrogate}), not text")
+        if not row["prompt"].strip():
+            raise BankError(f"{where}: 'prompt' is empty")
         bank.append((number, {"prompt": row["prompt"], "response": row["response"], "correct": row["correct"]}))
     return bank
 

@@ -118,7 +118,10 @@ def test_judge_eval_accepts_the_reward_model(tmp_path: Path, tiny_dir: Path, cap
     broken.write_text('{"prompt": "a", "response": "b"}\n')
     bad_file = parser.parse_args([*args, "--judges", "reward-model", "--labelled", str(broken), "--out", str(out)])
     assert judge_eval.main(bad_file) == 2
-    assert capsys.readouterr().err == f"selftrain: error: --labelled: {broken}:1: field 'correct' must be a bool\n"
+    assert capsys.readouterr().err == (
+        f"selftrain: error: --labelled: {broken}, line 1: no 'correct' field; each row needs prompt, response and "
+        "correct\n"
+    )
 
 
 def _one_line_error(capsys: pytest.CaptureFixture, tmp_path: Path, args: list[str], **options: str | None) -> str:

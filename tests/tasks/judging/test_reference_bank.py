@@ -90,8 +90,21 @@ def test_bank_from_rounds_newest_first_labelled_unique(tmp_path: Path) -> None:
 def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bank.jsonl"
     path.write_text('{"prompt": "a", "response": "b", "correct": true}\n{"prompt": "a", "response": "b"}\n')
-    with pytest.raises(BankError, match=r"bank.jsonl:2: field 'correct'"):
+    with pytest.raises(BankError, match=r"bank.jsonl, line 2: no 'correct' field; each row needs prompt, response"):
         load_bank_file(path)
+    path.write_text(
+        '{"prompt": "a", "response": "b", "correct": "yes"}\n{"prompt": " ", "response": "", "correct": true}\n'
+    )
+    with pytest.raises(BankError, match=r"bank.jsonl, line 1: 'correct' must be true or false, got \"yes\"$"):
+        load_bank_file(path)
+    path.write_text(
+        '{"prompt": "a", "response": "b", "correct": true}\n{"prompt": " ", "response": "", "correct": true}\n'
+    )
+    with pytest.raises(BankError, match=r"bank.jsonl, line 2: 'prompt' is empty$"):
+        load_bank_file(path)
+    cfg = JudgeConfig(kind="meta-ranking", bank="file", bank_path=str(path))
+    with pytest.raises(BankError, match=rf"^judge\.bank_path={re.escape(str(path))}, line 2: 'prompt' is empty$"):
+        file_bank(cfg)
     with pytest.raises(BankError, match="not found"):
         load_bank_file(tmp_path / "missing.jsonl")
     # A directory is one line naming it (and the field, from a config), not an IsADirectoryError.
@@ -110,7 +123,7 @@ def test_bank_file_errors_name_the_line(tmp_path: Path) -> None:
     assert [line for line, _ in numbered_bank_file(path)] == [2, 4]
     assert [row for _, row in numbered_bank_file(path)] == load_bank_file(path)
     path.write_bytes(b'{"prompt": "a", "response": "r", "correct": true}\n{"prompt": "caf\xe9"}\n')
-    with pytest.raises(BankError, match=r"bank.jsonl:2: not UTF-8 text"):
+    with pytest.raises(BankError, match=r"bank.jsonl, line 2: not UTF-8 text"):
         load_bank_file(path)
 
 
