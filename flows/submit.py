@@ -24,7 +24,10 @@ POLL_SECONDS = 2.0
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare `selftrain submit DEPLOYMENT [key=value ...] [--watch]`."""
     parser.add_argument("deployment", help=f"deployment name, `NAME` or `{FLOW_NAME}/NAME`")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of its default config")
+    # A default: argparse counts a `*` positional without one among "the following arguments are required".
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides of its default config"
+    )
     parser.add_argument("--watch", action="store_true", help="follow the run to the end; exit 1 unless Completed")
     parser.add_argument(
         "--fresh", action="store_true", help="start a new campaign even if one with this config could be resumed"

@@ -207,3 +207,12 @@ def test_an_ablation_names_the_arm_a_config_error_is_in_and_the_arms_that_differ
         f"selftrain: error: arms differ in 'rounds' ({names[0]}, {names[1]} against {names[2]}): an ablation compares "
         "recipes on the same prompts and seeds\n"
     )
+
+
+def test_submit_without_a_deployment_names_only_the_deployment_as_required(capsys: pytest.CaptureFixture[str]) -> None:
+    # The overrides are optional: argparse listed a `*` positional without a default as required too.
+    with pytest.raises(SystemExit) as exited:
+        main(["submit"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.endswith("selftrain submit: error: the following arguments are required: deployment\n"), err
