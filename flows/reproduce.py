@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def main(ns: argparse.Namespace) -> int:
     except BaseMismatchError as error:
         print(f"selftrain: error: {error}", file=sys.stderr)
         return 1
-    except UnknownRunError as error:
+    except (UnknownRunError, MissingArtifactError) as error:
         print(f"selftrain: error: {error}", file=sys.stderr)
         return 2
     print(format_report(report))
@@ -120,11 +121,36 @@ def store_problem(uri: str, source: str = "") -> str | None:
     return None
 
 
+class MissingArtifactError(ValueError):
+    """A run's artifact the round needs is not in the store (deleted or moved), named with the run and the store."""
+
+
 def _download(client: MlflowClient, uri: str, dest: Path) -> Path:
-    """Download a `runs:/<run_id>/<path>` artifact (file or folder) into `dest`."""
+    """Download a `runs:/<run_id>/<path>` artifact (file or folder) into `dest`.
+
+    Raises:
+        MissingArtifactError: the run's artifacts hold nothing at `path` (MLflow's own error is a traceback).
+    """
+    from mlflow.exceptions import MlflowException
+
     run_id, _, path = uri.removeprefix("runs:/").partition("/")
     dest.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, path, str(dest)))
+    try:
+        return Path(client.download_artifacts(run_id, path, str(dest)))
+    except MlflowException:
+        if _listed(client, run_id, path):  # there, yet not downloaded: MLflow's error says why
+            raise
+        raise MissingArtifactError(_missing(client, run_id, path)) from None
+
+
+def _listed(client: MlflowClient, run_id: str, path: str) -> bool:
+    """Whether the run's artifacts list `path` (a file or a folder)."""
+    parent = path.rpartition("/")[0]
+    return path in {item.path for item in client.list_artifacts(run_id, parent or None)}
+
+
+def _missing(client: MlflowClient, run_id: str, path: str) -> str:
+    return f"run {run_id} has no artifact {path} in {client.tracking_uri} (was it deleted or moved?); nothing was run"
 
 
 def _local_ref(path: Path) -> DatasetRef:
@@ -225,16 +251,39 @@ def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
     used, the logged files hold the recorded bytes); nothing runs and nothing is recorded.
 
     Raises:
-        UnknownRunError, BaseMismatchError, ValueError: as named in their messages.
+        UnknownRunError, BaseMismatchError, MissingArtifactError, ValueError: as named in their messages; the
+            re-run's folder is removed again.
     """
     from mlflow import MlflowClient
-
-    from flows.round import RoundInputs
-    from tasks.base_model import prepare_base
 
     client = MlflowClient(tracking_uri=tracking_uri)
     original = _round_run(client, run_id, tracking_uri)
     workdir = Path(output_dir).resolve() / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    made = _first_missing(workdir)  # what the downloads create: removed again when the round cannot be re-run
+    try:
+        return _prepare_in(client, original, workdir, tracking_uri, output_dir)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of `folder` and its parents that does not exist (what creating `folder` makes), or None."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+def _prepare_in(client: MlflowClient, original: Run, workdir: Path, tracking_uri: str, output_dir: str) -> Reproduction:
+    """`prepare` once the round run is found, downloading into `workdir`."""
+    from flows.round import RoundInputs
+    from tasks.base_model import prepare_base
+
+    run_id = original.info.run_id
     recorded, validation, adapter = fetch_inputs(client, run_id, workdir / "inputs")
     saved = CampaignConfig.model_validate(recorded["config"])
     tracking = TrackingConfig(output_dir=output_dir, tracking_uri=tracking_uri, experiment=saved.tracking.experiment)
@@ -250,7 +299,10 @@ def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
     if adapter is not None:
         policy = policy.model_copy(update={"sha256": sha256_dir(adapter)})
     # The incumbent's validation answers (the gate and the flip monitor compare with them), as logged.
-    (incumbent,) = [a.path for a in client.list_artifacts(run_id, "inputs") if not a.is_dir]
+    logged = [a.path for a in client.list_artifacts(run_id, "inputs") if not a.is_dir]
+    if len(logged) != 1:  # the one file the round logged there is gone (or others were added)
+        raise MissingArtifactError(_missing(client, run_id, "inputs/*.jsonl (the incumbent's validation answers)"))
+    (incumbent,) = logged
     recorded_state = RoundInputs.model_validate(recorded["state"])
     answers = _local_ref(_download(client, f"runs:/{run_id}/{incumbent}", workdir / "inputs"))
     champion = recorded_state.champion.model_copy(update={"ref": answers})

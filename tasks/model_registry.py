@@ -274,11 +274,25 @@ def _names(cfg: TrackingConfig, uri: str) -> set[str]:
     return {item.path.rsplit("/", 1)[-1] for item in listed}
 
 
-def _download(cfg: TrackingConfig, uri: str, dest: str) -> Path:
-    """The artifact (file or folder) at `uri`, downloaded into `dest`."""
+def _download(cfg: TrackingConfig, uri: str, dest: str, version: ModelVersion) -> Path:
+    """The artifact (file or folder) at `uri`, part of `version`, downloaded into `dest`.
+
+    Raises:
+        ValueError: nothing is at `uri` (deleted or moved in the store), naming the version and the store;
+            MLflow's own error was a traceback.
+    """
     import mlflow.artifacts
 
-    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=dest, tracking_uri=tracking_uri(cfg)))
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=dest, tracking_uri=tracking_uri(cfg)))
+    except MlflowException:
+        parent, _, name = uri.rstrip("/").rpartition("/")
+        if name in _names(cfg, parent):  # there, yet not downloaded: MLflow's error says why
+            raise
+        raise ValueError(
+            f"{version.name} version {version.version} has no artifact {uri} in {tracking_uri(cfg)} "
+            "(was it deleted or moved?)"
+        ) from None
 
 
 def _download_adapter(cfg: TrackingConfig, version: ModelVersion, dest: str) -> tuple[Path, dict]:
@@ -290,12 +304,12 @@ def _download_adapter(cfg: TrackingConfig, version: ModelVersion, dest: str) -> 
     """
     root = str(version.source)  # the logged model's location, or `runs:/<run>/policy` for older versions
     if "MLmodel" not in _names(cfg, root):
-        local = _download(cfg, root, dest)
+        local = _download(cfg, root, dest, version)
         base = json.loads((local / "base.json").read_text(encoding="utf-8"))
         (local / "base.json").unlink()
         return local, {"base": base}
-    adapter = _download(cfg, f"{root}/artifacts/{ADAPTER}", dest)
-    settings = _download(cfg, f"{root}/artifacts/{POLICY_JSON}", dest)
+    adapter = _download(cfg, f"{root}/artifacts/{ADAPTER}", dest, version)
+    settings = _download(cfg, f"{root}/artifacts/{POLICY_JSON}", dest, version)
     return adapter, json.loads(settings.read_text(encoding="utf-8"))
 
 
@@ -336,13 +350,14 @@ def download_version(cfg: TrackingConfig, version: ModelVersion, dest: str | Pat
     folder that must exist on this machine. `settings` is the model's `policy.json` (template, base).
 
     Raises:
-        ValueError: the referenced local base is not on this machine.
+        ValueError: the referenced local base is not on this machine, or a file of the version is gone from the
+            store.
     """
     adapter, settings = _download_adapter(cfg, version, str(dest))
     base = settings["base"]
     root = str(version.source)
     if BASE in _names(cfg, f"{root}/artifacts"):
-        return adapter, str(_download(cfg, f"{root}/artifacts/{BASE}", str(dest))), settings
+        return adapter, str(_download(cfg, f"{root}/artifacts/{BASE}", str(dest), version)), settings
     if base["source"] == "hub" or Path(base["base"]).is_dir():
         return adapter, str(base["base"]), settings
     raise ValueError(

@@ -356,3 +356,34 @@ def test_a_killed_reproduce_is_closed_by_the_next_one_not_left_running(campaign:
     assert closed.data.tags["selftrain.failure"] == "its process died (found by a later selftrain reproduce)"
     children = client.search_runs([round1.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert all(child.info.status == "FAILED" for child in children)
+
+
+@pytest.mark.parametrize("logged_by", ["round", "campaign"])
+def test_a_missing_artifact_is_one_line_naming_the_run_the_path_and_the_store(
+    campaign: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], logged_by: str
+) -> None:
+    # An artifact deleted or moved in the store (the round's recorded inputs, or the validation file logged on the
+    # campaign run): one line naming what is missing where, exit status 2, and no empty re-run folder left behind.
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    from flows.cli import main
+
+    client, round1 = campaign["client"], campaign["rounds"][1]
+    run = round1 if logged_by == "round" else campaign["parent"]
+    path = "round_input.json" if logged_by == "round" else "data/validation.jsonl"
+    logged = Path(local_file_uri_to_path(client.get_run(run.info.run_id).info.artifact_uri)) / path
+    moved = logged.with_name(logged.name + ".bak")
+    logged.rename(moved)
+    output = tmp_path / "r"
+    try:
+        args = ["reproduce", round1.info.run_id, "--tracking-uri", campaign["uri"], "--output-dir", str(output)]
+        code = main(args)
+    finally:
+        moved.rename(logged)
+    err = capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    assert err == (
+        f"selftrain: error: run {run.info.run_id} has no artifact {path} in {campaign['uri']} "
+        "(was it deleted or moved?); nothing was run\n"
+    )
+    assert not output.exists()  # no empty reproduce-*/inputs folder

@@ -300,3 +300,28 @@ def test_export_into_a_non_empty_folder_writes_nothing(
     missing = f"sqlite:///{tmp_path / 'none.db'}"
     assert cli_main(["export", "unit", str(tmp_path / "x"), "--tracking-uri", missing]) == 2
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "x").exists()
+
+
+def test_export_of_a_version_whose_files_are_gone_is_one_line_and_writes_nothing(
+    registered: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The version's model folder deleted or moved in the store: one line naming the version, the missing artifact
+    # and the store, exit status 2, not MLflow's traceback.
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    (version,) = mlflow.MlflowClient(registered["uri"]).search_model_versions("name='selftrain-unit'")
+    folder = Path(local_file_uri_to_path(version.source))
+    moved = folder.with_name(folder.name + ".bak")
+    folder.rename(moved)
+    target = tmp_path / "out" / "model"
+    try:
+        code = cli_main(["export", "selftrain-unit/1", str(target), "--tracking-uri", registered["uri"]])
+    finally:
+        moved.rename(folder)
+    err = capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    assert err.startswith(f"selftrain: error: selftrain-unit version 1 has no artifact {version.source}") and (
+        err.endswith(f" in {registered['uri']} (was it deleted or moved?)\n")
+    ), err
+    assert err.count("\n") == 1
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []  # no temporary folder left either
