@@ -47,7 +47,24 @@ class Interrupted(KeyboardInterrupt):
 
 class StopError(ValueError):
     """An error whose message says all a user needs (what, where, what to do): `flows.launch.launch` prints it
-    as one line, `selftrain: error: ...`, and exits 2, where another error shows its traceback."""
+    as one line, `selftrain: error: ...`, and exits 2, where another error shows its traceback (so does a
+    `tasks.prompt_files.PromptFileError`, which a task cannot make a `StopError`: see `stop`)."""
+
+
+def stop(error: BaseException) -> ValueError | None:
+    """The stop behind `error`, if any: a `StopError`, or a `PromptFileError` (a prompt file moved away or broken
+    once the run started, after preflight read it: its message names the file, the line and the reason, as it
+    does when preflight refuses it), being `error` itself or the cause it was raised from."""
+    from tasks.prompt_files import PromptFileError
+
+    seen: set[int] = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        if isinstance(found, (StopError, PromptFileError)):
+            return found
+        seen.add(id(found))
+        found = found.__cause__
+    return None
 
 
 def interruption(error: BaseException | None) -> BaseException | None:

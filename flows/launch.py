@@ -128,9 +128,9 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
     Prefect's temporary server is started first in its own session (`flows/interrupt.py`), so a terminal's
     Ctrl-C reaches only this process, which records the interruption while the server still answers. On an
     interruption one line says so (with the command that resumes, when `resume` is given) and the process
-    exits with 128 + the signal number (130, 143); a `StopError` is one line too, with exit status 2; any other
-    error ends with one line naming it, exit status 1, after its traceback (Prefect's log of the flow run holds
-    it once, so Python does not print it again).
+    exits with 128 + the signal number (130, 143); a `StopError` (or a `PromptFileError`: `flows.interrupt.stop`)
+    is one line too, with exit status 2; any other error ends with one line naming it, exit status 1, after its
+    traceback (Prefect's log of the flow run holds it once, so Python does not print it again).
 
     Args:
         start: Runs the flow and returns its result.
@@ -138,7 +138,6 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
         preload: Modules `start` imports (its flow's), imported while the temporary server starts up.
     """
     from flows.interrupt import (
-        StopError,
         exit_now,
         failure_line,
         interruptible,
@@ -146,6 +145,7 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
         raised_in_flow_run,
         signal_number,
         start_own_session_server,
+        stop,
     )
 
     try:
@@ -155,10 +155,6 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
                 importlib.import_module(module)
             server_ready()
             return start()
-    except StopError as error:
-        _stop_server_quietly()
-        print(f"selftrain: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     except BaseException as error:
         if is_interruption(error):
             hint = f"; resume with: {shlex.join(['selftrain', *resume])}" if resume else ""
@@ -166,6 +162,11 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
             exit_now(128 + signal_number(error))
         if not isinstance(error, Exception):
             raise
+        found = stop(error)
+        if found is not None:
+            _stop_server_quietly()
+            print(f"selftrain: error: {found}", file=sys.stderr)
+            raise SystemExit(2) from None
         # A failure: the flow run's log above holds its traceback (Prefect logs it), which Python would print
         # again; one line ends it instead. A failure outside a flow run keeps its traceback.
         _stop_server_quietly()

@@ -174,3 +174,28 @@ def test_sigterm_then_ctrl_c_exit_within_seconds_and_resume_to_the_same_accuraci
         for key in run.data.metrics:  # a stage run three times keeps one point per round
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert len(steps) == len(set(steps)), (run.info.run_name, key, steps)
+
+
+def test_a_prompt_file_error_is_a_stop_itself_or_as_the_cause_of_another() -> None:
+    from flows.interrupt import StopError, stop
+    from tasks.prompt_files import PromptFileError
+
+    moved = PromptFileError("data/train.jsonl", "file not found")
+    assert stop(moved) is moved
+    try:
+        try:
+            raise moved
+        except PromptFileError as error:
+            raise RuntimeError("a wrapper") from error
+    except RuntimeError as wrapped:
+        assert stop(wrapped) is moved  # raised from it: its message is the one to print
+    try:
+        try:
+            raise moved
+        except PromptFileError:
+            raise KeyError("a failure while handling it") from None  # noqa: B904 (what is tested)
+    except KeyError as other:
+        assert stop(other) is None  # another failure, not a stop
+    assert stop(ValueError("no rows")) is None
+    files = StopError("round 1 finished before the resume, but ...")
+    assert stop(files) is files

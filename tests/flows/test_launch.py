@@ -13,7 +13,7 @@ import pytest
 from tests.cli import REPO
 
 SCRIPT = """
-from prefect import flow
+from prefect import flow, task
 from flows.launch import launch, quiet_defaults
 
 quiet_defaults()
@@ -28,7 +28,19 @@ def outside() -> None:
     raise KeyError("setting")
 
 
-launch(fails if sys.argv[1] == "flow" else outside)
+@task
+def read_prompts() -> None:
+    from tasks.prompt_files import PromptFileError
+
+    raise PromptFileError("data/train.jsonl", "file not found")
+
+
+@flow(name="file-moved")
+def file_moved() -> None:
+    read_prompts()
+
+
+launch({"flow": fails, "outside": outside, "prompt-file": file_moved}[sys.argv[1]])
 """
 
 
@@ -75,3 +87,11 @@ def test_printed_commands_name_the_venvs_tools(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert venv_tool("mlflow") == str(bin_dir / "mlflow")  # outside the working directory: the absolute path
     assert venv_tool("nosuch") == "nosuch"
+
+
+def test_a_prompt_file_gone_once_the_run_started_is_a_stop_exit_2_without_its_type(cli_env: dict[str, str]) -> None:
+    # A prompt file moved or broken mid-campaign (after preflight read it), raised in a task of the flow run: the
+    # message names the file and the reason, so it ends as a bad input does before the run (README).
+    proc = _run("prompt-file", cli_env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert _ours(proc) == ["selftrain: error: data/train.jsonl: file not found"]
