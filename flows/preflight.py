@@ -37,6 +37,7 @@ HUB_PROBE_SECONDS = 3.0  # an unreachable hub otherwise costs ~75 s of retries, 
 MIN_FREE_BYTES = 100 * 2**20  # adapters, round data and the MLflow store need at least this much
 MAX_PROMPT_CHARS = 16_000  # a prompt in a file longer than this needs limits.allow_large
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
 _TRUE = {"1", "on", "yes", "true"}  # huggingface_hub's reading of boolean environment variables
 
@@ -247,7 +248,12 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
     is accepted too. A plain path or `file:` URI needs MLFLOW_ALLOW_FILE_STORE=true in MLflow 3.
     """
     if not cfg.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        return  # the embedded sqlite store in output_dir, checked by check_output_dir
+        # The embedded sqlite store in output_dir, whose folder check_output_dir checked.
+        where = (
+            f"tracking: {Path(cfg.output_dir) / 'mlflow.db'} (the MLflow store in tracking.output_dir={cfg.output_dir})"
+        )
+        check_sqlite_store(where, Path(cfg.output_dir) / "mlflow.db")
+        return
     # Imported past that return: `selftrain validate` of a default config does not load MLflow (flows/cli.py).
     from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
     from mlflow.exceptions import MlflowException
@@ -285,9 +291,35 @@ def check_tracking_uri(cfg: TrackingConfig) -> None:
         raise PreflightError(f"{where}: not a sqlite URL (expected sqlite:///<folder>/mlflow.db)") from None
     if database is not None:
         check_folder(f"{where} (folder {database.parent})", database.parent)
+        check_sqlite_store(f"{where}: {database}", database)
     if scheme in ("", "file"):  # MLflow makes the store's folder on first use, with a traceback if it cannot
         store = Path(local_file_uri_to_path(uri) if scheme == "file" else uri)
         check_folder(f"{where} (folder {store})", store)
+
+
+def check_sqlite_store(where: str, database: Path) -> None:
+    """Raise when `database` exists but is no SQLite database: MLflow's "file is not a database" came mid-run,
+    after tracebacks, without the file's name. Only its first 16 bytes are read (SQLite's header, "SQLite format
+    3" and a NUL: https://www.sqlite.org/fileformat.html); an empty file is an empty database to SQLite.
+
+    Args:
+        where: What the message starts with, naming the file and the setting that points at it.
+        database: The store's file; absent, MLflow creates it.
+    """
+    if not database.exists():
+        return
+    if database.is_dir():
+        raise PreflightError(f"{where} is a directory, not an SQLite database")
+    try:
+        with open(database, "rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise PreflightError(f"{where} cannot be read ({error.strerror or error})") from None
+    if head and head != SQLITE_HEADER:
+        raise PreflightError(
+            f"{where} is not an SQLite database (it starts with {head!r}, not SQLite's header); move it away or "
+            "name another store"
+        )
 
 
 def check_prompts(config: CampaignConfig, draw: Callable[[str], list[Record]]) -> dict[str, list[Record]]:

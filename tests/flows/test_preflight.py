@@ -802,3 +802,33 @@ def test_a_bad_output_folder_fails_before_the_task_modules_load(tmp_path: Path) 
         f"tracking.output_dir={tmp_path / 'afile' / 'runs'}: cannot be created, {tmp_path / 'afile'} is a file",
         "[]",
     ]
+
+
+def test_a_store_file_that_is_not_an_sqlite_database_is_named_and_left_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `echo garbage > runs/mlflow.db`: MLflow's "file is not a database" came mid-run, after tracebacks, without the
+    # file's name. Refused by run and validate alike, the file untouched; an empty file is an empty store (SQLite).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "mlflow.db").write_bytes(b"garbage\n")
+    expected = (
+        "selftrain: error: tracking: runs/mlflow.db (the MLflow store in tracking.output_dir=runs) is not an SQLite "
+        "database (it starts with b'garbage\\n', not SQLite's header); move it away or name another store\n"
+    )
+    for command in ("run", "validate"):
+        assert main([command, "tiny"]) == 2
+        assert capsys.readouterr().err == expected
+    other = tmp_path / "other.db"
+    other.write_bytes(b"SQLite format 2\x00" + bytes(100))
+    uri = f"sqlite:///{other}"
+    assert main(["validate", "tiny", f"tracking.tracking_uri={uri}"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"selftrain: error: tracking.tracking_uri={uri}: {other} is not an SQLite database (it starts with "
+    )
+    assert (runs / "mlflow.db").read_bytes() == b"garbage\n" and [p.name for p in runs.iterdir()] == ["mlflow.db"]
+    (runs / "mlflow.db").write_bytes(b"")  # SQLite reads an empty file as an empty database
+    assert main(["validate", "tiny"]) == 0
+    capsys.readouterr()
