@@ -1,4 +1,4 @@
-"""`selftrain score [CONFIG] FILE`: score generations from anywhere with the campaign's verifier.
+"""`selftrain score [CONFIG] [key=value ...] FILE`: score generations from anywhere with the campaign's verifier.
 
 A user brings a JSONL, CSV or Parquet file of `prompt`, `response` and `answer` rows (another system's
 output, another model's) and gets the same yardstick as the campaign: strict accuracy with its Wilson 95%
@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from configs.loader import ConfigError, load_config, split_args
+from configs.loader import ConfigError, is_override, load_config, split_args
 
 DEFAULT_CONFIG = "default"
+USAGE = "selftrain score [CONFIG] [key=value ...] FILE"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +80,12 @@ def format_report(metrics: dict[str, float], out: Path) -> str:
 def main(ns: argparse.Namespace) -> int:
     """Run `selftrain score`; 2 with a one-line error for a bad config or file."""
     *config_args, file = ns.args
+    if is_override(file) and not Path(file).exists():
+        # Else FILE, before it, was read as the config ("not valid YAML") or as an override.
+        print(
+            f"selftrain: error: FILE comes last: {USAGE} (the last argument, {file}, is an override)", file=sys.stderr
+        )
+        return 2
     path, overrides = split_args(config_args)
     try:
         config = load_config(path or DEFAULT_CONFIG, overrides)

@@ -90,3 +90,22 @@ def test_a_directory_where_the_scored_rows_go_is_named_before_scoring(
     assert capsys.readouterr().err == (
         f"selftrain: error: {scored_path(path)}: a directory, where the scored rows would be written; move it away\n"
     )
+
+
+@pytest.mark.parametrize(
+    "before_file",
+    [
+        [],  # `score FILE key=value`: FILE was read as the config ("not valid YAML")
+        ["tiny"],  # `score CONFIG FILE key=value`: FILE was read as an override ("expected dotted.key=value")
+    ],
+)
+def test_an_override_after_the_file_gets_the_usage_not_a_misreading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], before_file: list[str]
+) -> None:
+    path = _write(tmp_path / "generations.jsonl")
+    assert main(["score", *before_file, str(path), "judge.answer_pattern='#### (\\d+)$'"]) == 2
+    assert capsys.readouterr().err == (
+        "selftrain: error: FILE comes last: selftrain score [CONFIG] [key=value ...] FILE (the last argument, "
+        "judge.answer_pattern='#### (\\d+)$', is an override)\n"
+    )
+    assert not scored_path(path).exists()
