@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -28,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configs.schema import TRAIN_DTYPE_METRICS, CampaignConfig, TrackingConfig
+from configs.schema import CampaignConfig, TrackingConfig
 from flows.launch import launch, quiet_defaults, quiet_progress_bars
+from flows.reproduce_check import MissingArtifactError, compare, download, format_report, missing, nondeterminism
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 # run it, so that `selftrain --help` and the other subcommands do not load it: this module is imported for every
 # `selftrain` command line (flows/cli.py).
 
-TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
 EARLIER = ("earlier", "earlier_selected")  # the RoundInputs fields holding earlier rounds' record files
 KIND = "reproduce"  # the re-run's parent run's selftrain.kind tag
 
@@ -121,38 +120,6 @@ def store_problem(uri: str, source: str = "") -> str | None:
     return None
 
 
-class MissingArtifactError(ValueError):
-    """A run's artifact the round needs is not in the store (deleted or moved), named with the run and the store."""
-
-
-def _download(client: MlflowClient, uri: str, dest: Path) -> Path:
-    """Download a `runs:/<run_id>/<path>` artifact (file or folder) into `dest`.
-
-    Raises:
-        MissingArtifactError: the run's artifacts hold nothing at `path` (MLflow's own error is a traceback).
-    """
-    from mlflow.exceptions import MlflowException
-
-    run_id, _, path = uri.removeprefix("runs:/").partition("/")
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(client.download_artifacts(run_id, path, str(dest)))
-    except MlflowException:
-        if _listed(client, run_id, path):  # there, yet not downloaded: MLflow's error says why
-            raise
-        raise MissingArtifactError(_missing(client, run_id, path)) from None
-
-
-def _listed(client: MlflowClient, run_id: str, path: str) -> bool:
-    """Whether the run's artifacts list `path` (a file or a folder)."""
-    parent = path.rpartition("/")[0]
-    return path in {item.path for item in client.list_artifacts(run_id, parent or None)}
-
-
-def _missing(client: MlflowClient, run_id: str, path: str) -> str:
-    return f"run {run_id} has no artifact {path} in {client.tracking_uri} (was it deleted or moved?); nothing was run"
-
-
 def _local_ref(path: Path) -> DatasetRef:
     return DatasetRef(path=str(path), sha256=sha256_file(path), rows=len(read_records(path)))
 
@@ -160,13 +127,13 @@ def _local_ref(path: Path) -> DatasetRef:
 def fetch_inputs(client: MlflowClient, run_id: str, dest: Path) -> tuple[dict, DatasetRef, Path | None]:
     """The round's recorded inputs, its validation file and its input adapter (None: the base), checked
     against the recorded content hashes."""
-    recorded = json.loads(_download(client, f"runs:/{run_id}/round_input.json", dest).read_text(encoding="utf-8"))
-    validation = _local_ref(_download(client, recorded["validation_source"], dest / "validation"))
+    recorded = json.loads(download(client, f"runs:/{run_id}/round_input.json", dest).read_text(encoding="utf-8"))
+    validation = _local_ref(download(client, recorded["validation_source"], dest / "validation"))
     if validation.sha256 != recorded["validation"]["sha256"]:
         raise ValueError(f"the logged validation file {recorded['validation_source']} does not match the recorded hash")
     adapter = None
     if recorded["policy_source"]:
-        adapter = _download(client, recorded["policy_source"], dest / "policy")
+        adapter = download(client, recorded["policy_source"], dest / "policy")
         if sha256_dir(adapter) != recorded["policy"]["sha256"]:
             raise ValueError(f"the logged adapter {recorded['policy_source']} does not match the recorded hash")
     return recorded, validation, adapter
@@ -191,7 +158,7 @@ def fetch_earlier(client: MlflowClient, run_id: str, recorded: dict, field: str,
     fetched = []
     for index, source in enumerate(sources, start=1):
         uri = f"runs:/{source['run_id']}/{source['path']}"
-        local = _local_ref(_download(client, uri, dest / field / str(index)))
+        local = _local_ref(download(client, uri, dest / field / str(index)))
         if local.sha256 != source["sha256"]:
             raise ValueError(
                 f"run {run_id}: {field} file {uri} has sha256 {local.sha256[:16]}..., the round read "
@@ -259,7 +226,7 @@ def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
     client = MlflowClient(tracking_uri=tracking_uri)
     original = _round_run(client, run_id, tracking_uri)
     workdir = Path(output_dir).resolve() / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    made = _first_missing(workdir)  # what the downloads create: removed again when the round cannot be re-run
+    made = _firstmissing(workdir)  # what the downloads create: removed again when the round cannot be re-run
     try:
         return _prepare_in(client, original, workdir, tracking_uri, output_dir)
     except BaseException:
@@ -268,7 +235,7 @@ def prepare(run_id: str, tracking_uri: str, output_dir: str) -> Reproduction:
         raise
 
 
-def _first_missing(folder: Path) -> Path | None:
+def _firstmissing(folder: Path) -> Path | None:
     """The outermost of `folder` and its parents that does not exist (what creating `folder` makes), or None."""
     missing = None
     for path in (folder, *folder.parents):
@@ -301,10 +268,10 @@ def _prepare_in(client: MlflowClient, original: Run, workdir: Path, tracking_uri
     # The incumbent's validation answers (the gate and the flip monitor compare with them), as logged.
     logged = [a.path for a in client.list_artifacts(run_id, "inputs") if not a.is_dir]
     if len(logged) != 1:  # the one file the round logged there is gone (or others were added)
-        raise MissingArtifactError(_missing(client, run_id, "inputs/*.jsonl (the incumbent's validation answers)"))
+        raise MissingArtifactError(missing(client, run_id, "inputs/*.jsonl (the incumbent's validation answers)"))
     (incumbent,) = logged
     recorded_state = RoundInputs.model_validate(recorded["state"])
-    answers = _local_ref(_download(client, f"runs:/{run_id}/{incumbent}", workdir / "inputs"))
+    answers = _local_ref(download(client, f"runs:/{run_id}/{incumbent}", workdir / "inputs"))
     champion = recorded_state.champion.model_copy(update={"ref": answers})
     earlier = {field: fetch_earlier(client, run_id, recorded, field, workdir / "inputs") for field in EARLIER}
     # train.init=base: the fresh adapter starts from the checked base, not the original's local base path.
@@ -379,77 +346,3 @@ def close_dead_reproductions(cfg: TrackingConfig) -> None:
         if lock is not None:  # nobody holds it: the process died
             lock.close()
             close_dead(cfg, run, "its process died (found by a later selftrain reproduce)")
-
-
-def _both_nan(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and math.isnan(a) and math.isnan(b)
-
-
-def compare(client: MlflowClient, original: str, reproduced: str, folder: Path) -> dict:
-    """Every metric of both runs side by side, plus the data files and adapter weights by content hash."""
-    from tasks.layout import ACCUMULATED, DATA_FILES
-    from tasks.rationalize import RATIONALIZED
-
-    # Compared by content hash when the original round logged them (under `data/` of its run), besides the adapter.
-    compared_files = (*DATA_FILES, ACCUMULATED, RATIONALIZED, "filter-scores.jsonl")
-    old, new = client.get_run(original).data.metrics, client.get_run(reproduced).data.metrics
-    rows, mismatches = [], []
-    for key in sorted(set(old) | set(new)):
-        timing = key.endswith(TIMING_SUFFIXES)
-        same = old.get(key) == new.get(key) or _both_nan(
-            old.get(key), new.get(key)
-        )  # NaN: runs logged before 2026-12-07
-        rows.append({"metric": key, "original": old.get(key), "reproduced": new.get(key), "timing": timing})
-        if not same and not timing:
-            mismatches.append(key)
-    files = {}
-    downloads = folder.parent / "inputs" / "original"
-    for name in (*compared_files, "adapter/adapter_model.safetensors"):
-        local = folder / name
-        try:
-            logged = _download(client, f"runs:/{original}/{'data/' + name if '/' not in name else name}", downloads)
-        except Exception:  # noqa: BLE001 (an artifact the round did not log, e.g. no adapter when training was skipped)
-            continue
-        files[name] = local.exists() and sha256_file(local) == sha256_file(logged)
-        if not files[name]:
-            mismatches.append(name)
-    return {"metrics": rows, "files": files, "mismatches": mismatches, "match": not mismatches}
-
-
-def nondeterminism(recorded: dict, config: CampaignConfig) -> list[str]:
-    """The sources of difference this machine shows against the original round (empty: none known)."""
-    from models.loading import resolve_train_dtype
-    from tasks.tracking import library_versions
-
-    sources = []
-    now = library_versions()
-    for name, version in recorded.get("versions", {}).items():
-        if now.get(name) != version:
-            sources.append(f"{name} {version} then, {now.get(name)} now")
-    if recorded["config"]["model"]["torch_threads"] != config.model.torch_threads:
-        sources.append("a different torch thread count changes the order of float reductions")
-    for field, metric in TRAIN_DTYPE_METRICS.items():
-        if recorded["config"]["train"].get(field) == "auto":
-            sources.append(
-                f"train.{field}=auto trains in {resolve_train_dtype('auto')} on this CPU; the original's metric "
-                f"train/{metric} says which it trained in (1: bfloat16)"
-            )
-    return sources
-
-
-def format_report(report: dict) -> str:
-    """The comparison as a console table."""
-    lines = [f"{'metric':<28} {'original':>14} {'reproduced':>14}  match"]
-    for row in report["metrics"]:
-        mark = "timing" if row["timing"] else ("yes" if row["original"] == row["reproduced"] else "NO")
-        cells = [f"{v:>14.6g}" if isinstance(v, float) else f"{'-':>14}" for v in (row["original"], row["reproduced"])]
-        lines.append(f"{row['metric']:<28} {cells[0]} {cells[1]}  {mark}")
-    for name, same in report["files"].items():
-        lines.append(f"{name:<58}  {'identical' if same else 'DIFFERS'}")
-    lines.append("timing metrics measure wall-clock time and are not expected to match")
-    if report["match"]:
-        lines.append(f"reproduced exactly: run {report['reproduced']} matches {report['original']}")
-    else:
-        lines.append("differs: " + ", ".join(report["mismatches"]))
-        lines.append("known sources on this machine: " + ("; ".join(report["sources"]) or "none found"))
-    return "\n".join(lines)

@@ -265,7 +265,7 @@ def test_a_round_that_did_not_finish_is_refused_not_compared(
 
 @pytest.mark.parametrize(("field", "metric"), [("base_dtype", "base_bfloat16"), ("head_dtype", "head_bfloat16")])
 def test_a_round_trained_with_a_dtype_auto_names_it_as_a_source_of_difference(field: str, metric: str) -> None:
-    from flows.reproduce import nondeterminism
+    from flows.reproduce_check import nondeterminism
     from models.loading import resolve_train_dtype
 
     config = load_config("tiny", [f"train.{field}=auto"])

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from configs.loader import load_config
 from flows.campaign_state import campaign_key, open_campaign, recorded_config, try_lock
-from flows.reproduce import compare
+from flows.reproduce_check import compare
 from tasks.tracking import PARENT_TAG, find_runs, finish_run, log_metrics, open_run, start_run
 from tasks.tracking_store import client_for
 from tests.cli import REPO, SELFTRAIN, run_cli
