@@ -113,6 +113,7 @@ def draw(records: Sequence[Record], n: int, *, seed: int) -> list[Record]:
 
 SPLITS = ("train", "validation", "test", "ood")
 CARVED_SHARE = 0.2  # share of an answered training file's rows carved out as validation when no file is given
+CARVED_HOW = "a fifth of the answered rows chosen by a hash of each id"  # CARVED_SHARE, as messages say it
 SHOWN = 3  # shared rows a message names
 
 
@@ -232,6 +233,7 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
         splits[split] = file_split(cfg, split)
         if max_chars is not None:
             check_lengths(str(path), splits[split], max_chars)
+    check_carved_splits(cfg, splits["train"], splits["validation"])
     notes = []
     for earlier, later in OVERLAP_PAIRS:
         rows = splits[later]
@@ -241,6 +243,32 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
             reason = f"{named} of the {later} prompts are also {SPLIT_NAMES[earlier]} prompts"
             notes.append(within_max_overlap(str(paths[later]), len(shared), reason, cfg.max_overlap))
     return notes
+
+
+def check_carved_splits(cfg: PromptsConfig, train: Sequence[Record], validation: Sequence[Record]) -> None:
+    """Refuse a training file that, with no `prompts.validation_path`, leaves the validation split carved from it
+    (`carved_for_validation`) empty: the campaign would crash scoring nothing. Whether a small file works otherwise
+    depends on its ids' hashes. `train` and `validation` are the file's splits (`file_split`).
+
+    Raises:
+        PromptFileError: naming `prompts.train_path=<file>` and the reason.
+    """
+    if cfg.validation_path:
+        return
+    where = f"prompts.train_path={cfg.train_path}"
+    answered = sum(row.get("answer") is not None for row in train) + len(validation)
+    if not answered:
+        reason = (
+            "no row has an 'answer', so no validation split can be carved from it (validation is scored against "
+            "answers): set prompts.validation_path or add answers"
+        )
+        raise PromptFileError(where, reason)
+    if not validation:
+        raise PromptFileError(
+            where,
+            f"the validation split carved from it is empty (none of its {answered} answered rows falls in the carved "
+            f"share, {CARVED_HOW}): set prompts.validation_path or add answered rows",
+        )
 
 
 def check_lengths(path: str, records: Sequence[Record], max_chars: int) -> None:

@@ -426,6 +426,18 @@ def test_a_training_file_that_gives_nothing_to_train_on_is_refused(tmp_path: Pat
         preflight(load_config("tiny", [*gold, "judge.require_work=true"]))  # a bare answer shows no working
 
 
+def test_a_training_file_with_an_empty_carved_split_is_refused_before_anything_is_written(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # r0 hashes outside the carved fifth: with no validation file the run would record a campaign, then crash
+    # scoring an empty validation split.
+    train = _jsonl(tmp_path / "train.jsonl", [{"id": "r0", "prompt": "What is 1 plus 1?", "answer": "2"}])
+    files = ["prompts.source=file", f"prompts.train_path={train}"]
+    for command in ("run", "validate"):
+        message = _rejected(capsys, tmp_path, *files, command=command)
+        assert message.startswith(f"prompts.train_path={train}: the validation split carved from it is empty")
+
+
 def test_training_answers_the_answer_pattern_cannot_read_are_refused(tmp_path: Path) -> None:
     # "30.0" (pandas writes an integer column with a gap so): no sample could be verified against it, and a gold
     # row made of it would teach " The answer is 30.0.", which the strict check never credits.

@@ -288,3 +288,23 @@ def test_item_kind_is_a_builtin_question_s_operation_or_a_file_row_s_kind_column
     from_file = item_kind(load_config("tiny", ["prompts.source=file", "prompts.train_path=t.jsonl"]))
     assert from_file({"prompt": "q", "kind": "ages"}) == "ages"
     assert from_file({"prompt": "q"}) is None and from_file({"prompt": "q", "kind": ""}) is None
+
+
+def test_a_training_file_whose_carved_validation_split_is_empty_is_refused(tmp_path: Path) -> None:
+    # r0 and r2 hash outside the carved fifth: with no validation file, the campaign would have nothing to score.
+    jsonl(tmp_path / "train.jsonl", [{"id": f"r{i}", "prompt": f"q{i}", "answer": i} for i in (0, 2)])
+    config = _file_config(tmp_path)
+    with pytest.raises(PromptFileError) as caught:
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"prompts.train_path={tmp_path / 'train.jsonl'}: the validation split carved from it is empty (none of its "
+        "2 answered rows falls in the carved share, a fifth of the answered rows chosen by a hash of each id): set "
+        "prompts.validation_path or add answered rows"
+    )
+    jsonl(tmp_path / "train.jsonl", [{"id": f"r{i}", "prompt": f"q{i}"} for i in (0, 2)])
+    with pytest.raises(PromptFileError, match=r"train.jsonl: no row has an 'answer', so no validation split can be"):
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+    # With a validation file, nothing is carved.
+    jsonl(tmp_path / "validation.jsonl", [{"prompt": "v", "answer": 1}])
+    with_file = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'validation.jsonl'}")
+    assert check_prompt_sources(with_file.prompts) == []  # type: ignore[attr-defined]
