@@ -479,13 +479,18 @@ def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list
         return
     source = f"prompts.train_path={config.prompts.train_path}"
     if config.judge.kind == "verifier":
-        needs_answers = "judge.kind=verifier scores each sample against it"
+        needs_answers = "judge.kind=verifier scores each sample against"
     elif config.train.method == "grpo":
-        needs_answers = "train.method=grpo rewards each sample against it"
+        needs_answers = "train.method=grpo rewards each sample against"
     else:
         needs_answers = ""
     if needs_answers and not any(row.get("answer") is not None for row in train_rows()):
-        raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers}: add answers to the file")
+        from tasks.prompts import all_carved, file_split
+
+        carved = [] if config.prompts.validation_path else file_split(config.prompts, "validation")
+        if carved:  # the file has answers, but not one stayed in the training split
+            raise PreflightError(f"{source}: {all_carved(len(carved), f'{needs_answers} an answer')}")
+        raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers} it: add answers to the file")
     if needs_answers or config.select.gold_examples > 0:
         check_answers_read(
             str(config.prompts.train_path),

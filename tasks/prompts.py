@@ -247,8 +247,9 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
 
 def check_carved_splits(cfg: PromptsConfig, train: Sequence[Record], validation: Sequence[Record]) -> None:
     """Refuse a training file that, with no `prompts.validation_path`, leaves the validation split carved from it
-    (`carved_for_validation`) empty: the campaign would crash scoring nothing. Whether a small file works otherwise
-    depends on its ids' hashes. `train` and `validation` are the file's splits (`file_split`).
+    (`carved_for_validation`) or the training split empty: the campaign would crash scoring nothing, or train on
+    nothing. Whether a small file works otherwise depends on its ids' hashes. `train` and `validation` are the file's
+    splits (`file_split`).
 
     Raises:
         PromptFileError: naming `prompts.train_path=<file>` and the reason.
@@ -269,6 +270,18 @@ def check_carved_splits(cfg: PromptsConfig, train: Sequence[Record], validation:
             f"the validation split carved from it is empty (none of its {answered} answered rows falls in the carved "
             f"share, {CARVED_HOW}): set prompts.validation_path or add answered rows",
         )
+    if not train:
+        raise PromptFileError(where, all_carved(len(validation)))
+
+
+def all_carved(answered: int, needs: str = "") -> str:
+    """Why a training file whose `answered` rows all went to the carved validation split trains on none; `needs`
+    says what asks for answered training rows ("" when the training split is empty)."""
+    return (
+        f"all {answered} answered rows went to the validation split carved from it ({CARVED_HOW}), so training has "
+        f"none{f', and {needs}' if needs else ''}: set prompts.validation_path (then every row of this file trains) "
+        "or add answered rows"
+    )
 
 
 def check_lengths(path: str, records: Sequence[Record], max_chars: int) -> None:

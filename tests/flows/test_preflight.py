@@ -436,6 +436,16 @@ def test_a_training_file_with_an_empty_carved_split_is_refused_before_anything_i
     for command in ("run", "validate"):
         message = _rejected(capsys, tmp_path, *files, command=command)
         assert message.startswith(f"prompts.train_path={train}: the validation split carved from it is empty")
+    # r1, r3 and r5 hash into it: the verifier's training split keeps only the unanswered row.
+    rows = [{"id": f"r{i}", "prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in (1, 3, 5)]
+    _jsonl(train, [*rows, {"id": "r0", "prompt": "What is 0 plus 1?"}])
+    with pytest.raises(PreflightError) as caught:
+        preflight(load_config("tiny", files))
+    assert str(caught.value) == (
+        f"prompts.train_path={train}: all 3 answered rows went to the validation split carved from it (a fifth of the "
+        "answered rows chosen by a hash of each id), so training has none, and judge.kind=verifier scores each sample "
+        "against an answer: set prompts.validation_path (then every row of this file trains) or add answered rows"
+    )
 
 
 def test_training_answers_the_answer_pattern_cannot_read_are_refused(tmp_path: Path) -> None:

@@ -308,3 +308,16 @@ def test_a_training_file_whose_carved_validation_split_is_empty_is_refused(tmp_p
     jsonl(tmp_path / "validation.jsonl", [{"prompt": "v", "answer": 1}])
     with_file = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'validation.jsonl'}")
     assert check_prompt_sources(with_file.prompts) == []  # type: ignore[attr-defined]
+
+
+def test_a_training_file_carved_whole_into_validation_is_refused(tmp_path: Path) -> None:
+    # r1, r3 and r5 all hash into the carved fifth: every row is a validation row, none a training one.
+    jsonl(tmp_path / "train.jsonl", [{"id": f"r{i}", "prompt": f"q{i}", "answer": i} for i in (1, 3, 5)])
+    config = _file_config(tmp_path)
+    with pytest.raises(PromptFileError) as caught:
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"prompts.train_path={tmp_path / 'train.jsonl'}: all 3 answered rows went to the validation split carved "
+        "from it (a fifth of the answered rows chosen by a hash of each id), so training has none: set "
+        "prompts.validation_path (then every row of this file trains) or add answered rows"
+    )
