@@ -471,7 +471,8 @@ def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[d
 
 def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
     """Refuse a training file (`train_rows`) that gives a campaign nothing to train on: no row with an `answer`
-    when the verifier judges samples (or GRPO rewards them) against it, no row that can be a gold row when
+    when the verifier judges samples (or GRPO rewards them) against it, fewer answered rows than one GRPO generation
+    batch takes (TRL forms no batch from fewer), no row that can be a gold row when
     `select.gold_examples` asks for some, or answers `judge.answer_pattern` cannot read (`check_answers_read`: a
     sample is verified, and a gold row made, from them). Every round would run and train nothing, or train what the
     strict check never credits (the built-in task's prompts all have both, in form)."""
@@ -491,6 +492,14 @@ def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list
         if carved:  # the file has answers, but not one stayed in the training split
             raise PreflightError(f"{source}: {all_carved(len(carved), f'{needs_answers} an answer')}")
         raise PreflightError(f"{source}: no row has an 'answer', and {needs_answers} it: add answers to the file")
+    batch = config.train.grpo_batch_prompts
+    answered = len({row["id"] for row in train_rows() if row.get("answer") is not None})
+    if config.train.method == "grpo" and answered < batch:  # the schema's check sees prompts.train_size alone
+        raise PreflightError(
+            f"{source}: train.method=grpo samples {batch} prompts per generation batch "
+            "(train.grpo.generation_batch_size or train.batch_size over train.grpo.num_generations), and the training "
+            f"split has {answered} rows with an answer: add answered rows or lower the batch"
+        )
     if needs_answers or config.select.gold_examples > 0:
         check_answers_read(
             str(config.prompts.train_path),

@@ -448,6 +448,24 @@ def test_a_training_file_with_an_empty_carved_split_is_refused_before_anything_i
     )
 
 
+def test_grpo_with_fewer_answered_training_rows_than_a_generation_batch_is_refused(tmp_path: Path) -> None:
+    # TRL forms no generation batch from fewer prompts: every round would train nothing and the run exit 0.
+    rows = [{"id": f"t{i}", "prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(3)]
+    train = _jsonl(tmp_path / "train.jsonl", [*rows, {"id": "t9", "prompt": "What is 9 plus 1?"}])
+    validation = _jsonl(tmp_path / "validation.jsonl", [{"prompt": "What is 1 plus 2?", "answer": "3"}])
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    grpo = [*files, "train.method=grpo", "judge.require_work=false"]
+    with pytest.raises(PreflightError) as caught:
+        preflight(load_config("tiny", grpo))
+    assert str(caught.value) == (
+        f"prompts.train_path={train}: train.method=grpo samples 4 prompts per generation batch "
+        "(train.grpo.generation_batch_size or train.batch_size over train.grpo.num_generations), and the training "
+        "split has 3 rows with an answer: add answered rows or lower the batch"
+    )
+    _jsonl(train, [*rows, {"id": "t3", "prompt": "What is 3 plus 1?", "answer": "4"}])
+    preflight(load_config("tiny", grpo))
+
+
 def test_training_answers_the_answer_pattern_cannot_read_are_refused(tmp_path: Path) -> None:
     # "30.0" (pandas writes an integer column with a gap so): no sample could be verified against it, and a gold
     # row made of it would teach " The answer is 30.0.", which the strict check never credits.
