@@ -376,13 +376,15 @@ def check_answers_read(path: str, rows: Sequence[Mapping[str, Any]], pattern: st
     canonical form (`stated_answer`: " The answer is <answer>."). A pattern other than the default that reads none
     of them asks for another form, and they are left unchecked. `what` names the answers, `so` what follows."""
     from tasks.judging.verifier import is_correct, stated_answer
+    from tasks.prompt_files import place_of, row_places
 
     answered = [row for row in rows if row.get("answer") is not None]
     unread = [row for row in answered if not is_correct(stated_answer(row["answer"]), row["answer"], pattern)]
     if not unread or (len(unread) == len(answered) and pattern != DEFAULT_ANSWER_PATTERN):
         return
-    shown = ", ".join(f"id {row.get('id')!r}: {str(row['answer'])[:40]!r}" for row in unread[:3])
-    more = ", ..." if len(unread) > 3 else ""
+    places = row_places(path)
+    shown = "; ".join(f"{place_of(places, row.get('id'))}: {str(row['answer'])[:40]!r}" for row in unread[:3])
+    more = "; ..." if len(unread) > 3 else ""
     raise PreflightError(
         f"{path}: {len(unread)} of {len(answered)} {what} ({shown}{more}) are not what judge.answer_pattern reads "
         f"as an answer, so {so}; write them as it reads one (the default pattern: an integer), or set "

@@ -179,6 +179,33 @@ def _records(path: Path, rows: list[tuple[int, Any]], unit: str, *, require_answ
     return records
 
 
+def row_places(path: str | Path) -> dict[str, tuple[int, str]]:
+    """Where each row of a prompt or response file is, by id: (1-based line where it starts, "line") for JSONL and
+    CSV, (1-based data row, "row") for Parquet, as a `PromptFileError` names a bad row. For a message about a row
+    found after reading (a prompt too long, an answer the pattern cannot read); the file is read again, so call
+    it when refusing. A file that can no longer be read gives {}; a row whose id cannot be read is left out.
+    """
+    path = Path(path)
+    try:
+        rows, unit = _file_rows(path)
+    except (PromptFileError, OSError):
+        return {}
+    places: dict[str, tuple[int, str]] = {}
+    for index, (number, raw) in enumerate(rows):
+        try:
+            given = _scalar_text(raw.get("id"), "id") if isinstance(raw, dict) else None
+        except _RowError:
+            continue
+        places.setdefault(given if given is not None else f"{path.stem}-{index}", (number, unit))
+    return places
+
+
+def place_of(places: dict[str, tuple[int, str]], row_id: Any) -> str:
+    """A row's place for a message, "line 7, id 'q7'" (`row_places`), or "id 'q7'" when it is not known."""
+    found = places.get(str(row_id))
+    return f"id {row_id!r}" if found is None else f"{found[1]} {found[0]}, id {row_id!r}"
+
+
 def _check_text(raw: Any) -> None:
     """Raise `_RowError` for a text cell holding a lone surrogate (`tasks.text_files.lone_surrogate`)."""
     if not isinstance(raw, dict):

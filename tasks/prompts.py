@@ -32,7 +32,7 @@ from tasks.arithmetic import (
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.judging.verifier import stated_answer
 from tasks.layout import RESUMABLE, round_seed
-from tasks.prompt_files import PromptFileError, load_prompt_file
+from tasks.prompt_files import PromptFileError, load_prompt_file, row_places
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
 
 if TYPE_CHECKING:  # transformers and MLflow are heavy; this module is imported by quick commands (validate, schema)
@@ -285,14 +285,15 @@ def all_carved(answered: int, needs: str = "") -> str:
 
 
 def check_lengths(path: str, records: Sequence[Record], max_chars: int) -> None:
-    """Raise PromptFileError for the first prompt longer than `max_chars` characters."""
+    """Raise PromptFileError for the first prompt longer than `max_chars` characters, at its line or row."""
     for record in records:
         if len(record["prompt"]) > max_chars:
             reason = (
                 f"prompt {record['id']!r} is {len(record['prompt']):,} characters long, above the sane bound "
                 f"of {max_chars:,}; set limits.allow_large=true to allow it"
             )
-            raise PromptFileError(path, reason)
+            line, unit = row_places(path).get(record["id"], (None, "line"))
+            raise PromptFileError(path, reason, line, unit)
 
 
 def load_extra_sets(config: CampaignConfig) -> dict[str, list[Record]]:

@@ -221,7 +221,7 @@ def test_a_huge_prompt_in_a_file_is_refused_unless_allowed(capsys: pytest.Captur
     validation.write_text(json.dumps({"prompt": "What is 1 plus 1?", "answer": "2"}) + "\n")
     files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     assert _rejected(capsys, tmp_path, *files) == (
-        f"{train}: prompt 'big' is 20,000 characters long, above the sane bound of 16,000; "
+        f"{train}, line 1: prompt 'big' is 20,000 characters long, above the sane bound of 16,000; "
         "set limits.allow_large=true to allow it"
     )
     # Allowed, it still has to fit the tiny model's 256 positions.
@@ -290,9 +290,9 @@ def test_a_scored_answer_the_answer_pattern_cannot_read_is_refused(tmp_path: Pat
     )
     files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     refused = (
-        f"{validation}: 1 of 2 scored answers (id 'v1': 'ten') are not what judge.answer_pattern reads as an answer, "
-        "so no response could earn their credit; write them as it reads one (the default pattern: an integer), or "
-        "set judge.answer_pattern"
+        f"{validation}: 1 of 2 scored answers (line 1, id 'v1': 'ten') are not what judge.answer_pattern reads as an "
+        "answer, so no response could earn their credit; write them as it reads one (the default pattern: an "
+        "integer), or set judge.answer_pattern"
     )
     with pytest.raises(PreflightError) as caught:
         preflight(load_config("tiny", files))
@@ -307,12 +307,16 @@ def test_a_scored_answer_the_answer_pattern_cannot_read_is_refused(tmp_path: Pat
             {"id": "v2", "prompt": "p", "answer": "2.5"},
         ],
     )
-    with pytest.raises(PreflightError, match=r"validation.jsonl: 1 of 2 scored answers \(id 'v2': '2.5'\) are not"):
+    with pytest.raises(
+        PreflightError, match=r"validation.jsonl: 1 of 2 scored answers \(line 2, id 'v2': '2.5'\) are not"
+    ):
         preflight(load_config("tiny", [*files, words]))
     preflight(load_config("tiny", [*files, r"judge.answer_pattern='#### (-?[0-9]+)\s*$'"]))
     # An extra set's answers too, and the built-in task's campaign with it.
     bench = _jsonl(tmp_path / "bench.jsonl", [{"id": "b", "prompt": "Half of 7?", "answer": 3.5}])
-    with pytest.raises(PreflightError, match=r"bench.jsonl: 1 of 1 scored answers \(id 'b': '3.5'\) are not what"):
+    with pytest.raises(
+        PreflightError, match=r"bench.jsonl: 1 of 1 scored answers \(line 1, id 'b': '3.5'\) are not what"
+    ):
         preflight(load_config("tiny", [f"evaluate.extra_sets=[{{name: bench, path: {bench}}}]"]))
 
 
@@ -478,10 +482,10 @@ def test_training_answers_the_answer_pattern_cannot_read_are_refused(tmp_path: P
     files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
     files += ["prompts.train_size=4", "prompts.validation_size=4", "prompts.few_shot=0", "judge.require_work=false"]
     refused = (
-        f"{train}: 4 of 4 training answers (id 't0': '1.0', id 't1': '2.0', id 't2': '3.0', ...) are not what "
-        "judge.answer_pattern reads as an answer, so no sample could be verified against them, and a gold row made of "
-        "one would teach an answer the strict check never credits; write them as it reads one (the default pattern: "
-        "an integer), or set judge.answer_pattern"
+        f"{train}: 4 of 4 training answers (line 1, id 't0': '1.0'; line 2, id 't1': '2.0'; line 3, id 't2': "
+        "'3.0'; ...) are not what judge.answer_pattern reads as an answer, so no sample could be verified against "
+        "them, and a gold row made of one would teach an answer the strict check never credits; write them as it "
+        "reads one (the default pattern: an integer), or set judge.answer_pattern"
     )
     with pytest.raises(PreflightError) as caught:
         preflight(load_config("tiny", files))

@@ -65,8 +65,8 @@ def test_score_reads_csv_and_parquet_and_follows_the_configs_pattern(tmp_path: P
         (['{"prompt": "a", "response": "x", "answer": 1}', "{oops"], "line 2: not valid JSON"),
         (  # every response would score wrong against it under the default pattern, which reads an integer
             ['{"prompt": "a", "response": "The answer is 5.", "answer": "5.0"}'],
-            "1 of 1 reference answers (id 'bad-0': '5.0') are not what judge.answer_pattern reads as an answer, so "
-            "every response would be scored wrong;",
+            "1 of 1 reference answers (line 1, id 'bad-0': '5.0') are not what judge.answer_pattern reads as an "
+            "answer, so every response would be scored wrong;",
         ),
     ],
 )

@@ -548,3 +548,15 @@ def test_require_answer_without_an_answer_column_is_one_line(tmp_path: Path) -> 
     with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path, require_answer=True)
     assert str(caught.value) == f"{path}: no 'answer' column (this file is scored against answers)"
+
+
+def test_row_places_give_each_ids_line_or_row(tmp_path: Path) -> None:
+    # A message about a row found after reading (too long, an unreadable answer) names its place as a bad row's does.
+    lines = jsonl(tmp_path / "a.jsonl", [{"id": "x", "prompt": "p"}, {"prompt": "q"}])
+    lines.write_text("\n" + lines.read_text())  # a blank first line: the rows are on lines 2 and 3
+    assert prompt_files.row_places(lines) == {"x": (2, "line"), "a-1": (3, "line")}
+    csv_file = write(tmp_path / "b.csv", 'prompt,answer\n"two\nlines",4\nWhat is 3 + 3?,6\n')
+    assert prompt_files.row_places(csv_file) == {"b-0": (2, "line"), "b-1": (4, "line")}
+    pd.DataFrame({"prompt": ["p", "q"], "id": ["m", "n"]}).to_parquet(tmp_path / "c.parquet")
+    assert prompt_files.row_places(tmp_path / "c.parquet") == {"m": (1, "row"), "n": (2, "row")}
+    assert prompt_files.row_places(tmp_path / "gone.jsonl") == {}  # a file that cannot be read gives no places
