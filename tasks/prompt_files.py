@@ -65,9 +65,10 @@ class _RowError(ValueError):
 def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[Record]:
     """Read prompt records from a JSONL (`.jsonl`/`.json`, one object per line), CSV or Parquet file.
 
-    Each row needs a non-empty string `prompt`. `answer` is optional: text or a finite number becomes a string
-    (integral floats lose their `.0`), while null, NaN and empty become None; a boolean or an infinity is an
-    error. The id is the row's `id` when it has one, else `<file stem>-<0-based row index>`.
+    Each row needs a non-empty string `prompt`. `answer` is optional: text (trimmed of surrounding whitespace) or a
+    finite number becomes a string (integral floats lose their `.0`), while null, NaN and empty become None; a
+    boolean or an infinity is an error. The id is the row's `id` when it has one, else
+    `<file stem>-<0-based row index>`.
 
     Args:
         path: The prompt file; its extension picks the format.
@@ -494,6 +495,10 @@ def _to_record(raw: Any, *, default_id: str, require_answer: bool) -> Record:
     if not prompt.strip():
         raise _RowError("empty 'prompt'")
     answer = _scalar_text(raw.get("answer"), "answer")
+    # A label written " 4" (a space after a CSV comma) or " 21 " means 4 and 21: kept trimmed, so the answer stored,
+    # shown in a gold row (" The answer is 21.") and compared is the one meant. The strict answer form is asked of
+    # the model's response, never of the user's label.
+    answer = None if answer is None else answer.strip()
     if require_answer and answer is None:
         raise _RowError("no 'answer' (this file needs one on every row)")
     row_id = _scalar_text(raw.get("id"), "id")

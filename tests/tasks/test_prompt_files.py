@@ -560,3 +560,15 @@ def test_row_places_give_each_ids_line_or_row(tmp_path: Path) -> None:
     pd.DataFrame({"prompt": ["p", "q"], "id": ["m", "n"]}).to_parquet(tmp_path / "c.parquet")
     assert prompt_files.row_places(tmp_path / "c.parquet") == {"m": (1, "row"), "n": (2, "row")}
     assert prompt_files.row_places(tmp_path / "gone.jsonl") == {}  # a file that cannot be read gives no places
+
+
+def test_an_answer_with_spaces_around_it_is_kept_trimmed(tmp_path: Path) -> None:
+    # A space after a CSV comma is common in a hand-written file: the label is what the user meant, trimmed (the
+    # strict form is asked of the model's response, not of the label). A solution keeps its leading space.
+    csv_file = write(tmp_path / "s.csv", "prompt,answer\nWhat is 2 + 2?, 4\nWhat is 3 + 3?,6\n")
+    assert [r["answer"] for r in load_prompt_file(csv_file, require_answer=True)] == ["4", "6"]
+    rows = [{"prompt": "a", "answer": " 21 ", "solution": " 10 + 11 = 21. The answer is 21."}, {"prompt": "b"}]
+    assert load_prompt_file(jsonl(tmp_path / "s.jsonl", rows)) == [
+        {"id": "s-0", "prompt": "a", "answer": "21", "solution": " 10 + 11 = 21. The answer is 21."},
+        {"id": "s-1", "prompt": "b", "answer": None},
+    ]
