@@ -711,8 +711,8 @@ def check_context(config: CampaignConfig, draw: Callable[[str], list[Record]] | 
         prompts = draw(split)
         if not prompts:
             continue
-        longest = max((p["prompt"] for p in prompts), key=lambda text: len(text.encode()))
-        text = shown_prefix + config.prompts.template.format(prompt=longest)
+        longest = max(prompts, key=lambda row: len(str(row["prompt"]).encode()))
+        text = shown_prefix + config.prompts.template.format(prompt=longest["prompt"])
         if len(text.encode()) + 8 + new_tokens <= positions:
             continue
         if tokenizer is None:
@@ -722,10 +722,26 @@ def check_context(config: CampaignConfig, draw: Callable[[str], list[Record]] | 
         tokens = len(tokenizer(text, verbose=False)["input_ids"])  # the length is the point: no warning of it
         if tokens + new_tokens > positions:
             raise PreflightError(
-                f"prompts: the longest {split} prompt is {tokens} tokens as the model sees it "
+                f"{_prompt_place(config, split, longest['id'])}: the longest {split} prompt (id {longest['id']!r}) is "
+                f"{tokens} tokens as the model sees it "
                 f"({'few-shot prefix, ' if shown_prefix else ''}template); with {new_field}={new_tokens} it "
                 f"exceeds the model's context of {positions} positions"
             )
+
+
+def _prompt_place(config: CampaignConfig, split: str, row_id: str) -> str:
+    """Where a prompt of `split` is, for a message: its file and line (or Parquet row) in a file campaign
+    (`tasks.prompt_files.row_places`; the carved validation split's rows are in the training file), else
+    "prompts"."""
+    from tasks.prompt_files import row_places
+
+    cfg = config.prompts
+    paths = {"train": cfg.train_path, "validation": cfg.validation_path or cfg.train_path, "test": cfg.test_path}
+    path = paths.get(split) if cfg.source == "file" else None
+    if path is None:
+        return "prompts"
+    place = row_places(path).get(row_id)
+    return str(path) if place is None else f"{path}, {place[1]} {place[0]}"
 
 
 def check_answer_length(config: CampaignConfig, draw: Callable[[str], list[Record]] | None = None) -> None:

@@ -226,7 +226,7 @@ def test_a_huge_prompt_in_a_file_is_refused_unless_allowed(capsys: pytest.Captur
     )
     # Allowed, it still has to fit the tiny model's 256 positions.
     message = _rejected(capsys, tmp_path, *files, "limits.allow_large=true")
-    assert message.startswith("prompts: the longest train prompt is ")
+    assert message.startswith(f"{train}, line 1: the longest train prompt (id 'big') is ")
     assert message.endswith("with generate.max_new_tokens=24 it exceeds the model's context of 256 positions")
 
 
@@ -241,6 +241,18 @@ def test_prompt_length_against_a_local_models_context(tmp_path: Path, tiny_dir: 
     preflight(config)  # ~70 tokens + 24 fit 256 positions
     with pytest.raises(PreflightError, match=r"evaluate.max_new_tokens=250 it exceeds the model's context of 256"):
         preflight(config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"max_new_tokens": 250})}))
+
+
+def test_a_prompt_too_long_for_the_context_is_named_by_file_line_and_id(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    train = _jsonl(tmp_path / "train.jsonl", [{"prompt": "What is 1 plus 1?", "answer": "2"}])
+    rows = [{"prompt": "What is 2 plus 2?", "answer": "4"}, {"prompt": "What is 2+2? " * 300, "answer": "4"}]
+    validation = _jsonl(tmp_path / "validation.jsonl", rows)
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    message = _rejected(capsys, tmp_path, *files, command="validate")
+    assert message.startswith(f"{validation}, line 2: the longest validation prompt (id 'validation-1') is ")
+    assert message.endswith("with evaluate.max_new_tokens=24 it exceeds the model's context of 256 positions")
 
 
 def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_dir: Path) -> None:
@@ -359,7 +371,7 @@ def test_a_prompt_too_long_for_the_context_is_one_error_with_no_tokenizer_warnin
     logging.getLogger("transformers").addHandler(listener)
     too_long = 'prompts.template="' + "Think it through. " * 60 + '{prompt}"'
     try:
-        with pytest.raises(PreflightError, match=r"^prompts: the longest train prompt is \d+ tokens as the model sees"):
+        with pytest.raises(PreflightError, match=r"^prompts: the longest train prompt \(id '[^']+'\) is \d+ tokens as"):
             check_context(load_config("tiny", [too_long]))
     finally:
         logging.getLogger("transformers").removeHandler(listener)
