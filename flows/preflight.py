@@ -392,6 +392,30 @@ def check_answers_read(path: str, rows: Sequence[Mapping[str, Any]], pattern: st
     )
 
 
+def check_solutions_agree(path: str, rows: Sequence[Mapping[str, Any]], pattern: str) -> None:
+    """Refuse a row of the training file `path` whose worked `solution` states a final answer (read with `pattern`,
+    as the verifier reads a response) other than the row's own `answer`: a gold row or a few-shot example made of it
+    would teach the wrong answer. A solution the pattern reads no answer from is not compared.
+
+    Raises:
+        PromptFileError: at the row's line (Parquet: row), naming both answers and the id.
+    """
+    from tasks.judging.verifier import final_answer, same_answer
+    from tasks.prompt_files import PromptFileError, row_places
+
+    for row in rows:
+        solution, answer = row.get("solution"), row.get("answer")
+        stated = final_answer(str(solution), pattern) if solution and answer is not None else None
+        if stated is None or same_answer(stated, answer):
+            continue
+        line, unit = row_places(path).get(str(row.get("id")), (None, "line"))
+        reason = (
+            f"the solution ends with answer {stated}, but 'answer' is {answer} (id {row.get('id')!r}); a gold row or "
+            "worked example made of it would teach the wrong answer: correct one of them"
+        )
+        raise PromptFileError(path, reason, line, unit)
+
+
 def check_extra_set_leak(
     config: CampaignConfig, extra_sets: dict[str, list[Record]], train_rows: Callable[[], list[dict]]
 ) -> None:
@@ -474,12 +498,17 @@ def check_filter_targets(config: CampaignConfig, train_rows: Callable[[], list[d
 def check_training_targets(config: CampaignConfig, train_rows: Callable[[], list[dict]]) -> None:
     """Refuse a training file (`train_rows`) that gives a campaign nothing to train on: no row with an `answer`
     when the verifier judges samples (or GRPO rewards them) against it, fewer answered rows than one GRPO generation
-    batch takes (TRL forms no batch from fewer), no row that can be a gold row when
+    batch takes (TRL forms no batch from fewer), a worked `solution` whose final answer is not its row's
+    (`check_solutions_agree`), no row that can be a gold row when
     `select.gold_examples` asks for some, or answers `judge.answer_pattern` cannot read (`check_answers_read`: a
     sample is verified, and a gold row made, from them). Every round would run and train nothing, or train what the
     strict check never credits (the built-in task's prompts all have both, in form)."""
     if config.prompts.source != "file":
         return
+    from tasks.prompt_files import load_prompt_file
+
+    train_file = load_prompt_file(str(config.prompts.train_path))  # the carved validation rows too: one file's labels
+    check_solutions_agree(str(config.prompts.train_path), train_file, config.judge.answer_pattern)
     source = f"prompts.train_path={config.prompts.train_path}"
     if config.judge.kind == "verifier":
         needs_answers = "judge.kind=verifier scores each sample against"

@@ -23,12 +23,14 @@ from flows.preflight import (
     check_chat_template,
     check_model_dir,
     check_prepared_model,
+    check_solutions_agree,
     preflight,
     reachable,
     safetensors_problem,
 )
 from tasks.filters import GOLD_TARGET
 from tasks.judging.reference_bank import BankError
+from tasks.prompt_files import PromptFileError, load_prompt_file
 from tests.cli import free_port
 
 
@@ -480,6 +482,35 @@ def test_grpo_with_fewer_answered_training_rows_than_a_generation_batch_is_refus
     )
     _jsonl(train, [*rows, {"id": "t3", "prompt": "What is 3 plus 1?", "answer": "4"}])
     preflight(load_config("tiny", grpo))
+
+
+def test_a_solution_whose_final_answer_contradicts_the_rows_answer_is_refused(tmp_path: Path) -> None:
+    # It would be a gold row or a few-shot example teaching 4 for a problem whose answer is 21.
+    right = {"id": "t0", "prompt": "What is 1 plus 1?", "answer": "2", "solution": " 1 + 1 = 2. The answer is 2."}
+    wrong = {
+        "id": "t1",
+        "prompt": "A ball costs 10 and a kite 11. Both?",
+        "answer": " 21 ",
+        "solution": " 2 + 2 = 4. The answer is 4.",
+    }
+    train = _jsonl(tmp_path / "train.jsonl", [right, wrong])
+    pattern = load_config("tiny").judge.answer_pattern
+    refused = (
+        f"{train}, line 2: the solution ends with answer 4, but 'answer' is 21 (id 't1'); a gold row or worked example "
+        "made of it would teach the wrong answer: correct one of them"
+    )
+    with pytest.raises(PromptFileError) as caught:
+        check_solutions_agree(str(train), load_prompt_file(train), pattern)
+    assert str(caught.value) == refused
+    # Read as the verifier reads a response: a solution in another form, or with no answer, is not compared.
+    check_solutions_agree(str(train), [right, {**wrong, "solution": " 2 + 2 = 4, so 4"}], pattern)
+    check_solutions_agree(str(train), [{**wrong, "answer": None}], pattern)
+    check_solutions_agree(str(train), [{**wrong, "solution": " The answer is 021."}], pattern)  # 021 is 21
+    validation = _jsonl(tmp_path / "validation.jsonl", [{"prompt": "What is 1 plus 2?", "answer": "3"}])
+    files = ["prompts.source=file", f"prompts.train_path={train}", f"prompts.validation_path={validation}"]
+    with pytest.raises(PromptFileError) as caught:
+        preflight(load_config("tiny", files))
+    assert str(caught.value) == refused
 
 
 def test_training_answers_the_answer_pattern_cannot_read_are_refused(tmp_path: Path) -> None:
