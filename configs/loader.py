@@ -23,6 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parent
 _DOTTED_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
+MAX_CONFIG_BYTES = 2**20  # a config is a few kB; more is a wrong file (a data file, a device)
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names each bad field and why."""
 
@@ -136,7 +139,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, "rb") as file:  # bounded: /dev/zero or a huge file by mistake would never end
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, not a config file")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:

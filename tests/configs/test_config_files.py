@@ -58,6 +58,13 @@ def test_a_directory_is_not_a_config(tmp_path: Path) -> None:
     assert _error(tmp_path) == f"{tmp_path}: is a directory, not a config file"
 
 
+def test_an_endless_or_huge_file_is_not_read_to_its_end(tmp_path: Path) -> None:
+    assert _error("/dev/zero") == "/dev/zero: larger than 1 MiB, not a config file"  # it has no end
+    big = tmp_path / "big.yaml"
+    big.write_text("rounds: 2\n" + "# padding\n" * 120_000)
+    assert _error(big) == f"{big}: larger than 1 MiB, not a config file"
+
+
 def test_a_path_with_equals_sign_is_a_path_not_an_override(tmp_path: Path) -> None:
     config_file = tmp_path / "lr=1e-4.yaml"
     config_file.write_text("rounds: 2\n")
