@@ -242,6 +242,16 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
             named = describe(shared, rows, [f"id {row['id']!r}" for row in rows])
             reason = f"{named} of the {later} prompts are also {SPLIT_NAMES[earlier]} prompts"
             notes.append(within_max_overlap(str(paths[later]), len(shared), reason, cfg.max_overlap))
+    for split in ("validation", "test"):
+        rows = splits[split]
+        first: dict[str, int] = {}
+        repeats = [index for index, row in enumerate(rows) if first.setdefault(text_key(row), index) != index]
+        if repeats:
+            named = describe(repeats, rows, [f"id {row['id']!r}" for row in rows])
+            notes.append(
+                f"{paths[split]}: {named} of the {split} prompts repeat an earlier one; each is scored, and the "
+                "statistics count a prompt once (a `problem` column groups rewordings too)"
+            )
     return notes
 
 
@@ -343,7 +353,7 @@ def item_problem(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str]:
     """Which problem a prompt row asks, for statistics that count each problem once (`tasks.stats`): the built-in
     task's canonical problem (`tasks.arithmetic.problem_key`, read back from the question: "What is 3 plus 5?"
     and "Ana has 5 pens and gets 3 more" are one problem); a file row's `problem` column when it has one, else
-    the row itself (its id)."""
+    its prompt's text (`text_key`, hashed: "prompt:<12 hex>"), so a prompt a file holds twice counts once."""
     if config.prompts.source == "arithmetic":
 
         def canonical(row: Mapping[str, Any]) -> str:
@@ -357,7 +367,9 @@ def item_problem(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str]:
 
     def column(row: Mapping[str, Any]) -> str:
         problem = row.get("problem")
-        return str(row["id"]) if problem is None or str(problem) == "" else str(problem)
+        if problem is None or str(problem) == "":
+            return "prompt:" + hashlib.sha256(text_key(row).encode()).hexdigest()[:12]
+        return str(problem)
 
     return column
 

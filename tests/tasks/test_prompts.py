@@ -11,7 +11,7 @@ import pytest
 from configs.loader import ConfigError, load_config
 from tasks.accumulate import accumulate
 from tasks.arithmetic import parse_problem, problem_split
-from tasks.prompt_files import PromptFileError
+from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.prompts import (
     arithmetic_prompts,
     campaign_prompts,
@@ -23,6 +23,7 @@ from tasks.prompts import (
     gold_prompts,
     has_split,
     item_kind,
+    item_problem,
     load_extra_sets,
     normalized,
     shared_rows,
@@ -321,3 +322,26 @@ def test_a_training_file_carved_whole_into_validation_is_refused(tmp_path: Path)
         "from it (a fifth of the answered rows chosen by a hash of each id), so training has none: set "
         "prompts.validation_path (then every row of this file trains) or add answered rows"
     )
+
+
+def test_a_prompt_a_scored_file_holds_twice_is_noted_and_counted_once(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"id": f"r{i}", "prompt": f"q{i}", "answer": i} for i in range(10)])
+    test = [
+        {"id": "t0", "prompt": "What is 2 + 2?", "answer": 4},
+        {"id": "t1", "prompt": "what is  2 + 2?", "answer": 4},
+    ]
+    jsonl(tmp_path / "test.jsonl", [*test, {"id": "t2", "prompt": "What is 3 + 3?", "answer": 6}])
+    jsonl(tmp_path / "validation.jsonl", [{"id": "v0", "prompt": "v", "answer": 1}])
+    config = _file_config(
+        tmp_path,
+        f"prompts.test_path={tmp_path / 'test.jsonl'}",
+        f"prompts.validation_path={tmp_path / 'validation.jsonl'}",
+    )
+    assert check_prompt_sources(config.prompts) == [  # type: ignore[attr-defined]
+        f"{tmp_path / 'test.jsonl'}: 1 row(s) (id 't1': 'what is  2 + 2?') of the test prompts repeat an earlier one; "
+        "each is scored, and the statistics count a prompt once (a `problem` column groups rewordings too)"
+    ]
+    problem = item_problem(config)  # type: ignore[arg-type]
+    rows = load_prompt_file(tmp_path / "test.jsonl")
+    assert problem(rows[0]) == problem(rows[1]) != problem(rows[2])
+    assert problem({**rows[2], "problem": "p6"}) == "p6"
