@@ -42,6 +42,7 @@ from configs.loader import flatten
 from configs.schema import CampaignConfig, TrackingConfig
 from flows.liveness import flow_run_verdict, host_name
 from tasks.progress import emit
+from tasks.records import sha256_file
 from tasks.storage_mirror import LOCK, Manifest, pull_tree, push_tree
 from tasks.tracking import (
     fail_running,
@@ -60,8 +61,52 @@ RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume
 
 
 def campaign_key(config: CampaignConfig) -> str:
-    """A hash of everything in the config that can change a campaign's results (`configs.identity`)."""
-    return hashlib.sha256(json.dumps(identity_data(config), sort_keys=True).encode()).hexdigest()[:16]
+    """A hash of everything in the config that can change a campaign's results (`configs.identity`) and of the
+    bytes of the files it reads its prompts and references from (`input_files`): the same config over an edited
+    file is another campaign, not a resume that would mix draws from both versions."""
+    files = input_files(config)
+    return _key({**identity_data(config), **({"input_files": files} if files else {})})
+
+
+def config_key(config: CampaignConfig) -> str:
+    """`campaign_key` without the files' bytes: finds a campaign whose files have changed since (a note)."""
+    return _key(identity_data(config))
+
+
+def _key(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def input_files(config: CampaignConfig) -> dict[str, str]:
+    """The sha256 of each file the campaign reads prompts or Meta Ranking references from, by its config field
+    (`prompts.train_path`, `judge.bank_path`, `evaluate.extra_sets.<name>`); {} for the built-in task."""
+    prompts = config.prompts
+    fields: dict[str, str | None] = {}
+    if prompts.source == "file":
+        fields |= {
+            f"prompts.{split}_path": getattr(prompts, f"{split}_path") for split in ("train", "validation", "test")
+        }
+    if config.judge.bank == "file":
+        fields["judge.bank_path"] = config.judge.bank_path
+    fields |= {f"evaluate.extra_sets.{extra.name}": extra.path for extra in config.evaluate.extra_sets}
+    return {field: sha256_file(path) for field, path in fields.items() if path and Path(path).is_file()}
+
+
+def note_changed_inputs(config: CampaignConfig) -> None:
+    """A note for each unfinished campaign with this config whose input files have changed since it started:
+    a new campaign starts instead of resuming it (restore the files to resume it)."""
+    files = input_files(config)
+    if not files:
+        return
+    for run in find_runs(config.tracking, {"selftrain.config_key": config_key(config)}, ("FAILED", "KILLED")):
+        tags = run.data.tags
+        recorded = json.loads(tags.get("selftrain.input_files", "{}"))
+        changed = sorted(field for field in files.keys() | recorded.keys() if files.get(field) != recorded.get(field))
+        if changed:
+            emit(
+                f"campaign {tags.get('selftrain.campaign_id')} has this config but was started with other contents "
+                f"of {', '.join(changed)}: not resumed (restore those files to resume it)"
+            )
 
 
 def recorded_config(config: CampaignConfig) -> tuple[dict[str, str], dict[str, str]]:
@@ -176,6 +221,8 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
             set_tags(cfg, resumable.parent_run_id, update)
             emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
         return resumable
+    if not fresh:
+        note_changed_inputs(config)
     return _new_campaign(config, key, flow_run_id)
 
 
@@ -262,6 +309,8 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
             "selftrain.kind": "campaign",
             "selftrain.campaign_id": campaign_id,
             "selftrain.campaign_key": key,
+            "selftrain.config_key": config_key(config),
+            "selftrain.input_files": json.dumps(input_files(config), sort_keys=True),
             "selftrain.dir": str(workdir),
             "selftrain.host": host_name(),
             "prefect.flow_run_id": flow_run_id,

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from configs.loader import load_config
-from flows.campaign_state import campaign_key, open_campaign, recorded_config, try_lock
+from flows.campaign_state import campaign_key, config_key, open_campaign, recorded_config, try_lock
 from flows.reproduce_check import compare
 from tasks.tracking import PARENT_TAG, find_runs, finish_run, log_metrics, open_run, start_run
 from tasks.tracking_store import client_for
@@ -62,6 +62,32 @@ def test_dead_campaign_is_marked_failed_and_resumed_live_one_is_not(tmp_path: Pa
     for campaign in (alive, other, resumed):
         campaign.release()
     assert len({alive.workdir, other.workdir, dead.workdir}) == 3
+
+
+def test_an_edited_prompt_file_makes_another_campaign_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(f'{{"id": "r{i}", "prompt": "q{i}", "answer": {i}}}\n' for i in range(20)))
+    files = ["prompts.source=file", f"prompts.train_path={train}"]
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}", "tracking.experiment=resume-files", *files])
+    builtin = load_config("tiny", [f"tracking.output_dir={tmp_path}"])
+    assert campaign_key(builtin) == config_key(builtin)  # the built-in task reads no file: its key is unchanged
+    first = open_campaign(config)
+    first.release()  # its process "dies"
+    train.write_text(train.read_text().replace('"q3"', '"q3 edited"'))
+    capsys.readouterr()
+    second = open_campaign(config)  # another campaign: the first drew from the old file
+    assert not second.resumed and second.parent_run_id != first.parent_run_id
+    assert (
+        f"campaign {first.campaign_id} has this config but was started with other contents of prompts.train_path: "
+        "not resumed (restore those files to resume it)"
+    ) in capsys.readouterr().out
+    second.release()
+    train.write_text(train.read_text().replace('"q3 edited"', '"q3"'))
+    again = open_campaign(config)  # the file as the first campaign read it: resumed
+    assert again.resumed and again.parent_run_id == first.parent_run_id
+    again.release()
 
 
 def test_speed_only_fields_are_tags_so_a_resumed_round_may_change_them(tmp_path: Path) -> None:
