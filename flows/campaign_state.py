@@ -93,7 +93,7 @@ def input_files(config: CampaignConfig) -> dict[str, str]:
 
 
 def note_changed_inputs(config: CampaignConfig) -> None:
-    """A note for each unfinished campaign with this config whose input files have changed since it started:
+    """A note for the newest unfinished campaign with this config whose input files have changed since it started:
     a new campaign starts instead of resuming it (restore the files to resume it)."""
     files = input_files(config)
     if not files:
@@ -107,6 +107,7 @@ def note_changed_inputs(config: CampaignConfig) -> None:
                 f"campaign {tags.get('selftrain.campaign_id')} has this config but was started with other contents "
                 f"of {', '.join(changed)}: not resumed (restore those files to resume it)"
             )
+            return
 
 
 def recorded_config(config: CampaignConfig) -> tuple[dict[str, str], dict[str, str]]:
