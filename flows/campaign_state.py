@@ -60,11 +60,12 @@ if TYPE_CHECKING:
 RESULTS_DIR = ".prefect-results"  # Prefect's persisted task results (the resume cache), per campaign
 
 
-def campaign_key(config: CampaignConfig) -> str:
+def campaign_key(config: CampaignConfig, files: dict[str, str] | None = None) -> str:
     """A hash of everything in the config that can change a campaign's results (`configs.identity`) and of the
-    bytes of the files it reads its prompts and references from (`input_files`): the same config over an edited
-    file is another campaign, not a resume that would mix draws from both versions."""
-    files = input_files(config)
+    bytes of the files it reads its prompts and references from (`input_files`, or `files` when the caller has
+    them): the same config over an edited file is another campaign, not a resume that would mix draws from both
+    versions."""
+    files = input_files(config) if files is None else files
     return _key({**identity_data(config), **({"input_files": files} if files else {})})
 
 
@@ -92,10 +93,9 @@ def input_files(config: CampaignConfig) -> dict[str, str]:
     return {field: sha256_file(path) for field, path in fields.items() if path and Path(path).is_file()}
 
 
-def note_changed_inputs(config: CampaignConfig) -> None:
-    """A note for the newest unfinished campaign with this config whose input files have changed since it started:
-    a new campaign starts instead of resuming it (restore the files to resume it)."""
-    files = input_files(config)
+def note_changed_inputs(config: CampaignConfig, files: dict[str, str]) -> None:
+    """A note for the newest unfinished campaign with this config whose input files (`files`: `input_files`) have
+    changed since it started: a new campaign starts instead of resuming it (restore the files to resume it)."""
     if not files:
         return
     for run in find_runs(config.tracking, {"selftrain.config_key": config_key(config)}, ("FAILED", "KILLED")):
@@ -171,7 +171,8 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
     host a free folder lock says the process died; another host's campaign is dead when the Prefect server
     says its flow run is (`flows.liveness`), and is skipped when no server can tell.
     """
-    cfg, key = config.tracking, campaign_key(config)
+    files = input_files(config)  # hashed once: the key, the note and the new campaign's tags
+    cfg, key = config.tracking, campaign_key(config, files)
     same = [] if fresh else find_runs(cfg, {"selftrain.campaign_key": key}, ("RUNNING", "FAILED", "KILLED"))
     running = find_runs(cfg, {"selftrain.kind": "campaign"}, ("RUNNING",))
     resumable = None
@@ -223,8 +224,8 @@ def open_campaign(config: CampaignConfig, *, fresh: bool = False, flow_run_id: s
             emit(f"resuming campaign {resumable.campaign_id} in {resumable.workdir}")
         return resumable
     if not fresh:
-        note_changed_inputs(config)
-    return _new_campaign(config, key, flow_run_id)
+        note_changed_inputs(config, files)
+    return _new_campaign(config, key, flow_run_id, files)
 
 
 def close_dead(cfg: TrackingConfig, run: Run, reason: str) -> None:
@@ -288,7 +289,7 @@ def crash_flow_runs(flow_run_ids: list[str]) -> None:
                 continue
 
 
-def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> Campaign:
+def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None, files: dict[str, str]) -> Campaign:
     while True:
         campaign_id = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         workdir = config.storage.root(config.tracking.output_dir) / campaign_id
@@ -311,7 +312,7 @@ def _new_campaign(config: CampaignConfig, key: str, flow_run_id: str | None) -> 
             "selftrain.campaign_id": campaign_id,
             "selftrain.campaign_key": key,
             "selftrain.config_key": config_key(config),
-            "selftrain.input_files": json.dumps(input_files(config), sort_keys=True),
+            "selftrain.input_files": json.dumps(files, sort_keys=True),
             "selftrain.dir": str(workdir),
             "selftrain.host": host_name(),
             "prefect.flow_run_id": flow_run_id,
