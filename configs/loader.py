@@ -261,19 +261,16 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {item!r}: {part} is not a section")
         node = child
-    current = node.get(parts[-1])
-    # A mapping given for a section sets the fields it names (`prompts={train_size: 7}` is
-    # `prompts.train_size=7`); the file's other fields of that section stay. Any other value replaces.
-    node[parts[-1]] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+    node[parts[-1]] = _merged(node.get(parts[-1]), value)
 
 
-def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `update`'s fields set, section into section."""
-    out = dict(base)
-    for key, value in update.items():
-        inner = out.get(key)
-        out[key] = _merged(inner, value) if isinstance(inner, dict) and isinstance(value, dict) else value
-    return out
+def _merged(current: Any, value: Any) -> Any:
+    """What an override's `value` makes of a field holding `current`: a mapping given for a section sets the
+    fields it names, section into section (`prompts={train_size: 7}` is `prompts.train_size=7`), and the file's
+    other fields stay; any other value replaces."""
+    if not (isinstance(current, dict) and isinstance(value, dict)):
+        return value
+    return {**current, **{key: _merged(current.get(key), inner) for key, inner in value.items()}}
 
 
 def format_validation_error(err: ValidationError) -> str:
