@@ -22,27 +22,18 @@ class MissingArtifactError(ValueError):
 
 
 def download(client: MlflowClient, uri: str, dest: Path) -> Path:
-    """Download a `runs:/<run_id>/<path>` artifact (file or folder) into `dest`.
+    """Download a `runs:/<run_id>/<path>` artifact (file or folder) into `dest` (`tasks.tracking.download_artifact`).
 
     Raises:
-        MissingArtifactError: the run's artifacts hold nothing at `path` (MLflow's own error is a traceback).
+        MissingArtifactError: the run's artifacts hold nothing at `path`.
     """
-    from mlflow.exceptions import MlflowException
+    from tasks.tracking import ArtifactGone, download_artifact
 
-    run_id, _, path = uri.removeprefix("runs:/").partition("/")
-    dest.mkdir(parents=True, exist_ok=True)
     try:
-        return Path(client.download_artifacts(run_id, path, str(dest)))
-    except MlflowException:
-        if _listed(client, run_id, path):  # there, yet not downloaded: MLflow's error says why
-            raise
+        return download_artifact(uri, dest, client.tracking_uri)
+    except ArtifactGone:
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
         raise MissingArtifactError(missing(client, run_id, path)) from None
-
-
-def _listed(client: MlflowClient, run_id: str, path: str) -> bool:
-    """Whether the run's artifacts list `path` (a file or a folder)."""
-    parent = path.rpartition("/")[0]
-    return path in {item.path for item in client.list_artifacts(run_id, parent or None)}
 
 
 def missing(client: MlflowClient, run_id: str, path: str) -> str:

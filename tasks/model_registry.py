@@ -45,6 +45,7 @@ from configs.schema_steps import GREEDY
 from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, embeds_base, save_policy_model
 from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
+from tasks.tracking import ArtifactGone, artifact_names, download_artifact
 from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
 
 CHAMPION = "champion"
@@ -268,27 +269,18 @@ def download_policy(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
 
 def _names(cfg: TrackingConfig, uri: str) -> set[str]:
     """The names of the files and folders directly under the artifact URI `uri`."""
-    import mlflow.artifacts
-
-    listed = mlflow.artifacts.list_artifacts(uri, tracking_uri=tracking_uri(cfg))
-    return {item.path.rsplit("/", 1)[-1] for item in listed}
+    return artifact_names(uri, tracking_uri(cfg))
 
 
 def _download(cfg: TrackingConfig, uri: str, dest: str, version: ModelVersion) -> Path:
     """The artifact (file or folder) at `uri`, part of `version`, downloaded into `dest`.
 
     Raises:
-        ValueError: nothing is at `uri` (deleted or moved in the store), naming the version and the store;
-            MLflow's own error was a traceback.
+        ValueError: nothing is at `uri` (deleted or moved in the store), naming the version and the store.
     """
-    import mlflow.artifacts
-
     try:
-        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=dest, tracking_uri=tracking_uri(cfg)))
-    except MlflowException:
-        parent, _, name = uri.rstrip("/").rpartition("/")
-        if name in _names(cfg, parent):  # there, yet not downloaded: MLflow's error says why
-            raise
+        return download_artifact(uri, dest, tracking_uri(cfg))
+    except ArtifactGone:
         raise ValueError(
             f"{version.name} version {version.version} has no artifact {uri} in {tracking_uri(cfg)} "
             "(was it deleted or moved?)"

@@ -183,6 +183,40 @@ def kill_running(cfg: TrackingConfig, parent_run_id: str) -> list[Run]:
     return stale
 
 
+class ArtifactGone(LookupError):
+    """The tracking store holds nothing at an artifact URI (deleted or moved); the message is the URI."""
+
+
+def artifact_names(uri: str, store: str) -> set[str]:
+    """The names of the files and folders directly under the artifact URI `uri` of the tracking store `store`."""
+    import mlflow.artifacts
+
+    return {item.path.rsplit("/", 1)[-1] for item in mlflow.artifacts.list_artifacts(uri, tracking_uri=store)}
+
+
+def download_artifact(uri: str, dest: str | Path, store: str) -> Path:
+    """The artifact (file or folder) at `uri` (`runs:/<run>/<path>`, or a logged model's location) of the tracking
+    store `store`, downloaded into `dest`.
+
+    Raises:
+        ArtifactGone: nothing is at `uri`, so that callers say which run or version lost it in one line (MLflow's
+            own error is a traceback); something there that fails to download raises MLflow's error.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest), tracking_uri=store))
+    except MlflowException:
+        parent, _, name = uri.rstrip("/").rpartition("/")
+        # Listed with its slash (MLflow refuses a run's root `runs:/<run>` without it): there, yet not downloaded,
+        # MLflow's error says why.
+        if name in artifact_names(parent + "/", store):
+            raise
+        raise ArtifactGone(uri) from None
+
+
 def download_json(cfg: TrackingConfig, run_id: str, artifact_path: str, dst: str | Path) -> dict:
     """Download a JSON artifact of a run into `dst` and parse it."""
     Path(dst).mkdir(parents=True, exist_ok=True)
