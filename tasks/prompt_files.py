@@ -63,7 +63,8 @@ class _RowError(ValueError):
 
 
 def load_prompt_file(path: str | Path, *, require_answer: bool = False) -> list[Record]:
-    """Read prompt records from a JSONL (`.jsonl`/`.json`, one object per line), CSV or Parquet file.
+    """Read prompt records from a JSON (`.jsonl`/`.json`: one object per line, or one array of objects), CSV or
+    Parquet file.
 
     Each row needs a non-empty string `prompt`. `answer` is optional: text (trimmed of surrounding whitespace) or a
     finite number becomes a string (integral floats lose their `.0`), while null, NaN and empty become None; a
@@ -265,26 +266,84 @@ def _read_text(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(1-based line number, parsed value) for each non-blank line.
+    """(1-based line number, parsed value) for each non-blank line, or for each element of a file that is one
+    JSON array of rows (`_read_json_array`), as `datasets`' JSON builder reads both.
 
     Parsed with `json` rather than `datasets`: this names the bad line, and Arrow's column typing would
     turn an integer answer into a float (12 -> 12.0) when another row's answer is a float.
     """
     text = _read_text(path)
+    if text.lstrip().startswith("["):
+        array = _read_json_array(path, text)
+        if array is not None:
+            return array
     rows: list[tuple[int, Any]] = []
     for number, line in numbered_lines(text):
         try:
             value = json.loads(line, object_pairs_hook=_json_object)
         except json.JSONDecodeError as error:
             if not rows:
-                _check_whole_json(path, text, first_line_read=False)
+                _check_whole_json(path, text)
             raise PromptFileError(path, f"not valid JSON ({error.msg})", number) from None
         except _RowError as error:
             raise PromptFileError(path, str(error), number) from None
-        if not rows and isinstance(value, list):
-            _check_whole_json(path, text, first_line_read=True)
         rows.append((number, value))
     return rows
+
+
+def _read_json_array(path: Path, text: str) -> list[tuple[int, Any]] | None:
+    """(1-based line where the element starts, parsed element) for each element of a file that is one JSON array,
+    or None when more follows the array's closing bracket: JSON Lines whose first row is an array, which the line
+    reader names at its line.
+
+    Raises:
+        PromptFileError: at the line of the first element that is not valid JSON, or of a key given twice, or for
+            an array that is not closed.
+    """
+    decoder = json.JSONDecoder(object_pairs_hook=_json_object)
+    position = text.index("[") + 1
+    rows: list[tuple[int, Any]] = []
+
+    counted = [0, 1]  # offset counted up to, and the line there: offsets only grow, so each byte is counted once
+
+    def line_at(offset: int) -> int:
+        if offset >= counted[0]:
+            counted[:] = [offset, counted[1] + text.count("\n", counted[0], offset)]
+            return counted[1]
+        return text.count("\n", 0, offset) + 1
+
+    def skip_space(offset: int) -> int:
+        while offset < len(text) and text[offset] in " \t\r\n":
+            offset += 1
+        return offset
+
+    position = skip_space(position)
+    if text.startswith("]", position):
+        return [] if not text[position + 1 :].strip() else None
+    while True:
+        start = position
+        try:
+            value, position = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as error:
+            raise PromptFileError(path, f"not valid JSON in the array ({error.msg})", line_at(error.pos)) from None
+        except _RowError as error:
+            raise PromptFileError(path, str(error), line_at(start)) from None
+        rows.append((line_at(start), value))
+        position = skip_space(position)
+        if text.startswith(",", position):
+            position = skip_space(position + 1)
+            if text.startswith("]", position):
+                raise PromptFileError(
+                    path, "a ',' before the array's closing ']' (JSON allows none)", line_at(position)
+                )
+            continue
+        if text.startswith("]", position):
+            # More after the closing bracket: JSON Lines whose first row is an array, named at its line.
+            return rows if not text[position + 1 :].strip() else None
+        where = line_at(position)
+        if position >= len(text):
+            raise PromptFileError(path, "the JSON array is not closed (no ']' at the end)", where)
+        raise PromptFileError(path, "not valid JSON in the array (expected ',' or ']' after a row)", where)
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -297,23 +356,15 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _check_whole_json(path: Path, text: str, *, first_line_read: bool) -> None:
-    """Raise `PromptFileError` for a file that is one JSON document (an array of rows, or an object over several
-    lines) rather than JSON Lines: read line by line, its first line gives a misleading reason (an array row, or
-    broken JSON)."""
-    wanted = "not JSON Lines (one object per line)"
+def _check_whole_json(path: Path, text: str) -> None:
+    """Raise `PromptFileError` for a file that is one JSON object over several lines rather than JSON Lines: read
+    line by line, its first line gives a misleading reason (broken JSON)."""
     try:
         whole = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
-        # An array over several lines with a mistake in it is still not JSON Lines; a first line that reads as an
-        # array is a row, named at its line.
-        if not first_line_read and text.lstrip().startswith("["):
-            raise PromptFileError(path, f"starts like a JSON array, {wanted}") from None
         return
-    if isinstance(whole, list):
-        raise PromptFileError(path, f"one JSON array, {wanted}")
     if isinstance(whole, dict):
-        raise PromptFileError(path, f"one JSON object over several lines, {wanted}")
+        raise PromptFileError(path, "one JSON object over several lines, not JSON Lines (one object per line)")
 
 
 def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:

@@ -230,26 +230,61 @@ def test_jsonl_key_given_twice_names_key_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "text", "reason"),
+    ("name", "text"),
     [
-        (
-            "a.json",
-            '[\n  {"prompt": "What is 1+1?", "answer": "2"},\n  {"prompt": "b", "answer": "3"}\n]\n',
-            "one JSON array",
-        ),
-        ("a.jsonl", '[{"prompt": "What is 1+1?", "answer": "2"}, {"prompt": "b", "answer": "3"}]\n', "one JSON array"),
-        ("a.json", '\n[\n  {"prompt": "a", "answer": "2"}\n  {"prompt": "b"}\n]\n', "starts like a JSON array"),
-        ("a.json", '{\n  "prompt": "What is 1+1?",\n  "answer": "2"\n}\n', "one JSON object over several lines"),
+        ("a.json", '[\n  {"prompt": "What is 1+1?", "answer": "2"},\n  {"prompt": "b", "answer": "3"}\n]\n'),
+        ("a.jsonl", '[{"prompt": "What is 1+1?", "answer": "2"}, {"prompt": "b", "answer": 3}]\n'),
+        ("a.json", '\n  [ {"prompt": "What is 1+1?",\n "answer": "2"} ,\n\n{"prompt": "b", "answer": "3"}]'),
     ],
 )
-@pytest.mark.parametrize("require_answer", [False, True])
-def test_json_document_is_not_json_lines(
-    tmp_path: Path, name: str, text: str, reason: str, require_answer: bool
-) -> None:
+def test_one_json_array_of_rows_reads_as_its_rows(tmp_path: Path, name: str, text: str) -> None:
     path = write(tmp_path / name, text)
+    records = load_prompt_file(path, require_answer=True)
+    stem = path.stem
+    assert records == [
+        {"id": f"{stem}-0", "prompt": "What is 1+1?", "answer": "2"},
+        {"id": f"{stem}-1", "prompt": "b", "answer": "3"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "line"),
+    [
+        ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "", "answer": "3"}\n]\n', "empty 'prompt'", 3),
+        ('[\n  {"prompt": "a", "answer": "2"}\n  {"prompt": "b"}\n]\n', "not valid JSON in the array", 3),
+        ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b",\n "answer": }\n]\n', "not valid JSON", 4),
+        ('[\n  {"prompt": "a"},\n  {"prompt": "b", "prompt": "c"}\n]\n', "duplicate key 'prompt'", 3),
+        ('[\n  {"prompt": "a", "answer": "2"},\n  "b"\n]\n', "expected an object, got string", 3),
+        ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b"},\n]\n', "a ',' before the array's closing ']'", 4),
+        ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b"}\n', "the JSON array is not closed", 4),
+        ('[\n  {"id": "x", "prompt": "a"},\n  {"id": "x", "prompt": "b"}\n]', "duplicate id 'x' (first at line 2)", 3),
+    ],
+)
+def test_a_bad_row_of_a_json_array_names_its_line(tmp_path: Path, text: str, reason: str, line: int) -> None:
+    path = write(tmp_path / "a.json", text)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value).startswith(f"{path}, line {line}: {reason}")
+    assert (caught.value.line, caught.value.unit) == (line, "line")
+
+
+def test_an_empty_json_array_has_no_rows(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.json", "[\n]\n")
+    with pytest.raises(PromptFileError, match=r"a\.json: no rows$"):
+        load_prompt_file(path)
+
+
+def test_json_array_rows_are_placed_at_their_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.json", '[\n  {"id": "p", "prompt": "a"},\n  {"id": "q", "prompt": "b"}\n]\n')
+    assert prompt_files.row_places(path) == {"p": (2, "line"), "q": (3, "line")}
+
+
+@pytest.mark.parametrize("require_answer", [False, True])
+def test_json_object_over_lines_is_not_json_lines(tmp_path: Path, require_answer: bool) -> None:
+    path = write(tmp_path / "a.json", '{\n  "prompt": "What is 1+1?",\n  "answer": "2"\n}\n')
     with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path, require_answer=require_answer)
-    assert str(caught.value) == f"{path}: {reason}, not JSON Lines (one object per line)"
+    assert str(caught.value) == f"{path}: one JSON object over several lines, not JSON Lines (one object per line)"
 
 
 def test_a_jsonl_row_that_is_an_array_still_names_its_line(tmp_path: Path) -> None:
