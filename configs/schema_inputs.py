@@ -82,8 +82,9 @@ class PromptsConfig(Strict):
         ge=0,
         description="source=file: most prompts any two of the training, validation and test files may share "
         "(compared casefolded, runs of whitespace as one space); also, for any source, the most problems a judge's "
-        "reference bank file may share with one scored set (validation, test, ood, an extra set) and a file-backed "
-        "campaign's extra set with its training rows. More is refused before anything runs.",
+        "reference bank file may share with one scored set (validation, test, ood, an extra set), a file-backed "
+        "campaign's extra set with its training rows, and the built-in OOD slice with the problems a prompts.level "
+        "or curriculum past max_operand may train on. More is refused before anything runs.",
     )
     train_size: int = bounded(64, 10_000, "Training prompts used per round.", ge=1)
     validation_size: int = bounded(

@@ -79,6 +79,7 @@ def check_inputs(config: CampaignConfig) -> None:
     check_answer_form(config, draw, extra_sets)
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
     check_extra_set_leak(config, extra_sets, train_rows)
+    check_ood_leak(config, draw)
     check_judge_bank(config, train_rows, functools.partial(_scored_sets, draw, extra_sets))
     check_filter_targets(config, train_rows)
     check_training_targets(config, train_rows)
@@ -428,6 +429,22 @@ def check_extra_set_leak(
     for path, count, reason in extra_set_overlaps(config, extra_sets, train_rows):
         note = within_max_overlap(path, count, reason, config.prompts.max_overlap)
         print(f"selftrain: note: {note}", file=sys.stderr)
+
+
+def check_ood_leak(config: CampaignConfig, draw: Callable[[str], list[Record]]) -> None:
+    """Refuse a built-in OOD slice sharing more than `prompts.max_overlap` problems with what training may draw
+    (`tasks.leakage.ood_overlap`), and note a smaller overlap: a slice the policy trained on is not
+    out-of-distribution."""
+    from tasks.leakage import ood_overlap
+
+    found = ood_overlap(config, draw("ood"))
+    if found is None:
+        return
+    count, reason = found
+    where, allowed = f"prompts.ood_size={config.prompts.ood_size}", config.prompts.max_overlap
+    if count > allowed:
+        raise PreflightError(f"{where}: {reason}; at most prompts.max_overlap={allowed} allowed")
+    print(f"selftrain: note: {where}: {reason}; allowed by prompts.max_overlap={allowed}", file=sys.stderr)
 
 
 def _file_train_rows(config: CampaignConfig) -> list[dict]:

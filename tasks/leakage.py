@@ -9,6 +9,9 @@ Two inputs join a campaign from elsewhere and are checked here, before anything 
 - an extra evaluation set (`evaluate.extra_sets`). A prompt that training may draw (a file-backed campaign's
   training row, or a built-in training problem in the campaign's reach) is not a held-out one.
 
+The built-in OOD slice is checked here too: it is drawn above `prompts.max_operand` without `problem_split`, so a
+`prompts.level` or a curriculum whose operand ranges pass `max_operand` may train on its problems.
+
 Rows are matched by problem, not only by text: a built-in question is its canonical problem
 (`tasks.arithmetic.problem_key`), so "What is 3 plus 5?" in a bank matches "Ana has 5 pens and gets 3 more" in
 test; any other prompt is matched `normalized` (case folded, whitespace collapsed).
@@ -130,3 +133,23 @@ def extra_set_overlaps(
             shared = describe(found, rows, [f"id {row['id']!r}" for row in rows])
             out.append((extra.path, len(found), f"{shared} of evaluate.extra_sets {extra.name!r} are {what}"))
     return out
+
+
+def ood_overlap(config: CampaignConfig, ood_rows: Sequence[Mapping[str, Any]]) -> tuple[int, str] | None:
+    """(how many, reason) when the built-in task's OOD slice (`ood_rows`) asks problems that training may draw
+    (`may_train_on`: a `prompts.level` or curriculum whose operand ranges pass `prompts.max_operand`), else None."""
+    if config.prompts.source != "arithmetic" or not ood_rows:
+        return None
+    trained = may_train_on(config)
+    found = [index for index, row in enumerate(ood_rows) if trained(row)]
+    if not found:
+        return None
+    cfg = config.prompts
+    ceiling = max(high for ranges in training_reach(cfg) for _, high in ranges.values())
+    how = f"prompts.level={cfg.level}" + (" with prompts.curriculum" if cfg.curriculum else "")
+    shared = describe(found, ood_rows, [f"id {row['id']!r}" for row in ood_rows])
+    return len(found), (
+        f"{shared} of the OOD slice (operands {cfg.max_operand + 1}..{2 * cfg.max_operand}) are problems the "
+        f"training draw may ask ({how} trains on operands up to {ceiling}, above prompts.max_operand="
+        f"{cfg.max_operand}): raise prompts.max_operand to {ceiling}, or set prompts.ood_size: 0"
+    )

@@ -776,6 +776,32 @@ def test_an_extra_set_asking_a_built_in_training_problem_is_refused(
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("reach", [("prompts.level=2",), ("prompts.level=1", "prompts.curriculum=true")])
+def test_an_ood_slice_that_training_reaches_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, reach: tuple[str, ...]
+) -> None:
+    # The OOD slice is drawn above prompts.max_operand (9 in tiny), and level 2 trains on operands up to 20.
+    from tasks.arithmetic import parse_question
+    from tasks.leakage import may_train_on
+    from tasks.prompts import campaign_prompts
+
+    message = _rejected(capsys, tmp_path, *reach)
+    assert message.startswith("prompts.ood_size=")
+    assert "of the OOD slice (operands 10..18) are problems the training draw may ask" in message
+    assert message.endswith(
+        "trains on operands up to 20, above prompts.max_operand=9): raise prompts.max_operand to 20, or set "
+        "prompts.ood_size: 0; at most prompts.max_overlap=0 allowed"
+    )
+    config = load_config("tiny", reach)
+    ood = campaign_prompts(config, "ood", 1)
+    trained = may_train_on(config)
+    assert any(trained(row) for row in ood)  # the refusal is real: a level-2 training draw may ask them
+    assert all(10 <= x <= 18 for row in ood for x in parse_question(row["prompt"])[1])  # type: ignore[index]
+    for fine in ([*reach, "prompts.max_operand=20"], [*reach, "prompts.ood_size=0"]):
+        preflight(load_config("tiny", fine))
+        assert capsys.readouterr().err == ""
+
+
 def test_preflight_reads_the_bank_and_the_extra_sets_once_and_draws_each_split_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
