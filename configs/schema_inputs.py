@@ -70,7 +70,8 @@ class PromptsConfig(Strict):
     validation_path: str | None = Field(
         None,
         description="source=file: validation file in the same format; needs an `answer` on every row. Empty: "
-        "validation is carved from the training file (a fifth of its rows, by a stable hash of the row id), "
+        "validation is carved from the training file (a fifth of its rows, by a stable hash of the row's problem "
+        "column, or of its id where it has none), "
         "and those rows are never trained on. (Old name: heldout_path.)",
     )
     test_path: str | None = Field(

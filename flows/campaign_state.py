@@ -66,7 +66,12 @@ def campaign_key(config: CampaignConfig, files: dict[str, str] | None = None) ->
     them): the same config over an edited file is another campaign, not a resume that would mix draws from both
     versions."""
     files = input_files(config) if files is None else files
-    return _key({**identity_data(config), **({"input_files": files} if files else {})})
+    data = {**identity_data(config), **({"input_files": files} if files else {})}
+    if config.prompts.source == "file" and not config.prompts.validation_path:
+        # Validation carved by problem since 2026-12-07 (by id before): a campaign carved the old way starts anew
+        # rather than resuming with rows it trained on moved into its validation split.
+        data["carved_by"] = "problem, else id"
+    return _key(data)
 
 
 def config_key(config: CampaignConfig) -> str:

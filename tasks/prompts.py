@@ -113,16 +113,20 @@ def draw(records: Sequence[Record], n: int, *, seed: int) -> list[Record]:
 
 SPLITS = ("train", "validation", "test", "ood")
 CARVED_SHARE = 0.2  # share of an answered training file's rows carved out as validation when no file is given
-CARVED_HOW = "a fifth of the answered rows chosen by a hash of each id"  # CARVED_SHARE, as messages say it
+# CARVED_SHARE, as messages say it
+CARVED_HOW = "a fifth of the answered rows chosen by a hash of each row's problem, or of its id where it has none"
 SHOWN = 3  # shared rows a message names
 
 
 def carved_for_validation(row: Record) -> bool:
     """Whether a training-file row belongs to the carved validation split: it has an answer and a stable hash
-    of its id falls in the first `CARVED_SHARE` (so the split never changes with seed, size or round)."""
+    of its `problem` (rows asking one problem in other words go to one side together), or of its id where it has
+    none, falls in the first `CARVED_SHARE` (so the split never changes with seed, size or round)."""
     if row.get("answer") is None:
         return False
-    bucket = int.from_bytes(hashlib.sha256(f"validation:{row['id']}".encode()).digest()[:4], "big") / 2**32
+    problem = row.get("problem")
+    name = f"validation:{row['id']}" if problem is None else f"validation-problem:{problem}"
+    bucket = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2**32
     return bucket < CARVED_SHARE
 
 
@@ -182,6 +186,18 @@ def text_key(row: Mapping[str, Any]) -> str:
     return normalized(str(row["prompt"]))
 
 
+def shared_with(rows: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Indices (in `rows`' order) of the rows that ask a prompt of `others` (`text_key`) or, where both rows have
+    a `problem` column, one of their problems in other words."""
+    texts = {text_key(row) for row in others}
+    problems = {row["problem"] for row in others if row.get("problem") is not None}
+    return [
+        index
+        for index, row in enumerate(rows)
+        if text_key(row) in texts or (row.get("problem") is not None and row["problem"] in problems)
+    ]
+
+
 def describe(indices: Sequence[int], rows: Sequence[Mapping[str, Any]], places: Sequence[str]) -> str:
     """The count and the first `SHOWN` of `rows[indices]`, each at its place (`places[i]`: "line 4", "id 'q7'") with
     the start of its prompt: "2 row(s) (line 4: 'What is 3 plus 5?', line 9: ...)"."""
@@ -211,8 +227,9 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
     """Read the configured prompt files once, so a bad file fails before any run is recorded.
 
     Also compares the splits pairwise (validation and test with training, test with validation): a prompt in
-    both, compared `normalized` (case folded, whitespace collapsed and trimmed), is reported with the count
-    and the first rows (`describe`), and more than `prompts.max_overlap` in any one pair is refused.
+    both, compared `normalized` (case folded, whitespace collapsed and trimmed), or a `problem` both ask in other
+    words (`shared_with`), is reported with the count and the first rows (`describe`), and more than
+    `prompts.max_overlap` in any one pair is refused.
 
     Args:
         cfg: The prompts section.
@@ -237,10 +254,12 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
     notes = []
     for earlier, later in OVERLAP_PAIRS:
         rows = splits[later]
-        shared = shared_rows(rows, splits[earlier], text_key)
+        shared = shared_with(rows, splits[earlier])
         if shared:
             named = describe(shared, rows, [f"id {row['id']!r}" for row in rows])
             reason = f"{named} of the {later} prompts are also {SPLIT_NAMES[earlier]} prompts"
+            if len(shared) > len(shared_rows(rows, splits[earlier], text_key)):
+                reason += " or ask one of their problems in other words (the 'problem' column)"
             notes.append(within_max_overlap(str(paths[later]), len(shared), reason, cfg.max_overlap))
     for split in ("validation", "test"):
         rows = splits[split]

@@ -461,8 +461,9 @@ def test_a_training_file_with_an_empty_carved_split_is_refused_before_anything_i
         preflight(load_config("tiny", files))
     assert str(caught.value) == (
         f"prompts.train_path={train}: all 3 answered rows went to the validation split carved from it (a fifth of the "
-        "answered rows chosen by a hash of each id), so training has none, and judge.kind=verifier scores each sample "
-        "against an answer: set prompts.validation_path (then every row of this file trains) or add answered rows"
+        "answered rows chosen by a hash of each row's problem, or of its id where it has none), so training has "
+        "none, and judge.kind=verifier scores each sample against an answer: set prompts.validation_path (then "
+        "every row of this file trains) or add answered rows"
     )
 
 

@@ -156,6 +156,44 @@ def test_validation_is_carved_from_training_by_row_id_never_from_test(tmp_path: 
     assert not carved_for_validation({"id": "r3", "answer": None})
 
 
+def test_a_carved_validation_split_keeps_each_problem_on_one_side(tmp_path: Path) -> None:
+    # 40 problems asked three ways each: carving by row id would split most problems between the two sides, so
+    # validation would score rewordings of trained problems.
+    rows = [
+        {"id": f"p{p}-{w}", "prompt": f"wording {w} of problem {p}", "answer": p, "problem": f"p{p}"}
+        for p in range(40)
+        for w in range(3)
+    ]
+    jsonl(tmp_path / "train.jsonl", rows)
+    config = _file_config(tmp_path, "prompts.validation_size=500")
+    train = file_split(config.prompts, "train")  # type: ignore[attr-defined]
+    validation = file_split(config.prompts, "validation")  # type: ignore[attr-defined]
+    assert validation and train and len(train) + len(validation) == 120
+    assert not {row["problem"] for row in train} & {row["problem"] for row in validation}
+    assert all(len([r for r in validation if r["problem"] == row["problem"]]) == 3 for row in validation)
+    assert check_prompt_sources(config.prompts) == []  # type: ignore[attr-defined]
+    # By id (the rule for a row without a problem), the same rows would have split 30 or more problems.
+    by_id = {row["problem"] for row in rows if carved_for_validation({"id": row["id"], "answer": 1})}
+    assert len(by_id - {row["problem"] for row in validation}) >= 10
+
+
+def test_a_problem_two_files_ask_in_other_words_is_an_overlap(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"prompt": f"q{i}", "answer": i, "problem": f"p{i}"} for i in range(10)])
+    jsonl(
+        tmp_path / "val.jsonl",
+        [{"id": "v0", "prompt": "q0 asked another way", "answer": 0, "problem": "p0"}]
+        + [{"id": "v1", "prompt": "new", "answer": 1, "problem": "p-new"}, {"id": "v2", "prompt": "also", "answer": 2}],
+    )
+    config = _file_config(tmp_path, f"prompts.validation_path={tmp_path / 'val.jsonl'}")
+    with pytest.raises(PromptFileError) as caught:
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"{tmp_path / 'val.jsonl'}: 1 row(s) (id 'v0': 'q0 asked another way') of the validation prompts are also "
+        "training prompts or ask one of their problems in other words (the 'problem' column); at most "
+        "prompts.max_overlap=0 allowed"
+    )
+
+
 def test_no_test_file_means_no_test_split(tmp_path: Path) -> None:
     jsonl(tmp_path / "train.jsonl", [{"prompt": f"q{i}", "answer": i} for i in range(10)])
     config = _file_config(tmp_path)
@@ -299,7 +337,8 @@ def test_a_training_file_whose_carved_validation_split_is_empty_is_refused(tmp_p
         check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
     assert str(caught.value) == (
         f"prompts.train_path={tmp_path / 'train.jsonl'}: the validation split carved from it is empty (none of its "
-        "2 answered rows falls in the carved share, a fifth of the answered rows chosen by a hash of each id): set "
+        "2 answered rows falls in the carved share, a fifth of the answered rows chosen by a hash of each row's "
+        "problem, or of its id where it has none): set "
         "prompts.validation_path or add answered rows"
     )
     jsonl(tmp_path / "train.jsonl", [{"id": f"r{i}", "prompt": f"q{i}"} for i in (0, 2)])
@@ -319,7 +358,8 @@ def test_a_training_file_carved_whole_into_validation_is_refused(tmp_path: Path)
         check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
     assert str(caught.value) == (
         f"prompts.train_path={tmp_path / 'train.jsonl'}: all 3 answered rows went to the validation split carved "
-        "from it (a fifth of the answered rows chosen by a hash of each id), so training has none: set "
+        "from it (a fifth of the answered rows chosen by a hash of each row's problem, or of its id where it has "
+        "none), so training has none: set "
         "prompts.validation_path (then every row of this file trains) or add answered rows"
     )
 
