@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from configs.loader import ConfigError, is_override, load_config, split_args
+
+if TYPE_CHECKING:
+    from configs.schema import CampaignConfig
 
 DEFAULT_CONFIG = "default"
 USAGE = "selftrain score [CONFIG] [key=value ...] FILE"
@@ -35,8 +39,10 @@ def scored_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".scored.jsonl")
 
 
-def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, float]]:
-    """Score a response file and write its rows with their credit beside it.
+def score_file(path: str | Path, config: CampaignConfig) -> tuple[Path, dict[str, float]]:
+    """Score a response file with `config`'s `judge.answer_pattern` and write its rows with their credit beside it.
+    The interval counts each problem once, as the campaign's do (`tasks.prompts.item_problem`: a built-in question
+    by its canonical problem, else a row's `problem` column, else its prompt's text).
 
     Returns:
         (the scored file, metrics from `tasks.evaluate.score_responses`).
@@ -50,26 +56,30 @@ def score_file(path: str | Path, answer_pattern: str) -> tuple[Path, dict[str, f
     from flows.preflight import check_answers_read
     from tasks.evaluate import score_responses
     from tasks.prompt_files import load_response_file
+    from tasks.prompts import item_problem
     from tasks.records import write_records
+
+    answer_pattern = config.judge.answer_pattern
 
     out = scored_path(path)
     if out.is_dir():  # checked before scoring: the write would fail at the end with the temporary file's name
         raise ValueError(f"{out}: a directory, where the scored rows would be written; move it away")
     rows = load_response_file(path)
     check_answers_read(str(path), rows, answer_pattern, "reference answers", "every response would be scored wrong")
-    rows, metrics = score_responses(rows, answer_pattern)
+    rows, metrics = score_responses(rows, answer_pattern, item_problem(config))
     write_records(out, rows)
     return out, metrics
 
 
 def format_report(metrics: dict[str, float], out: Path) -> str:
     """The lines `selftrain score` prints."""
-    items = int(metrics["items"])
+    items, problems = int(metrics["items"]), int(metrics["problems"])
     right = round(metrics["accuracy"] * items)
+    counted = f", counting each of the {problems} problems once" if problems < items else ""
     return "\n".join(
         [
             f"accuracy          {metrics['accuracy']:.3f}  ({right}/{items}, 95% CI "
-            f"{metrics['ci_low']:.3f}-{metrics['ci_high']:.3f})",
+            f"{metrics['ci_low']:.3f}-{metrics['ci_high']:.3f}{counted})",
             f"lenient accuracy  {metrics['lenient_accuracy']:.3f}  (last 'answer is N', else the last number)",
             f"format rate       {metrics['format_rate']:.3f}  (responses stating an answer in the expected form)",
             f"scored rows: {out}",
@@ -89,7 +99,7 @@ def main(ns: argparse.Namespace) -> int:
     path, overrides = split_args(config_args)
     try:
         config = load_config(path or DEFAULT_CONFIG, overrides)
-        out, metrics = score_file(file, config.judge.answer_pattern)
+        out, metrics = score_file(file, config)
     except (ConfigError, ValueError, OSError) as err:
         print(f"selftrain: error: {err}", file=sys.stderr)
         return 2

@@ -369,28 +369,24 @@ def item_kind(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str | Non
 
 
 def item_problem(config: CampaignConfig) -> Callable[[Mapping[str, Any]], str]:
-    """Which problem a prompt row asks, for statistics that count each problem once (`tasks.stats`): the built-in
-    task's canonical problem (`tasks.arithmetic.problem_key`, read back from the question: "What is 3 plus 5?"
-    and "Ana has 5 pens and gets 3 more" are one problem); a file row's `problem` column when it has one, else
-    its prompt's text (`text_key`, hashed: "prompt:<12 hex>"), so a prompt a file holds twice counts once."""
-    if config.prompts.source == "arithmetic":
+    """Which problem a prompt row asks, for statistics that count each problem once (`tasks.stats`): for the
+    built-in task, the canonical problem of a question it reads back (`tasks.arithmetic.problem_key`: "What is 3
+    plus 5?" and "Ana has 5 pens and gets 3 more" are one problem); else the row's `problem` column when it has
+    one, else its prompt's text (`text_key`, hashed: "prompt:<12 hex>"), so a prompt a file holds twice counts
+    once."""
+    builtin = config.prompts.source == "arithmetic"
 
-        def canonical(row: Mapping[str, Any]) -> str:
-            parsed = parse_question(str(row["prompt"]))
-            if parsed is None:
-                return str(row["id"])
+    def problem(row: Mapping[str, Any]) -> str:
+        parsed = parse_question(str(row["prompt"])) if builtin else None
+        if parsed is not None:
             op, operands, _ = parsed
             return problem_key(op, *operands)
-
-        return canonical
-
-    def column(row: Mapping[str, Any]) -> str:
-        problem = row.get("problem")
-        if problem is None or str(problem) == "":
+        given = row.get("problem")
+        if given is None or str(given) == "":
             return "prompt:" + hashlib.sha256(text_key(row).encode()).hexdigest()[:12]
-        return str(problem)
+        return str(given)
 
-    return column
+    return problem
 
 
 def campaign_prompts(config: CampaignConfig, split: str, round_index: int) -> list[Record]:

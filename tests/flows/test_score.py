@@ -46,6 +46,31 @@ def test_score_gives_the_expected_credit_per_row(tmp_path: Path, capsys: pytest.
     assert "lenient accuracy  0.857" in out and "format rate       0.429" in out
 
 
+def test_score_counts_each_problem_once_in_the_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Two wordings of 3 + 5 (one built-in problem) and one row of a file's own problem asked twice: 5 rows, 3
+    # problems, so the interval is wider than over 5 independent rows.
+    rows = [
+        ("What is 3 plus 5?", "The answer is 8.", "8", None),
+        ("Ana has 5 pens and gets 3 more. How many pens does Ana have now?", "The answer is 8.", "8", None),
+        ("What is 7 minus 2?", "The answer is 4.", "5", None),
+        ("Tom's riddle", "The answer is 1.", "1", "riddle"),
+        ("Tom's riddle, told again", "The answer is 1.", "1", "riddle"),
+    ]
+    path = tmp_path / "g.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": q, "response": r, "answer": a, **({"problem": p} if p else {})}) + "\n"
+            for q, r, a, p in rows
+        )
+    )
+    assert main(["score", "tiny", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy          0.800  (4/5, 95% CI " in out and "counting each of the 3 problems once)" in out
+    scored = [json.loads(line) for line in scored_path(path).read_text().splitlines()]
+    assert scored[0]["problem"] == scored[1]["problem"] != scored[2]["problem"]
+    assert scored[3]["problem"] == scored[4]["problem"] == "riddle"
+
+
 def test_score_reads_csv_and_parquet_and_follows_the_configs_pattern(tmp_path: Path) -> None:
     frame = pd.DataFrame({"prompt": ["a", "b"], "response": ["#### 4", "The answer is 4."], "answer": [4, 4]})
     frame.to_csv(tmp_path / "g.csv", index=False)
