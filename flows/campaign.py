@@ -114,8 +114,11 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
     if final_round not in tested:  # evaluate.test_rounds: final
         tested[final_round] = score(config, policies[final_round], tests, layout, at(final_round), results)
         rows[final_round] = row(final_round, True, rows[final_round]["run_id"], state.champion, tested[final_round])
-    for index in sorted({0, final_round}):  # extra sets: the starting and the final policy
-        score(config, policies[index], extras, layout, at(index), results)
+    extra = {index: score(config, policies[index], extras, layout, at(index), results) for index in {0, final_round}}
+    extra_claims = {  # extra sets: the final policy against the starting one, paired on each set's items
+        split: final_report(config, extra[0], extra[final_round], at(config.rounds), split, split=split)
+        for split in extras
+    }
     claim = final_report(config, tested[0], tested[final_round], at(config.rounds))
     shot_claim = final_report(config, shot, tested[final_round], at(config.rounds), "vs_few_shot") if shot else None
     greedy_claim = (  # evaluate.resample_failed_working: the same pair as both answered greedily, beside it
@@ -152,6 +155,7 @@ def run_rounds(config: CampaignConfig, campaign: Campaign, base: ModelRef) -> di
         "few_shot_claim": shot_claim,
         "greedy_claim": greedy_claim,
         "by_kind": by_kind,
+        "extra_claims": {split.removeprefix("extra/"): claim for split, claim in extra_claims.items() if claim},
     }
 
 
@@ -401,27 +405,35 @@ def final_report(
     ctx: RoundContext,
     key: str = "",
     greedy: bool = False,
+    split: str = "test",
 ) -> FinalClaim | None:
     """The campaign's claim, the final policy (the champion) against the starting one on test, logged as
     `final/*` (per kind of item, `tasks.prompts.item_kind`, as `final/by_kind/<split>/<kind>/*`) and the tag
     `selftrain.final_claim`; with `key` (the few-shot baseline as the start) logged as `final/<key>/*` and the tag
     `selftrain.final_claim.<key>`; with `greedy` (under `evaluate.resample_failed_working`), both sides' greedy
-    answers, as `final/<key>/greedy/*` and `selftrain.final_claim.<key>.greedy`. None when the campaign has no
-    test set."""
-    if "test" not in start:
+    answers, as `final/<key>/greedy/*` and `selftrain.final_claim.<key>.greedy`. With `split` an extra set
+    (`extra/<name>`, as `key` too), the same pair on its items, without OOD or kinds: `final/extra/<name>/*`
+    (`accuracy`, `start_accuracy`, `gain`, `p_value`, ...). None when the campaign has no such set."""
+    if split not in start or split not in final:
         return None
 
     def read(ref: DatasetRef) -> list[Record]:
         return greedy_rows(read_records(ref)) if greedy else read_records(ref)
 
+    test = split == "test"
     claim = final_claim(
-        read(start["test"].ref),
-        read(final["test"].ref),
-        start_ood=read(start["ood"].ref) if "ood" in start else None,
-        final_ood=read(final["ood"].ref) if "ood" in final else None,
-        kind_of=item_kind(config),
+        read(start[split].ref),
+        read(final[split].ref),
+        start_ood=read(start["ood"].ref) if test and "ood" in start else None,
+        final_ood=read(final["ood"].ref) if test and "ood" in final else None,
+        kind_of=item_kind(config) if test else None,
+        split=split.removeprefix("extra/"),
     )
     metrics = claim.metrics()
+    if not test:
+        metrics = {
+            name.replace("start_test_", "start_").replace("final/test_", "final/"): v for name, v in metrics.items()
+        }
     key = "/".join(part for part in (key, "greedy" if greedy else "") if part)
     if key:
         metrics = {name.replace("final/", f"final/{key}/", 1): value for name, value in metrics.items()}

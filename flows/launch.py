@@ -200,6 +200,8 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
         print("the same, both answering greedily (no resampling), " + summary["greedy_claim"].sentence())
     if summary.get("by_kind"):  # the claim per kind of problem, against the few-shot bar when there is one
         print(summary["by_kind"])
+    for name, claim in summary.get("extra_claims", {}).items():  # evaluate.extra_sets, each paired on its items
+        print("extra set " + claim.sentence().replace(f"{name}, ", f"{name!r}, ", 1))
     uri = tracking_uri(config.tracking)
     print(f"\nMLflow campaign run: {summary['parent_run_id']}  (experiment {config.tracking.experiment!r})")
     print(f"Round data and adapters: {summary['workdir']}")

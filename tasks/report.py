@@ -239,6 +239,7 @@ class FinalClaim:
         ood_p_value, ood_b, ood_c: its exact McNemar p-value and discordant counts, final vs start on the
             same OOD items (None without the slice).
         kinds: the claim per kind of item on test, then on OOD (`kind_claims`; () without kinds).
+        split: the set compared, as the sentence names it ("test", or an extra set's name).
     """
 
     items: int
@@ -263,6 +264,7 @@ class FinalClaim:
     ood_b: int | None = None
     ood_c: int | None = None
     kinds: tuple[KindClaim, ...] = ()
+    split: str = "test"
 
     def metrics(self) -> dict[str, float]:
         """`final/*` metrics for the campaign run."""
@@ -315,7 +317,7 @@ class FinalClaim:
     def sentence(self) -> str:
         """The claim in one line (the last line of the table)."""
         text = (
-            f"test, start -> final: {_with_ci(self.start_accuracy, self.start_ci)} -> "
+            f"{self.split}, start -> final: {_with_ci(self.start_accuracy, self.start_ci)} -> "
             f"{_with_ci(self.final_accuracy, self.final_ci)}, gain {self.gain:+.3f} "
             f"on {_items(self.items, self.problems)} ({_test(self.items, self.problems)} p={self.p_value:.2g}, "
             f"b={self.b}, c={self.c})"
@@ -339,16 +341,18 @@ def final_claim(
     final_ood: Rows | None = None,
     lenient_key: str = "lenient_correct",
     kind_of: KindOf | None = None,
+    split: str = "test",
 ) -> FinalClaim:
     """Compare the starting and the final policy's evaluated test rows (`id`, `score`, optionally `lenient_key`);
-    with `kind_of`, per kind of item too (`kind_claims`, on test and OOD).
+    with `kind_of`, per kind of item too (`kind_claims`, on test and OOD). `split` names the set compared (an
+    extra set's name instead of "test") in messages and the sentence.
 
     Raises:
         ValueError: the two evaluations are not on the same items, or there are none.
     """
-    ids, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", "test"))
+    ids, final_credit, start_credit = paired_credit(final, start, names=("final policy", "starting policy", split))
     if not final_credit:
-        raise ValueError("the final claim needs at least one test item scored for both policies")
+        raise ValueError(f"the final claim needs at least one {split} item scored for both policies")
     counts = paired_counts(final_credit, start_credit)
     groups = item_groups(start, ids)
     n = counts.items
@@ -392,6 +396,7 @@ def final_claim(
         ood_b=ood_b,
         ood_c=ood_c,
         kinds=kinds,
+        split=split,
     )
 
 

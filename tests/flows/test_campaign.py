@@ -20,6 +20,10 @@ pytestmark = pytest.mark.slow
 def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> dict:
     """Run `selftrain run configs/tiny.yaml` once; hand its output folder and console text to the tests."""
     root = tmp_path_factory.mktemp("tiny-campaign")
+    bench = root / "bench.jsonl"  # an extra set: sums past tiny's operands (1-9), which training never draws
+    bench.write_text(
+        "".join(json.dumps({"prompt": f"What is {a} plus {a + 1}?", "answer": 2 * a + 1}) + "\n" for a in range(10, 22))
+    )
     proc = run_cli(
         [
             "run",
@@ -33,6 +37,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) 
             # scored on test and how the claim is computed, never how large the sets are.
             "prompts.test_size=32",
             "prompts.ood_size=16",
+            f"evaluate.extra_sets=[{{name: bench, path: {bench}}}]",
         ],
         cli_env,
     )
@@ -282,3 +287,22 @@ def test_prefect_artifacts_match_mlflow(campaign: dict, prefect_state: dict, mon
         assert row["p (exact McNemar, by problem)"] == pytest.approx(metrics[f"{prefix}/p_value"], rel=1e-3)
         assert row["p, Holm over the kinds"] == pytest.approx(metrics[f"{prefix}/p_holm"], rel=1e-3)
     assert {row["kind"] for row in json.loads(data)} == {"add", "sub"}
+
+
+def test_an_extra_set_is_scored_for_both_policies_and_compared_paired(campaign: dict) -> None:
+    # evaluate.extra_sets: the starting and the final policy on the set's 12 items, with intervals and an exact
+    # McNemar test on the same items, printed and logged as final/extra/<name>/* on the campaign run.
+    (line,) = [line for line in campaign["stdout"].splitlines() if line.startswith("extra set ")]
+    assert line.startswith("extra set 'bench', start -> final: ") and "on 12 items" in line
+    assert "(exact McNemar p=" in line
+    (parent,), _ = _runs(campaign)
+    metrics = parent.data.metrics
+    for name in ("accuracy", "start_accuracy", "gain", "p_value", "ci_low", "ci_high", "start_ci_low", "problems"):
+        assert f"final/extra/bench/{name}" in metrics, name
+    assert metrics["final/extra/bench/problems"] == 12.0
+    assert 0.0 <= metrics["final/extra/bench/p_value"] <= 1.0
+    assert metrics["final/extra/bench/gain"] == pytest.approx(
+        metrics["final/extra/bench/accuracy"] - metrics["final/extra/bench/start_accuracy"]
+    )
+    assert "final/extra/bench/ood_accuracy" not in metrics and "final/test_accuracy" in metrics
+    assert parent.data.tags["selftrain.final_claim.extra.bench"].startswith("bench, start -> final: ")
