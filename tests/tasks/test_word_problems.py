@@ -45,9 +45,19 @@ def _config(tmp_path: Path, *overrides: str) -> CampaignConfig:
 def test_the_splits_share_no_problem_and_every_solution_shows_right_work() -> None:
     rows = {split: _raw(split) for split in SPLITS}
     assert [len(rows[split]) for split in SPLITS] == [300, 100, 102]
-    problems = {split: {(r["kind"], tuple(r["numbers"])) for r in rows[split]} for split in SPLITS}
-    assert not problems["test"] & problems["train"]  # the same kind and numbers in other words would leak
+    # One computation in two splits would leak, told in other words, with the operands swapped ("4 * 5" in training,
+    # "5 * 4" in validation) or as another kind's story (a change story's "50 - 6" and an age story's); the
+    # hand-written test rows included.
+    computation = _make().computation
+    problems = {split: {computation(r["solution"]) for r in rows[split]} for split in SPLITS}
+    assert "" not in problems["train"] | problems["validation"] | problems["test"]
+    assert not problems["test"] & problems["train"]
     assert not problems["validation"] & problems["train"] and not problems["test"] & problems["validation"]
+    assert (
+        computation(" 4 * 5 = 20. 20 + 3 = 23.")
+        == computation(" 5 * 4 = 20. 3 + 20 = 23.")
+        != computation(" 5 - 4 = 1.")
+    )
     hand = [r for r in rows["test"] if r["kind"] == "hand-written"]
     assert len(hand) >= 20 and len({r["kind"] for r in rows["train"]}) >= 7
     for row in (r for split in SPLITS for r in rows[split]):

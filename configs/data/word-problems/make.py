@@ -2,10 +2,11 @@
 
 Written for selftrain by its authors, not taken from any benchmark. Each problem is one of several kinds
 (shopping, change, ages, time, sharing, two-step stories, "how many more", rates), told in many phrasings
-with many names and things. A problem's split is fixed by a stable hash of its kind and numbers, as
-tasks/arithmetic.py does, so the same problem never lands in two splits whatever its wording. Every row has
+with many names and things. A problem's split is fixed by a stable hash of its computation (its worked
+equations, the operands of + and * in either order), as tasks/arithmetic.py does, so the same computation never
+lands in two splits whatever its story, kind or wording. Every row has
 `prompt`, `answer` (an integer, as text), a worked `solution` in the house form (" 12 + 7 = 19. The answer
-is 19."), and `kind` and `numbers` (for the split check; the prompt reader ignores them). The test file
+is 19."), and `kind` and `numbers` (which the prompt reader ignores). The test file
 ends with hand-written rows in free styles (HAND_WRITTEN), not from the templates.
 
 Run from anywhere: `python configs/data/word-problems/make.py` rewrites the three files beside it; the same
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -240,10 +242,23 @@ HAND_WRITTEN: list[tuple[str, str, int]] = [
 ]  # fmt: skip
 
 
-def split_of(kind: str, numbers: tuple[int, ...]) -> str:
-    """The split of a problem, by a stable hash of its kind and numbers (not its wording or names)."""
-    key = f"{kind}:{':'.join(map(str, numbers))}".encode()
-    bucket = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") / 2**32
+EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+
+
+def computation(working: str) -> str:
+    """A problem as its worked equations compute it, whatever its story, kind or wording: each step "a op b = c"
+    in order, the operands of + and * sorted ("4 * 5 = 20" and "5 * 4 = 20" are one computation; so are a change
+    story's "50 - 6 = 44" and an age story's)."""
+    steps = []
+    for a, op, b, c in EQUATION.findall(working):
+        left, right = sorted((a, b), key=int) if op in "+*" else (a, b)
+        steps.append(f"{left} {op} {right} = {c}")
+    return "; ".join(steps)
+
+
+def split_of(key: str) -> str:
+    """The split of a problem, by a stable hash of its `computation` (not its wording, names or kind)."""
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
     edge = 0.0
     for split, share in SHARES:
         edge += share
@@ -264,20 +279,22 @@ def _row(split: str, kind: str, numbers: tuple[int, ...], prompt: str, working: 
 
 
 def build(seed: int = SEED) -> dict[str, list[Row]]:
-    """The three splits' rows: kinds taken in turn, each problem in its hashed split until every split is full."""
+    """The three splits' rows: kinds taken in turn, each problem in the split its `computation` hashes to until every
+    split is full; a computation the hand-written test rows ask is never drawn (they are test rows)."""
     rng = random.Random(seed)
     rows: dict[str, list[Row]] = {split: [] for split in SIZES}
-    seen: set[tuple[str, tuple[int, ...]]] = set()
+    seen = {computation(working) for _, working, _ in HAND_WRITTEN}
     kinds = list(KINDS.items())
     turn = 0
     while any(len(rows[s]) < n for s, n in SIZES.items()):
         kind, make = kinds[turn % len(kinds)]
         turn += 1
         numbers, prompt, working, answer = make(rng)
-        split = split_of(kind, numbers)
-        if (kind, numbers) in seen or len(rows[split]) >= SIZES[split]:
+        key = computation(working)
+        split = split_of(key)
+        if key in seen or len(rows[split]) >= SIZES[split]:
             continue
-        seen.add((kind, numbers))
+        seen.add(key)
         rows[split].append(_row(split, kind, numbers, prompt, working, answer))
     for index, (prompt, working, answer) in enumerate(HAND_WRITTEN, start=1):
         hand = _row("test", "hand-written", (index,), prompt, working, answer)
