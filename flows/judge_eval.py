@@ -98,12 +98,14 @@ def check_labelled(config: CampaignConfig, rows: Sequence[Record], judges: Seque
     from flows.judge_eval_flow import SHARES
     from tasks.judging.reference_bank import BankError, check_bank, check_both_labels
     from tasks.judging.report import split_by_prompt
+    from tasks.prompts import item_problem
 
     if not rows:
         raise BankError(f"{source}: holds no rows; judging is measured on correct and wrong responses")
     check_both_labels(rows, source, "judging is measured on correct and wrong responses")
-    bank, _, dev, test = split_by_prompt(rows, SHARES, config.seed)
-    prompts = len({row["prompt"] for row in rows})
+    problem_of = item_problem(config)
+    bank, _, dev, test = split_by_prompt(rows, SHARES, config.seed, problem_of)
+    problems = len({problem_of(row) for row in rows})
     bank_share, calibration_share, dev_share = (f"{share * 100:g}%" for share in SHARES)
     shares = f"{bank_share} bank, {calibration_share} calibration, {dev_share} validation, the rest test"
     for name, split, purpose in (("validation", dev, "thresholds are calibrated"), ("test", test, "AUROC is measured")):
@@ -112,8 +114,8 @@ def check_labelled(config: CampaignConfig, rows: Sequence[Record], judges: Seque
             lacks = "no rows" if not held else f"only {'correct' if held == {True} else 'wrong'} rows ({len(split)})"
             raise BankError(
                 f"{source}: its {name} split holds {lacks}, and {purpose} on both labels there "
-                f"({len(rows)} rows over {prompts} prompts, split by prompt: {shares}); "
-                "add rows, with more prompts of both labels"
+                f"({len(rows)} rows over {problems} problems, split by problem: {shares}); "
+                "add rows, with more problems of both labels"
             )
     if any(name.startswith(("meta-ranking", "label-transfer")) for name in judges):
         check_bank(bank, config.judge.references, f"{source}: the bank split")

@@ -64,12 +64,14 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
         split_by_prompt,
     )
     from tasks.progress import emit
-    from tasks.prompts import few_shot_prefix
+    from tasks.prompts import few_shot_prefix, item_problem
     from tasks.tracking import end_run, log_artifact, log_metrics, start_run
     from tasks.train_reward import labelled_reward_model
 
     cfg = config.judge
-    bank, calibration, dev, test = split_by_prompt(rows, SHARES, config.seed)
+    problem_of = item_problem(config)
+    bank, calibration, dev, test = split_by_prompt(rows, SHARES, config.seed, problem_of)
+    groups = [problem_of(row) for row in test]  # the test rows' problems: the bootstrap resamples them
     if any(name.startswith(("meta-ranking", "label-transfer")) for name in judges):
         check_bank(bank, cfg.references, f"{source}: the bank split")
     scorer, judge_ref = load_option_scorer(config, None)
@@ -104,14 +106,15 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
             target=cfg.calibrate,
             precision=cfg.target_precision,
             seed=config.seed,
+            groups=groups,
         )
         print(f"judge-eval: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         # Long runs: keep what is done, scores included (the paired comparisons can be redone from them).
         partial = {"test_labels": [bool(r["correct"]) for r in test], "results": results}
         atomic_write_text(out / "partial.json", json.dumps(partial))  # a kill mid-write keeps the last one
     labels = [bool(r["correct"]) for r in test]
-    results.update(bracket_rows(labels, config.seed))
-    compare_with(results, labels, "pointwise", config.seed)
+    results.update(bracket_rows(labels, config.seed, groups))
+    compare_with(results, labels, "pointwise", config.seed, groups)
     wrong_share = 1 - sum(labels) / max(len(labels), 1)
     table = format_table(results, len(test), wrong_share)
     print(table)
@@ -126,6 +129,7 @@ def evaluate(config: CampaignConfig, rows: list[dict], judges: list[str], out: P
             "calibration": len(calibration),
             "dev": len(dev),
             "test": len(test),
+            "test_problems": len(set(groups)),
         },
         "resamples": RESAMPLES,
         "test_wrong_share": wrong_share,

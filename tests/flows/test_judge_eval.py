@@ -59,7 +59,8 @@ def test_judge_eval_reports_every_judge(tmp_path: Path, tiny_dir: Path, capsys: 
     for name in judge_eval.JUDGES:
         assert name in table
     summary = json.loads((out / "results.json").read_text())
-    assert summary["split"] == {"bank": 8, "panel": 8, "calibration": 4, "dev": 4, "test": 16}
+    # split by problem (the built-in task's canonical one), so a test problem's rewordings are never references
+    assert summary["split"] == {"bank": 6, "panel": 6, "calibration": 4, "dev": 4, "test": 18, "test_problems": 6}
     results = summary["results"]
     assert list(results) == [*judge_eval.JUDGES, "verifier-oracle", "keep-all"]
     for name in judge_eval.JUDGES:
@@ -155,7 +156,7 @@ def test_a_labelled_set_the_judges_cannot_be_measured_on_is_one_line(
     err = _one_line_error(capsys, tmp_path, [], labelled=str(few), judges="pointwise")
     assert err.startswith(
         f"selftrain: error: --labelled: {few}: its validation split holds no rows, and thresholds are calibrated on "
-        "both labels there (3 rows over 3 prompts, split by prompt: 25% bank, 12.5% calibration, 12.5% validation"
+        "both labels there (3 rows over 3 problems, split by problem: 25% bank, 12.5% calibration, 12.5% validation"
     )
     # One label: a table of NaNs before.
     right = _rows_file(

@@ -35,6 +35,30 @@ def test_split_by_prompt_gives_disjoint_parts_in_share_order() -> None:
     assert split_by_prompt(rows, (0.25, 0.125, 0.125), seed=0) == (bank, calibration, dev, test)
 
 
+def test_split_by_problem_keeps_a_problems_rewordings_in_one_part() -> None:
+    rows = [{"prompt": f"wording {w} of p{i}", "problem": f"p{i}"} for i in range(16) for w in range(3)]
+    parts = split_by_prompt(rows, (0.25, 0.125, 0.125), seed=0, group_of=lambda row: str(row["problem"]))
+    assert [len(part) for part in parts] == [12, 6, 6, 24]
+    problems = [{r["problem"] for r in part} for part in parts]
+    assert sum(len(p) for p in problems) == 16  # no problem in two parts
+    by_text = split_by_prompt(rows, (0.25, 0.125, 0.125), seed=0)  # by prompt text, rewordings scatter
+    assert sum(len({r["problem"] for r in part}) for part in by_text) > 16
+
+
+def test_a_cluster_bootstrap_resamples_whole_problems_and_widens_a_copied_sets_interval() -> None:
+    # Every row given four times (four samples of one problem with the same verdicts): by row, the bootstrap
+    # sees 320 independent rows and narrows; by problem, it sees the 80 there are.
+    labels, scores = LABELS * 4, GOOD * 4
+    groups = list(range(80)) * 4
+    by_row = auroc_interval(scores, labels, seed=0)
+    by_problem = auroc_interval(scores, labels, seed=0, groups=groups)
+    once = auroc_interval(GOOD, LABELS, seed=0)
+    assert by_row[1] - by_row[0] < 0.6 * (by_problem[1] - by_problem[0])
+    assert by_problem[1] - by_problem[0] == pytest.approx(once[1] - once[0], rel=0.25)
+    resampled = bootstrap_aurocs([scores], labels, resamples=5, seed=1, groups=groups)
+    assert resampled.shape == (1, 5) and not np.isnan(resampled).any()
+
+
 def test_bootstrap_aurocs_equal_sklearn_on_the_same_resamples() -> None:
     values = bootstrap_aurocs([GOOD], LABELS, resamples=20, seed=3)[0]
     index = np.random.default_rng(3).integers(0, len(LABELS), size=(20, len(LABELS)))
