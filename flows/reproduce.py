@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING
 
 from configs.schema import CampaignConfig, TrackingConfig
 from flows.launch import launch, quiet_defaults, quiet_progress_bars
-from flows.reproduce_check import MissingArtifactError, compare, download, format_report, missing, nondeterminism
+from flows.reproduce_check import (
+    MissingArtifactError,
+    check_input_files,
+    compare,
+    download,
+    format_report,
+    missing,
+    nondeterminism,
+)
 from tasks.records import DatasetRef, ModelRef, read_records, sha256_dir, sha256_file
 
 if TYPE_CHECKING:
@@ -253,6 +261,7 @@ def _prepare_in(client: MlflowClient, original: Run, workdir: Path, tracking_uri
     run_id = original.info.run_id
     recorded, validation, adapter = fetch_inputs(client, run_id, workdir / "inputs")
     saved = CampaignConfig.model_validate(recorded["config"])
+    check_input_files(client, original, saved)
     tracking = TrackingConfig(output_dir=output_dir, tracking_uri=tracking_uri, experiment=saved.tracking.experiment)
     config = saved.model_copy(update={"tracking": tracking})
     base = prepare_base(config)

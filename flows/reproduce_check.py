@@ -1,9 +1,11 @@
 """What `selftrain reproduce` reads from the MLflow store and how it judges the re-run: a run's artifacts
-downloaded (one line naming the run, the path and the store when one is gone), and every metric, data file and
+downloaded (one line naming the run, the path and the store when one is gone), the campaign's input files checked
+against the hashes it recorded, and every metric, data file and
 adapter weight of the re-run compared with the original's, with the sources of difference this machine shows."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +15,7 @@ from tasks.records import sha256_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 TIMING_SUFFIXES = ("seconds", "per_s")  # wall-clock measurements: never expected to match
 
@@ -38,6 +41,48 @@ def download(client: MlflowClient, uri: str, dest: Path) -> Path:
 
 def missing(client: MlflowClient, run_id: str, path: str) -> str:
     return f"run {run_id} has no artifact {path} in {client.tracking_uri} (was it deleted or moved?); nothing was run"
+
+
+def check_input_files(client: MlflowClient, original: Run, config: CampaignConfig) -> None:
+    """Refuse, before anything runs, a round whose campaign read prompt, bank or extra-set files (the sha256 of each
+    in its campaign run's `selftrain.input_files` tag) that are missing here or hold other bytes now: the round
+    would draw other prompts, and every file it made would differ for a reason the comparison cannot name.
+    Campaigns recorded before the tag (or of the built-in task, which reads no file) are not checked.
+
+    Raises:
+        MissingArtifactError: naming the field, the file and what differs; nothing was run.
+    """
+    from flows.campaign_state import input_files
+
+    parent = original.data.tags.get("mlflow.parentRunId")
+    tags = client.get_run(parent).data.tags if parent else {}
+    recorded: dict[str, str] = json.loads(tags.get("selftrain.input_files", "{}"))
+    if not recorded:
+        return
+    now = input_files(config)
+    for field, sha in sorted(recorded.items()):
+        path = _input_path(config, field)
+        where = f"run {original.info.run_id}: {field}={path}"
+        if field not in now:
+            relative = "" if Path(path).is_absolute() else f" (read relative to the working directory, {Path.cwd()})"
+            raise MissingArtifactError(
+                f"{where}: not found{relative}; the round read it, so run from the folder its campaign ran in or "
+                "restore it; nothing was run"
+            )
+        if now[field] != sha:
+            raise MissingArtifactError(
+                f"{where}: holds other bytes than the round read (sha256 {sha[:12]}... then, {now[field][:12]}... "
+                "now), so it would draw other prompts; restore the file to reproduce the round; nothing was run"
+            )
+
+
+def _input_path(config: CampaignConfig, field: str) -> str:
+    """The path of an input file by its `flows.campaign_state.input_files` field."""
+    if field.startswith("evaluate.extra_sets."):
+        name = field.removeprefix("evaluate.extra_sets.")
+        return next(extra.path for extra in config.evaluate.extra_sets if extra.name == name)
+    section, name = field.split(".", 1)
+    return str(getattr(getattr(config, section), name))
 
 
 def _both_nan(a: float | None, b: float | None) -> bool:

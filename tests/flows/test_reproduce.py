@@ -387,3 +387,42 @@ def test_a_missing_artifact_is_one_line_naming_the_run_the_path_and_the_store(
         "(was it deleted or moved?); nothing was run\n"
     )
     assert not output.exists()  # no empty reproduce-*/inputs folder
+
+
+def test_a_file_campaigns_round_is_refused_when_its_input_file_changed_or_is_not_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round would draw other prompts from an edited training file, and every file it made would differ for a
+    # reason the comparison cannot name: refused before anything runs, naming the field, the file and what differs.
+    from flows.campaign_state import input_files
+    from flows.reproduce_check import MissingArtifactError, check_input_files
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"prompt": "What is 1 plus 2?", "answer": 3}\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config("tiny", ["prompts.source=file", "prompts.train_path=data/train.jsonl"])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("x")
+    parent = client.create_run(experiment, tags={"selftrain.input_files": json.dumps(input_files(config))})
+    child = client.create_run(experiment, tags={"mlflow.parentRunId": parent.info.run_id})
+    round_run = client.get_run(child.info.run_id)
+    check_input_files(client, round_run, config)  # the same bytes: nothing to say
+    (data / "train.jsonl").write_text('{"prompt": "What is 1 plus 2?", "answer": 4}\n')
+    with pytest.raises(MissingArtifactError) as edited:
+        check_input_files(client, round_run, config)
+    assert str(edited.value).startswith(
+        f"run {child.info.run_id}: prompts.train_path=data/train.jsonl: holds other bytes than the round read (sha256 "
+    )
+    assert str(edited.value).endswith("restore the file to reproduce the round; nothing was run")
+    monkeypatch.chdir(data)  # another folder: the relative path finds nothing
+    with pytest.raises(MissingArtifactError) as gone:
+        check_input_files(client, round_run, config)
+    assert str(gone.value) == (
+        f"run {child.info.run_id}: prompts.train_path=data/train.jsonl: not found (read relative to the working "
+        f"directory, {data}); the round read it, so run from the folder its campaign ran in or restore it; nothing "
+        "was run"
+    )
+    untagged = client.create_run(experiment)  # a campaign from before the tag, or of the built-in task
+    orphan = client.create_run(experiment, tags={"mlflow.parentRunId": untagged.info.run_id})
+    check_input_files(client, client.get_run(orphan.info.run_id), config)
