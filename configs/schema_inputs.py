@@ -64,7 +64,8 @@ class PromptsConfig(Strict):
     )
     train_path: str | None = Field(
         None,
-        description="source=file: JSONL, CSV or Parquet with a `prompt` column and an optional `answer` column. "
+        description="source=file: JSONL (or a .json array of objects), CSV or Parquet with a `prompt` column and an "
+        "optional `answer` column; a relative path is read from the working directory. "
         "A prompt longer than 16,000 characters needs limits.allow_large.",
     )
     validation_path: str | None = Field(

@@ -376,7 +376,9 @@ class ExtraSetConfig(Strict):
     """A labelled evaluation set scored beside the campaign (a real benchmark, say)."""
 
     name: str = Field(description=f"Name used in metric keys (`extra/<name>/accuracy`): {SAFE_NAME_RULE}.")
-    path: str = Field(description="JSONL, CSV or Parquet with `prompt` and `answer` on every row.")
+    path: str = Field(
+        description="JSONL (or a .json array of objects), CSV or Parquet with `prompt` and `answer` on every row."
+    )
 
     @field_validator("name")
     @classmethod

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -153,7 +154,10 @@ def _file_rows(path: Path) -> tuple[list[tuple[int, Any]], str]:
 def _records(path: Path, rows: list[tuple[int, Any]], unit: str, *, require_answer: bool) -> list[Record]:
     """`load_prompt_file`'s records of a file's `rows` (`_file_rows`), each row checked."""
     if require_answer and not any(isinstance(raw, dict) and "answer" in raw for _, raw in rows):
-        raise PromptFileError(path, "no 'answer' column (this file is scored against answers)")
+        columns = sorted({key for _, raw in rows if isinstance(raw, dict) for key in raw})
+        raise PromptFileError(
+            path, f"no 'answer' column (this file is scored against answers; columns: {', '.join(columns)})"
+        )
 
     records: list[Record] = []
     first_seen: dict[str, tuple[int, bool]] = {}  # id -> (place, whether the id was given by default)
@@ -293,15 +297,16 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
 
 def _read_json_array(path: Path, text: str) -> list[tuple[int, Any]] | None:
     """(1-based line where the element starts, parsed element) for each element of a file that is one JSON array,
-    or None when more follows the array's closing bracket: JSON Lines whose first row is an array, which the line
-    reader names at its line.
+    or None when the array opens and closes on one line with more after it: JSON Lines whose first row is an array,
+    which the line reader names at its line.
 
     Raises:
         PromptFileError: at the line of the first element that is not valid JSON, or of a key given twice, or for
             an array that is not closed.
     """
     decoder = json.JSONDecoder(object_pairs_hook=_json_object)
-    position = text.index("[") + 1
+    opened = text.index("[")
+    position = opened + 1
     rows: list[tuple[int, Any]] = []
 
     counted = [0, 1]  # offset counted up to, and the line there: offsets only grow, so each byte is counted once
@@ -331,15 +336,20 @@ def _read_json_array(path: Path, text: str) -> list[tuple[int, Any]] | None:
         rows.append((line_at(start), value))
         position = skip_space(position)
         if text.startswith(",", position):
-            position = skip_space(position + 1)
+            comma, position = position, skip_space(position + 1)
             if text.startswith("]", position):
-                raise PromptFileError(
-                    path, "a ',' before the array's closing ']' (JSON allows none)", line_at(position)
-                )
+                raise PromptFileError(path, "a ',' before the array's closing ']' (JSON allows none)", line_at(comma))
             continue
         if text.startswith("]", position):
-            # More after the closing bracket: JSON Lines whose first row is an array, named at its line.
-            return rows if not text[position + 1 :].strip() else None
+            rest = text[position + 1 :]
+            if not rest.strip():
+                return rows
+            if line_at(position) == line_at(opened):  # JSON Lines whose first row is an array, named at its line
+                return None
+            after = position + 1 + len(rest) - len(rest.lstrip())
+            raise PromptFileError(
+                path, "text after the JSON array's closing ']' (two arrays, or a stray ']'?)", line_at(after)
+            )
         where = line_at(position)
         if position >= len(text):
             raise PromptFileError(path, "the JSON array is not closed (no ']' at the end)", where)
@@ -357,14 +367,25 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_whole_json(path: Path, text: str) -> None:
-    """Raise `PromptFileError` for a file that is one JSON object over several lines rather than JSON Lines: read
-    line by line, its first line gives a misleading reason (broken JSON)."""
+    """Raise `PromptFileError` for a file of JSON objects over several lines rather than JSON Lines (one object, or
+    several back to back as `jq .` writes them): read line by line, its first line gives a misleading reason
+    (broken JSON)."""
+    decoder, position, objects = json.JSONDecoder(), 0, 0
     try:
-        whole = json.loads(text)
+        while position < len(text.rstrip()):
+            value, position = decoder.raw_decode(text, len(text) - len(text[position:].lstrip()))
+            if not isinstance(value, dict):
+                return
+            objects += 1
     except (json.JSONDecodeError, RecursionError):
         return
-    if isinstance(whole, dict):
-        raise PromptFileError(path, "one JSON object over several lines, not JSON Lines (one object per line)")
+    wanted = "not JSON Lines (one object per line) or one JSON array of objects"
+    if objects == 1:
+        raise PromptFileError(path, f"one JSON object over several lines, {wanted}")
+    raise PromptFileError(
+        path,
+        f"{objects} JSON objects over several lines each (as `jq .` writes them), {wanted}: `jq -c` writes one a line",
+    )
 
 
 def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
@@ -376,7 +397,16 @@ def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
     the two count the rows differently, the places are data rows, and the word "row".
     """
     header, records = _csv_records(path, _read_text(path))
-    _check_columns(path, header)
+    names = [cell.strip() for cell in header]  # "prompt, answer": a space after the comma is not part of the name
+    if "" in names and header:
+        column = names.index("") + 1
+        raise PromptFileError(
+            path,
+            f"column {column} of the header has no name (an index pandas wrote without index=False, or a trailing "
+            "comma?): name it or drop it",
+            1,
+        )
+    _check_columns(path, names)
     # pandas refuses a longer row naming a line it counts its own way, and pads a shorter one, shifting its cells.
     for start, cells in records:
         if len(cells) != len(header):
@@ -389,9 +419,18 @@ def _read_csv(path: Path) -> tuple[list[tuple[int, Any]], str]:
     # "null" answers as text, so only an empty cell means "no answer".
     features = datasets.Features({name: datasets.Value("string") for name in header})
     rows = _load_with_datasets(path, "csv", features=features, keep_default_na=False)
+    if names != header:
+        rows = [{name: row[raw] for raw, name in zip(header, names, strict=True)} for row in rows]
+    for row in rows:  # "12.0", as pandas writes a float column (one with a gap), is the 12 a JSON 12.0 reads as
+        answer = row.get("answer")
+        if isinstance(answer, str) and _INTEGRAL_DECIMAL.fullmatch(answer.strip()):
+            row["answer"] = answer.strip().split(".")[0]
     if len(starts) != len(rows):
         return list(enumerate(rows, start=1)), "row"
     return list(zip(starts, rows, strict=True)), "line"
+
+
+_INTEGRAL_DECIMAL = re.compile(r"-?[0-9]+\.0+")
 
 
 def _csv_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:

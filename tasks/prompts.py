@@ -32,7 +32,7 @@ from tasks.arithmetic import (
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.judging.verifier import stated_answer
 from tasks.layout import RESUMABLE, round_seed
-from tasks.prompt_files import PromptFileError, load_prompt_file, row_places
+from tasks.prompt_files import PromptFileError, load_prompt_file, place_of, row_places
 from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
 
 if TYPE_CHECKING:  # transformers and MLflow are heavy; this module is imported by quick commands (validate, schema)
@@ -261,6 +261,8 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
             if len(shared) > len(shared_rows(rows, splits[earlier], text_key)):
                 reason += " or ask one of their problems in other words (the 'problem' column)"
             notes.append(within_max_overlap(str(paths[later]), len(shared), reason, cfg.max_overlap))
+    for split in ("train", "validation", "test"):
+        check_repeated_answers(str(paths[split]), splits[split])
     for split in ("validation", "test"):
         rows = splits[split]
         first: dict[str, int] = {}
@@ -272,6 +274,27 @@ def check_prompt_sources(cfg: PromptsConfig, *, max_chars: int | None = None) ->
                 "statistics count a prompt once (a `problem` column groups rewordings too)"
             )
     return notes
+
+
+def check_repeated_answers(path: str, rows: Sequence[Record]) -> None:
+    """Refuse a file that asks one prompt (`text_key`) twice with two different answers: one label is wrong, so a
+    scored set could never be answered right in full, and a training set would teach both.
+
+    Raises:
+        PromptFileError: naming both rows by line (or row) and id, and both answers.
+    """
+    first: dict[str, Record] = {}  # the first answered row of each prompt
+    for row in rows:
+        if row.get("answer") is None:
+            continue
+        earlier = first.setdefault(text_key(row), row)
+        if str(row["answer"]) != str(earlier["answer"]):
+            places = row_places(path)
+            raise PromptFileError(
+                path,
+                f"{place_of(places, row['id'])} asks the prompt of {place_of(places, earlier['id'])} with the answer "
+                f"{row['answer']!r}, not {earlier['answer']!r}: one of the two labels is wrong",
+            )
 
 
 def check_carved_splits(cfg: PromptsConfig, train: Sequence[Record], validation: Sequence[Record]) -> None:

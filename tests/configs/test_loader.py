@@ -136,7 +136,7 @@ def test_schema_shows_the_fields_of_optional_sections_and_list_items() -> None:
     for kind in ("PerplexityFilter", "ConfidenceFilter", "ColorFilter", "DsirFilter"):
         assert f"    # each item, {kind}: " in text
     assert "    #   buckets: 4096  # int." in text
-    assert "    #   path: <required>  # str. JSONL, CSV or Parquet" in text
+    assert "    #   path: <required>  # str. JSONL (or a .json array of objects), CSV or Parquet" in text
 
 
 class _Inner(BaseModel):

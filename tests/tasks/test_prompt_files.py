@@ -255,7 +255,7 @@ def test_one_json_array_of_rows_reads_as_its_rows(tmp_path: Path, name: str, tex
         ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b",\n "answer": }\n]\n', "not valid JSON", 4),
         ('[\n  {"prompt": "a"},\n  {"prompt": "b", "prompt": "c"}\n]\n', "duplicate key 'prompt'", 3),
         ('[\n  {"prompt": "a", "answer": "2"},\n  "b"\n]\n', "expected an object, got string", 3),
-        ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b"},\n]\n', "a ',' before the array's closing ']'", 4),
+        ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b"},\n]\n', "a ',' before the array's closing ']'", 3),
         ('[\n  {"prompt": "a", "answer": "2"},\n  {"prompt": "b"}\n', "the JSON array is not closed", 4),
         ('[\n  {"id": "x", "prompt": "a"},\n  {"id": "x", "prompt": "b"}\n]', "duplicate id 'x' (first at line 2)", 3),
     ],
@@ -284,7 +284,35 @@ def test_json_object_over_lines_is_not_json_lines(tmp_path: Path, require_answer
     path = write(tmp_path / "a.json", '{\n  "prompt": "What is 1+1?",\n  "answer": "2"\n}\n')
     with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path, require_answer=require_answer)
-    assert str(caught.value) == f"{path}: one JSON object over several lines, not JSON Lines (one object per line)"
+    assert str(caught.value) == (
+        f"{path}: one JSON object over several lines, not JSON Lines (one object per line) or one JSON array of objects"
+    )
+
+
+def test_json_objects_back_to_back_over_lines_say_how_to_write_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.json", '{\n  "prompt": "a"\n}\n{\n  "prompt": "b"\n}\n')
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}: 2 JSON objects over several lines each (as `jq .` writes them), not JSON Lines (one object per "
+        "line) or one JSON array of objects: `jq -c` writes one a line"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('[\n  {"prompt": "a"}\n]\n[\n  {"prompt": "b"}\n]\n', 4),  # two arrays, as `cat a.json b.json` joins them
+        ('[\n  {"prompt": "a"}\n]\n]\n', 4),  # a stray bracket
+    ],
+)
+def test_text_after_a_json_arrays_closing_bracket_names_its_line(tmp_path: Path, text: str, line: int) -> None:
+    path = write(tmp_path / "a.json", text)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}, line {line}: text after the JSON array's closing ']' (two arrays, or a stray ']'?)"
+    )
 
 
 def test_a_jsonl_row_that_is_an_array_still_names_its_line(tmp_path: Path) -> None:
@@ -579,10 +607,34 @@ def test_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_require_answer_without_an_answer_column_is_one_line(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "test.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
+    path = jsonl(tmp_path / "test.jsonl", [{"prompt": "a"}, {"prompt": "b", "Answer": 2}])
     with pytest.raises(PromptFileError) as caught:
         load_prompt_file(path, require_answer=True)
-    assert str(caught.value) == f"{path}: no 'answer' column (this file is scored against answers)"
+    assert (
+        str(caught.value)
+        == f"{path}: no 'answer' column (this file is scored against answers; columns: Answer, prompt)"
+    )
+
+
+def test_a_csv_header_with_spaces_after_its_commas_names_its_columns_trimmed(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", "id, prompt, answer , kind\nq1,What is 1+1?,2,add\n")
+    assert load_prompt_file(path, require_answer=True) == [
+        {"id": "q1", "prompt": "What is 1+1?", "answer": "2", "kind": "add"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [(",prompt,answer\n0,a,1\n", 1), ("prompt,answer,\na,1,\n", 3)],  # a pandas index; a trailing comma
+)
+def test_a_csv_column_without_a_name_is_named_by_its_place(tmp_path: Path, text: str, column: int) -> None:
+    path = write(tmp_path / "t.csv", text)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path)
+    assert str(caught.value) == (
+        f"{path}, line 1: column {column} of the header has no name (an index pandas wrote without index=False, or a "
+        "trailing comma?): name it or drop it"
+    )
 
 
 def test_row_places_give_each_ids_line_or_row(tmp_path: Path) -> None:
@@ -607,3 +659,9 @@ def test_an_answer_with_spaces_around_it_is_kept_trimmed(tmp_path: Path) -> None
         {"id": "s-0", "prompt": "a", "answer": "21", "solution": " 10 + 11 = 21. The answer is 21."},
         {"id": "s-1", "prompt": "b", "answer": None},
     ]
+
+
+def test_a_csv_answer_written_as_an_integral_decimal_reads_as_the_integer(tmp_path: Path) -> None:
+    # pandas writes an integer column with a gap as floats ("12.0"); a JSON 12.0 reads as "12" too.
+    path = write(tmp_path / "t.csv", "prompt,answer\na,12.0\nb,\nc, -3.00\nd,2.5\ne,7.0x\n")
+    assert [row["answer"] for row in load_prompt_file(path)] == ["12", None, "-3", "2.5", "7.0x"]

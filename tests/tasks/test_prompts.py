@@ -385,3 +385,24 @@ def test_a_prompt_a_scored_file_holds_twice_is_noted_and_counted_once(tmp_path: 
     rows = load_prompt_file(tmp_path / "test.jsonl")
     assert problem(rows[0]) == problem(rows[1]) != problem(rows[2])
     assert problem({**rows[2], "problem": "p6"}) == "p6"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_prompt_asked_twice_with_two_answers_is_refused_naming_both(tmp_path: Path, split: str) -> None:
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "answer": i} for i in range(6)]
+    rows += [{"id": "again", "prompt": "Q1 ", "answer": 7}]  # q1 again (case and spaces aside), answered otherwise
+    jsonl(tmp_path / f"{split}.jsonl", rows)
+    if split == "test":
+        jsonl(tmp_path / "train.jsonl", [{"prompt": f"t{i}", "answer": i} for i in range(10)])
+    jsonl(tmp_path / "val.jsonl", [{"prompt": "v", "answer": 1}])
+    config = _file_config(
+        tmp_path,
+        f"prompts.validation_path={tmp_path / 'val.jsonl'}",
+        *([f"prompts.test_path={tmp_path / 'test.jsonl'}"] if split == "test" else []),
+    )
+    with pytest.raises(PromptFileError) as caught:
+        check_prompt_sources(config.prompts)  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        f"{tmp_path / f'{split}.jsonl'}: line 7, id 'again' asks the prompt of line 2, id 'r1' with the answer '7', "
+        "not '1': one of the two labels is wrong"
+    )
