@@ -176,6 +176,9 @@ class KindClaim:
         return f"{self.kind} {self.start_right}/{n} -> {self.final_right}/{n} (p={p:.2g}{holm}, {counts})"
 
 
+NO_KIND = "no-kind"  # the kind of an item whose row names none, in the claim per kind (a metric name: no brackets)
+
+
 def kind_claims(
     split: str,
     ids: Sequence[str],
@@ -186,13 +189,13 @@ def kind_claims(
 ) -> tuple[KindClaim, ...]:
     """The claim per kind on one split's items, given the pairs `final_claim` made (`paired_credit`: ids and each
     policy's credit) and the starting policy's rows, whose kinds `kind_of` reads; () when fewer than two kinds are
-    present, where a breakdown would only repeat the whole."""
+    present, where a breakdown would only repeat the whole. Items of no kind (an empty `kind` cell) are a kind of
+    their own, `NO_KIND`, when others have one, so the kinds add up to the whole."""
     kind = {row["id"]: kind_of(row) for row in start}
     problems = item_groups(start, ids)
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(ids):
-        if kind[item] is not None:
-            groups.setdefault(str(kind[item]), []).append(index)
+        groups.setdefault(NO_KIND if kind[item] is None else str(kind[item]), []).append(index)
     if len(groups) < 2:
         return ()
     claims = []

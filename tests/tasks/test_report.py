@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from matplotlib.image import imread
 
-from tasks.report import KindClaim, final_claim, plot_accuracy, render_table
+from tasks.report import NO_KIND, KindClaim, final_claim, plot_accuracy, render_table
 from tasks.stats import mcnemar_exact, wilson_interval
 
 ROWS: list[dict[str, Any]] = [
@@ -131,7 +131,8 @@ def test_final_claim_per_kind_pairs_the_items_of_each_kind() -> None:
     start = [{**row, "prompt": row["id"]} for row in evaluated(set(range(6)), 12)]
     final = evaluated({0, 2, 4, 6, 8, 10, 1}, 12)
     claim = final_claim(start, final, kind_of=lambda row: kind_of.get(row["prompt"]))
-    add, sub = claim.kinds
+    add, kindless, sub = claim.kinds  # t11 is a kind of its own, so the kinds add up to the whole
+    assert (kindless.kind, kindless.items, kindless.start_right, kindless.final_right) == (NO_KIND, 1, 0, 0)
     assert (add.split, add.kind, add.items, add.start_right, add.final_right, add.b, add.c) == (
         "test",
         "add",
@@ -150,13 +151,13 @@ def test_final_claim_per_kind_pairs_the_items_of_each_kind() -> None:
     assert add.final_ci == pytest.approx(wilson_interval(6, 6)) and sub.start_ci == pytest.approx(wilson_interval(3, 5))
     assert metrics["final/by_kind/test/add/ci_low"] == add.final_ci[0]
     assert claim.kinds_line() == (
-        "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, Holm 0.5, b=0, c=3), "
-        "sub 3/5 -> 1/5 (p=0.5, Holm 0.5, b=2, c=0)"
+        "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, Holm 0.75, b=0, c=3), "
+        "no-kind 0/1 -> 0/1 (p=1, Holm 1, b=0, c=0), sub 3/5 -> 1/5 (p=0.5, Holm 1, b=2, c=0)"
     )
-    # Holm over the split's two kinds: the smaller p doubled, the larger no smaller than it.
-    assert (add.p_holm, sub.p_holm) == pytest.approx((0.5, 0.5))
+    # Holm over the split's three kinds: the smallest p tripled, the next doubled and no smaller than it.
+    assert (add.p_holm, sub.p_holm, kindless.p_holm) == pytest.approx((0.75, 1.0, 1.0))
     assert metrics["final/by_kind/test/add/p_holm"] == add.p_holm
-    assert add.cells()["p, Holm over the kinds"] == 0.5
+    assert add.cells()["p, Holm over the kinds"] == 0.75
 
 
 def test_final_claim_per_kind_on_ood_and_names_mlflow_accepts() -> None:
