@@ -246,7 +246,9 @@ def _field_name(key: str) -> str:
 def _apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r}: expected dotted.key=value")
+        split = any(mark in item for mark in "]}") and not sep  # "prompts={train_size: 7}" unquoted: "7}" alone
+        hint = " (a value with spaces must be quoted, as in 'prompts={train_size: 7}', or the shell splits it)"
+        raise ConfigError(f"override {item!r}: expected dotted.key=value{hint if split else ''}")
     value = _override_value(key.strip(), raw)
     node = data
     # An override by an old name replaces the value the file gives under the new one.

@@ -68,6 +68,12 @@ def test_bad_values_name_field_and_reason(override: str, expected: str) -> None:
 def test_malformed_override_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         load_config(None, ["=3"])
+    with pytest.raises(ConfigError) as split:  # `prompts={train_size: 7}` unquoted: the shell gives "7}" alone
+        load_config(None, ["prompts={train_size:", "7}"])
+    assert str(split.value) == (
+        "override '7}': expected dotted.key=value (a value with spaces must be quoted, as in "
+        "'prompts={train_size: 7}', or the shell splits it)"
+    )
     with pytest.raises(ConfigError, match=re.escape("give the whole list: select.filters=[...]")):
         load_config(None, ["select.filters.0.kind=perplexity"])
     # YAML 1.1 reads a leading 0 as octal and colons as base 60: the number would not be the one shown.
