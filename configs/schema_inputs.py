@@ -52,7 +52,8 @@ class ModelConfig(Strict):
 class PromptsConfig(Strict):
     """The prompts the policy answers: the built-in arithmetic task or user files, in splits with fixed roles.
 
-    train: what rounds sample and train on; validation: decides everything (promotion, judge thresholds);
+    train: what rounds sample and train on (judges calibrate on labelled samples of its prompts); validation:
+    decides promotion and the champion;
     test: decides nothing, it is where the campaign's claim is made; ood (built-in task only): test-style
     problems in phrasings never used for training, with operands beyond the training range.
     """

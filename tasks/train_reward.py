@@ -161,15 +161,16 @@ def train_reward_model(
 def reward_rows(
     cfg: JudgeConfig, rows: Sequence[Record], earlier: Sequence[DatasetRef], seed: int
 ) -> tuple[list[Record], list[Record], dict[str, Any]]:
-    """The labelled rows a round's reward model learns from, and the validation rows its threshold is fitted on.
+    """The labelled rows a round's reward model learns from, and the dev rows its threshold is fitted on (labelled
+    samples of training prompts, not the campaign's validation split).
 
     With bank=rounds and labelled rows in the `earlier` rounds' judged files, only those are used (the model
     never learns from the round it judges); in round 1, or with bank=file, `build_bank` decides (round 1
     bootstraps `bootstrap` of this round's rows, labelled by the verifier). Whole prompts, drawn by `seed`,
-    are held out until `judge.dev_size` rows (at most half) are validation rows: a prompt is never in both.
+    are held out until `judge.dev_size` rows (at most half) are dev rows: a prompt is never in both.
 
     Returns:
-        (training rows, validation rows, facts saying where they came from).
+        (training rows, dev rows, facts saying where they came from).
     """
     labelled = bank_from_rounds(earlier, cfg.bank_size) if cfg.bank == "rounds" else []
     if labelled:
