@@ -33,7 +33,7 @@ from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rat
 from tasks.judging.verifier import stated_answer
 from tasks.layout import RESUMABLE, round_seed
 from tasks.prompt_files import PromptFileError, load_prompt_file, place_of, row_places
-from tasks.records import DatasetRef, Record, read_records, write_lineage, write_records
+from tasks.records import DatasetRef, Record, read_records, sha256_file, write_lineage, write_records
 
 if TYPE_CHECKING:  # transformers and MLflow are heavy; this module is imported by quick commands (validate, schema)
     from transformers import PreTrainedTokenizerBase
@@ -640,6 +640,22 @@ def uses_few_shot(config: CampaignConfig, round_index: int) -> bool:
     return config.prompts.few_shot > 0 and (limit is None or round_index <= limit)
 
 
+def source_files(config: CampaignConfig, split: str) -> dict[str, dict[str, str]]:
+    """The file a split's prompts were read from, by its config field, with its path and content sha256 (for the
+    lineage beside them); {} for the built-in task's splits, which are drawn, not read."""
+    cfg = config.prompts
+    if split.startswith("extra/"):
+        name = split.removeprefix("extra/")
+        field, path = f"evaluate.extra_sets.{name}", next(e.path for e in config.evaluate.extra_sets if e.name == name)
+    elif cfg.source != "file" or split == "ood" or (split == "test" and not cfg.test_path):
+        return {}
+    elif split == "validation" and not cfg.validation_path:
+        field, path = "prompts.train_path", str(cfg.train_path)  # carved from the training file
+    else:
+        field, path = f"prompts.{split}_path", str(getattr(cfg, f"{split}_path"))
+    return {field: {"path": path, "sha256": sha256_file(path)}}
+
+
 @task(name="prompts", **RESUMABLE)
 def prompts_task(
     config: CampaignConfig, split: str, out_path: str, ctx: RoundContext, earlier: Sequence[DatasetRef] = ()
@@ -659,7 +675,9 @@ def prompts_task(
     else:
         rows = campaign_prompts(config, split, ctx.round)
     ref = write_records(out_path, rows)
-    write_lineage(Path(out_path), prompts=config.prompts, split=split, round=ctx.round, seed=config.seed)
+    sources = source_files(config, split)
+    facts = {"prompts": config.prompts, "split": split, "round": ctx.round, "seed": config.seed}
+    write_lineage(Path(out_path), **facts, **({"sources": sources} if sources else {}))
     name = f"round-{ctx.round}-{split.replace('/', '-')}-prompts"
     ctx.log_dataset(ref, name=name, context="prompts" if split == "train" else split)
     return ref

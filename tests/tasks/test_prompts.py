@@ -406,3 +406,17 @@ def test_a_prompt_asked_twice_with_two_answers_is_refused_naming_both(tmp_path: 
         f"{tmp_path / f'{split}.jsonl'}: line 7, id 'again' asks the prompt of line 2, id 'r1' with the answer '7', "
         "not '1': one of the two labels is wrong"
     )
+
+
+def test_a_file_splits_lineage_names_the_file_and_its_content_hash(tmp_path: Path) -> None:
+    from tasks.prompts import source_files
+    from tasks.records import sha256_file
+
+    jsonl(tmp_path / "train.jsonl", [{"prompt": f"q{i}", "answer": i} for i in range(10)])
+    jsonl(tmp_path / "test.jsonl", [{"prompt": "t", "answer": 1}])
+    config = _file_config(tmp_path, f"prompts.test_path={tmp_path / 'test.jsonl'}")
+    train = {"path": str(tmp_path / "train.jsonl"), "sha256": sha256_file(tmp_path / "train.jsonl")}
+    assert source_files(config, "train") == {"prompts.train_path": train}  # type: ignore[arg-type]
+    assert source_files(config, "validation") == {"prompts.train_path": train}  # type: ignore[arg-type]  # carved
+    assert source_files(config, "test")["prompts.test_path"]["sha256"] == sha256_file(tmp_path / "test.jsonl")  # type: ignore[arg-type]
+    assert source_files(config, "ood") == {} and source_files(load_config("tiny"), "train") == {}  # type: ignore[arg-type]
