@@ -192,6 +192,8 @@ def print_campaign(config: CampaignConfig, summary: dict) -> None:
     from tasks.tracking_store import tracking_uri
 
     print("\n" + render_table(summary["rounds"], summary.get("claim")))
+    if summary.get("claim") is None:  # a file campaign without prompts.test_path: validation decided, none reports
+        print("no claim: the campaign has no test set (set prompts.test_path to score the start and the final policy)")
     if summary.get("few_shot_claim") is not None:  # evaluate.few_shot_baseline: the base behind its examples
         from flows.campaign import few_shot_label
 

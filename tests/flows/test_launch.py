@@ -95,3 +95,18 @@ def test_a_prompt_file_gone_once_the_run_started_is_a_stop_exit_2_without_its_ty
     proc = _run("prompt-file", cli_env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert _ours(proc) == ["selftrain: error: data/train.jsonl: file not found"]
+
+
+def test_a_campaign_without_a_test_set_says_why_it_makes_no_claim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from configs.loader import load_config
+    from flows.launch import print_campaign
+
+    config = load_config("tiny", [f"tracking.output_dir={tmp_path}"])
+    rows = [{"round": 0, "promoted": True, "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6}]
+    print_campaign(config, {"rounds": rows, "claim": None, "parent_run_id": "r", "workdir": str(tmp_path)})
+    out = capsys.readouterr().out
+    assert (
+        "no claim: the campaign has no test set (set prompts.test_path to score the start and the final policy)" in out
+    )
