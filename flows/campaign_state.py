@@ -86,6 +86,12 @@ def _key(data: dict) -> str:
 def input_files(config: CampaignConfig) -> dict[str, str]:
     """The sha256 of each file the campaign reads prompts or Meta Ranking references from, by its config field
     (`prompts.train_path`, `judge.bank_path`, `evaluate.extra_sets.<name>`); {} for the built-in task."""
+    return {field: sha256_file(path) for field, path in input_paths(config).items() if Path(path).is_file()}
+
+
+def input_paths(config: CampaignConfig) -> dict[str, str]:
+    """The files the campaign reads prompts or Meta Ranking references from, by the config field `input_files`
+    names them with."""
     prompts = config.prompts
     fields: dict[str, str | None] = {}
     if prompts.source == "file":
@@ -95,7 +101,7 @@ def input_files(config: CampaignConfig) -> dict[str, str]:
     if config.judge.bank == "file":
         fields["judge.bank_path"] = config.judge.bank_path
     fields |= {f"evaluate.extra_sets.{extra.name}": extra.path for extra in config.evaluate.extra_sets}
-    return {field: sha256_file(path) for field, path in fields.items() if path and Path(path).is_file()}
+    return {field: path for field, path in fields.items() if path}
 
 
 def note_changed_inputs(config: CampaignConfig, files: dict[str, str]) -> None:

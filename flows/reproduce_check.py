@@ -52,16 +52,16 @@ def check_input_files(client: MlflowClient, original: Run, config: CampaignConfi
     Raises:
         MissingArtifactError: naming the field, the file and what differs; nothing was run.
     """
-    from flows.campaign_state import input_files
+    from flows.campaign_state import input_files, input_paths
 
     parent = original.data.tags.get("mlflow.parentRunId")
     tags = client.get_run(parent).data.tags if parent else {}
     recorded: dict[str, str] = json.loads(tags.get("selftrain.input_files", "{}"))
     if not recorded:
         return
-    now = input_files(config)
+    now, paths = input_files(config), input_paths(config)
     for field, sha in sorted(recorded.items()):
-        path = _input_path(config, field)
+        path = paths.get(field, "")
         where = f"run {original.info.run_id}: {field}={path}"
         if field not in now:
             relative = "" if Path(path).is_absolute() else f" (read relative to the working directory, {Path.cwd()})"
@@ -74,15 +74,6 @@ def check_input_files(client: MlflowClient, original: Run, config: CampaignConfi
                 f"{where}: holds other bytes than the round read (sha256 {sha[:12]}... then, {now[field][:12]}... "
                 "now), so it would draw other prompts; restore the file to reproduce the round; nothing was run"
             )
-
-
-def _input_path(config: CampaignConfig, field: str) -> str:
-    """The path of an input file by its `flows.campaign_state.input_files` field."""
-    if field.startswith("evaluate.extra_sets."):
-        name = field.removeprefix("evaluate.extra_sets.")
-        return next(extra.path for extra in config.evaluate.extra_sets if extra.name == name)
-    section, name = field.split(".", 1)
-    return str(getattr(getattr(config, section), name))
 
 
 def _both_nan(a: float | None, b: float | None) -> bool:
