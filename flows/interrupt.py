@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -65,6 +66,34 @@ def stop(error: BaseException) -> ValueError | None:
         seen.add(id(found))
         found = found.__cause__
     return None
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect's engines log a run's exception
+
+
+class _StopWithoutTraceback(logging.Filter):
+    """Keeps Prefect's line for a flow or task run ended by a stop (`stop`: "Encountered exception during
+    execution: ChampionLeakError(...)"), without the traceback it logs with it: the message says all a user needs,
+    and the command prints it again as its last line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and stop(error) is not None:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def stops_without_traceback() -> Iterator[None]:
+    """Within: Prefect's run loggers log a stop's message without its traceback (`_StopWithoutTraceback`)."""
+    quiet = _StopWithoutTraceback()
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        yield
+    finally:
+        for name in RUN_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
 
 
 def interruption(error: BaseException | None) -> BaseException | None:

@@ -129,8 +129,9 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
     Ctrl-C reaches only this process, which records the interruption while the server still answers. On an
     interruption one line says so (with the command that resumes, when `resume` is given) and the process
     exits with 128 + the signal number (130, 143); a `StopError` (or a `PromptFileError`: `flows.interrupt.stop`)
-    is one line too, with exit status 2; any other error ends with one line naming it, exit status 1, after its
-    traceback (Prefect's log of the flow run holds it once, so Python does not print it again).
+    is one line too, with exit status 2 (and Prefect's log of the run shows its message without a traceback); any
+    other error ends with one line naming it, exit status 1, after its traceback (Prefect's log of the flow run
+    holds it once, so Python does not print it again).
 
     Args:
         start: Runs the flow and returns its result.
@@ -146,10 +147,11 @@ def launch(start: Callable[[], T], resume: Sequence[str] | None = None, preload:
         signal_number,
         start_own_session_server,
         stop,
+        stops_without_traceback,
     )
 
     try:
-        with interruptible(), local_prefect_settings():
+        with interruptible(), local_prefect_settings(), stops_without_traceback():
             server_ready = start_own_session_server()  # out of the terminal's process group: Ctrl-C reaches only us
             for module in preload:
                 importlib.import_module(module)

@@ -80,7 +80,7 @@ def check_inputs(config: CampaignConfig) -> None:
     train_rows = functools.cache(functools.partial(_file_train_rows, config))  # read once, if a check needs it
     check_extra_set_leak(config, extra_sets, train_rows)
     check_ood_leak(config, draw)
-    check_judge_bank(config, train_rows, functools.partial(_scored_sets, draw, extra_sets))
+    check_judge_bank(config, train_rows, functools.partial(scored_draws, draw, extra_sets))
     check_filter_targets(config, train_rows)
     check_training_targets(config, train_rows)
     for field, model in models_of(config):
@@ -108,7 +108,7 @@ def campaign_draws(config: CampaignConfig) -> Callable[[str], list[Record]]:
     return functools.cache(functools.partial(campaign_prompts, config, round_index=1))
 
 
-def _scored_sets(draw: Callable[[str], list[Record]], extra_sets: dict[str, list[Record]]) -> dict[str, list[Record]]:
+def scored_draws(draw: Callable[[str], list[Record]], extra_sets: dict[str, list[Record]]) -> dict[str, list[Record]]:
     """The sets the campaign scores (`tasks.leakage.scored_sets`) from its held-out draws and its extra sets."""
     from tasks.leakage import HELD_OUT, scored_sets
 

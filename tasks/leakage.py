@@ -9,6 +9,9 @@ Two inputs join a campaign from elsewhere and are checked here, before anything 
 - an extra evaluation set (`evaluate.extra_sets`). A prompt that training may draw (a file-backed campaign's
   training row, or a built-in training problem in the campaign's reach) is not a held-out one.
 
+A third input is the starting policy itself: with `start_from: champion` a round-0 policy trained by an earlier
+campaign, on its own training prompts, which need not be this campaign's (`champion_overlaps`).
+
 The built-in OOD slice is checked here too: it is drawn above `prompts.max_operand` without `problem_split`, so a
 `prompts.level` or a curriculum whose operand ranges pass `max_operand` may train on its problems.
 
@@ -153,3 +156,22 @@ def ood_overlap(config: CampaignConfig, ood_rows: Sequence[Mapping[str, Any]]) -
         f"training draw may ask ({how} trains on operands up to {ceiling}, above prompts.max_operand="
         f"{cfg.max_operand}): raise prompts.max_operand to {ceiling}, or set prompts.ood_size: 0"
     )
+
+
+def champion_overlaps(
+    config: CampaignConfig, trained: Sequence[Mapping[str, Any]], scored: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> list[tuple[int, str]]:
+    """Per scored set (`scored_sets`) asking problems the starting champion was trained on (`trained`, its rounds'
+    rows, `tasks.model_registry.trained_prompts`), how many of the set's rows do and the reason, naming their ids.
+
+    Returns:
+        (3, "3 row(s) (id 'o4': 'What is 12 plus 7?', ...) of the ood prompts are problems it was trained on"),
+        one per set, in the order of `scored`.
+    """
+    key, reasons = match_key(config), []
+    for name, rows in scored.items():
+        found = shared_rows(rows, trained, key)
+        if found:
+            shared = describe(found, rows, [f"id {row['id']!r}" for row in rows])
+            reasons.append((len(found), f"{shared} of the {name} prompts are problems it was trained on"))
+    return reasons

@@ -150,6 +150,68 @@ def test_test_rounds_final_scores_test_for_the_start_and_the_champion_only(campa
     assert final["final/test_gain"] == pytest.approx(test[champion] - test[0])
 
 
+def test_what_the_champion_was_trained_on_is_read_from_its_rounds(campaign: dict, tmp_path: Path) -> None:
+    from tasks.model_registry import trained_prompts
+
+    client, name = campaign["client"], registered_name("tiny")
+    best = client.get_model_version_by_alias(name, "champion")
+    cfg = load_config(SMALL[0], [*SMALL[1:], f"tracking.output_dir={campaign['root'] / 'runs'}"]).tracking
+    trained = trained_prompts(cfg, best, tmp_path)
+    last = int(client.get_run(best.run_id).data.tags["selftrain.round"])
+    expected = []
+    for index in range(1, last + 1):
+        run_id = campaign["rounds"][index].info.run_id
+        for name_ in ("prompts.jsonl", "selected.jsonl"):
+            logged = Path(client.download_artifacts(run_id, f"data/{name_}", str(tmp_path / "x" / str(index))))
+            expected += [json.loads(line)["prompt"] for line in logged.read_text().splitlines()]
+    assert sorted(row["prompt"] for row in trained.rows) == sorted(expected)
+    parent = campaign["parent"].info.run_id
+    assert trained.read == [f"{name} version {best.version}: rounds 1-{last} of campaign run {parent}"]
+    assert trained.missing == []  # the fixture campaign started from the base: nothing further down
+
+
+def test_a_champion_trained_on_what_the_campaign_scores_is_refused(campaign: dict, tmp_path: Path) -> None:
+    # A campaign of the same name (so the same registered model) reading its prompts from files, whose test file
+    # asks problems the champion's round 1 trained on: were it to start from that champion, its test figure would
+    # score trained items as held out. Its training and validation files are the fixture's validation draw.
+    client, name = campaign["client"], registered_name("tiny")
+    best = client.get_model_version_by_alias(name, "champion")
+    trained = Path(client.download_artifacts(campaign["rounds"][1].info.run_id, "data/prompts.jsonl", str(tmp_path)))
+    held_out = Path(campaign["parent"].data.tags["selftrain.dir"]) / "validation.jsonl"
+    rows = [json.loads(line) for line in held_out.read_text().splitlines()]
+    files = {
+        "train": rows[:40],
+        "validation": rows[40:],
+        "test": [json.loads(line) for line in trained.read_text().splitlines()][:8],
+    }
+    paths = {}
+    for split, split_rows in files.items():
+        paths[split] = tmp_path / f"{split}.jsonl"
+        lines = [json.dumps({"prompt": row["prompt"], "answer": row["answer"]}) for row in split_rows]
+        paths[split].write_text("\n".join(lines) + "\n")
+    args = [
+        *SMALL,
+        "rounds=1",
+        "start_from=champion",
+        "train.init=continue",
+        "prompts.source=file",
+        *(f"prompts.{split}_path={path}" for split, path in paths.items()),
+        "prompts.train_size=16",
+        "prompts.validation_size=16",
+        "prompts.test_size=8",
+        f"tracking.output_dir={campaign['root'] / 'runs'}",
+    ]
+    proc = run_cli(["run", *args], campaign["env"], check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("selftrain: error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert errors[0].startswith(f"selftrain: error: start_from=champion: {name} version {best.version}: 8 row(s) ")
+    assert "of the test prompts are problems it was trained on, so they are not held out from it" in errors[0]
+    assert errors[0].endswith("give the campaign another name (its own registered model)"), errors[0]
+    assert "Traceback" not in proc.stderr
+    started = client.search_runs([campaign["parent"].info.experiment_id], "tags.`selftrain.start_policy` != ''")
+    assert started == []  # refused before the champion was pinned as its start
+
+
 def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     client, name = campaign["client"], registered_name("tiny")
     best = client.get_model_version_by_alias(name, "champion")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from configs.loader import load_config
-from tasks.leakage import bank_overlaps, match_key, scored_sets
+from tasks.leakage import bank_overlaps, champion_overlaps, match_key, scored_sets
 from tasks.prompts import describe, shared_rows
 
 
@@ -108,3 +108,16 @@ def test_a_two_step_problem_is_trained_on_only_when_a_draw_would_keep_it_in_some
     assert not trained({"prompt": asked.format(*never)})
     assert trained({"prompt": asked.format(*other_order)})
     assert not may_train_on(load_config("tiny"))({"prompt": asked.format(*other_order)})  # no two-step draws
+
+
+def test_a_champion_is_compared_by_problem_with_every_scored_set() -> None:
+    config = load_config("tiny")
+    trained = [{"prompt": "Ana has 5 pens and gets 3 more. How many pens does Ana have now?"}, {"prompt": "hi"}]
+    scored = {
+        "validation": [{"id": "v0", "prompt": "What is 1 plus 1?"}],
+        "test": [{"id": "t0", "prompt": "What is 3 plus 5?"}, {"id": "t1", "prompt": "What is 2 plus 2?"}],
+    }
+    assert champion_overlaps(config, trained, scored) == [
+        (1, "1 row(s) (id 't0': 'What is 3 plus 5?') of the test prompts are problems it was trained on")
+    ]
+    assert champion_overlaps(config, [], scored) == []
