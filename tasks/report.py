@@ -152,16 +152,18 @@ class KindClaim:
         return f"final/by_kind/{self.split}/{METRIC_UNSAFE.sub('_', self.kind)}/{name}"
 
     def cells(self) -> dict[str, Any]:
-        """The claim as a table row (the Prefect artifact `<name>-by-kind`): items, each policy's right answers, the
-        items only one of them got right, the p-value and its Holm adjustment over the split's kinds where made, to 4
-        significant digits (the metrics hold them exactly)."""
+        """The claim as a table row (the Prefect artifact `<name>-by-kind`): items, each policy's right answers and the
+        95% interval of its accuracy, the items only one of them got right, the p-value and its Holm adjustment over
+        the split's kinds where made, to 4 significant digits (the metrics hold them exactly)."""
         holm = {} if self.p_holm is None else {"p, Holm over the kinds": float(f"{self.p_holm:.4g}")}
         return {
             "split": self.split_label,
             "kind": self.kind,
             "items": self.items,
             "start right": self.start_right,
+            "start 95% CI": _ci(self.start_ci),
             "final right": self.final_right,
+            "final 95% CI": _ci(self.final_ci),
             "only start right": self.b,
             "only final right": self.c,
             "p (exact McNemar, by problem)": float(f"{self.p_value:.4g}"),
@@ -169,11 +171,13 @@ class KindClaim:
         }
 
     def text(self) -> str:
-        """'add 13/55 -> 5/55 (p=0.077, Holm 0.077, b=12, c=4)' (no Holm figure where none was made)."""
+        """'add 13/55 [0.143, 0.362] -> 5/55 [0.040, 0.196] (p=0.077, Holm 0.077, b=12, c=4)': each policy's right
+        answers with the 95% interval of its accuracy (no Holm figure where none was made)."""
         n, p = self.items, self.p_value
         holm = "" if self.p_holm is None else f", Holm {self.p_holm:.2g}"
         counts = f"b={self.b}, c={self.c}"
-        return f"{self.kind} {self.start_right}/{n} -> {self.final_right}/{n} (p={p:.2g}{holm}, {counts})"
+        start, final = f"{self.start_right}/{n} {_ci(self.start_ci)}", f"{self.final_right}/{n} {_ci(self.final_ci)}"
+        return f"{self.kind} {start} -> {final} (p={p:.2g}{holm}, {counts})"
 
 
 NO_KIND = "no-kind"  # the kind of an item whose row names none, in the claim per kind (a metric name: no brackets)
@@ -421,7 +425,12 @@ def render_table(rows: Rows, claim: FinalClaim | None = None) -> str:
 
 def _with_ci(accuracy: float, interval: tuple[float, float] | None) -> str:
     """'0.875 [0.804, 0.935]', or the accuracy alone without an interval."""
-    return f"{accuracy:.3f}" if interval is None else f"{accuracy:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return f"{accuracy:.3f}" if interval is None else f"{accuracy:.3f} {_ci(interval)}"
+
+
+def _ci(interval: tuple[float, float]) -> str:
+    """'[0.804, 0.935]'."""
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _in_problems(items: int, problems: int) -> bool:

@@ -151,8 +151,9 @@ def test_final_claim_per_kind_pairs_the_items_of_each_kind() -> None:
     assert add.final_ci == pytest.approx(wilson_interval(6, 6)) and sub.start_ci == pytest.approx(wilson_interval(3, 5))
     assert metrics["final/by_kind/test/add/ci_low"] == add.final_ci[0]
     assert claim.kinds_line() == (
-        "by kind, right of n, start -> final: test add 3/6 -> 6/6 (p=0.25, Holm 0.75, b=0, c=3), "
-        "no-kind 0/1 -> 0/1 (p=1, Holm 1, b=0, c=0), sub 3/5 -> 1/5 (p=0.5, Holm 1, b=2, c=0)"
+        "by kind, right of n, start -> final: test add 3/6 [0.188, 0.812] -> 6/6 [0.610, 1.000] (p=0.25, Holm 0.75, "
+        "b=0, c=3), no-kind 0/1 [0.000, 0.793] -> 0/1 [0.000, 0.793] (p=1, Holm 1, b=0, c=0), "
+        "sub 3/5 [0.231, 0.882] -> 1/5 [0.036, 0.624] (p=0.5, Holm 1, b=2, c=0)"
     )
     # Holm over the split's three kinds: the smallest p tripled, the next doubled and no smaller than it.
     assert (add.p_holm, sub.p_holm, kindless.p_holm) == pytest.approx((0.75, 1.0, 1.0))
@@ -172,7 +173,7 @@ def test_final_claim_per_kind_on_ood_and_names_mlflow_accepts() -> None:
         ("ood", "how many more?"),
     ]
     assert "final/by_kind/ood/how many more_/accuracy" in claim.metrics()  # "?" is not allowed in a metric name
-    assert "; OOD ages 0/2 -> 1/2 (p=1, Holm 1, b=0, c=1), how many more? 2/2 -> 0/2 (p=0.5, Holm 1, b=2, c=0)" in str(
+    assert "; OOD ages 0/2 [0.000, 0.658] -> 1/2 [0.095, 0.905] (p=1, Holm 1, b=0, c=1), how many more? 2/2 " in str(
         claim.kinds_line()
     )
 
@@ -197,7 +198,9 @@ def test_kind_claim_cells_are_a_table_row() -> None:
             "kind": "add",
             "items": 111,
             "start right": 37,
+            "start 95% CI": "[0.000, 1.000]",
             "final right": 102,
+            "final 95% CI": "[0.000, 1.000]",
             "only start right": 4,
             "only final right": 69,
             "p (exact McNemar, by problem)": 2.4e-16,
@@ -207,7 +210,9 @@ def test_kind_claim_cells_are_a_table_row() -> None:
             "kind": "sub",
             "items": 45,
             "start right": 14,
+            "start 95% CI": "[0.000, 1.000]",
             "final right": 24,
+            "final 95% CI": "[0.000, 1.000]",
             "only start right": 4,
             "only final right": 14,
             "p (exact McNemar, by problem)": 0.03088,
