@@ -437,8 +437,8 @@ class EvaluateConfig(Strict):
             "to training rows (every stated computation holds and the last equals the final answer; it reads no "
             "reference answer), sample this many answers (generate.temperature, generate.top_p, the campaign's "
             "seed) and score the first whose working holds instead. Every set and policy is scored so, the few-shot "
-            "baseline and the gate included; the greedy figures are logged beside (`val/greedy_accuracy`, ...). "
-            "Needs judge.require_work on. 0: greedy only."
+            "baseline and the gate included; the greedy figures are logged beside (`val/greedy_accuracy` with its "
+            "interval, `val/greedy_ci_low` and `val/greedy_ci_high`, ...). Needs judge.require_work on. 0: greedy only."
         ),
         exclude_if=lambda k: k == 0,
     )

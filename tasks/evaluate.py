@@ -2,7 +2,7 @@
 
 With `evaluate.resample_failed_working: k`, an answer whose own working fails the label-free check of
 `tasks.judging.verifier.shows_work` is sampled k times more and replaced by the first sample whose working holds
-(`resample_failed_working`); the greedy figures are kept beside (`greedy_accuracy`).
+(`resample_failed_working`); the greedy figures are kept beside (`greedy_accuracy` and its interval).
 
 Accuracy is strict: credit only for one final answer in the expected form (`judge.answer_pattern`, see
 `tasks.judging.verifier`). Two diagnostics travel with it: `lenient_accuracy` (the last "answer is N", else
@@ -74,7 +74,7 @@ def score_responses(
             row["problem"] = problem_of(row)
     total = len(scored)
     correct = sum(1 for row in scored if row["correct"])
-    groups = [row.get("problem") or index for index, row in enumerate(scored)]
+    groups = problem_groups(scored)
     low, high = clustered_interval([row["score"] for row in scored], groups)
     return scored, {
         "accuracy": correct / total,
@@ -85,6 +85,18 @@ def score_responses(
         "format_rate": sum(1 for row in scored if row["in_form"]) / total,
         "items": total,
     }
+
+
+def problem_groups(rows: Sequence[Record]) -> list[object]:
+    """Each scored row's group for an interval: its `problem` where `score_responses` stamped one, else its own."""
+    return [row.get("problem") or index for index, row in enumerate(rows)]
+
+
+def greedy_interval(rows: Sequence[Record]) -> dict[str, float]:
+    """The 95% interval of the greedy answers' accuracy (`greedy_correct`, beside a resampled `response`), over
+    the rows' problems as the accuracy's own: `greedy_ci_low`, `greedy_ci_high`."""
+    low, high = clustered_interval([1.0 if row["greedy_correct"] else 0.0 for row in rows], problem_groups(rows))
+    return {"greedy_ci_low": low, "greedy_ci_high": high}
 
 
 def evaluate_greedy(
@@ -370,7 +382,7 @@ def evaluate_task(
             **answer.keywords,
         )
     rows, metrics = score_responses(answered, config.judge.answer_pattern, item_problem(config))
-    metrics |= resampling
+    metrics |= resampling | (greedy_interval(rows) if resampling else {})
     metrics["seconds"] = time.perf_counter() - started
     ref = write_records(out_path, rows)
     write_lineage(Path(out_path), policy=policy, heldout=prompts, few_shot_prefix=prefix)

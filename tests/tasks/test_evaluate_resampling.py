@@ -57,6 +57,11 @@ def test_a_tiny_policys_failed_working_is_resampled_and_its_greedy_figures_are_k
     assert failed > 0  # the tiny model's working fails somewhere, so the resampling path ran
     metrics = resampled.metrics
     assert metrics["greedy_accuracy"] == greedy.accuracy and metrics["working_fails"] == failed
+    # its interval is the greedy-only run's own: the same answers, grouped by the same problems
+    assert (metrics["greedy_ci_low"], metrics["greedy_ci_high"]) == (
+        greedy.metrics["ci_low"],
+        greedy.metrics["ci_high"],
+    )
     assert metrics["resampled"] == sum(row["resampled"] for row in rows)
     assert metrics["accuracy"] == sum(row["correct"] for row in rows) / len(rows)
     logged = client_for(greedy_config.tracking).get_run(run_id).data.metrics
