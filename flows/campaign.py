@@ -288,6 +288,7 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
     campaign ranked below one it had (the starting policy included, which is no version)."""
     assert result.candidate is not None
     name = registered_name(config.name)
+    figures = result.evaluation.metrics if result.evaluation is not None else {}
     registration = register_policy(
         config.tracking,
         name,
@@ -296,6 +297,7 @@ def register(config: CampaignConfig, result: RoundResult, base: ModelRef, valida
         base,
         accuracy=float(result.accuracy or 0.0),
         heldout_sha256=validation.sha256,
+        interval=(figures["ci_low"], figures["ci_high"]) if "ci_low" in figures else None,
         decoding=config.evaluate.decoding,
         template=config.prompts.template,  # what the served model formats prompts with, greedy as evaluate
         max_new_tokens=config.evaluate.max_new_tokens,

@@ -84,6 +84,7 @@ def register_policy(
     *,
     accuracy: float,
     heldout_sha256: str,
+    interval: tuple[float, float] | None = None,
     decoding: str = GREEDY,
     template: str = "{prompt}",
     max_new_tokens: int = 64,
@@ -93,7 +94,8 @@ def register_policy(
     version) and settle the champion alias by the alias rule (`settle_champion`).
 
     `heldout_sha256` is the content hash of the validation set `accuracy` was measured on (the alias takes no
-    margin: `tasks.gate.alias_displaces`), and `decoding` how it was decoded (`EvaluateConfig.decoding`): only
+    margin: `tasks.gate.alias_displaces`), `interval` its 95% interval (in the description and the tags
+    `accuracy_ci_low`, `accuracy_ci_high`), and `decoding` how it was decoded (`EvaluateConfig.decoding`): only
     versions scored on the same set the same way are compared. `template` and `max_new_tokens` are what the
     served model formats prompts with and generates (greedily, whatever `decoding` says); `example`, a prompt it
     takes, is saved as the model's input example.
@@ -124,10 +126,13 @@ def register_policy(
             "adapter_sha256": policy.sha256,
             "base_sha256": base.sha256,
         }
+        if interval is not None:
+            tags |= {"accuracy_ci_low": repr(interval[0]), "accuracy_ci_high": repr(interval[1])}
 
         carried = "carries its base" if embeds_base(base) else f"references its base at {base.base}"
         description = (
-            f"Validation accuracy {accuracy:.3f} ({decoding}). A LoRA adapter that {carried}; "
+            f"Validation accuracy {accuracy:.3f}{_interval_text(interval)} ({decoding}). "
+            f"A LoRA adapter that {carried}; "
             "`selftrain export NAME/VERSION DIR --merged` writes a checkpoint that loads anywhere."
         )
 
@@ -149,6 +154,11 @@ def register_policy(
     best = settle_champion(cfg, name)
     aliased = best is not None and str(best.version) == str(version.version)
     return Registration(str(version.version), aliased, made)
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    """' [0.741, 0.884]', a 95% interval as the description gives it after the accuracy; '' without one."""
+    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _log_policy(client: MlflowClient, run: Run, folder: Path) -> LoggedModel:

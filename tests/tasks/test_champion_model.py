@@ -63,8 +63,8 @@ def registered(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     policy = ModelRef(source="tiny", base=str(base_dir), adapter=str(adapter), sha256=sha256_dir(adapter))
     base = ModelRef(source="tiny", base=str(base_dir), sha256="b" * 64)
     register_policy(
-        cfg, "selftrain-unit", run_id, policy, base, accuracy=0.5, heldout_sha256="h", template=TEMPLATE,
-        max_new_tokens=12, example=PROMPTS[0],
+        cfg, "selftrain-unit", run_id, policy, base, accuracy=0.5, heldout_sha256="h", interval=(0.3, 0.7),
+        template=TEMPLATE, max_new_tokens=12, example=PROMPTS[0],
     )  # fmt: skip
     shutil.rmtree(base_dir)
     return {"cfg": cfg, "uri": tracking_uri(cfg), "expected": expected, "tmp": tmp}
@@ -119,7 +119,10 @@ def test_the_registry_describes_the_model_and_its_versions(registered: dict) -> 
     client = mlflow.MlflowClient(registered["uri"])
     assert "LoRA adapter with its base" in client.get_registered_model("selftrain-unit").description
     (version,) = client.search_model_versions("name='selftrain-unit'")
-    assert version.description.startswith("Validation accuracy 0.500 (greedy). A LoRA adapter that carries its base;")
+    assert version.description.startswith(
+        "Validation accuracy 0.500 [0.300, 0.700] (greedy). A LoRA adapter that carries its base;"
+    )
+    assert (version.tags["accuracy_ci_low"], version.tags["accuracy_ci_high"]) == ("0.3", "0.7")
 
 
 def test_the_saved_requirements_are_public_releases(
