@@ -32,6 +32,7 @@ from tasks.arithmetic import (
 from tasks.curriculum import dynamic_draw, level_pass_rate, next_level, pass_rate_table
 from tasks.judging.verifier import stated_answer
 from tasks.layout import RESUMABLE, round_seed
+from tasks.progress import emit
 from tasks.prompt_files import PromptFileError, load_prompt_file, place_of, row_places
 from tasks.records import DatasetRef, Record, read_records, sha256_file, write_lineage, write_records
 
@@ -656,6 +657,25 @@ def source_files(config: CampaignConfig, split: str) -> dict[str, dict[str, str]
     return {field: {"path": path, "sha256": sha256_file(path)}}
 
 
+def capped_note(config: CampaignConfig, split: str, drawn: int) -> str | None:
+    """The line saying a file-backed split gave fewer prompts than its size asks ("test: 40 prompts, all
+    prompts.test_path holds (prompts.test_size=128)"), so a smaller set than configured is never taken silently;
+    None otherwise."""
+    if config.prompts.source != "file" or not has_split(config, split):
+        return None
+    split, cfg = SPLIT_ALIASES.get(split, split), config.prompts
+    wanted = split_size(config, split)
+    if drawn >= wanted:
+        return None
+    if split == "validation" and not cfg.validation_path:
+        source = "all the rows carved from prompts.train_path"
+    elif split == "train" and not cfg.validation_path:
+        source = "all prompts.train_path holds less the rows carved for validation"
+    else:
+        source = f"all prompts.{split}_path holds"
+    return f"{split}: {drawn} prompts, {source} (prompts.{split}_size={wanted})"
+
+
 @task(name="prompts", **RESUMABLE)
 def prompts_task(
     config: CampaignConfig, split: str, out_path: str, ctx: RoundContext, earlier: Sequence[DatasetRef] = ()
@@ -674,6 +694,9 @@ def prompts_task(
         ctx.log_metrics({f"curriculum/{k}": v for k, v in metrics.items()})
     else:
         rows = campaign_prompts(config, split, ctx.round)
+        capped = capped_note(config, split, len(rows))
+        if capped:
+            emit(capped)
     ref = write_records(out_path, rows)
     sources = source_files(config, split)
     facts = {"prompts": config.prompts, "split": split, "round": ctx.round, "seed": config.seed}

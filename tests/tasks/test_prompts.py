@@ -15,6 +15,7 @@ from tasks.prompt_files import PromptFileError, load_prompt_file
 from tasks.prompts import (
     arithmetic_prompts,
     campaign_prompts,
+    capped_note,
     carved_for_validation,
     check_prompt_sources,
     draw,
@@ -154,6 +155,20 @@ def test_validation_is_carved_from_training_by_row_id_never_from_test(tmp_path: 
     assert not has_split(config, "ood")  # type: ignore[arg-type]
     # a row with no answer is never carved out: validation is scored against answers
     assert not carved_for_validation({"id": "r3", "answer": None})
+    # fewer rows than a size asks is said, not taken silently
+    n = len(validation)
+    assert capped_note(config, "validation", n) == (  # type: ignore[arg-type]
+        f"validation: {n} prompts, all the rows carved from prompts.train_path (prompts.validation_size=500)"
+    )
+    assert capped_note(config, "test", 10) == (  # type: ignore[arg-type]
+        "test: 10 prompts, all prompts.test_path holds (prompts.test_size=128)"
+    )
+    assert capped_note(config, "train", len(train)) is None  # type: ignore[arg-type]  # 128 of its 140-odd rows
+    assert capped_note(config, "train", 100) == (  # type: ignore[arg-type]
+        "train: 100 prompts, all prompts.train_path holds less the rows carved for validation (prompts.train_size=128)"
+    )
+    assert capped_note(config, "ood", 0) is None  # type: ignore[arg-type]  # a file campaign has no OOD slice
+    assert capped_note(load_config("tiny"), "test", 3) is None  # the built-in task draws what it asks
 
 
 def test_a_carved_validation_split_keeps_each_problem_on_one_side(tmp_path: Path) -> None:
