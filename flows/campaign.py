@@ -209,7 +209,11 @@ def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> 
         emit(f"start_from=champion: {name} has no champion yet; starting from the base model")
         return base, None
     if version.tags.get("base_sha256") != base.sha256:
-        raise ValueError(f"start_from=champion: {name} version {version.version} was trained on another base model")
+        raise StartPolicyError(
+            f"start_from=champion: {name} version {version.version} was trained on another base model than "
+            f"this campaign's {config.model.source} model ({base.base}): start from the base (start_from=base), or "
+            "give the campaign another name (its own registered model)"
+        )
     trained = trained_prompts(config.tracking, version, CampaignLayout(campaign.workdir).downloads / "champion")
     for gap in trained.missing:
         emit(f"start_from=champion: note: {gap}, so what it was trained on there is not checked")
@@ -222,8 +226,9 @@ def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> 
     return policy, source
 
 
-class ChampionLeakError(StopError):
-    """`start_from: champion` names a policy trained on problems this campaign scores."""
+class StartPolicyError(StopError):
+    """`start_from: champion` names a policy this campaign cannot start from: trained on another base model, or on
+    problems this campaign scores."""
 
 
 def check_champion_leak(config: CampaignConfig, version: str, trained: list[Record]) -> None:
@@ -235,7 +240,7 @@ def check_champion_leak(config: CampaignConfig, version: str, trained: list[Reco
     scored = scored_draws(campaign_draws(config), load_extra_sets(config))
     for count, reason in champion_overlaps(config, trained, scored):
         if count > allowed:
-            raise ChampionLeakError(
+            raise StartPolicyError(
                 f"start_from=champion: {version}: {reason}, so they are not held out from it; at most "
                 f"prompts.max_overlap={allowed} allowed: start from the base (start_from=base), or give the "
                 "campaign another name (its own registered model)"

@@ -73,7 +73,7 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect's engi
 
 class _StopWithoutTraceback(logging.Filter):
     """Keeps Prefect's line for a flow or task run ended by a stop (`stop`: "Encountered exception during
-    execution: ChampionLeakError(...)"), without the traceback it logs with it: the message says all a user needs,
+    execution: StartPolicyError(...)"), without the traceback it logs with it: the message says all a user needs,
     and the command prints it again as its last line."""
 
     def filter(self, record: logging.LogRecord) -> bool:

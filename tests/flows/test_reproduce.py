@@ -212,6 +212,24 @@ def test_a_champion_trained_on_what_the_campaign_scores_is_refused(campaign: dic
     assert started == []  # refused before the champion was pinned as its start
 
 
+def test_a_champion_of_another_base_model_is_refused_in_one_line(campaign: dict, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from flows.campaign import StartPolicyError, start_policy
+    from tasks.records import ModelRef
+
+    out = f"tracking.output_dir={campaign['root'] / 'runs'}"
+    config = load_config(SMALL[0], [*SMALL[1:], "start_from=champion", "train.init=continue", out])
+    other = ModelRef(source="tiny", base=str(tmp_path / "other-tiny"), sha256="0" * 64)
+    expected = (
+        r"^start_from=champion: selftrain-tiny version \d+ was trained on another base model than this campaign's "
+        r"tiny model \(.*other-tiny\): start from the base \(start_from=base\), or give the campaign another name"
+    )
+    with pytest.raises(StartPolicyError, match=expected):
+        start_policy(config, other, SimpleNamespace(workdir=tmp_path))  # type: ignore[arg-type]
+    assert not (tmp_path / "start-policy").exists()  # nothing pinned
+
+
 def test_continue_mode_starts_from_the_champion(campaign: dict) -> None:
     client, name = campaign["client"], registered_name("tiny")
     best = client.get_model_version_by_alias(name, "champion")
