@@ -7,6 +7,7 @@ and nothing recorded: no MLflow store, no campaign folder.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import time
@@ -280,8 +281,9 @@ def test_a_working_longer_than_the_new_tokens_is_refused(tmp_path: Path, tiny_di
     # The few-shot baseline's examples in a longer working than the campaign's: the base's answers in it must fit.
     bar = ["evaluate.few_shot_baseline=true", "evaluate.few_shot_working=digits", "prompts.few_shot=3"]
     refused = r"^evaluate.max_new_tokens=24: \d+ of 192 worked answers of the test/ood problems in evaluate.few_shot"
-    with pytest.raises(PreflightError, match=refused):
+    with pytest.raises(PreflightError, match=refused) as cut:
         check_answer_length(load_config("tiny", [*local, *bar]))
+    assert re.search(r"\(the longest, (a test|an OOD) answer, is \d+ tokens\)", str(cut.value))  # its text not shown
     check_answer_length(load_config("tiny", [*local, *bar, "evaluate.max_new_tokens=41"]))
     # Two-step problems (prompts.two_step_share) in the working: a training row cut at train.max_length loses its
     # final answer too.
