@@ -391,18 +391,23 @@ def trained_prompts(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
     rows: list[Record] = []
     read: list[str] = []
     missing: list[str] = []
-    pending, seen = [version], set()
+    pending: list[tuple[str, str]] = [(version.name, str(version.version))]
+    seen: set[tuple[str, str]] = set()
     while pending:
-        current = pending.pop()
-        label = f"{current.name} version {current.version}"
-        if label in seen:
+        name, number = pending.pop()
+        label = f"{name} version {number}"
+        if (name, number) in seen:
             continue
-        seen.add(label)
-        run = client.get_run(str(current.run_id))
+        seen.add((name, number))
+        try:
+            run = client.get_run(str(client.get_model_version(name, number).run_id))
+        except MlflowException as error:
+            missing.append(f"{label} or its round run is no longer in the store ({error.error_code})")
+            continue
         parent = run.data.tags.get(PARENT_TAG)
         last = int(run.data.tags.get("selftrain.round", "0"))
         if parent is None:
-            missing.append(f"{label}: its run {current.run_id} has no campaign run")
+            missing.append(f"{label}: its run {run.info.run_id} has no campaign run")
             continue
         found = client.search_runs([run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'", max_results=1000)
         rounds = sorted(
@@ -410,16 +415,25 @@ def trained_prompts(cfg: TrackingConfig, version: ModelVersion, dest: str | Path
             for r in found
             if r.data.tags.get("selftrain.round", "").isdigit() and 1 <= int(r.data.tags["selftrain.round"]) <= last
         )
+        for index in sorted(set(range(1, last + 1)) - {index for index, _ in rounds}):
+            missing.append(f"{label}: round {index} of campaign run {parent} has no run in the store")
         for index, run_id in rounds:
-            files = [_logged_rows(client, run_id, name, Path(dest) / run_id) for name in TRAINED_FILES]
+            files = [_logged_rows(client, run_id, file, Path(dest) / run_id) for file in TRAINED_FILES]
             if all(file is None for file in files):
                 missing.append(f"{label}: round {index} (run {run_id}) logged no {' or '.join(TRAINED_FILES)}")
             rows += [row for file in files if file is not None for row in file]
         read.append(f"{label}: rounds 1-{last} of campaign run {parent}")
-        start = client.get_run(parent).data.tags.get("selftrain.start_policy")
+        try:
+            start = client.get_run(parent).data.tags.get("selftrain.start_policy")
+        except MlflowException as error:
+            missing.append(
+                f"{label}: its campaign run {parent}, which names the version it started from, is gone "
+                f"({error.error_code})"
+            )
+            continue
         if start:
-            name, _, number = start.rpartition("/")
-            pending.append(client.get_model_version(name, number))
+            start_name, _, start_number = start.rpartition("/")
+            pending.append((start_name, start_number))
     return TrainedOn(rows, read, missing)
 
 

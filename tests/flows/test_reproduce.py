@@ -168,6 +168,16 @@ def test_what_the_champion_was_trained_on_is_read_from_its_rounds(campaign: dict
     parent = campaign["parent"].info.run_id
     assert trained.read == [f"{name} version {best.version}: rounds 1-{last} of campaign run {parent}"]
     assert trained.missing == []  # the fixture campaign started from the base: nothing further down
+    # A campaign that started from a version since deleted: what is not in the store any more is named, not guessed.
+    client.set_tag(parent, "selftrain.start_policy", "selftrain-gone/7")
+    try:
+        gone = trained_prompts(cfg, best, tmp_path / "gone")
+    finally:
+        client.delete_tag(parent, "selftrain.start_policy")
+    assert gone.rows == trained.rows and gone.read == trained.read
+    assert gone.missing == [
+        "selftrain-gone version 7 or its round run is no longer in the store (RESOURCE_DOES_NOT_EXIST)"
+    ]
 
 
 def test_a_champion_trained_on_what_the_campaign_scores_is_refused(campaign: dict, tmp_path: Path) -> None:
