@@ -7,7 +7,6 @@ is a Prefect cache hit (inputs + task source, results persisted under the campai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -21,16 +20,16 @@ from prefect.runtime import flow_run
 from configs.schema import CampaignConfig
 from flows.campaign_state import Campaign, open_campaign
 from flows.interrupt import StopError, is_interruption
-from flows.preflight import campaign_draws, check_prepared_model, check_ray_cluster, preflight_once, scored_draws
+from flows.preflight import check_prepared_model, check_ray_cluster, preflight_once
 from flows.round import RoundInputs, RoundResult, round_flow
+from flows.start_policy import start_policy
 from tasks.base_model import prepare_base_task
 from tasks.evaluate import Evaluation, evaluate_task, greedy_rows, metric_prefix
 from tasks.layout import ROUND_RESULT, CampaignLayout, round_seed
-from tasks.leakage import champion_overlaps
-from tasks.model_registry import champion, download_policy, register_policy, registered_name, trained_prompts
+from tasks.model_registry import register_policy, registered_name
 from tasks.prefect_artifacts import publish_campaign, publish_round
 from tasks.progress import emit
-from tasks.prompts import has_split, item_kind, load_extra_sets, prompts_task, split_size
+from tasks.prompts import has_split, item_kind, prompts_task, split_size
 from tasks.records import DatasetRef, ModelRef, Record, atomic_write_text, read_records, sha256_dir, sha256_file
 from tasks.report import FinalClaim, final_claim, report_task
 from tasks.tracking import (
@@ -191,61 +190,6 @@ def push_after_failure(campaign: Campaign) -> None:
         campaign.push()
     except Exception as error:  # noqa: BLE001 (any store error: the campaign's error propagates instead)
         emit(f"campaign {campaign.campaign_id}: could not push to {campaign.mirror}: {error}")
-
-
-def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> tuple[ModelRef, str | None]:
-    """The round-0 policy and the MLflow URI of its adapter: the base, or with `start_from: champion` the
-    registry's champion (pinned in `start-policy/start.json`, so a resumed campaign starts from the same one).
-    """
-    if config.start_from == "base":
-        return base, None
-    pinned = CampaignLayout(campaign.workdir).start_policy / "start.json"
-    if pinned.exists():
-        saved = json.loads(pinned.read_text(encoding="utf-8"))
-        return ModelRef.model_validate(saved["policy"]), saved["source"]
-    name = registered_name(config.name)
-    version = champion(config.tracking, name)
-    if version is None:
-        emit(f"start_from=champion: {name} has no champion yet; starting from the base model")
-        return base, None
-    if version.tags.get("base_sha256") != base.sha256:
-        raise StartPolicyError(
-            f"start_from=champion: {name} version {version.version} was trained on another base model than "
-            f"this campaign's {config.model.source} model ({base.base}): start from the base (start_from=base), or "
-            "give the campaign another name (its own registered model)"
-        )
-    trained = trained_prompts(config.tracking, version, CampaignLayout(campaign.workdir).downloads / "champion")
-    for gap in trained.missing:
-        emit(f"start_from=champion: note: {gap}, so what it was trained on there is not checked")
-    check_champion_leak(config, f"{name} version {version.version}", trained.rows)
-    policy, source = download_policy(config.tracking, version, pinned.parent)
-    record = {"policy": policy.model_dump(), "source": source, "version": version.version}
-    atomic_write_text(pinned, json.dumps(record, indent=2))
-    set_tags(config.tracking, campaign.parent_run_id, {"selftrain.start_policy": f"{name}/{version.version}"})
-    emit(f"start_from=champion: starting from {name} version {version.version}")
-    return policy, source
-
-
-class StartPolicyError(StopError):
-    """`start_from: champion` names a policy this campaign cannot start from: trained on another base model, or on
-    problems this campaign scores."""
-
-
-def check_champion_leak(config: CampaignConfig, version: str, trained: list[Record]) -> None:
-    """Refuse a starting champion (`version`, 'selftrain-tiny version 2') trained on more than `prompts.max_overlap`
-    problems of a set this campaign scores (validation, test, OOD, extra sets; `trained`, its rounds' rows as
-    `tasks.model_registry.trained_prompts` read them), and note a smaller overlap: a campaign that starts from a
-    policy tuned on an item cannot score it as held out, nor decide promotion by it."""
-    allowed = config.prompts.max_overlap
-    scored = scored_draws(campaign_draws(config), load_extra_sets(config))
-    for count, reason in champion_overlaps(config, trained, scored):
-        if count > allowed:
-            raise StartPolicyError(
-                f"start_from=champion: {version}: {reason}, so they are not held out from it; at most "
-                f"prompts.max_overlap={allowed} allowed: start from the base (start_from=base), or give the "
-                "campaign another name (its own registered model)"
-            )
-        emit(f"start_from=champion: note: {version}: {reason}; allowed by prompts.max_overlap={allowed}")
 
 
 def finished_round(config: CampaignConfig, parent: str, index: int, layout: CampaignLayout) -> RoundResult | None:

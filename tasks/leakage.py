@@ -162,7 +162,7 @@ def champion_overlaps(
     config: CampaignConfig, trained: Sequence[Mapping[str, Any]], scored: Mapping[str, Sequence[Mapping[str, Any]]]
 ) -> list[tuple[int, str]]:
     """Per scored set (`scored_sets`) asking problems the starting champion was trained on (`trained`, its rounds'
-    rows, `tasks.model_registry.trained_prompts`), how many of the set's rows do and the reason, naming their ids.
+    rows, `tasks.champion_lineage.trained_prompts`), how many of the set's rows do and the reason, naming their ids.
 
     Returns:
         (3, "3 row(s) (id 'o4': 'What is 12 plus 7?', ...) of the ood prompts are problems it was trained on"),

@@ -44,8 +44,8 @@ from configs.schema import TrackingConfig
 from configs.schema_steps import GREEDY
 from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, embeds_base, save_policy_model
 from tasks.gate import alias_displaces
-from tasks.records import ModelRef, Record, read_records, sha256_dir
-from tasks.tracking import PARENT_TAG, ArtifactGone, artifact_names, download_artifact
+from tasks.records import ModelRef, sha256_dir
+from tasks.tracking import ArtifactGone, artifact_names, download_artifact
 from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
 
 CHAMPION = "champion"
@@ -366,80 +366,3 @@ def download_version(cfg: TrackingConfig, version: ModelVersion, dest: str | Pat
         f"{version.name} version {version.version}: its base {base['base']} is not on this machine "
         "(the version references its base rather than carrying it; run the export where the base is)"
     )
-
-
-class TrainedOn(NamedTuple):
-    """What a registered version was trained on, as its rounds logged it (`trained_prompts`): the rows, and what
-    was read, one entry per campaign ('selftrain-tiny version 2: rounds 1-2 of campaign run 3f2a...'), and the
-    rounds whose files were not found."""
-
-    rows: list[Record]
-    read: list[str]
-    missing: list[str]
-
-
-TRAINED_FILES = ("prompts.jsonl", "selected.jsonl")  # a round run's training prompts and selected rows, under data/
-
-
-def trained_prompts(cfg: TrackingConfig, version: ModelVersion, dest: str | Path) -> TrainedOn:
-    """The prompts behind a registered version's adapter: every round of its campaign up to its own (each round's
-    training prompts and selected rows, gold rows among them, as the round run logged them under `data/`; earlier
-    rounds whether promoted or not, so more than the adapter saw rather than less), and the same for the version
-    its campaign started from (the campaign run's tag `selftrain.start_policy`), and so on down to the base.
-    Files are downloaded into `dest`."""
-    client = client_for(cfg)
-    rows: list[Record] = []
-    read: list[str] = []
-    missing: list[str] = []
-    pending: list[tuple[str, str]] = [(version.name, str(version.version))]
-    seen: set[tuple[str, str]] = set()
-    while pending:
-        name, number = pending.pop()
-        label = f"{name} version {number}"
-        if (name, number) in seen:
-            continue
-        seen.add((name, number))
-        try:
-            run = client.get_run(str(client.get_model_version(name, number).run_id))
-        except MlflowException as error:
-            missing.append(f"{label} or its round run is no longer in the store ({error.error_code})")
-            continue
-        parent = run.data.tags.get(PARENT_TAG)
-        last = int(run.data.tags.get("selftrain.round", "0"))
-        if parent is None:
-            missing.append(f"{label}: its run {run.info.run_id} has no campaign run")
-            continue
-        found = client.search_runs([run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'", max_results=1000)
-        rounds = sorted(
-            (int(r.data.tags["selftrain.round"]), r.info.run_id)
-            for r in found
-            if r.data.tags.get("selftrain.round", "").isdigit() and 1 <= int(r.data.tags["selftrain.round"]) <= last
-        )
-        for index in sorted(set(range(1, last + 1)) - {index for index, _ in rounds}):
-            missing.append(f"{label}: round {index} of campaign run {parent} has no run in the store")
-        for index, run_id in rounds:
-            files = [_logged_rows(client, run_id, file, Path(dest) / run_id) for file in TRAINED_FILES]
-            if all(file is None for file in files):
-                missing.append(f"{label}: round {index} (run {run_id}) logged no {' or '.join(TRAINED_FILES)}")
-            rows += [row for file in files if file is not None for row in file]
-        read.append(f"{label}: rounds 1-{last} of campaign run {parent}")
-        try:
-            start = client.get_run(parent).data.tags.get("selftrain.start_policy")
-        except MlflowException as error:
-            missing.append(
-                f"{label}: its campaign run {parent}, which names the version it started from, is gone "
-                f"({error.error_code})"
-            )
-            continue
-        if start:
-            start_name, _, start_number = start.rpartition("/")
-            pending.append((start_name, start_number))
-    return TrainedOn(rows, read, missing)
-
-
-def _logged_rows(client: MlflowClient, run_id: str, name: str, dest: Path) -> list[Record] | None:
-    """The rows of `data/<name>` logged on a run, or None when the run holds no such file."""
-    if name not in {Path(item.path).name for item in client.list_artifacts(run_id, "data")}:
-        return None
-    dest.mkdir(parents=True, exist_ok=True)
-    return read_records(client.download_artifacts(run_id, f"data/{name}", str(dest)))

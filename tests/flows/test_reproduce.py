@@ -151,7 +151,7 @@ def test_test_rounds_final_scores_test_for_the_start_and_the_champion_only(campa
 
 
 def test_what_the_champion_was_trained_on_is_read_from_its_rounds(campaign: dict, tmp_path: Path) -> None:
-    from tasks.model_registry import trained_prompts
+    from tasks.champion_lineage import trained_prompts
 
     client, name = campaign["client"], registered_name("tiny")
     best = client.get_model_version_by_alias(name, "champion")
@@ -166,7 +166,7 @@ def test_what_the_champion_was_trained_on_is_read_from_its_rounds(campaign: dict
             expected += [json.loads(line)["prompt"] for line in logged.read_text().splitlines()]
     assert sorted(row["prompt"] for row in trained.rows) == sorted(expected)
     parent = campaign["parent"].info.run_id
-    assert trained.read == [f"{name} version {best.version}: rounds 1-{last} of campaign run {parent}"]
+    assert trained.read == [f"rounds 1-{last} of campaign run {parent} ({name} version {best.version})"]
     assert trained.missing == []  # the fixture campaign started from the base: nothing further down
     # A campaign that started from a version since deleted: what is not in the store any more is named, not guessed.
     client.set_tag(parent, "selftrain.start_policy", "selftrain-gone/7")
@@ -225,7 +225,7 @@ def test_a_champion_trained_on_what_the_campaign_scores_is_refused(campaign: dic
 def test_a_champion_of_another_base_model_is_refused_in_one_line(campaign: dict, tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from flows.campaign import StartPolicyError, start_policy
+    from flows.start_policy import StartPolicyError, start_policy
     from tasks.records import ModelRef
 
     out = f"tracking.output_dir={campaign['root'] / 'runs'}"
