@@ -23,8 +23,8 @@ from tasks.tracking_store import client_for
 
 class TrainedOn(NamedTuple):
     """What a registered version was trained on, as its rounds logged it (`trained_prompts`): the rows, and what
-    was read, one entry per campaign ('rounds 1-2 of campaign run 3f2a... (selftrain-tiny version 2)'), and the
-    rounds whose files were not found."""
+    was read, one entry per campaign ('rounds 1-2 of campaign run 3f2a... (selftrain-tiny version 2)'), and what the
+    store no longer holds (a deleted version or campaign run, a round without a run or without its files)."""
 
     rows: list[Record]
     read: list[str]
