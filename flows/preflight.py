@@ -39,11 +39,8 @@ MAX_PROMPT_CHARS = 16_000  # a prompt in a file longer than this needs limits.al
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
-_TRUE = {"1", "on", "yes", "true"}
-HIDDEN_ANSWER = {
-    "test": "a test answer",
-    "ood": "an OOD answer",
-}  # what a message shows of a held-out answer  # huggingface_hub's reading of boolean environment variables
+_TRUE = {"1", "on", "yes", "true"}  # huggingface_hub's reading of boolean environment variables
+HIDDEN_ANSWER = {"test": "a test answer", "ood": "an OOD answer"}  # what a message shows of a held-out answer
 
 
 class PreflightError(ValueError):
@@ -825,9 +822,7 @@ def check_answer_length(config: CampaignConfig, draw: Callable[[str], list[Recor
         if lengths[longest] > new_tokens:
             cut = sum(length > new_tokens for length in lengths)
             # A test or OOD answer is not printed: the campaign reports on those items, so it shows none of them.
-            shown = (
-                f"a {found[longest][0]} answer" if found[longest][0] in ("test", "ood") else repr(solutions[longest])
-            )
+            shown = HIDDEN_ANSWER.get(found[longest][0], repr(solutions[longest]))
             raise PreflightError(
                 f"{field}={new_tokens}: {cut} of {len(solutions)} worked answers of the {'/'.join(splits)} "
                 f"problems in {working} are longer (the longest, {shown}, is {lengths[longest]} "
