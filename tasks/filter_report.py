@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.stats import clustered_mcnemar, item_groups, paired_counts, paired_credit
+from tasks.stats import clustered_mcnemar, interval_text, item_groups, paired_counts, paired_credit
 
 KEEP_ALL, ORACLE = "filter-keep-all", "filter-oracle"
 MIN_GAP = 0.02  # below this (absolute test accuracy) the gap is too small to divide by
@@ -142,7 +142,7 @@ def format_filter_table(table: Sequence[Mapping[str, Any]], min_gap: float = MIN
     head = f"{'arm':<{width}}  round  test acc  95% CI          train rows  gap closed"
     lines = [f"{head}  {'vs keep-all b/c p':>18}  {'vs oracle b/c p':>18}"]
     for row in table:
-        ci = "-" if row["ci_low"] is None else f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        ci = "-" if row["ci_low"] is None else interval_text((row["ci_low"], row["ci_high"]))
         rows = "-" if row["train_rows"] is None else f"{row['train_rows']:.0f}"
         closed = "-" if row["gap_closed"] is None else f"{row['gap_closed']:+.2f}"
         paired = "  ".join(f"{_paired_cell(row.get(column)):>18}" for column in ("vs_keep_all", "vs_oracle"))

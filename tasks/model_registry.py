@@ -45,6 +45,7 @@ from configs.schema_steps import GREEDY
 from tasks.champion_model import ADAPTER, BASE, POLICY_JSON, embeds_base, save_policy_model
 from tasks.gate import alias_displaces
 from tasks.records import ModelRef, sha256_dir
+from tasks.stats import accuracy_text
 from tasks.tracking import ArtifactGone, artifact_names, download_artifact
 from tasks.tracking_store import client_for, retry_conflicts, tracking_uri
 
@@ -131,7 +132,7 @@ def register_policy(
 
         carried = "carries its base" if embeds_base(base) else f"references its base at {base.base}"
         description = (
-            f"Validation accuracy {accuracy:.3f}{_interval_text(interval)} ({decoding}). "
+            f"Validation accuracy {accuracy_text(accuracy, interval)} ({decoding}). "
             f"A LoRA adapter that {carried}; "
             "`selftrain export NAME/VERSION DIR --merged` writes a checkpoint that loads anywhere."
         )
@@ -154,11 +155,6 @@ def register_policy(
     best = settle_champion(cfg, name)
     aliased = best is not None and str(best.version) == str(version.version)
     return Registration(str(version.version), aliased, made)
-
-
-def _interval_text(interval: tuple[float, float] | None) -> str:
-    """' [0.741, 0.884]', a 95% interval as the description gives it after the accuracy; '' without one."""
-    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _log_policy(client: MlflowClient, run: Run, folder: Path) -> LoggedModel:

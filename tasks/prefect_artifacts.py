@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from tasks.stats import accuracy_cell
+from tasks.stats import accuracy_cell, interval_text
 
 # The round table: MLflow metric key and what the row is called in the UI, in table order. Test rows exist only
 # for rounds whose policy was scored on test (the starting policy and the promoted ones).
@@ -70,7 +70,7 @@ def gate_markdown(
     verdict = "promoted" if promoted else "not promoted"
     measured = f"{accuracy:.3f}" if accuracy is not None else "not measured (training was skipped)"
     if accuracy is not None and interval is not None:
-        measured += f" [{interval[0]:.3f}, {interval[1]:.3f}] (95% interval)"
+        measured += f" {interval_text(interval)} (95% interval)"
     return f"# Round {round_index}: {verdict}\n\n**Gate:** {reason}\n\n**Validation accuracy:** {measured}\n"
 
 

@@ -30,10 +30,12 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from tasks.stats import (  # noqa: E402
     accuracy_cell,
+    accuracy_text,
     clustered_interval,
     clustered_mcnemar,
     holm,
     interval_extents,
+    interval_text,
     item_groups,
     paired_counts,
     paired_credit,
@@ -161,9 +163,9 @@ class KindClaim:
             "kind": self.kind,
             "items": self.items,
             "start right": self.start_right,
-            "start 95% CI": _ci(self.start_ci),
+            "start 95% CI": interval_text(self.start_ci),
             "final right": self.final_right,
-            "final 95% CI": _ci(self.final_ci),
+            "final 95% CI": interval_text(self.final_ci),
             "only start right": self.b,
             "only final right": self.c,
             "p (exact McNemar, by problem)": float(f"{self.p_value:.4g}"),
@@ -176,7 +178,8 @@ class KindClaim:
         n, p = self.items, self.p_value
         holm = "" if self.p_holm is None else f", Holm {self.p_holm:.2g}"
         counts = f"b={self.b}, c={self.c}"
-        start, final = f"{self.start_right}/{n} {_ci(self.start_ci)}", f"{self.final_right}/{n} {_ci(self.final_ci)}"
+        start = f"{self.start_right}/{n} {interval_text(self.start_ci)}"
+        final = f"{self.final_right}/{n} {interval_text(self.final_ci)}"
         return f"{self.kind} {start} -> {final} (p={p:.2g}{holm}, {counts})"
 
 
@@ -324,15 +327,18 @@ class FinalClaim:
     def sentence(self) -> str:
         """The claim in one line (the last line of the table)."""
         text = (
-            f"{self.split}, start -> final: {_with_ci(self.start_accuracy, self.start_ci)} -> "
-            f"{_with_ci(self.final_accuracy, self.final_ci)}, gain {self.gain:+.3f} "
+            f"{self.split}, start -> final: {accuracy_text(self.start_accuracy, self.start_ci)} -> "
+            f"{accuracy_text(self.final_accuracy, self.final_ci)}, gain {self.gain:+.3f} "
             f"on {_items(self.items, self.problems)} ({_test(self.items, self.problems)} p={self.p_value:.2g}, "
             f"b={self.b}, c={self.c})"
         )
         if self.start_lenient is not None and self.final_lenient is not None:
             text += f"; lenient (a diagnostic) {self.start_lenient:.3f} -> {self.final_lenient:.3f}"
         if self.ood_start is not None and self.ood_final is not None:
-            start, final = _with_ci(self.ood_start, self.ood_start_ci), _with_ci(self.ood_final, self.ood_final_ci)
+            start, final = (
+                accuracy_text(self.ood_start, self.ood_start_ci),
+                accuracy_text(self.ood_final, self.ood_final_ci),
+            )
             text += f"; OOD {start} -> {final} ({_items(self.ood_items, self.ood_problems)}"
             if self.ood_p_value is not None:
                 text += f", p={self.ood_p_value:.2g}, b={self.ood_b}, c={self.ood_c}"
@@ -421,16 +427,6 @@ def render_table(rows: Rows, claim: FinalClaim | None = None) -> str:
     if claim is not None:
         lines.append(claim.sentence())
     return "\n".join(lines)
-
-
-def _with_ci(accuracy: float, interval: tuple[float, float] | None) -> str:
-    """'0.875 [0.804, 0.935]', or the accuracy alone without an interval."""
-    return f"{accuracy:.3f}" if interval is None else f"{accuracy:.3f} {_ci(interval)}"
-
-
-def _ci(interval: tuple[float, float]) -> str:
-    """'[0.804, 0.935]'."""
-    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _in_problems(items: int, problems: int) -> bool:

@@ -297,12 +297,20 @@ def _first(ids: Sequence[str], shown: int = 3) -> str:
     return ", ".join(ids[:shown]) + (", ..." if len(ids) > shown else "")
 
 
+def interval_text(interval: tuple[float, float]) -> str:
+    """A 95% interval as every table and line prints it: '[0.804, 0.935]'."""
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def accuracy_text(accuracy: float, interval: tuple[float, float] | None) -> str:
+    """'0.875 [0.804, 0.935]', or the accuracy alone without an interval."""
+    return f"{accuracy:.3f}" if interval is None else f"{accuracy:.3f} {interval_text(interval)}"
+
+
 def accuracy_cell(row: Mapping[str, Any], prefix: str) -> str:
     """A table cell "acc [low, high]" from a row's `<prefix>accuracy` and `<prefix>ci_low/high` ("-": not scored)."""
     accuracy = row.get(f"{prefix}accuracy")
     if accuracy is None:
         return "-"
     low, high = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
-    if low is None or high is None:
-        return f"{accuracy:.3f}"
-    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
+    return accuracy_text(accuracy, None if low is None or high is None else (low, high))
