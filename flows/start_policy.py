@@ -25,7 +25,8 @@ def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> 
     """
     if config.start_from == "base":
         return base, None
-    pinned = CampaignLayout(campaign.workdir).start_policy / "start.json"
+    layout = CampaignLayout(campaign.workdir)
+    pinned = layout.start_policy / "start.json"
     if pinned.exists():
         saved = json.loads(pinned.read_text(encoding="utf-8"))
         return ModelRef.model_validate(saved["policy"]), saved["source"]
@@ -40,7 +41,7 @@ def start_policy(config: CampaignConfig, base: ModelRef, campaign: Campaign) -> 
             f"this campaign's {config.model.source} model ({base.base}): start from the base (start_from=base), or "
             "give the campaign another name (its own registered model)"
         )
-    trained = trained_prompts(config.tracking, version, CampaignLayout(campaign.workdir).downloads / "champion")
+    trained = trained_prompts(config.tracking, version, layout.downloads / "champion")
     for read in trained.read:
         emit(f"start_from=champion: reading the training rows of {read}")
     for gap in trained.missing:
